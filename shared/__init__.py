@@ -1,0 +1,1 @@
+"""The project's own package: DICOMweb domain logic, services and AWS adapters."""

@@ -1,0 +1,1 @@
+"""AWS adapters behind the ports of :mod:`shared.ports`; only ``wiring`` imports them."""

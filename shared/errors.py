@@ -1,0 +1,46 @@
+"""One exception hierarchy; each class carries the HTTP status it maps to.
+
+Messages are written for clients: they never contain internals or patient data.
+"""
+
+from __future__ import annotations
+
+
+class DicomWebError(Exception):
+    """A request the service refuses, with a status and a client-safe message."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(DicomWebError):
+    status = 400
+
+
+class NotFound(DicomWebError):
+    status = 404
+
+
+class NotAcceptable(DicomWebError):
+    status = 406
+
+
+class Conflict(DicomWebError):
+    status = 409
+
+
+class PayloadTooLarge(DicomWebError):
+    status = 413
+
+
+class UnsupportedMediaType(DicomWebError):
+    status = 415
+
+
+class StorageUnavailable(DicomWebError):
+    """A storage dependency failed or throttled; the client may retry."""
+
+    status = 503

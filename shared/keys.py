@@ -1,0 +1,108 @@
+"""API keys: generation, digests and constant-time checks. Standard library only.
+
+Keys are stored as SHA-256 digests in a secret (Secrets Manager); the plain key is shown
+once, when it is created. A key is 32 random bytes (256 bits), so an unsalted SHA-256 digest
+is not open to guessing. Every check compares the presented key's digest with *every*
+active digest using ``hmac.compare_digest`` so the time taken does not depend on which key,
+or how much of it, matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+KEY_PREFIX = "o3k_"
+_SCHEMES = ("bearer ", "apikey ")
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One active key as stored: never the key itself."""
+
+    id: str
+    sha256: str
+    label: str = ""
+    created: str = ""
+
+
+def digest(key: str) -> str:
+    """Return the hex SHA-256 digest of a key."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def generate(label: str = "") -> tuple[str, KeyEntry]:
+    """Create a new random key; return the plain key (show it once) and its stored entry."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, entry_for(key, label)
+
+
+def entry_for(key: str, label: str = "") -> KeyEntry:
+    """Return the stored entry for a given key (used for a dev key chosen by the operator)."""
+    if len(key) < 16:
+        raise ValueError("an API key must be at least 16 characters long")
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return KeyEntry(id=secrets.token_hex(4), sha256=digest(key), label=label, created=created)
+
+
+def token_from_header(value: str | None) -> str | None:
+    """Extract the key from an Authorization header value.
+
+    The seed sends the raw key; ``Bearer <key>`` and ``ApiKey <key>`` are accepted too
+    because browser viewers can only be configured to send a scheme-prefixed token.
+    """
+    if not value:
+        return None
+    token = value.strip()
+    lowered = token.lower()
+    for scheme in _SCHEMES:
+        if lowered.startswith(scheme):
+            token = token[len(scheme) :].strip()
+            break
+    return token or None
+
+
+class KeyRing:
+    """The set of active keys, checked in constant time."""
+
+    def __init__(self, entries: list[KeyEntry]) -> None:
+        self.entries = list(entries)
+
+    def match(self, presented: str) -> KeyEntry | None:
+        """Return the entry whose key was presented, or None; examines every entry."""
+        candidate = digest(presented).encode("ascii")
+        found: KeyEntry | None = None
+        for entry in self.entries:
+            if hmac.compare_digest(candidate, entry.sha256.encode("ascii")):
+                found = entry
+        return found
+
+
+def parse_secret(text: str) -> list[KeyEntry]:
+    """Parse the secret's JSON document into key entries; malformed entries are dropped."""
+    try:
+        document = json.loads(text)
+    except (TypeError, ValueError):
+        return []
+    raw = document.get("keys", []) if isinstance(document, dict) else []
+    entries = []
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("sha256"), str) and item.get("id"):
+            entries.append(
+                KeyEntry(
+                    id=str(item["id"]),
+                    sha256=item["sha256"],
+                    label=str(item.get("label", "")),
+                    created=str(item.get("created", "")),
+                )
+            )
+    return entries
+
+
+def dump_secret(entries: list[KeyEntry]) -> str:
+    """Serialise key entries into the secret's JSON document."""
+    return json.dumps({"keys": [asdict(e) for e in entries]}, separators=(",", ":"))
