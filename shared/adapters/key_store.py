@@ -21,7 +21,9 @@ class SecretsManagerKeyStore:
 
     def save(self, entries: list[keys.KeyEntry]) -> None:
         """Replace the key list (a new secret version)."""
-        self._client.put_secret_value(SecretId=self._secret_id, SecretString=keys.dump_secret(entries))
+        self._client.put_secret_value(
+            SecretId=self._secret_id, SecretString=keys.dump_secret(entries)
+        )
 
     def add(self, entry: keys.KeyEntry) -> None:
         """Add one key entry."""

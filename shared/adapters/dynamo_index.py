@@ -1,0 +1,248 @@
+"""The hierarchical index in one DynamoDB table. Key layout: docs/access-patterns.md.
+
+Items (PK / SK):
+
+* ``SOP#<sop>`` / ``SOP``: guard for global SOP Instance UID uniqueness (sha256, location).
+* ``STUDY#<study>`` / ``STUDY``: study attributes, counters, aggregate sets.
+* ``STUDY#<study>`` / ``SERIES#<series>``: series attributes and instance counter.
+* ``STUDY#<study>`` / ``INSTANCE#<series>#<sop>``: instance attributes and object key.
+* ``PATIENT#<PatientID>\\<Issuer>`` / ``PATIENT``: demographics, counters, aggregate sets.
+
+A new instance is one ``TransactWriteItems``: the guard put (condition: absent), the
+instance put, and ``ADD`` updates of the series, study and patient items. Counts of
+distinct children are kept as string sets of short UID digests (``ADD`` of a set member is
+idempotent), so the transaction never needs to know whether a series or study is new.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+import time
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.dicom.normalize import date_key, person_name_key, time_key
+from shared.errors import StorageUnavailable
+from shared.ports import AddOutcome, InstanceRecord
+
+MAX_ATTEMPTS = 8
+_RETRYABLE_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+_RETRYABLE_ERRORS = {
+    "TransactionInProgressException",
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+}
+_GUARD, _STUDY = 0, 3
+
+
+def uid_digest(uid: str) -> str:
+    """A 12-character digest of a UID, used as a set member for distinct counts."""
+    return base64.urlsafe_b64encode(hashlib.sha256(uid.encode()).digest()[:9]).decode()
+
+
+def study_pk(study_uid: str) -> str:
+    """Partition key of a study and its series and instances."""
+    return f"STUDY#{study_uid}"
+
+
+def patient_pk(patient_id: str, issuer: str) -> str:
+    """Partition key of a patient (backslash cannot occur inside one LO value)."""
+    return f"PATIENT#{patient_id}\\{issuer}"
+
+
+def study_sort_key(record: InstanceRecord) -> str:
+    """``sdt``: study date+time then UID, the sort key of every study-ordered index."""
+    date = date_key(record.study_date) or "00000000"
+    clock = time_key(record.study_time) or "000000.000000"
+    return f"{date}{clock}#{record.study_uid}"
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+class DynamoInstanceIndex:
+    """InstanceIndex on one DynamoDB table."""
+
+    def __init__(self, client: Any, table: str, sleep: Any = time.sleep) -> None:
+        self._client = client
+        self._table = table
+        self._sleep = sleep
+
+    def add(self, record: InstanceRecord) -> AddOutcome:
+        """Add an instance; retry transaction conflicts with jittered backoff."""
+        items = self._transaction(record)
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                self._client.transact_write_items(TransactItems=items)
+            except ClientError as exc:
+                outcome = self._on_error(exc, record)
+                if outcome is not None:
+                    return outcome
+            except BotoCoreError as exc:
+                raise StorageUnavailable("the index is unavailable, retry later") from exc
+            else:
+                return AddOutcome.STORED
+            self._sleep(min(1.0, 0.02 * 2**attempt) * random.random())  # noqa: S311
+        raise StorageUnavailable("the index is busy, retry later")
+
+    def _on_error(self, exc: ClientError, record: InstanceRecord) -> AddOutcome | None:
+        """Map a failed transaction to an outcome, or None to retry."""
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "TransactionCanceledException":
+            reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
+            if len(reasons) > _GUARD and reasons[_GUARD] == "ConditionalCheckFailed":
+                return self._existing(record)
+            if len(reasons) > _STUDY and reasons[_STUDY] == "ConditionalCheckFailed":
+                return AddOutcome.PATIENT_MISMATCH
+            if set(reasons) - {"None"} <= _RETRYABLE_REASONS:
+                return None
+        elif code in _RETRYABLE_ERRORS:
+            return None
+        raise StorageUnavailable("the index is unavailable, retry later") from exc
+
+    def _existing(self, record: InstanceRecord) -> AddOutcome | None:
+        try:
+            reply = self._client.get_item(
+                TableName=self._table,
+                Key={"PK": _s(f"SOP#{record.sop_instance_uid}"), "SK": _s("SOP")},
+                ConsistentRead=True,
+                ProjectionExpression="sha256",
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable("the index is unavailable, retry later") from exc
+        item = reply.get("Item")
+        if item is None:
+            return None  # removed meanwhile: try again
+        same = item.get("sha256", {}).get("S") == record.sha256
+        return AddOutcome.ALREADY_STORED if same else AddOutcome.DIFFERENT_CONTENT
+
+    def _transaction(self, r: InstanceRecord) -> list[dict[str, Any]]:
+        pk = study_pk(r.study_uid)
+        sdt = study_sort_key(r)
+        guard = {
+            "PK": _s(f"SOP#{r.sop_instance_uid}"),
+            "SK": _s("SOP"),
+            "study": _s(r.study_uid),
+            "series": _s(r.series_uid),
+            "sha256": _s(r.sha256),
+            "key": _s(r.blob_key),
+        }
+        instance = {
+            "PK": _s(pk),
+            "SK": _s(f"INSTANCE#{r.series_uid}#{r.sop_instance_uid}"),
+            "sop_class": _s(r.sop_class_uid),
+            "ts": _s(r.transfer_syntax),
+            "sha256": _s(r.sha256),
+            "size": _n(r.size),
+            "key": _s(r.blob_key),
+            "aet": _s(r.calling_aet),
+            "received": _s(r.received),
+            "attrs": _s(r.instance_json),
+        }
+        items: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": guard,
+                    "ConditionExpression": "attribute_not_exists(PK)",
+                }
+            },
+            {"Put": {"TableName": self._table, "Item": instance}},
+            self._series_update(r, pk, sdt),
+            self._study_update(r, pk, sdt),
+        ]
+        if r.patient_id:
+            items.append(self._patient_update(r))
+        return items
+
+    def _series_update(self, r: InstanceRecord, pk: str, sdt: str) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            ":attrs": _s(r.series_json),
+            ":sdt": _s(sdt),
+            ":seu": _s(r.series_uid),
+            ":one": _n(1),
+        }
+        sets = ["attrs = :attrs", "sdt = :sdt", "seu = :seu"]
+        if r.modality:
+            sets.append("#mod = :mod")
+            values[":mod"] = _s(r.modality)
+        update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": {"PK": _s(pk), "SK": _s(f"SERIES#{r.series_uid}")},
+            "UpdateExpression": f"SET {', '.join(sets)} ADD n_instances :one",
+            "ExpressionAttributeValues": values,
+        }
+        if r.modality:
+            update["ExpressionAttributeNames"] = {"#mod": "mod"}
+        return {"Update": update}
+
+    def _study_update(self, r: InstanceRecord, pk: str, sdt: str) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            ":attrs": _s(r.study_json),
+            ":patient": _s(r.patient_id),
+            ":sdt": _s(sdt),
+            ":sdm": _s(sdt[:6] if not sdt.startswith("00000000") else "NONE"),
+            ":one": _n(1),
+            ":series": {"SS": [uid_digest(r.series_uid)]},
+            ":classes": {"SS": [r.sop_class_uid]},
+        }
+        sets = ["attrs = :attrs", "patient_id = :patient", "sdt = :sdt", "sdm = :sdm"]
+        adds = ["n_instances :one", "series_keys :series", "sop_classes :classes"]
+        if r.patient_id:
+            sets.append("pid = :patient")
+        if r.accession_number:
+            sets.append("acc = :acc")
+            values[":acc"] = _s(r.accession_number)
+        name_key = person_name_key(r.patient_name)
+        if name_key:
+            sets += ["pnk = :pnk", "pnn = :pnn"]
+            values[":pnk"] = _s(f"S#{name_key[0]}")
+            values[":pnn"] = _s(f"{name_key}#{r.study_uid}")
+        if r.modality:
+            adds.append("modalities :mods")
+            values[":mods"] = {"SS": [r.modality]}
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": {"PK": _s(pk), "SK": _s("STUDY")},
+                "UpdateExpression": f"SET {', '.join(sets)} ADD {', '.join(adds)}",
+                "ConditionExpression": "attribute_not_exists(PK) OR patient_id = :patient",
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    def _patient_update(self, r: InstanceRecord) -> dict[str, Any]:
+        pk = patient_pk(r.patient_id, r.issuer_of_patient_id)
+        values: dict[str, Any] = {
+            ":attrs": _s(r.patient_json),
+            ":one": _n(1),
+            ":studies": {"SS": [uid_digest(r.study_uid)]},
+            ":series": {"SS": [uid_digest(r.series_uid)]},
+        }
+        sets = ["attrs = :attrs"]
+        name_key = person_name_key(r.patient_name)
+        if name_key:
+            sets += ["pnk = :pnk", "pnn = :pnn"]
+            values[":pnk"] = _s(f"P#{name_key[0]}")
+            values[":pnn"] = _s(f"{name_key}#{pk}")
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": {"PK": _s(pk), "SK": _s("PATIENT")},
+                "UpdateExpression": (
+                    f"SET {', '.join(sets)} "
+                    "ADD n_instances :one, study_keys :studies, series_keys :series"
+                ),
+                "ExpressionAttributeValues": values,
+            }
+        }

@@ -1,0 +1,1 @@
+"""Pure DICOM code: validation, attribute extraction, normalisation."""

@@ -1,0 +1,1 @@
+"""Pure DICOMweb protocol code: media types, multipart, paths, responses."""

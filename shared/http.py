@@ -1,0 +1,95 @@
+"""HTTP helpers for the handlers: resolver factory, error mapping, bodies, responses."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
+
+from shared import config
+from shared.errors import BadRequest, DicomWebError
+
+logger = logging.getLogger(__name__)
+
+DICOM_JSON = "application/dicom+json"
+EXPOSE_HEADERS = [
+    "Content-Type",
+    "Content-Length",
+    "Content-Location",
+    "Warning",
+    "ETag",
+    "Accept-Ranges",
+    "Content-Range",
+]
+ALLOW_HEADERS = ["Authorization", "Content-Type", "Accept", "Range", "If-None-Match"]
+
+
+def make_resolver() -> APIGatewayRestResolver:
+    """A REST resolver with CORS on every response and our error mapping."""
+    cors = CORSConfig(
+        allow_origin=config.settings().cors_allow_origin,
+        allow_headers=ALLOW_HEADERS,
+        expose_headers=EXPOSE_HEADERS,
+        max_age=600,
+    )
+    app = APIGatewayRestResolver(cors=cors)
+
+    @app.exception_handler(DicomWebError)  # type: ignore[untyped-decorator]
+    def _dicomweb_error(error: DicomWebError) -> Response[str]:
+        return error_response(error.status, error.message)
+
+    @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
+    def _unexpected(error: Exception) -> Response[str]:
+        logger.exception("unhandled error", exc_info=error)
+        return error_response(500, "internal error")
+
+    return app
+
+
+def error_response(status: int, message: str) -> Response[str]:
+    """A short JSON error body."""
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body=json.dumps({"message": message}),
+    )
+
+
+def json_response(status: int, document: Any, content_type: str = DICOM_JSON) -> Response[str]:
+    """A JSON body with the given media type."""
+    return Response(
+        status_code=status,
+        content_type=content_type,
+        body=json.dumps(document, ensure_ascii=False, separators=(",", ":")),
+    )
+
+
+def header(event: Mapping[str, Any], name: str) -> str | None:
+    """A request header, matched case-insensitively; repeated values joined with commas."""
+    wanted = name.lower()
+    multi = event.get("multiValueHeaders") or {}
+    for key, values in multi.items():
+        if key.lower() == wanted and values:
+            return ", ".join(str(v) for v in values)
+    for key, value in (event.get("headers") or {}).items():
+        if key.lower() == wanted:
+            return None if value is None else str(value)
+    return None
+
+
+def body_bytes(event: Mapping[str, Any]) -> bytes:
+    """The raw request body (API Gateway base64-encodes binary media types)."""
+    body = event.get("body")
+    if body is None:
+        return b""
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadRequest("request body is not valid base64") from exc
+    return body.encode("utf-8") if isinstance(body, str) else bytes(body)

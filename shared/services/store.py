@@ -1,0 +1,152 @@
+"""STOW-RS use case: validate each part, store the file, index it (PS3.18 §10.5)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shared.dicom import attributes
+from shared.dicom.validate import InstanceRejected, ValidInstance, validate
+from shared.dicomweb import paths, stow_result
+from shared.dicomweb.multipart import Part
+from shared.dicomweb.stow_result import Failed, Stored, StoreResult
+from shared.errors import StorageUnavailable
+from shared.ports import AddOutcome, BlobStore, InstanceIndex, InstanceRecord
+
+logger = logging.getLogger(__name__)
+
+_DICOM_PART_TYPES = {"application/dicom", ""}
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """What the handler extracted from the HTTP request."""
+
+    parts: list[Part]
+    calling_aet: str
+    base_url: str
+    study_uid: str | None = None
+
+
+def blob_key(instance: ValidInstance) -> str:
+    """S3 key of a stored file: UIDs plus content hash, so other bytes never overwrite."""
+    return (
+        f"dicom/{instance.study_uid}/{instance.series_uid}/"
+        f"{instance.sop_instance_uid}/{instance.sha256}.dcm"
+    )
+
+
+def store(
+    request: StoreRequest,
+    *,
+    blobs: BlobStore,
+    index: InstanceIndex,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> StoreResult:
+    """Store every part; per-instance failures go into the result, never half-stored.
+
+    Raises :class:`StorageUnavailable` when nothing was stored and every failure was a
+    storage outage, so that the client sees a retryable 503 rather than a 409.
+    """
+    result = StoreResult()
+    for part in request.parts:
+        outcome = _store_one(part, request, blobs, index, clock)
+        if isinstance(outcome, Stored):
+            result.stored.append(outcome)
+        else:
+            result.failed.append(outcome)
+    studies = {s.study_uid for s in result.stored}
+    if len(studies) == 1:
+        result.study_retrieve_url = paths.study_url(request.base_url, studies.pop())
+    if not result.stored and result.failed and _all_outages(result.failed):
+        raise StorageUnavailable("storage is unavailable, retry later")
+    return result
+
+
+def _all_outages(failed: Iterable[Failed]) -> bool:
+    return all(f.reason == stow_result.OUT_OF_RESOURCES for f in failed)
+
+
+def _store_one(
+    part: Part,
+    request: StoreRequest,
+    blobs: BlobStore,
+    index: InstanceIndex,
+    clock: Callable[[], datetime],
+) -> Stored | Failed:
+    media = (part.content_type or "").split(";", 1)[0].strip().lower()
+    if media not in _DICOM_PART_TYPES:
+        return Failed(stow_result.CANNOT_UNDERSTAND, "body part is not application/dicom")
+    try:
+        instance = validate(part.content, request.study_uid)
+    except InstanceRejected as rejected:
+        logger.info("instance rejected", extra={"reason": hex(rejected.reason)})
+        return Failed(
+            rejected.reason, rejected.message, rejected.sop_class_uid, rejected.sop_instance_uid
+        )
+    record = _record(instance, request.calling_aet, clock())
+    try:
+        blobs.put(record.blob_key, instance.data)
+        outcome = index.add(record)
+    except StorageUnavailable:
+        logger.warning("storage unavailable", extra={"sop_instance_uid": instance.sop_instance_uid})
+        _discard(blobs, record.blob_key)
+        return _failed(instance, stow_result.OUT_OF_RESOURCES, "storage unavailable")
+    if outcome in (AddOutcome.STORED, AddOutcome.ALREADY_STORED):
+        url = paths.instance_url(
+            request.base_url, instance.study_uid, instance.series_uid, instance.sop_instance_uid
+        )
+        return Stored(instance.sop_class_uid, instance.sop_instance_uid, url, instance.study_uid)
+    # Refused by the index: the object we wrote has another hash than the stored one.
+    _discard(blobs, record.blob_key)
+    if outcome is AddOutcome.DIFFERENT_CONTENT:
+        return _failed(
+            instance,
+            stow_result.DUPLICATE_SOP_INSTANCE,
+            "SOP Instance UID already stored with different content",
+        )
+    return _failed(
+        instance, stow_result.PROCESSING_FAILURE, "PatientID differs from the stored study's"
+    )
+
+
+def _failed(instance: ValidInstance, reason: int, message: str) -> Failed:
+    return Failed(reason, message, instance.sop_class_uid, instance.sop_instance_uid)
+
+
+def _discard(blobs: BlobStore, key: str) -> None:
+    try:
+        blobs.delete(key)
+    except StorageUnavailable:
+        logger.warning("could not delete an unindexed object", extra={"key": key})
+
+
+def _record(instance: ValidInstance, calling_aet: str, now: datetime) -> InstanceRecord:
+    ds = instance.dataset
+    name = ds.get("PatientName")
+    alphabetic = str(name.alphabetic) if name is not None and hasattr(name, "alphabetic") else ""
+    return InstanceRecord(
+        study_uid=instance.study_uid,
+        series_uid=instance.series_uid,
+        sop_instance_uid=instance.sop_instance_uid,
+        sop_class_uid=instance.sop_class_uid,
+        transfer_syntax=instance.transfer_syntax,
+        sha256=instance.sha256,
+        size=len(instance.data),
+        blob_key=blob_key(instance),
+        calling_aet=calling_aet,
+        received=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        patient_id=attributes.text(ds, "PatientID"),
+        issuer_of_patient_id=attributes.text(ds, "IssuerOfPatientID"),
+        patient_name=alphabetic,
+        study_date=attributes.text(ds, "StudyDate"),
+        study_time=attributes.text(ds, "StudyTime"),
+        accession_number=attributes.text(ds, "AccessionNumber"),
+        modality=attributes.text(ds, "Modality"),
+        study_json=attributes.dumps(attributes.level_json(ds, attributes.STUDY_KEYWORDS)),
+        series_json=attributes.dumps(attributes.level_json(ds, attributes.SERIES_KEYWORDS)),
+        instance_json=attributes.dumps(attributes.level_json(ds, attributes.INSTANCE_KEYWORDS)),
+        patient_json=attributes.dumps(attributes.level_json(ds, attributes.PATIENT_KEYWORDS)),
+    )
