@@ -1,0 +1,89 @@
+"""``python -m local``: run the local stack on 127.0.0.1 until SIGINT or SIGTERM.
+
+Environment: ``PORT`` (default 3000), ``DICOMWEB_API_KEY`` (dev key; generated if unset),
+``LOCAL_PARAMETER_OVERRIDES`` (``Key=Value`` pairs for template parameters, e.g.
+``AuthorizerCacheTtl=0 KeyCacheTtl=0``), ``LOCAL_STACK_STATE`` (state file path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from local.stack import DEFAULT_STATE_FILE, LocalStack, parse_overrides
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    parser.add_argument(
+        "--parameter-overrides",
+        default=os.environ.get("LOCAL_PARAMETER_OVERRIDES", ""),
+        help="template parameters, e.g. 'AuthorizerCacheTtl=0 KeyCacheTtl=0'",
+    )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=Path(os.environ.get("LOCAL_STACK_STATE", str(DEFAULT_STATE_FILE))),
+    )
+    parser.add_argument("--quiet", action="store_true", help="no access log")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the stack, print how to use it, wait for a signal, stop."""
+    args = _arguments(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    for noisy in ("botocore", "boto3", "urllib3", "werkzeug"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    stack = LocalStack(
+        port=args.port,
+        api_key=os.environ.get("DICOMWEB_API_KEY") or None,
+        parameter_overrides=parse_overrides(args.parameter_overrides),
+        state_file=args.state_file,
+    )
+    stack.start()
+    try:
+        routes = "\n".join(
+            f"  {r.method:7} {r.path}{'' if r.authorizer else '   (no authorizer)'}"
+            for r in stack.template.routes
+        )
+        key_note = "generated, shown once" if stack.key_generated else "from DICOMWEB_API_KEY"
+        print(
+            f"Local stack ready (moto at {stack.moto_endpoint})\n"
+            f"Base URL: {stack.base_url}\n"
+            f"API key ({key_note}): {stack.api_key}\n"
+            f"Routes:\n{routes}\n"
+            f"Try:\n  curl -i -X POST -H 'Authorization: {stack.api_key}' "
+            f"-H 'Content-Type: application/dicom' --data-binary @file.dcm "
+            f"{stack.base_url}/stowRsListener/MYAET/studies\n"
+            f"Keys: python tools/apikeys.py --local list\n"
+            "Ctrl-C to stop.",
+            flush=True,
+        )
+        stopping.wait()
+    finally:
+        stack.stop()
+        print("Local stack stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
