@@ -1,0 +1,244 @@
+"""Write the sample API Gateway events in events/ (one per route, plus the authorizer's).
+
+Usage: ``python -m tools.make_events`` to (re)write them, ``--check`` to fail when a file
+differs from what this script makes (tests/template runs the check).
+
+The STOW bodies are real ``multipart/related; type="application/dicom"`` messages holding
+pydicom's bundled ``CT_small.dcm``, base64-encoded with ``isBase64Encoded: true`` as API
+Gateway (REST, ``BinaryMediaTypes: ["*~1*"]``) delivers them. Every value is fixed (ids,
+times, boundary) so the output is byte-for-byte reproducible. The API key is a made-up
+example that no deployment accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.data import get_testdata_file
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+
+BASE = "/o3-dpacs-wado"
+STAGE = "v1"
+API_ID = "a1b2c3d4e5"
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+DOMAIN = f"{API_ID}.execute-api.{REGION}.amazonaws.com"
+CALLING_AET = "MODALITY1"
+ORIGIN = "https://viewer.example.org"
+EXAMPLE_KEY = "o3k_EXAMPLE-not-a-real-key-accepted-by-no-deployment"
+BOUNDARY = "DICOMwebBoundary-5e2d8f0a"
+SAMPLE_FILE = "CT_small.dcm"
+REQUEST_TIME = "25/Nov/2026:12:00:00 +0000"
+REQUEST_EPOCH_MS = 1795608000000
+
+STUDIES = f"{BASE}/stowRsListener/{{CALLING_AET}}/studies"
+STUDY = f"{STUDIES}/{{STUDY_UID}}"
+
+
+def sample_dicom() -> tuple[bytes, str]:
+    """Return the bytes and the StudyInstanceUID of the bundled sample file."""
+    path = get_testdata_file(SAMPLE_FILE, download=False)
+    if path is None:
+        raise SystemExit(f"pydicom's test file {SAMPLE_FILE} is not installed")
+    data = Path(path).read_bytes()
+    dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    return data, str(dataset.StudyInstanceUID)
+
+
+def multipart_related(parts: list[bytes]) -> bytes:
+    """Build a multipart/related body (RFC 2387) with one application/dicom part each."""
+    body = b""
+    for part in parts:
+        body += f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii")
+        body += part + b"\r\n"
+    return body + f"--{BOUNDARY}--\r\n".encode("ascii")
+
+
+def _headers_pair(headers: dict[str, str]) -> dict[str, Any]:
+    return {"headers": headers, "multiValueHeaders": {k: [v] for k, v in headers.items()}}
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a client sends: method, route (resource), path parameters, headers, body."""
+
+    method: str
+    resource: str
+    path_parameters: dict[str, str]
+    headers: dict[str, str]
+    body: bytes | None = None
+
+
+def rest_event(request: Request, *, authorized: bool, request_id: str) -> dict[str, Any]:
+    """Return an API Gateway REST proxy event (payload format 1.0) for one request."""
+    method, resource, body = request.method, request.resource, request.body
+    path = resource
+    for name, value in request.path_parameters.items():
+        path = path.replace("{" + name + "}", value)
+    base_headers = {
+        "Host": DOMAIN,
+        "User-Agent": "dicomweb-client/0.59",
+        "X-Amzn-Trace-Id": f"Root=1-6925a8c0-{request_id.replace('-', '')[:24]}",
+        "X-Forwarded-For": "198.51.100.10",
+        "X-Forwarded-Port": "443",
+        "X-Forwarded-Proto": "https",
+    }
+    all_headers = {**base_headers, **request.headers}
+    if body is not None:
+        all_headers["Content-Length"] = str(len(body))
+    context: dict[str, Any] = {
+        "resourceId": "k3x9q1",
+        "resourcePath": resource,
+        "httpMethod": method,
+        "extendedRequestId": request_id[:8] + "=",
+        "requestTime": REQUEST_TIME,
+        "path": f"/{STAGE}{path}",
+        "accountId": ACCOUNT,
+        "protocol": "HTTP/1.1",
+        "stage": STAGE,
+        "domainPrefix": API_ID,
+        "requestTimeEpoch": REQUEST_EPOCH_MS,
+        "requestId": request_id,
+        "identity": {
+            "cognitoIdentityPoolId": None,
+            "accountId": None,
+            "cognitoIdentityId": None,
+            "caller": None,
+            "sourceIp": "198.51.100.10",
+            "principalOrgId": None,
+            "accessKey": None,
+            "cognitoAuthenticationType": None,
+            "cognitoAuthenticationProvider": None,
+            "userArn": None,
+            "userAgent": all_headers["User-Agent"],
+            "user": None,
+        },
+        "domainName": DOMAIN,
+        "apiId": API_ID,
+    }
+    if authorized:
+        # What API Gateway adds after our TOKEN authorizer allowed the key (see its context).
+        context["authorizer"] = {
+            "principalId": "apikey:0a1b2c3d",
+            "integrationLatency": 12,
+            "keyId": "0a1b2c3d",
+            "keyLabel": "example",
+        }
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        **_headers_pair(all_headers),
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": request.path_parameters,
+        "stageVariables": None,
+        "requestContext": context,
+        "body": None if body is None else base64.b64encode(body).decode("ascii"),
+        "isBase64Encoded": body is not None,
+    }
+
+
+def stow_event(resource: str, study_uid: str, body: bytes, request_id: str) -> dict[str, Any]:
+    """POST of a multipart/related body to one of the STOW-RS routes."""
+    params = {"CALLING_AET": CALLING_AET}
+    if "{STUDY_UID}" in resource:
+        params["STUDY_UID"] = study_uid
+    headers = {
+        "Accept": "application/dicom+json",
+        "Authorization": EXAMPLE_KEY,
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}',
+    }
+    return rest_event(
+        Request("POST", resource, params, headers, body), authorized=True, request_id=request_id
+    )
+
+
+def preflight_event(resource: str, study_uid: str, request_id: str) -> dict[str, Any]:
+    """A browser's CORS preflight (no Authorization header, no authorizer on OPTIONS)."""
+    params = {"CALLING_AET": CALLING_AET}
+    if "{STUDY_UID}" in resource:
+        params["STUDY_UID"] = study_uid
+    headers = {
+        "Accept": "*/*",
+        "User-Agent": "Mozilla/5.0 (X11; Linux aarch64) viewer",
+        "Access-Control-Request-Headers": "authorization,content-type",
+        "Access-Control-Request-Method": "POST",
+        "Origin": ORIGIN,
+    }
+    return rest_event(
+        Request("OPTIONS", resource, params, headers), authorized=False, request_id=request_id
+    )
+
+
+def authorizer_event() -> dict[str, Any]:
+    """The TOKEN authorizer's input for a STOW request."""
+    return {
+        "type": "TOKEN",
+        "authorizationToken": EXAMPLE_KEY,
+        "methodArn": (
+            f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/{STAGE}/POST"
+            f"{BASE}/stowRsListener/{CALLING_AET}/studies"
+        ),
+    }
+
+
+def all_events() -> dict[str, dict[str, Any]]:
+    """Return every sample event by file name."""
+    data, study_uid = sample_dicom()
+    body = multipart_related([data])
+    return {
+        "stow-studies.json": stow_event(
+            STUDIES, study_uid, body, "c0ffee00-0000-4000-8000-000000000001"
+        ),
+        "stow-study.json": stow_event(
+            STUDY, study_uid, body, "c0ffee00-0000-4000-8000-000000000002"
+        ),
+        "stow-preflight.json": preflight_event(
+            STUDIES, study_uid, "c0ffee00-0000-4000-8000-000000000003"
+        ),
+        "stow-study-preflight.json": preflight_event(
+            STUDY, study_uid, "c0ffee00-0000-4000-8000-000000000004"
+        ),
+        "authorizer-token.json": authorizer_event(),
+    }
+
+
+def render(event: dict[str, Any]) -> str:
+    """Serialise an event the way the files are written."""
+    return json.dumps(event, indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the events, or with --check report the files that are missing or differ."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare, do not write")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, event in all_events().items():
+        target = EVENTS / name
+        text = render(event)
+        if args.check:
+            if not target.is_file() or target.read_text(encoding="utf-8") != text:
+                stale.append(name)
+        else:
+            target.parent.mkdir(exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+            print(f"wrote {target.relative_to(ROOT)}")
+    if stale:
+        print("out of date (run python -m tools.make_events): " + ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
