@@ -106,10 +106,9 @@ class LocalStack:
     @property
     def secret_id(self) -> str:
         """The API keys secret (what ``ApiKeysSecretArn`` is in AWS)."""
-        return (
-            self.template.outputs.get("ApiKeysSecretArn")
-            or next(iter(self.template.secrets.values())).name
-        )
+        if "ApiKeysSecretArn" in self.template.outputs:
+            return self.template.outputs["ApiKeysSecretArn"]
+        return next((s.name for s in self.template.secrets.values()), "")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -126,6 +125,9 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         """Start moto, create the resources, install the dev key and serve the API."""
+        werkzeug_log = logging.getLogger("werkzeug")  # moto's per-request access log
+        if werkzeug_log.level == logging.NOTSET:
+            werkzeug_log.setLevel(logging.WARNING)
         self._moto = _moto_server()
         self._moto.start()
         moto_host, moto_port = self._moto.get_host_and_port()
