@@ -1,0 +1,142 @@
+"""Create, list and revoke DICOMweb API keys without redeploying.
+
+Keys live as SHA-256 digests in the stack's Secrets Manager secret (output ``ApiKeysSecretArn``).
+A new key is printed once; only its digest is stored. A revoked key stops working once the
+authorizer caches expire (AuthorizerCacheTtl + KeyCacheTtl seconds at most).
+
+Usage::
+
+    python tools/apikeys.py --stack o3-dpacs create --label "viewer ward 3"
+    python tools/apikeys.py --stack o3-dpacs list
+    python tools/apikeys.py --secret-id arn:aws:secretsmanager:... revoke 1a2b3c4d
+    python tools/apikeys.py --local list          # the stack started by `make serve`
+
+AWS credentials and region come from the usual boto3 sources (AWS_PROFILE, AWS_REGION...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+if str(PROJECT_ROOT) not in sys.path:  # `python tools/apikeys.py` puts only tools/ on the path
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from shared import keys  # noqa: E402 - needs the project root on sys.path
+from shared.adapters.key_store import SecretsManagerKeyStore  # noqa: E402
+
+DEFAULT_STATE_FILE = PROJECT_ROOT / ".local-stack.json"
+SECRET_OUTPUT = "ApiKeysSecretArn"  # noqa: S105 - an output name, not a password
+
+
+class UsageError(Exception):
+    """A problem with the arguments or the target stack, reported without a traceback."""
+
+
+def _client(service: str, **kwargs: Any) -> Any:
+    factory: Any = boto3.client  # the stubs want a literal service name
+    return factory(service, **kwargs)
+
+
+def secret_from_stack(stack_name: str, cloudformation: Any | None = None) -> str:
+    """Return the ``ApiKeysSecretArn`` output of a deployed stack."""
+    client = cloudformation or _client("cloudformation")
+    stacks = client.describe_stacks(StackName=stack_name).get("Stacks", [])
+    for output in stacks[0].get("Outputs", []) if stacks else []:
+        if output.get("OutputKey") == SECRET_OUTPUT:
+            return str(output["OutputValue"])
+    raise UsageError(f"stack {stack_name} has no {SECRET_OUTPUT} output")
+
+
+def local_target(state_file: Path) -> tuple[Any, str]:
+    """Return a Secrets Manager client for the local stack and its secret id."""
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{state_file} not found: is `make serve` running?") from None
+    client = _client(
+        "secretsmanager",
+        endpoint_url=state["moto_endpoint"],
+        region_name=state.get("region", "us-east-1"),
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - moto's dummy credentials
+    )
+    return client, str(state["secret_id"])
+
+
+def _store(args: argparse.Namespace) -> SecretsManagerKeyStore:
+    if args.local:
+        client, secret_id = local_target(args.state_file)
+        return SecretsManagerKeyStore(client, secret_id)
+    secret_id = args.secret_id or secret_from_stack(args.stack)
+    return SecretsManagerKeyStore(_client("secretsmanager"), secret_id)
+
+
+def create(store: SecretsManagerKeyStore, label: str) -> tuple[str, keys.KeyEntry]:
+    """Generate a key, store its digest and return both."""
+    key, entry = keys.generate(label)
+    store.add(entry)
+    return key, entry
+
+
+def format_entries(entries: list[keys.KeyEntry]) -> str:
+    """Render key entries as a table: id, created, digest prefix, label."""
+    lines = [f"{'ID':8}  {'CREATED':20}  {'SHA256':11}  LABEL"]
+    lines += [f"{e.id:8}  {e.created:20}  {e.sha256[:8]}...  {e.label}" for e in entries]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python tools/apikeys.py",
+        description="Create, list and revoke DICOMweb API keys.",
+    )
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--stack", help="CloudFormation stack name (reads ApiKeysSecretArn)")
+    target.add_argument("--secret-id", help="secret name or ARN")
+    target.add_argument("--local", action="store_true", help="the local stack (make serve)")
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=DEFAULT_STATE_FILE,
+        help="local stack state file (default: .local-stack.json)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    create_cmd = commands.add_parser("create", help="create a key and print it once")
+    create_cmd.add_argument("--label", default="", help="who or what uses the key")
+    commands.add_parser("list", help="list active keys (never the keys themselves)")
+    revoke_cmd = commands.add_parser("revoke", help="revoke a key by its id")
+    revoke_cmd.add_argument("key_id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        store = _store(args)
+        if args.command == "create":
+            key, entry = create(store, args.label)
+            print(f"Created key {entry.id} ({entry.label or 'no label'}). Store it now:")
+            print(key)
+        elif args.command == "list":
+            print(format_entries(store.load()))
+        elif store.revoke(args.key_id):
+            print(f"Revoked key {args.key_id}.")
+        else:
+            print(f"No key with id {args.key_id}.", file=sys.stderr)
+            return 1
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
