@@ -1,0 +1,403 @@
+"""HTTP through the local stack: routing, authorizer, gateway responses, payload limits.
+
+The STOW route is used only as far as routing and auth go: a request that passes the
+authorizer reaches functions/stow/app.py, whose own answer (a 4xx for a wrong Content-Type) is
+not checked in detail here. Proxy-event details are checked on a small echo function.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from local.emulator import LAMBDA_REQUEST_LIMIT
+from local.stack import LocalStack
+from local.template import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+MB = 1024 * 1024
+
+
+def stow_url(stack: LocalStack, suffix: str = "") -> str:
+    return f"{stack.base_url}/stowRsListener/TESTAET/studies{suffix}"
+
+
+def reached_handler(response: requests.Response) -> bool:
+    """The request went past API Gateway: routed, authorized, answered by the function."""
+    return "x-amzn-ErrorType" not in response.headers and response.status_code not in (401, 403)
+
+
+# ---------------------------------------------------------------- authorizer and routing
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": ""}, {"Authorization": "o3k_wrong"}])
+def test_missing_or_wrong_key_is_401_json_with_cors(
+    local_stack: LocalStack, headers: dict[str, str]
+) -> None:
+    response = requests.post(stow_url(local_stack), headers=headers, data=b"x", timeout=30)
+    assert response.status_code == 401
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert response.headers["WWW-Authenticate"] == "ApiKey"
+    assert "API key" in response.json()["message"]
+
+
+@pytest.mark.parametrize("scheme", ["", "Bearer ", "ApiKey "])
+def test_valid_key_with_or_without_scheme_reaches_the_function(
+    local_stack: LocalStack, scheme: str
+) -> None:
+    response = requests.post(
+        stow_url(local_stack),
+        headers={"Authorization": scheme + local_stack.api_key, "Content-Type": "text/plain"},
+        data=b"not a multipart body",
+        timeout=30,
+    )
+    assert reached_handler(response), response.text
+    assert 400 <= response.status_code < 500
+
+
+def test_study_route_with_path_parameter_reaches_the_function(
+    local_stack: LocalStack, api_headers: dict[str, str]
+) -> None:
+    response = requests.post(
+        stow_url(local_stack, "/1.2.3.4"),
+        headers={**api_headers, "Content-Type": "application/json"},
+        data=b"{}",
+        timeout=30,
+    )
+    assert reached_handler(response), response.text
+
+
+def test_options_preflight_needs_no_key(local_stack: LocalStack) -> None:
+    response = requests.options(
+        stow_url(local_stack),
+        headers={"Origin": "http://viewer.example", "Access-Control-Request-Method": "POST"},
+        timeout=30,
+    )
+    assert response.status_code < 300
+    assert reached_handler(response)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/nothing/here"), ("GET", "/stowRsListener/TESTAET/studies"), ("DELETE", "")],
+)
+def test_unknown_route_or_method_is_404_json(
+    local_stack: LocalStack, api_headers: dict[str, str], method: str, path: str
+) -> None:
+    response = requests.request(
+        method, local_stack.base_url + path, headers=api_headers, timeout=30
+    )
+    assert response.status_code == 404
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Not found" in response.json()["message"]
+
+
+# ---------------------------------------------------------------- payload limits
+
+
+def test_body_over_10_mb_is_413_before_the_authorizer(local_stack: LocalStack) -> None:
+    response = requests.post(
+        stow_url(local_stack),
+        headers={"Content-Type": "application/dicom"},
+        data=b"\0" * (10 * MB + 1),
+        timeout=60,
+    )
+    assert response.status_code == 413
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "10 MB" in response.json()["message"]
+
+
+def test_chunked_body_over_10_mb_is_413(local_stack: LocalStack) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(11):
+            yield b"\0" * MB
+
+    response = requests.post(
+        stow_url(local_stack),
+        headers={"Authorization": local_stack.api_key, "Content-Type": "application/dicom"},
+        data=chunks(),
+        timeout=60,
+    )
+    assert response.status_code == 413
+
+
+def test_body_too_large_for_the_lambda_event_is_413_request_too_long(
+    local_stack: LocalStack, api_headers: dict[str, str]
+) -> None:
+    # 5 MB is under API Gateway's 10 MB but base64 in the event makes it 6.7 MB, over
+    # Lambda's 6,291,456-byte invoke limit: API Gateway answers 413 "Request Too Long"
+    # (docs/local-stack.md), rendered through the DEFAULT_4XX gateway response.
+    response = requests.post(
+        stow_url(local_stack),
+        headers={**api_headers, "Content-Type": "application/dicom"},
+        data=b"\0" * (5 * MB),
+        timeout=60,
+    )
+    assert response.status_code == 413
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Request Too Long" in response.text
+
+
+def test_body_just_under_the_event_limit_reaches_the_function(
+    local_stack: LocalStack, api_headers: dict[str, str]
+) -> None:
+    size = (LAMBDA_REQUEST_LIMIT - 8192) * 3 // 4  # about 4.7 MB: base64 fits with headers
+    response = requests.post(
+        stow_url(local_stack),
+        headers={**api_headers, "Content-Type": "application/dicom"},
+        data=b"\0" * size,
+        timeout=60,
+    )
+    assert reached_handler(response), response.text
+
+
+# ---------------------------------------------------------------- proxy events (echo function)
+
+ECHO_TEMPLATE = """
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  Stage: {Type: String, Default: dev}
+Globals:
+  Function:
+    Environment:
+      Variables:
+        ECHO_STAGE: !Ref Stage
+Resources:
+  EchoApi:
+    Type: AWS::Serverless::Api
+    Properties:
+      StageName: !Ref Stage
+      BinaryMediaTypes: ["application~1octet-stream", "image~1*"]
+  EchoFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: echo/
+      Handler: app.handler
+      Events:
+        Echo:
+          Type: Api
+          Properties: {RestApiId: !Ref EchoApi, Path: "/echo/{id}", Method: any}
+        Special:
+          Type: Api
+          Properties: {RestApiId: !Ref EchoApi, Path: "/echo/special", Method: get}
+"""
+
+ECHO_APP = """
+import base64, json, os
+
+def handler(event, context):
+    mode = (event.get("queryStringParameters") or {}).get("mode")
+    if mode == "crash":
+        raise RuntimeError("boom")
+    if mode == "huge":
+        return {"statusCode": 200, "body": "x" * 6_300_000}
+    if mode == "png":
+        return {"statusCode": 200, "headers": {"Content-Type": "image/png"},
+                "body": base64.b64encode(b"\\x89PNG").decode(), "isBase64Encoded": True}
+    if mode == "malformed":
+        return {"body": "no status"}
+    event["context"] = {"function_name": context.function_name,
+                        "remaining": context.get_remaining_time_in_millis(),
+                        "request_id": context.aws_request_id}
+    event["env"] = os.environ.get("ECHO_STAGE")
+    return {"statusCode": 201, "multiValueHeaders": {"X-Multi": ["a", "b"]},
+            "headers": {"Content-Type": "application/json"}, "body": json.dumps(event)}
+"""
+
+
+@pytest.fixture(scope="module")
+def echo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    root = tmp_path_factory.mktemp("echo")
+    (root / "echo").mkdir()
+    (root / "echo" / "app.py").write_text(ECHO_APP, encoding="utf-8")
+    (root / "template.yaml").write_text(ECHO_TEMPLATE, encoding="utf-8")
+    with LocalStack(port=0, template_path=root / "template.yaml") as stack:
+        yield stack
+
+
+def test_proxy_event_has_the_rest_v1_shape(echo_stack: LocalStack) -> None:
+    response = requests.post(
+        echo_stack.api_root + "/echo/a%20b?x=1&x=2&q=caf%C3%A9&empty",
+        headers={"Content-Type": "application/json", "X-Dup": "one"},
+        data=b'{"k": 1}',
+        timeout=30,
+    )
+    assert response.status_code == 201
+    assert response.headers["X-Multi"] == "a, b"
+    event = response.json()
+    assert event["resource"] == "/echo/{id}"
+    assert event["httpMethod"] == "POST"
+    assert event["pathParameters"] == {"id": "a b"}
+    assert event["queryStringParameters"] == {"x": "2", "q": "café", "empty": ""}
+    assert event["multiValueQueryStringParameters"]["x"] == ["1", "2"]
+    assert event["headers"]["X-Dup"] == "one"
+    assert event["multiValueHeaders"]["X-Dup"] == ["one"]
+    assert event["body"] == '{"k": 1}'
+    assert event["isBase64Encoded"] is False
+    context = event["requestContext"]
+    assert context["stage"] == "dev"
+    assert context["resourcePath"] == "/echo/{id}"
+    assert context["path"].startswith("/dev/echo/")
+    assert context["identity"]["sourceIp"] == "127.0.0.1"
+    assert "authorizer" not in context
+    assert event["context"]["function_name"] == "local-echofunction"
+    assert event["context"]["remaining"] > 0
+    assert event["env"] == "dev"
+    assert "ECHO_STAGE" not in os.environ  # set only while a function runs
+
+
+def test_literal_route_wins_over_path_parameter(echo_stack: LocalStack) -> None:
+    response = requests.get(echo_stack.api_root + "/echo/special", timeout=30)
+    assert response.json()["resource"] == "/echo/special"
+
+
+def test_binary_media_type_body_is_base64_and_chunked_bodies_are_read(
+    echo_stack: LocalStack,
+) -> None:
+    payload = bytes(range(256)) * 10
+
+    def chunks() -> Iterator[bytes]:
+        yield payload[:1000]
+        yield payload[1000:]
+
+    response = requests.put(
+        echo_stack.api_root + "/echo/1",
+        headers={"Content-Type": "application/octet-stream"},
+        data=chunks(),
+        timeout=30,
+    )
+    event = response.json()
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == payload
+
+
+def test_base64_response_is_decoded_for_binary_types(echo_stack: LocalStack) -> None:
+    response = requests.get(
+        echo_stack.api_root + "/echo/1?mode=png", headers={"Accept": "image/png"}, timeout=30
+    )
+    assert response.content == b"\x89PNG"
+
+
+@pytest.mark.parametrize("mode", ["crash", "huge", "malformed"])
+def test_function_failures_are_502_internal_server_error(echo_stack: LocalStack, mode: str) -> None:
+    response = requests.get(echo_stack.api_root + f"/echo/1?mode={mode}", timeout=60)
+    assert response.status_code == 502
+    assert response.json() == {"message": "Internal server error"}
+
+
+# ---------------------------------------------------------------- python -m local and apikeys
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[str], port: int, state_file: Path) -> None:
+        self.process = process
+        self.port = port
+        self.state_file = state_file
+        self.base_url = f"http://127.0.0.1:{port}/o3-dpacs-wado"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    port = free_port()
+    state_file = tmp_path / "state.json"
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "DICOMWEB_API_KEY": "o3k_subprocess-test-key-0123456789",
+        "LOCAL_PARAMETER_OVERRIDES": "AuthorizerCacheTtl=0 KeyCacheTtl=0",
+        "LOCAL_STACK_STATE": str(state_file),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local", "--quiet"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not state_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            output = process.stdout.read() if process.stdout else ""
+            process.kill()
+            pytest.fail(f"python -m local did not start:\n{output}")
+        time.sleep(0.1)
+    try:
+        yield Served(process, port, state_file)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def test_python_m_local_serves_and_exits_0_on_sigterm(served: Served) -> None:
+    url = f"{served.base_url}/stowRsListener/AE/studies"
+    refused = requests.post(url, data=b"x", timeout=30)
+    assert refused.status_code == 401
+    accepted = requests.post(
+        url,
+        headers={"Authorization": "o3k_subprocess-test-key-0123456789"},
+        data=b"x",
+        timeout=30,
+    )
+    assert reached_handler(accepted)
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=20) == 0
+    assert not served.state_file.exists()
+
+
+def apikeys(served: Served, *args: str) -> str:
+    command = [sys.executable, "tools/apikeys.py", "--local", "--state-file"]
+    result = subprocess.run(
+        [*command, str(served.state_file), *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_keys_created_and_revoked_with_apikeys_take_effect(served: Served) -> None:
+    url = f"{served.base_url}/stowRsListener/AE/studies"
+    output = apikeys(served, "create", "--label", "integration test")
+    key = output.strip().splitlines()[-1]
+    key_id = output.split()[2]
+    assert requests.post(url, headers={"Authorization": key}, timeout=30).status_code != 401
+
+    listing = apikeys(served, "list")
+    assert key_id in listing
+    assert "integration test" in listing
+    assert "local dev key" in listing
+    assert key not in listing
+
+    assert f"Revoked key {key_id}" in apikeys(served, "revoke", key_id)
+    assert requests.post(url, headers={"Authorization": key}, timeout=30).status_code == 401
+    assert key_id not in apikeys(served, "list")
+
+
+def test_state_file_names_the_moto_endpoint_and_secret(served: Served) -> None:
+    state = json.loads(served.state_file.read_text(encoding="utf-8"))
+    assert state["moto_endpoint"].startswith("http://127.0.0.1:")
+    assert state["secret_id"] == "local-apikeyssecret"  # noqa: S105 - a name, not a password
+    assert state["base_url"] == served.base_url
