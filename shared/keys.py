@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 KEY_PREFIX = "o3k_"
-_SCHEMES = ("bearer ", "apikey ")
+_SCHEMES = ("bearer", "apikey")
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,9 @@ def token_from_header(value: str | None) -> str | None:
     if not value:
         return None
     token = value.strip()
-    lowered = token.lower()
-    for scheme in _SCHEMES:
-        if lowered.startswith(scheme):
-            token = token[len(scheme) :].strip()
-            break
+    scheme, _, rest = token.partition(" ")
+    if scheme.lower() in _SCHEMES:
+        token = rest.strip()
     return token or None
 
 

@@ -1,0 +1,176 @@
+"""One suite for the InstanceIndex port, run on the in-memory fake and on DynamoDB (moto).
+
+Also counts AWS calls: a new instance costs exactly one S3 PutObject and one DynamoDB
+TransactWriteItems.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pydicom
+import pytest
+from moto import mock_aws
+
+from local import template as local_template
+from shared.adapters.dynamo_index import DynamoInstanceIndex, patient_pk, study_pk
+from shared.adapters.s3_blobs import S3BlobStore
+from shared.dicom.validate import validate
+from shared.dicomweb.multipart import Part
+from shared.ports import AddOutcome
+from shared.services.store import StoreRequest, _record, store
+from tests import dicom_files
+from tests.fakes import FakeIndex
+
+TABLE, BUCKET = "index-table", "dicom-bucket"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        stack = local_template.load()
+        dynamodb = boto3.client("dynamodb")
+        dynamodb.create_table(TableName=TABLE, **stack.tables["IndexTable"].create_args)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        yield {"dynamodb": dynamodb, "s3": s3}
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+def index(request: pytest.FixtureRequest, aws: dict[str, Any]):
+    if request.param == "fake":
+        return FakeIndex()
+    return DynamoInstanceIndex(aws["dynamodb"], TABLE, sleep=lambda _: None)
+
+
+def record(data: bytes):
+    from datetime import UTC, datetime
+
+    return _record(validate(data), "AE1", datetime.now(UTC))
+
+
+def changed(data: bytes, **values: object) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_new_then_identical_then_different(index) -> None:
+    data = dicom_files.with_new_uids()
+    assert index.add(record(data)) is AddOutcome.STORED
+    assert index.add(record(data)) is AddOutcome.ALREADY_STORED
+    assert index.add(record(changed(data, SeriesDescription="x"))) is AddOutcome.DIFFERENT_CONTENT
+
+
+def test_patient_mismatch_within_a_study(index) -> None:
+    first = dicom_files.with_new_uids(study="1.2.3.77", patient_id="A")
+    other = dicom_files.with_new_uids(study="1.2.3.77", patient_id="B")
+    assert index.add(record(first)) is AddOutcome.STORED
+    assert index.add(record(other)) is AddOutcome.PATIENT_MISMATCH
+
+
+def test_dynamodb_counters_and_aggregates(aws: dict[str, Any]) -> None:
+    index = DynamoInstanceIndex(aws["dynamodb"], TABLE, sleep=lambda _: None)
+    study = "1.2.826.0.1.3680043.8.498.42"
+    series = ["1.2.826.0.1.3680043.8.498.42.1", "1.2.826.0.1.3680043.8.498.42.2"]
+    datas = [
+        dicom_files.with_new_uids(study=study, series=series[i % 2], patient_id="P42", Modality=m)
+        for i, m in enumerate(["CT", "MR", "CT", "MR", "CT"])
+    ]
+    for data in datas + datas[:2]:  # two repeats must not count
+        index.add(record(data))
+    item = aws["dynamodb"].get_item(
+        TableName=TABLE, Key={"PK": {"S": study_pk(study)}, "SK": {"S": "STUDY"}}
+    )["Item"]
+    assert item["n_instances"] == {"N": "5"}
+    assert len(item["series_keys"]["SS"]) == 2
+    assert set(item["modalities"]["SS"]) == {"CT", "MR"}
+    assert item["pid"] == {"S": "P42"}
+    series_item = aws["dynamodb"].get_item(
+        TableName=TABLE, Key={"PK": {"S": study_pk(study)}, "SK": {"S": f"SERIES#{series[0]}"}}
+    )["Item"]
+    assert series_item["n_instances"] == {"N": "3"}
+    patient = aws["dynamodb"].get_item(
+        TableName=TABLE, Key={"PK": {"S": patient_pk("P42", "")}, "SK": {"S": "PATIENT"}}
+    )["Item"]
+    assert patient["n_instances"] == {"N": "5"}
+    assert len(patient["study_keys"]["SS"]) == 1 and len(patient["series_keys"]["SS"]) == 2
+
+
+def test_transaction_conflicts_are_retried(aws: dict[str, Any]) -> None:
+    """Real DynamoDB cancels concurrent transactions on one item; moto never does."""
+    from botocore.exceptions import ClientError
+
+    real = aws["dynamodb"]
+    conflicts = {"left": 3}
+
+    class Conflicting:
+        def transact_write_items(self, **kwargs: Any) -> Any:
+            if conflicts["left"]:
+                conflicts["left"] -= 1
+                reasons = [{"Code": "None"}, {"Code": "None"}, {"Code": "TransactionConflict"}]
+                raise ClientError(
+                    {
+                        "Error": {"Code": "TransactionCanceledException"},
+                        "CancellationReasons": reasons,
+                    },
+                    "TransactWriteItems",
+                )
+            return real.transact_write_items(**kwargs)
+
+        def get_item(self, **kwargs: Any) -> Any:
+            return real.get_item(**kwargs)
+
+    sleeps: list[float] = []
+    index = DynamoInstanceIndex(Conflicting(), TABLE, sleep=sleeps.append)
+    assert index.add(record(dicom_files.with_new_uids())) is AddOutcome.STORED
+    assert len(sleeps) == 3
+
+
+def test_persistent_conflict_is_storage_unavailable(aws: dict[str, Any]) -> None:
+    from botocore.exceptions import ClientError
+
+    from shared.errors import StorageUnavailable
+
+    class AlwaysBusy:
+        def transact_write_items(self, **kwargs: Any) -> Any:
+            raise ClientError(
+                {"Error": {"Code": "TransactionInProgressException"}}, "TransactWriteItems"
+            )
+
+    index = DynamoInstanceIndex(AlwaysBusy(), TABLE, sleep=lambda _: None)
+    with pytest.raises(StorageUnavailable):
+        index.add(record(dicom_files.with_new_uids()))
+
+
+def test_one_put_and_one_transaction_per_new_instance(aws: dict[str, Any]) -> None:
+    calls: Counter[str] = Counter()
+
+    def count(event_name: str, **_: Any) -> None:
+        calls[event_name.rsplit(".", maxsplit=1)[-1]] += 1
+
+    for client in (aws["s3"], aws["dynamodb"]):
+        client.meta.events.register("before-call.*.*", count)
+    blobs = S3BlobStore(aws["s3"], BUCKET)
+    index = DynamoInstanceIndex(aws["dynamodb"], TABLE)
+    n = 5
+    parts = [
+        Part(dicom_files.with_new_uids(), {"content-type": "application/dicom"}) for _ in range(n)
+    ]
+    result = store(StoreRequest(parts, "AE1", "https://h/o3-dpacs-wado"), blobs=blobs, index=index)
+    assert result.status == 200
+    assert calls == Counter({"PutObject": n, "TransactWriteItems": n})
+    stored = aws["s3"].list_objects_v2(Bucket=BUCKET)["KeyCount"]
+    assert stored == n

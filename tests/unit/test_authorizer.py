@@ -1,0 +1,91 @@
+"""The TOKEN authorizer: 401 for missing/wrong keys, cached key list, light imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import pytest
+
+from shared import config, keys
+from tests.handlers import ROOT, load
+
+ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/v1/POST/o3-dpacs-wado/stowRsListener/A/studies"
+
+
+@dataclass
+class FakeStore:
+    entries: list[keys.KeyEntry] = field(default_factory=list)
+    loads: int = 0
+
+    def load(self) -> list[keys.KeyEntry]:
+        self.loads += 1
+        return list(self.entries)
+
+
+@pytest.fixture
+def authorizer(monkeypatch: pytest.MonkeyPatch):
+    module = load("authorizer")
+    store = FakeStore()
+    monkeypatch.setattr(module, "_store", store)
+    monkeypatch.setattr(config, "settings", lambda: config.Settings(key_cache_ttl=60))
+    return module, store
+
+
+def event(token: str | None) -> dict[str, object]:
+    return {"type": "TOKEN", "authorizationToken": token, "methodArn": ARN}
+
+
+def test_valid_key_is_allowed_for_the_whole_stage(authorizer) -> None:
+    module, store = authorizer
+    key, entry = keys.generate("modality")
+    store.entries.append(entry)
+    policy = module.lambda_handler(event(key), None)
+    statement = policy["policyDocument"]["Statement"][0]
+    assert statement["Effect"] == "Allow"
+    assert statement["Resource"] == "arn:aws:execute-api:us-east-1:123456789012:abc123/v1/*/*"
+    assert policy["principalId"] == f"apikey:{entry.id}"
+    assert key not in str(policy)
+
+
+def test_bearer_form_is_allowed(authorizer) -> None:
+    module, store = authorizer
+    key, entry = keys.generate()
+    store.entries.append(entry)
+    assert module.lambda_handler(event(f"Bearer {key}"), None)["principalId"]
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong-key-wrong-key", "Bearer "])
+def test_missing_or_wrong_key_raises_unauthorized(authorizer, token: str | None) -> None:
+    module, store = authorizer
+    store.entries.append(keys.generate()[1])
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        module.lambda_handler(event(token), None)
+
+
+def test_revoked_key_stops_working_after_the_cache_ttl(authorizer, monkeypatch) -> None:
+    module, store = authorizer
+    key, entry = keys.generate()
+    store.entries.append(entry)
+    clock = [1000.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    module.lambda_handler(event(key), None)
+    store.entries.clear()  # revoked
+    module.lambda_handler(event(key), None)  # still cached
+    assert store.loads == 1
+    clock[0] += 61
+    with pytest.raises(Exception, match="Unauthorized"):
+        module.lambda_handler(event(key), None)
+    assert store.loads == 2
+
+
+def test_authorizer_imports_nothing_heavy() -> None:
+    code = (
+        f"import sys, runpy; sys.path.insert(0, {str(ROOT)!r}); "
+        f"runpy.run_path({str(ROOT / 'functions' / 'authorizer' / 'app.py')!r}); "
+        "heavy = [m for m in ('pydicom', 'numpy', 'PIL', 'aws_lambda_powertools') "
+        "if m in sys.modules]; print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -1,0 +1,71 @@
+"""API keys: digests, constant-time matching, header forms, secret document."""
+
+from __future__ import annotations
+
+import hmac
+
+import pytest
+
+from shared import keys
+
+
+def test_generated_keys_are_long_random_and_stored_as_digest() -> None:
+    key, entry = keys.generate("viewer")
+    other, _ = keys.generate()
+    assert key != other and len(key) >= 40
+    assert entry.sha256 == keys.digest(key) and key not in keys.dump_secret([entry])
+    assert entry.label == "viewer" and entry.id and entry.created.endswith("Z")
+
+
+def test_ring_matches_any_active_key() -> None:
+    k1, e1 = keys.generate()
+    k2, e2 = keys.generate()
+    ring = keys.KeyRing([e1, e2])
+    assert ring.match(k1) == e1
+    assert ring.match(k2) == e2
+    assert ring.match(k1 + "x") is None
+    assert ring.match("") is None
+
+
+def test_every_entry_is_compared(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        calls.append(1)
+        return real(a, b)
+
+    monkeypatch.setattr(keys.hmac, "compare_digest", counting)
+    entries = [keys.generate()[1] for _ in range(5)]
+    first_key, first = keys.generate()
+    keys.KeyRing([first, *entries]).match(first_key)
+    assert len(calls) == 6  # no early exit on the first match
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("abc123", "abc123"),
+        ("  abc123 ", "abc123"),
+        ("Bearer abc123", "abc123"),
+        ("bearer   abc123", "abc123"),
+        ("ApiKey abc123", "abc123"),
+        ("", None),
+        (None, None),
+        ("Bearer ", None),
+    ],
+)
+def test_token_from_header(header: str | None, token: str | None) -> None:
+    assert keys.token_from_header(header) == token
+
+
+def test_secret_document_round_trip_and_tolerance() -> None:
+    _, entry = keys.generate("a")
+    assert keys.parse_secret(keys.dump_secret([entry])) == [entry]
+    assert keys.parse_secret("not json") == []
+    assert keys.parse_secret('{"keys": [{"id": "x"}, 5, {"id": "y", "sha256": "00"}]}')[0].id == "y"
+
+
+def test_short_operator_keys_are_refused() -> None:
+    with pytest.raises(ValueError, match="16"):
+        keys.entry_for("short")

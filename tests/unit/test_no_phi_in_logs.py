@@ -1,0 +1,68 @@
+"""Nothing of a dataset's patient data reaches the logs, whatever the outcome."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from shared.dicomweb.multipart import build_related
+from shared.errors import StorageUnavailable
+from tests import dicom_files
+from tests.fakes import FakeBlobStore, FakeIndex
+from tests.handlers import Context, load, rest_event
+
+SECRET_NAME = "Zyxwvut^Qponmlk"
+SECRET_ID = "PID-98765-SECRET"
+SECRET_ACCESSION = "ACC-55555-SECRET"
+
+
+@pytest.fixture
+def stow(monkeypatch):
+    from shared import wiring
+
+    blobs, index = FakeBlobStore(), FakeIndex()
+    wiring.override(blobs=blobs, index=index)
+    yield load("stow"), blobs, index
+    wiring.override()
+
+
+def post(module, *datas: bytes):
+    body = build_related([(d, "application/dicom") for d in datas], "BND")
+    event = rest_event(
+        "POST",
+        "/o3-dpacs-wado/stowRsListener/{CALLING_AET}/studies",
+        "/o3-dpacs-wado/stowRsListener/AE1/studies",
+        body=body,
+        headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=BND'},
+        path_parameters={"CALLING_AET": "AE1"},
+    )
+    return module.lambda_handler(event, Context())
+
+
+def test_patient_values_never_logged(stow, caplog, capsys) -> None:
+    module, _, index = stow
+    caplog.set_level(logging.DEBUG)
+    good = dicom_files.with_new_uids(
+        patient_id=SECRET_ID, PatientName=SECRET_NAME, AccessionNumber=SECRET_ACCESSION
+    )
+    bad_uid = dicom_files.with_new_uids(
+        patient_id=SECRET_ID, PatientName=SECRET_NAME, SOPClassUID="1.2.3.0004"
+    )
+    assert post(module, good, bad_uid, dicom_files.data("MR_truncated.dcm"))["statusCode"] == 202
+    assert post(module, good)["statusCode"] == 200
+    index.fail = True
+    post(module, dicom_files.with_new_uids(patient_id=SECRET_ID, PatientName=SECRET_NAME))
+    captured = capsys.readouterr()
+    text = caplog.text + captured.out + captured.err
+    assert "stow" in text  # the request line was logged
+    for secret in (SECRET_NAME, "Zyxwvut", SECRET_ID, SECRET_ACCESSION):
+        assert secret not in text
+
+
+def test_storage_unavailable_is_503_not_500(stow) -> None:
+    module, _, index = stow
+    index.fail = True
+    response = post(module, dicom_files.with_new_uids())
+    assert response["statusCode"] == 503
+    assert isinstance(StorageUnavailable("x"), Exception)
