@@ -399,5 +399,5 @@ def test_keys_created_and_revoked_with_apikeys_take_effect(served: Served) -> No
 def test_state_file_names_the_moto_endpoint_and_secret(served: Served) -> None:
     state = json.loads(served.state_file.read_text(encoding="utf-8"))
     assert state["moto_endpoint"].startswith("http://127.0.0.1:")
-    assert state["secret_id"] == "local-apikeyssecret"  # noqa: S105 - a name, not a password
+    assert state["secret_id"] == "local-apikeyssecret"
     assert state["base_url"] == served.base_url

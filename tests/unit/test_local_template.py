@@ -120,7 +120,7 @@ def test_table_definition_is_ready_for_create_table(stack: template.StackTemplat
 
 def test_bucket_and_secret(stack: template.StackTemplate) -> None:
     assert stack.buckets["DicomBucket"].versioning is True
-    assert stack.secrets["ApiKeysSecret"].secret_string == '{"keys": []}'  # noqa: S105
+    assert stack.secrets["ApiKeysSecret"].secret_string == '{"keys": []}'
     assert stack.outputs["ApiKeysSecretArn"] == stack.secrets["ApiKeysSecret"].name
 
 
