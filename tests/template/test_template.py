@@ -615,3 +615,19 @@ def test_sam_build_works_offline_of_docker_and_fits_lambda(
     assert not (site / "botocore").exists()
     assert (build / "AppLayer" / "python" / "shared" / "__init__.py").is_file()
     assert "__pycache__" not in set(_walk_names(build))
+    assert _copyleft(site) == {}, "the deployed layer must be permissively licensed"
+
+
+def _copyleft(site: Path) -> dict[str, list[str]]:
+    """Distributions in a built layer whose metadata names a GPL-family licence."""
+    found = {}
+    for metadata in site.glob("*.dist-info/METADATA"):
+        lines = metadata.read_text(encoding="utf-8", errors="replace").splitlines()
+        licences = [
+            line
+            for line in lines
+            if line.startswith(("License:", "License-Expression:", "Classifier: License ::"))
+        ]
+        if any("GPL" in line for line in licences):
+            found[metadata.parent.name] = licences
+    return found
