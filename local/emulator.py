@@ -127,41 +127,63 @@ Handler = Callable[[dict[str, Any], LambdaContext], Any]
 
 
 class FunctionRuntime:
-    """Load a function's handler on first use (a cold start) and invoke it."""
+    """A function's execution environments ("containers"), as Lambda keeps them.
+
+    Each container is a separately loaded copy of the handler module and runs one
+    invocation at a time, so module-level state (the Powertools resolver's current event,
+    caches) is never shared by concurrent requests. A request takes an idle container or
+    loads a new one (a cold start); containers are kept warm for the stack's lifetime.
+    """
 
     def __init__(self, function: Function, namespace: str) -> None:
         self.function = function
-        self._module_name = f"_local_{namespace}_{function.logical_id}"
-        self._handler: Handler | None = None
+        self._module_prefix = f"_local_{namespace}_{function.logical_id}"
+        self._idle: list[Handler] = []
+        self._created = 0
         self._lock = threading.Lock()
 
-    def _load(self) -> Handler:
+    @property
+    def containers(self) -> int:
+        """How many containers were started (cold starts)."""
+        return self._created
+
+    def _acquire(self) -> Handler:
         with self._lock:
-            if self._handler is None:
-                module_path, _, attribute = self.function.handler.rpartition(".")
-                source = self.function.code_uri.joinpath(*module_path.split(".")).with_suffix(".py")
-                spec = importlib.util.spec_from_file_location(self._module_name, source)
-                if spec is None or spec.loader is None or not source.is_file():
-                    raise ImportError(f"cannot load {source}")
-                module: ModuleType = importlib.util.module_from_spec(spec)
-                sys.modules[self._module_name] = module
-                try:
-                    spec.loader.exec_module(module)
-                except BaseException:
-                    del sys.modules[self._module_name]
-                    raise
-                self._handler = getattr(module, attribute)
-            return self._handler
+            if self._idle:
+                return self._idle.pop()
+            self._created += 1
+            module_name = f"{self._module_prefix}_{self._created}"
+        return self._load(module_name)
+
+    def _load(self, module_name: str) -> Handler:
+        module_path, _, attribute = self.function.handler.rpartition(".")
+        source = self.function.code_uri.joinpath(*module_path.split(".")).with_suffix(".py")
+        spec = importlib.util.spec_from_file_location(module_name, source)
+        if spec is None or spec.loader is None or not source.is_file():
+            raise ImportError(f"cannot load {source}")
+        module: ModuleType = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+        handler: Handler = getattr(module, attribute)
+        return handler
 
     def invoke(self, event: dict[str, Any]) -> Any:
         """Call the handler; exceptions propagate (the caller maps them as AWS would)."""
-        handler = self._load()
+        handler = self._acquire()
         context = LambdaContext(
             function_name=self.function.name,
             memory_limit_in_mb=self.function.memory_size,
             timeout_seconds=self.function.timeout,
         )
-        return handler(event, context)
+        try:
+            return handler(event, context)
+        finally:
+            with self._lock:
+                self._idle.append(handler)
 
 
 class EnvironmentScope:
@@ -351,6 +373,18 @@ class Request:
             if key.lower() == name.lower():
                 found = value
         return found
+
+
+def _with_forwarded(request: Request) -> list[tuple[str, str]]:
+    """Add the X-Forwarded-* headers API Gateway adds (plain HTTP locally)."""
+    headers = list(request.headers)
+    present = {key.lower() for key, _ in headers}
+    added = {
+        "X-Forwarded-For": request.source_ip,
+        "X-Forwarded-Proto": "http",
+    }
+    headers += [(key, value) for key, value in added.items() if key.lower() not in present]
+    return headers
 
 
 def _multi(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -550,7 +584,8 @@ class Gateway:
                 "cognitoAuthenticationType": None,
                 "cognitoAuthenticationProvider": None,
             },
-            "path": f"/{stage}{path}",
+            # The path the client used: local URLs carry no stage (AWS: "/{stage}{path}").
+            "path": path,
             "protocol": "HTTP/1.1",
             "requestId": request_id,
             "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
@@ -561,12 +596,13 @@ class Gateway:
         }
         if authorizer is not None:
             context["authorizer"] = authorizer
+        headers = _with_forwarded(request)
         return {
             "resource": route.path,
             "path": path,
             "httpMethod": request.method,
-            "headers": dict(request.headers) or None,
-            "multiValueHeaders": _multi(request.headers) or None,
+            "headers": dict(headers) or None,
+            "multiValueHeaders": _multi(headers) or None,
             "queryStringParameters": dict(query) or None,
             "multiValueQueryStringParameters": multi_query or None,
             "pathParameters": {k: unquote(v) for k, v in raw_params.items()} or None,

@@ -34,10 +34,47 @@ DEFAULT_STATE_FILE = PROJECT_ROOT / ".local-stack.json"
 DEV_KEY_LABEL = "local dev key"
 
 
-def _moto_server() -> Any:
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415 - heavy import, only when started
+class _SerialMotoServer:
+    """moto's server answering one request at a time.
 
-    return ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto's backends are not thread-safe: concurrent DynamoDB transactions on one item can
+    lose an update inside moto (seen with 20 concurrent STOWs). DynamoDB serialises
+    conflicting writes itself, so serving moto's requests one by one is the faithful model.
+    """
+
+    def __init__(self) -> None:
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        from moto.moto_server.werkzeug_app import (  # noqa: PLC0415 - heavy, only when started
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server  # noqa: PLC0415
+
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(
+            "127.0.0.1", 0, app, threaded=False, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+        self._thread.start()
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def _moto_server() -> Any:
+    return _SerialMotoServer()
 
 
 def parse_overrides(text: str) -> dict[str, str]:

@@ -250,7 +250,8 @@ def test_proxy_event_has_the_rest_v1_shape(echo_stack: LocalStack) -> None:
     context = event["requestContext"]
     assert context["stage"] == "dev"
     assert context["resourcePath"] == "/echo/{id}"
-    assert context["path"].startswith("/dev/echo/")
+    assert context["path"].startswith("/echo/")  # the path the client used: no stage locally
+    assert event["headers"]["X-Forwarded-Proto"] == "http"
     assert context["identity"]["sourceIp"] == "127.0.0.1"
     assert "authorizer" not in context
     assert event["context"]["function_name"] == "local-echofunction"
