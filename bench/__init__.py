@@ -1,0 +1,1 @@
+"""Benchmarks for `make bench`; results go to bench/results/ (git-ignored)."""

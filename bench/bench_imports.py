@@ -1,0 +1,41 @@
+"""Cold import time of each function module in a fresh interpreter, next to boto3 alone."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = 9
+
+
+def _median_seconds(code: str) -> float:
+    times = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def run() -> dict[str, float]:
+    """Median wall time of each import, interpreter start-up subtracted (ms)."""
+    baseline = _median_seconds("pass")
+    targets = {"boto3": "import boto3"}
+    for app in sorted((ROOT / "functions").glob("*/app.py")):
+        name = app.parent.name
+        targets[f"functions/{name}"] = (
+            f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+            f"import runpy; runpy.run_path({str(app)!r})"
+        )
+    results = {name: (_median_seconds(code) - baseline) * 1000 for name, code in targets.items()}
+    boto3_ms = results["boto3"]
+    print("\ncold import (fresh interpreter, median of", RUNS, "runs, start-up subtracted)")
+    for name, ms in results.items():
+        print(f"  {name:24s} {ms:7.1f} ms   {ms / boto3_ms:4.2f}x boto3")
+    return {name: round(ms, 1) for name, ms in results.items()} | {
+        f"{name}_ratio_to_boto3": round(ms / boto3_ms, 2) for name, ms in results.items()
+    }
