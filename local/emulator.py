@@ -375,6 +375,17 @@ class Request:
         return found
 
 
+def _as_gateway_host(
+    headers: list[tuple[str, str]], address: tuple[Any, ...]
+) -> list[tuple[str, str]]:
+    """Host as API Gateway passes it: its own authority, whatever the client sent.
+
+    (dicomweb-client, for one, sends ``Host`` without the port.)
+    """
+    host = f"{address[0]}:{address[1]}"
+    return [(k, v) for k, v in headers if k.lower() != "host"] + [("Host", host)]
+
+
 def _with_forwarded(request: Request) -> list[tuple[str, str]]:
     """Add the X-Forwarded-* headers API Gateway adds (plain HTTP locally)."""
     headers = list(request.headers)
@@ -719,7 +730,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             method=self.command,
             raw_path=raw_path or "/",
             query=query,
-            headers=[(k, v) for k, v in self.headers.items() if k.lower() != "transfer-encoding"],
+            headers=_as_gateway_host(
+                [(k, v) for k, v in self.headers.items() if k.lower() != "transfer-encoding"],
+                self.server.server_address,
+            ),
             body=body,
             source_ip=self.client_address[0],
         )

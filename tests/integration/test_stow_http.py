@@ -231,6 +231,8 @@ def test_dicomweb_client_store_instances(local_stack: LocalStack) -> None:
     ]
     result = client.store_instances(datasets)
     assert len(result.ReferencedSOPSequence) == 3
+    # dicomweb-client sends Host without the port; the URLs must still lead back here.
+    assert result.ReferencedSOPSequence[0].RetrieveURL.startswith(local_stack.base_url)
     assert study_item(local_stack, study)["n_instances"] == {"N": "3"}
     result = client.store_instances(datasets[:1], study_instance_uid=study)
     assert len(result.ReferencedSOPSequence) == 1
