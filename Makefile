@@ -24,7 +24,7 @@ $(TOOLS_STAMP): tools/requirements-tools.txt
 	touch $@
 
 serve: $(STAMP)  ## start the local stack on 127.0.0.1:$(PORT)
-	PORT=$(PORT) $(BIN)/python -m local
+	PORT=$(PORT) exec $(BIN)/python -m local
 
 test: $(STAMP) $(TOOLS_STAMP)  ## lint, type-check, then every test
 	$(BIN)/ruff format --check .
