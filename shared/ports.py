@@ -28,6 +28,7 @@ class InstanceRecord:
     study_time: str
     accession_number: str
     modality: str
+    instance_number: str
     study_json: str
     series_json: str
     instance_json: str

@@ -1,30 +1,35 @@
-"""The hierarchical index in one DynamoDB table. Key layout: docs/access-patterns.md.
-
-Items (PK / SK):
-
-* ``SOP#<sop>`` / ``SOP``: guard for global SOP Instance UID uniqueness (sha256, location).
-* ``STUDY#<study>`` / ``STUDY``: study attributes, counters, aggregate sets.
-* ``STUDY#<study>`` / ``SERIES#<series>``: series attributes and instance counter.
-* ``STUDY#<study>`` / ``INSTANCE#<series>#<sop>``: instance attributes and object key.
-* ``PATIENT#<PatientID>\\<Issuer>`` / ``PATIENT``: demographics, counters, aggregate sets.
+"""Writes to the hierarchical index in one DynamoDB table (layout: ``dynamo_keys``).
 
 A new instance is one ``TransactWriteItems``: the guard put (condition: absent), the
 instance put, and ``ADD`` updates of the series, study and patient items. Counts of
 distinct children are kept as string sets of short UID digests (``ADD`` of a set member is
 idempotent), so the transaction never needs to know whether a series or study is new.
+Series and instance items carry their parents' attributes, so that a search at any level
+reads one item per result.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import random
 import time
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.dicom.normalize import date_key, person_name_key, time_key
+from shared.adapters.dynamo_keys import (
+    LIST_PATIENTS,
+    LIST_STUDIES,
+    STUDY_SK,
+    guard_pk,
+    instance_sk,
+    patient_pk,
+    patient_sk,
+    series_sk,
+    study_pk,
+    study_sort_key,
+    uid_digest,
+)
+from shared.dicom.normalize import person_name_key
 from shared.errors import StorageUnavailable
 from shared.ports import AddOutcome, InstanceRecord
 
@@ -38,28 +43,6 @@ _RETRYABLE_ERRORS = {
     "InternalServerError",
 }
 _GUARD, _STUDY = 0, 3
-
-
-def uid_digest(uid: str) -> str:
-    """A 12-character digest of a UID, used as a set member for distinct counts."""
-    return base64.urlsafe_b64encode(hashlib.sha256(uid.encode()).digest()[:9]).decode()
-
-
-def study_pk(study_uid: str) -> str:
-    """Partition key of a study and its series and instances."""
-    return f"STUDY#{study_uid}"
-
-
-def patient_pk(patient_id: str, issuer: str) -> str:
-    """Partition key of a patient (backslash cannot occur inside one LO value)."""
-    return f"PATIENT#{patient_id}\\{issuer}"
-
-
-def study_sort_key(record: InstanceRecord) -> str:
-    """``sdt``: study date+time then UID, the sort key of every study-ordered index."""
-    date = date_key(record.study_date) or "00000000"
-    clock = time_key(record.study_time) or "000000.000000"
-    return f"{date}{clock}#{record.study_uid}"
 
 
 def _s(value: str) -> dict[str, str]:
@@ -114,7 +97,7 @@ class DynamoInstanceIndex:
         try:
             reply = self._client.get_item(
                 TableName=self._table,
-                Key={"PK": _s(f"SOP#{record.sop_instance_uid}"), "SK": _s("SOP")},
+                Key={"PK": _s(guard_pk(record.sop_instance_uid)), "SK": _s("SOP")},
                 ConsistentRead=True,
                 ProjectionExpression="sha256",
             )
@@ -128,18 +111,20 @@ class DynamoInstanceIndex:
 
     def _transaction(self, r: InstanceRecord) -> list[dict[str, Any]]:
         pk = study_pk(r.study_uid)
-        sdt = study_sort_key(r)
+        sdt = study_sort_key(r.study_date, r.study_time, r.study_uid)
+        sk = instance_sk(r.series_uid, r.instance_number, r.sop_instance_uid)
         guard = {
-            "PK": _s(f"SOP#{r.sop_instance_uid}"),
+            "PK": _s(guard_pk(r.sop_instance_uid)),
             "SK": _s("SOP"),
             "study": _s(r.study_uid),
             "series": _s(r.series_uid),
+            "sk": _s(sk),
             "sha256": _s(r.sha256),
             "key": _s(r.blob_key),
         }
         instance = {
             "PK": _s(pk),
-            "SK": _s(f"INSTANCE#{r.series_uid}#{r.sop_instance_uid}"),
+            "SK": _s(sk),
             "sop_class": _s(r.sop_class_uid),
             "ts": _s(r.transfer_syntax),
             "sha256": _s(r.sha256),
@@ -148,6 +133,8 @@ class DynamoInstanceIndex:
             "aet": _s(r.calling_aet),
             "received": _s(r.received),
             "attrs": _s(r.instance_json),
+            "series_attrs": _s(r.series_json),
+            "study_attrs": _s(r.study_json),
         }
         items: list[dict[str, Any]] = [
             {
@@ -168,17 +155,18 @@ class DynamoInstanceIndex:
     def _series_update(self, r: InstanceRecord, pk: str, sdt: str) -> dict[str, Any]:
         values: dict[str, Any] = {
             ":attrs": _s(r.series_json),
+            ":study_attrs": _s(r.study_json),
             ":sdt": _s(sdt),
             ":seu": _s(r.series_uid),
             ":one": _n(1),
         }
-        sets = ["attrs = :attrs", "sdt = :sdt", "seu = :seu"]
+        sets = ["attrs = :attrs", "study_attrs = :study_attrs", "sdt = :sdt", "seu = :seu"]
         if r.modality:
             sets.append("#mod = :mod")
             values[":mod"] = _s(r.modality)
         update: dict[str, Any] = {
             "TableName": self._table,
-            "Key": {"PK": _s(pk), "SK": _s(f"SERIES#{r.series_uid}")},
+            "Key": {"PK": _s(pk), "SK": _s(series_sk(r.series_uid))},
             "UpdateExpression": f"SET {', '.join(sets)} ADD n_instances :one",
             "ExpressionAttributeValues": values,
         }
@@ -191,12 +179,18 @@ class DynamoInstanceIndex:
             ":attrs": _s(r.study_json),
             ":patient": _s(r.patient_id),
             ":sdt": _s(sdt),
-            ":sdm": _s(sdt[:6] if not sdt.startswith("00000000") else "NONE"),
+            ":list": _s(LIST_STUDIES),
             ":one": _n(1),
             ":series": {"SS": [uid_digest(r.series_uid)]},
             ":classes": {"SS": [r.sop_class_uid]},
         }
-        sets = ["attrs = :attrs", "patient_id = :patient", "sdt = :sdt", "sdm = :sdm"]
+        sets = [
+            "attrs = :attrs",
+            "patient_id = :patient",
+            "sdt = :sdt",
+            "lst = :list",
+            "lsk = :sdt",
+        ]
         adds = ["n_instances :one", "series_keys :series", "sop_classes :classes"]
         if r.patient_id:
             sets.append("pid = :patient")
@@ -214,7 +208,7 @@ class DynamoInstanceIndex:
         return {
             "Update": {
                 "TableName": self._table,
-                "Key": {"PK": _s(pk), "SK": _s("STUDY")},
+                "Key": {"PK": _s(pk), "SK": _s(STUDY_SK)},
                 "UpdateExpression": f"SET {', '.join(sets)} ADD {', '.join(adds)}",
                 "ConditionExpression": "attribute_not_exists(PK) OR patient_id = :patient",
                 "ExpressionAttributeValues": values,
@@ -222,23 +216,24 @@ class DynamoInstanceIndex:
         }
 
     def _patient_update(self, r: InstanceRecord) -> dict[str, Any]:
-        pk = patient_pk(r.patient_id, r.issuer_of_patient_id)
+        pk, sk = patient_pk(r.patient_id), patient_sk(r.issuer_of_patient_id)
+        name_key = person_name_key(r.patient_name)
         values: dict[str, Any] = {
             ":attrs": _s(r.patient_json),
             ":one": _n(1),
             ":studies": {"SS": [uid_digest(r.study_uid)]},
             ":series": {"SS": [uid_digest(r.series_uid)]},
+            ":list": _s(LIST_PATIENTS),
+            ":lsk": _s(f"{name_key}#{r.patient_id}\\{r.issuer_of_patient_id}"),
         }
-        sets = ["attrs = :attrs"]
-        name_key = person_name_key(r.patient_name)
+        sets = ["attrs = :attrs", "lst = :list", "lsk = :lsk"]
         if name_key:
-            sets += ["pnk = :pnk", "pnn = :pnn"]
+            sets += ["pnk = :pnk", "pnn = :lsk"]
             values[":pnk"] = _s(f"P#{name_key[0]}")
-            values[":pnn"] = _s(f"{name_key}#{pk}")
         return {
             "Update": {
                 "TableName": self._table,
-                "Key": {"PK": _s(pk), "SK": _s("PATIENT")},
+                "Key": {"PK": _s(pk), "SK": _s(sk)},
                 "UpdateExpression": (
                     f"SET {', '.join(sets)} "
                     "ADD n_instances :one, study_keys :studies, series_keys :series"

@@ -1,9 +1,8 @@
-"""Which attributes the index keeps at each level, and their DICOM JSON (PS3.18 Annex F).
+"""DICOM JSON (PS3.18 Annex F) of the attributes the index keeps at each level.
 
-The lists hold the PS3.18 §10.6.3.3 default return attributes of each level, the required
-matching keys of Table 10.6.1-5, and a few attributes viewers commonly ask for with
-``includefield``. JSON is UTF-8, so values are stored decoded and SpecificCharacterSet is
-not copied (QIDO sets ISO_IR 192 when a value is not ASCII).
+The level lists live in :mod:`shared.dicom.levels`. JSON is UTF-8, so values are stored
+decoded and SpecificCharacterSet is not copied (QIDO sets ISO_IR 192 when a value is not
+ASCII).
 """
 
 from __future__ import annotations
@@ -13,67 +12,23 @@ from typing import Any
 
 from pydicom import Dataset
 
-PATIENT_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientSex",
+from shared.dicom.levels import (
+    INSTANCE_KEYWORDS,
+    PATIENT_KEYWORDS,
+    REQUEST_ATTRIBUTE_KEYWORDS,
+    SERIES_KEYWORDS,
+    STUDY_KEYWORDS,
 )
 
-STUDY_KEYWORDS = (
-    *PATIENT_KEYWORDS,
-    "OtherPatientIDsSequence",
-    "PatientAge",
-    "PatientSize",
-    "PatientWeight",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "IssuerOfAccessionNumberSequence",
-    "ReferringPhysicianName",
-    "TimezoneOffsetFromUTC",
-    "StudyDescription",
-    "StudyInstanceUID",
-    "StudyID",
-)
-
-SERIES_KEYWORDS = (
-    "Modality",
-    "SeriesDescription",
-    "SeriesInstanceUID",
-    "SeriesNumber",
-    "SeriesDate",
-    "SeriesTime",
-    "BodyPartExamined",
-    "Laterality",
-    "ProtocolName",
-    "PerformedProcedureStepStartDate",
-    "PerformedProcedureStepStartTime",
-    "RequestAttributesSequence",
-    "Manufacturer",
-    "ManufacturerModelName",
-    "InstitutionName",
-    "StationName",
-)
-
-INSTANCE_KEYWORDS = (
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "InstanceNumber",
-    "ContentDate",
-    "ContentTime",
-    "AcquisitionDateTime",
-    "ImageType",
-    "Rows",
-    "Columns",
-    "BitsAllocated",
-    "NumberOfFrames",
-    "PhotometricInterpretation",
-)
-
-# Inside RequestAttributesSequence only these two are index material (PS3.18 Table 10.6.1-5).
-_REQUEST_ATTRIBUTE_KEYS = ("ScheduledProcedureStepID", "RequestedProcedureID")
+__all__ = [
+    "INSTANCE_KEYWORDS",
+    "PATIENT_KEYWORDS",
+    "SERIES_KEYWORDS",
+    "STUDY_KEYWORDS",
+    "dumps",
+    "level_json",
+    "text",
+]
 
 
 def level_json(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, Any]:
@@ -87,7 +42,7 @@ def level_json(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, Any]:
             items = []
             for item in element.value:
                 kept = Dataset()
-                for key in _REQUEST_ATTRIBUTE_KEYS:
+                for key in REQUEST_ATTRIBUTE_KEYWORDS:
                     if key in item:
                         kept[key] = item[key]
                 items.append(kept)

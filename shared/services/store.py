@@ -145,6 +145,7 @@ def _record(instance: ValidInstance, calling_aet: str, now: datetime) -> Instanc
         study_time=attributes.text(ds, "StudyTime"),
         accession_number=attributes.text(ds, "AccessionNumber"),
         modality=attributes.text(ds, "Modality"),
+        instance_number=attributes.text(ds, "InstanceNumber"),
         study_json=attributes.dumps(attributes.level_json(ds, attributes.STUDY_KEYWORDS)),
         series_json=attributes.dumps(attributes.level_json(ds, attributes.SERIES_KEYWORDS)),
         instance_json=attributes.dumps(attributes.level_json(ds, attributes.INSTANCE_KEYWORDS)),

@@ -17,7 +17,8 @@ import pytest
 from moto import mock_aws
 
 from local import template as local_template
-from shared.adapters.dynamo_index import DynamoInstanceIndex, patient_pk, study_pk
+from shared.adapters.dynamo_index import DynamoInstanceIndex
+from shared.adapters.dynamo_keys import patient_pk, patient_sk, study_pk
 from shared.adapters.s3_blobs import S3BlobStore
 from shared.dicom.validate import validate
 from shared.dicomweb.multipart import Part
@@ -103,7 +104,7 @@ def test_dynamodb_counters_and_aggregates(aws: dict[str, Any]) -> None:
     )["Item"]
     assert series_item["n_instances"] == {"N": "3"}
     patient = aws["dynamodb"].get_item(
-        TableName=TABLE, Key={"PK": {"S": patient_pk("P42", "")}, "SK": {"S": "PATIENT"}}
+        TableName=TABLE, Key={"PK": {"S": patient_pk("P42")}, "SK": {"S": patient_sk("")}}
     )["Item"]
     assert patient["n_instances"] == {"N": "5"}
     assert len(patient["study_keys"]["SS"]) == 1 and len(patient["series_keys"]["SS"]) == 2

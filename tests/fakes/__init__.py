@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from shared.adapters.dynamo_index import uid_digest
+from shared.adapters.dynamo_keys import uid_digest
 from shared.errors import StorageUnavailable
 from shared.ports import AddOutcome, InstanceRecord
 

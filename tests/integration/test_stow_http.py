@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from local.stack import LocalStack
-from shared.adapters.dynamo_index import study_pk
+from shared.adapters.dynamo_keys import instance_sk, study_pk
 from shared.dicomweb.multipart import build_related, new_boundary
 from tests import dicom_files
 
@@ -156,7 +156,7 @@ def test_calling_aet_is_recorded(local_stack: LocalStack) -> None:
         TableName=table,
         Key={
             "PK": {"S": study_pk(ds.StudyInstanceUID)},
-            "SK": {"S": f"INSTANCE#{ds.SeriesInstanceUID}#{ds.SOPInstanceUID}"},
+            "SK": {"S": instance_sk(ds.SeriesInstanceUID, ds.InstanceNumber, ds.SOPInstanceUID)},
         },
     )["Item"]
     assert item["aet"] == {"S": "CT_SCANNER_7"}

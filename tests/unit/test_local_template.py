@@ -111,7 +111,7 @@ def test_table_definition_is_ready_for_create_table(stack: template.StackTemplat
         {"AttributeName": "SK", "KeyType": "RANGE"},
     ]
     indexes = {gsi["IndexName"] for gsi in args["GlobalSecondaryIndexes"]}
-    assert {"ByPatientId", "ByAccession", "ByStudyDate", "BySeriesUid"} <= indexes
+    assert {"ByPatientId", "ByAccession", "ByList", "BySeriesUid"} <= indexes
     defined = {a["AttributeName"] for a in args["AttributeDefinitions"]}
     for gsi in args["GlobalSecondaryIndexes"]:
         assert {k["AttributeName"] for k in gsi["KeySchema"]} <= defined

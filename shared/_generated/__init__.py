@@ -1,0 +1,1 @@
+"""Tables generated from the standard by tools/; never edited by hand."""

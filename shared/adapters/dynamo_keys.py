@@ -1,0 +1,71 @@
+"""The DynamoDB key layout, shared by the write and read adapters (docs/access-patterns.md).
+
+Items (PK / SK):
+
+* ``SOP#<sop>`` / ``SOP``: guard for global SOP Instance UID uniqueness; where it lives.
+* ``STUDY#<study>`` / ``STUDY``: study attributes, counters, aggregate sets.
+* ``STUDY#<study>`` / ``SERIES#<series>``: series attributes (+ its study's), counter.
+* ``STUDY#<study>`` / ``INSTANCE#<series>#<number>#<sop>``: instance attributes (+ parents').
+* ``PATIENT#<PatientID>`` / ``PATIENT#<IssuerOfPatientID>``: demographics, counters.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from shared.dicom.normalize import date_key, time_key
+
+STUDY_SK = "STUDY"
+SERIES_PREFIX = "SERIES#"
+INSTANCE_PREFIX = "INSTANCE#"
+LIST_STUDIES = "STUDY"
+LIST_PATIENTS = "PATIENT"
+_MAX_INSTANCE_NUMBER = 10**10
+
+
+def uid_digest(uid: str) -> str:
+    """A 12-character digest of a UID, used as a set member for distinct counts."""
+    return base64.urlsafe_b64encode(hashlib.sha256(uid.encode()).digest()[:9]).decode()
+
+
+def study_pk(study_uid: str) -> str:
+    """Partition key of a study and its series and instances."""
+    return f"STUDY#{study_uid}"
+
+
+def series_sk(series_uid: str) -> str:
+    """Sort key of a series item."""
+    return f"{SERIES_PREFIX}{series_uid}"
+
+
+def instance_sk(series_uid: str, instance_number: str, sop_uid: str) -> str:
+    """Sort key of an instance: by series, then InstanceNumber (unnumbered last), then UID."""
+    try:
+        number = int(str(instance_number).strip())
+    except ValueError:
+        number = -1
+    ordinal = f"{number:010d}" if 0 <= number < _MAX_INSTANCE_NUMBER else "~"
+    return f"{INSTANCE_PREFIX}{series_uid}#{ordinal}#{sop_uid}"
+
+
+def guard_pk(sop_uid: str) -> str:
+    """Partition key of the SOP Instance UID guard."""
+    return f"SOP#{sop_uid}"
+
+
+def patient_pk(patient_id: str) -> str:
+    """Partition key of a patient (all issuers of one PatientID)."""
+    return f"PATIENT#{patient_id}"
+
+
+def patient_sk(issuer: str) -> str:
+    """Sort key of a patient: the issuer of the PatientID."""
+    return f"PATIENT#{issuer}"
+
+
+def study_sort_key(study_date: str, study_time: str, study_uid: str) -> str:
+    """``sdt``: study date + time then UID, the sort key of every study-ordered index."""
+    date = date_key(study_date) or "00000000"
+    clock = time_key(study_time) or "000000.000000"
+    return f"{date}{clock}#{study_uid}"
