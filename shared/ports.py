@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -59,3 +60,84 @@ class InstanceIndex(Protocol):
 
     def add(self, record: InstanceRecord) -> AddOutcome:
         """Add an instance atomically with its parents' counters and aggregates."""
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """A study as the index returns it (attributes in DICOM JSON)."""
+
+    study_uid: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    n_instances: int = 0
+    n_series: int = 0
+    modalities: tuple[str, ...] = ()
+    sop_classes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SeriesRow:
+    """A series with its study's attributes."""
+
+    study_uid: str
+    series_uid: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    study_attrs: dict[str, Any] = field(default_factory=dict)
+    n_instances: int = 0
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    """An instance with its series' and study's attributes, and where its file is."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    series_attrs: dict[str, Any] = field(default_factory=dict)
+    study_attrs: dict[str, Any] = field(default_factory=dict)
+    transfer_syntax: str = ""
+    blob_key: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class PatientRow:
+    """A patient with its counters."""
+
+    attrs: dict[str, Any] = field(default_factory=dict)
+    n_instances: int = 0
+    n_studies: int = 0
+    n_series: int = 0
+
+
+class Catalog(Protocol):
+    """The read side of the index; every method reads lazily, in a stable order."""
+
+    def studies_by_uid(self, uids: Iterable[str]) -> Iterator[StudyRow]:
+        """Studies by UID, in the order given."""
+
+    def study_uids(
+        self, key: str, value: str, *, low: str = "", high: str = "", prefix: str = ""
+    ) -> Iterator[str]:
+        """Study UIDs from an index: ``pid``, ``acc``, ``all``, ``name`` or ``mod``."""
+
+    def series_of_study(self, study_uid: str) -> list[SeriesRow]:
+        """Every series of a study."""
+
+    def series_by_uid(self, series_uid: str) -> list[SeriesRow]:
+        """The series with this UID."""
+
+    def series_by_modality(self, modality: str) -> Iterator[SeriesRow]:
+        """Series of one modality, newest study first."""
+
+    def instances(self, study_uid: str, series_uid: str | None = None) -> Iterator[InstanceRow]:
+        """Instances of a study or series, by series then InstanceNumber."""
+
+    def instances_by_uid(self, sop_uids: Iterable[str]) -> Iterator[InstanceRow]:
+        """Instances by SOP Instance UID."""
+
+    def patients_by_id(self, patient_id: str) -> list[PatientRow]:
+        """Patients with this PatientID."""
+
+    def patients(self, prefix: str = "") -> Iterator[PatientRow]:
+        """Patients in name order, optionally by normalised name prefix."""

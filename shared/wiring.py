@@ -13,8 +13,9 @@ from botocore.config import Config
 
 from shared import config
 from shared.adapters.dynamo_index import DynamoInstanceIndex
+from shared.adapters.dynamo_search import DynamoSearch
 from shared.adapters.s3_blobs import S3BlobStore
-from shared.ports import BlobStore, InstanceIndex
+from shared.ports import BlobStore, Catalog, InstanceIndex
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, tcp_keepalive=True)
 _cache: dict[str, Any] = {}
@@ -36,6 +37,15 @@ def index() -> InstanceIndex:
         _cache["index"] = DynamoInstanceIndex(client, config.settings().table)
     idx: InstanceIndex = _cache["index"]
     return idx
+
+
+def catalog() -> Catalog:
+    """The read side of the index (QIDO)."""
+    if "catalog" not in _cache:
+        client = boto3.client("dynamodb", config=_BOTO_CONFIG)
+        _cache["catalog"] = DynamoSearch(client, config.settings().table)
+    found: Catalog = _cache["catalog"]
+    return found
 
 
 def override(**adapters: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import sys
 from dataclasses import dataclass
@@ -180,6 +181,62 @@ def preflight_event(resource: str, study_uid: str, request_id: str) -> dict[str,
     )
 
 
+QIDO = f"{BASE}/qido/{{AET}}"
+QIDO_ROUTES = {
+    "qido-patients": (f"{QIDO}/patients", {"PatientID": ["1CT1"]}),
+    "qido-studies": (
+        f"{QIDO}/studies",
+        {"PatientName": ["Compressed*"], "StudyDate": ["20040101-"], "limit": ["101"]},
+    ),
+    "qido-series": (f"{QIDO}/series", {"Modality": ["CT"], "includefield": ["0008103E"]}),
+    "qido-study-series": (f"{QIDO}/studies/{{STUDY}}/series", {}),
+    "qido-instances": (f"{QIDO}/instances", {"SOPClassUID": ["1.2.840.10008.5.1.4.1.1.2"]}),
+    "qido-study-instances": (f"{QIDO}/studies/{{STUDY}}/instances", {"limit": ["10"]}),
+    "qido-series-instances": (
+        f"{QIDO}/studies/{{STUDY}}/series/{{SERIES}}/instances",
+        {"includefield": ["all"]},
+    ),
+}
+
+
+def qido_params(resource: str, study_uid: str, series_uid: str) -> dict[str, str]:
+    """Path parameters of a QIDO route."""
+    params = {"AET": "VIEWER1"}
+    if "{STUDY}" in resource:
+        params["STUDY"] = study_uid
+    if "{SERIES}" in resource:
+        params["SERIES"] = series_uid
+    return params
+
+
+def qido_event(
+    resource: str, path_params: dict[str, str], query: dict[str, list[str]], request_id: str
+) -> dict[str, Any]:
+    """GET of a QIDO-RS route with query parameters (decoded, as API Gateway passes them)."""
+    headers = {"Accept": "application/dicom+json", "Authorization": EXAMPLE_KEY}
+    event = rest_event(
+        Request("GET", resource, path_params, headers), authorized=True, request_id=request_id
+    )
+    event["queryStringParameters"] = {k: v[-1] for k, v in query.items()} or None
+    event["multiValueQueryStringParameters"] = query or None
+    return event
+
+
+def qido_preflight_event(
+    resource: str, path_params: dict[str, str], request_id: str
+) -> dict[str, Any]:
+    """A browser's CORS preflight for a QIDO GET."""
+    headers = {
+        "Accept": "*/*",
+        "Access-Control-Request-Headers": "authorization",
+        "Access-Control-Request-Method": "GET",
+        "Origin": ORIGIN,
+    }
+    return rest_event(
+        Request("OPTIONS", resource, path_params, headers), authorized=False, request_id=request_id
+    )
+
+
 def authorizer_event() -> dict[str, Any]:
     """The TOKEN authorizer's input for a STOW request."""
     return {
@@ -195,8 +252,19 @@ def authorizer_event() -> dict[str, Any]:
 def all_events() -> dict[str, dict[str, Any]]:
     """Return every sample event by file name."""
     data, study_uid = sample_dicom()
+    series_uid = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SeriesInstanceUID)
     body = multipart_related([data])
+    qido: dict[str, dict[str, Any]] = {}
+    for number, (name, (resource, query)) in enumerate(QIDO_ROUTES.items(), start=1):
+        params = qido_params(resource, study_uid, series_uid)
+        qido[f"{name}.json"] = qido_event(
+            resource, params, query, f"c0ffee00-0000-4000-8000-0000000001{number:02d}"
+        )
+        qido[f"{name}-preflight.json"] = qido_preflight_event(
+            resource, params, f"c0ffee00-0000-4000-8000-0000000002{number:02d}"
+        )
     return {
+        **qido,
         "stow-studies.json": stow_event(
             STUDIES, study_uid, body, "c0ffee00-0000-4000-8000-000000000001"
         ),

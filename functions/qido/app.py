@@ -1,0 +1,97 @@
+"""QIDO-RS: GET /o3-dpacs-wado/qido/{AET}/{patients,studies,series,instances} and the
+study- and series-scoped forms (PS3.18 §10.6)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.logging import correlation_paths
+
+from shared import config, http, logs, wiring
+from shared.dicom.levels import Level
+from shared.dicomweb import paths, qido_response, query
+from shared.services import search
+
+logger = logs.get_logger()
+app = http.make_resolver()
+_PREFIX = "/o3-dpacs-wado/qido/<aet>"
+
+
+@app.get(f"{_PREFIX}/patients")
+def search_patients(aet: str) -> Response[str]:
+    """Patient-level search (extension: dcm4chee-style patients resource)."""
+    return _search("PATIENT")
+
+
+@app.get(f"{_PREFIX}/studies")
+def search_studies(aet: str) -> Response[str]:
+    """Study-level search."""
+    return _search("STUDY")
+
+
+@app.get(f"{_PREFIX}/series")
+def search_all_series(aet: str) -> Response[str]:
+    """Series of any study."""
+    return _search("SERIES")
+
+
+@app.get(f"{_PREFIX}/studies/<study>/series")
+def search_study_series(aet: str, study: str) -> Response[str]:
+    """Series of one study."""
+    return _search("SERIES", study=study)
+
+
+@app.get(f"{_PREFIX}/instances")
+def search_all_instances(aet: str) -> Response[str]:
+    """Instances of any study."""
+    return _search("INSTANCE")
+
+
+@app.get(f"{_PREFIX}/studies/<study>/instances")
+def search_study_instances(aet: str, study: str) -> Response[str]:
+    """Instances of one study."""
+    return _search("INSTANCE", study=study)
+
+
+@app.get(f"{_PREFIX}/studies/<study>/series/<series>/instances")
+def search_series_instances(aet: str, study: str, series: str) -> Response[str]:
+    """Instances of one series."""
+    return _search("INSTANCE", study=study, series=series)
+
+
+def _search(level: Level, *, study: str | None = None, series: str | None = None) -> Response[str]:
+    started = time.perf_counter()
+    event = app.current_event.raw_event
+    media_type = qido_response.negotiate(http.header(event, "accept"))
+    parsed = query.parse(
+        event.get("multiValueQueryStringParameters"),
+        level,
+        study_uid=qido_response.path_uid(study),
+        series_uid=qido_response.path_uid(series),
+    )
+    base = paths.base_url(event, config.settings().base_path)
+    result = search.search(parsed, wiring.catalog(), base)
+    logger.info(
+        "qido",
+        extra={
+            "transaction": "QIDO-RS",
+            "level": level,
+            "keys": sorted(c.keyword for c in parsed.conditions),  # names only, never values
+            "results": len(result.datasets),
+            "more": result.more,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            "outcome": 200,
+        },
+    )
+    response = http.json_response(200, result.datasets, media_type)
+    if result.more:
+        response.headers["Warning"] = qido_response.MORE_RESULTS_WARNING
+    return response
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point."""
+    return app.resolve(event, context)
