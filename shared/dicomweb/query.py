@@ -124,6 +124,8 @@ def parse(
     include_all, includefields = _includefields(params.get("includefield", []))
     limit, capped = _limit(params.get("limit", []))
     date, time = by_keyword.get("StudyDate"), by_keyword.get("StudyTime")
+    combined = bool(date and time and date.kind == "range" and time.kind == "range")
+    _check_ranges(conditions, date if combined else None)
     return Query(
         level=level,
         conditions=tuple(conditions),
@@ -135,7 +137,7 @@ def parse(
         limit_capped=capped,
         study_uid=study_uid,
         series_uid=series_uid,
-        combined_datetime=bool(date and time and date.kind == "range" and time.kind == "range"),
+        combined_datetime=combined,
         condition_by_keyword=by_keyword,
     )
 
@@ -212,7 +214,7 @@ def _date_condition(keyword: str, tag: str, vr: str, value: str) -> Condition:
             raise BadRequest(f"{keyword} range is malformed")
         low = normalise(vr, low_raw, keyword, end="low") if low_raw else ""
         high = normalise(vr, high_raw, keyword, end="high") if high_raw else ""
-        if low and high and low > high:
+        if low and high and low > high and vr != "TM":  # TM: see _check_ranges
             raise BadRequest(f"{keyword} range starts after it ends")
         if not low and not high:
             return Condition(keyword, tag, vr, "universal")
@@ -318,6 +320,23 @@ def _limit(values: Sequence[str]) -> tuple[int, bool]:
     if limit == 0:
         raise BadRequest("limit must be at least 1")
     return min(limit, MAX_LIMIT), limit > MAX_LIMIT
+
+
+def _check_ranges(conditions: Sequence[Condition], combined_date: Condition | None) -> None:
+    """A TM range may wrap past midnight only as part of a combined StudyDate range."""
+    for condition in conditions:
+        if (
+            condition.vr != "TM"
+            or condition.kind != "range"
+            or not (condition.low and condition.high)
+        ):
+            continue
+        if combined_date is not None and condition.keyword == "StudyTime":
+            if combined_date.low == combined_date.high and condition.low > condition.high:
+                raise BadRequest("StudyDate/StudyTime range starts after it ends")
+            continue
+        if condition.low > condition.high:
+            raise BadRequest(f"{condition.keyword} range starts after it ends")
 
 
 def _check_path_consistency(

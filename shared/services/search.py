@@ -180,7 +180,7 @@ def _exact(query: Query, keyword: str) -> str | None:
 
 def _uids(condition: Condition | None) -> tuple[str, ...]:
     if condition is not None and condition.kind in ("single", "list"):
-        return condition.values
+        return tuple(dict.fromkeys(condition.values))  # a UID listed twice is one result
     return ()
 
 
