@@ -1,35 +1,77 @@
-"""Run every benchmark: ``python -m bench [--instances N]``."""
+"""Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000] [--only qido]``.
+
+Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
+and keeps the others.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from bench import bench_imports, bench_stow
+from bench import bench_imports, bench_qido, bench_stow
 
 RESULTS = Path(__file__).parent / "results"
+PARTS = ("stow", "imports", "qido")
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("sizes are integers separated by commas") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("give at least one positive size")
+    return sizes
+
+
+def _parts(text: str) -> list[str]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"choose among {', '.join(PARTS)}")
+    return parts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instances", type=int, default=200, help="STOW instances per run")
+    parser.add_argument(
+        "--qido-sizes",
+        type=_sizes,
+        default=[1000, 10000],
+        help="QIDO archive sizes in studies, comma-separated (default 1000,10000)",
+    )
+    parser.add_argument(
+        "--only",
+        type=_parts,
+        default=list(PARTS),
+        help=f"run only these benchmarks, comma-separated ({', '.join(PARTS)})",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    machine = {
+    runners: dict[str, Callable[[], Any]] = {
+        "stow": lambda: bench_stow.run(args.instances),
+        "imports": bench_imports.run,
+        "qido": lambda: bench_qido.run(args.qido_sizes),
+    }
+    out = RESULTS / "bench.json"
+    report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    report["machine"] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
     }
-    report = {
-        "machine": machine,
-        "stow": bench_stow.run(args.instances),
-        "imports": bench_imports.run(),
-    }
-    out = RESULTS / "bench.json"
+    for part in PARTS:
+        if part in args.only:
+            report[part] = runners[part]()
     out.write_text(json.dumps(report, indent=2))
     print(f"\nwritten {out}")
 
