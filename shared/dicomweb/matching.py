@@ -4,9 +4,11 @@ Works on DICOM JSON datasets (what the index stores), so the same code is the re
 matcher in tests and the filter applied to keyed DynamoDB results.
 
 Choices where the standard leaves room (documented in the conformance statement):
-* person names match case-insensitively, against each component group (alphabetic,
-  ideographic, phonetic); with ``fuzzymatching=true`` also accent-insensitively, every word
-  of the query being a prefix of some name component;
+* person names match case-insensitively. A value written in ASCII is compared with the
+  alphabetic component group (where Latin names are, and what the name index holds); a
+  value in another script with every group (alphabetic, ideographic, phonetic). With
+  ``fuzzymatching=true`` every group is compared accent-insensitively, every word of the
+  query being a prefix of some name component;
 * other string values match case-sensitively; a multi-valued attribute matches when any
   of its values does;
 * an empty or absent attribute matches only universal and ``""`` (empty-value) queries.
@@ -86,6 +88,8 @@ def _scalar_matches(condition: Condition, value: Any) -> bool:  # noqa: PLR0911 
 
 def _pn_matches(condition: Condition, value: Any, fuzzy: bool) -> bool:
     groups = [value.get(g, "") for g in _PN_GROUPS] if isinstance(value, Mapping) else [value]
+    if not fuzzy and all(v.isascii() for v in condition.values):
+        groups = groups[:1]  # Latin values: the alphabetic group only
     groups = [g for g in groups if g]
     if fuzzy:
         return any(_fuzzy(condition.value, g) for g in groups)

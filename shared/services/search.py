@@ -52,10 +52,13 @@ def search(query: Query, catalog: Catalog, base_url: str) -> SearchResult:
     """Run a validated query against the catalog."""
     candidates = _PLANNERS[query.level](query, catalog, base_url)
     returned = _returned_tags(query)
+    parents = _Parents(query, catalog, returned)
     page: list[Dataset] = []
     skipped = 0
     more = False
-    for dataset in candidates:
+    early = parents.needed_for_matching
+    for candidate, study_uid, series_uid in candidates:
+        dataset = parents.complete(candidate, study_uid, series_uid) if early else candidate
         if not matches(query, dataset):
             continue
         if skipped < query.offset:
@@ -64,8 +67,67 @@ def search(query: Query, catalog: Catalog, base_url: str) -> SearchResult:
         if len(page) == query.limit:
             more = True
             break
+        if not early:
+            dataset = parents.complete(dataset, study_uid, series_uid)
         page.append(_project(dataset, returned))
     return SearchResult(page, more)
+
+
+_STUDY_COMPUTED = frozenset(
+    ATTRIBUTES[k][0]
+    for k in ("ModalitiesInStudy", "SOPClassesInStudy", "NumberOfStudyRelatedSeries",
+              "NumberOfStudyRelatedInstances")
+)  # fmt: skip
+_SERIES_COMPUTED = frozenset({ATTRIBUTES["NumberOfSeriesRelatedInstances"][0]})
+
+
+class _Parents:
+    """Computed attributes of the parent study and series of all-series/all-instances
+    results (PS3.18 §10.6.3.3), read once per parent and only for results returned."""
+
+    def __init__(self, query: Query, catalog: Catalog, returned: frozenset[str]) -> None:
+        self._catalog = catalog
+        unscoped = query.study_uid is None and query.level in ("SERIES", "INSTANCE")
+        conditions = {c.tag for c in query.conditions}
+        wanted = returned | conditions
+        self._study = unscoped and bool(wanted & _STUDY_COMPUTED)
+        self._series = (
+            query.level == "INSTANCE"
+            and query.series_uid is None
+            and bool(wanted & _SERIES_COMPUTED)
+        )
+        # A condition on a computed parent attribute: complete candidates before matching.
+        self.needed_for_matching = bool(conditions & (_STUDY_COMPUTED | _SERIES_COMPUTED)) and (
+            self._study or self._series
+        )
+        self._studies: dict[str, Dataset] = {}
+        self._series_rows: dict[str, Dataset] = {}
+
+    def complete(self, dataset: Dataset, study_uid: str, series_uid: str) -> Dataset:
+        if not (self._study or self._series):
+            return dataset
+        completed = dict(dataset)
+        if self._study:
+            completed.update(self._study_computed(study_uid))
+        if self._series:
+            completed.update(self._series_computed(study_uid, series_uid))
+        return completed
+
+    def _study_computed(self, study_uid: str) -> Dataset:
+        if study_uid not in self._studies:
+            rows = list(self._catalog.studies_by_uid([study_uid]))
+            full = study_dataset(rows[0], "") if rows else {}
+            self._studies[study_uid] = {t: v for t, v in full.items() if t in _STUDY_COMPUTED}
+        return self._studies[study_uid]
+
+    def _series_computed(self, study_uid: str, series_uid: str) -> Dataset:
+        if series_uid not in self._series_rows:
+            for row in self._catalog.series_of_study(study_uid):
+                computed = series_dataset(row, "")
+                self._series_rows[row.series_uid] = {
+                    t: v for t, v in computed.items() if t in _SERIES_COMPUTED
+                }
+        return self._series_rows.get(series_uid, {})
 
 
 # ---------------------------------------------------------------- datasets
@@ -235,9 +297,12 @@ def study_uids(query: Query, catalog: Catalog) -> Iterator[str]:
     return catalog.study_uids("all", "")
 
 
-def _studies(query: Query, catalog: Catalog, base_url: str) -> Iterator[Dataset]:
+Candidate = tuple[Dataset, str, str]  # dataset, its study UID, its series UID ("" if none)
+
+
+def _studies(query: Query, catalog: Catalog, base_url: str) -> Iterator[Candidate]:
     for row in catalog.studies_by_uid(study_uids(query, catalog)):
-        yield study_dataset(row, base_url)
+        yield study_dataset(row, base_url), row.study_uid, ""
 
 
 def _series_order(row: SeriesRow) -> tuple[int, float, str]:
@@ -251,7 +316,7 @@ def _series_of(catalog: Catalog, uids: Iterable[str]) -> Iterator[SeriesRow]:
         yield from sorted(catalog.series_of_study(uid), key=_series_order)
 
 
-def _series(query: Query, catalog: Catalog, base_url: str) -> Iterator[Dataset]:
+def _series(query: Query, catalog: Catalog, base_url: str) -> Iterator[Candidate]:
     rows: Iterable[SeriesRow]
     series_uids = _uids(query.condition("SeriesInstanceUID"))
     modalities = _uids(query.condition("Modality"))
@@ -264,7 +329,7 @@ def _series(query: Query, catalog: Catalog, base_url: str) -> Iterator[Dataset]:
     else:
         rows = _series_of(catalog, study_uids(query, catalog))
     for row in rows:
-        yield series_dataset(row, base_url)
+        yield series_dataset(row, base_url), row.study_uid, row.series_uid
 
 
 def _has_study_key(query: Query) -> bool:
@@ -276,7 +341,7 @@ def _has_study_key(query: Query) -> bool:
     )
 
 
-def _instances(query: Query, catalog: Catalog, base_url: str) -> Iterator[Dataset]:
+def _instances(query: Query, catalog: Catalog, base_url: str) -> Iterator[Candidate]:
     rows: Iterable[InstanceRow]
     sop_uids = _uids(query.condition("SOPInstanceUID"))
     series_uids = _uids(query.condition("SeriesInstanceUID"))
@@ -296,10 +361,10 @@ def _instances(query: Query, catalog: Catalog, base_url: str) -> Iterator[Datase
             catalog.instances(uid) for uid in study_uids(query, catalog)
         )
     for row in rows:
-        yield instance_dataset(row, base_url)
+        yield instance_dataset(row, base_url), row.study_uid, row.series_uid
 
 
-def _patients(query: Query, catalog: Catalog, base_url: str) -> Iterator[Dataset]:
+def _patients(query: Query, catalog: Catalog, base_url: str) -> Iterator[Candidate]:
     patient_id = _exact(query, "PatientID")
     rows: Iterable[PatientRow]
     if patient_id:
@@ -307,7 +372,7 @@ def _patients(query: Query, catalog: Catalog, base_url: str) -> Iterator[Dataset
     else:
         rows = catalog.patients(_name_prefix(query))
     for row in rows:
-        yield patient_dataset(row)
+        yield patient_dataset(row), "", ""
 
 
 _PLANNERS = {

@@ -321,7 +321,7 @@ KINDS = [
     ("SERIES", {"SeriesInstanceUID": ["{series}"]}, None, {"BySeriesUid"}),
     ("SERIES", {"Modality": ["CT"]}, None, {"ByModality"}),
     ("SERIES", {}, "{study}", {""}),
-    ("INSTANCE", {"SOPInstanceUID": ["{sop}"]}, None, set()),
+    ("INSTANCE", {"SOPInstanceUID": ["{sop}"]}, None, {""}),  # + its study's series (counts)
     ("INSTANCE", {"SeriesInstanceUID": ["{series}"]}, None, {"BySeriesUid", ""}),
     ("INSTANCE", {}, "{study}", {""}),
     ("PATIENT", {"PatientID": ["P3"]}, None, {""}),
