@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import Any
 
 import yaml
@@ -537,7 +538,12 @@ def load(
             secrets[logical_id] = Secret(
                 logical_id=logical_id,
                 name=local_name(logical_id),
-                secret_string=str(resolver.resolve(props.get("SecretString", ""))),
+                secret_string=(
+                    str(resolver.resolve(props["SecretString"]))
+                    if "SecretString" in props
+                    # GenerateSecretString: a random value, as Secrets Manager would make.
+                    else token_urlsafe(48) if "GenerateSecretString" in props else ""
+                ),
                 description=str(resolver.resolve(props.get("Description", ""))),
             )
 

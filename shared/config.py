@@ -26,6 +26,8 @@ class Settings:
     base_path: str = "/o3-dpacs-wado"
     cors_allow_origin: str = "*"
     inline_limit: int = DEFAULT_INLINE_LIMIT
+    presign_ttl: int = 300
+    anonymization_secret_id: str = ""
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -33,10 +35,15 @@ class Settings:
         try:
             ttl = float(env.get("KEY_CACHE_TTL", "60"))
             limit = int(env.get("INLINE_PAYLOAD_LIMIT", str(DEFAULT_INLINE_LIMIT)))
+            presign_ttl = int(env.get("PRESIGN_TTL", "300"))
         except ValueError as exc:
-            raise ValueError("KEY_CACHE_TTL and INLINE_PAYLOAD_LIMIT must be numbers") from exc
-        if ttl < 0 or limit <= 0:
-            raise ValueError("KEY_CACHE_TTL must be >= 0 and INLINE_PAYLOAD_LIMIT > 0")
+            raise ValueError(
+                "KEY_CACHE_TTL, INLINE_PAYLOAD_LIMIT and PRESIGN_TTL must be numbers"
+            ) from exc
+        if ttl < 0 or limit <= 0 or not 1 <= presign_ttl <= 3600:
+            raise ValueError(
+                "KEY_CACHE_TTL must be >= 0, INLINE_PAYLOAD_LIMIT > 0, PRESIGN_TTL 1..3600"
+            )
         return cls(
             bucket=env.get("DICOM_BUCKET", ""),
             table=env.get("INDEX_TABLE", ""),
@@ -45,6 +52,8 @@ class Settings:
             base_path=env.get("API_BASE_PATH", "/o3-dpacs-wado").rstrip("/"),
             cors_allow_origin=env.get("CORS_ALLOW_ORIGIN", "*"),
             inline_limit=limit,
+            presign_ttl=presign_ttl,
+            anonymization_secret_id=env.get("ANONYMIZATION_SECRET_ID", ""),
         )
 
 

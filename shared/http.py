@@ -13,6 +13,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConf
 
 from shared import config
 from shared.errors import BadRequest, DicomWebError
+from shared.services.retrieve import Outcome, Redirect
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +94,15 @@ def body_bytes(event: Mapping[str, Any]) -> bytes:
         except (binascii.Error, ValueError) as exc:
             raise BadRequest("request body is not valid base64") from exc
     return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+
+def outcome_response(outcome: Outcome) -> Response[Any]:
+    """An inline body, or 303 See Other to a presigned URL (``services.retrieve``)."""
+    if isinstance(outcome, Redirect):
+        return Response(status_code=303, headers={"Location": outcome.url}, body="")
+    return Response(
+        status_code=200,
+        content_type=outcome.content_type,
+        body=outcome.body,
+        headers=dict(outcome.headers),
+    )

@@ -55,6 +55,24 @@ class BlobStore(Protocol):
         """Remove the object under key, if any."""
 
 
+class ObjectStore(BlobStore, Protocol):
+    """Reading and serving stored objects (WADO)."""
+
+    def get(self, key: str) -> bytes:
+        """The whole object."""
+
+    def chunks(self, key: str, size: int = ...) -> Iterator[bytes]:
+        """The object as a stream of chunks."""
+
+    def presign_get(
+        self, key: str, *, expires: int, content_type: str, filename: str | None = None
+    ) -> str:
+        """A short-lived URL to GET the object."""
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> None:
+        """Write a body of any size from chunks."""
+
+
 class InstanceIndex(Protocol):
     """The patient/study/series/instance index."""
 

@@ -6,28 +6,68 @@ Importing this module opens no connection and reads no setting. Tests swap adapt
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from shared import config
 from shared.adapters.dynamo_index import DynamoInstanceIndex
 from shared.adapters.dynamo_search import DynamoSearch
 from shared.adapters.s3_blobs import S3BlobStore
-from shared.ports import BlobStore, Catalog, InstanceIndex
+from shared.errors import Conflict, StorageUnavailable
+from shared.ports import BlobStore, Catalog, InstanceIndex, ObjectStore
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, tcp_keepalive=True)
 _cache: dict[str, Any] = {}
 
 
-def blobs() -> BlobStore:
-    """The Part 10 object store."""
-    if "blobs" not in _cache:
+def objects() -> ObjectStore:
+    """The Part 10 object store (S3, SigV4 presigning)."""
+    if "objects" not in _cache:
         client = boto3.client("s3", config=_BOTO_CONFIG.merge(Config(signature_version="s3v4")))
-        _cache["blobs"] = S3BlobStore(client, config.settings().bucket)
-    store: BlobStore = _cache["blobs"]
+        _cache["objects"] = S3BlobStore(client, config.settings().bucket)
+    store: ObjectStore = _cache["objects"]
     return store
+
+
+def blobs() -> BlobStore:
+    """The Part 10 object store, as STOW uses it."""
+    store: BlobStore = _cache["blobs"] if "blobs" in _cache else objects()
+    return store
+
+
+def anonymizer() -> Callable[[bytes], bytes]:
+    """PS3.15 Basic Profile with the deployment key; pydicom is imported on first use."""
+
+    def run(data: bytes) -> bytes:
+        module = importlib.import_module("shared.dicom.anonymize")
+        try:
+            result: bytes = module.anonymize(data, anonymization_key())
+        except module.BurnedInAnnotation as exc:
+            raise Conflict(
+                "the instance has burned-in annotation (BurnedInAnnotation YES): pixel data "
+                "would still identify the patient, so it is not served anonymized"
+            ) from exc
+        return result
+
+    return run
+
+
+def anonymization_key() -> bytes:
+    """The deployment's secret key for UID replacement (read once per container)."""
+    if "anonymization_key" not in _cache:
+        client = boto3.client("secretsmanager", config=_BOTO_CONFIG)
+        try:
+            secret = client.get_secret_value(SecretId=config.settings().anonymization_secret_id)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable("the anonymization key is unavailable, retry later") from exc
+        _cache["anonymization_key"] = secret["SecretString"].encode("utf-8")
+    key: bytes = _cache["anonymization_key"]
+    return key
 
 
 def index() -> InstanceIndex:

@@ -237,6 +237,46 @@ def qido_preflight_event(
     )
 
 
+RS = f"{BASE}/rs/studies/{{STUDY}}"
+WADO_ROUTES = {
+    "wado-rs-study": (RS, {}),
+    "wado-rs-series": (f"{RS}/series/{{SERIES}}", {"anonymize": ["true"]}),
+    "wado-rs-instance": (f"{RS}/series/{{SERIES}}/instances/{{INSTANCE}}", {}),
+    "wado-uri": (
+        f"{BASE}/wado",
+        {
+            "requestType": ["WADO"],
+            "studyUID": ["{STUDY}"],
+            "seriesUID": ["{SERIES}"],
+            "objectUID": ["{INSTANCE}"],
+            "contentType": ["application/dicom"],
+        },
+    ),
+}
+
+
+def wado_events(uids: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """GETs of the WADO routes and their preflights."""
+    events: dict[str, dict[str, Any]] = {}
+    for number, (name, (resource, query)) in enumerate(WADO_ROUTES.items(), start=1):
+        params = {k: v for k, v in uids.items() if "{" + k + "}" in resource}
+        filled = {k: [v.format(**uids) for v in vs] for k, vs in query.items()}
+        event = qido_event(
+            resource, params, filled, f"c0ffee00-0000-4000-8000-0000000003{number:02d}"
+        )
+        event["headers"]["Accept"] = 'multipart/related; type="application/dicom"'
+        event["multiValueHeaders"]["Accept"] = [event["headers"]["Accept"]]
+        if name == "wado-uri":
+            event["headers"]["Accept"] = "application/dicom"
+            event["multiValueHeaders"]["Accept"] = ["application/dicom"]
+            event["pathParameters"] = None
+        events[f"{name}.json"] = event
+        events[f"{name}-preflight.json"] = qido_preflight_event(
+            resource, params, f"c0ffee00-0000-4000-8000-0000000004{number:02d}"
+        )
+    return events
+
+
 def authorizer_event() -> dict[str, Any]:
     """The TOKEN authorizer's input for a STOW request."""
     return {
@@ -263,8 +303,11 @@ def all_events() -> dict[str, dict[str, Any]]:
         qido[f"{name}-preflight.json"] = qido_preflight_event(
             resource, params, f"c0ffee00-0000-4000-8000-0000000002{number:02d}"
         )
+    sop_uid = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
+    wado = wado_events({"STUDY": study_uid, "SERIES": series_uid, "INSTANCE": sop_uid})
     return {
         **qido,
+        **wado,
         "stow-studies.json": stow_event(
             STUDIES, study_uid, body, "c0ffee00-0000-4000-8000-000000000001"
         ),

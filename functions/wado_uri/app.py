@@ -1,0 +1,60 @@
+"""WADO-URI (PS3.18 §9).
+
+GET /o3-dpacs-wado/wado?requestType=WADO&studyUID=&seriesUID=&objectUID=
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.logging import correlation_paths
+
+from shared import config, http, logs, wiring
+from shared.dicomweb import wado
+from shared.services import retrieve
+
+logger = logs.get_logger()
+app = http.make_resolver()
+
+
+@app.get("/o3-dpacs-wado/wado")
+def retrieve_object() -> Response[Any]:
+    """The Part 10 file of one instance."""
+    started = time.perf_counter()
+    event = app.current_event.raw_event
+    request = wado.parse_uri(event.get("multiValueQueryStringParameters"))
+    (row,) = retrieve.locate(
+        wiring.catalog(), request.study_uid, request.series_uid, request.object_uid
+    )
+    settings = config.settings()
+    delivery = retrieve.Delivery(
+        store=wiring.objects(),
+        inline_limit=settings.inline_limit,
+        presign_ttl=settings.presign_ttl,
+        anonymizer=wiring.anonymizer(),
+    )
+    outcome = retrieve.retrieve_uri(
+        row,
+        transfer_syntax=request.transfer_syntax,
+        anonymize=request.anonymize,
+        delivery=delivery,
+    )
+    logger.info(
+        "wado-uri",
+        extra={
+            "transaction": "WADO-URI",
+            "bytes": row.size,
+            "anonymize": request.anonymize,
+            "redirect": isinstance(outcome, retrieve.Redirect),
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )
+    return http.outcome_response(outcome)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point."""
+    return app.resolve(event, context)
