@@ -1,0 +1,319 @@
+"""WADO-RS and WADO-URI end to end over HTTP: byte-identical retrieval, negotiation, redirects."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import pydicom
+import pytest
+import requests
+
+from local.stack import LocalStack
+from shared.adapters.dynamo_index import DynamoInstanceIndex
+from shared.adapters.s3_blobs import S3BlobStore
+from shared.dicomweb import media_types
+from shared.dicomweb.multipart import Part, parse_related
+from shared.services.store import StoreRequest, store
+from tests import dicom_files
+
+pytestmark = pytest.mark.integration
+
+MULTIPART = 'multipart/related; type="application/dicom"'
+
+
+@dataclass(frozen=True)
+class Stored:
+    name: str
+    data: bytes
+    study: str
+    series: str
+    sop: str
+
+
+def _uids(data: bytes) -> tuple[str, str, str]:
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+
+
+def _corpus() -> list[str]:
+    """Every corpus file STOW accepts inline, by name (distinct SOP Instance UIDs)."""
+    from shared.dicom.validate import InstanceRejected, validate
+
+    names, seen = [], set()
+    for name in sorted(dicom_files.part10_files(max_size=4_000_000)):
+        try:
+            instance = validate(dicom_files.data(name))
+        except InstanceRejected:
+            continue
+        if instance.sop_instance_uid not in seen:
+            seen.add(instance.sop_instance_uid)
+            names.append(name)
+    return names
+
+
+CORPUS = _corpus()
+
+
+@pytest.fixture(scope="module")
+def stored(local_stack: LocalStack) -> dict[str, Stored]:
+    """The corpus stored through STOW-RS (files another module stored already count too)."""
+    result = {}
+    headers = {"Authorization": local_stack.api_key, "Content-Type": "application/dicom"}
+    for name in CORPUS:
+        data = dicom_files.data(name)
+        response = requests.post(
+            f"{local_stack.base_url}/stowRsListener/WADOTEST/studies",
+            data=data,
+            headers=headers,
+            timeout=60,
+        )
+        if response.status_code != 200:
+            continue  # the same SOP Instance UID with other bytes, stored by another test
+        result[name] = Stored(name, data, *_uids(data))
+    assert len(result) > 120
+    return result
+
+
+def get(stack: LocalStack, path: str, **kwargs: object) -> requests.Response:
+    headers = {"Authorization": stack.api_key, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
+    return requests.get(f"{stack.base_url}{path}", headers=headers, timeout=60, **kwargs)  # type: ignore[arg-type]
+
+
+def parts(response: requests.Response) -> list[Part]:
+    media = media_types.parse(response.headers["Content-Type"])
+    assert media.essence == "multipart/related"
+    assert media.param("type") == "application/dicom"
+    return parse_related(response.content, media.param("boundary") or "")
+
+
+def uri_params(item: Stored, **extra: str) -> dict[str, str]:
+    return {
+        "requestType": "WADO",
+        "studyUID": item.study,
+        "seriesUID": item.series,
+        "objectUID": item.sop,
+        **extra,
+    }
+
+
+def test_every_stored_corpus_file_comes_back_byte_identical(
+    local_stack: LocalStack, stored: dict[str, Stored]
+) -> None:
+    for item in stored.values():
+        path = f"/rs/studies/{item.study}/series/{item.series}/instances/{item.sop}"
+        (part,) = parts(get(local_stack, path))
+        assert part.content == item.data, item.name
+        assert part.content_type is not None
+        assert part.content_type.startswith("application/dicom; transfer-syntax=")
+        response = get(
+            local_stack, "/wado", params=uri_params(item, contentType="application/dicom")
+        )
+        assert response.status_code == 200
+        assert response.content == item.data, item.name
+        assert response.headers["Content-Type"] == "application/dicom"
+        assert f'filename="{item.sop}.dcm"' in response.headers["Content-Disposition"]
+
+
+def test_series_and_study_levels_hold_every_instance(
+    local_stack: LocalStack, stored: dict[str, Stored]
+) -> None:
+    by_study: dict[str, set[bytes]] = {}
+    for item in stored.values():
+        by_study.setdefault(item.study, set()).add(item.data)
+    study, datas = max(by_study.items(), key=lambda kv: len(kv[1]))
+    got = {p.content for p in parts(get(local_stack, f"/rs/studies/{study}"))}
+    assert datas <= got
+    item = next(i for i in stored.values() if i.study == study)
+    series = {
+        p.content for p in parts(get(local_stack, f"/rs/studies/{study}/series/{item.series}"))
+    }
+    assert item.data in series and series <= got
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        None,
+        "*/*",
+        MULTIPART,
+        "multipart/related; type=application/dicom",
+        f"{MULTIPART}; transfer-syntax=*",
+        "multipart/related",
+        "application/dicom",
+        "text/html, */*;q=0.1",
+    ],
+)
+def test_acceptable_media_types_give_the_original(
+    local_stack: LocalStack, stored: dict[str, Stored], accept: str | None
+) -> None:
+    item = stored["CT_small.dcm"]
+    headers = {"Accept": accept} if accept else {}
+    response = get(local_stack, f"/rs/studies/{item.study}/series/{item.series}", headers=headers)
+    assert response.status_code == 200
+    assert item.data in {p.content for p in parts(response)}
+
+
+def test_transfer_syntax_parameter(local_stack: LocalStack, stored: dict[str, Stored]) -> None:
+    item = stored["CT_small.dcm"]
+    path = f"/rs/studies/{item.study}/series/{item.series}/instances/{item.sop}"
+    same = get(
+        local_stack, path, headers={"Accept": f"{MULTIPART}; transfer-syntax=1.2.840.10008.1.2.1"}
+    )
+    assert same.status_code == 200
+    other = get(
+        local_stack,
+        path,
+        headers={"Accept": f"{MULTIPART}; transfer-syntax=1.2.840.10008.1.2.4.50"},
+    )
+    assert other.status_code == 406
+    assert "transcoding" in other.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "accept",
+    ["application/dicom+json", 'multipart/related; type="application/octet-stream"', "image/jpeg"],
+)
+def test_unacceptable_media_types_are_406(
+    local_stack: LocalStack, stored: dict[str, Stored], accept: str
+) -> None:
+    item = stored["CT_small.dcm"]
+    response = get(local_stack, f"/rs/studies/{item.study}", headers={"Accept": accept})
+    assert response.status_code == 406
+    assert response.json()["message"]
+
+
+def test_unknown_uids_404_and_malformed_400(
+    local_stack: LocalStack, stored: dict[str, Stored]
+) -> None:
+    item = stored["CT_small.dcm"]
+    assert get(local_stack, "/rs/studies/1.2.3.4.5.6.7").status_code == 404
+    assert get(local_stack, f"/rs/studies/{item.study}/series/1.2.3").status_code == 404
+    wrong_series = f"/rs/studies/{item.study}/series/1.2.3/instances/{item.sop}"
+    assert get(local_stack, wrong_series).status_code == 404
+    assert get(local_stack, "/rs/studies/1.02.3").status_code == 400
+    assert get(local_stack, f"/rs/studies/{item.study}?anonymize=perhaps").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ({"requestType": "WADOX"}, 400),
+        ({"requestType": None}, 400),
+        ({"studyUID": None}, 400),
+        ({"objectUID": "1.02"}, 400),
+        ({"anonymize": "perhaps"}, 400),
+        ({"rows": "64"}, 400),
+        ({"windowCenter": "40", "windowWidth": "400"}, 400),
+        ({"transferSyntax": "abc"}, 400),
+        ({"contentType": "image/jpeg"}, 406),
+        ({"contentType": "text/html"}, 406),
+        ({"transferSyntax": "1.2.840.10008.1.2.4.50"}, 406),
+        ({"seriesUID": "1.2.3.4"}, 404),
+        ({"objectUID": "1.2.3.4"}, 404),
+    ],
+)
+def test_wado_uri_errors(
+    local_stack: LocalStack, stored: dict[str, Stored], change: dict[str, str | None], status: int
+) -> None:
+    params = {**uri_params(stored["CT_small.dcm"]), **change}
+    response = get(local_stack, "/wado", params={k: v for k, v in params.items() if v is not None})
+    assert response.status_code == status
+    assert response.json()["message"]
+
+
+@pytest.mark.parametrize("ts", [None, "original", "*", "1.2.840.10008.1.2.1"])
+def test_wado_uri_transfer_syntax_original(
+    local_stack: LocalStack, stored: dict[str, Stored], ts: str | None
+) -> None:
+    item = stored["CT_small.dcm"]
+    extra = {"transferSyntax": ts} if ts else {}
+    response = get(local_stack, "/wado", params=uri_params(item, **extra))
+    assert response.status_code == 200
+    assert response.content == item.data
+
+
+def test_dicomweb_client_retrieves(local_stack: LocalStack, stored: dict[str, Stored]) -> None:
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(
+        url=local_stack.base_url,
+        wado_url_prefix="rs",
+        headers={"Authorization": local_stack.api_key},
+    )
+    item = stored["CT_small.dcm"]
+    instance = client.retrieve_instance(item.study, item.series, item.sop)
+    assert instance.SOPInstanceUID == item.sop
+    series = client.retrieve_series(item.study, item.series)
+    assert item.sop in {ds.SOPInstanceUID for ds in series}
+    study = client.retrieve_study(item.study)
+    assert item.sop in {ds.SOPInstanceUID for ds in study}
+
+
+# ------------------------------------------------------------------ any size
+
+
+@pytest.fixture(scope="module")
+def large(local_stack: LocalStack) -> Stored:
+    """pydicom-data's 7.2 MB RG1_UNCR.dcm, stored through the storage layer directly
+    (STOW takes at most 4.5 MB per request)."""
+    data = dicom_files.data("RG1_UNCR.dcm")
+    blobs = S3BlobStore(
+        local_stack.client("s3"), next(iter(local_stack.template.buckets.values())).name
+    )
+    index = DynamoInstanceIndex(
+        local_stack.client("dynamodb"), local_stack.template.tables["IndexTable"].name
+    )
+    result = store(
+        StoreRequest([Part(data, {})], "DIRECT", local_stack.base_url), blobs=blobs, index=index
+    )
+    assert result.status == 200
+    return Stored("RG1_UNCR.dcm", data, *_uids(data))
+
+
+def test_large_object_via_wado_uri_is_a_redirect_to_the_object(
+    local_stack: LocalStack, large: Stored
+) -> None:
+    response = get(local_stack, "/wado", params=uri_params(large, contentType="application/dicom"))
+    assert [r.status_code for r in response.history] == [303]
+    assert response.status_code == 200
+    assert response.content == large.data
+    assert response.headers["Content-Type"] == "application/dicom"
+    assert "/dicom/" in response.url and "X-Amz-Signature=" in response.url
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in response.url  # SigV4
+    # requests drops Authorization when the redirect leaves the API's origin.
+    assert "Authorization" not in response.request.headers
+
+
+def test_large_study_via_wado_rs_is_assembled_and_redirected(
+    local_stack: LocalStack, large: Stored
+) -> None:
+    response = get(local_stack, f"/rs/studies/{large.study}")
+    assert [r.status_code for r in response.history] == [303]
+    assert "/retrieve/" in response.url
+    assert "Authorization" not in response.request.headers
+    assert large.data in {p.content for p in parts(response)}  # with any corpus relatives
+
+
+def test_dicomweb_client_follows_the_redirect(local_stack: LocalStack, large: Stored) -> None:
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(
+        url=local_stack.base_url,
+        wado_url_prefix="rs",
+        headers={"Authorization": local_stack.api_key},
+    )
+    sent: list[requests.PreparedRequest] = []
+    client._session.hooks["response"].append(lambda r, *a, **k: sent.append(r.request))
+    instances = client.retrieve_series(large.study, large.series)
+    (instance,) = [i for i in instances if i.SOPInstanceUID == large.sop]
+    assert len(instance.PixelData) == len(pydicom.dcmread(io.BytesIO(large.data)).PixelData)
+    to_s3 = [r for r in sent if "/retrieve/" in (r.url or "")]
+    assert to_s3 and all("Authorization" not in r.headers for r in to_s3)
+
+
+def test_redirect_without_following(local_stack: LocalStack, large: Stored) -> None:
+    response = get(local_stack, f"/rs/studies/{large.study}", allow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith("http://127.0.0.1:")
+    assert response.content == b""
