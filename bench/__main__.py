@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000] [--only qido]``.
+"""Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000] [--only qido,wado]``.
 
 Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
 and keeps the others.
@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import bench_imports, bench_qido, bench_stow
+from bench import bench_imports, bench_qido, bench_stow, bench_wado
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("stow", "imports", "qido")
+PARTS = ("stow", "imports", "qido", "wado")
 
 
 def _sizes(text: str) -> list[int]:
@@ -60,6 +60,7 @@ def main() -> None:
         "stow": lambda: bench_stow.run(args.instances),
         "imports": bench_imports.run,
         "qido": lambda: bench_qido.run(args.qido_sizes),
+        "wado": bench_wado.run,
     }
     out = RESULTS / "bench.json"
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
