@@ -1,0 +1,321 @@
+"""De-identification for WADO ``anonymize``: PS3.15 Annex E Basic Application Level Confidentiality
+Profile, applied to a Part 10 file without touching its pixel data.
+
+The action for each attribute is Table E.1-1 ("Basic Prof." column) as shipped by the
+``dicom-anonymizer`` package (BSD, Kitware), whose tag lists per action category are scraped
+from a dated edition of PS3.15 (``EDITION``). Only that data module is loaded, by path: the
+package's own engine (random UIDs, global state, tqdm) is not used.
+
+How each action is applied (PS3.15 §E.1.1, Table E.1-1 legend), at every depth of nesting:
+
+``X``   remove the element.
+``Z``   keep it with a zero-length value (a sequence with no items).
+``D``   a dummy value consistent with the VR (:func:`_dummy`); a sequence keeps its items,
+        whose contents are cleaned by the same table, and a Code Sequence Macro directly in
+        such an item (Institution / Person Identification Code Sequence) gets dummy codes.
+``U``   each UID replaced by :func:`map_uid`, except well-known UIDs (``1.2.840.10008.``).
+``K``   keep (a sequence: keep and clean its items).
+``C``   no cleaner knows "values of similar meaning", so treated as ``Z/D``.
+``Z/D``, ``X/D``, ``X/Z/D``  a non-empty original becomes a dummy (``D``): the dummy holds
+        nothing from the original and is valid whatever the attribute's type in the IOD,
+        which this code, working on any SOP Class without the PS3.3 module tables, cannot see.
+``X/Z`` zero length (``Z``): the table uses X/Z only where the attribute is at most Type 2,
+        and an empty value is valid for Types 2 and 3.
+``X/Z/U*`` keep the sequence; the instance UIDs inside are replaced (they have action U).
+
+An element that is empty in the original stays empty (unless its action is X): there is
+nothing to hide and a dummy would invent a value. Private elements, group lengths, curves
+(50xx) and overlays (60xx, the whole group, so no Overlay Plane is left without its data)
+are removed. The added attributes are listed in :func:`anonymize`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import logging
+import runpy
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+from pydicom import Dataset, dcmread
+from pydicom import config as pydicom_config
+from pydicom.dataelem import DataElement
+from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+
+# pydicom's value warnings quote values (names, IDs); none may reach the logs.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+#: Edition of PS3.15 Table E.1-1 used (a data module of ``dicom-anonymizer``).
+EDITION = "dicomfields_2026c"
+PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
+METHOD = "PS3.15 E.1 Basic Profile; o3-dpacs-serverless"  # LO: at most 64 characters
+DICOM_UID_ROOT = "1.2.840.10008."
+
+_CATEGORIES = {
+    "D_TAGS": "D",
+    "Z_TAGS": "Z",
+    "X_TAGS": "X",
+    "U_TAGS": "U",
+    "Z_D_TAGS": "Z/D",
+    "X_Z_TAGS": "X/Z",
+    "X_D_TAGS": "X/D",
+    "X_Z_D_TAGS": "X/Z/D",
+    "X_Z_U_STAR_TAGS": "X/Z/U*",
+}
+_META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)  # AE titles, private
+_CODE_TAGS = frozenset(
+    (0x00080100, 0x00080102, 0x00080104, 0x00080119, 0x00080120)  # Code Sequence Macro values
+)
+_CONTENT_SEQUENCE = 0x0040A730
+_OVERLAY_DATA, _OVERLAY_COMMENTS = 0x3000, 0x4000
+_BURNED_IN_ANNOTATION = 0x00280301
+_TEXT = "ANONYMIZED"
+_DUMMIES: Mapping[str, object] = {
+    "DA": "19000101",
+    "TM": "000000",
+    "DT": "19000101000000",
+    "AS": "000Y",
+    "DS": "0",
+    "IS": "0",
+    "UR": "http://anonymized.invalid",
+    "PN": "Anonymized",
+    **dict.fromkeys(("US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"), 0),
+    **dict.fromkeys(("OB", "OW", "OD", "OF", "OL", "OV", "UN"), bytes(8)),
+}
+
+
+class BurnedInAnnotation(Exception):
+    """The object says Burned In Annotation (0028,0301) = YES: its pixels identify the patient."""
+
+
+class NotPart10(ValueError):
+    """The input is not a readable DICOM Part 10 file."""
+
+
+@dataclass(frozen=True)
+class ActionTable:
+    """Basic Profile actions of PS3.15 Table E.1-1, by tag and by repeating-group mask."""
+
+    by_tag: Mapping[int, str]
+    masked: tuple[tuple[int, int, str], ...]  # (mask, value, action): tag & mask == value
+
+    def action(self, tag: int) -> str | None:
+        """The Basic Profile action of ``tag`` (``None``: not in the table)."""
+        found = self.by_tag.get(tag)
+        if found is not None:
+            return found
+        for mask, value, masked_action in self.masked:
+            if tag & mask == value:
+                return masked_action
+        return None
+
+
+@cache
+def action_table() -> ActionTable:
+    """Load Table E.1-1 (edition :data:`EDITION`) from the ``dicom-anonymizer`` distribution."""
+    relative = f"dicomanonymizer/dicom_anonymization_databases/{EDITION}.py"
+    path = Path(str(metadata.distribution("dicom-anonymizer").locate_file(relative)))
+    module = runpy.run_path(str(path))  # a data file: tag lists, no imports
+    by_tag: dict[int, str] = {}
+    masked: list[tuple[int, int, str]] = []
+    for category, action in _CATEGORIES.items():
+        for entry in module[category]:
+            if len(entry) == 2:
+                by_tag[entry[0] << 16 | entry[1]] = action
+            else:  # (group, element, group mask, element mask), e.g. curves 50xx
+                group, element, group_mask, element_mask = entry
+                masked.append((group_mask << 16 | element_mask, group << 16 | element, action))
+    return ActionTable(by_tag=by_tag, masked=tuple(masked))
+
+
+def map_uid(uid: str, key: bytes) -> str:
+    """Deterministic replacement: '2.25.' + decimal of the first 128 bits of HMAC-SHA256(key, uid).
+
+    The same UID under the same key always gives the same result, so instances fetched one
+    by one keep their study/series structure and their references (PS3.15 §E.1.1, action U;
+    PS3.5 §B.2 for the ``2.25`` UUID-derived root, at most 44 characters).
+    """
+    digest = hmac.new(key, uid.strip("\0 ").encode("ascii"), hashlib.sha256).digest()
+    return "2.25." + str(int.from_bytes(digest[:16], "big"))
+
+
+def anonymize(data: bytes, key: bytes) -> bytes:
+    """Part 10 bytes in, Part 10 bytes out: PS3.15 Annex E Basic Application Level
+    Confidentiality Profile.
+
+    Raises :class:`NotPart10` for input that is not a Part 10 file and
+    :class:`BurnedInAnnotation` (before any change) when Burned In Annotation is YES. Pixel
+    Data and the Transfer Syntax are left as they are (never decoded). Added: Patient Identity
+    Removed = YES, De-identification Method, De-identification Method Code Sequence
+    (113100, DCM) and Longitudinal Temporal Information Modified = REMOVED (PS3.15 §E.1.1);
+    File Meta Media Storage SOP Instance UID follows the new SOP Instance UID.
+    """
+    dataset = _read(data)
+    if str(dataset.get(_BURNED_IN_ANNOTATION, DataElement(0, "CS", "")).value).upper() == "YES":
+        raise BurnedInAnnotation("the object has burned-in annotation (0028,0301 = YES)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _Cleaner(action_table(), key).clean(dataset, in_coded_sequence=False)
+        _mark(dataset)
+        _fix_meta(dataset)
+        out = io.BytesIO()
+        dataset.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _read(data: bytes) -> Dataset:
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise NotPart10("not a DICOM Part 10 file (no 128-byte preamble followed by 'DICM')")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = dcmread(io.BytesIO(data), force=False)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise NotPart10("the DICOM file cannot be parsed") from exc
+    if "TransferSyntaxUID" not in dataset.file_meta:
+        raise NotPart10("File Meta Information has no TransferSyntaxUID")
+    return dataset
+
+
+class _Cleaner:
+    """Walks a dataset and its sequences, applying the table's action to each element."""
+
+    def __init__(self, table: ActionTable, key: bytes) -> None:
+        self.table = table
+        self.key = key
+
+    def clean(self, dataset: Dataset, *, in_coded_sequence: bool) -> None:
+        """Clean ``dataset`` in place (``in_coded_sequence``: an item of a D sequence)."""
+        overlay_groups: set[int] = set()
+        for tag in list(dataset.keys()):
+            if self._drop_outright(tag, overlay_groups):
+                del dataset[tag]
+                continue
+            element = dataset[tag]  # converts a raw element; never decodes pixel data
+            action = self.table.action(tag)
+            if action is None:
+                if in_coded_sequence and tag in _CODE_TAGS and not element.is_empty:
+                    element.value = _dummy(element.VR)
+                self._recurse(element, coded=False)
+                continue
+            if self._apply(element, action) == "X":
+                del dataset[tag]
+        for tag in [e.tag for e in dataset if e.tag >> 16 in overlay_groups]:
+            del dataset[tag]
+
+    @staticmethod
+    def _drop_outright(tag: BaseTag, overlay_groups: set[int]) -> bool:
+        group, element = tag >> 16, tag & 0xFFFF
+        if tag.is_private or (element == 0 and group != 0x0002):  # private; group lengths
+            return True
+        if group & 0xFF01 == 0x6000 and element in (_OVERLAY_DATA, _OVERLAY_COMMENTS):
+            overlay_groups.add(group)  # Overlay Data / Comments are X: drop the whole plane
+            return True
+        return False
+
+    def _apply(self, element: DataElement, action: str) -> str:
+        """Apply ``action``; return the action taken (``X`` means: remove the element)."""
+        taken = _resolve(action, element)
+        if taken == "Z":
+            element.clear()
+        elif taken == "U" or (taken == "D" and element.VR == "UI"):
+            self._map_uids(element)
+        elif taken == "D":
+            if element.VR == "SQ":
+                self._recurse(element, coded=element.tag != _CONTENT_SEQUENCE)
+            else:
+                element.value = _dummy(element.VR)
+        elif taken == "K":
+            self._recurse(element, coded=False)
+        return taken
+
+    def _recurse(self, element: DataElement, *, coded: bool) -> None:
+        if element.VR == "SQ" and element.value:
+            for item in element.value:
+                self.clean(item, in_coded_sequence=coded)
+
+    def _map_uids(self, element: DataElement) -> None:
+        if element.is_empty:
+            return
+        if element.VR == "UN" and isinstance(element.value, bytes):  # implicit VR, unknown tag
+            text = element.value.decode("ascii", "replace").strip("\0 ")
+            mapped = "\\".join(self._map_one(uid) for uid in text.split("\\"))
+            element.value = (mapped + "\0" * (len(mapped) % 2)).encode("ascii")
+            return
+        values = _as_list(element.value)
+        mapped_values = [self._map_one(str(uid)) for uid in values]
+        element.value = mapped_values if len(mapped_values) > 1 else mapped_values[0]
+
+    def _map_one(self, uid: str) -> str:
+        uid = uid.strip("\0 ")
+        if not uid or uid.startswith(DICOM_UID_ROOT):
+            return uid
+        return map_uid(uid, self.key)
+
+
+def _resolve(action: str, element: DataElement) -> str:
+    """Reduce a Table E.1-1 action (possibly combined) to one of X, Z, D, U, K."""
+    if action in ("X", "U", "K"):
+        return action
+    if action == "X/Z/U*":
+        return "K"  # keep the reference sequence; its instance UIDs have action U themselves
+    if element.is_empty:
+        return "Z"  # nothing to hide; Type 1 attributes are never empty in a valid object
+    if action in ("Z", "X/Z"):
+        return "Z"
+    return "D"  # D, Z/D, X/D, X/Z/D and C: a dummy is valid whatever the attribute's type
+
+
+def _dummy(vr: str) -> object:
+    """A fixed, non-identifying value valid for ``vr`` (PS3.5 §6.2)."""
+    return _DUMMIES.get(vr, _TEXT)
+
+
+def _as_list(value: object) -> list[object]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
+
+
+def _mark(dataset: Dataset) -> None:
+    """Add the attributes that record the de-identification (PS3.15 §E.1.1, PS3.3 C.7.1.1)."""
+    dataset.PatientIdentityRemoved = "YES"
+    methods = [str(m) for m in _as_list(dataset.get("DeidentificationMethod", None)) if m]
+    if METHOD not in methods:
+        methods.append(METHOD)
+    dataset.DeidentificationMethod = methods if len(methods) > 1 else methods[0]
+    codes = dataset.get("DeidentificationMethodCodeSequence", None)
+    items = list(codes) if codes else []
+    code_value, scheme, meaning = PROFILE_CODE
+    if not any(
+        item.get("CodeValue") == code_value and item.get("CodingSchemeDesignator") == scheme
+        for item in items
+    ):
+        item = Dataset()
+        item.CodeValue = code_value
+        item.CodingSchemeDesignator = scheme
+        item.CodeMeaning = meaning
+        items.append(item)
+    dataset.DeidentificationMethodCodeSequence = Sequence(items)
+    dataset.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+def _fix_meta(dataset: Dataset) -> None:
+    """File Meta: follow the new SOP Instance UID; drop AE titles and private information."""
+    meta = dataset.file_meta
+    for tag in _META_REMOVED:
+        if tag in meta:
+            del meta[tag]
+    if "SOPInstanceUID" in dataset:
+        meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    for tag in [e.tag for e in meta if e.tag.is_private]:
+        del meta[tag]
