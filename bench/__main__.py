@@ -1,4 +1,5 @@
-"""Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000] [--only qido,wado]``.
+"""Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
+[--only qido,wado].
 
 Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
 and keeps the others.

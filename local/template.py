@@ -542,7 +542,9 @@ def load(
                     str(resolver.resolve(props["SecretString"]))
                     if "SecretString" in props
                     # GenerateSecretString: a random value, as Secrets Manager would make.
-                    else token_urlsafe(48) if "GenerateSecretString" in props else ""
+                    else token_urlsafe(48)
+                    if "GenerateSecretString" in props
+                    else ""
                 ),
                 description=str(resolver.resolve(props.get("Description", ""))),
             )

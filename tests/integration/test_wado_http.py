@@ -317,3 +317,66 @@ def test_redirect_without_following(local_stack: LocalStack, large: Stored) -> N
     assert response.status_code == 303
     assert response.headers["Location"].startswith("http://127.0.0.1:")
     assert response.content == b""
+
+
+# ------------------------------------------------------------------ anonymization
+
+
+def test_anonymized_retrieval_is_consistent_and_clean(
+    local_stack: LocalStack, stored: dict[str, Stored]
+) -> None:
+    item = stored["CT_small.dcm"]
+    original = pydicom.dcmread(io.BytesIO(item.data))
+    path = f"/rs/studies/{item.study}/series/{item.series}"
+    first = [p.content for p in parts(get(local_stack, path, params={"anonymize": "true"}))]
+    second = [p.content for p in parts(get(local_stack, path, params={"anonymize": "TRUE"}))]
+    assert first == second  # deterministic: same UIDs and bytes on every request
+    datasets = [pydicom.dcmread(io.BytesIO(c)) for c in first]
+    ds = next(d for d in datasets if d.InstanceNumber == original.InstanceNumber)
+    assert ds.PatientIdentityRemoved == "YES"
+    assert str(ds.PatientName) != str(original.PatientName)
+    assert ds.StudyInstanceUID != item.study and ds.StudyInstanceUID.startswith("2.25.")
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert ds.PixelData == original.PixelData
+    assert not [e for e in ds if e.tag.is_private]
+    uri = get(
+        local_stack,
+        "/wado",
+        params=uri_params(item, contentType="application/dicom", anonymize="yes"),
+    )
+    assert uri.status_code == 200
+    by_uri = pydicom.dcmread(io.BytesIO(uri.content))
+    assert by_uri.SOPInstanceUID == ds.SOPInstanceUID  # series by series, object by object
+    assert by_uri.StudyInstanceUID == ds.StudyInstanceUID
+
+
+def test_burned_in_annotation_is_refused_when_anonymizing(local_stack: LocalStack) -> None:
+    data = dicom_files.with_new_uids(BurnedInAnnotation="YES")
+    response = requests.post(
+        f"{local_stack.base_url}/stowRsListener/WADOTEST/studies",
+        data=data,
+        headers={"Authorization": local_stack.api_key, "Content-Type": "application/dicom"},
+        timeout=60,
+    )
+    assert response.status_code == 200
+    item = Stored("burned", data, *_uids(data))
+    path = f"/rs/studies/{item.study}/series/{item.series}/instances/{item.sop}"
+    refused = get(local_stack, path, params={"anonymize": "true"})
+    assert refused.status_code == 409
+    assert "burned-in" in refused.json()["message"]
+    assert get(local_stack, path).status_code == 200  # the original is still served
+
+
+def test_large_anonymized_object_is_assembled_and_redirected(
+    local_stack: LocalStack, large: Stored
+) -> None:
+    response = get(
+        local_stack,
+        "/wado",
+        params=uri_params(large, contentType="application/dicom", anonymize="yes"),
+    )
+    assert [r.status_code for r in response.history] == [303]
+    assert "/retrieve/" in response.url
+    ds = pydicom.dcmread(io.BytesIO(response.content))
+    assert ds.PatientIdentityRemoved == "YES"
+    assert ds.SOPInstanceUID != large.sop

@@ -519,7 +519,10 @@ def _requirements(lines: list[str]) -> dict[str, Requirement]:
 
 
 def test_dicom_layer_requirements_agree_with_pyproject() -> None:
-    text = (ROOT / "layers" / "dicom" / "requirements.txt").read_text(encoding="utf-8")
+    text = "\n".join(
+        (ROOT / "layers" / "dicom" / name).read_text(encoding="utf-8")
+        for name in ("requirements.txt", "requirements-nodeps.txt")
+    )
     layer = _requirements([ln for ln in text.splitlines() if ln.split("#", 1)[0].strip()])
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     project = _requirements(pyproject["project"]["dependencies"])

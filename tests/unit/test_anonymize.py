@@ -432,6 +432,7 @@ def _dciodvfy_errors(dciodvfy: str, path: Path) -> set[str]:
     return errors
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", FILES)
 def test_dciodvfy_reports_no_new_errors(name: str, tmp_path: Path) -> None:
     dciodvfy = require_debian_tool("dciodvfy", "dicom3tools")
@@ -443,6 +444,7 @@ def test_dciodvfy_reports_no_new_errors(name: str, tmp_path: Path) -> None:
     assert not new, f"{name}: {sorted(new)}"
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", FILES)
 def test_dcmdump_reads_the_output(name: str, tmp_path: Path) -> None:
     dcmdump = require_debian_tool("dcmdump", "dcmtk")
