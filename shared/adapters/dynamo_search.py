@@ -27,10 +27,19 @@ from shared.adapters.dynamo_keys import (
 from shared.errors import StorageUnavailable
 from shared.ports import InstanceRow, PatientRow, SeriesRow, StudyRow
 
-# Pages and batches start small and double: a search needing a few results reads little,
-# a long one soon reads full pages.
+# Pages and batches are sized to what the search expects to need (``expect``), at least
+# FIRST_PAGE / FIRST_BATCH; past that they double: filtered searches soon read full pages.
 FIRST_PAGE, MAX_PAGE = 16, 100  # keys per Query page
 FIRST_BATCH, MAX_BATCH = 8, 100  # keys per BatchGetItem (DynamoDB allows 100)
+
+
+def _next_size(wanted: int, done: int, last: int, first: int, largest: int) -> int:
+    remaining = wanted - done
+    if remaining > 0:
+        return max(first, min(largest, remaining))
+    return min(largest, max(first, last * 2))
+
+
 _STUDY_INDEXES = {"pid": "ByPatientId", "acc": "ByAccession"}
 
 
@@ -99,7 +108,12 @@ class DynamoSearch:
     def __init__(self, client: Any, table: str) -> None:
         self._client = client
         self._table = table
+        self._want = FIRST_PAGE
         self.items_read = 0
+
+    def expect(self, results: int) -> None:
+        """Size the pages of the next reads for this many results (offset + limit + 1)."""
+        self._want = max(1, results)
 
     # ----------------------------------------------------------------- studies
 
@@ -246,33 +260,39 @@ class DynamoSearch:
             "KeyConditionExpression": condition,
             "ExpressionAttributeValues": values,
             "ScanIndexForward": forward,
-            "Limit": FIRST_PAGE,
+            "Limit": _next_size(self._want, 0, 0, FIRST_PAGE, MAX_PAGE),
         }
         if index:
             request["IndexName"] = index
         if names:
             request["ExpressionAttributeNames"] = names
+        yielded = 0
         while True:
             reply = self._call("query", request)
             items = reply.get("Items", [])
             self.items_read += len(items)
+            yielded += len(items)
             yield from items
             last = reply.get("LastEvaluatedKey")
             if not last:
                 return
             request["ExclusiveStartKey"] = last
-            request["Limit"] = min(MAX_PAGE, request["Limit"] * 2)
+            request["Limit"] = _next_size(
+                self._want, yielded, request["Limit"], FIRST_PAGE, MAX_PAGE
+            )
 
     def _batch_get(self, keys: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Fetch items by key in batches, yielding them in the order of the keys."""
         batch: list[dict[str, Any]] = []
-        size = FIRST_BATCH
+        fetched = 0
+        size = _next_size(self._want, 0, 0, FIRST_BATCH, MAX_BATCH)
         for key in keys:
             batch.append(key)
             if len(batch) == size:
                 yield from self._fetch(batch)
+                fetched += len(batch)
                 batch = []
-                size = min(MAX_BATCH, size * 2)
+                size = _next_size(self._want, fetched, size, FIRST_BATCH, MAX_BATCH)
         if batch:
             yield from self._fetch(batch)
 

@@ -50,11 +50,12 @@ class SearchResult:
 
 def search(query: Query, catalog: Catalog, base_url: str) -> SearchResult:
     """Run a validated query against the catalog."""
+    catalog.expect(query.offset + query.limit + 1)
     candidates = _PLANNERS[query.level](query, catalog, base_url)
     returned = _returned_tags(query)
     parents = _Parents(query, catalog, returned)
     page: list[Dataset] = []
-    skipped = 0
+    skipped = _offset_on_keys(query)  # skipped already by the planner
     more = False
     early = parents.needed_for_matching
     for candidate, study_uid, series_uid in candidates:
@@ -300,8 +301,16 @@ def study_uids(query: Query, catalog: Catalog) -> Iterator[str]:
 Candidate = tuple[Dataset, str, str]  # dataset, its study UID, its series UID ("" if none)
 
 
+def _offset_on_keys(query: Query) -> int:
+    """With nothing to match, a study search skips ``offset`` index keys without reading
+    the study items (DynamoDB has no offset: the keys themselves must still be read)."""
+    unconditioned = all(c.kind == "universal" for c in query.conditions)
+    return query.offset if query.level == "STUDY" and unconditioned else 0
+
+
 def _studies(query: Query, catalog: Catalog, base_url: str) -> Iterator[Candidate]:
-    for row in catalog.studies_by_uid(study_uids(query, catalog)):
+    uids = itertools.islice(study_uids(query, catalog), _offset_on_keys(query), None)
+    for row in catalog.studies_by_uid(uids):
         yield study_dataset(row, base_url), row.study_uid, ""
 
 
