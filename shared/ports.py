@@ -131,8 +131,8 @@ class PatientRow:
 class Catalog(Protocol):
     """The read side of the index; every method reads lazily, in a stable order."""
 
-    def expect(self, results: int) -> None:
-        """Size the next reads for this many results (a hint; reads stay lazy)."""
+    def expect(self, results: int, items: int | None = None) -> None:
+        """Size the next reads for this many index keys and items (a hint; reads stay lazy)."""
 
     def studies_by_uid(self, uids: Iterable[str]) -> Iterator[StudyRow]:
         """Studies by UID, in the order given."""

@@ -108,12 +108,13 @@ class DynamoSearch:
     def __init__(self, client: Any, table: str) -> None:
         self._client = client
         self._table = table
-        self._want = FIRST_PAGE
+        self._want = self._want_items = FIRST_PAGE
         self.items_read = 0
 
-    def expect(self, results: int) -> None:
-        """Size the pages of the next reads for this many results (offset + limit + 1)."""
+    def expect(self, results: int, items: int | None = None) -> None:
+        """Size the next reads: ``results`` index keys, ``items`` (default: as many) items."""
         self._want = max(1, results)
+        self._want_items = max(1, items if items is not None else results)
 
     # ----------------------------------------------------------------- studies
 
@@ -285,14 +286,14 @@ class DynamoSearch:
         """Fetch items by key in batches, yielding them in the order of the keys."""
         batch: list[dict[str, Any]] = []
         fetched = 0
-        size = _next_size(self._want, 0, 0, FIRST_BATCH, MAX_BATCH)
+        size = _next_size(self._want_items, 0, 0, FIRST_BATCH, MAX_BATCH)
         for key in keys:
             batch.append(key)
             if len(batch) == size:
                 yield from self._fetch(batch)
                 fetched += len(batch)
                 batch = []
-                size = _next_size(self._want, fetched, size, FIRST_BATCH, MAX_BATCH)
+                size = _next_size(self._want_items, fetched, size, FIRST_BATCH, MAX_BATCH)
         if batch:
             yield from self._fetch(batch)
 

@@ -50,7 +50,8 @@ class SearchResult:
 
 def search(query: Query, catalog: Catalog, base_url: str) -> SearchResult:
     """Run a validated query against the catalog."""
-    catalog.expect(query.offset + query.limit + 1)
+    wanted = query.offset + query.limit + 1
+    catalog.expect(wanted, wanted - _offset_on_keys(query))
     candidates = _PLANNERS[query.level](query, catalog, base_url)
     returned = _returned_tags(query)
     parents = _Parents(query, catalog, returned)
