@@ -35,6 +35,7 @@ from datetime import date, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+from bench.bench_stow import _Timed
 from shared._generated.dictionary import ATTRIBUTES
 from shared.dicom import attributes
 from shared.dicom.normalize import time_key
@@ -529,26 +530,6 @@ KINDS: tuple[tuple[str, bool, Draw], ...] = (
 
 
 # ---------------------------------------------------------------- measurement
-
-
-class _Timed:
-    """Wraps a client and adds the time spent in its methods to a shared total."""
-
-    def __init__(self, inner: Any, total: list[float]) -> None:
-        self._inner = inner
-        self._total = total
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._inner, name)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                self._total[0] += time.perf_counter() - started
-
-        return timed
 
 
 @contextlib.contextmanager

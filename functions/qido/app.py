@@ -11,7 +11,7 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from shared import config, http, logs, wiring
 from shared.dicom.levels import Level
-from shared.dicomweb import paths, qido_response, query
+from shared.dicomweb import paths, qido_response, query, uids
 from shared.services import search
 
 logger = logs.get_logger()
@@ -68,8 +68,8 @@ def _search(level: Level, *, study: str | None = None, series: str | None = None
     parsed = query.parse(
         event.get("multiValueQueryStringParameters"),
         level,
-        study_uid=qido_response.path_uid(study),
-        series_uid=qido_response.path_uid(series),
+        study_uid=uids.path_uid(study),
+        series_uid=uids.path_uid(series),
     )
     base = paths.base_url(event, config.settings().base_path)
     result = search.search(parsed, wiring.catalog(), base)

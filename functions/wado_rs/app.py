@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
 from shared import config, http, logs, wiring
-from shared.dicomweb import qido_response, wado
+from shared.dicomweb import uids, wado
 from shared.services import retrieve
 
 logger = logs.get_logger()
@@ -43,9 +43,9 @@ def _retrieve(study: str, series: str | None = None, instance: str | None = None
     anonymize = wado.anonymize_flag(params.get("anonymize"), "true", "false")
     rows = retrieve.locate(
         wiring.catalog(),
-        qido_response.path_uid(study) or "",
-        qido_response.path_uid(series),
-        qido_response.path_uid(instance),
+        uids.path_uid(study) or "",
+        uids.path_uid(series),
+        uids.path_uid(instance),
     )
     outcome = retrieve.retrieve_rs(
         rows, transfer_syntax=transfer_syntax, anonymize=anonymize, delivery=_delivery()

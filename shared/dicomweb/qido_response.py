@@ -1,19 +1,15 @@
-"""QIDO-RS response details: media type negotiation, path UIDs, the 299 warning."""
+"""QIDO-RS response details: media type negotiation and the 299 warning."""
 
 from __future__ import annotations
 
-import re
-from urllib.parse import unquote
-
 from shared.dicomweb import media_types
-from shared.errors import BadRequest, NotAcceptable
+from shared.errors import NotAcceptable
 
 DICOM_JSON = "application/dicom+json"
 MORE_RESULTS_WARNING = (
     '299 o3-dpacs: "The number of results exceeded the maximum supported by the server. '
     'Additional results can be requested."'
 )
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
 def negotiate(accept: str | None) -> str:
@@ -32,13 +28,3 @@ def negotiate(accept: str | None) -> str:
         if media.essence == "application/json":
             return "application/json"
     raise NotAcceptable("QIDO-RS results are available as application/dicom+json only")
-
-
-def path_uid(value: str | None) -> str | None:
-    """A study or series UID from the URL path; 400 when it is not a valid UID."""
-    if value is None:
-        return None
-    uid = unquote(value).strip()
-    if len(uid) > 64 or not _UID.match(uid):
-        raise BadRequest("the UID in the URL is not a valid UID")
-    return uid

@@ -20,6 +20,7 @@ from shared.dicom.levels import (
     STORED,
     Level,
 )
+from shared.dicomweb.uids import valid_uid
 from shared.errors import BadRequest
 
 MAX_LIMIT = 1000
@@ -30,7 +31,6 @@ Kind = Literal["universal", "single", "list", "wildcard", "range", "empty"]
 _CONTROL = ("includefield", "fuzzymatching", "limit", "offset")
 _BY_TAG = {tag: keyword for keyword, (tag, _) in ATTRIBUTES.items()}
 _HEX_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _NUMERIC_VRS = {"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"}
 _WILDCARD_VRS = {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"}
 _DATE_VRS = {"DA", "TM", "DT"}
@@ -185,7 +185,7 @@ def _classify(keyword: str, vr: str, raw: str) -> Condition:  # noqa: PLR0911 - 
         return Condition(keyword, tag, vr, "empty")
     if vr == "UI":
         uids = tuple(u.strip() for u in _LIST_SEPARATORS.split(value) if u.strip())
-        bad = [u for u in uids if len(u) > 64 or not _UID.match(u)]
+        bad = [u for u in uids if not valid_uid(u)]
         if bad or not uids:
             raise BadRequest(f"{keyword} must be one or more valid UIDs")
         return Condition(keyword, tag, vr, "list" if len(uids) > 1 else "single", uids)

@@ -6,6 +6,7 @@ from urllib.parse import unquote
 
 from shared.dicomweb import media_types, multipart
 from shared.dicomweb.multipart import Part
+from shared.dicomweb.uids import path_uid
 from shared.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 
 _RESPONSE_TYPES = ("application/dicom+json", "application/json")
@@ -62,12 +63,7 @@ def parse(
 
 def study_uid_from_path(value: str) -> str:
     """The study UID from the URL; 400 when it is not a valid UID (PS3.5 §9.1)."""
-    from pydicom.uid import UID  # noqa: PLC0415 - keeps this module free of pydicom at import
-
-    uid = unquote(value).strip()
-    if not UID(uid).is_valid:
-        raise BadRequest("the study UID in the URL is not a valid UID")
-    return uid
+    return path_uid(value) or ""
 
 
 def calling_aet(value: str) -> str:

@@ -6,15 +6,14 @@ that need them get 406 with a message saying so, never a substitute.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from shared.dicomweb import media_types
+from shared.dicomweb.uids import valid_uid
 from shared.errors import BadRequest, NotAcceptable
 
 DICOM = "application/dicom"
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _ORIGINAL = ("*", "original")
 _RENDERED_TYPES = ("image/jpeg", "image/png", "image/gif", "image/jp2", "image/*")
 _RENDERING_PARAMETERS = (
@@ -29,11 +28,6 @@ _RENDERING_PARAMETERS = (
     "presentationUID",
     "presentationSeriesUID",
 )
-
-
-def valid_uid(value: str) -> bool:
-    """PS3.5 §9.1 UID syntax."""
-    return len(value) <= 64 and bool(_UID.match(value))
 
 
 def negotiate_rs(accept: str | None) -> str | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.dicomweb.qido_response import MORE_RESULTS_WARNING, negotiate, path_uid
+from shared.dicomweb.qido_response import MORE_RESULTS_WARNING, negotiate
+from shared.dicomweb.uids import path_uid
 from shared.errors import BadRequest, NotAcceptable
 
 
