@@ -634,3 +634,24 @@ def _copyleft(site: Path) -> dict[str, list[str]]:
         if any("GPL" in line for line in licences):
             found[metadata.parent.name] = licences
     return found
+
+
+# --------------------------------------------------------------------------- conformance
+
+
+def _shape(path: str) -> str:
+    """A route path with its parameters blanked, query string dropped: /a/{}/b."""
+    return re.sub(r"\{[^}]*\}", "{}", path.split("?", 1)[0])
+
+
+@pytest.mark.parametrize(
+    ("fn", "event_name", "method", "path"), ROUTES, ids=[f"{r[0]}.{r[1]}" for r in ROUTES]
+)
+def test_every_route_is_in_the_conformance_statement(
+    fn: str, event_name: str, method: str, path: str
+) -> None:
+    if method == "OPTIONS":
+        return  # preflights are described once, in the Authorization section
+    text = (ROOT / "docs" / "conformance-statement.md").read_text(encoding="utf-8")
+    documented = {_shape(m) for m in re.findall(r"`(?:GET |POST )?(/o3-dpacs-wado/[^`\s]*)", text)}
+    assert _shape(path) in documented, f"{method} {path} ({fn}) is not in the conformance statement"
