@@ -1,0 +1,235 @@
+"""Re-encode a stored Part 10 object in another transfer syntax (WADO-URI and WADO-RS).
+
+Targets: Explicit and Implicit VR Little Endian (native pixel data), JPEG Baseline (8-bit
+data only, lossy), JPEG Lossless SV1 and JPEG 2000 lossless. Every frame is decoded with
+``pixels.decode_frame`` and encoded with imagecodecs; encapsulated output carries a Basic
+Offset Table. Lossless targets keep every stored value; the photometric interpretation is
+updated where a codec changed the colour space (JPEG 2000 RCT, JPEG YCbCr), and the Lossy
+Image Compression attributes record any lossy step, past or present (PS3.3 C.7.6.1.1.5).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+
+import imagecodecs
+import numpy as np
+from pydicom import Dataset, dcmwrite
+from pydicom.encaps import encapsulate
+from pydicom.multival import MultiValue
+from pydicom.pixels.processing import convert_color_space
+from pydicom.pixels.utils import pack_bits
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+)
+
+from shared.dicom import pixels
+from shared.errors import NotAcceptable, PayloadTooLarge
+
+TARGETS = {
+    str(ExplicitVRLittleEndian): "Explicit VR Little Endian",
+    str(ImplicitVRLittleEndian): "Implicit VR Little Endian",
+    str(JPEGBaseline8Bit): "JPEG Baseline (Process 1)",
+    str(JPEGLosslessSV1): "JPEG Lossless, First-Order Prediction (Process 14 SV1)",
+    str(JPEG2000Lossless): "JPEG 2000 Image Compression (Lossless Only)",
+}
+_NATIVE_TARGETS = frozenset({str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)})
+_LOSSY_METHOD = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",
+    "1.2.840.10008.1.2.4.91": "ISO_15444_1",
+    "1.2.840.10008.1.2.4.203": "ISO_15444_15",
+}
+BASELINE_QUALITY = 90
+MAX_DECODED_BYTES = 1 << 30  # 1 GiB of decoded pixels: beyond that a Lambda cannot hold it
+_ENCAPSULATED_ONLY = (
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+)
+
+
+def check_target(target: str) -> None:
+    """406 for a valid transfer syntax UID we cannot produce."""
+    if target not in TARGETS:
+        raise NotAcceptable(
+            "transcoding to that transfer syntax is not supported; supported: "
+            + ", ".join(TARGETS)
+            + " and the original"
+        )
+
+
+def transcode(data: bytes, ds: Dataset, target: str) -> bytes:
+    """``data`` (the Part 10 file ``ds`` was read from) re-encoded in ``target``."""
+    check_target(target)
+    source = pixels.transfer_syntax(ds)
+    if source == target:
+        return data
+    has_pixels = any(keyword in ds for keyword in pixels.PIXEL_KEYWORDS)
+    if target not in _NATIVE_TARGETS and not pixels.is_image(ds):
+        raise pixels.NotAnImage("the object has no image pixel data to compress")
+    if "PixelData" in ds:
+        _check_size(ds)
+        _recode_pixels(ds, source, target)
+    elif has_pixels and source == "1.2.840.10008.1.2.2":
+        raise NotAcceptable("float pixel data cannot be converted from big endian")
+    big_endian = source == "1.2.840.10008.1.2.2"
+    if big_endian:
+        for _ in ds.iterall():  # decode every raw element so it is re-encoded, not copied
+            pass
+    ds.file_meta.TransferSyntaxUID = UID(target)
+    out = io.BytesIO()
+    dcmwrite(
+        out,
+        ds,
+        implicit_vr=target == str(ImplicitVRLittleEndian),
+        little_endian=True,
+        enforce_file_format=not big_endian,  # pydicom allows only one of the two
+        force_encoding=big_endian,
+    )
+    return out.getvalue()
+
+
+def _check_size(ds: Dataset) -> None:
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    bits = int(ds.get("BitsAllocated", 8) or 8)
+    size = int(ds.Rows) * int(ds.Columns) * samples * max(bits, 8) // 8 * pixels.frame_count(ds)
+    if size > MAX_DECODED_BYTES:
+        raise PayloadTooLarge("the object is too large to transcode; ask for the original")
+
+
+def _recode_pixels(ds: Dataset, source: str, target: str) -> None:
+    pixels.require_image(ds)
+    bits = int(ds.BitsAllocated)
+    if target == str(JPEGBaseline8Bit):
+        _check_baseline(ds)
+    elif target not in _NATIVE_TARGETS and (bits > 16 or bits == 1):
+        raise NotAcceptable(f"{TARGETS[target]} holds 2 to 16 bits per sample, not {bits}")
+    count = pixels.frame_count(ds)
+    frames = (pixels.decode_frame(ds, i) for i in range(count))
+    if target in _NATIVE_TARGETS:
+        photometric, pixel_data = _native(ds, frames, count)
+    else:
+        encode = {
+            str(JPEGBaseline8Bit): _baseline,
+            str(JPEGLosslessSV1): _sv1,
+            str(JPEG2000Lossless): _j2k_lossless,
+        }[target]
+        streams: list[bytes] = []
+        photometric = ""
+        for frame in frames:
+            stream, photometric = encode(ds, frame)
+            streams.append(stream)
+        pixel_data = encapsulate(streams, has_bot=True)
+    for keyword in _ENCAPSULATED_ONLY:
+        if keyword in ds:
+            del ds[keyword]
+    ds.PixelData = pixel_data
+    ds["PixelData"].VR = "OW" if target in _NATIVE_TARGETS and bits > 8 else "OB"
+    ds.PhotometricInterpretation = photometric
+    if int(ds.get("SamplesPerPixel", 1) or 1) > 1:
+        ds.PlanarConfiguration = 0
+    _lossy_attributes(ds, source, target, len(pixel_data))
+
+
+def _check_baseline(ds: Dataset) -> None:
+    bits, stored = int(ds.BitsAllocated), int(ds.get("BitsStored") or 0)
+    if bits != 8 or stored != 8:
+        raise NotAcceptable(
+            f"JPEG Baseline holds 8-bit samples; this image has {stored} bits stored"
+            f" in {bits}: ask for a lossless transfer syntax"
+        )
+    if str(ds.PhotometricInterpretation) == "PALETTE COLOR":
+        raise NotAcceptable("JPEG Baseline cannot hold palette indices; ask for a lossless one")
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        raise NotAcceptable("JPEG Baseline holds unsigned samples; ask for a lossless one")
+
+
+def _native(ds: Dataset, frames: Iterable[pixels.Frame], count: int) -> tuple[str, bytes]:
+    chunks: list[bytes] = []
+    photometric = str(ds.PhotometricInterpretation)
+    one_bit = int(ds.BitsAllocated) == 1
+    arrays = []
+    for frame in frames:
+        photometric = frame.photometric
+        if one_bit:
+            arrays.append(np.ascontiguousarray(frame.array, dtype=np.uint8))
+        else:
+            chunks.append(
+                np.ascontiguousarray(frame.array)
+                .astype(frame.array.dtype.newbyteorder("<"))
+                .tobytes()
+            )
+    if one_bit:  # frames of 1-bit data are packed end to end, not byte aligned
+        data = pack_bits(np.stack(arrays) if count > 1 else arrays[0], pad=False)
+    else:
+        data = b"".join(chunks)
+    if len(data) % 2:
+        data += b"\x00"
+    return photometric, data
+
+
+def _baseline(ds: Dataset, frame: pixels.Frame) -> tuple[bytes, str]:
+    arr = np.ascontiguousarray(frame.array)
+    if frame.photometric == "YBR_FULL":
+        arr = convert_color_space(arr, "YBR_FULL", "RGB")
+    if arr.ndim == 3:
+        # libjpeg converts RGB to YCbCr and halves the chroma horizontally: YBR_FULL_422
+        stream = imagecodecs.jpeg8_encode(arr, BASELINE_QUALITY, subsampling="422")
+        return bytes(stream), "YBR_FULL_422"
+    return bytes(imagecodecs.jpeg8_encode(arr, BASELINE_QUALITY)), frame.photometric
+
+
+def _sv1(ds: Dataset, frame: pixels.Frame) -> tuple[bytes, str]:
+    arr = np.ascontiguousarray(frame.array)
+    bits = int(ds.get("BitsStored") or ds.BitsAllocated) if arr.dtype.itemsize == 2 else 8
+    bits = max(bits, 2)
+    if arr.dtype.kind == "i":  # the stream keeps the two's complement bit pattern
+        arr = arr.view(arr.dtype.str.replace("i", "u")) & ((1 << bits) - 1)
+    elif bits < arr.dtype.itemsize * 8:
+        arr = arr & ((1 << bits) - 1)
+    colour = "RGB" if arr.ndim == 3 else None  # no colour transform: samples kept as they are
+    stream = imagecodecs.jpeg8_encode(
+        arr, lossless=True, predictor=1, bitspersample=bits, colorspace=colour, outcolorspace=colour
+    )
+    return bytes(stream), frame.photometric
+
+
+def _j2k_lossless(ds: Dataset, frame: pixels.Frame) -> tuple[bytes, str]:
+    arr = np.ascontiguousarray(frame.array)
+    mct = arr.ndim == 3 and frame.photometric == "RGB"
+    stream = imagecodecs.jpeg2k_encode(arr, codecformat="J2K", reversible=True, mct=mct)
+    return bytes(stream), "YBR_RCT" if mct else frame.photometric
+
+
+def _lossy_attributes(ds: Dataset, source: str, target: str, size: int) -> None:
+    methods = list(_values(ds.get("LossyImageCompressionMethod")))
+    ratios = list(_values(ds.get("LossyImageCompressionRatio")))
+    if source in _LOSSY_METHOD and str(ds.get("LossyImageCompression", "")) != "01":
+        ds.LossyImageCompression = "01"
+        if not methods:
+            methods.append(_LOSSY_METHOD[source])
+    if target == str(JPEGBaseline8Bit):
+        ds.LossyImageCompression = "01"
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        raw = int(ds.Rows) * int(ds.Columns) * samples * pixels.frame_count(ds)
+        ratios.append(f"{raw / max(size, 1):.2f}")
+        methods.append("ISO_10918_1")
+    if methods:
+        ds.LossyImageCompressionMethod = methods
+    if ratios:
+        ds.LossyImageCompressionRatio = ratios
+
+
+def _values(value: object) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple, MultiValue)):
+        return [str(v) for v in value]
+    return [str(value)]
