@@ -56,6 +56,7 @@ def _retrieve(study: str, series: str | None = None, instance: str | None = None
             "transaction": "WADO-RS",
             "instances": len(rows),
             "bytes": sum(r.size for r in rows),
+            "transfer_syntax": transfer_syntax or "",
             "anonymize": anonymize,
             "redirect": isinstance(outcome, retrieve.Redirect),
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),

@@ -1,6 +1,6 @@
-"""WADO-URI (PS3.18 §9).
+"""WADO-URI (PS3.18 §9): the Part 10 file, transcoded or not, or a rendered JPEG/PNG.
 
-GET /o3-dpacs-wado/wado?requestType=WADO&studyUID=&seriesUID=&objectUID=
+GET /o3-dpacs-wado/wado?requestType=WADO&studyUID=&seriesUID=&objectUID=[&contentType=...]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ app = http.make_resolver()
 
 @app.get("/o3-dpacs-wado/wado")
 def retrieve_object() -> Response[Any]:
-    """The Part 10 file of one instance."""
+    """One instance as a Part 10 file or a rendered image."""
     started = time.perf_counter()
     event = app.current_event.raw_event
     request = wado.parse_uri(event.get("multiValueQueryStringParameters"))
@@ -35,17 +35,14 @@ def retrieve_object() -> Response[Any]:
         presign_ttl=settings.presign_ttl,
         anonymizer=wiring.anonymizer(),
     )
-    outcome = retrieve.retrieve_uri(
-        row,
-        transfer_syntax=request.transfer_syntax,
-        anonymize=request.anonymize,
-        delivery=delivery,
-    )
+    outcome = retrieve.retrieve_uri(row, request, delivery)
     logger.info(
         "wado-uri",
         extra={
             "transaction": "WADO-URI",
             "bytes": row.size,
+            "content_type": outcome.content_type if isinstance(outcome, retrieve.Inline) else "",
+            "transfer_syntax": request.transfer_syntax or "",
             "anonymize": request.anonymize,
             "redirect": isinstance(outcome, retrieve.Redirect),
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.pixels.processing import (
     apply_color_lut,
     apply_modality_lut,
@@ -28,27 +27,16 @@ from pydicom.pixels.processing import (
 )
 
 from shared.dicom import pixels
+from shared.dicom.render_params import JPEG, PNG, RenderParameters
 from shared.errors import BadRequest, NotAcceptable
 
-JPEG = "image/jpeg"
-PNG = "image/png"
-MAX_SIDE = 8192  # rows/columns beyond this are refused (memory of the upscaled image)
+
+def render_bytes(data: bytes, request: RenderParameters, media_type: str = JPEG) -> bytes:
+    """Render a stored Part 10 file (see ``render``)."""
+    return render(dcmread(io.BytesIO(data)), request, media_type)
 
 
-@dataclass(frozen=True)
-class RenderRequest:
-    """What the client asked for, already checked for syntax."""
-
-    media_type: str = JPEG
-    frame: int = 1  # 1-based
-    rows: int | None = None
-    columns: int | None = None
-    window: tuple[float, float] | None = None  # (center, width)
-    region: tuple[float, float, float, float] | None = None  # xmin, ymin, xmax, ymax in 0..1
-    quality: int = 90
-
-
-def render(ds: Dataset, request: RenderRequest) -> bytes:
+def render(ds: Dataset, request: RenderParameters, media_type: str = JPEG) -> bytes:
     """The encoded image (JPEG or PNG bytes) of one frame of ``ds``."""
     pixels.require_image(ds)
     count = pixels.frame_count(ds)
@@ -63,7 +51,7 @@ def render(ds: Dataset, request: RenderRequest) -> bytes:
     reduce = math.floor(math.log2(1 / scale)) if scale < 1 else 0
     frame = pixels.decode_frame(ds, request.frame - 1, reduce=reduce)
     image = to_display(ds, frame, request.frame - 1, request.window)
-    return _encode(image, request, (out_rows, out_columns))
+    return _encode(image, request, media_type, (out_rows, out_columns))
 
 
 def output_size(
@@ -233,7 +221,9 @@ def _voi_lut_8bit(ds: Dataset, values: np.ndarray) -> np.ndarray:
     return result
 
 
-def _encode(image: np.ndarray, request: RenderRequest, size: tuple[int, int]) -> bytes:
+def _encode(
+    image: np.ndarray, request: RenderParameters, media_type: str, size: tuple[int, int]
+) -> bytes:
     """Crop the region (fractions, so a reduced-resolution frame crops the same area), scale
     into ``size`` and encode."""
     picture = Image.fromarray(image)
@@ -251,7 +241,7 @@ def _encode(image: np.ndarray, request: RenderRequest, size: tuple[int, int]) ->
     if picture.size != (columns, rows):
         picture = picture.resize((columns, rows), Image.Resampling.LANCZOS, reducing_gap=3.0)
     out = io.BytesIO()
-    if request.media_type == PNG:
+    if media_type == PNG:
         picture.save(out, "PNG", compress_level=3)
     else:
         picture.save(out, "JPEG", quality=request.quality)

@@ -15,31 +15,24 @@ from collections.abc import Iterable
 
 import imagecodecs
 import numpy as np
-from pydicom import Dataset, dcmwrite
+from pydicom import Dataset, dcmread, dcmwrite
 from pydicom.encaps import encapsulate
 from pydicom.multival import MultiValue
 from pydicom.pixels.processing import convert_color_space
 from pydicom.pixels.utils import pack_bits
 from pydicom.uid import (
     UID,
-    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLosslessSV1,
 )
 
-from shared.dicom import pixels
+from shared.dicom import pixels, syntaxes
 from shared.errors import NotAcceptable, PayloadTooLarge
 
-TARGETS = {
-    str(ExplicitVRLittleEndian): "Explicit VR Little Endian",
-    str(ImplicitVRLittleEndian): "Implicit VR Little Endian",
-    str(JPEGBaseline8Bit): "JPEG Baseline (Process 1)",
-    str(JPEGLosslessSV1): "JPEG Lossless, First-Order Prediction (Process 14 SV1)",
-    str(JPEG2000Lossless): "JPEG 2000 Image Compression (Lossless Only)",
-}
-_NATIVE_TARGETS = frozenset({str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)})
+TARGETS = syntaxes.TARGETS
+_NATIVE_TARGETS = syntaxes.NATIVE_TARGETS
 _LOSSY_METHOD = {
     "1.2.840.10008.1.2.4.50": "ISO_10918_1",
     "1.2.840.10008.1.2.4.51": "ISO_10918_1",
@@ -58,11 +51,13 @@ _ENCAPSULATED_ONLY = (
 def check_target(target: str) -> None:
     """406 for a valid transfer syntax UID we cannot produce."""
     if target not in TARGETS:
-        raise NotAcceptable(
-            "transcoding to that transfer syntax is not supported; supported: "
-            + ", ".join(TARGETS)
-            + " and the original"
-        )
+        raise NotAcceptable(syntaxes.unsupported_message())
+
+
+def transcode_bytes(data: bytes, target: str) -> bytes:
+    """A stored Part 10 file re-encoded in ``target`` (the bytes themselves when it is theirs)."""
+    check_target(target)
+    return transcode(data, dcmread(io.BytesIO(data)), target)
 
 
 def transcode(data: bytes, ds: Dataset, target: str) -> bytes:

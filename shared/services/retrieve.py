@@ -1,4 +1,5 @@
-"""WADO-RS and WADO-URI use cases: find the instances, then answer inline or by redirect.
+"""WADO-RS and WADO-URI use cases: find the instances, transcode or render them when
+asked, then answer inline or by redirect.
 
 A Lambda response carries at most 6 MB (binary as base64), so bodies over the inline
 limit go through S3: a single original object is served by a presigned GET of the object
@@ -9,18 +10,22 @@ served by a presigned GET of the assembled object (expired by a lifecycle rule).
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+from shared.dicom import syntaxes
+from shared.dicom.render_params import PNG
 from shared.dicomweb.multipart import new_boundary
+from shared.dicomweb.wado import UriRequest
 from shared.errors import NotAcceptable, NotFound
 from shared.ports import Catalog, InstanceRow, ObjectStore
 
 DICOM = "application/dicom"
 ASSEMBLED_PREFIX = "retrieve/"
-_PART_OVERHEAD = 160  # boundary and part headers per instance
-_ANONYMIZED_GROWTH = 4096  # added attributes, longer UIDs (private tags usually shrink it)
+_ROWS, _BITS_ALLOCATED, _NUMBER_OF_FRAMES = "00280010", "00280100", "00280008"
 
 
 @dataclass(frozen=True)
@@ -69,23 +74,61 @@ def locate(
     return rows
 
 
+def _attr(row: InstanceRow, tag: str) -> Any:
+    """First value of an instance attribute kept in the index (DICOM JSON), or None."""
+    element = row.attrs.get(tag) or {}
+    values = element.get("Value") or [None]
+    return values[0]
+
+
+def _is_image(row: InstanceRow) -> bool:
+    return _attr(row, _ROWS) is not None
+
+
+def _frames(row: InstanceRow) -> int:
+    try:
+        return max(int(_attr(row, _NUMBER_OF_FRAMES) or 1), 1)
+    except (TypeError, ValueError):
+        return 1
+
+
 def _check_transfer_syntax(rows: list[InstanceRow], transfer_syntax: str | None) -> None:
-    if transfer_syntax is None:
+    """406 up front for what cannot be produced, before any instance is read."""
+    if transfer_syntax is None or all(r.transfer_syntax == transfer_syntax for r in rows):
         return
-    if any(r.transfer_syntax != transfer_syntax for r in rows):
-        raise NotAcceptable(
-            "transcoding is not available yet: ask for transfer-syntax=* (the stored encoding)"
-        )
+    if transfer_syntax not in syntaxes.TARGETS:
+        raise NotAcceptable(syntaxes.unsupported_message())
+    if transfer_syntax == syntaxes.JPEG_BASELINE:
+        for row in rows:
+            bits = _attr(row, _BITS_ALLOCATED)
+            if row.transfer_syntax != transfer_syntax and bits is not None and int(bits) != 8:
+                raise NotAcceptable(
+                    "JPEG Baseline holds 8-bit samples only; an instance has"
+                    f" {int(bits)}-bit samples: ask for a lossless transfer syntax"
+                )
 
 
-def _instance_bytes(row: InstanceRow, anonymize: bool, delivery: Delivery) -> bytes:
+def _stored_syntax(row: InstanceRow, transfer_syntax: str | None) -> str:
+    """The transfer syntax an instance leaves in."""
+    return row.transfer_syntax if transfer_syntax is None else transfer_syntax
+
+
+def _instance_bytes(
+    row: InstanceRow, anonymize: bool, transfer_syntax: str | None, delivery: Delivery
+) -> bytes:
     data = delivery.store.get(row.blob_key)
-    return delivery.anonymizer(data) if anonymize else data
+    if anonymize:
+        data = delivery.anonymizer(data)
+    if transfer_syntax is not None and transfer_syntax != row.transfer_syntax:
+        from shared.dicom import transcode  # noqa: PLC0415 - pixel libraries only when needed
+
+        data = transcode.transcode_bytes(data, transfer_syntax)
+    return data
 
 
-def _part_header(boundary: str, row: InstanceRow) -> bytes:
+def _part_header(boundary: str, transfer_syntax: str) -> bytes:
     return (
-        f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={row.transfer_syntax}\r\n\r\n"
+        f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={transfer_syntax}\r\n\r\n"
     ).encode("ascii")
 
 
@@ -100,34 +143,44 @@ def retrieve_rs(
     _check_transfer_syntax(rows, transfer_syntax)
     boundary = new_boundary()
     content_type = f'multipart/related; type="{DICOM}"; boundary={boundary}'
-    estimate = sum(r.size + _PART_OVERHEAD for r in rows) + 64
-    if anonymize:
-        estimate += _ANONYMIZED_GROWTH * len(rows)
-    if estimate <= delivery.inline_limit:
-        chunks = list(_multipart(rows, boundary, anonymize, delivery))
-        body = b"".join(chunks)
-        if len(body) <= delivery.inline_limit:
-            return Inline(body, content_type)
-        return _assembled(iter(chunks), content_type, "retrieve.multipart", delivery)
-    return _assembled(
-        _multipart(rows, boundary, anonymize, delivery),
-        content_type,
-        "retrieve.multipart",
-        delivery,
-    )
+    chunks = _multipart(rows, boundary, anonymize, transfer_syntax, delivery)
+    return _deliver(chunks, content_type, "retrieve.multipart", {}, delivery)
 
 
 def _multipart(
-    rows: list[InstanceRow], boundary: str, anonymize: bool, delivery: Delivery
+    rows: list[InstanceRow],
+    boundary: str,
+    anonymize: bool,
+    transfer_syntax: str | None,
+    delivery: Delivery,
 ) -> Iterator[bytes]:
     for row in rows:
-        yield _part_header(boundary, row)
-        if anonymize:
-            yield _instance_bytes(row, True, delivery)
+        yield _part_header(boundary, _stored_syntax(row, transfer_syntax))
+        if anonymize or _stored_syntax(row, transfer_syntax) != row.transfer_syntax:
+            yield _instance_bytes(row, anonymize, transfer_syntax, delivery)
         else:
             yield from delivery.store.chunks(row.blob_key)
         yield b"\r\n"
     yield f"--{boundary}--\r\n".encode("ascii")
+
+
+def _deliver(
+    chunks: Iterator[bytes],
+    content_type: str,
+    filename: str,
+    headers: dict[str, str],
+    delivery: Delivery,
+) -> Outcome:
+    """Inline when the whole body fits the limit, else the body assembled in S3 and a
+    redirect: chunks are buffered up to the limit, then streamed (one instance in memory)."""
+    buffered: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        buffered.append(chunk)
+        size += len(chunk)
+        if size > delivery.inline_limit:
+            return _assembled(itertools.chain(buffered, chunks), content_type, filename, delivery)
+    return Inline(b"".join(buffered), content_type, headers)
 
 
 def _assembled(
@@ -141,21 +194,34 @@ def _assembled(
     return Redirect(url)
 
 
-def retrieve_uri(
-    row: InstanceRow, *, transfer_syntax: str | None, anonymize: bool, delivery: Delivery
-) -> Outcome:
-    """The Part 10 file of one instance (WADO-URI, PS3.18 §9)."""
+def retrieve_uri(row: InstanceRow, request: UriRequest, delivery: Delivery) -> Outcome:
+    """One instance as a Part 10 file or a rendered image (WADO-URI, PS3.18 §9)."""
+    media = request.choose(image=_is_image(row), single_frame=_frames(row) <= 1)
+    if media != DICOM:
+        return _rendered(row, request, media, delivery)
+    transfer_syntax = request.transfer_syntax
+    if transfer_syntax == row.transfer_syntax:
+        transfer_syntax = None
     _check_transfer_syntax([row], transfer_syntax)
     filename = f"{row.sop_instance_uid}.dcm"
     disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
-    if not anonymize:
+    if not request.anonymize and transfer_syntax is None:
         if row.size <= delivery.inline_limit:
             return Inline(delivery.store.get(row.blob_key), DICOM, disposition)
         url = delivery.store.presign_get(
             row.blob_key, expires=delivery.presign_ttl, content_type=DICOM, filename=filename
         )
         return Redirect(url)
-    data = _instance_bytes(row, True, delivery)
-    if len(data) <= delivery.inline_limit:
-        return Inline(data, DICOM, disposition)
-    return _assembled(iter([data]), DICOM, filename, delivery)
+    data = _instance_bytes(row, request.anonymize, transfer_syntax, delivery)
+    return _deliver(iter([data]), DICOM, filename, disposition, delivery)
+
+
+def _rendered(row: InstanceRow, request: UriRequest, media: str, delivery: Delivery) -> Outcome:
+    from shared.dicom import render  # noqa: PLC0415 - pixel libraries only when needed
+
+    data = delivery.store.get(row.blob_key)
+    if request.anonymize:  # refuses burned-in annotation (409); the image has no header
+        data = delivery.anonymizer(data)
+    body = render.render_bytes(data, request.rendering, media)
+    extension = "png" if media == PNG else "jpg"
+    return _deliver(iter([body]), media, f"{row.sop_instance_uid}.{extension}", {}, delivery)
