@@ -213,7 +213,7 @@ def _j2k_reduced(ds: Dataset, stream: bytes, reduce: int) -> Frame | None:
                 image.reduce = level  # type: ignore[assignment,method-assign]
                 image.load()
                 arr: Any = np.asarray(image)
-        except (OSError, ValueError):
+        except (OSError, ValueError, Image.DecompressionBombError):
             continue  # some codestreams fail at deeper levels in Pillow: try a shallower one
         if components == 3:
             out = "RGB" if photometric in ("RGB", "YBR_RCT", "YBR_ICT") else photometric

@@ -108,13 +108,14 @@ class UriRequest:
     anonymize: bool
     rendering: RenderParameters = field(default_factory=RenderParameters)
     rendering_asked: bool = False  # any rendering parameter given
+    syntax_asked: bool = False  # transferSyntax given (even "original"): a Part 10 answer
 
     def choose(self, *, image: bool, single_frame: bool) -> str:
         """The media type to answer with for an object of this kind (PS3.18 §9.2.2 default)."""
         if self.rendering_asked and not image:
             raise NotAcceptable("the object is not an image: rendering parameters do not apply")
         if not self.content_types:
-            if self.transfer_syntax is not None:
+            if self.syntax_asked:
                 return DICOM
             rendered = self.rendering_asked or (image and single_frame)
             return JPEG if rendered else DICOM
@@ -159,6 +160,7 @@ def parse_uri(params: Mapping[str, Sequence[str]] | None) -> UriRequest:
         anonymize=anonymize_flag(params.get("anonymize"), "yes", "no"),
         rendering=rendering,
         rendering_asked=asked,
+        syntax_asked=ts is not None,
     )
 
 

@@ -161,13 +161,28 @@ def test_transfer_syntax_parameter(local_stack: LocalStack, stored: dict[str, St
         local_stack, path, headers={"Accept": f"{MULTIPART}; transfer-syntax=1.2.840.10008.1.2.1"}
     )
     assert same.status_code == 200
-    other = get(
+    baseline = get(
         local_stack,
         path,
         headers={"Accept": f"{MULTIPART}; transfer-syntax=1.2.840.10008.1.2.4.50"},
     )
-    assert other.status_code == 406
-    assert "transcoding" in other.json()["message"]
+    assert baseline.status_code == 406  # a 16-bit CT
+    assert "8-bit" in baseline.json()["message"]
+    unsupported = get(
+        local_stack,
+        path,
+        headers={"Accept": f"{MULTIPART}; transfer-syntax=1.2.840.10008.1.2.4.80"},
+    )
+    assert unsupported.status_code == 406
+    assert "not supported" in unsupported.json()["message"]
+    # the range the transcoder can produce wins over the one it cannot
+    accept = f"{MULTIPART}; transfer-syntax=1.2.840.10008.1.2.4.80, {MULTIPART}; transfer-syntax=1.2.840.10008.1.2.4.90; q=0.5"
+    (part,) = parts(get(local_stack, path, headers={"Accept": accept}))
+    assert part.content_type == "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.90"
+    ds = pydicom.dcmread(io.BytesIO(part.content))
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+    original = pydicom.dcmread(io.BytesIO(item.data))
+    assert (ds.pixel_array == original.pixel_array).all()
 
 
 @pytest.mark.parametrize(
@@ -203,12 +218,27 @@ def test_unknown_uids_404_and_malformed_400(
         ({"studyUID": None}, 400),
         ({"objectUID": "1.02"}, 400),
         ({"anonymize": "perhaps"}, 400),
-        ({"rows": "64"}, 400),
-        ({"windowCenter": "40", "windowWidth": "400"}, 400),
+        ({"rows": "64", "contentType": "application/dicom"}, 400),
+        ({"windowCenter": "40", "windowWidth": "400", "contentType": "application/dicom"}, 400),
+        ({"windowCenter": "40"}, 400),
+        ({"windowCenter": "40", "windowWidth": "0.5"}, 400),
+        ({"windowCenter": "high", "windowWidth": "400"}, 400),
+        ({"rows": "0"}, 400),
+        ({"columns": "-3"}, 400),
+        ({"rows": "99999"}, 400),
+        ({"frameNumber": "0"}, 400),
+        ({"frameNumber": "2"}, 400),  # CT_small has one frame
+        ({"imageQuality": "101"}, 400),
+        ({"region": "0.5,0.5,0.2,1"}, 400),
+        ({"annotation": "patient"}, 400),
+        ({"presentationUID": "1.2.3"}, 400),
         ({"transferSyntax": "abc"}, 400),
-        ({"contentType": "image/jpeg"}, 406),
+        ({"contentType": "image/jpeg", "transferSyntax": "1.2.840.10008.1.2.1"}, 400),
+        ({"rows": "64", "transferSyntax": "1.2.840.10008.1.2.1"}, 400),
+        ({"contentType": "image/gif"}, 406),
         ({"contentType": "text/html"}, 406),
-        ({"transferSyntax": "1.2.840.10008.1.2.4.50"}, 406),
+        ({"transferSyntax": "1.2.840.10008.1.2.4.50"}, 406),  # 16-bit
+        ({"transferSyntax": "1.2.840.10008.1.2.4.80"}, 406),  # not produced
         ({"seriesUID": "1.2.3.4"}, 404),
         ({"objectUID": "1.2.3.4"}, 404),
     ],
@@ -222,7 +252,7 @@ def test_wado_uri_errors(
     assert response.json()["message"]
 
 
-@pytest.mark.parametrize("ts", [None, "original", "*", "1.2.840.10008.1.2.1"])
+@pytest.mark.parametrize("ts", ["original", "*", "1.2.840.10008.1.2.1"])
 def test_wado_uri_transfer_syntax_original(
     local_stack: LocalStack, stored: dict[str, Stored], ts: str | None
 ) -> None:
