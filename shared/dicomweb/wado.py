@@ -17,6 +17,7 @@ from shared.dicomweb.uids import valid_uid
 from shared.errors import BadRequest, NotAcceptable
 
 DICOM = "application/dicom"
+ANY = "*/*"
 _ORIGINAL = ("*", "original")
 _CONTENT_TYPES = {
     DICOM: DICOM,
@@ -101,8 +102,8 @@ class UriRequest:
     study_uid: str
     series_uid: str
     object_uid: str
-    # Acceptable answers, best first (DICOM, JPEG, PNG); empty: PS3.18's default, decided by
-    # the object (image/jpeg for a single-frame image, application/dicom otherwise).
+    # Acceptable answers, best first (DICOM, JPEG, PNG, ANY); empty or ANY: PS3.18's default,
+    # decided by the object (image/jpeg for a single-frame image, application/dicom otherwise).
     content_types: tuple[str, ...]
     transfer_syntax: str | None  # None: as stored
     anonymize: bool
@@ -114,17 +115,22 @@ class UriRequest:
         """The media type to answer with for an object of this kind (PS3.18 §9.2.2 default)."""
         if self.rendering_asked and not image:
             raise NotAcceptable("the object is not an image: rendering parameters do not apply")
-        if not self.content_types:
-            if self.syntax_asked:
-                return DICOM
-            rendered = self.rendering_asked or (image and single_frame)
-            return JPEG if rendered else DICOM
         for media in self.content_types:
+            if media == ANY:
+                break
             if media == DICOM and self.rendering_asked:
                 continue
             if media == DICOM or image:
                 return media
-        raise NotAcceptable("the object is not an image: ask for contentType=application/dicom")
+        else:
+            if self.content_types:
+                raise NotAcceptable(
+                    "the object is not an image: ask for contentType=application/dicom"
+                )
+        if self.syntax_asked:
+            return DICOM
+        rendered = self.rendering_asked or (image and single_frame)
+        return JPEG if rendered else DICOM
 
 
 def parse_uri(params: Mapping[str, Sequence[str]] | None) -> UriRequest:
@@ -189,8 +195,8 @@ def _content_types(value: str | None) -> tuple[str, ...]:
         if media.params.get("transfer-syntax") or media.params.get("charset"):
             raise BadRequest("contentType must not carry transfer-syntax or charset parameters")
         essence = media.essence
-        if essence == "*/*":
-            return tuple(chosen)  # anything else: the default for the object decides the rest
+        if essence == "*/*":  # anything else: the default for the object decides the rest
+            return (*chosen, ANY) if chosen else ()
         answer = _CONTENT_TYPES.get(essence)
         if answer is not None and answer not in chosen:
             chosen.append(answer)
