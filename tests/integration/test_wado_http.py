@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pydicom
 import pytest
 import requests
+from PIL import Image
 
 from local.stack import LocalStack
 from shared.adapters.dynamo_index import DynamoInstanceIndex
@@ -410,3 +411,184 @@ def test_large_anonymized_object_is_assembled_and_redirected(
     ds = pydicom.dcmread(io.BytesIO(response.content))
     assert ds.PatientIdentityRemoved == "YES"
     assert ds.SOPInstanceUID != large.sop
+
+
+# ------------------------------------------------------------------ rendering and transcoding
+
+
+def _image(response: requests.Response) -> Image.Image:
+    return Image.open(io.BytesIO(response.content))
+
+
+def test_single_frame_image_defaults_to_jpeg_multi_frame_to_dicom(
+    local_stack: LocalStack, stored: dict[str, Stored]
+) -> None:
+    ct = stored["CT_small.dcm"]
+    response = get(local_stack, "/wado", params=uri_params(ct))
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/jpeg"
+    assert _image(response).size == (128, 128)
+    multi = stored["emri_small.dcm"]
+    response = get(local_stack, "/wado", params=uri_params(multi))
+    assert response.headers["Content-Type"] == "application/dicom"
+    assert response.content == multi.data
+    report = stored["rtplan.dcm"]
+    assert get(local_stack, "/wado", params=uri_params(report)).content == report.data
+
+
+def test_rendered_jpeg_and_png_with_every_parameter(
+    local_stack: LocalStack, stored: dict[str, Stored]
+) -> None:
+    multi = stored["emri_small.dcm"]  # 10 frames of 64x64
+    params = uri_params(
+        multi,
+        contentType="image/png",
+        frameNumber="10",
+        rows="32",
+        windowCenter="500",
+        windowWidth="1000",
+        region="0,0,1,0.5",
+    )
+    response = get(local_stack, "/wado", params=params)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/png"
+    assert _image(response).size == (64, 32)  # the top half, fitted into 32 rows
+    jpeg = get(
+        local_stack,
+        "/wado",
+        params=uri_params(multi, contentType="image/jpeg", frameNumber="2", imageQuality="20"),
+    )
+    assert jpeg.headers["Content-Type"] == "image/jpeg"
+    assert jpeg.content[:2] == b"\xff\xd8"
+    too_far = get(local_stack, "/wado", params=uri_params(multi, frameNumber="11"))
+    assert too_far.status_code == 400
+    assert "number of frames" in too_far.json()["message"]
+
+
+def test_non_image_objects_are_not_rendered(
+    local_stack: LocalStack, stored: dict[str, Stored]
+) -> None:
+    report = stored["rtplan.dcm"]
+    response = get(local_stack, "/wado", params=uri_params(report, contentType="image/jpeg"))
+    assert response.status_code == 406
+    assert "not an image" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.90",
+    ],
+)
+def test_wado_uri_transcodes_losslessly(
+    local_stack: LocalStack, stored: dict[str, Stored], ts: str
+) -> None:
+    item = stored["JPEG-LL.dcm"]  # NM, JPEG Lossless SV1, signed 16-bit
+    params = uri_params(item, contentType="application/dicom", transferSyntax=ts)
+    response = get(local_stack, "/wado", params=params)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/dicom"
+    ds = pydicom.dcmread(io.BytesIO(response.content))
+    assert ds.file_meta.TransferSyntaxUID == ts
+    assert ds.SOPInstanceUID == item.sop
+    original = pydicom.dcmread(io.BytesIO(item.data))
+    from shared.dicom import pixels  # pydicom has no SV1 decoder here: our own reads both
+
+    assert (pixels.decode_frame(ds, 0).array == pixels.decode_frame(original, 0).array).all()
+
+
+def test_wado_uri_transcodes_8_bit_colour_to_jpeg_baseline(
+    local_stack: LocalStack, stored: dict[str, Stored]
+) -> None:
+    item = stored["SC_rgb.dcm"]
+    params = uri_params(item, transferSyntax="1.2.840.10008.1.2.4.50")  # contentType implied
+    response = get(local_stack, "/wado", params=params)
+    assert response.status_code == 200
+    ds = pydicom.dcmread(io.BytesIO(response.content))
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+    assert ds.PhotometricInterpretation == "YBR_FULL_422"
+    assert ds.LossyImageCompression == "01"
+
+
+def test_anonymize_combines_with_transcoding_and_rendering(
+    local_stack: LocalStack, stored: dict[str, Stored]
+) -> None:
+    item = stored["CT_small.dcm"]
+    params = uri_params(
+        item, contentType="application/dicom", anonymize="yes", transferSyntax="1.2.840.10008.1.2"
+    )
+    ds = pydicom.dcmread(io.BytesIO(get(local_stack, "/wado", params=params).content))
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+    assert ds.PatientIdentityRemoved == "YES"
+    assert ds.SOPInstanceUID != item.sop
+    rendered = get(local_stack, "/wado", params=uri_params(item, anonymize="yes"))
+    assert rendered.headers["Content-Type"] == "image/jpeg"
+    assert _image(rendered).size == (128, 128)
+    rs = get(
+        local_stack,
+        f"/rs/studies/{item.study}/series/{item.series}/instances/{item.sop}",
+        params={"anonymize": "true"},
+        headers={"Accept": f"{MULTIPART}; transfer-syntax=1.2.840.10008.1.2.4.90"},
+    )
+    (part,) = parts(rs)
+    anonymous = pydicom.dcmread(io.BytesIO(part.content))
+    assert anonymous.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+    assert anonymous.PatientIdentityRemoved == "YES"
+
+
+def test_burned_in_annotation_refuses_anonymized_rendering(local_stack: LocalStack) -> None:
+    data = dicom_files.with_new_uids(BurnedInAnnotation="YES")
+    requests.post(
+        f"{local_stack.base_url}/stowRsListener/WADOTEST/studies",
+        data=data,
+        headers={"Authorization": local_stack.api_key, "Content-Type": "application/dicom"},
+        timeout=60,
+    ).raise_for_status()
+    item = Stored("burned", data, *_uids(data))
+    response = get(local_stack, "/wado", params=uri_params(item, anonymize="yes"))
+    assert response.status_code == 409
+
+
+def test_wado_rs_series_transcoding_mixes_stored_and_transcoded(
+    local_stack: LocalStack, stored: dict[str, Stored]
+) -> None:
+    item = stored["693_J2KR.dcm"]  # with 693_J2KI and the others of its series
+    ts = "1.2.840.10008.1.2.4.90"
+    response = get(
+        local_stack,
+        f"/rs/studies/{item.study}/series/{item.series}",
+        headers={"Accept": f"{MULTIPART}; transfer-syntax={ts}"},
+    )
+    assert response.status_code == 200
+    got = parts(response)
+    assert len(got) > 1
+    for part in got:
+        assert part.content_type == f"application/dicom; transfer-syntax={ts}"
+        assert pydicom.dcmread(io.BytesIO(part.content)).file_meta.TransferSyntaxUID == ts
+
+
+def test_dicomweb_client_asks_for_a_transfer_syntax(
+    local_stack: LocalStack, stored: dict[str, Stored]
+) -> None:
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(
+        url=local_stack.base_url,
+        wado_url_prefix="rs",
+        headers={"Authorization": local_stack.api_key},
+    )
+    item = stored["US1_J2KR.dcm"] if "US1_J2KR.dcm" in stored else stored["SC_rgb_jpeg_gdcm.dcm"]
+    instance = client.retrieve_instance(
+        item.study,
+        item.series,
+        item.sop,
+        media_types=(("application/dicom", "1.2.840.10008.1.2.4.70"),),
+    )
+    assert instance.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+    original = pydicom.dcmread(io.BytesIO(item.data))
+    from shared.dicom import pixels  # pydicom has no SV1 decoder here: our own decodes both
+
+    assert (pixels.decode_frame(instance, 0).array == pixels.decode_frame(original, 0).array).all()
