@@ -518,20 +518,33 @@ def _requirements(lines: list[str]) -> dict[str, Requirement]:
     return {canonicalize_name(r.name): r for r in reqs}
 
 
-def test_dicom_layer_requirements_agree_with_pyproject() -> None:
-    text = "\n".join(
-        (ROOT / "layers" / "dicom" / name).read_text(encoding="utf-8")
-        for name in ("requirements.txt", "requirements-nodeps.txt")
-    )
-    layer = _requirements([ln for ln in text.splitlines() if ln.split("#", 1)[0].strip()])
+def _layer_requirements(*files: str) -> dict[str, Requirement]:
+    text = "\n".join((ROOT / "layers" / name).read_text(encoding="utf-8") for name in files)
+    return _requirements([ln for ln in text.splitlines() if ln.split("#", 1)[0].strip()])
+
+
+def test_layer_requirements_agree_with_pyproject() -> None:
+    dicom = _layer_requirements("dicom/requirements.txt", "dicom/requirements-nodeps.txt")
+    pixels = _layer_requirements("pixels/requirements.txt")
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     project = _requirements(pyproject["project"]["dependencies"])
-    assert {"pydicom", "aws-lambda-powertools"} <= set(layer)
-    for name, requirement in layer.items():
-        assert name in project, f"{name} is in the layer but not in [project].dependencies"
+    assert {"pydicom", "aws-lambda-powertools"} <= set(dicom)
+    assert set(pixels) == {"numpy", "pillow", "imagecodecs"}
+    assert not set(dicom) & set(pixels)
+    for name, requirement in {**dicom, **pixels}.items():
+        assert name in project, f"{name} is in a layer but not in [project].dependencies"
         assert requirement.specifier == project[name].specifier, name
+    assert set(project) - {"boto3"} == set(dicom) | set(pixels), "a dependency in no layer"
     # The runtime provides the SDK (reason in layers/dicom/requirements.txt).
-    assert not {"boto3", "botocore"} & set(layer)
+    assert not {"boto3", "botocore"} & (set(dicom) | set(pixels))
+
+
+@pytest.mark.parametrize("lid", sorted(FUNCTIONS))
+def test_only_the_wado_functions_carry_the_pixel_layer(lid: str) -> None:
+    # pydicom imports numpy whenever it is installed: STOW and QIDO must not have it.
+    layers = _refs(_prop(lid, "Layers") or [])
+    wado = str(_prop(lid, "CodeUri")).rstrip("/").endswith(("wado_rs", "wado_uri"))
+    assert ("PixelLayer" in layers) == wado, lid
 
 
 @pytest.mark.parametrize("lid", sorted(FUNCTIONS))
@@ -612,13 +625,18 @@ def test_sam_build_works_offline_of_docker_and_fits_lambda(
         module = str(_prop(lid, "Handler")).split(".")[0]
         assert (build / lid / f"{module}.py").is_file()
     site = build / "DicomLayer" / "python"
+    pixel_site = build / "PixelLayer" / "python"
     assert (site / "pydicom" / "__init__.py").is_file()
+    for package in ("numpy", "PIL", "imagecodecs"):
+        assert (pixel_site / package / "__init__.py").is_file(), package
+        assert not (site / package).exists(), f"{package} belongs in the PixelLayer only"
     assert (site / "aws_lambda_powertools" / "__init__.py").is_file()
     assert not (site / "boto3").exists()
     assert not (site / "botocore").exists()
     assert (build / "AppLayer" / "python" / "shared" / "__init__.py").is_file()
     assert "__pycache__" not in set(_walk_names(build))
     assert _copyleft(site) == {}, "the deployed layer must be permissively licensed"
+    assert _copyleft(pixel_site) == {}, "the deployed layer must be permissively licensed"
 
 
 def _copyleft(site: Path) -> dict[str, list[str]]:
