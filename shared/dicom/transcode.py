@@ -23,9 +23,7 @@ from pydicom.pixels.utils import pack_bits
 from pydicom.uid import (
     UID,
     ImplicitVRLittleEndian,
-    JPEG2000Lossless,
     JPEGBaseline8Bit,
-    JPEGLosslessSV1,
 )
 
 from shared.dicom import pixels, syntaxes
@@ -75,9 +73,10 @@ def transcode(data: bytes, ds: Dataset, target: str) -> bytes:
     elif has_pixels and source == "1.2.840.10008.1.2.2":
         raise NotAcceptable("float pixel data cannot be converted from big endian")
     big_endian = source == "1.2.840.10008.1.2.2"
-    if big_endian:
-        for _ in ds.iterall():  # decode every raw element so it is re-encoded, not copied
-            pass
+    # Decode every raw element so it is re-encoded, not copied: needed for big endian, and
+    # for files whose data set is in the other VR encoding than their transfer syntax says.
+    for _ in ds.iterall():
+        pass
     ds.file_meta.TransferSyntaxUID = UID(target)
     out = io.BytesIO()
     dcmwrite(
@@ -111,17 +110,14 @@ def _recode_pixels(ds: Dataset, source: str, target: str) -> None:
     if target in _NATIVE_TARGETS:
         photometric, pixel_data = _native(ds, frames, count)
     else:
-        encode = {
-            str(JPEGBaseline8Bit): _baseline,
-            str(JPEGLosslessSV1): _sv1,
-            str(JPEG2000Lossless): _j2k_lossless,
-        }[target]
-        streams: list[bytes] = []
-        photometric = ""
-        for frame in frames:
-            stream, photometric = encode(ds, frame)
-            streams.append(stream)
-        pixel_data = encapsulate(streams, has_bot=True)
+        precision = _stored_bits(ds)
+        try:
+            photometric, pixel_data = _encapsulated(ds, target, frames, precision)
+        except _OutOfRange:  # values beyond BitsStored (unused high bits set): keep them all
+            precision = bits
+            frames = (pixels.decode_frame(ds, i) for i in range(count))
+            photometric, pixel_data = _encapsulated(ds, target, frames, precision)
+            ds.BitsStored, ds.HighBit = bits, bits - 1
     for keyword in _ENCAPSULATED_ONLY:
         if keyword in ds:
             del ds[keyword]
@@ -131,6 +127,44 @@ def _recode_pixels(ds: Dataset, source: str, target: str) -> None:
     if int(ds.get("SamplesPerPixel", 1) or 1) > 1:
         ds.PlanarConfiguration = 0
     _lossy_attributes(ds, source, target, len(pixel_data))
+
+
+class _OutOfRange(Exception):
+    """A frame holds values that do not fit in BitsStored bits."""
+
+
+def _stored_bits(ds: Dataset) -> int:
+    bits = int(ds.BitsAllocated)
+    return max(min(int(ds.get("BitsStored") or bits), bits), 2) if bits > 8 else 8
+
+
+def _fits(arr: np.ndarray, precision: int) -> bool:
+    if precision >= arr.dtype.itemsize * 8:
+        return True
+    if arr.dtype.kind == "i":
+        low, high = -(1 << (precision - 1)), (1 << (precision - 1)) - 1
+        return bool(arr.min() >= low and arr.max() <= high)
+    return bool(arr.max() < (1 << precision))
+
+
+def _encapsulated(
+    ds: Dataset, target: str, frames: Iterable[pixels.Frame], precision: int
+) -> tuple[str, bytes]:
+    """Encode every frame; the stream's sample precision is ``precision`` (BitsStored)."""
+    encode = {
+        syntaxes.JPEG_BASELINE: _baseline,
+        syntaxes.JPEG_LOSSLESS_SV1: _sv1,
+        syntaxes.JPEG_2000_LOSSLESS: _j2k_lossless,
+    }[target]
+    streams: list[bytes] = []
+    photometric = ""
+    for frame in frames:
+        arr = np.ascontiguousarray(frame.array)
+        if not _fits(arr, precision):
+            raise _OutOfRange
+        stream, photometric = encode(arr, frame.photometric, precision)
+        streams.append(stream)
+    return photometric, encapsulate(streams, has_bot=True)
 
 
 def _check_baseline(ds: Dataset) -> None:
@@ -150,9 +184,11 @@ def _native(ds: Dataset, frames: Iterable[pixels.Frame], count: int) -> tuple[st
     chunks: list[bytes] = []
     photometric = str(ds.PhotometricInterpretation)
     one_bit = int(ds.BitsAllocated) == 1
+    precision, overflow = _stored_bits(ds), False
     arrays = []
     for frame in frames:
         photometric = frame.photometric
+        overflow = overflow or not (one_bit or _fits(frame.array, precision))
         if one_bit:
             arrays.append(np.ascontiguousarray(frame.array, dtype=np.uint8))
         else:
@@ -167,40 +203,43 @@ def _native(ds: Dataset, frames: Iterable[pixels.Frame], count: int) -> tuple[st
         data = b"".join(chunks)
     if len(data) % 2:
         data += b"\x00"
+    if overflow:  # a codec gave values above BitsStored: say they are there, keep them
+        bits = int(ds.BitsAllocated)
+        ds.BitsStored, ds.HighBit = bits, bits - 1
     return photometric, data
 
 
-def _baseline(ds: Dataset, frame: pixels.Frame) -> tuple[bytes, str]:
-    arr = np.ascontiguousarray(frame.array)
-    if frame.photometric == "YBR_FULL":
+def _baseline(arr: np.ndarray, photometric: str, precision: int) -> tuple[bytes, str]:
+    if photometric == "YBR_FULL":
         arr = convert_color_space(arr, "YBR_FULL", "RGB")
     if arr.ndim == 3:
         # libjpeg converts RGB to YCbCr and halves the chroma horizontally: YBR_FULL_422
         stream = imagecodecs.jpeg8_encode(arr, BASELINE_QUALITY, subsampling="422")
         return bytes(stream), "YBR_FULL_422"
-    return bytes(imagecodecs.jpeg8_encode(arr, BASELINE_QUALITY)), frame.photometric
+    return bytes(imagecodecs.jpeg8_encode(arr, BASELINE_QUALITY)), photometric
 
 
-def _sv1(ds: Dataset, frame: pixels.Frame) -> tuple[bytes, str]:
-    arr = np.ascontiguousarray(frame.array)
-    bits = int(ds.get("BitsStored") or ds.BitsAllocated) if arr.dtype.itemsize == 2 else 8
-    bits = max(bits, 2)
+def _sv1(arr: np.ndarray, photometric: str, precision: int) -> tuple[bytes, str]:
     if arr.dtype.kind == "i":  # the stream keeps the two's complement bit pattern
-        arr = arr.view(arr.dtype.str.replace("i", "u")) & ((1 << bits) - 1)
-    elif bits < arr.dtype.itemsize * 8:
-        arr = arr & ((1 << bits) - 1)
+        arr = arr.view(arr.dtype.str.replace("i", "u")) & ((1 << precision) - 1)
     colour = "RGB" if arr.ndim == 3 else None  # no colour transform: samples kept as they are
     stream = imagecodecs.jpeg8_encode(
-        arr, lossless=True, predictor=1, bitspersample=bits, colorspace=colour, outcolorspace=colour
+        arr,
+        lossless=True,
+        predictor=1,
+        bitspersample=precision,
+        colorspace=colour,
+        outcolorspace=colour,
     )
-    return bytes(stream), frame.photometric
+    return bytes(stream), photometric
 
 
-def _j2k_lossless(ds: Dataset, frame: pixels.Frame) -> tuple[bytes, str]:
-    arr = np.ascontiguousarray(frame.array)
-    mct = arr.ndim == 3 and frame.photometric == "RGB"
-    stream = imagecodecs.jpeg2k_encode(arr, codecformat="J2K", reversible=True, mct=mct)
-    return bytes(stream), "YBR_RCT" if mct else frame.photometric
+def _j2k_lossless(arr: np.ndarray, photometric: str, precision: int) -> tuple[bytes, str]:
+    mct = arr.ndim == 3 and photometric == "RGB"
+    stream = imagecodecs.jpeg2k_encode(
+        arr, codecformat="J2K", reversible=True, mct=mct, bitspersample=precision
+    )
+    return bytes(stream), "YBR_RCT" if mct else photometric
 
 
 def _lossy_attributes(ds: Dataset, source: str, target: str, size: int) -> None:

@@ -420,26 +420,39 @@ def _image(response: requests.Response) -> Image.Image:
     return Image.open(io.BytesIO(response.content))
 
 
+def fresh(stack: LocalStack, name: str, **uids: str) -> Stored:
+    """A corpus file stored under new UIDs (other modules store the originals, some as
+    other files sharing their SOP Instance UID)."""
+    data = dicom_files.with_new_uids(name, **uids)  # type: ignore[arg-type]
+    requests.post(
+        f"{stack.base_url}/stowRsListener/WADOTEST/studies",
+        data=data,
+        headers={"Authorization": stack.api_key, "Content-Type": "application/dicom"},
+        timeout=60,
+    ).raise_for_status()
+    return Stored(name, data, *_uids(data))
+
+
 def test_single_frame_image_defaults_to_jpeg_multi_frame_to_dicom(
     local_stack: LocalStack, stored: dict[str, Stored]
 ) -> None:
-    ct = stored["CT_small.dcm"]
+    ct = fresh(local_stack, "CT_small.dcm")
     response = get(local_stack, "/wado", params=uri_params(ct))
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "image/jpeg"
     assert _image(response).size == (128, 128)
-    multi = stored["emri_small.dcm"]
+    multi = fresh(local_stack, "emri_small.dcm")
     response = get(local_stack, "/wado", params=uri_params(multi))
     assert response.headers["Content-Type"] == "application/dicom"
     assert response.content == multi.data
-    report = stored["rtplan.dcm"]
+    report = fresh(local_stack, "rtplan.dcm")
     assert get(local_stack, "/wado", params=uri_params(report)).content == report.data
 
 
 def test_rendered_jpeg_and_png_with_every_parameter(
     local_stack: LocalStack, stored: dict[str, Stored]
 ) -> None:
-    multi = stored["emri_small.dcm"]  # 10 frames of 64x64
+    multi = fresh(local_stack, "emri_small.dcm")  # 10 frames of 64x64
     params = uri_params(
         multi,
         contentType="image/png",
@@ -468,7 +481,7 @@ def test_rendered_jpeg_and_png_with_every_parameter(
 def test_non_image_objects_are_not_rendered(
     local_stack: LocalStack, stored: dict[str, Stored]
 ) -> None:
-    report = stored["rtplan.dcm"]
+    report = fresh(local_stack, "rtplan.dcm")
     response = get(local_stack, "/wado", params=uri_params(report, contentType="image/jpeg"))
     assert response.status_code == 406
     assert "not an image" in response.json()["message"]
@@ -486,7 +499,7 @@ def test_non_image_objects_are_not_rendered(
 def test_wado_uri_transcodes_losslessly(
     local_stack: LocalStack, stored: dict[str, Stored], ts: str
 ) -> None:
-    item = stored["JPEG-LL.dcm"]  # NM, JPEG Lossless SV1, signed 16-bit
+    item = fresh(local_stack, "JPEG-LL.dcm")  # NM, JPEG Lossless SV1, signed 16-bit
     params = uri_params(item, contentType="application/dicom", transferSyntax=ts)
     response = get(local_stack, "/wado", params=params)
     assert response.status_code == 200
@@ -503,7 +516,7 @@ def test_wado_uri_transcodes_losslessly(
 def test_wado_uri_transcodes_8_bit_colour_to_jpeg_baseline(
     local_stack: LocalStack, stored: dict[str, Stored]
 ) -> None:
-    item = stored["SC_rgb.dcm"]
+    item = fresh(local_stack, "SC_rgb.dcm")
     params = uri_params(item, transferSyntax="1.2.840.10008.1.2.4.50")  # contentType implied
     response = get(local_stack, "/wado", params=params)
     assert response.status_code == 200
@@ -516,7 +529,7 @@ def test_wado_uri_transcodes_8_bit_colour_to_jpeg_baseline(
 def test_anonymize_combines_with_transcoding_and_rendering(
     local_stack: LocalStack, stored: dict[str, Stored]
 ) -> None:
-    item = stored["CT_small.dcm"]
+    item = fresh(local_stack, "CT_small.dcm")
     params = uri_params(
         item, contentType="application/dicom", anonymize="yes", transferSyntax="1.2.840.10008.1.2"
     )
@@ -555,7 +568,8 @@ def test_burned_in_annotation_refuses_anonymized_rendering(local_stack: LocalSta
 def test_wado_rs_series_transcoding_mixes_stored_and_transcoded(
     local_stack: LocalStack, stored: dict[str, Stored]
 ) -> None:
-    item = stored["693_J2KR.dcm"]  # with 693_J2KI and the others of its series
+    item = fresh(local_stack, "MR_small_jp2klossless.dcm")  # stored J2K lossless
+    fresh(local_stack, "MR_small.dcm", study=item.study, series=item.series)  # stored native
     ts = "1.2.840.10008.1.2.4.90"
     response = get(
         local_stack,
@@ -580,7 +594,7 @@ def test_dicomweb_client_asks_for_a_transfer_syntax(
         wado_url_prefix="rs",
         headers={"Authorization": local_stack.api_key},
     )
-    item = stored["US1_J2KR.dcm"] if "US1_J2KR.dcm" in stored else stored["SC_rgb_jpeg_gdcm.dcm"]
+    item = fresh(local_stack, "US1_J2KR.dcm" if dicom_files.available() else "SC_rgb_rle.dcm")
     instance = client.retrieve_instance(
         item.study,
         item.series,

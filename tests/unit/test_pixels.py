@@ -179,3 +179,16 @@ def test_frame_count_defaults_to_one() -> None:
     ds.NumberOfFrames = ""
     assert pixels.frame_count(ds) == 1
     assert pixels.frame_count(_read("emri_small.dcm")) == 10
+
+
+def test_htj2k_decodes() -> None:
+    # no HTJ2K file in the corpus: encode a real one with the same library, as a modality would
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+
+    ds = _read("MR_small.dcm")  # signed 16-bit
+    original = ds.pixel_array
+    ds.PixelData = encapsulate([bytes(imagecodecs.htj2k_encode(original, level=0))])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.201"
+    assert np.array_equal(pixels.decode_frame(ds, 0).array, original)
