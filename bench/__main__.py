@@ -1,5 +1,5 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
-[--only qido,wado].
+[--only qido,wado,render].
 
 Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
 and keeps the others.
@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import bench_imports, bench_qido, bench_stow, bench_wado
+from bench import bench_imports, bench_qido, bench_render, bench_stow, bench_wado
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("stow", "imports", "qido", "wado")
+PARTS = ("stow", "imports", "qido", "wado", "render")
 
 
 def _sizes(text: str) -> list[int]:
@@ -62,6 +62,7 @@ def main() -> None:
         "imports": bench_imports.run,
         "qido": lambda: bench_qido.run(args.qido_sizes),
         "wado": bench_wado.run,
+        "render": bench_render.run,
     }
     out = RESULTS / "bench.json"
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
