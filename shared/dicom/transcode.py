@@ -16,6 +16,7 @@ from collections.abc import Iterable
 import imagecodecs
 import numpy as np
 from pydicom import Dataset, dcmread, dcmwrite
+from pydicom.dataelem import RawDataElement
 from pydicom.encaps import encapsulate
 from pydicom.multival import MultiValue
 from pydicom.pixels.processing import convert_color_space
@@ -73,10 +74,11 @@ def transcode(data: bytes, ds: Dataset, target: str) -> bytes:
     elif has_pixels and source == "1.2.840.10008.1.2.2":
         raise NotAcceptable("float pixel data cannot be converted from big endian")
     big_endian = source == "1.2.840.10008.1.2.2"
-    # Decode every raw element so it is re-encoded, not copied: needed for big endian, and
-    # for files whose data set is in the other VR encoding than their transfer syntax says.
-    for _ in ds.iterall():
-        pass
+    if big_endian or _read_as_implicit(ds, source):
+        # Decode every raw element so it is re-encoded, not copied: big endian, or a data
+        # set in implicit VR although its transfer syntax says explicit (pydicom reads it).
+        for _ in ds.iterall():
+            pass
     ds.file_meta.TransferSyntaxUID = UID(target)
     out = io.BytesIO()
     dcmwrite(
@@ -88,6 +90,12 @@ def transcode(data: bytes, ds: Dataset, target: str) -> bytes:
         force_encoding=big_endian,
     )
     return out.getvalue()
+
+
+def _read_as_implicit(ds: Dataset, source: str) -> bool:
+    if source == syntaxes.IMPLICIT_VR_LITTLE_ENDIAN:
+        return False
+    return any(isinstance(e, RawDataElement) and e.VR is None for e in ds.elements())
 
 
 def _check_size(ds: Dataset) -> None:
