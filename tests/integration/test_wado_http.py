@@ -606,3 +606,30 @@ def test_dicomweb_client_asks_for_a_transfer_syntax(
     from shared.dicom import pixels  # pydicom has no SV1 decoder here: our own decodes both
 
     assert (pixels.decode_frame(instance, 0).array == pixels.decode_frame(original, 0).array).all()
+
+
+def test_large_transcoded_answers_are_assembled_and_redirected(
+    local_stack: LocalStack, large: Stored
+) -> None:
+    ts = "1.2.840.10008.1.2"  # 7.2 MB native stays over the inline limit
+    response = get(
+        local_stack,
+        f"/rs/studies/{large.study}/series/{large.series}/instances/{large.sop}",
+        headers={"Accept": f"{MULTIPART}; transfer-syntax={ts}"},
+    )
+    assert [r.status_code for r in response.history] == [303]
+    (part,) = parts(response)
+    ds = pydicom.dcmread(io.BytesIO(part.content))
+    assert ds.file_meta.TransferSyntaxUID == ts
+    original = pydicom.dcmread(io.BytesIO(large.data))
+    assert ds.PixelData == original.PixelData
+    uri = get(
+        local_stack,
+        "/wado",
+        params=uri_params(large, contentType="application/dicom", transferSyntax=ts),
+    )
+    assert [r.status_code for r in uri.history] == [303]
+    assert pydicom.dcmread(io.BytesIO(uri.content)).file_meta.TransferSyntaxUID == ts
+    thumbnail = get(local_stack, "/wado", params=uri_params(large, rows="128"))
+    assert thumbnail.history == []  # rendered images are small: inline
+    assert Image.open(io.BytesIO(thumbnail.content)).size == (121, 128)
