@@ -27,7 +27,7 @@ from pydicom.pixels.processing import (
 )
 
 from shared.dicom import pixels
-from shared.dicom.render_params import JPEG, PNG, RenderParameters
+from shared.dicom.render_params import JPEG, MAX_SIDE, PNG, RenderParameters
 from shared.errors import BadRequest, NotAcceptable
 
 
@@ -47,6 +47,8 @@ def render(ds: Dataset, request: RenderParameters, media_type: str = JPEG) -> by
     crop_rows = max(1, round((y1 - y0) * source_rows))
     crop_columns = max(1, round((x1 - x0) * source_columns))
     out_rows, out_columns = output_size(crop_rows, crop_columns, request.rows, request.columns)
+    if max(out_rows, out_columns) > MAX_SIDE:
+        raise BadRequest(f"the rendered image would be over {MAX_SIDE} pixels on a side")
     scale = min(out_rows / crop_rows, out_columns / crop_columns)
     reduce = math.floor(math.log2(1 / scale)) if scale < 1 else 0
     frame = pixels.decode_frame(ds, request.frame - 1, reduce=reduce)

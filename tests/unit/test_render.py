@@ -241,6 +241,8 @@ def test_rows_and_columns_keep_the_aspect_ratio() -> None:
     assert render.output_size(1024, 256, 100, 100) == (100, 25)
     size = Image.open(io.BytesIO(render.render(ds, RenderParameters(rows=100, columns=100)))).size
     assert size == (25, 100)
+    with pytest.raises(BadRequest, match="8192"):  # 8192 columns make 32768 rows
+        render.render(ds, RenderParameters(columns=8192))
 
 
 def test_region_is_cropped_before_scaling() -> None:
