@@ -255,6 +255,33 @@ WADO_ROUTES = {
 }
 
 
+# Further WADO-URI requests on the same route: a rendered thumbnail and a transcoded file.
+WADO_URI_VARIANTS = {
+    "wado-uri-rendered": (
+        "image/jpeg",
+        {"windowCenter": ["40"], "windowWidth": ["400"], "rows": ["256"]},
+    ),
+    "wado-uri-transcoded": (
+        "application/dicom",
+        {"contentType": ["application/dicom"], "transferSyntax": ["1.2.840.10008.1.2.4.90"]},
+    ),
+}
+
+
+def _wado_uri_variant(
+    base: dict[str, Any], accept: str, query: dict[str, list[str]], request_id: str
+) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(json.dumps(base))
+    uids = {k: v for k, v in base["multiValueQueryStringParameters"].items() if k != "contentType"}
+    multi = {**uids, **query}
+    event["multiValueQueryStringParameters"] = multi
+    event["queryStringParameters"] = {k: v[-1] for k, v in multi.items()}
+    event["headers"]["Accept"] = accept
+    event["multiValueHeaders"]["Accept"] = [accept]
+    event["requestContext"]["requestId"] = request_id
+    return event
+
+
 def wado_events(uids: dict[str, str]) -> dict[str, dict[str, Any]]:
     """GETs of the WADO routes and their preflights."""
     events: dict[str, dict[str, Any]] = {}
@@ -273,6 +300,13 @@ def wado_events(uids: dict[str, str]) -> dict[str, dict[str, Any]]:
         events[f"{name}.json"] = event
         events[f"{name}-preflight.json"] = qido_preflight_event(
             resource, params, f"c0ffee00-0000-4000-8000-0000000004{number:02d}"
+        )
+    for number, (name, (accept, query)) in enumerate(WADO_URI_VARIANTS.items(), start=1):
+        events[f"{name}.json"] = _wado_uri_variant(
+            events["wado-uri.json"],
+            accept,
+            query,
+            f"c0ffee00-0000-4000-8000-0000000005{number:02d}",
         )
     return events
 
