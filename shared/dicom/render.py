@@ -46,14 +46,30 @@ def render(ds: Dataset, request: RenderParameters, media_type: str = JPEG) -> by
     x0, y0, x1, y1 = request.region or (0.0, 0.0, 1.0, 1.0)
     crop_rows = max(1, round((y1 - y0) * source_rows))
     crop_columns = max(1, round((x1 - x0) * source_columns))
-    out_rows, out_columns = output_size(crop_rows, crop_columns, request.rows, request.columns)
+    shown_rows, shown_columns = _square_pixels(ds, crop_rows, crop_columns)
+    out_rows, out_columns = output_size(shown_rows, shown_columns, request.rows, request.columns)
     if max(out_rows, out_columns) > MAX_SIDE:
         raise BadRequest(f"the rendered image would be over {MAX_SIDE} pixels on a side")
-    scale = min(out_rows / crop_rows, out_columns / crop_columns)
+    scale = max(out_rows / crop_rows, out_columns / crop_columns)  # the axis shrunk least
     reduce = math.floor(math.log2(1 / scale)) if scale < 1 else 0
     frame = pixels.decode_frame(ds, request.frame - 1, reduce=reduce)
     image = to_display(ds, frame, request.frame - 1, request.window)
     return _encode(image, request, media_type, (out_rows, out_columns))
+
+
+def _square_pixels(ds: Dataset, rows: int, columns: int) -> tuple[int, int]:
+    """Rows and columns as shown with square pixels: Pixel Aspect Ratio (0028,0034) is the
+    vertical and horizontal pixel size; when present and not 1:1 one axis is stretched."""
+    ratio = ds.get("PixelAspectRatio")
+    try:
+        vertical, horizontal = (float(v) for v in ratio)
+    except (TypeError, ValueError):
+        return rows, columns
+    if vertical <= 0 or horizontal <= 0 or vertical == horizontal:
+        return rows, columns
+    if vertical > horizontal:
+        return max(1, round(rows * vertical / horizontal)), columns
+    return rows, max(1, round(columns * horizontal / vertical))
 
 
 def output_size(

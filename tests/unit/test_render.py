@@ -59,6 +59,10 @@ def test_the_corpus_has_the_images_the_issue_names() -> None:
 def test_every_corpus_image_renders_at_its_size_and_into_a_box(name: str) -> None:
     ds = _read(name)
     rows, columns = int(ds.Rows), int(ds.Columns)
+    if ds.get("PixelAspectRatio"):  # shown with square pixels (color-pl/px.dcm: 4:3)
+        vertical, horizontal = (float(v) for v in ds.PixelAspectRatio)
+        rows = round(rows * max(vertical / horizontal, 1))
+        columns = round(columns * max(horizontal / vertical, 1))
     full = Image.open(io.BytesIO(render.render(ds, RenderParameters())))
     assert full.format == "JPEG"
     assert full.size == (columns, rows)
@@ -266,3 +270,13 @@ def test_image_quality_changes_the_jpeg() -> None:
 def test_a_non_image_object_is_refused() -> None:
     with pytest.raises(NotAcceptable, match="no image pixel data"):
         render.render(_read("rtplan.dcm"), RenderParameters())
+
+
+def test_pixel_aspect_ratio_is_shown_with_square_pixels() -> None:
+    ds = _read("CT_small.dcm")  # 128 x 128
+    ds.PixelAspectRatio = [2, 1]  # pixels twice as tall as wide
+    assert Image.open(io.BytesIO(render.render(ds, RenderParameters()))).size == (128, 256)
+    boxed = render.render(ds, RenderParameters(rows=64, columns=64))
+    assert Image.open(io.BytesIO(boxed)).size == (32, 64)
+    ds.PixelAspectRatio = [1, 1]
+    assert Image.open(io.BytesIO(render.render(ds, RenderParameters()))).size == (128, 128)
