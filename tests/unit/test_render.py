@@ -280,3 +280,12 @@ def test_pixel_aspect_ratio_is_shown_with_square_pixels() -> None:
     assert Image.open(io.BytesIO(boxed)).size == (32, 64)
     ds.PixelAspectRatio = [1, 1]
     assert Image.open(io.BytesIO(render.render(ds, RenderParameters()))).size == (128, 128)
+
+
+def test_enhanced_ct_uses_its_functional_groups() -> None:
+    ds = _read("eCT_Supplemental.dcm")  # rescale and window only in the shared groups
+    assert "RescaleIntercept" not in ds and "WindowCenter" not in ds
+    hu = ds.pixel_array[1].astype(float) - 1024.0  # intercept -1024, slope 1
+    expected = np.vectorize(lambda x: _ps33_linear(x, 49.0, 102.0))(hu)
+    got = _decode(render.render(ds, RenderParameters(frame=2), PNG)).astype(float)
+    assert np.abs(got - expected).max() <= 1.0
