@@ -20,12 +20,17 @@ from shared.dicom import syntaxes
 from shared.dicom.render_params import PNG
 from shared.dicomweb.multipart import new_boundary
 from shared.dicomweb.wado import UriRequest
-from shared.errors import NotAcceptable, NotFound
+from shared.errors import NotAcceptable, NotFound, PayloadTooLarge
 from shared.ports import Catalog, InstanceRow, ObjectStore
 
 DICOM = "application/dicom"
 ASSEMBLED_PREFIX = "retrieve/"
-_ROWS, _BITS_ALLOCATED, _NUMBER_OF_FRAMES = "00280010", "00280100", "00280008"
+_ROWS, _COLUMNS, _BITS_ALLOCATED = "00280010", "00280011", "00280100"
+_NUMBER_OF_FRAMES, _PHOTOMETRIC = "00280008", "00280004"
+# Decoded pixels one WADO-RS request may transcode. Measured (README, `python -m bench --only
+# render`): 12-25 MB/s for JPEG 2000 decode or encode on one core, so 256 MiB is 10-20 s of
+# the 29 s API Gateway allows. A single instance is always tried (up to transcode's 1 GiB).
+TRANSCODE_BUDGET = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -92,20 +97,39 @@ def _frames(row: InstanceRow) -> int:
         return 1
 
 
+def _decoded_size(row: InstanceRow) -> int:
+    """Bytes of decoded pixels of an instance, from the index (0 for non-images)."""
+    try:
+        rows, columns = int(_attr(row, _ROWS) or 0), int(_attr(row, _COLUMNS) or 0)
+        bits = int(_attr(row, _BITS_ALLOCATED) or 8)
+    except (TypeError, ValueError):
+        return 0
+    samples = 1 if str(_attr(row, _PHOTOMETRIC) or "").startswith(("MONO", "PALETTE")) else 3
+    return rows * columns * samples * max(bits, 8) // 8 * _frames(row)
+
+
 def _check_transfer_syntax(rows: list[InstanceRow], transfer_syntax: str | None) -> None:
-    """406 up front for what cannot be produced, before any instance is read."""
-    if transfer_syntax is None or all(r.transfer_syntax == transfer_syntax for r in rows):
+    """406 (or 413) up front for what cannot be produced, before any instance is read."""
+    changed = [
+        r for r in rows if transfer_syntax is not None and r.transfer_syntax != transfer_syntax
+    ]
+    if not changed:
         return
     if transfer_syntax not in syntaxes.TARGETS:
         raise NotAcceptable(syntaxes.unsupported_message())
     if transfer_syntax == syntaxes.JPEG_BASELINE:
-        for row in rows:
+        for row in changed:
             bits = _attr(row, _BITS_ALLOCATED)
-            if row.transfer_syntax != transfer_syntax and bits is not None and int(bits) != 8:
+            if bits is not None and int(bits) != 8:
                 raise NotAcceptable(
                     "JPEG Baseline holds 8-bit samples only; an instance has"
                     f" {int(bits)}-bit samples: ask for a lossless transfer syntax"
                 )
+    if len(changed) > 1 and sum(_decoded_size(r) for r in changed) > TRANSCODE_BUDGET:
+        raise PayloadTooLarge(
+            f"transcoding more than {TRANSCODE_BUDGET >> 20} MiB of pixels would not finish"
+            " within the API's 29 s: ask series by series or instance by instance"
+        )
 
 
 def _stored_syntax(row: InstanceRow, transfer_syntax: str | None) -> str:
