@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
-import logging
 import runpy
 import warnings
 from collections.abc import Iterable, Mapping
@@ -44,15 +43,12 @@ from importlib import metadata
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
-from pydicom import config as pydicom_config
 from pydicom.dataelem import DataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-# pydicom's value warnings quote values (names, IDs); none may reach the logs.
-pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
-logging.getLogger("pydicom").setLevel(logging.ERROR)
+from shared.dicom import quiet  # noqa: F401 - no dataset values in the logs
 
 #: Edition of PS3.15 Table E.1-1 used (a data module of ``dicom-anonymizer``).
 EDITION = "dicomfields_2026c"

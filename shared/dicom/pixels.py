@@ -25,6 +25,7 @@ from pydicom import Dataset
 from pydicom.encaps import get_frame
 from pydicom.pixels.utils import pixel_array
 
+from shared.dicom import quiet  # noqa: F401 - no dataset values in the logs
 from shared.errors import NotAcceptable
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")

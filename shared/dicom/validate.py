@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import warnings
 from dataclasses import dataclass
 
 from pydicom import Dataset, dcmread
-from pydicom import config as pydicom_config
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, AllTransferSyntaxes
 
+from shared.dicom import quiet  # noqa: F401 - no dataset values in the logs
 from shared.dicomweb import stow_result
-
-# pydicom's value warnings quote the value (a patient's name, an ID), and nothing of a
-# dataset may reach the logs. Files are stored as received anyway; the checks that matter
-# are made explicitly below.
-pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
-logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")

@@ -66,3 +66,23 @@ def test_storage_unavailable_is_503_not_500(stow) -> None:
     response = post(module, dicom_files.with_new_uids())
     assert response["statusCode"] == 503
     assert isinstance(StorageUnavailable("x"), Exception)
+
+
+@pytest.mark.parametrize(
+    "module", ["shared.dicom.render", "shared.dicom.transcode", "shared.dicom.anonymize"]
+)
+def test_modules_that_read_datasets_silence_pydicom_value_warnings(module: str) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        f"import {module}\n"
+        "import logging\n"
+        "from pydicom import config\n"
+        "assert config.settings.reading_validation_mode == config.IGNORE\n"
+        "assert logging.getLogger('pydicom').level == logging.ERROR\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
