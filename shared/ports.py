@@ -43,6 +43,7 @@ class AddOutcome(enum.Enum):
     ALREADY_STORED = "already-stored"  # identical content under the same SOP Instance UID
     DIFFERENT_CONTENT = "different-content"  # same SOP Instance UID, other bytes: refused
     PATIENT_MISMATCH = "patient-mismatch"  # the study is stored with another PatientID
+    REJECTED = "rejected"  # the index cannot hold this record (too large, invalid): permanent
 
 
 class BlobStore(Protocol):
@@ -77,7 +78,18 @@ class InstanceIndex(Protocol):
     """The patient/study/series/instance index."""
 
     def add(self, record: InstanceRecord) -> AddOutcome:
-        """Add an instance atomically with its parents' counters and aggregates."""
+        """Add an instance atomically with its parents' counters and aggregates.
+
+        Raises :class:`~shared.errors.StorageUnavailable` when the outcome is unknown (the
+        write may or may not have happened): the caller must then keep the object it wrote.
+        """
+
+    def references(self, sop_instance_uid: str, blob_key: str) -> bool:
+        """Whether the index entry of this SOP Instance UID points at ``blob_key``.
+
+        A consistent read: the only entry that can point at an object key is the one of the
+        instance whose UID the key holds. Raises ``StorageUnavailable`` when it cannot tell.
+        """
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,10 @@ _RETRYABLE_ERRORS = {
     "RequestLimitExceeded",
     "InternalServerError",
 }
+# The record itself cannot be written (an item over 400 KB, a value DynamoDB refuses):
+# retrying cannot help, so these are a refusal of the instance, not a 503.
+_PERMANENT_REASONS = {"ValidationError", "ItemCollectionSizeLimitExceeded"}
+_PERMANENT_ERRORS = {"ValidationException", "ItemCollectionSizeLimitExceededException"}
 _GUARD, _STUDY = 0, 3
 
 
@@ -62,7 +66,11 @@ class DynamoInstanceIndex:
         self._sleep = sleep
 
     def add(self, record: InstanceRecord) -> AddOutcome:
-        """Add an instance; retry transaction conflicts with jittered backoff."""
+        """Add an instance; retry conflicts, throttling and lost replies with jittered backoff.
+
+        A retry after a reply was lost is safe: the guard item makes a committed transaction
+        fail its condition the second time, which reads back as ``ALREADY_STORED``.
+        """
         items = self._transaction(record)
         for attempt in range(MAX_ATTEMPTS):
             try:
@@ -71,12 +79,17 @@ class DynamoInstanceIndex:
                 outcome = self._on_error(exc, record)
                 if outcome is not None:
                     return outcome
-            except BotoCoreError as exc:
-                raise StorageUnavailable("the index is unavailable, retry later") from exc
+            except BotoCoreError:
+                pass  # connection lost or timed out: the transaction may have committed
             else:
                 return AddOutcome.STORED
             self._sleep(min(1.0, 0.02 * 2**attempt) * random.random())  # noqa: S311
         raise StorageUnavailable("the index is busy, retry later")
+
+    def references(self, sop_instance_uid: str, blob_key: str) -> bool:
+        """Whether the instance's guard item names ``blob_key`` (consistent read)."""
+        item = self._guard(sop_instance_uid, "#k", {"#k": "key"})
+        return item is not None and item.get("key", {}).get("S") == blob_key
 
     def _on_error(self, exc: ClientError, record: InstanceRecord) -> AddOutcome | None:
         """Map a failed transaction to an outcome, or None to retry."""
@@ -87,27 +100,40 @@ class DynamoInstanceIndex:
                 return self._existing(record)
             if len(reasons) > _STUDY and reasons[_STUDY] == "ConditionalCheckFailed":
                 return AddOutcome.PATIENT_MISMATCH
+            if set(reasons) & _PERMANENT_REASONS:
+                return AddOutcome.REJECTED
             if set(reasons) - {"None"} <= _RETRYABLE_REASONS:
                 return None
         elif code in _RETRYABLE_ERRORS:
             return None
+        elif code in _PERMANENT_ERRORS:
+            return AddOutcome.REJECTED
         raise StorageUnavailable("the index is unavailable, retry later") from exc
 
     def _existing(self, record: InstanceRecord) -> AddOutcome | None:
-        try:
-            reply = self._client.get_item(
-                TableName=self._table,
-                Key={"PK": _s(guard_pk(record.sop_instance_uid)), "SK": _s("SOP")},
-                ConsistentRead=True,
-                ProjectionExpression="sha256",
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable("the index is unavailable, retry later") from exc
-        item = reply.get("Item")
+        item = self._guard(record.sop_instance_uid, "sha256", None)
         if item is None:
             return None  # removed meanwhile: try again
         same = item.get("sha256", {}).get("S") == record.sha256
         return AddOutcome.ALREADY_STORED if same else AddOutcome.DIFFERENT_CONTENT
+
+    def _guard(
+        self, sop_instance_uid: str, projection: str, names: dict[str, str] | None
+    ) -> dict[str, Any] | None:
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": {"PK": _s(guard_pk(sop_instance_uid)), "SK": _s("SOP")},
+            "ConsistentRead": True,
+            "ProjectionExpression": projection,
+        }
+        if names:
+            request["ExpressionAttributeNames"] = names
+        try:
+            reply = self._client.get_item(**request)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable("the index is unavailable, retry later") from exc
+        item: dict[str, Any] | None = reply.get("Item")
+        return item
 
     def _transaction(self, r: InstanceRecord) -> list[dict[str, Any]]:
         pk = study_pk(r.study_uid)

@@ -91,24 +91,36 @@ def _store_one(
         blobs.put(record.blob_key, instance.data)
         outcome = index.add(record)
     except StorageUnavailable:
+        # The put or the index write may have happened (a lost reply): the object is kept,
+        # since an index entry may point at it (an identical earlier copy has the same key).
+        # An object no entry points at is never served; a retry is idempotent.
         logger.warning("storage unavailable", extra={"sop_instance_uid": instance.sop_instance_uid})
-        _discard(blobs, record.blob_key)
         return _failed(instance, stow_result.OUT_OF_RESOURCES, "storage unavailable")
     if outcome in (AddOutcome.STORED, AddOutcome.ALREADY_STORED):
         url = paths.instance_url(
             request.base_url, instance.study_uid, instance.series_uid, instance.sop_instance_uid
         )
         return Stored(instance.sop_class_uid, instance.sop_instance_uid, url, instance.study_uid)
-    # Refused by the index: the object we wrote has another hash than the stored one.
-    _discard(blobs, record.blob_key)
+    # The index positively refused this object: remove it unless an entry points at its key.
+    _discard_unreferenced(blobs, index, record)
+    return _refused(instance, outcome)
+
+
+def _refused(instance: ValidInstance, outcome: AddOutcome) -> Failed:
     if outcome is AddOutcome.DIFFERENT_CONTENT:
         return _failed(
             instance,
             stow_result.DUPLICATE_SOP_INSTANCE,
             "SOP Instance UID already stored with different content",
         )
+    if outcome is AddOutcome.PATIENT_MISMATCH:
+        return _failed(
+            instance, stow_result.PROCESSING_FAILURE, "PatientID differs from the stored study's"
+        )
     return _failed(
-        instance, stow_result.PROCESSING_FAILURE, "PatientID differs from the stored study's"
+        instance,
+        stow_result.PROCESSING_FAILURE,
+        "the instance's attributes exceed what the index can hold",
     )
 
 
@@ -116,11 +128,14 @@ def _failed(instance: ValidInstance, reason: int, message: str) -> Failed:
     return Failed(reason, message, instance.sop_class_uid, instance.sop_instance_uid)
 
 
-def _discard(blobs: BlobStore, key: str) -> None:
+def _discard_unreferenced(blobs: BlobStore, index: InstanceIndex, record: InstanceRecord) -> None:
+    """Delete a refused object; keep it when in doubt (an orphan is never served)."""
     try:
-        blobs.delete(key)
+        if index.references(record.sop_instance_uid, record.blob_key):
+            return
+        blobs.delete(record.blob_key)
     except StorageUnavailable:
-        logger.warning("could not delete an unindexed object", extra={"key": key})
+        logger.warning("kept an unindexed object", extra={"key": record.blob_key})
 
 
 def _record(instance: ValidInstance, calling_aet: str, now: datetime) -> InstanceRecord:

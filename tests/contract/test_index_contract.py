@@ -175,3 +175,21 @@ def test_one_put_and_one_transaction_per_new_instance(aws: dict[str, Any]) -> No
     assert calls == Counter({"PutObject": n, "TransactWriteItems": n})
     stored = aws["s3"].list_objects_v2(Bucket=BUCKET)["KeyCount"]
     assert stored == n
+
+
+def test_a_record_over_the_item_limit_is_rejected_not_retried(index) -> None:
+    """DynamoDB refuses items over 400 KB: a permanent refusal, not a retryable outage."""
+    import dataclasses
+
+    huge = dataclasses.replace(
+        record(dicom_files.with_new_uids()), instance_json='{"x":"' + "a" * 420_000 + '"}'
+    )
+    assert index.add(huge) is AddOutcome.REJECTED
+
+
+def test_references_names_the_object_of_an_entry(index) -> None:
+    rec = record(dicom_files.with_new_uids())
+    assert index.references(rec.sop_instance_uid, rec.blob_key) is False
+    index.add(rec)
+    assert index.references(rec.sop_instance_uid, rec.blob_key) is True
+    assert index.references(rec.sop_instance_uid, rec.blob_key + "x") is False

@@ -34,12 +34,16 @@ class FakeIndex:
     studies: dict[str, dict[str, object]] = field(default_factory=dict)
     series: dict[str, int] = field(default_factory=dict)
     fail: bool = False
+    max_item_bytes: int = 400 * 1024  # DynamoDB's item size limit
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, record: InstanceRecord) -> AddOutcome:
         if self.fail:
             raise StorageUnavailable("the index is unavailable, retry later")
+        size = sum(len(v) for v in (record.instance_json, record.series_json, record.study_json))
         with self._lock:
+            if size > self.max_item_bytes:
+                return AddOutcome.REJECTED
             existing = self.instances.get(record.sop_instance_uid)
             if existing is not None:
                 if existing.sha256 == record.sha256:
@@ -58,3 +62,9 @@ class FakeIndex:
             self.series[record.series_uid] = self.series.get(record.series_uid, 0) + 1
             self.instances[record.sop_instance_uid] = record
             return AddOutcome.STORED
+
+    def references(self, sop_instance_uid: str, blob_key: str) -> bool:
+        if self.fail:
+            raise StorageUnavailable("the index is unavailable, retry later")
+        existing = self.instances.get(sop_instance_uid)
+        return existing is not None and existing.blob_key == blob_key

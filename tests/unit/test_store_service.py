@@ -109,12 +109,24 @@ def test_instances_of_several_studies_have_no_single_study_url(adapters) -> None
     assert result.study_retrieve_url == ""
 
 
-def test_storage_outage_is_503_and_leaves_nothing(adapters) -> None:
+def test_storage_outage_is_503_indexes_nothing_and_deletes_nothing(adapters) -> None:
     blobs, index = adapters
     index.fail = True
     with pytest.raises(StorageUnavailable):
         run(adapters, request(dicom_files.with_new_uids()))
-    assert blobs.objects == {}  # the object written before the index failed is removed
+    assert index.instances == {}
+    # The object is kept: the outcome of the index write is unknown, and an identical
+    # earlier copy would have the same key. An object no entry points at is never served.
+    assert len(blobs.objects) == 1
+
+
+def test_index_rejection_is_a_failure_item_and_removes_the_object(adapters) -> None:
+    blobs, index = adapters
+    index.max_item_bytes = 100
+    result = run(adapters, request(dicom_files.with_new_uids()))
+    assert result.status == 409
+    assert result.failed[0].reason == stow_result.PROCESSING_FAILURE
+    assert blobs.objects == {}
 
 
 def test_outage_on_one_of_two_is_a_failure_item(adapters) -> None:

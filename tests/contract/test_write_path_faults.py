@@ -1,0 +1,444 @@
+"""The write path keeps its invariant under any fault (a hypothesis state machine).
+
+Invariant: every index entry's object exists and hashes to the entry's SHA-256; an instance
+the archive acknowledged (200) stays indexed with the bytes it acknowledged; counters count
+each instance once. An object is deleted only when the index refused *that* object and no
+entry points at its key. A 503 after a fault before the index write leaves the index as it
+was, and a retry is safe.
+
+Faults are injected before and after each storage call (object put and delete, index
+transaction and read), once or for a whole store; a "concurrent" store of the same or other
+content is run in the middle of another store's calls (a deterministic interleaving). The
+machine runs on the in-memory fakes (many examples) and on moto through botocore's event
+hooks, so the DynamoDB adapter's own retries and read-backs are exercised (fewer examples).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ConnectionClosedError
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from moto import mock_aws
+from pydicom import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+
+from local import template as local_template
+from shared.adapters.dynamo_index import DynamoInstanceIndex
+from shared.adapters.dynamo_keys import study_pk
+from shared.adapters.s3_blobs import S3BlobStore
+from shared.dicomweb import stow_result
+from shared.dicomweb.multipart import Part
+from shared.errors import StorageUnavailable
+from shared.services.store import StoreRequest, store
+from tests.fakes import FakeBlobStore, FakeIndex
+
+TABLE, BUCKET = "faults-table", "faults-bucket"
+STUDY = "1.2.826.0.1.3680043.8.498.900"
+SERIES = "1.2.826.0.1.3680043.8.498.900.1"
+SOPS = tuple(f"1.2.826.0.1.3680043.8.498.900.1.{i}" for i in range(1, 4))
+VARIANTS = ("a", "b", "other-patient")
+OPS = ("put", "delete", "transact", "read")
+PHASES = ("before", "after")
+
+
+def _instance(sop: str, variant: str) -> bytes:
+    ds = Dataset()
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = sop
+    ds.StudyInstanceUID = STUDY
+    ds.SeriesInstanceUID = SERIES
+    ds.PatientID = "P2" if variant == "other-patient" else "P1"
+    ds.PatientName = "Fault^Test"
+    ds.Modality = "OT"
+    ds.SeriesDescription = f"variant {variant}"
+    ds.file_meta = Dataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+CONTENT = {(sop, v): _instance(sop, v) for sop in SOPS for v in VARIANTS}
+
+
+@dataclass
+class FaultPlan:
+    """Faults armed for the next store: (op, phase) -> 'once', 'always' or a concurrent store."""
+
+    armed: dict[tuple[str, str], Any] = field(default_factory=dict)
+    raise_fault: Callable[[], None] = lambda: None
+    quiet: bool = False
+
+    def hit(self, op: str, phase: str) -> None:
+        if self.quiet:
+            return
+        action = self.armed.get((op, phase))
+        if action is None:
+            return
+        if action != "always":
+            del self.armed[(op, phase)]
+        if action in ("once", "always"):
+            self.raise_fault()
+            return
+        self.quiet = True  # the concurrent store runs without faults of its own
+        try:
+            action()
+        finally:
+            self.quiet = False
+
+
+class FaultyBlobs:
+    def __init__(self, inner: FakeBlobStore, plan: FaultPlan) -> None:
+        self.inner, self.plan = inner, plan
+
+    def put(self, key: str, data: bytes) -> None:
+        self.plan.hit("put", "before")
+        self.inner.put(key, data)
+        self.plan.hit("put", "after")
+
+    def delete(self, key: str) -> None:
+        self.plan.hit("delete", "before")
+        self.inner.delete(key)
+        self.plan.hit("delete", "after")
+
+
+class FaultyIndex:
+    def __init__(self, inner: FakeIndex, plan: FaultPlan) -> None:
+        self.inner, self.plan = inner, plan
+
+    def add(self, record: Any) -> Any:
+        self.plan.hit("transact", "before")
+        outcome = self.inner.add(record)
+        self.plan.hit("transact", "after")
+        return outcome
+
+    def references(self, sop: str, key: str) -> bool:
+        self.plan.hit("read", "before")
+        found = self.inner.references(sop, key)
+        self.plan.hit("read", "after")
+        return found
+
+
+def _storage_fault() -> None:
+    raise StorageUnavailable("injected fault")
+
+
+def _connection_fault() -> None:
+    raise ConnectionClosedError(endpoint_url="https://injected.invalid")
+
+
+class Backend:
+    """What the machine needs from a backend: adapters and a view of the stored state."""
+
+    blobs: Any
+    index: Any
+    plan: FaultPlan
+
+    def entries(self) -> dict[str, tuple[str, str, str]]:
+        """SOP Instance UID -> (sha256, object key, study) of every index entry."""
+        raise NotImplementedError
+
+    def object(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def study_count(self, study: str) -> int:
+        raise NotImplementedError
+
+
+class FakeBackend(Backend):
+    def __init__(self) -> None:
+        self.plan = FaultPlan(raise_fault=_storage_fault)
+        self.raw_blobs, self.raw_index = FakeBlobStore(), FakeIndex()
+        self.blobs = FaultyBlobs(self.raw_blobs, self.plan)
+        self.index = FaultyIndex(self.raw_index, self.plan)
+
+    def entries(self) -> dict[str, tuple[str, str, str]]:
+        return {
+            sop: (r.sha256, r.blob_key, r.study_uid) for sop, r in self.raw_index.instances.items()
+        }
+
+    def object(self, key: str) -> bytes | None:
+        return self.raw_blobs.objects.get(key)
+
+    def study_count(self, study: str) -> int:
+        found = self.raw_index.studies.get(study)
+        return 0 if found is None else int(str(found["instances"]))
+
+
+_BOTO_OPS = {
+    "put": ("s3", "PutObject"),
+    "delete": ("s3", "DeleteObject"),
+    "transact": ("dynamodb", "TransactWriteItems"),
+    "read": ("dynamodb", "GetItem"),
+}
+
+
+class MotoBackend(Backend):
+    """The real adapters on moto; faults raised from botocore's before/after-call hooks."""
+
+    def __init__(self, s3: Any, dynamodb: Any) -> None:
+        self.plan = FaultPlan(raise_fault=_connection_fault)
+        self.s3, self.dynamodb = s3, dynamodb
+        self.blobs = S3BlobStore(s3, BUCKET)
+        self.index = DynamoInstanceIndex(dynamodb, TABLE, sleep=lambda _: None)
+        for op, (service, operation) in _BOTO_OPS.items():
+            client = s3 if service == "s3" else dynamodb
+            for phase in PHASES:
+                client.meta.events.register(
+                    f"{phase}-call.{service}.{operation}", self._hook(op, phase)
+                )
+
+    def _hook(self, op: str, phase: str) -> Callable[..., None]:
+        def hook(**_: Any) -> None:
+            self.plan.hit(op, phase)
+
+        return hook
+
+    def entries(self) -> dict[str, tuple[str, str, str]]:
+        found = {}
+        with self._quiet():
+            for page in self.dynamodb.get_paginator("scan").paginate(TableName=TABLE):
+                for item in page["Items"]:
+                    if item["SK"]["S"] == "SOP":
+                        sop = item["PK"]["S"].split("#", 1)[1]
+                        found[sop] = (item["sha256"]["S"], item["key"]["S"], item["study"]["S"])
+        return found
+
+    def object(self, key: str) -> bytes | None:
+        with self._quiet():
+            try:
+                return bytes(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+            except self.s3.exceptions.NoSuchKey:
+                return None
+
+    def study_count(self, study: str) -> int:
+        with self._quiet():
+            item = self.dynamodb.get_item(
+                TableName=TABLE, Key={"PK": {"S": study_pk(study)}, "SK": {"S": "STUDY"}}
+            ).get("Item")
+        return 0 if item is None else int(item["n_instances"]["N"])
+
+    @contextmanager
+    def _quiet(self) -> Iterator[None]:
+        self.plan.quiet = True
+        try:
+            yield
+        finally:
+            self.plan.quiet = False
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class WritePath(RuleBasedStateMachine):
+    backend_factory: Callable[[], Backend] = FakeBackend
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backend = type(self).backend_factory()
+        self.acknowledged: dict[str, str] = {}  # SOP Instance UID -> sha256 answered with 200
+
+    def _store(self, data: bytes) -> Any:
+        request = StoreRequest([Part(data, {"content-type": "application/dicom"})], "AE", "h")
+        try:
+            result = store(request, blobs=self.backend.blobs, index=self.backend.index)
+        except StorageUnavailable:
+            return 503, None
+        return result.status, result
+
+    def _acknowledge(self, sop: str, data: bytes, status: int) -> None:
+        if status == 200:
+            self.acknowledged.setdefault(sop, _sha(data))
+            assert self.acknowledged[sop] == _sha(data), "200 for content other than the stored"
+
+    @rule(
+        sop=st.sampled_from(SOPS),
+        variant=st.sampled_from(VARIANTS),
+        fault=st.none()
+        | st.tuples(st.sampled_from(OPS), st.sampled_from(PHASES), st.sampled_from(["once"]))
+        | st.tuples(st.sampled_from(OPS), st.sampled_from(PHASES), st.just("always")),
+    )
+    def store_with_fault(self, sop: str, variant: str, fault: tuple[str, str, str] | None) -> None:
+        data = CONTENT[(sop, variant)]
+        before = self.backend.entries()
+        if fault is not None:
+            op, phase, mode = fault
+            self.backend.plan.armed[(op, phase)] = mode
+        status, result = self._store(data)
+        self.backend.plan.armed.clear()
+        assert status in (200, 409, 503), status
+        self._acknowledge(sop, data, status)
+        after = self.backend.entries()
+        if fault is None:
+            self._check_prediction(sop, variant, data, before, after, status, result)
+        elif status == 503 and (fault[0] == "put" or fault[:2] == ("transact", "before")):
+            assert after == before, "a 503 before the index write changed the index"
+
+    def _check_prediction(  # noqa: PLR0917 - the whole step
+        self,
+        sop: str,
+        variant: str,
+        data: bytes,
+        before: dict[str, tuple[str, str, str]],
+        after: dict[str, tuple[str, str, str]],
+        status: int,
+        result: Any,
+    ) -> None:
+        patient = "P2" if variant == "other-patient" else "P1"
+        stored_patients = {
+            ("P2" if self._variant_of(sop_, sha) == "other-patient" else "P1")
+            for sop_, (sha, _, _) in before.items()
+        }
+        if sop in before:
+            expected = 200 if before[sop][0] == _sha(data) else 409
+        elif stored_patients and patient not in stored_patients:
+            expected = 409
+        else:
+            expected = 200
+        assert status == expected, (status, expected)
+        if expected == 409:
+            assert after == before
+            reason = result.failed[0].reason
+            assert reason in (stow_result.DUPLICATE_SOP_INSTANCE, stow_result.PROCESSING_FAILURE)
+            key = f"dicom/{STUDY}/{SERIES}/{sop}/{_sha(data)}.dcm"
+            if after.get(sop, ("", "", ""))[1] != key:
+                assert self.backend.object(key) is None, "a refused object was left behind"
+        else:
+            assert after[sop][0] == _sha(data)
+
+    @staticmethod
+    def _variant_of(sop: str, sha: str) -> str:
+        return next(v for (s, v), d in CONTENT.items() if s == sop and _sha(d) == sha)
+
+    @rule(
+        sop=st.sampled_from(SOPS),
+        variant=st.sampled_from(VARIANTS),
+        other=st.sampled_from(VARIANTS),
+        other_sop=st.sampled_from(SOPS),
+        op=st.sampled_from(OPS),
+        phase=st.sampled_from(PHASES),
+    )
+    def concurrent_stores(  # noqa: PLR0917 - hypothesis passes rule arguments by name
+        self, sop: str, variant: str, other: str, other_sop: str, op: str, phase: str
+    ) -> None:
+        data, other_data = CONTENT[(sop, variant)], CONTENT[(other_sop, other)]
+        outcome: dict[str, int] = {}
+
+        def concurrent() -> None:
+            outcome["other"], _ = self._store(other_data)
+
+        self.backend.plan.armed[(op, phase)] = concurrent
+        status, _ = self._store(data)
+        self.backend.plan.armed.clear()
+        assert status in (200, 409, 503)
+        self._acknowledge(sop, data, status)
+        if "other" in outcome:
+            assert outcome["other"] in (200, 409, 503)
+            self._acknowledge(other_sop, other_data, outcome["other"])
+
+    @invariant()
+    def every_entry_has_its_object(self) -> None:
+        for sop, (sha, key, _) in self.backend.entries().items():
+            stored = self.backend.object(key)
+            assert stored is not None, f"index entry of {sop} has no object"
+            assert _sha(stored) == sha, f"object of {sop} does not hash to its entry"
+
+    @invariant()
+    def acknowledged_instances_are_kept(self) -> None:
+        entries = self.backend.entries()
+        for sop, sha in self.acknowledged.items():
+            assert sop in entries, f"acknowledged {sop} is no longer indexed"
+            assert entries[sop][0] == sha, f"acknowledged {sop} changed content"
+
+    @invariant()
+    def each_instance_counted_once(self) -> None:
+        entries = self.backend.entries()
+        assert self.backend.study_count(STUDY) == len(entries)
+
+
+TestWritePathOnFakes = WritePath.TestCase
+TestWritePathOnFakes.settings = settings(
+    max_examples=150, stateful_step_count=12, deadline=None, derandomize=True
+)
+
+
+@pytest.fixture
+def moto_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        yield boto3.client("s3"), boto3.client("dynamodb")
+
+
+def test_write_path_on_moto(moto_clients: tuple[Any, Any]) -> None:
+    s3, dynamodb = moto_clients
+    create_args = local_template.load().tables["IndexTable"].create_args
+
+    def fresh() -> Backend:
+        if TABLE in dynamodb.list_tables()["TableNames"]:
+            dynamodb.delete_table(TableName=TABLE)
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+                for obj in page.get("Contents", []):
+                    s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+        else:
+            s3.create_bucket(Bucket=BUCKET)
+        dynamodb.create_table(TableName=TABLE, **create_args)
+        # New clients each time, so hooks of earlier examples are not carried along.
+        return MotoBackend(boto3.client("s3"), boto3.client("dynamodb"))
+
+    class OnMoto(WritePath):
+        backend_factory = staticmethod(fresh)
+
+    run = OnMoto.TestCase
+    run.settings = settings(
+        max_examples=25,
+        stateful_step_count=8,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    run().runTest()
+
+
+def test_lost_reply_of_the_index_write_reads_back_as_stored(
+    moto_clients: tuple[Any, Any],
+) -> None:
+    """A transaction that committed but whose reply was lost is retried and answered 200."""
+    s3, dynamodb = moto_clients
+    dynamodb.create_table(TableName=TABLE, **local_template.load().tables["IndexTable"].create_args)
+    s3.create_bucket(Bucket=BUCKET)
+    backend = MotoBackend(s3, dynamodb)
+    backend.plan.armed[("transact", "after")] = "once"
+    data = CONTENT[(SOPS[0], "a")]
+    request = StoreRequest([Part(data, {"content-type": "application/dicom"})], "AE", "h")
+    assert store(request, blobs=backend.blobs, index=backend.index).status == 200
+    assert backend.study_count(STUDY) == 1
+
+
+def test_resending_identical_bytes_during_an_outage_keeps_the_object() -> None:
+    """The reported loss: an identical re-send while the index fails deleted the object."""
+    backend = FakeBackend()
+    data = CONTENT[(SOPS[0], "a")]
+    request = StoreRequest([Part(data, {"content-type": "application/dicom"})], "AE", "h")
+    assert store(request, blobs=backend.blobs, index=backend.index).status == 200
+    backend.plan.armed[("transact", "before")] = "always"
+    with pytest.raises(StorageUnavailable):
+        store(request, blobs=backend.blobs, index=backend.index)
+    ((sha, key, _),) = backend.entries().values()
+    assert backend.object(key) is not None and _sha(backend.object(key) or b"") == sha
