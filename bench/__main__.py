@@ -1,5 +1,5 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
-[--only qido,wado,render].
+[--only qido,wado,render,multipart].
 
 Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
 and keeps the others.
@@ -16,10 +16,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import bench_imports, bench_qido, bench_render, bench_stow, bench_wado
+from bench import (
+    bench_imports,
+    bench_multipart,
+    bench_qido,
+    bench_render,
+    bench_stow,
+    bench_wado,
+)
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("stow", "imports", "qido", "wado", "render")
+PARTS = ("stow", "imports", "qido", "wado", "render", "multipart")
 
 
 def _sizes(text: str) -> list[int]:
@@ -63,6 +70,7 @@ def main() -> None:
         "qido": lambda: bench_qido.run(args.qido_sizes),
         "wado": bench_wado.run,
         "render": bench_render.run,
+        "multipart": bench_multipart.run,
     }
     out = RESULTS / "bench.json"
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}

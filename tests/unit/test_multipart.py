@@ -76,3 +76,28 @@ def test_any_binary_content_round_trips(contents: list[bytes]) -> None:
     boundary = new_boundary()
     body = build_related([(c, "application/dicom") for c in contents], boundary)
     assert [p.content for p in parse_related(body, boundary)] == contents
+
+
+def _tiny_parts(count: int) -> bytes:
+    return build_related([(b"x", "application/dicom")] * count, "XX")
+
+
+def test_a_hundred_thousand_tiny_parts_parse_in_linear_time() -> None:
+    """Each part used to copy the rest of the body: 1 MB of tiny parts took ~9 s."""
+    import time
+
+    body = _tiny_parts(100_000)  # ~4.4 MB, the inline limit
+    started = time.perf_counter()
+    parts = parse_related(body, "XX", max_parts=None)
+    elapsed = time.perf_counter() - started
+    assert len(parts) == 100_000 and parts[-1].content == b"x"
+    assert elapsed < 5, f"{elapsed:.1f} s for 100k parts: not linear"
+
+
+def test_more_parts_than_the_limit_is_413_before_reading_them_all() -> None:
+    from shared.dicomweb.multipart import MAX_PARTS
+    from shared.errors import PayloadTooLarge
+
+    assert len(parse_related(_tiny_parts(MAX_PARTS), "XX")) == MAX_PARTS
+    with pytest.raises(PayloadTooLarge, match=f"at most {MAX_PARTS} body parts"):
+        parse_related(_tiny_parts(MAX_PARTS + 1), "XX")
