@@ -7,7 +7,6 @@ Importing this module opens no connection and reads no setting. Tests swap adapt
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -20,6 +19,7 @@ from shared.adapters.dynamo_search import DynamoSearch
 from shared.adapters.s3_blobs import S3BlobStore
 from shared.errors import Conflict, StorageUnavailable
 from shared.ports import BlobStore, Catalog, InstanceIndex, ObjectStore
+from shared.services.retrieve import Anonymizer, Delivery
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, tcp_keepalive=True)
 _cache: dict[str, Any] = {}
@@ -40,10 +40,10 @@ def blobs() -> BlobStore:
     return store
 
 
-def anonymizer() -> Callable[[bytes], bytes]:
+class _Anonymizer:
     """PS3.15 Basic Profile with the deployment key; pydicom is imported on first use."""
 
-    def run(data: bytes) -> bytes:
+    def __call__(self, data: bytes) -> bytes:
         module = importlib.import_module("shared.dicom.anonymize")
         try:
             result: bytes = module.anonymize(data, anonymization_key())
@@ -52,9 +52,31 @@ def anonymizer() -> Callable[[bytes], bytes]:
                 "the instance has burned-in annotation (BurnedInAnnotation YES): pixel data "
                 "would still identify the patient, so it is not served anonymized"
             ) from exc
+        except module.UncleanableContent as exc:
+            raise Conflict(str(exc)) from exc
         return result
 
-    return run
+    def uid(self, uid: str) -> str:
+        module = importlib.import_module("shared.dicom.anonymize")
+        mapped: str = module.map_uid(uid, anonymization_key())
+        return mapped
+
+
+def anonymizer() -> Anonymizer:
+    """The de-identification the WADO functions apply for ``anonymize``."""
+    return _Anonymizer()
+
+
+def delivery(memory_budget: int) -> Delivery:
+    """How the WADO functions answer: object store, inline limit, presigning, anonymizer."""
+    settings = config.settings()
+    return Delivery(
+        store=objects(),
+        inline_limit=settings.inline_limit,
+        presign_ttl=settings.presign_ttl,
+        anonymizer=anonymizer(),
+        memory_budget=memory_budget,
+    )
 
 
 def anonymization_key() -> bytes:

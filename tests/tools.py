@@ -5,7 +5,7 @@ is missing and the test runs as root on a Debian-like machine with ``apt-get`` (
 runner), the package is installed (``apt-get update`` once per session, then
 ``apt-get install -y --no-install-recommends``), each step under a timeout. Otherwise the
 calling test is skipped with the reason, so a developer machine without root still runs the
-rest of the suite.
+rest of the suite; in CI (``CI=true``) it fails instead: a check that cannot run must not pass.
 """
 
 from __future__ import annotations
@@ -38,13 +38,21 @@ def require_debian_tool(binary: str, package: str) -> str:
         if found:
             return found
         if package in _failed:
-            pytest.skip(_failed[package])
+            _cannot_run(_failed[package])
         reason = _install(package)
         found = shutil.which(binary)
         if found:
             return found
         _failed[package] = reason or f"{binary} not found after installing Debian package {package}"
-        pytest.skip(_failed[package])
+        _cannot_run(_failed[package])
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _cannot_run(reason: str) -> None:
+    """Skip on a developer's machine; fail in CI, where every check must run."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and the check cannot run: {reason}")
+    pytest.skip(reason)
 
 
 def _install(package: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import config, http, logs, wiring
+from shared import budget, config, http, logs, wiring
 from shared.dicomweb import paths, stow_request
 from shared.services import store
 
@@ -43,6 +43,7 @@ def _store(calling_aet: str, study_uid: str | None) -> Response[str]:
         calling_aet=stow_request.calling_aet(calling_aet),
         base_url=paths.base_url(event, settings.base_path),
         study_uid=study_uid,
+        memory_budget=budget.from_context(app.lambda_context),
     )
     result = store.store(request, blobs=wiring.blobs(), index=wiring.index())
     logger.info(

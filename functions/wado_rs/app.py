@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import config, http, logs, wiring
+from shared import budget, http, logs, wiring
 from shared.dicomweb import uids, wado
 from shared.services import retrieve
 
@@ -48,7 +48,10 @@ def _retrieve(study: str, series: str | None = None, instance: str | None = None
         uids.path_uid(instance),
     )
     outcome = retrieve.retrieve_rs(
-        rows, transfer_syntax=transfer_syntax, anonymize=anonymize, delivery=_delivery()
+        rows,
+        transfer_syntax=transfer_syntax,
+        anonymize=anonymize,
+        delivery=wiring.delivery(budget.from_context(app.lambda_context)),
     )
     logger.info(
         "wado-rs",
@@ -63,16 +66,6 @@ def _retrieve(study: str, series: str | None = None, instance: str | None = None
         },
     )
     return http.outcome_response(outcome)
-
-
-def _delivery() -> retrieve.Delivery:
-    settings = config.settings()
-    return retrieve.Delivery(
-        store=wiring.objects(),
-        inline_limit=settings.inline_limit,
-        presign_ttl=settings.presign_ttl,
-        anonymizer=wiring.anonymizer(),
-    )
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

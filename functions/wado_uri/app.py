@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import config, http, logs, wiring
+from shared import budget, http, logs, wiring
 from shared.dicomweb import wado
 from shared.services import retrieve
 
@@ -28,13 +28,7 @@ def retrieve_object() -> Response[Any]:
     (row,) = retrieve.locate(
         wiring.catalog(), request.study_uid, request.series_uid, request.object_uid
     )
-    settings = config.settings()
-    delivery = retrieve.Delivery(
-        store=wiring.objects(),
-        inline_limit=settings.inline_limit,
-        presign_ttl=settings.presign_ttl,
-        anonymizer=wiring.anonymizer(),
-    )
+    delivery = wiring.delivery(budget.from_context(app.lambda_context))
     outcome = retrieve.retrieve_uri(row, request, delivery)
     logger.info(
         "wado-uri",

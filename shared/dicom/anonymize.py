@@ -68,10 +68,17 @@ _CATEGORIES = {
     "X_Z_U_STAR_TAGS": "X/Z/U*",
 }
 _META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)  # AE titles, private
-_CODE_TAGS = frozenset(
-    (0x00080100, 0x00080102, 0x00080104, 0x00080119, 0x00080120)  # Code Sequence Macro values
-)
-_CONTENT_SEQUENCE = 0x0040A730
+_ENCAPSULATED_DOCUMENT, _DOCUMENT_LENGTH, _MIME_TYPE = 0x00420011, 0x00420015, 0x00420012
+_VERIFYING_OBSERVER_SEQUENCE = 0x0040A073
+#: Free text outside Table E.1-1 that this product clears too (docs/anonymization.md): a
+#: document's title, segment and content descriptions, and SR text values wherever found.
+EXTRA_ACTIONS: Mapping[int, str] = {
+    0x00420010: "X/Z",  # Document Title (Encapsulated Document, Type 2)
+    0x00700081: "X/Z",  # Content Description (PR, SEG: Type 2)
+    0x00620005: "Z/D",  # Segment Label (Type 1)
+    0x00620006: "X",  # Segment Description
+    0x0040A160: "X",  # Text Value (SR content items)
+}
 _OVERLAY_DATA, _OVERLAY_COMMENTS = 0x3000, 0x4000
 _BURNED_IN_ANNOTATION = 0x00280301
 _TEXT = "ANONYMIZED"
@@ -160,7 +167,7 @@ def anonymize(data: bytes, key: bytes) -> bytes:
         raise BurnedInAnnotation("the object has burned-in annotation (0028,0301 = YES)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _Cleaner(action_table(), key).clean(dataset, in_coded_sequence=False)
+        _Cleaner(action_table(), key).clean(dataset)
         _mark(dataset)
         _fix_meta(dataset)
         out = io.BytesIO()
@@ -189,21 +196,19 @@ class _Cleaner:
         self.table = table
         self.key = key
 
-    def clean(self, dataset: Dataset, *, in_coded_sequence: bool) -> None:
-        """Clean ``dataset`` in place (``in_coded_sequence``: an item of a D sequence)."""
+    def clean(self, dataset: Dataset) -> None:
+        """Clean ``dataset`` in place, and the items of every sequence it keeps."""
         overlay_groups: set[int] = set()
         for tag in list(dataset.keys()):
             if self._drop_outright(tag, overlay_groups):
                 del dataset[tag]
                 continue
             element = dataset[tag]  # converts a raw element; never decodes pixel data
-            action = self.table.action(tag)
-            if action is None:
-                if in_coded_sequence and tag in _CODE_TAGS and not element.is_empty:
-                    element.value = _dummy(element.VR)
-                self._recurse(element, coded=False)
+            action = self.table.action(tag) or EXTRA_ACTIONS.get(tag) or _default_action(element)
+            if action is None:  # not in the table: kept, and a sequence's items cleaned
+                self._recurse(element)
                 continue
-            if self._apply(element, action) == "X":
+            if self._apply(dataset, element, action) == "X":
                 del dataset[tag]
         for tag in [e.tag for e in dataset if e.tag >> 16 in overlay_groups]:
             del dataset[tag]
@@ -218,26 +223,46 @@ class _Cleaner:
             return True
         return False
 
-    def _apply(self, element: DataElement, action: str) -> str:
+    def _apply(self, dataset: Dataset, element: DataElement, action: str) -> str:
         """Apply ``action``; return the action taken (``X`` means: remove the element)."""
+        if element.VR == "SQ":
+            return self._apply_to_sequence(element, action)
         taken = _resolve(action, element)
         if taken == "Z":
             element.clear()
         elif taken == "U" or (taken == "D" and element.VR == "UI"):
             self._map_uids(element)
+        elif taken == "D" and element.tag == _ENCAPSULATED_DOCUMENT:
+            _replace_document(dataset, element)
         elif taken == "D":
-            if element.VR == "SQ":
-                self._recurse(element, coded=element.tag != _CONTENT_SEQUENCE)
-            else:
-                element.value = _dummy(element.VR)
-        elif taken == "K":
-            self._recurse(element, coded=False)
+            element.value = _dummy(element.VR)
         return taken
 
-    def _recurse(self, element: DataElement, *, coded: bool) -> None:
+    def _apply_to_sequence(self, element: DataElement, action: str) -> str:
+        """A sequence follows its action as a whole, its items are never kept and cleaned
+        (Content Sequence, observer and annotation sequences hold names and free text at any
+        depth): X removes it; Z and X/Z empty it (zero items); D and the combined D actions
+        put one dummy item where the object needs one (Verifying Observer Sequence) and
+        otherwise remove it, which leaves valid objects since such sequences are Type 1C or
+        3 where they can be absent. K and X/Z/U* (references) are kept, items cleaned."""
+        if action in ("K", "X/Z/U*"):
+            self._recurse(element)
+            return "K"
+        if action == "X" or (element.is_empty and "Z" not in action):
+            return "X"
+        if action in ("Z", "X/Z") or element.is_empty:
+            element.value = []
+            return "Z"
+        items = _dummy_items(element.tag)
+        if not items:
+            return "X"
+        element.value = items
+        return "D"
+
+    def _recurse(self, element: DataElement) -> None:
         if element.VR == "SQ" and element.value:
             for item in element.value:
-                self.clean(item, in_coded_sequence=coded)
+                self.clean(item)
 
     def _map_uids(self, element: DataElement) -> None:
         if element.is_empty:
@@ -269,6 +294,64 @@ def _resolve(action: str, element: DataElement) -> str:
     if action in ("Z", "X/Z"):
         return "Z"
     return "D"  # D, Z/D, X/D, X/Z/D and C: a dummy is valid whatever the attribute's type
+
+
+def _default_action(element: DataElement) -> str | None:
+    """The action of an attribute Table E.1-1 does not list: a person's name is a dummy
+    wherever it is (PN), and a value of unknown representation (UN), which cannot be
+    inspected, is removed; everything else is kept."""
+    if element.VR == "PN":
+        return "Z/D"
+    if element.VR == "UN":
+        return "X"
+    return None
+
+
+def _dummy_items(tag: int) -> list[Dataset]:
+    """Items a cleared sequence keeps: one dummy observer where SR needs it, else none."""
+    if tag != _VERIFYING_OBSERVER_SEQUENCE:
+        return []
+    item = Dataset()
+    item.VerifyingObserverName = _DUMMIES["PN"]
+    item.VerifyingObserverIdentificationCodeSequence = Sequence([])
+    item.VerifyingOrganization = _TEXT
+    item.VerificationDateTime = _DUMMIES["DT"]
+    return [item]
+
+
+def _blank_pdf() -> bytes:
+    """A valid one-page blank PDF (the dummy of an encapsulated PDF document)."""
+    objects = [
+        b"<</Type/Catalog/Pages 2 0 R>>",
+        b"<</Type/Pages/Kids[3 0 R]/Count 1>>",
+        b"<</Type/Page/Parent 2 0 R/MediaBox[0 0 612 792]>>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<</Size %d/Root 1 0 R>>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+BLANK_PDF = _blank_pdf()
+
+
+def _replace_document(dataset: Dataset, element: DataElement) -> None:
+    """An encapsulated document cannot be cleaned: a PDF becomes a blank page, anything
+    else a dummy value; Encapsulated Document Length follows."""
+    mime = str(dataset.get(_MIME_TYPE, DataElement(0, "LO", "")).value or "").strip().lower()
+    document = BLANK_PDF if mime == "application/pdf" else bytes(_DUMMIES["OB"])  # type: ignore[call-overload]
+    element.value = document + b"\0" * (len(document) % 2)
+    if _DOCUMENT_LENGTH in dataset:
+        dataset[_DOCUMENT_LENGTH].value = len(document)
 
 
 def _dummy(vr: str) -> object:

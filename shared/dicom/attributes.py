@@ -32,7 +32,11 @@ __all__ = [
 
 
 def level_json(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, Any]:
-    """Return the DICOM JSON of the given top-level attributes that ds holds."""
+    """Return the DICOM JSON of the given top-level attributes that ds holds.
+
+    A value DICOM JSON cannot carry as its VR says (``IS`` "1A", a ``DS`` that is not a
+    number) is left out: the attribute is kept with its VR and no Value, as for an empty one.
+    """
     subset = Dataset()
     for keyword in keywords:
         if keyword not in ds:
@@ -49,7 +53,12 @@ def level_json(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, Any]:
             subset.RequestAttributesSequence = items
         else:
             subset[keyword] = element
-    result: dict[str, Any] = subset.to_json_dict(bulk_data_threshold=0)
+    result: dict[str, Any] = {}
+    for element in subset:
+        try:
+            result[f"{element.tag:08X}"] = element.to_json_dict(None, bulk_data_threshold=0)
+        except (ValueError, TypeError, OverflowError):
+            result[f"{element.tag:08X}"] = {"vr": element.VR}
     return result
 
 

@@ -25,8 +25,9 @@ from pydicom import Dataset
 from pydicom.encaps import get_frame
 from pydicom.pixels.utils import pixel_array
 
+from shared import budget
 from shared.dicom import quiet  # noqa: F401 - no dataset values in the logs
-from shared.errors import NotAcceptable
+from shared.errors import NotAcceptable, PayloadTooLarge
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _NATIVE = frozenset(
@@ -83,6 +84,89 @@ def frame_count(ds: Dataset) -> int:
         return 1
 
 
+def frame_bytes(ds: Dataset) -> int:
+    """Bytes of one decoded frame as the attributes declare it (at least a byte a sample)."""
+    try:
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        bits = int(ds.get("BitsAllocated") or 8)
+    except (TypeError, ValueError):
+        return 0
+    return max(rows, 0) * max(columns, 0) * max(samples, 1) * ((max(bits, 8) + 7) // 8)
+
+
+def check_declared(ds: Dataset, limit: int, *, frames: int = 1, what: str) -> None:
+    """413 when ``frames`` decoded frames of ``ds`` would take more than ``limit`` bytes."""
+    declared = frame_bytes(ds) * frames
+    if declared > limit:
+        raise PayloadTooLarge(budget.too_large(what, declared, limit))
+
+
+_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+_JPEG_LS_SOF = 0xF7
+_HEADER_SCAN = 1 << 16
+
+
+def codestream_bytes(stream: bytes) -> int | None:
+    """Decoded bytes a compressed frame declares in its own header, before any decoding.
+
+    JPEG and JPEG-LS: the SOF segment (lines x samples per line x components x bytes);
+    JPEG 2000 and HTJ2K (raw codestream or JP2): the SIZ segment. None when neither is found
+    in the first 64 KB (the codec then fails on its own).
+    """
+    if stream[:2] == b"\xff\xd8":
+        return _jpeg_declared(stream)
+    start = stream.find(b"\xff\x4f\xff\x51", 0, _HEADER_SCAN)
+    if start < 0 or len(stream) < start + 42:
+        return None
+    siz = start + 4
+    x, y, x0, y0 = (int.from_bytes(stream[siz + o : siz + o + 4], "big") for o in (4, 8, 12, 16))
+    components = int.from_bytes(stream[siz + 36 : siz + 38], "big")
+    depths = stream[siz + 38 : siz + 38 + 3 * components : 3]
+    width = max(8, *((d & 0x7F) + 1 for d in depths))
+    return max(x - x0, 0) * max(y - y0, 0) * max(components, 1) * ((width + 7) // 8)
+
+
+def _jpeg_declared(stream: bytes) -> int | None:
+    position = 2
+    end = min(len(stream), _HEADER_SCAN)
+    while position + 4 <= end:
+        if stream[position] != 0xFF:
+            return None
+        marker = stream[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        length = int.from_bytes(stream[position + 2 : position + 4], "big")
+        if marker in _SOF or marker == _JPEG_LS_SOF:
+            segment = stream[position + 4 : position + 10]
+            if len(segment) < 6:
+                return None
+            precision, lines, samples, components = (
+                segment[0],
+                int.from_bytes(segment[1:3], "big"),
+                int.from_bytes(segment[3:5], "big"),
+                segment[5],
+            )
+            return lines * samples * max(components, 1) * ((max(precision, 8) + 7) // 8)
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        position += 2 + length
+    return None
+
+
+def _check_codestream(ds: Dataset, stream: bytes, max_bytes: int | None) -> None:
+    """A compressed frame whose header declares a larger image than the attributes is
+    damaged (406); one that fits them but not the memory budget is refused (413)."""
+    declared = codestream_bytes(stream)
+    if declared is None:
+        return
+    if declared > 2 * max(frame_bytes(ds), 1):
+        raise Undecodable("the compressed frame declares a larger image than Rows and Columns")
+    if max_bytes is not None and declared > max_bytes:
+        raise PayloadTooLarge(budget.too_large("decoding one frame", declared, max_bytes))
+
+
 def require_image(ds: Dataset) -> None:
     """406 unless the object has pixel data in a syntax we decode."""
     if not is_image(ds):
@@ -91,24 +175,31 @@ def require_image(ds: Dataset) -> None:
         raise Undecodable("the stored transfer syntax cannot be decoded by this service")
 
 
-def decode_frame(ds: Dataset, index: int, *, reduce: int = 0) -> Frame:
+def decode_frame(
+    ds: Dataset, index: int, *, reduce: int = 0, max_bytes: int | None = None
+) -> Frame:
     """Frame ``index`` (0-based) of ``ds``.
 
     ``reduce`` > 0 asks JPEG 2000 data for a lower resolution level (each level halves both
     sides); other syntaxes, and codestreams where it does not work, decode at full size.
+    ``max_bytes``: 413 before decoding when the attributes or the compressed frame's own
+    header declare a larger decoded frame (a small file can declare 40k x 40k pixels).
     """
     require_image(ds)
     ts = transfer_syntax(ds)
+    if max_bytes is not None:
+        check_declared(ds, max_bytes, what="decoding one frame")
     try:
         if ts in _NATIVE:
             return _native(ds, index)
         stream = get_frame(ds.PixelData, index, number_of_frames=frame_count(ds))
+        _check_codestream(ds, stream, max_bytes)
         if reduce > 0 and ts in JPEG_2000:
             frame = _j2k_reduced(ds, stream, reduce)
             if frame is not None:
                 return frame
         return _compressed(ds, ts, stream)
-    except (NotAnImage, Undecodable):
+    except (NotAnImage, Undecodable, PayloadTooLarge):
         raise
     except Exception as exc:  # codec errors have no common base class
         raise Undecodable("the stored pixel data could not be decoded") from exc

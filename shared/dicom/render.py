@@ -26,18 +26,39 @@ from pydicom.pixels.processing import (
     convert_color_space,
 )
 
+from shared import budget
 from shared.dicom import pixels
 from shared.dicom.render_params import JPEG, MAX_SIDE, PNG, RenderParameters
 from shared.errors import BadRequest, NotAcceptable
 
+#: Peak memory of a render per byte of the decoded frame (tracemalloc, docs/limits.md):
+#: 10-11x for 16-bit grey (float64 LUT and window steps), 2x for 8-bit colour.
+PEAK_PER_FRAME_BYTE = 12
 
-def render_bytes(data: bytes, request: RenderParameters, media_type: str = JPEG) -> bytes:
+
+def render_bytes(
+    data: bytes,
+    request: RenderParameters,
+    media_type: str = JPEG,
+    *,
+    memory_budget: int = budget.request_budget(),
+) -> bytes:
     """Render a stored Part 10 file (see ``render``)."""
-    return render(dcmread(io.BytesIO(data)), request, media_type)
+    return render(dcmread(io.BytesIO(data)), request, media_type, memory_budget=memory_budget)
 
 
-def render(ds: Dataset, request: RenderParameters, media_type: str = JPEG) -> bytes:
-    """The encoded image (JPEG or PNG bytes) of one frame of ``ds``."""
+def render(
+    ds: Dataset,
+    request: RenderParameters,
+    media_type: str = JPEG,
+    *,
+    memory_budget: int = budget.request_budget(),
+) -> bytes:
+    """The encoded image (JPEG or PNG bytes) of one frame of ``ds``.
+
+    413 before decoding when the frame (as declared by the attributes or by the compressed
+    frame's header) would take more than ``memory_budget`` to render.
+    """
     pixels.require_image(ds)
     count = pixels.frame_count(ds)
     if request.frame > count:
@@ -52,7 +73,9 @@ def render(ds: Dataset, request: RenderParameters, media_type: str = JPEG) -> by
         raise BadRequest(f"the rendered image would be over {MAX_SIDE} pixels on a side")
     scale = max(out_rows / crop_rows, out_columns / crop_columns)  # the axis shrunk least
     reduce = math.floor(math.log2(1 / scale)) if scale < 1 else 0
-    frame = pixels.decode_frame(ds, request.frame - 1, reduce=reduce)
+    frame = pixels.decode_frame(
+        ds, request.frame - 1, reduce=reduce, max_bytes=memory_budget // PEAK_PER_FRAME_BYTE
+    )
     image = to_display(ds, frame, request.frame - 1, request.window)
     return _encode(image, request, media_type, (out_rows, out_columns))
 

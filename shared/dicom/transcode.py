@@ -27,8 +27,9 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
+from shared import budget
 from shared.dicom import pixels, syntaxes
-from shared.errors import NotAcceptable, PayloadTooLarge
+from shared.errors import NotAcceptable
 
 TARGETS = syntaxes.TARGETS
 _NATIVE_TARGETS = syntaxes.NATIVE_TARGETS
@@ -40,7 +41,9 @@ _LOSSY_METHOD = {
     "1.2.840.10008.1.2.4.203": "ISO_15444_15",
 }
 BASELINE_QUALITY = 90
-MAX_DECODED_BYTES = 1 << 30  # 1 GiB of decoded pixels: beyond that a Lambda cannot hold it
+#: Peak memory of a transcode per byte of decoded pixels (tracemalloc, docs/limits.md):
+#: the output pixel data, one decoded frame, the written file; 2-4x measured.
+PEAK_PER_DECODED_BYTE = 4
 _ENCAPSULATED_ONLY = (
     "ExtendedOffsetTable",
     "ExtendedOffsetTableLengths",
@@ -53,14 +56,22 @@ def check_target(target: str) -> None:
         raise NotAcceptable(syntaxes.unsupported_message())
 
 
-def transcode_bytes(data: bytes, target: str) -> bytes:
+def transcode_bytes(
+    data: bytes, target: str, *, memory_budget: int = budget.request_budget()
+) -> bytes:
     """A stored Part 10 file re-encoded in ``target`` (the bytes themselves when it is theirs)."""
     check_target(target)
-    return transcode(data, dcmread(io.BytesIO(data)), target)
+    return transcode(data, dcmread(io.BytesIO(data)), target, memory_budget=memory_budget)
 
 
-def transcode(data: bytes, ds: Dataset, target: str) -> bytes:
-    """``data`` (the Part 10 file ``ds`` was read from) re-encoded in ``target``."""
+def transcode(
+    data: bytes, ds: Dataset, target: str, *, memory_budget: int = budget.request_budget()
+) -> bytes:
+    """``data`` (the Part 10 file ``ds`` was read from) re-encoded in ``target``.
+
+    413 before decoding when the decoded pixels (as declared) times the measured peak factor
+    exceed ``memory_budget``; every compressed frame's own header is checked too.
+    """
     check_target(target)
     source = pixels.transfer_syntax(ds)
     if source == target:
@@ -69,8 +80,9 @@ def transcode(data: bytes, ds: Dataset, target: str) -> bytes:
     if target not in _NATIVE_TARGETS and not pixels.is_image(ds):
         raise pixels.NotAnImage("the object has no image pixel data to compress")
     if "PixelData" in ds:
-        _check_size(ds)
-        _recode_pixels(ds, source, target)
+        limit = memory_budget // PEAK_PER_DECODED_BYTE
+        pixels.check_declared(ds, limit, frames=pixels.frame_count(ds), what="transcoding")
+        _recode_pixels(ds, source, target, limit)
     elif has_pixels and source == "1.2.840.10008.1.2.2":
         raise NotAcceptable("float pixel data cannot be converted from big endian")
     big_endian = source == "1.2.840.10008.1.2.2"
@@ -98,15 +110,7 @@ def _read_as_implicit(ds: Dataset, source: str) -> bool:
     return any(isinstance(e, RawDataElement) and e.VR is None for e in ds.elements())
 
 
-def _check_size(ds: Dataset) -> None:
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    bits = int(ds.get("BitsAllocated", 8) or 8)
-    size = int(ds.Rows) * int(ds.Columns) * samples * max(bits, 8) // 8 * pixels.frame_count(ds)
-    if size > MAX_DECODED_BYTES:
-        raise PayloadTooLarge("the object is too large to transcode; ask for the original")
-
-
-def _recode_pixels(ds: Dataset, source: str, target: str) -> None:
+def _recode_pixels(ds: Dataset, source: str, target: str, limit: int) -> None:
     pixels.require_image(ds)
     bits = int(ds.BitsAllocated)
     if target == str(JPEGBaseline8Bit):
@@ -114,7 +118,7 @@ def _recode_pixels(ds: Dataset, source: str, target: str) -> None:
     elif target not in _NATIVE_TARGETS and (bits > 16 or bits == 1):
         raise NotAcceptable(f"{TARGETS[target]} holds 2 to 16 bits per sample, not {bits}")
     count = pixels.frame_count(ds)
-    frames = (pixels.decode_frame(ds, i) for i in range(count))
+    frames = (pixels.decode_frame(ds, i, max_bytes=limit) for i in range(count))
     if target in _NATIVE_TARGETS:
         photometric, pixel_data = _native(ds, frames, count)
     else:
@@ -123,7 +127,7 @@ def _recode_pixels(ds: Dataset, source: str, target: str) -> None:
             photometric, pixel_data = _encapsulated(ds, target, frames, precision)
         except _OutOfRange:  # values beyond BitsStored (unused high bits set): keep them all
             precision = bits
-            frames = (pixels.decode_frame(ds, i) for i in range(count))
+            frames = (pixels.decode_frame(ds, i, max_bytes=limit) for i in range(count))
             photometric, pixel_data = _encapsulated(ds, target, frames, precision)
             ds.BitsStored, ds.HighBit = bits, bits - 1
     for keyword in _ENCAPSULATED_ONLY:
@@ -189,32 +193,37 @@ def _check_baseline(ds: Dataset) -> None:
 
 
 def _native(ds: Dataset, frames: Iterable[pixels.Frame], count: int) -> tuple[str, bytes]:
-    chunks: list[bytes] = []
+    """Frames written one by one into a single buffer of the declared size (one copy of the
+    decoded pixels at a time); a frame of another size than the attributes say is refused."""
     photometric = str(ds.PhotometricInterpretation)
-    one_bit = int(ds.BitsAllocated) == 1
+    if int(ds.BitsAllocated) == 1:
+        return _native_one_bit(ds, frames, count)
+    size = pixels.frame_bytes(ds)
+    out = bytearray(size * count + (size * count) % 2)
     precision, overflow = _stored_bits(ds), False
-    arrays = []
-    for frame in frames:
+    for index, frame in enumerate(frames):
         photometric = frame.photometric
-        overflow = overflow or not (one_bit or _fits(frame.array, precision))
-        if one_bit:
-            arrays.append(np.ascontiguousarray(frame.array, dtype=np.uint8))
-        else:
-            chunks.append(
-                np.ascontiguousarray(frame.array)
-                .astype(frame.array.dtype.newbyteorder("<"))
-                .tobytes()
-            )
-    if one_bit:  # frames of 1-bit data are packed end to end, not byte aligned
-        data = pack_bits(np.stack(arrays) if count > 1 else arrays[0], pad=False)
-    else:
-        data = b"".join(chunks)
-    if len(data) % 2:
-        data += b"\x00"
+        overflow = overflow or not _fits(frame.array, precision)
+        data = np.ascontiguousarray(frame.array).astype(frame.array.dtype.newbyteorder("<"))
+        if data.nbytes != size:
+            raise pixels.Undecodable("a decoded frame does not match Rows, Columns and samples")
+        out[index * size : (index + 1) * size] = data.data.cast("B")
+        del data
     if overflow:  # a codec gave values above BitsStored: say they are there, keep them
         bits = int(ds.BitsAllocated)
         ds.BitsStored, ds.HighBit = bits, bits - 1
-    return photometric, data
+    return photometric, bytes(out)
+
+
+def _native_one_bit(ds: Dataset, frames: Iterable[pixels.Frame], count: int) -> tuple[str, bytes]:
+    """1-bit frames are packed end to end, not byte aligned."""
+    photometric = str(ds.PhotometricInterpretation)
+    arrays = []
+    for frame in frames:
+        photometric = frame.photometric
+        arrays.append(np.ascontiguousarray(frame.array, dtype=np.uint8))
+    data = pack_bits(np.stack(arrays) if count > 1 else arrays[0], pad=False)
+    return photometric, data + b"\x00" * (len(data) % 2)
 
 
 def _baseline(arr: np.ndarray, photometric: str, precision: int) -> tuple[bytes, str]:

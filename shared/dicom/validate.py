@@ -5,16 +5,26 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+import zlib
 from dataclasses import dataclass
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, AllTransferSyntaxes
+from pydicom.filereader import _read_file_meta_info
+from pydicom.uid import UID, AllTransferSyntaxes, DeflatedExplicitVRLittleEndian
 
 from shared.dicom import quiet  # noqa: F401 - no dataset values in the logs
 from shared.dicomweb import stow_result
 
+#: Sequences nested deeper than this are refused: real objects (SR trees included) stay far
+#: below, and every later reader (JSON, anonymizer, transcoder) walks them recursively.
+MAX_NESTING = 64
+#: Inflated size of a Deflated Explicit VR data set when the caller gives no budget.
+DEFAULT_INFLATE_LIMIT = 256 << 20
+#: Peak memory of reading a deflated file per inflated byte: pydicom holds the inflated
+#: bytes, its buffer and the parsed values (docs/limits.md).
+PEAK_PER_INFLATED_BYTE = 3
+_INFLATE_CHUNK = 1 << 16
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 _KNOWN_TRANSFER_SYNTAXES = frozenset(str(uid) for uid in AllTransferSyntaxes)
@@ -47,17 +57,25 @@ class InstanceRejected(Exception):
         self.sop_instance_uid = sop_instance_uid
 
 
-def validate(data: bytes, expected_study_uid: str | None = None) -> ValidInstance:
+def validate(
+    data: bytes,
+    expected_study_uid: str | None = None,
+    *,
+    inflate_limit: int = DEFAULT_INFLATE_LIMIT,
+) -> ValidInstance:
     """Parse and check one Part 10 file; raise :class:`InstanceRejected` with a reason.
 
-    Checks: 128-byte preamble + ``DICM`` + File Meta Information; the whole file parses
-    with every element complete (truncated files fail); a known Transfer Syntax; SOP Class,
-    SOP Instance, Study and Series Instance UIDs present and valid (PS3.5 §9.1); the Study
-    Instance UID equal to the one in the request URL when given.
+    Checks: 128-byte preamble + ``DICM`` + File Meta Information; a deflated data set
+    inflates to at most ``inflate_limit`` bytes (checked by streaming, before pydicom
+    inflates it whole); the whole file parses with every element complete (truncated files
+    fail) and every value readable as its VR says, sequences nested at most
+    :data:`MAX_NESTING` deep; a known Transfer Syntax; SOP Class, SOP Instance, Study and
+    Series Instance UIDs present and valid (PS3.5 §9.1); the Study Instance UID equal to the
+    one in the request URL when given.
     """
     if not data:
         raise InstanceRejected(stow_result.CANNOT_UNDERSTAND, "empty body part")
-    dataset = _parse(data)
+    dataset = _parse(data, inflate_limit)
     ts = str(dataset.file_meta.get("TransferSyntaxUID", "") or "").strip()
     uids = {kw: str(dataset.get(kw, "") or "").strip() for kw in _REQUIRED_UIDS}
     sop_class, sop_instance = uids["SOPClassUID"], uids["SOPInstanceUID"]
@@ -95,7 +113,7 @@ def validate(data: bytes, expected_study_uid: str | None = None) -> ValidInstanc
     )
 
 
-def _parse(data: bytes) -> Dataset:
+def _parse(data: bytes, inflate_limit: int) -> Dataset:
     if len(data) < 132 or data[128:132] != b"DICM":
         raise InstanceRejected(
             stow_result.CANNOT_UNDERSTAND,
@@ -103,15 +121,87 @@ def _parse(data: bytes) -> Dataset:
         )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        _check_inflated_size(data, inflate_limit)
         try:
             dataset = dcmread(io.BytesIO(data), force=False)
-        except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+        except RecursionError as exc:
+            raise _nested_too_deeply() from exc
+        except Exception as exc:
             raise InstanceRejected(
                 stow_result.CANNOT_UNDERSTAND, "the DICOM file cannot be parsed"
             ) from exc
-    if any("End of file reached" in str(w.message) for w in caught) or _truncated(dataset):
-        raise InstanceRejected(stow_result.CANNOT_UNDERSTAND, "the DICOM file is truncated")
+        if any("End of file reached" in str(w.message) for w in caught) or _truncated(dataset):
+            raise InstanceRejected(stow_result.CANNOT_UNDERSTAND, "the DICOM file is truncated")
+        _read_every_value(dataset)
     return dataset
+
+
+def _nested_too_deeply() -> InstanceRejected:
+    return InstanceRejected(
+        stow_result.CANNOT_UNDERSTAND, f"sequences are nested more than {MAX_NESTING} levels deep"
+    )
+
+
+def _check_inflated_size(data: bytes, limit: int) -> None:
+    """Refuse a Deflated Explicit VR file that inflates beyond ``limit`` (a deflate bomb).
+
+    pydicom inflates the whole data set in one call; this streams it first, holding at most
+    one chunk, and stops as soon as the limit is passed.
+    """
+    stream = io.BytesIO(data)
+    stream.seek(132)
+    try:
+        meta = _read_file_meta_info(stream)
+        syntax = str(meta.get("TransferSyntaxUID", "")).strip("\0 ")
+    except Exception:  # noqa: BLE001 - dcmread reports a broken File Meta with its reason
+        return
+    if syntax != DeflatedExplicitVRLittleEndian:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    view = memoryview(data)[stream.tell() :]
+    inflated = 0
+    try:
+        for start in range(0, len(view), _INFLATE_CHUNK):
+            pending: bytes | memoryview = view[start : start + _INFLATE_CHUNK]
+            while pending and inflated <= limit and not inflater.eof:
+                before = len(pending)
+                produced = len(inflater.decompress(pending, _INFLATE_CHUNK))
+                inflated += produced
+                pending = inflater.unconsumed_tail
+                if not produced and len(pending) == before:
+                    break  # no progress: the stream is damaged; dcmread says how
+            if inflated > limit or inflater.eof:
+                break
+    except zlib.error as exc:
+        raise InstanceRejected(
+            stow_result.CANNOT_UNDERSTAND, "the deflated data set cannot be inflated"
+        ) from exc
+    if inflated > limit:
+        raise InstanceRejected(
+            stow_result.TOO_LARGE,
+            f"the deflated data set inflates to more than {limit:,} bytes"
+            f" ({len(view):,} bytes sent); store it uncompressed or in another syntax",
+        )
+
+
+def _read_every_value(dataset: Dataset) -> None:
+    """Convert every element at every depth, so that no later reader meets a value pydicom
+    cannot read (unknown VR, a length that is not a multiple of the value size, ...)."""
+    pending: list[tuple[Dataset, int]] = [(dataset, 0), (dataset.file_meta, 0)]
+    while pending:
+        current, depth = pending.pop()
+        if depth > MAX_NESTING:
+            raise _nested_too_deeply()
+        for tag in list(current.keys()):
+            try:
+                element = current[tag]
+                if element.VR == "SQ":
+                    pending.extend((item, depth + 1) for item in element.value)
+            except Exception as exc:
+                raise InstanceRejected(
+                    stow_result.CANNOT_UNDERSTAND,
+                    f"element {tag} cannot be read as its value representation says",
+                ) from exc
 
 
 def _truncated(dataset: Dataset) -> bool:

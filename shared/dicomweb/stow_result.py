@@ -10,6 +10,8 @@ Per-instance failures are data, not exceptions. Failure Reason values:
 * 0x0111 Duplicate SOP Instance: the SOP Instance UID is stored with different content.
 * 0x0110 Processing failure: the PatientID differs from the one stored for the study.
 * 0xA700 Out of resources: storage was unavailable; the client may retry.
+* 0xA701 Out of resources: the instance would take more memory to read than this archive
+  gives one request (a deflated data set inflating beyond the budget); retrying cannot help.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ STUDY_UID_MISMATCH = 0xC409
 DUPLICATE_SOP_INSTANCE = 0x0111
 PROCESSING_FAILURE = 0x0110
 OUT_OF_RESOURCES = 0xA700
+TOO_LARGE = 0xA701
 
 _RETRIEVE_URL = "00081190"
 _FAILED_SEQUENCE = "00081198"

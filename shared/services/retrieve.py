@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from shared import budget
 from shared.dicom import syntaxes
 from shared.dicom.render_params import PNG
 from shared.dicomweb.multipart import new_boundary
@@ -52,6 +53,16 @@ class Redirect:
 Outcome = Inline | Redirect
 
 
+class Anonymizer(Protocol):
+    """PS3.15 Basic Profile with the deployment key."""
+
+    def __call__(self, data: bytes) -> bytes:
+        """The de-identified Part 10 file."""
+
+    def uid(self, uid: str) -> str:
+        """The UID that replaces ``uid`` in de-identified objects."""
+
+
 @dataclass(frozen=True)
 class Delivery:
     """How bodies leave the function."""
@@ -59,7 +70,8 @@ class Delivery:
     store: ObjectStore
     inline_limit: int
     presign_ttl: int
-    anonymizer: Callable[[bytes], bytes]  # PS3.15 Basic Profile with the deployment key
+    anonymizer: Anonymizer
+    memory_budget: int = field(default_factory=budget.request_budget)
 
 
 def locate(
@@ -146,7 +158,9 @@ def _instance_bytes(
     if transfer_syntax is not None and transfer_syntax != row.transfer_syntax:
         from shared.dicom import transcode  # noqa: PLC0415 - pixel libraries only when needed
 
-        data = transcode.transcode_bytes(data, transfer_syntax)
+        data = transcode.transcode_bytes(
+            data, transfer_syntax, memory_budget=delivery.memory_budget
+        )
     return data
 
 
@@ -227,7 +241,7 @@ def retrieve_uri(row: InstanceRow, request: UriRequest, delivery: Delivery) -> O
     if transfer_syntax == row.transfer_syntax:
         transfer_syntax = None
     _check_transfer_syntax([row], transfer_syntax)
-    filename = f"{row.sop_instance_uid}.dcm"
+    filename = f"{_download_uid(row, request.anonymize, delivery)}.dcm"
     disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if not request.anonymize and transfer_syntax is None:
         if row.size <= delivery.inline_limit:
@@ -246,6 +260,12 @@ def _rendered(row: InstanceRow, request: UriRequest, media: str, delivery: Deliv
     data = delivery.store.get(row.blob_key)
     if request.anonymize:  # refuses burned-in annotation (409); the image has no header
         data = delivery.anonymizer(data)
-    body = render.render_bytes(data, request.rendering, media)
+    body = render.render_bytes(data, request.rendering, media, memory_budget=delivery.memory_budget)
     extension = "png" if media == PNG else "jpg"
-    return _deliver(iter([body]), media, f"{row.sop_instance_uid}.{extension}", {}, delivery)
+    name = f"{_download_uid(row, request.anonymize, delivery)}.{extension}"
+    return _deliver(iter([body]), media, name, {}, delivery)
+
+
+def _download_uid(row: InstanceRow, anonymize: bool, delivery: Delivery) -> str:
+    """The SOP Instance UID a download is named after: the replaced one when anonymized."""
+    return delivery.anonymizer.uid(row.sop_instance_uid) if anonymize else row.sop_instance_uid

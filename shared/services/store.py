@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from shared import budget
 from shared.dicom import attributes
-from shared.dicom.validate import InstanceRejected, ValidInstance, validate
+from shared.dicom.validate import PEAK_PER_INFLATED_BYTE, InstanceRejected, ValidInstance, validate
 from shared.dicomweb import paths, stow_result
 from shared.dicomweb.multipart import Part
 from shared.dicomweb.stow_result import Failed, Stored, StoreResult
@@ -28,6 +29,7 @@ class StoreRequest:
     calling_aet: str
     base_url: str
     study_uid: str | None = None
+    memory_budget: int = field(default_factory=budget.request_budget)
 
 
 def blob_key(instance: ValidInstance) -> str:
@@ -80,7 +82,11 @@ def _store_one(
     if media not in _DICOM_PART_TYPES:
         return Failed(stow_result.CANNOT_UNDERSTAND, "body part is not application/dicom")
     try:
-        instance = validate(part.content, request.study_uid)
+        instance = validate(
+            part.content,
+            request.study_uid,
+            inflate_limit=request.memory_budget // PEAK_PER_INFLATED_BYTE,
+        )
     except InstanceRejected as rejected:
         logger.info("instance rejected", extra={"reason": hex(rejected.reason)})
         return Failed(

@@ -75,7 +75,7 @@ def test_every_corpus_image_renders_at_its_size_and_into_a_box(name: str) -> Non
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_damaged_pixel_data_is_a_clear_406(name: str) -> None:
-    with pytest.raises(NotAcceptable, match="could not be decoded"):
+    with pytest.raises(NotAcceptable, match=r"could not be decoded|declares a larger image"):
         render.render(_read(name), RenderParameters())
 
 

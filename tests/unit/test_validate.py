@@ -78,3 +78,77 @@ def test_truncating_any_real_file_is_detected() -> None:
     for cut in (len(data) - 1, len(data) - 1000, len(data) // 2):
         with pytest.raises(InstanceRejected):
             validate(data[:cut])
+
+
+def _rejected(data: bytes, **kwargs: int) -> InstanceRejected:
+    with pytest.raises(InstanceRejected) as caught:
+        validate(data, **kwargs)
+    return caught.value
+
+
+def test_a_deflate_bomb_is_refused_with_the_numbers_before_it_is_inflated() -> None:
+    import random
+    import tracemalloc
+
+    from tests import fuzz
+
+    bomb = fuzz.deflate_bomb(random.Random(1), b"")  # 1 KB..1 MB inflating to 64 MB..1 GB
+    tracemalloc.start()
+    try:
+        error = _rejected(bomb, inflate_limit=32 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert error.reason == stow_result.TOO_LARGE
+    assert "33,554,432 bytes" in error.message
+    assert peak < 4 * len(bomb) + (1 << 20), f"peak {peak:,} B while checking"
+
+
+def test_a_deflated_file_within_the_limit_is_accepted() -> None:
+    assert validate(dicom_files.data("image_dfl.dcm"), inflate_limit=1 << 20).transfer_syntax
+
+
+@pytest.mark.parametrize("depth", [65, 300, 3000])
+def test_sequences_nested_too_deeply_are_refused(depth: int) -> None:
+    from tests import fuzz
+
+    data = dicom_files.with_new_uids() + fuzz.nested_sequences(depth)
+    error = _rejected(data)
+    assert error.reason == stow_result.CANNOT_UNDERSTAND
+    assert "nested more than 64 levels" in error.message
+
+
+def test_sequences_nested_64_deep_are_accepted() -> None:
+    from tests import fuzz
+
+    assert validate(dicom_files.with_new_uids() + fuzz.nested_sequences(64)).sop_instance_uid
+
+
+def _with_raw(data: bytes, old: bytes, new: bytes) -> bytes:
+    assert old in data
+    return data.replace(old, new, 1)
+
+
+@pytest.mark.parametrize("vr", [b"ZZ", b"QL", b"LG", b"GS"])
+def test_an_unknown_vr_is_refused_not_crashed_on(vr: bytes) -> None:
+    data = dicom_files.with_new_uids(StationName="STATION1")
+    error = _rejected(_with_raw(data, b"SH\x08\x00STATION1", vr + b"\x08\x00STATION1"))
+    assert error.reason == stow_result.CANNOT_UNDERSTAND
+    assert "(0008,1010)" in error.message
+
+
+def test_a_length_that_is_not_a_multiple_of_the_value_size_is_refused() -> None:
+    data = dicom_files.with_new_uids(StationName="STAT1")  # padded to 6 bytes
+    error = _rejected(_with_raw(data, b"SH\x06\x00STAT1 ", b"FD\x06\x00STAT1 "))
+    assert error.reason == stow_result.CANNOT_UNDERSTAND
+    assert "(0008,1010)" in error.message
+
+
+def test_a_value_json_cannot_carry_is_kept_without_value_in_the_index() -> None:
+    from shared.dicom import attributes
+
+    data = dicom_files.with_new_uids(InstanceNumber="7")
+    data = _with_raw(data, b"IS\x02\x007 ", b"IS\x02\x001A")
+    instance = validate(data)
+    doc = attributes.level_json(instance.dataset, ("InstanceNumber",))
+    assert doc == {"00200013": {"vr": "IS"}}
