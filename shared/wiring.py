@@ -17,7 +17,7 @@ from shared import config
 from shared.adapters.dynamo_index import DynamoInstanceIndex
 from shared.adapters.dynamo_search import DynamoSearch
 from shared.adapters.s3_blobs import S3BlobStore
-from shared.errors import Conflict, StorageUnavailable
+from shared.errors import Conflict, NotAcceptable, StorageUnavailable
 from shared.ports import BlobStore, Catalog, InstanceIndex, ObjectStore
 from shared.services.retrieve import Anonymizer, Delivery
 
@@ -52,8 +52,8 @@ class _Anonymizer:
                 "the instance has burned-in annotation (BurnedInAnnotation YES): pixel data "
                 "would still identify the patient, so it is not served anonymized"
             ) from exc
-        except module.UncleanableContent as exc:
-            raise Conflict(str(exc)) from exc
+        except module.NotPart10 as exc:
+            raise NotAcceptable("the stored object cannot be de-identified") from exc
         return result
 
     def uid(self, uid: str) -> str:

@@ -171,7 +171,10 @@ def anonymize(data: bytes, key: bytes) -> bytes:
         _mark(dataset)
         _fix_meta(dataset)
         out = io.BytesIO()
-        dataset.save_as(out, enforce_file_format=True)
+        try:
+            dataset.save_as(out, enforce_file_format=True)
+        except (AttributeError, ValueError, TypeError, OverflowError) as exc:
+            raise NotPart10("the de-identified object cannot be written as Part 10") from exc
     return out.getvalue()
 
 
@@ -396,5 +399,7 @@ def _fix_meta(dataset: Dataset) -> None:
             del meta[tag]
     if "SOPInstanceUID" in dataset:
         meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    if not meta.get("MediaStorageSOPClassUID") and "SOPClassUID" in dataset:
+        meta.MediaStorageSOPClassUID = dataset.SOPClassUID
     for tag in [e.tag for e in meta if e.tag.is_private]:
         del meta[tag]

@@ -379,6 +379,10 @@ def test_anonymized_retrieval_is_consistent_and_clean(
     by_uri = pydicom.dcmread(io.BytesIO(uri.content))
     assert by_uri.SOPInstanceUID == ds.SOPInstanceUID  # series by series, object by object
     assert by_uri.StudyInstanceUID == ds.StudyInstanceUID
+    # The download is named after the new UID, never the original one.
+    disposition = uri.headers["Content-Disposition"]
+    assert f'filename="{by_uri.SOPInstanceUID}.dcm"' in disposition
+    assert item.sop not in disposition
 
 
 def test_burned_in_annotation_is_refused_when_anonymizing(local_stack: LocalStack) -> None:
