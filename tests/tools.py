@@ -11,9 +11,11 @@ rest of the suite; in CI (``CI=true``) it fails instead: a check that cannot run
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +101,25 @@ def _run(command: list[str], env: dict[str, str], timeout: float) -> str:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
         return f"exit {done.returncode}: {tail[0][:200]}"
     return ""
+
+
+_VALUES = (
+    (re.compile(r"<[^>]*>"), "<>"),
+    (re.compile(r'"[^"]*"'), '""'),
+    (re.compile(r"\b[0-9]+(\.[0-9]+)*\b"), "#"),
+)
+
+
+def dciodvfy_errors(dciodvfy: str, path: Path) -> set[str]:
+    """dciodvfy's error lines with values stripped (values differ after de-identification)."""
+    done = subprocess.run(
+        [dciodvfy, str(path)], check=False, capture_output=True, text=True, timeout=60
+    )
+    errors = set()
+    for line in (done.stdout + done.stderr).splitlines():
+        if line.startswith("Error"):
+            stripped = line
+            for pattern, replacement in _VALUES:
+                stripped = pattern.sub(replacement, stripped)
+            errors.add(stripped)
+    return errors

@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from shared.dicom import anonymize as anon
 from tests import dicom_files
-from tests.tools import require_debian_tool
+from tests.tools import dciodvfy_errors, require_debian_tool
 
 KEY = b"test deployment secret"
 
@@ -434,27 +434,6 @@ def test_a_few_megabytes_take_well_under_a_second(monkeypatch: pytest.MonkeyPatc
 
 # ------------------------------------------------------------------------------ independent tools
 
-_VALUES = (
-    (re.compile(r"<[^>]*>"), "<>"),
-    (re.compile(r'"[^"]*"'), '""'),
-    (re.compile(r"\b[0-9]+(\.[0-9]+)*\b"), "#"),
-)
-
-
-def _dciodvfy_errors(dciodvfy: str, path: Path) -> set[str]:
-    """dciodvfy's error lines with values stripped (values differ after de-identification)."""
-    done = subprocess.run(
-        [dciodvfy, str(path)], check=False, capture_output=True, text=True, timeout=60
-    )
-    errors = set()
-    for line in (done.stdout + done.stderr).splitlines():
-        if line.startswith("Error"):
-            stripped = line
-            for pattern, replacement in _VALUES:
-                stripped = pattern.sub(replacement, stripped)
-            errors.add(stripped)
-    return errors
-
 
 @pytest.mark.tools
 @pytest.mark.parametrize("name", FILES)
@@ -464,7 +443,7 @@ def test_dciodvfy_reports_no_new_errors(name: str, tmp_path: Path) -> None:
     before, after = tmp_path / "before.dcm", tmp_path / "after.dcm"
     before.write_bytes(data)
     after.write_bytes(anon.anonymize(data, KEY))
-    new = _dciodvfy_errors(dciodvfy, after) - _dciodvfy_errors(dciodvfy, before)
+    new = dciodvfy_errors(dciodvfy, after) - dciodvfy_errors(dciodvfy, before)
     assert not new, f"{name}: {sorted(new)}"
 
 

@@ -12,7 +12,6 @@ which the profile passes through untouched, is cut out of the searched bytes fir
 from __future__ import annotations
 
 import io
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from shared.dicom import anonymize as anon
 from tests import dicom_files
-from tests.tools import require_debian_tool
+from tests.tools import dciodvfy_errors, require_debian_tool
 
 KEY = b"invariant test key"
 
@@ -551,7 +550,7 @@ def _corpus_needles(ds: Dataset) -> set[str]:
 
 
 def _split_name(value: str) -> set[str]:
-    parts = {value} | {p for p in value.replace("=", "^").split("^")}
+    parts = {value} | set(value.replace("=", "^").split("^"))
     return {p.strip() for p in parts if p.strip()}
 
 
@@ -611,22 +610,6 @@ def test_no_identifying_value_of_a_corpus_file_survives(name: str) -> None:
 
 
 # ----------------------------------------------------------------------------- dciodvfy
-
-
-def dciodvfy_errors(dciodvfy: str, path: Path) -> set[str]:
-    """dciodvfy's error lines, values stripped (they differ after de-identification)."""
-    import re
-
-    done = subprocess.run(
-        [dciodvfy, str(path)], check=False, capture_output=True, text=True, timeout=60
-    )
-    errors = set()
-    for line in (done.stdout + done.stderr).splitlines():
-        if line.startswith("Error"):
-            line = re.sub(r"<[^>]*>", "<>", line)
-            line = re.sub(r'"[^"]*"', '""', line)
-            errors.add(re.sub(r"\b[0-9]+(\.[0-9]+)*\b", "#", line))
-    return errors
 
 
 @pytest.mark.tools
