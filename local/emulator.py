@@ -686,44 +686,54 @@ class Gateway:
 class _RequestHandler(BaseHTTPRequestHandler):
     server: EmulatorServer
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a client may stay silent (a declared body that never comes)
 
     def _read_body(self) -> tuple[bytes, bool]:
         """Read the body (Content-Length or chunked); stop keeping bytes past the API limit."""
-        limit = API_PAYLOAD_LIMIT
-        kept = bytearray()
-        too_large = False
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            while True:
-                size_line = self.rfile.readline(65537).split(b";", 1)[0].strip()
-                size = int(size_line or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537).strip():  # trailers
-                        pass
-                    break
-                data = self.rfile.read(size)
-                self.rfile.readline(3)
-                if len(kept) + len(data) > limit:
-                    too_large = True
-                else:
-                    kept += data
-            return bytes(kept), too_large
+            return self._read_chunked()
+        limit = API_PAYLOAD_LIMIT
         length = int(self.headers.get("Content-Length") or 0)
-        too_large = length > limit
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        if length > limit:  # answered at once; the unread body ends the connection
+            self.close_connection = True
+            return b"", True
+        kept = bytearray()
         remaining = length
         while remaining > 0:
             data = self.rfile.read(min(_CHUNK, remaining))
             if not data:
                 break
             remaining -= len(data)
-            if not too_large:
+            kept += data
+        return bytes(kept), False
+
+    def _read_chunked(self) -> tuple[bytes, bool]:
+        kept = bytearray()
+        too_large = False
+        while True:
+            size_line = self.rfile.readline(65537).split(b";", 1)[0].strip()
+            size = int(size_line or b"0", 16)
+            if size == 0:
+                while self.rfile.readline(65537).strip():  # trailers
+                    pass
+                return bytes(kept), too_large
+            data = self.rfile.read(size)
+            self.rfile.readline(3)
+            if len(kept) + len(data) > API_PAYLOAD_LIMIT:
+                too_large = True
+            else:
                 kept += data
-        return bytes(kept), too_large
 
     def _serve(self) -> None:
         try:
             body, too_large = self._read_body()
         except ValueError:
             self.send_error(HTTPStatus.BAD_REQUEST, "malformed body framing")
+            return
+        except OSError:  # the client went silent (timeout) or away: nothing to answer
+            self.close_connection = True
             return
         raw_path, _, query = self.path.partition("?")
         request = Request(

@@ -44,6 +44,12 @@ def make_resolver() -> APIGatewayRestResolver:
     def _dicomweb_error(error: DicomWebError) -> Response[str]:
         return error_response(error.status, error.message)
 
+    @app.not_found
+    def _no_route(_: Exception) -> Response[str]:
+        # API Gateway routed the request here, but a path segment holds characters no
+        # route of this function accepts (a backtick, an encoded slash, ...).
+        return error_response(404, "no resource matches this path")
+
     @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
     def _unexpected(error: Exception) -> Response[str]:
         logger.exception("unhandled error", exc_info=error)

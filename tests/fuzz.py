@@ -13,6 +13,7 @@ import random
 import struct
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cache
 
 from pydicom import Dataset
@@ -250,3 +251,264 @@ def cases(seed: int, count: int, corpus: list[bytes]) -> Iterator[tuple[str, byt
         name = rng.choices(names, weights)[0]
         source = rng.choice(corpus)
         yield name, MUTATORS[name](rng, source)
+
+
+# ----------------------------------------------------------------------------- over HTTP
+
+ROUTES = (
+    "/o3-dpacs-wado/stowRsListener/{a}/studies",
+    "/o3-dpacs-wado/stowRsListener/{a}/studies/{s}",
+    "/o3-dpacs-wado/qido/{a}/patients",
+    "/o3-dpacs-wado/qido/{a}/studies",
+    "/o3-dpacs-wado/qido/{a}/series",
+    "/o3-dpacs-wado/qido/{a}/instances",
+    "/o3-dpacs-wado/qido/{a}/studies/{s}/series",
+    "/o3-dpacs-wado/qido/{a}/studies/{s}/instances",
+    "/o3-dpacs-wado/qido/{a}/studies/{s}/series/{e}/instances",
+    "/o3-dpacs-wado/rs/studies/{s}",
+    "/o3-dpacs-wado/rs/studies/{s}/series/{e}",
+    "/o3-dpacs-wado/rs/studies/{s}/series/{e}/instances/{i}",
+    "/o3-dpacs-wado/wado",
+)
+_SEGMENTS = (
+    "AE1",
+    "1.2.840.113619.2.55.3",
+    "`",
+    "%2E%2E%2F",
+    "..",
+    "%00",
+    "%ZZ",
+    "%",
+    "a" * 300,
+    "1." * 40 + "1",
+    "%C3%A9%E5%B1%B1",
+    "<script>",
+    "%22%27",
+    ";",
+    "%20",
+    "+",
+    "",
+    "1.2.3.",
+    "*",
+    "%FF%FE",
+    "x" * 5000,
+)
+_QUERY_KEYS = (
+    "PatientID",
+    "PatientName",
+    "StudyDate",
+    "StudyTime",
+    "ModalitiesInStudy",
+    "StudyInstanceUID",
+    "00100020",
+    "RequestAttributesSequence.ScheduledProcedureStepID",
+    "includefield",
+    "limit",
+    "offset",
+    "fuzzymatching",
+    "requestType",
+    "studyUID",
+    "seriesUID",
+    "objectUID",
+    "contentType",
+    "transferSyntax",
+    "anonymize",
+    "rows",
+    "columns",
+    "windowCenter",
+    "windowWidth",
+    "frameNumber",
+    "region",
+    "imageQuality",
+    "charset",
+    "x" * 200,
+    "%",
+    "",
+)
+_QUERY_VALUES = (
+    "",
+    "*",
+    "?",
+    "1",
+    "-1",
+    "1e309",
+    "99999999999999999999999",
+    "20200101-20191231",
+    "2020-13-45",
+    "-",
+    "*abc*",
+    "a\\b\\c",
+    "%00",
+    "%ZZ",
+    "%",
+    "WADO",
+    "image/jpeg",
+    "application/dicom",
+    "1.2.840.10008.1.2.4.50",
+    "yes",
+    "true",
+    "0,0,1,1",
+    "0.5,0.5,0.1,0.1",
+    "NaN",
+    "inf",
+    "all",
+    "zz" * 3000,
+    "%E5%B1%B1%E7%94%B0",
+    '""',
+    "1.2.3\\1.2.4",
+)
+_ACCEPTS = (
+    None,
+    "*/*",
+    "application/dicom+json",
+    "multipart/related; type=application/dicom",
+    'multipart/related; type="application/dicom"; transfer-syntax=*',
+    "multipart/related; type=application/dicom; transfer-syntax=1.2.840.10008.1.2.4.90",
+    "image/jpeg;q=abc, image/png;q=2",
+    "application/dicom; transfer-syntax=1.2.3",
+    ";;;,,,",
+    "text/html",
+    "multipart/related; type=",
+    "a" * 4000,
+)
+_CONTENT_TYPES = (
+    None,
+    "application/dicom",
+    'multipart/related; type="application/dicom"; boundary=b',
+    "multipart/related; type=application/dicom; boundary=",
+    "multipart/related; boundary=" + "b" * 300,
+    "multipart/related; type=application/dicom+json; boundary=b",
+    "text/plain",
+    "multipart/related",
+    ";",
+)
+_METHODS = ("GET",) * 6 + ("POST",) * 3 + ("OPTIONS", "HEAD", "PUT", "DELETE", "PATCH")
+
+
+@dataclass(frozen=True)
+class HttpCase:
+    """One hostile request, as raw bytes on the wire."""
+
+    label: str
+    raw: bytes
+
+
+def _path(rng: random.Random, uids: tuple[str, str, str]) -> str:
+    route = rng.choice(ROUTES)
+    for name, uid in zip(("{s}", "{e}", "{i}"), uids, strict=True):
+        route = route.replace(name, rng.choice(_SEGMENTS) if rng.random() < 0.3 else uid)
+    route = route.replace("{a}", rng.choice(_SEGMENTS) if rng.random() < 0.3 else "FUZZ")
+    if rng.random() < 0.1:
+        route += "/"
+    if rng.random() < 0.05:
+        route += "/" + rng.choice(_SEGMENTS)
+    return route
+
+
+def _query(rng: random.Random, uids: tuple[str, str, str]) -> str:
+    pairs = [
+        f"{rng.choice(_QUERY_KEYS)}={rng.choice(_QUERY_VALUES)}" for _ in range(rng.randint(0, 8))
+    ]
+    if rng.random() < 0.5:  # a WADO-URI request for a stored object, with hostile extras
+        study, series, sop = uids
+        pairs[:0] = ["requestType=WADO", f"studyUID={study}", f"seriesUID={series}"]
+        pairs.insert(rng.randrange(len(pairs) + 1), f"objectUID={sop}")
+    if rng.random() < 0.1:
+        pairs.append("&&=&")
+    return "&".join(pairs)
+
+
+def _body(rng: random.Random, corpus: list[bytes]) -> tuple[bytes, str | None]:
+    kind = rng.random()
+    if kind < 0.3:
+        return b"", rng.choice(_CONTENT_TYPES)
+    if kind < 0.6:
+        data = flip_bits(rng, rng.choice(corpus))
+        body = (
+            b"--b\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n--b--\r\n"
+            if rng.random() < 0.7
+            else data
+        )
+        return body, 'multipart/related; type="application/dicom"; boundary=b'
+    return rng.randbytes(rng.randint(1, 4096)), rng.choice(_CONTENT_TYPES)
+
+
+def _headers_and_body(
+    rng: random.Random, method: str, key: str, corpus: list[bytes]
+) -> tuple[list[tuple[str, str]], bytes]:
+    headers = [("Host", "127.0.0.1"), ("Connection", "close")]
+    auth = rng.random()
+    if auth < 0.85:
+        headers.append(("Authorization", key))
+    elif auth < 0.9:
+        headers.append(("Authorization", "Bearer " + "x" * rng.randint(0, 3000)))
+    accept = rng.choice(_ACCEPTS)
+    if accept is not None:
+        headers.append(("Accept", accept))
+    body = b""
+    if method in ("POST", "PUT", "PATCH") or rng.random() < 0.05:
+        body, content_type = _body(rng, corpus)
+        if content_type is not None:
+            headers.append(("Content-Type", content_type))
+    if rng.random() < 0.05:
+        headers.append(("X-Odd", "\xe9\xff" * rng.randint(1, 2000)))
+    framing = rng.random()
+    if framing < 0.03:
+        headers.append(("Content-Length", rng.choice(("abc", "-1", "99999999999", ""))))
+    elif framing < 0.06:
+        headers.append(("Transfer-Encoding", "chunked"))
+        body = b"zz\r\n" + body[:10] + b"\r\n0\r\n\r\n"
+    else:
+        headers.append(("Content-Length", str(len(body))))
+    return headers, body
+
+
+def http_cases(
+    seed: int,
+    count: int,
+    key: str,
+    corpus: list[bytes],
+    stored: list[tuple[str, str, str]] | None = None,
+) -> Iterator[HttpCase]:
+    """``count`` hostile requests: paths, query strings, headers, bodies, framing; half of
+    them name ``stored`` objects (study, series, SOP UIDs) so that they reach the WADO code."""
+    rng = random.Random(seed)
+    known = stored or [("1.2.3", "1.2.3.4", "1.2.3.4.5")]
+    for _ in range(count):
+        method = rng.choice(_METHODS)
+        uids = rng.choice(known)
+        target = _path(rng, uids)
+        query = _query(rng, uids)
+        if query:
+            target += "?" + query
+        headers, body = _headers_and_body(rng, method, key, corpus)
+        lines = [f"{method} {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers]
+        raw = "\r\n".join(lines).encode("latin-1", "replace") + b"\r\n\r\n" + body
+        yield HttpCase(f"{method} {target[:80]}", raw)
+
+
+def send_raw(port: int, raw: bytes, timeout: float = 20.0) -> tuple[int, float]:
+    """Send raw request bytes to 127.0.0.1:port; (status, seconds). Status 0: no answer
+    (connection reset or closed without a status line)."""
+    import contextlib
+    import socket
+    import time
+
+    started = time.perf_counter()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            with contextlib.suppress(OSError):  # the server may answer (413) before reading all
+                sock.sendall(raw)
+            received = b""
+            while b"\r\n" not in received:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+            while sock.recv(65536):  # drain to the end (Connection: close)
+                pass
+    except OSError:
+        return 0, time.perf_counter() - started
+    line = received.split(b"\r\n", 1)[0].split()
+    status = int(line[1]) if len(line) >= 2 and line[1].isdigit() else 0
+    return status, time.perf_counter() - started

@@ -167,14 +167,16 @@ def anonymize(data: bytes, key: bytes) -> bytes:
         raise BurnedInAnnotation("the object has burned-in annotation (0028,0301 = YES)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _Cleaner(action_table(), key).clean(dataset)
-        _mark(dataset)
-        _fix_meta(dataset)
         out = io.BytesIO()
         try:
+            _Cleaner(action_table(), key).clean(dataset)
+            _mark(dataset)
+            _fix_meta(dataset)
             dataset.save_as(out, enforce_file_format=True)
-        except (AttributeError, ValueError, TypeError, OverflowError) as exc:
-            raise NotPart10("the de-identified object cannot be written as Part 10") from exc
+        except Exception as exc:
+            # Values pydicom read but cannot convert or write back (a damaged object):
+            # nothing is served rather than a half-cleaned file.
+            raise NotPart10("the object cannot be de-identified and written as Part 10") from exc
     return out.getvalue()
 
 
@@ -231,6 +233,8 @@ class _Cleaner:
         if element.VR == "SQ":
             return self._apply_to_sequence(element, action)
         taken = _resolve(action, element)
+        if taken == "U" and element.VR not in ("UI", "UN"):
+            return "X"  # a UID attribute read with another VR: nothing valid to map it to
         if taken == "Z":
             element.clear()
         elif taken == "U" or (taken == "D" and element.VR == "UI"):

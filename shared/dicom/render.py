@@ -29,7 +29,7 @@ from pydicom.pixels.processing import (
 from shared import budget
 from shared.dicom import pixels
 from shared.dicom.render_params import JPEG, MAX_SIDE, PNG, RenderParameters
-from shared.errors import BadRequest, NotAcceptable
+from shared.errors import BadRequest, DicomWebError, NotAcceptable
 
 #: Peak memory of a render per byte of the decoded frame (tracemalloc, docs/limits.md):
 #: 10-11x for 16-bit grey (float64 LUT and window steps), 2x for 8-bit colour.
@@ -57,8 +57,20 @@ def render(
     """The encoded image (JPEG or PNG bytes) of one frame of ``ds``.
 
     413 before decoding when the frame (as declared by the attributes or by the compressed
-    frame's header) would take more than ``memory_budget`` to render.
+    frame's header) would take more than ``memory_budget`` to render; 406 when the image
+    attributes are missing or hold values that cannot be used.
     """
+    try:
+        return _render(ds, request, media_type, memory_budget)
+    except (DicomWebError, MemoryError):
+        raise
+    except Exception as exc:  # pydicom and numpy raise anything on inconsistent attributes
+        raise pixels.Undecodable(
+            "the image attributes of the stored object are missing or invalid"
+        ) from exc
+
+
+def _render(ds: Dataset, request: RenderParameters, media_type: str, memory_budget: int) -> bytes:
     pixels.require_image(ds)
     count = pixels.frame_count(ds)
     if request.frame > count:

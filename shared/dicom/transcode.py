@@ -29,7 +29,7 @@ from pydicom.uid import (
 
 from shared import budget
 from shared.dicom import pixels, syntaxes
-from shared.errors import NotAcceptable
+from shared.errors import DicomWebError, NotAcceptable
 
 TARGETS = syntaxes.TARGETS
 _NATIVE_TARGETS = syntaxes.NATIVE_TARGETS
@@ -61,7 +61,11 @@ def transcode_bytes(
 ) -> bytes:
     """A stored Part 10 file re-encoded in ``target`` (the bytes themselves when it is theirs)."""
     check_target(target)
-    return transcode(data, dcmread(io.BytesIO(data)), target, memory_budget=memory_budget)
+    try:
+        ds = dcmread(io.BytesIO(data))
+    except Exception as exc:  # stored objects were read at STOW; this is a damaged copy
+        raise pixels.Undecodable("the stored object cannot be read") from exc
+    return transcode(data, ds, target, memory_budget=memory_budget)
 
 
 def transcode(
@@ -70,8 +74,20 @@ def transcode(
     """``data`` (the Part 10 file ``ds`` was read from) re-encoded in ``target``.
 
     413 before decoding when the decoded pixels (as declared) times the measured peak factor
-    exceed ``memory_budget``; every compressed frame's own header is checked too.
+    exceed ``memory_budget``; every compressed frame's own header is checked too. 406 when
+    the image attributes are missing or invalid, or the result cannot be written.
     """
+    try:
+        return _transcode(data, ds, target, memory_budget)
+    except (DicomWebError, MemoryError):
+        raise
+    except Exception as exc:  # pydicom and numpy raise anything on inconsistent attributes
+        raise pixels.Undecodable(
+            "the stored object cannot be transcoded: its attributes are missing or invalid"
+        ) from exc
+
+
+def _transcode(data: bytes, ds: Dataset, target: str, memory_budget: int) -> bytes:
     check_target(target)
     source = pixels.transfer_syntax(ds)
     if source == target:

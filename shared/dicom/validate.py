@@ -85,6 +85,11 @@ def validate(
     def reject(reason: int, message: str) -> InstanceRejected:
         return InstanceRejected(reason, message, sop_class_ref, sop_instance_ref)
 
+    if len(dataset.group_dataset(0)):
+        raise reject(
+            stow_result.CANNOT_UNDERSTAND,
+            "command elements (0000,eeee) are not allowed in a stored data set (PS3.10 7.1)",
+        )
     if not ts:
         raise reject(
             stow_result.CANNOT_UNDERSTAND, "File Meta Information has no TransferSyntaxUID"
@@ -94,7 +99,7 @@ def validate(
     for keyword, value in uids.items():
         if not value:
             raise reject(stow_result.CANNOT_UNDERSTAND, f"{keyword} is missing")
-        if not UID(value).is_valid:
+        if not UID(value).is_valid or dataset[keyword].VR != "UI":
             raise reject(stow_result.CANNOT_UNDERSTAND, f"{keyword} is not a valid UID")
     if expected_study_uid is not None and uids["StudyInstanceUID"] != expected_study_uid:
         raise reject(
