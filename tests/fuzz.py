@@ -162,25 +162,33 @@ def _deflate_bomb(megabytes: int) -> bytes:
 
 def pixel_bomb(rng: random.Random, data: bytes) -> bytes:
     """A tiny image declaring tens of thousands of rows and columns (or frames)."""
-    ds = _base(rng)
-    ds.Rows = rng.choice((40000, 65535))
-    ds.Columns = rng.choice((40000, 65535))
-    ds.SamplesPerPixel = 1
+    return declared_image(
+        rows=rng.choice((40000, 65535)),
+        columns=rng.choice((40000, 65535)),
+        frames=rng.choice((1, 1000)),
+        codestream=rng.random() < 0.5,
+        seed=rng.random(),
+    )
+
+
+def declared_image(
+    *, rows: int, columns: int, frames: int = 1, codestream: bool = False, seed: float = 0.0
+) -> bytes:
+    """A file of a few hundred bytes whose attributes (native) or J2K codestream header
+    (``codestream``: a SIZ segment declaring ``rows`` x ``columns``) promise a huge image."""
+    ds = _base(random.Random(seed))
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.NumberOfFrames = rng.choice((1, 1000))
-    if rng.random() < 0.5:
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.NumberOfFrames = frames
+    if not codestream:
         ds.PixelData = b"\x00" * 64
         return _part10(ds)
-    # A J2K codestream header that declares 40k x 40k in its SIZ marker.
-    siz = struct.pack(">HHIIIIIIIIH", 0xFF51, 41, 0, 40000, 40000, 0, 0, 40000, 40000, 0, 1)
+    siz = struct.pack(">HHHIIIIIIIIH", 0xFF51, 41, 0, columns, rows, 0, 0, columns, rows, 0, 0, 1)
     stream = b"\xff\x4f" + siz + b"\x0f\x01\x01" + b"\xff\xd9"
     from pydicom.encaps import encapsulate
 
-    ds.PixelData = encapsulate([stream])
+    ds.PixelData = encapsulate([stream] * frames)
     ds["PixelData"].VR = "OB"
     return _part10(ds, JPEG2000Lossless)
 
@@ -197,7 +205,7 @@ def lying_fragments(rng: random.Random, data: bytes) -> bytes:
     fragment = b"\xff\xd8\xff\xd9"
     length = rng.choice((len(fragment), 0xFFFFFFF0, 3))
     pixel = item + struct.pack("<I", len(offsets)) + offsets + item + struct.pack("<I", length)
-    ds.PixelData = pixel + fragment + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    ds.PixelData = pixel + fragment  # pydicom writes the sequence delimiter
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
     return _part10(ds, "1.2.840.10008.1.2.4.50")

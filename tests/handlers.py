@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -73,3 +75,15 @@ def json_body(response: dict[str, Any]) -> Any:
     if response.get("isBase64Encoded"):
         body = base64.b64decode(body).decode()
     return json.loads(body)
+
+
+@contextlib.contextmanager
+def quiet(module: ModuleType) -> Iterator[None]:
+    """A function module's logger at WARNING for a while (its level is shared by service)."""
+    logger = module.logger
+    previous = logger.log_level
+    logger.setLevel("WARNING")
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)

@@ -95,11 +95,25 @@ def frame_bytes(ds: Dataset) -> int:
     return max(rows, 0) * max(columns, 0) * max(samples, 1) * ((max(bits, 8) + 7) // 8)
 
 
-def check_declared(ds: Dataset, limit: int, *, frames: int = 1, what: str) -> None:
-    """413 when ``frames`` decoded frames of ``ds`` would take more than ``limit`` bytes."""
-    declared = frame_bytes(ds) * frames
-    if declared > limit:
-        raise PayloadTooLarge(budget.too_large(what, declared, limit))
+@dataclass(frozen=True)
+class MemoryLimit:
+    """What one operation may use: ``budget`` bytes, about ``factor`` bytes per decoded byte
+    (the measured peak of the operation, docs/limits.md)."""
+
+    budget: int
+    factor: int
+    what: str
+
+    def check(self, decoded: int) -> None:
+        """413 with the numbers when ``decoded`` bytes would take more than the budget."""
+        needed = decoded * self.factor
+        if needed > self.budget:
+            raise PayloadTooLarge(budget.too_large(self.what, needed, self.budget))
+
+
+def check_declared(ds: Dataset, limit: MemoryLimit, *, frames: int = 1) -> None:
+    """413 when ``frames`` decoded frames of ``ds`` (as declared) exceed ``limit``."""
+    limit.check(frame_bytes(ds) * frames)
 
 
 _SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
@@ -155,7 +169,7 @@ def _jpeg_declared(stream: bytes) -> int | None:
     return None
 
 
-def _check_codestream(ds: Dataset, stream: bytes, max_bytes: int | None) -> None:
+def _check_codestream(ds: Dataset, stream: bytes, limit: MemoryLimit | None) -> None:
     """A compressed frame whose header declares a larger image than the attributes is
     damaged (406); one that fits them but not the memory budget is refused (413)."""
     declared = codestream_bytes(stream)
@@ -163,8 +177,8 @@ def _check_codestream(ds: Dataset, stream: bytes, max_bytes: int | None) -> None
         return
     if declared > 2 * max(frame_bytes(ds), 1):
         raise Undecodable("the compressed frame declares a larger image than Rows and Columns")
-    if max_bytes is not None and declared > max_bytes:
-        raise PayloadTooLarge(budget.too_large("decoding one frame", declared, max_bytes))
+    if limit is not None:
+        limit.check(declared)
 
 
 def require_image(ds: Dataset) -> None:
@@ -176,24 +190,24 @@ def require_image(ds: Dataset) -> None:
 
 
 def decode_frame(
-    ds: Dataset, index: int, *, reduce: int = 0, max_bytes: int | None = None
+    ds: Dataset, index: int, *, reduce: int = 0, limit: MemoryLimit | None = None
 ) -> Frame:
     """Frame ``index`` (0-based) of ``ds``.
 
     ``reduce`` > 0 asks JPEG 2000 data for a lower resolution level (each level halves both
     sides); other syntaxes, and codestreams where it does not work, decode at full size.
-    ``max_bytes``: 413 before decoding when the attributes or the compressed frame's own
-    header declare a larger decoded frame (a small file can declare 40k x 40k pixels).
+    ``limit``: 413 before decoding when the attributes or the compressed frame's own header
+    declare a frame too large for it (a small file can declare 40k x 40k pixels).
     """
     require_image(ds)
     ts = transfer_syntax(ds)
-    if max_bytes is not None:
-        check_declared(ds, max_bytes, what="decoding one frame")
+    if limit is not None:
+        check_declared(ds, limit)
     try:
         if ts in _NATIVE:
             return _native(ds, index)
         stream = get_frame(ds.PixelData, index, number_of_frames=frame_count(ds))
-        _check_codestream(ds, stream, max_bytes)
+        _check_codestream(ds, stream, limit)
         if reduce > 0 and ts in JPEG_2000:
             frame = _j2k_reduced(ds, stream, reduce)
             if frame is not None:

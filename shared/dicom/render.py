@@ -86,7 +86,10 @@ def _render(ds: Dataset, request: RenderParameters, media_type: str, memory_budg
     scale = max(out_rows / crop_rows, out_columns / crop_columns)  # the axis shrunk least
     reduce = math.floor(math.log2(1 / scale)) if scale < 1 else 0
     frame = pixels.decode_frame(
-        ds, request.frame - 1, reduce=reduce, max_bytes=memory_budget // PEAK_PER_FRAME_BYTE
+        ds,
+        request.frame - 1,
+        reduce=reduce,
+        limit=pixels.MemoryLimit(memory_budget, PEAK_PER_FRAME_BYTE, "rendering one frame"),
     )
     image = to_display(ds, frame, request.frame - 1, request.window)
     return _encode(image, request, media_type, (out_rows, out_columns))

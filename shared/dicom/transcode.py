@@ -96,8 +96,8 @@ def _transcode(data: bytes, ds: Dataset, target: str, memory_budget: int) -> byt
     if target not in _NATIVE_TARGETS and not pixels.is_image(ds):
         raise pixels.NotAnImage("the object has no image pixel data to compress")
     if "PixelData" in ds:
-        limit = memory_budget // PEAK_PER_DECODED_BYTE
-        pixels.check_declared(ds, limit, frames=pixels.frame_count(ds), what="transcoding")
+        limit = pixels.MemoryLimit(memory_budget, PEAK_PER_DECODED_BYTE, "transcoding this image")
+        pixels.check_declared(ds, limit, frames=pixels.frame_count(ds))
         _recode_pixels(ds, source, target, limit)
     elif has_pixels and source == "1.2.840.10008.1.2.2":
         raise NotAcceptable("float pixel data cannot be converted from big endian")
@@ -126,7 +126,7 @@ def _read_as_implicit(ds: Dataset, source: str) -> bool:
     return any(isinstance(e, RawDataElement) and e.VR is None for e in ds.elements())
 
 
-def _recode_pixels(ds: Dataset, source: str, target: str, limit: int) -> None:
+def _recode_pixels(ds: Dataset, source: str, target: str, limit: pixels.MemoryLimit) -> None:
     pixels.require_image(ds)
     bits = int(ds.BitsAllocated)
     if target == str(JPEGBaseline8Bit):
@@ -134,7 +134,7 @@ def _recode_pixels(ds: Dataset, source: str, target: str, limit: int) -> None:
     elif target not in _NATIVE_TARGETS and (bits > 16 or bits == 1):
         raise NotAcceptable(f"{TARGETS[target]} holds 2 to 16 bits per sample, not {bits}")
     count = pixels.frame_count(ds)
-    frames = (pixels.decode_frame(ds, i, max_bytes=limit) for i in range(count))
+    frames = (pixels.decode_frame(ds, i, limit=limit) for i in range(count))
     if target in _NATIVE_TARGETS:
         photometric, pixel_data = _native(ds, frames, count)
     else:
@@ -143,7 +143,7 @@ def _recode_pixels(ds: Dataset, source: str, target: str, limit: int) -> None:
             photometric, pixel_data = _encapsulated(ds, target, frames, precision)
         except _OutOfRange:  # values beyond BitsStored (unused high bits set): keep them all
             precision = bits
-            frames = (pixels.decode_frame(ds, i, max_bytes=limit) for i in range(count))
+            frames = (pixels.decode_frame(ds, i, limit=limit) for i in range(count))
             photometric, pixel_data = _encapsulated(ds, target, frames, precision)
             ds.BitsStored, ds.HighBit = bits, bits - 1
     for keyword in _ENCAPSULATED_ONLY:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from shared.adapters.dynamo_keys import uid_digest
 from shared.errors import StorageUnavailable
-from shared.ports import AddOutcome, InstanceRecord
+from shared.ports import AddOutcome, InstanceRecord, InstanceRow
 
 
 @dataclass
@@ -68,3 +69,46 @@ class FakeIndex:
             raise StorageUnavailable("the index is unavailable, retry later")
         existing = self.instances.get(sop_instance_uid)
         return existing is not None and existing.blob_key == blob_key
+
+
+@dataclass
+class FakeObjectStore(FakeBlobStore):
+    """FakeBlobStore plus the reading side WADO uses; presigned URLs are fake addresses."""
+
+    def get(self, key: str) -> bytes:
+        if self.fail:
+            raise StorageUnavailable("object storage is unavailable, retry later")
+        return self.objects[key]
+
+    def chunks(self, key: str, size: int = 8 * 1024 * 1024) -> Iterator[bytes]:
+        data = self.get(key)
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    def presign_get(
+        self, key: str, *, expires: int, content_type: str, filename: str | None = None
+    ) -> str:
+        return f"https://objects.invalid/{key}?expires={expires}"
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> None:
+        self.put(key, b"".join(chunks))
+
+
+@dataclass
+class FakeCatalog:
+    """The few Catalog reads WADO makes, over a list of instance rows."""
+
+    rows: list[InstanceRow] = field(default_factory=list)
+
+    def instances_by_uid(self, sop_uids: Iterable[str]) -> Iterator[InstanceRow]:
+        wanted = set(sop_uids)
+        return iter([r for r in self.rows if r.sop_instance_uid in wanted])
+
+    def instances(self, study_uid: str, series_uid: str | None = None) -> Iterator[InstanceRow]:
+        return iter(
+            [
+                r
+                for r in self.rows
+                if r.study_uid == study_uid and series_uid in (None, r.series_uid)
+            ]
+        )

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
 import pydicom
 import pytest
 import requests
 
-from local.stack import LocalStack
+from shared import keys
 from tests import dicom_files, fuzz
+from tests.served import Served, served
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +40,7 @@ STORED = (
 )
 
 
-def _store(stack: LocalStack) -> list[tuple[str, str, str]]:
+def _store(stack: Served) -> list[tuple[str, str, str]]:
     stored = []
     for name in STORED:
         data = dicom_files.with_new_uids(name)
@@ -53,7 +56,16 @@ def _store(stack: LocalStack) -> list[tuple[str, str, str]]:
     return stored
 
 
-def test_hostile_requests_get_an_answer_below_500_in_time(local_stack: LocalStack) -> None:
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Served]:
+    """A stack of its own (a process): the mutants it stores must not meet other tests'."""
+    key, _ = keys.generate("fuzz")
+    with served(tmp_path, key) as stack:
+        yield stack
+
+
+def test_hostile_requests_get_an_answer_below_500_in_time(own_stack: Served) -> None:
+    local_stack = own_stack
     corpus = [dicom_files.data(n) for n in dicom_files.part10_files(max_size=100_000)[:40]]
     stored = _store(local_stack)
     statuses: Counter[int] = Counter()

@@ -11,10 +11,8 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +22,8 @@ import requests
 from local.emulator import LAMBDA_REQUEST_LIMIT
 from local.stack import LocalStack
 from local.template import PROJECT_ROOT
+from tests.served import Served
+from tests.served import served as serve
 
 pytestmark = pytest.mark.integration
 
@@ -302,52 +302,14 @@ def test_function_failures_are_502_internal_server_error(echo_stack: LocalStack,
 # ---------------------------------------------------------------- python -m local and apikeys
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Served:
-    def __init__(self, process: subprocess.Popen[str], port: int, state_file: Path) -> None:
-        self.process = process
-        self.port = port
-        self.state_file = state_file
-        self.base_url = f"http://127.0.0.1:{port}/o3-dpacs-wado"
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    port = free_port()
-    state_file = tmp_path / "state.json"
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "DICOMWEB_API_KEY": "o3k_subprocess-test-key-0123456789",
-        "LOCAL_PARAMETER_OVERRIDES": "AuthorizerCacheTtl=0 KeyCacheTtl=0",
-        "LOCAL_STACK_STATE": str(state_file),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local", "--quiet"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while not state_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            output = process.stdout.read() if process.stdout else ""
-            process.kill()
-            pytest.fail(f"python -m local did not start:\n{output}")
-        time.sleep(0.1)
-    try:
-        yield Served(process, port, state_file)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+    with serve(
+        tmp_path,
+        "o3k_subprocess-test-key-0123456789",
+        overrides="AuthorizerCacheTtl=0 KeyCacheTtl=0",
+    ) as stack:
+        yield stack
 
 
 def test_python_m_local_serves_and_exits_0_on_sigterm(served: Served) -> None:

@@ -21,7 +21,7 @@ import pytest
 from shared import wiring
 from tests import dicom_files, fuzz
 from tests.fakes import FakeBlobStore, FakeIndex
-from tests.handlers import Context, load, rest_event
+from tests.handlers import Context, load, quiet, rest_event
 
 CHUNKS, CASES_PER_CHUNK = 20, 1_000
 SLOW_S = 10.0
@@ -62,27 +62,27 @@ def _event(data: bytes) -> dict[str, Any]:
 def run(seed: int, count: int, retrieve_limit: int = RETRIEVED_PER_CHUNK) -> Findings:
     """Send ``count`` mutated files through the STOW handler; then retrieve what it took."""
     module = load("stow")
-    module.logger.setLevel("WARNING")  # one INFO line per case otherwise
     handler = module.lambda_handler
     blobs, index = FakeBlobStore(), FakeIndex()
     wiring.override(blobs=blobs, index=index)
     found = Findings()
     try:
-        for name, data in fuzz.cases(seed, count, corpus()):
-            started = time.perf_counter()
-            try:
-                status = int(handler(_event(data), Context())["statusCode"])
-            except Exception as exc:  # noqa: BLE001 - a crash is what we look for
-                status = 599
-                found.server_errors.append(f"{name}: raised {type(exc).__name__}")
-            elapsed = time.perf_counter() - started
-            found.cases += 1
-            found.by_status[status] = found.by_status.get(status, 0) + 1
-            found.slowest = max(found.slowest, elapsed)
-            if status >= 500 and status != 599:
-                found.server_errors.append(f"{name}: {status}")
-            if elapsed > SLOW_S:
-                found.slow.append(f"{name}: {elapsed:.1f} s")
+        with quiet(module):
+            for name, data in fuzz.cases(seed, count, corpus()):
+                started = time.perf_counter()
+                try:
+                    status = int(handler(_event(data), Context())["statusCode"])
+                except Exception as exc:  # noqa: BLE001 - a crash is what we look for
+                    status = 599
+                    found.server_errors.append(f"{name}: raised {type(exc).__name__}")
+                elapsed = time.perf_counter() - started
+                found.cases += 1
+                found.by_status[status] = found.by_status.get(status, 0) + 1
+                found.slowest = max(found.slowest, elapsed)
+                if status >= 500 and status != 599:
+                    found.server_errors.append(f"{name}: {status}")
+                if elapsed > SLOW_S:
+                    found.slow.append(f"{name}: {elapsed:.1f} s")
     finally:
         wiring.override()
     for data in _stored(blobs, retrieve_limit):
