@@ -1,5 +1,5 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
-[--only qido,wado,render,multipart].
+[--only qido,wado,render,multipart,fuzz].
 
 Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
 and keeps the others.
@@ -23,10 +23,11 @@ from bench import (
     bench_render,
     bench_stow,
     bench_wado,
+    fuzz,
 )
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("stow", "imports", "qido", "wado", "render", "multipart")
+PARTS = ("stow", "imports", "qido", "wado", "render", "multipart", "fuzz")
 
 
 def _sizes(text: str) -> list[int]:
@@ -71,6 +72,7 @@ def main() -> None:
         "wado": bench_wado.run,
         "render": bench_render.run,
         "multipart": bench_multipart.run,
+        "fuzz": fuzz.run,
     }
     out = RESULTS / "bench.json"
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}

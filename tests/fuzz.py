@@ -390,7 +390,7 @@ _CONTENT_TYPES = (
     "multipart/related",
     ";",
 )
-_METHODS = ("GET",) * 6 + ("POST",) * 3 + ("OPTIONS", "HEAD", "PUT", "DELETE", "PATCH")
+_OTHER_METHODS = ("OPTIONS", "HEAD", "PUT", "DELETE", "PATCH", "POST", "GET")
 
 
 @dataclass(frozen=True)
@@ -401,8 +401,14 @@ class HttpCase:
     raw: bytes
 
 
-def _path(rng: random.Random, uids: tuple[str, str, str]) -> str:
+def _route_and_method(rng: random.Random) -> tuple[str, str]:
+    """A route and, nine times in ten, the method it answers."""
     route = rng.choice(ROUTES)
+    method = "POST" if "stowRsListener" in route else "GET"
+    return route, method if rng.random() < 0.9 else rng.choice(_OTHER_METHODS)
+
+
+def _path(rng: random.Random, route: str, uids: tuple[str, str, str]) -> str:
     for name, uid in zip(("{s}", "{e}", "{i}"), uids, strict=True):
         route = route.replace(name, rng.choice(_SEGMENTS) if rng.random() < 0.3 else uid)
     route = route.replace("{a}", rng.choice(_SEGMENTS) if rng.random() < 0.3 else "FUZZ")
@@ -483,9 +489,9 @@ def http_cases(
     rng = random.Random(seed)
     known = stored or [("1.2.3", "1.2.3.4", "1.2.3.4.5")]
     for _ in range(count):
-        method = rng.choice(_METHODS)
+        route, method = _route_and_method(rng)
         uids = rng.choice(known)
-        target = _path(rng, uids)
+        target = _path(rng, route, uids)
         query = _query(rng, uids)
         if query:
             target += "?" + query
