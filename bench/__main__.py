@@ -1,5 +1,5 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
-[--only qido,wado,render,multipart,fuzz].
+[--only qido,wado,render,multipart,memory,fuzz].
 
 Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
 and keeps the others.
@@ -18,6 +18,7 @@ from typing import Any
 
 from bench import (
     bench_imports,
+    bench_memory,
     bench_multipart,
     bench_qido,
     bench_render,
@@ -27,7 +28,7 @@ from bench import (
 )
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("stow", "imports", "qido", "wado", "render", "multipart", "fuzz")
+PARTS = ("stow", "imports", "qido", "wado", "render", "multipart", "memory", "fuzz")
 
 
 def _sizes(text: str) -> list[int]:
@@ -72,6 +73,7 @@ def main() -> None:
         "wado": bench_wado.run,
         "render": bench_render.run,
         "multipart": bench_multipart.run,
+        "memory": bench_memory.run,
         "fuzz": fuzz.run,
     }
     out = RESULTS / "bench.json"

@@ -10,9 +10,8 @@ How each action is applied (PS3.15 §E.1.1, Table E.1-1 legend), at every depth 
 
 ``X``   remove the element.
 ``Z``   keep it with a zero-length value (a sequence with no items).
-``D``   a dummy value consistent with the VR (:func:`_dummy`); a sequence keeps its items,
-        whose contents are cleaned by the same table, and a Code Sequence Macro directly in
-        such an item (Institution / Person Identification Code Sequence) gets dummy codes.
+``D``   a dummy value consistent with the VR (:func:`_dummy`). A sequence is removed (or
+        keeps one dummy item where the object needs one): its items are never kept.
 ``U``   each UID replaced by :func:`map_uid`, except well-known UIDs (``1.2.840.10008.``).
 ``K``   keep (a sequence: keep and clean its items).
 ``C``   no cleaner knows "values of similar meaning", so treated as ``Z/D``.
@@ -22,6 +21,10 @@ How each action is applied (PS3.15 §E.1.1, Table E.1-1 legend), at every depth 
 ``X/Z`` zero length (``Z``): the table uses X/Z only where the attribute is at most Type 2,
         and an empty value is valid for Types 2 and 3.
 ``X/Z/U*`` keep the sequence; the instance UIDs inside are replaced (they have action U).
+
+Beyond the table (:data:`EXTRA_ACTIONS`, :func:`_default_action`): person names anywhere
+become dummies, UN elements go, free text the table misses (document title, SR text values,
+segment and content descriptions) is cleared, an encapsulated PDF becomes a blank page.
 
 An element that is empty in the original stays empty (unless its action is X): there is
 nothing to hide and a dummy would invent a value. Private elements, group lengths, curves

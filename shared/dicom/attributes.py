@@ -57,7 +57,7 @@ def level_json(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, Any]:
     for element in subset:
         try:
             result[f"{element.tag:08X}"] = element.to_json_dict(None, bulk_data_threshold=0)
-        except (ValueError, TypeError, OverflowError):
+        except Exception:  # noqa: BLE001 - pydicom raises anything on a value it cannot carry
             result[f"{element.tag:08X}"] = {"vr": element.VR}
     return result
 

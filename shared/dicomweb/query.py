@@ -23,6 +23,8 @@ from shared.dicom.levels import (
 from shared.dicomweb.uids import valid_uid
 from shared.errors import BadRequest
 
+#: Far past any archive's result list; larger values are refused rather than read past.
+MAX_OFFSET = 10_000_000
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 1000
 
@@ -310,9 +312,13 @@ def _fuzzy(values: Sequence[str]) -> bool:
 def _non_negative(name: str, values: Sequence[str], default: int) -> int:
     if not values:
         return default
-    if len(values) > 1 or not values[0].strip().isdigit():
+    text = values[0].strip()
+    if len(values) > 1 or not (text.isascii() and text.isdigit()):
         raise BadRequest(f"{name} must be a non-negative integer")
-    return int(values[0])
+    value = int(text)
+    if value > MAX_OFFSET:
+        raise BadRequest(f"{name} must be at most {MAX_OFFSET:,}")
+    return value
 
 
 def _limit(values: Sequence[str]) -> tuple[int, bool]:

@@ -144,10 +144,17 @@ def _discard_unreferenced(blobs: BlobStore, index: InstanceIndex, record: Instan
         logger.warning("kept an unindexed object", extra={"key": record.blob_key})
 
 
+def _alphabetic(name: object) -> str:
+    """The alphabetic group of a person name ('' for none, or one pydicom cannot split)."""
+    try:
+        return str(getattr(name, "alphabetic", "") or "")
+    except (IndexError, ValueError, TypeError):
+        return ""
+
+
 def _record(instance: ValidInstance, calling_aet: str, now: datetime) -> InstanceRecord:
     ds = instance.dataset
-    name = ds.get("PatientName")
-    alphabetic = str(name.alphabetic) if name is not None and hasattr(name, "alphabetic") else ""
+    alphabetic = _alphabetic(ds.get("PatientName"))
     return InstanceRecord(
         study_uid=instance.study_uid,
         series_uid=instance.series_uid,

@@ -63,6 +63,9 @@ def test_keyword_or_tag() -> None:
         {"limit": "abc"},
         {"limit": "0"},
         {"offset": "-3"},
+        {"offset": "99999999999999999999999"},  # found by the HTTP fuzz: 500 in islice
+        {"offset": "²"},  # a digit to str.isdigit, not to int()
+        {"limit": "٣"},
         {"fuzzymatching": "maybe"},
         {"includefield": "not a keyword!"},
         {"RequestAttributesSequence": "x"},

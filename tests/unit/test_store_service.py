@@ -140,3 +140,14 @@ def test_outage_on_one_of_two_is_a_failure_item(adapters) -> None:
         stow_result.OUT_OF_RESOURCES,
         stow_result.CANNOT_UNDERSTAND,
     }
+
+
+def test_a_person_name_pydicom_cannot_split_is_stored_without_it(adapters) -> None:
+    """Found by the 200k fuzz run: a PN value '=' among others made to_json_dict fail."""
+    data = dicom_files.with_new_uids(PatientName=["Doe^John", "="])
+    result = run(adapters, request(data))
+    assert result.status == 200
+    _, index = adapters
+    (record,) = index.instances.values()
+    assert record.patient_name == ""
+    assert '"00100010":{"vr":"PN"}' in record.patient_json
