@@ -21,8 +21,8 @@ from shared.dicomweb import stow_result
 MAX_NESTING = 64
 #: Inflated size of a Deflated Explicit VR data set when the caller gives no budget.
 DEFAULT_INFLATE_LIMIT = 256 << 20
-#: Peak memory of reading a deflated file per inflated byte (2.3-4.1x measured): pydicom holds the inflated
-#: bytes, its buffer and the parsed values (docs/limits.md).
+#: Peak memory of reading a deflated file per inflated byte (2.3-4.1x measured): pydicom
+#: holds the inflated bytes, its buffer and the parsed values (docs/limits.md).
 PEAK_PER_INFLATED_BYTE = 5
 _INFLATE_CHUNK = 1 << 16
 _UNDEFINED_LENGTH = 0xFFFFFFFF
