@@ -13,8 +13,10 @@ from pydicom.dataelem import RawDataElement
 from pydicom.filereader import _read_file_meta_info
 from pydicom.uid import UID, AllTransferSyntaxes, DeflatedExplicitVRLittleEndian
 
-from shared.dicom import quiet  # noqa: F401 - no dataset values in the logs
-from shared.dicomweb import stow_result
+from shared.dicom import (
+    failures,
+    quiet,  # noqa: F401 - no dataset values in the logs
+)
 
 #: Sequences nested deeper than this are refused: real objects (SR trees included) stay far
 #: below, and every later reader (JSON, anonymizer, transcoder) walks them recursively.
@@ -74,7 +76,7 @@ def validate(
     one in the request URL when given.
     """
     if not data:
-        raise InstanceRejected(stow_result.CANNOT_UNDERSTAND, "empty body part")
+        raise InstanceRejected(failures.CANNOT_UNDERSTAND, "empty body part")
     dataset = _parse(data, inflate_limit)
     ts = str(dataset.file_meta.get("TransferSyntaxUID", "") or "").strip()
     uids = {kw: str(dataset.get(kw, "") or "").strip() for kw in _REQUIRED_UIDS}
@@ -87,23 +89,21 @@ def validate(
 
     if len(dataset.group_dataset(0)):
         raise reject(
-            stow_result.CANNOT_UNDERSTAND,
+            failures.CANNOT_UNDERSTAND,
             "command elements (0000,eeee) are not allowed in a stored data set (PS3.10 7.1)",
         )
     if not ts:
-        raise reject(
-            stow_result.CANNOT_UNDERSTAND, "File Meta Information has no TransferSyntaxUID"
-        )
+        raise reject(failures.CANNOT_UNDERSTAND, "File Meta Information has no TransferSyntaxUID")
     if ts not in _KNOWN_TRANSFER_SYNTAXES:
-        raise reject(stow_result.TRANSFER_SYNTAX_NOT_SUPPORTED, f"unknown transfer syntax {ts}")
+        raise reject(failures.TRANSFER_SYNTAX_NOT_SUPPORTED, f"unknown transfer syntax {ts}")
     for keyword, value in uids.items():
         if not value:
-            raise reject(stow_result.CANNOT_UNDERSTAND, f"{keyword} is missing")
+            raise reject(failures.CANNOT_UNDERSTAND, f"{keyword} is missing")
         if not UID(value).is_valid or dataset[keyword].VR != "UI":
-            raise reject(stow_result.CANNOT_UNDERSTAND, f"{keyword} is not a valid UID")
+            raise reject(failures.CANNOT_UNDERSTAND, f"{keyword} is not a valid UID")
     if expected_study_uid is not None and uids["StudyInstanceUID"] != expected_study_uid:
         raise reject(
-            stow_result.STUDY_UID_MISMATCH,
+            failures.STUDY_UID_MISMATCH,
             "StudyInstanceUID differs from the study in the request URL",
         )
     return ValidInstance(
@@ -121,7 +121,7 @@ def validate(
 def _parse(data: bytes, inflate_limit: int) -> Dataset:
     if len(data) < 132 or data[128:132] != b"DICM":
         raise InstanceRejected(
-            stow_result.CANNOT_UNDERSTAND,
+            failures.CANNOT_UNDERSTAND,
             "not a DICOM Part 10 file (no 128-byte preamble followed by 'DICM')",
         )
     with warnings.catch_warnings(record=True) as caught:
@@ -133,17 +133,17 @@ def _parse(data: bytes, inflate_limit: int) -> Dataset:
             raise _nested_too_deeply() from exc
         except Exception as exc:
             raise InstanceRejected(
-                stow_result.CANNOT_UNDERSTAND, "the DICOM file cannot be parsed"
+                failures.CANNOT_UNDERSTAND, "the DICOM file cannot be parsed"
             ) from exc
         if any("End of file reached" in str(w.message) for w in caught) or _truncated(dataset):
-            raise InstanceRejected(stow_result.CANNOT_UNDERSTAND, "the DICOM file is truncated")
+            raise InstanceRejected(failures.CANNOT_UNDERSTAND, "the DICOM file is truncated")
         _read_every_value(dataset)
     return dataset
 
 
 def _nested_too_deeply() -> InstanceRejected:
     return InstanceRejected(
-        stow_result.CANNOT_UNDERSTAND, f"sequences are nested more than {MAX_NESTING} levels deep"
+        failures.CANNOT_UNDERSTAND, f"sequences are nested more than {MAX_NESTING} levels deep"
     )
 
 
@@ -179,11 +179,11 @@ def _check_inflated_size(data: bytes, limit: int) -> None:
                 break
     except zlib.error as exc:
         raise InstanceRejected(
-            stow_result.CANNOT_UNDERSTAND, "the deflated data set cannot be inflated"
+            failures.CANNOT_UNDERSTAND, "the deflated data set cannot be inflated"
         ) from exc
     if inflated > limit:
         raise InstanceRejected(
-            stow_result.TOO_LARGE,
+            failures.TOO_LARGE,
             f"the deflated data set inflates to more than {limit:,} bytes"
             f" ({len(view):,} bytes sent); store it uncompressed or in another syntax",
         )
@@ -204,7 +204,7 @@ def _read_every_value(dataset: Dataset) -> None:
                     pending.extend((item, depth + 1) for item in element.value)
             except Exception as exc:
                 raise InstanceRejected(
-                    stow_result.CANNOT_UNDERSTAND,
+                    failures.CANNOT_UNDERSTAND,
                     f"element {tag} cannot be read as its value representation says",
                 ) from exc
 

@@ -1,17 +1,7 @@
 """The Store Instances Response Module (PS3.18 Annex I) and the STOW HTTP status rules.
 
-Per-instance failures are data, not exceptions. Failure Reason values:
-
-* 0xC000 Cannot understand: not Part 10, unparseable, truncated, required UID missing or
-  invalid, or a body part that is not ``application/dicom``.
-* 0xC122 Referenced Transfer Syntax not supported: unknown Transfer Syntax UID.
-* 0xC409 Study Instance UID mismatch: the dataset's study differs from the URL's
-  (the value dcm4chee-arc uses).
-* 0x0111 Duplicate SOP Instance: the SOP Instance UID is stored with different content.
-* 0x0110 Processing failure: the PatientID differs from the one stored for the study.
-* 0xA700 Out of resources: storage was unavailable; the client may retry.
-* 0xA701 Out of resources: the instance would take more memory to read than this archive
-  gives one request (a deflated data set inflating beyond the budget); retrying cannot help.
+Per-instance failures are data, not exceptions; their Failure Reason values are in
+:mod:`shared.dicom.failures` (re-exported here for the response's users).
 """
 
 from __future__ import annotations
@@ -19,13 +9,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-CANNOT_UNDERSTAND = 0xC000
-TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
-STUDY_UID_MISMATCH = 0xC409
-DUPLICATE_SOP_INSTANCE = 0x0111
-PROCESSING_FAILURE = 0x0110
-OUT_OF_RESOURCES = 0xA700
-TOO_LARGE = 0xA701
+from shared.dicom.failures import (
+    CANNOT_UNDERSTAND,
+    DUPLICATE_SOP_INSTANCE,
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+    STUDY_UID_MISMATCH,
+    TOO_LARGE,
+    TRANSFER_SYNTAX_NOT_SUPPORTED,
+)
+
+__all__ = [
+    "CANNOT_UNDERSTAND",
+    "DUPLICATE_SOP_INSTANCE",
+    "OUT_OF_RESOURCES",
+    "PROCESSING_FAILURE",
+    "STUDY_UID_MISMATCH",
+    "TOO_LARGE",
+    "TRANSFER_SYNTAX_NOT_SUPPORTED",
+    "Failed",
+    "StoreResult",
+    "Stored",
+]
 
 _RETRIEVE_URL = "00081190"
 _FAILED_SEQUENCE = "00081198"

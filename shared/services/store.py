@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shared import budget
-from shared.dicom import attributes
+from shared.dicom import attributes, failures
 from shared.dicom.validate import PEAK_PER_INFLATED_BYTE, InstanceRejected, ValidInstance, validate
-from shared.dicomweb import paths, stow_result
+from shared.dicomweb import paths
 from shared.dicomweb.multipart import Part
 from shared.dicomweb.stow_result import Failed, Stored, StoreResult
 from shared.errors import StorageUnavailable
@@ -68,7 +68,7 @@ def store(
 
 
 def _all_outages(failed: Iterable[Failed]) -> bool:
-    return all(f.reason == stow_result.OUT_OF_RESOURCES for f in failed)
+    return all(f.reason == failures.OUT_OF_RESOURCES for f in failed)
 
 
 def _store_one(
@@ -80,7 +80,7 @@ def _store_one(
 ) -> Stored | Failed:
     media = (part.content_type or "").split(";", 1)[0].strip().lower()
     if media not in _DICOM_PART_TYPES:
-        return Failed(stow_result.CANNOT_UNDERSTAND, "body part is not application/dicom")
+        return Failed(failures.CANNOT_UNDERSTAND, "body part is not application/dicom")
     try:
         instance = validate(
             part.content,
@@ -101,7 +101,7 @@ def _store_one(
         # since an index entry may point at it (an identical earlier copy has the same key).
         # An object no entry points at is never served; a retry is idempotent.
         logger.warning("storage unavailable", extra={"sop_instance_uid": instance.sop_instance_uid})
-        return _failed(instance, stow_result.OUT_OF_RESOURCES, "storage unavailable")
+        return _failed(instance, failures.OUT_OF_RESOURCES, "storage unavailable")
     if outcome in (AddOutcome.STORED, AddOutcome.ALREADY_STORED):
         url = paths.instance_url(
             request.base_url, instance.study_uid, instance.series_uid, instance.sop_instance_uid
@@ -116,16 +116,16 @@ def _refused(instance: ValidInstance, outcome: AddOutcome) -> Failed:
     if outcome is AddOutcome.DIFFERENT_CONTENT:
         return _failed(
             instance,
-            stow_result.DUPLICATE_SOP_INSTANCE,
+            failures.DUPLICATE_SOP_INSTANCE,
             "SOP Instance UID already stored with different content",
         )
     if outcome is AddOutcome.PATIENT_MISMATCH:
         return _failed(
-            instance, stow_result.PROCESSING_FAILURE, "PatientID differs from the stored study's"
+            instance, failures.PROCESSING_FAILURE, "PatientID differs from the stored study's"
         )
     return _failed(
         instance,
-        stow_result.PROCESSING_FAILURE,
+        failures.PROCESSING_FAILURE,
         "the instance's attributes exceed what the index can hold",
     )
 
