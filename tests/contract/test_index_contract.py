@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,6 +21,7 @@ from local import template as local_template
 from shared.adapters.dynamo_index import DynamoInstanceIndex
 from shared.adapters.dynamo_keys import patient_pk, patient_sk, study_pk
 from shared.adapters.s3_blobs import S3BlobStore
+from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom.validate import validate
 from shared.dicomweb.multipart import Part
 from shared.ports import AddOutcome
@@ -46,10 +48,12 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         yield {"dynamodb": dynamodb, "s3": s3}
 
 
-@pytest.fixture(params=["fake", "dynamodb"])
-def index(request: pytest.FixtureRequest, aws: dict[str, Any]):
+@pytest.fixture(params=["fake", "dynamodb", "sqlite"])
+def index(request: pytest.FixtureRequest, aws: dict[str, Any], tmp_path: Path):
     if request.param == "fake":
         return FakeIndex()
+    if request.param == "sqlite":
+        return SqliteIndex(tmp_path / "index.sqlite3")
     return DynamoInstanceIndex(aws["dynamodb"], TABLE, sleep=lambda _: None)
 
 

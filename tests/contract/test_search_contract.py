@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -25,6 +26,7 @@ from moto import mock_aws
 from local import template as local_template
 from shared.adapters.dynamo_index import DynamoInstanceIndex
 from shared.adapters.dynamo_search import DynamoSearch
+from shared.adapters.sqlite_index import SqliteCatalog, SqliteIndex
 from shared.dicom.validate import validate
 from shared.dicomweb.matching import matches
 from shared.dicomweb.query import MAX_LIMIT, Query, parse
@@ -279,6 +281,22 @@ def test_index_backed_search_agrees_with_the_reference(
         "before-call.dynamodb.*",
         lambda event_name, **_: operations.append(event_name.split(".")[-1]),
     )
+    _agrees_with_the_reference(records, catalog, data)
+    assert "Scan" not in operations
+    assert set(operations) <= {
+        "Query",
+        "GetItem",
+        "BatchGetItem",
+        "TransactWriteItems",
+        "DeleteTable",
+        "CreateTable",
+        "DescribeTable",
+    }
+
+
+def _agrees_with_the_reference(
+    records: list[InstanceRecord], catalog: Any, data: st.DataObject
+) -> None:
     for _ in range(25):
         level, params, study_path = data.draw(queries(records))
         query = parse({**params, "limit": [str(MAX_LIMIT)]}, level, study_uid=study_path)  # type: ignore[arg-type]
@@ -295,16 +313,27 @@ def test_index_backed_search_agrees_with_the_reference(
             paged += [_key(level, d) for d in page.datasets]
             assert page.more == (offset + 3 < len(got))
         assert paged == got
-    assert "Scan" not in operations
-    assert set(operations) <= {
-        "Query",
-        "GetItem",
-        "BatchGetItem",
-        "TransactWriteItems",
-        "DeleteTable",
-        "CreateTable",
-        "DescribeTable",
-    }
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(specs=st.lists(study_strategy, min_size=4, max_size=14), data=st.data())
+def test_sqlite_search_agrees_with_the_reference(
+    specs: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "index.sqlite3"
+        index = SqliteIndex(path)
+        records = []
+        for number, spec in enumerate(specs, start=1):
+            for instance in _instances(spec, number):
+                record = _record(validate(instance), "AE", datetime.now(UTC))
+                index.add(record)
+                records.append(record)
+        _agrees_with_the_reference(records, SqliteCatalog(path), data)
 
 
 # ------------------------------------------------------------------ no Scan, per query kind

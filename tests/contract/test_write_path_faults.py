@@ -20,6 +20,7 @@ import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -35,7 +36,9 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 from local import template as local_template
 from shared.adapters.dynamo_index import DynamoInstanceIndex
 from shared.adapters.dynamo_keys import study_pk
+from shared.adapters.file_blobs import FileBlobStore
 from shared.adapters.s3_blobs import S3BlobStore
+from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicomweb import stow_result
 from shared.dicomweb.multipart import Part
 from shared.errors import StorageUnavailable
@@ -175,6 +178,33 @@ class FakeBackend(Backend):
     def study_count(self, study: str) -> int:
         found = self.raw_index.studies.get(study)
         return 0 if found is None else int(str(found["instances"]))
+
+
+class LocalBackend(Backend):
+    """Files and SQLite (the embedded backend), faults around each of their calls."""
+
+    def __init__(self, root: Path) -> None:
+        import sqlite3
+
+        self.plan = FaultPlan(raise_fault=_storage_fault)
+        self.raw_blobs = FileBlobStore(root / "objects")
+        self.raw_index = SqliteIndex(root / "index.sqlite3")
+        self.blobs = FaultyBlobs(self.raw_blobs, self.plan)  # type: ignore[arg-type]
+        self.index = FaultyIndex(self.raw_index, self.plan)  # type: ignore[arg-type]
+        self._db = sqlite3.connect(root / "index.sqlite3")
+
+    def entries(self) -> dict[str, tuple[str, str, str]]:
+        rows = self._db.execute("SELECT sop, sha256, key, study FROM instances")
+        return {sop: (sha, key, study) for sop, sha, key, study in rows}
+
+    def object(self, key: str) -> bytes | None:
+        path = self.raw_blobs.path(key)
+        return path.read_bytes() if path.exists() else None
+
+    def study_count(self, study: str) -> int:
+        row = self._db.execute("SELECT n_instances FROM studies WHERE study = ?", (study,))
+        found = row.fetchone()
+        return 0 if found is None else int(found[0])
 
 
 _BOTO_OPS = {
@@ -442,3 +472,23 @@ def test_resending_identical_bytes_during_an_outage_keeps_the_object() -> None:
         store(request, blobs=backend.blobs, index=backend.index)
     ((sha, key, _),) = backend.entries().values()
     assert backend.object(key) is not None and _sha(backend.object(key) or b"") == sha
+
+
+def test_write_path_on_files_and_sqlite(tmp_path: Path) -> None:
+    runs = iter(range(10_000))
+
+    def fresh() -> Backend:
+        return LocalBackend(tmp_path / f"run-{next(runs)}")
+
+    class OnLocal(WritePath):
+        backend_factory = staticmethod(fresh)
+
+    run = OnLocal.TestCase
+    run.settings = settings(
+        max_examples=60,
+        stateful_step_count=10,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    run().runTest()

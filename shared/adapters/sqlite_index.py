@@ -1,0 +1,568 @@
+"""The hierarchical index in one SQLite database: the embedded backend (``local``).
+
+One transaction per instance gives exactly the outcomes of the DynamoDB transaction
+(``dynamo_index``): the instance row is inserted only if its SOP Instance UID is new; an
+identical re-send reads back as ``ALREADY_STORED``, other bytes as ``DIFFERENT_CONTENT``; a
+study stored with another PatientID refuses it (``PATIENT_MISMATCH``); series, study and
+patient rows and their counters change in the same transaction. The read side answers the
+same :class:`~shared.ports.Catalog` calls as ``dynamo_search``, in the same orders, from
+SQL indexes (one per DynamoDB index, plus ones DynamoDB cannot have).
+
+The database runs in WAL mode with ``synchronous=FULL``: a committed instance survives a
+crash of the process or of the machine, and readers never wait for the writer. Several
+processes may share the file (SQLite locks it; writers wait up to ``BUSY_TIMEOUT_S``).
+Connections are per thread. The schema carries a version; :func:`open_database` migrates an
+older file on start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from shared.adapters.dynamo_keys import instance_sk, study_sort_key
+from shared.dicom.normalize import person_name_key
+from shared.errors import StorageUnavailable
+from shared.ports import AddOutcome, InstanceRecord, InstanceRow, PatientRow, SeriesRow, StudyRow
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30.0
+#: An item DynamoDB would refuse (400 KB) is refused here too, so both backends agree.
+MAX_ENTRY_BYTES = 400 * 1024
+
+_SCHEMA_V1 = """
+CREATE TABLE instances (
+    sop TEXT PRIMARY KEY,
+    study TEXT NOT NULL,
+    series TEXT NOT NULL,
+    sk TEXT NOT NULL,
+    sop_class TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    aet TEXT NOT NULL,
+    received TEXT NOT NULL,
+    attrs TEXT NOT NULL,
+    series_attrs TEXT NOT NULL,
+    study_attrs TEXT NOT NULL
+);
+CREATE UNIQUE INDEX instances_in_study ON instances (study, sk);
+CREATE TABLE series (
+    study TEXT NOT NULL,
+    series TEXT NOT NULL,
+    attrs TEXT NOT NULL,
+    study_attrs TEXT NOT NULL,
+    sdt TEXT NOT NULL,
+    modality TEXT,
+    n_instances INTEGER NOT NULL,
+    PRIMARY KEY (study, series)
+) WITHOUT ROWID;
+CREATE INDEX series_by_uid ON series (series);
+CREATE INDEX series_by_modality ON series (modality, sdt);
+CREATE TABLE studies (
+    study TEXT PRIMARY KEY,
+    attrs TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    pid TEXT,
+    accession TEXT,
+    sdt TEXT NOT NULL,
+    name_key TEXT,
+    n_instances INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX studies_by_date ON studies (sdt);
+CREATE INDEX studies_by_patient ON studies (pid, sdt);
+CREATE INDEX studies_by_accession ON studies (accession, sdt);
+CREATE INDEX studies_by_name ON studies (name_key);
+CREATE TABLE study_modalities (
+    study TEXT NOT NULL, modality TEXT NOT NULL, PRIMARY KEY (study, modality)
+) WITHOUT ROWID;
+CREATE TABLE study_sop_classes (
+    study TEXT NOT NULL, sop_class TEXT NOT NULL, PRIMARY KEY (study, sop_class)
+) WITHOUT ROWID;
+CREATE TABLE patients (
+    patient_id TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    attrs TEXT NOT NULL,
+    list_key TEXT NOT NULL,
+    name_key TEXT,
+    n_instances INTEGER NOT NULL,
+    PRIMARY KEY (patient_id, issuer)
+) WITHOUT ROWID;
+CREATE INDEX patients_by_list ON patients (list_key);
+CREATE INDEX patients_by_name ON patients (name_key);
+CREATE TABLE patient_studies (
+    patient_id TEXT NOT NULL, issuer TEXT NOT NULL, study TEXT NOT NULL,
+    PRIMARY KEY (patient_id, issuer, study)
+) WITHOUT ROWID;
+CREATE TABLE patient_series (
+    patient_id TEXT NOT NULL, issuer TEXT NOT NULL, series TEXT NOT NULL,
+    PRIMARY KEY (patient_id, issuer, series)
+) WITHOUT ROWID;
+"""
+# Each entry upgrades a database from the version before it (index: the version reached).
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """A connection to the index at ``path``, created or migrated to :data:`SCHEMA_VERSION`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = _connect(path)
+    _migrate(connection)
+    return connection
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    return connection
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the index was written by a newer version (schema {version} > {SCHEMA_VERSION})"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[target].split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(target),),
+            )
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def schema_version(path: Path) -> int:
+    """The schema version of the index file at ``path`` (0 when there is none)."""
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        try:
+            row = connection.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return 0
+    return int(row[0]) if row else 0
+
+
+class _Connections:
+    """One connection per thread to one database file (sqlite3 objects are per thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        open_database(path).close()  # create or migrate once, up front
+
+    def get(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = _connect(self.path)  # migrated by the constructor
+            self._local.connection = connection
+        return connection
+
+    def run(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``work`` in one immediate transaction; a locked database is a 503."""
+        connection = self.get()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable("the index is busy, retry later") from exc
+        try:
+            result = work(connection)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        try:
+            connection.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            raise StorageUnavailable("the index is busy, retry later") from exc
+        return result
+
+    def query(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        connection = self.get()
+        connection.row_factory = sqlite3.Row
+        try:
+            return list(connection.execute(sql, tuple(parameters)))
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable("the index is busy, retry later") from exc
+
+
+class SqliteIndex:
+    """InstanceIndex on SQLite (port :class:`shared.ports.InstanceIndex`)."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = _Connections(path)
+
+    def add(self, record: InstanceRecord) -> AddOutcome:
+        """Add an instance and update its parents, all or nothing."""
+        size = len(record.instance_json) + len(record.series_json) + len(record.study_json)
+        if size > MAX_ENTRY_BYTES:
+            return AddOutcome.REJECTED
+        outcome: AddOutcome = self._db.run(lambda c: _add(c, record))
+        return outcome
+
+    def references(self, sop_instance_uid: str, blob_key: str) -> bool:
+        """Whether the instance's entry points at ``blob_key``."""
+        rows = self._db.query("SELECT key FROM instances WHERE sop = ?", (sop_instance_uid,))
+        return bool(rows) and rows[0]["key"] == blob_key
+
+
+def _add(c: sqlite3.Connection, r: InstanceRecord) -> AddOutcome:
+    existing = c.execute("SELECT sha256 FROM instances WHERE sop = ?", (r.sop_instance_uid,))
+    found = existing.fetchone()
+    if found is not None:
+        return AddOutcome.ALREADY_STORED if found[0] == r.sha256 else AddOutcome.DIFFERENT_CONTENT
+    study = c.execute("SELECT patient_id FROM studies WHERE study = ?", (r.study_uid,)).fetchone()
+    if study is not None and study[0] != r.patient_id:
+        return AddOutcome.PATIENT_MISMATCH
+    sdt = study_sort_key(r.study_date, r.study_time, r.study_uid)
+    c.execute(
+        "INSERT INTO instances (sop, study, series, sk, sop_class, ts, sha256, size, key, aet,"
+        " received, attrs, series_attrs, study_attrs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            r.sop_instance_uid,
+            r.study_uid,
+            r.series_uid,
+            instance_sk(r.series_uid, r.instance_number, r.sop_instance_uid),
+            r.sop_class_uid,
+            r.transfer_syntax,
+            r.sha256,
+            r.size,
+            r.blob_key,
+            r.calling_aet,
+            r.received,
+            r.instance_json,
+            r.series_json,
+            r.study_json,
+        ),
+    )
+    c.execute(
+        "INSERT INTO series (study, series, attrs, study_attrs, sdt, modality, n_instances)"
+        " VALUES (?,?,?,?,?,?,1) ON CONFLICT (study, series) DO UPDATE SET"
+        " attrs = excluded.attrs, study_attrs = excluded.study_attrs, sdt = excluded.sdt,"
+        " modality = COALESCE(excluded.modality, series.modality),"
+        " n_instances = series.n_instances + 1",
+        (r.study_uid, r.series_uid, r.series_json, r.study_json, sdt, r.modality or None),
+    )
+    name_key = person_name_key(r.patient_name)
+    c.execute(
+        "INSERT INTO studies (study, attrs, patient_id, pid, accession, sdt, name_key,"
+        " n_instances) VALUES (?,?,?,?,?,?,?,1) ON CONFLICT (study) DO UPDATE SET"
+        " attrs = excluded.attrs, pid = COALESCE(excluded.pid, studies.pid),"
+        " accession = COALESCE(excluded.accession, studies.accession), sdt = excluded.sdt,"
+        " name_key = COALESCE(excluded.name_key, studies.name_key),"
+        " n_instances = studies.n_instances + 1",
+        (
+            r.study_uid,
+            r.study_json,
+            r.patient_id,
+            r.patient_id or None,
+            r.accession_number or None,
+            sdt,
+            f"{name_key}#{r.study_uid}" if name_key else None,
+        ),
+    )
+    c.execute(
+        "INSERT OR IGNORE INTO study_sop_classes (study, sop_class) VALUES (?, ?)",
+        (r.study_uid, r.sop_class_uid),
+    )
+    if r.modality:
+        c.execute(
+            "INSERT OR IGNORE INTO study_modalities (study, modality) VALUES (?, ?)",
+            (r.study_uid, r.modality),
+        )
+    if r.patient_id:
+        _add_to_patient(c, r, name_key)
+    return AddOutcome.STORED
+
+
+def _add_to_patient(c: sqlite3.Connection, r: InstanceRecord, name_key: str) -> None:
+    patient = (r.patient_id, r.issuer_of_patient_id)
+    list_key = f"{name_key}#{r.patient_id}\\{r.issuer_of_patient_id}"
+    c.execute(
+        "INSERT INTO patients (patient_id, issuer, attrs, list_key, name_key, n_instances)"
+        " VALUES (?,?,?,?,?,1) ON CONFLICT (patient_id, issuer) DO UPDATE SET"
+        " attrs = excluded.attrs, list_key = excluded.list_key,"
+        " name_key = COALESCE(excluded.name_key, patients.name_key),"
+        " n_instances = patients.n_instances + 1",
+        (*patient, r.patient_json, list_key, list_key if name_key else None),
+    )
+    c.execute(
+        "INSERT OR IGNORE INTO patient_studies (patient_id, issuer, study) VALUES (?,?,?)",
+        (*patient, r.study_uid),
+    )
+    c.execute(
+        "INSERT OR IGNORE INTO patient_series (patient_id, issuer, series) VALUES (?,?,?)",
+        (*patient, r.series_uid),
+    )
+
+
+# ---------------------------------------------------------------------- the read side
+
+_STUDY_COLUMNS = (
+    "s.study, s.attrs, s.n_instances,"
+    " (SELECT COUNT(*) FROM series WHERE series.study = s.study) AS n_series,"
+    " (SELECT group_concat(modality, char(31)) FROM (SELECT modality FROM study_modalities"
+    "  WHERE study = s.study ORDER BY modality)) AS modalities,"
+    " (SELECT group_concat(sop_class, char(31)) FROM (SELECT sop_class FROM study_sop_classes"
+    "  WHERE study = s.study ORDER BY sop_class)) AS sop_classes"
+)
+_PATIENT_COLUMNS = (
+    "p.attrs, p.n_instances,"
+    " (SELECT COUNT(*) FROM patient_studies ps WHERE ps.patient_id = p.patient_id"
+    "  AND ps.issuer = p.issuer) AS n_studies,"
+    " (SELECT COUNT(*) FROM patient_series pe WHERE pe.patient_id = p.patient_id"
+    "  AND pe.issuer = p.issuer) AS n_series"
+)
+_INSTANCE_COLUMNS = "study, series, sop, attrs, series_attrs, study_attrs, ts, key, size"
+_PAGE = 200  # rows fetched per statement when a read is consumed lazily
+
+
+def _doc(text: str | None) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(text) if text else {}
+    return document
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(text.split("\x1f")) if text else ()
+
+
+def _study_row(row: sqlite3.Row) -> StudyRow:
+    return StudyRow(
+        study_uid=row["study"],
+        attrs=_doc(row["attrs"]),
+        n_instances=row["n_instances"],
+        n_series=row["n_series"],
+        modalities=_split(row["modalities"]),
+        sop_classes=_split(row["sop_classes"]),
+    )
+
+
+def _series_row(row: sqlite3.Row) -> SeriesRow:
+    return SeriesRow(
+        study_uid=row["study"],
+        series_uid=row["series"],
+        attrs=_doc(row["attrs"]),
+        study_attrs=_doc(row["study_attrs"]),
+        n_instances=row["n_instances"],
+    )
+
+
+def _instance_row(row: sqlite3.Row) -> InstanceRow:
+    return InstanceRow(
+        study_uid=row["study"],
+        series_uid=row["series"],
+        sop_instance_uid=row["sop"],
+        attrs=_doc(row["attrs"]),
+        series_attrs=_doc(row["series_attrs"]),
+        study_attrs=_doc(row["study_attrs"]),
+        transfer_syntax=row["ts"],
+        blob_key=row["key"],
+        size=row["size"],
+    )
+
+
+def _patient_row(row: sqlite3.Row) -> PatientRow:
+    return PatientRow(
+        attrs=_doc(row["attrs"]),
+        n_instances=row["n_instances"],
+        n_studies=row["n_studies"],
+        n_series=row["n_series"],
+    )
+
+
+def _prefix_end(prefix: str) -> str:
+    return prefix + "\U0010ffff"
+
+
+class SqliteCatalog:
+    """The read side of the index (port :class:`shared.ports.Catalog`) on SQLite.
+
+    Lazy like the DynamoDB adapter: rows are fetched a page at a time (keyset paging on the
+    index's order), so a search stops reading once it has its page of results.
+    ``rows_read`` counts every row fetched, for benchmarks.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = _Connections(path)
+        self.rows_read = 0
+
+    def expect(self, results: int, items: int | None = None) -> None:
+        """Accepted for the port; SQLite pages need no sizing hint."""
+
+    def _fetch(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        rows = self._db.query(sql, parameters)
+        self.rows_read += len(rows)
+        return rows
+
+    def _pages(
+        self, sql: str, parameters: tuple[Any, ...], order: str, after: Callable[..., Any]
+    ) -> Iterator[sqlite3.Row]:
+        """Keyset paging: ``sql`` has a ``{after}`` slot for the continuation condition."""
+        condition, bound = "", ()
+        while True:
+            rows = self._fetch(
+                sql.format(after=condition) + f" ORDER BY {order} LIMIT {_PAGE}",
+                (*parameters, *bound),
+            )
+            yield from rows
+            if len(rows) < _PAGE:
+                return
+            condition, bound = after(rows[-1])
+
+    # ----------------------------------------------------------------- studies
+
+    def studies_by_uid(self, uids: Iterable[str]) -> Iterator[StudyRow]:
+        """Studies with these UIDs, in the order given (absent ones skipped)."""
+        for uid in uids:
+            rows = self._fetch(f"SELECT {_STUDY_COLUMNS} FROM studies s WHERE s.study = ?", (uid,))
+            if rows:
+                yield _study_row(rows[0])
+
+    def study_uids(
+        self, key: str, value: str, *, low: str = "", high: str = "", prefix: str = ""
+    ) -> Iterator[str]:
+        """Study UIDs from an index, newest first (name index: in name order)."""
+        if key == "name":
+            rows = self._pages(
+                "SELECT study, name_key FROM studies WHERE name_key >= ? AND name_key < ? {after}",
+                (prefix, _prefix_end(prefix)),
+                "name_key",
+                lambda last: ("AND name_key > ?", (last["name_key"],)),
+            )
+            yield from (r["study"] for r in rows)
+            return
+        if key == "mod":
+            seen: set[str] = set()
+            for row in self._series_by_modality_keys(value):
+                if row["study"] not in seen:
+                    seen.add(row["study"])
+                    yield row["study"]
+            return
+        column = {"pid": "pid", "acc": "accession"}.get(key)
+        parameters: tuple[str, ...]
+        if column is not None:
+            where, parameters = f"{column} = ?", (value,)
+        else:
+            where, parameters = "sdt BETWEEN ? AND ?", (low or "0", high or "~")
+        rows = self._pages(
+            f"SELECT study, sdt FROM studies WHERE {where} {{after}}",
+            parameters,
+            "sdt DESC",
+            lambda last: ("AND sdt < ?", (last["sdt"],)),
+        )
+        yield from (r["study"] for r in rows)
+
+    # ----------------------------------------------------------------- series
+
+    def series_of_study(self, study_uid: str) -> list[SeriesRow]:
+        """Every series of a study, by Series Instance UID."""
+        rows = self._fetch(
+            "SELECT study, series, attrs, study_attrs, n_instances FROM series"
+            " WHERE study = ? ORDER BY series",
+            (study_uid,),
+        )
+        return [_series_row(r) for r in rows]
+
+    def series_by_uid(self, series_uid: str) -> list[SeriesRow]:
+        """The series with this UID (one, unless a UID was reused across studies)."""
+        rows = self._fetch(
+            "SELECT study, series, attrs, study_attrs, n_instances FROM series"
+            " WHERE series = ? ORDER BY study",
+            (series_uid,),
+        )
+        return [_series_row(r) for r in rows]
+
+    def _series_by_modality_keys(self, modality: str) -> Iterator[sqlite3.Row]:
+        return self._pages(
+            "SELECT study, series, sdt FROM series WHERE modality = ? {after}",
+            (modality,),
+            "sdt DESC, series DESC",
+            lambda last: (
+                "AND (sdt < ? OR (sdt = ? AND series < ?))",
+                (last["sdt"], last["sdt"], last["series"]),
+            ),
+        )
+
+    def series_by_modality(self, modality: str) -> Iterator[SeriesRow]:
+        """Series of a modality, newest study first."""
+        for key in self._series_by_modality_keys(modality):
+            rows = self._fetch(
+                "SELECT study, series, attrs, study_attrs, n_instances FROM series"
+                " WHERE study = ? AND series = ?",
+                (key["study"], key["series"]),
+            )
+            yield from (_series_row(r) for r in rows)
+
+    # ----------------------------------------------------------------- instances
+
+    def instances(self, study_uid: str, series_uid: str | None = None) -> Iterator[InstanceRow]:
+        """Instances of a study (or of one series), by series then InstanceNumber."""
+        prefix = f"INSTANCE#{series_uid}#" if series_uid else "INSTANCE#"
+        rows = self._pages(
+            f"SELECT {_INSTANCE_COLUMNS}, sk FROM instances WHERE study = ?"
+            " AND sk >= ? AND sk < ? {after}",
+            (study_uid, prefix, _prefix_end(prefix)),
+            "sk",
+            lambda last: ("AND sk > ?", (last["sk"],)),
+        )
+        yield from (_instance_row(r) for r in rows)
+
+    def instances_by_uid(self, sop_uids: Iterable[str]) -> Iterator[InstanceRow]:
+        """Instances with these SOP Instance UIDs, in the order given."""
+        for uid in sop_uids:
+            rows = self._fetch(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE sop = ?", (uid,))
+            yield from (_instance_row(r) for r in rows)
+
+    # ----------------------------------------------------------------- patients
+
+    def patients_by_id(self, patient_id: str) -> list[PatientRow]:
+        """Patients with this PatientID (one per issuer)."""
+        rows = self._fetch(
+            f"SELECT {_PATIENT_COLUMNS} FROM patients p WHERE p.patient_id = ? ORDER BY p.issuer",
+            (patient_id,),
+        )
+        return [_patient_row(r) for r in rows]
+
+    def patients(self, prefix: str = "") -> Iterator[PatientRow]:
+        """Every patient in name order, or those whose normalised name starts with prefix."""
+        parameters: tuple[str, ...]
+        if prefix:
+            where, parameters, column = (
+                "p.name_key >= ? AND p.name_key < ?",
+                (prefix, _prefix_end(prefix)),
+                "name_key",
+            )
+        else:
+            where, parameters, column = "1 = 1", (), "list_key"
+        rows = self._pages(
+            f"SELECT {_PATIENT_COLUMNS}, p.{column} AS k FROM patients p WHERE {where} {{after}}",
+            parameters,
+            f"p.{column}",
+            lambda last: (f"AND p.{column} > ?", (last["k"],)),
+        )
+        yield from (_patient_row(r) for r in rows)
