@@ -1,8 +1,10 @@
 """``python -m local``: run the local stack on 127.0.0.1 until SIGINT or SIGTERM.
 
 Environment: ``PORT`` (default 3000), ``DICOMWEB_API_KEY`` (dev key; generated if unset),
-``LOCAL_PARAMETER_OVERRIDES`` (``Key=Value`` pairs for template parameters, e.g.
-``AuthorizerCacheTtl=0 KeyCacheTtl=0``), ``LOCAL_STACK_STATE`` (state file path).
+``DICOMWEB_STORAGE`` (``local``, the default: files and SQLite in ``DICOMWEB_DATA_DIR``,
+default ``.local-data``; or ``moto``: in memory), ``LOCAL_PARAMETER_OVERRIDES``
+(``Key=Value`` pairs for template parameters, e.g. ``AuthorizerCacheTtl=0 KeyCacheTtl=0``),
+``LOCAL_STACK_STATE`` (state file path).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from local.stack import DEFAULT_STATE_FILE, LocalStack, parse_overrides
+from local.stack import DEFAULT_DATA_DIR, DEFAULT_STATE_FILE, STORAGES, LocalStack, parse_overrides
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -31,6 +33,18 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--state-file",
         type=Path,
         default=Path(os.environ.get("LOCAL_STACK_STATE", str(DEFAULT_STATE_FILE))),
+    )
+    parser.add_argument(
+        "--storage",
+        choices=STORAGES,
+        default=os.environ.get("DICOMWEB_STORAGE") or "local",
+        help="local: durable files + SQLite (default); moto: in-memory AWS emulation",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("DICOMWEB_DATA_DIR") or DEFAULT_DATA_DIR),
+        help="where the local backend keeps its data (default .local-data)",
     )
     parser.add_argument("--quiet", action="store_true", help="no access log")
     return parser.parse_args(argv)
@@ -58,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         api_key=os.environ.get("DICOMWEB_API_KEY") or None,
         parameter_overrides=parse_overrides(args.parameter_overrides),
         state_file=args.state_file,
+        storage=args.storage,
+        data_dir=args.data_dir,
     )
     stack.start()
     try:
@@ -66,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in stack.template.routes
         )
         key_note = "generated, shown once" if stack.key_generated else "from DICOMWEB_API_KEY"
+        backend = f"data in {stack.data_dir}" if stack.storage == "local" else "moto, in memory"
         print(
-            f"Local stack ready (moto at {stack.moto_endpoint})\n"
+            f"Local stack ready ({backend})\n"
             f"Base URL: {stack.base_url}\n"
             f"API key ({key_note}): {stack.api_key}\n"
             f"Routes:\n{routes}\n"

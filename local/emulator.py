@@ -771,13 +771,25 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 
 class EmulatorServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer bound to a :class:`Gateway`."""
+    """ThreadingHTTPServer bound to a :class:`Gateway` (given at once, or once the port is
+    known: the environment of the functions names the server's own address)."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(self, address: tuple[str, int], gateway: Gateway | None) -> None:
+        self._gateway = gateway
         super().__init__(address, _RequestHandler)
+
+    @property
+    def gateway(self) -> Gateway:
+        """The gateway answering requests."""
+        if self._gateway is None:
+            raise RuntimeError("the emulator has no gateway yet")
+        return self._gateway
+
+    @gateway.setter
+    def gateway(self, gateway: Gateway) -> None:
+        self._gateway = gateway
 
     @property
     def port(self) -> int:

@@ -1,12 +1,18 @@
-"""The local stack: moto server + resources from template.yaml + the API Gateway emulator.
+"""The local stack: the API Gateway emulator over one of two storage backends.
+
+* ``local`` (the default of ``make serve``): Part 10 files in ``data_dir/objects`` and the
+  index in ``data_dir/index.sqlite3``, durable across restarts; keys and secrets in
+  ``data_dir/secrets``; presigned URLs served by the emulator itself.
+* ``moto``: moto's S3, DynamoDB and Secrets Manager, created from template.yaml (cloud
+  fidelity; in memory, gone when the stack stops).
 
 ``LocalStack`` runs everything in threads of the current process::
 
-    with LocalStack(port=0, api_key=key) as stack:
+    with LocalStack(port=0, api_key=key, data_dir=tmp) as stack:
         requests.get(stack.base_url + "/...", headers={"Authorization": stack.api_key})
 
 One stack per process: handlers read their settings from the process environment, which the
-stack sets (the union of every function's variables plus the moto endpoints) while an
+stack sets (the union of every function's variables plus the backend's) while an
 invocation runs.
 """
 
@@ -24,14 +30,17 @@ from typing import Any
 import boto3
 
 from local.emulator import EmulatorServer, Gateway
+from local.objects import ObjectServer
 from local.template import DEFAULT_TEMPLATE, PROJECT_ROOT, REGION, StackTemplate, load
 from shared import keys
-from shared.adapters.key_store import SecretsManagerKeyStore
+from shared.adapters.key_store import FileKeyStore, SecretsManagerKeyStore
 
 logger = logging.getLogger("local.stack")
 
 DEFAULT_STATE_FILE = PROJECT_ROOT / ".local-stack.json"
+DEFAULT_DATA_DIR = PROJECT_ROOT / ".local-data"
 DEV_KEY_LABEL = "local dev key"
+STORAGES = ("local", "moto")
 
 
 class _SerialMotoServer:
@@ -107,8 +116,14 @@ class LocalStack:
         template_path: Path = DEFAULT_TEMPLATE,
         parameter_overrides: Mapping[str, str] | None = None,
         state_file: Path | None = None,
+        storage: str = "local",
+        data_dir: Path | None = None,
     ) -> None:
+        if storage not in STORAGES:
+            raise ValueError(f"storage must be one of {', '.join(STORAGES)}")
         self.template: StackTemplate = load(template_path, parameter_overrides)
+        self.storage = storage
+        self.data_dir = (data_dir or DEFAULT_DATA_DIR).resolve()
         self.host = host
         self.requested_port = port
         self.api_key = api_key or keys.generate(DEV_KEY_LABEL)[0]
@@ -117,6 +132,7 @@ class LocalStack:
         self.moto_endpoint = ""
         self.environment: dict[str, str] = {}
         self._moto: Any = None
+        self._objects: ObjectServer | None = None
         self._server: EmulatorServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -161,25 +177,35 @@ class LocalStack:
         )
 
     def start(self) -> LocalStack:
-        """Start moto, create the resources, install the dev key and serve the API."""
+        """Start the backend, install the dev key and serve the API."""
         werkzeug_log = logging.getLogger("werkzeug")  # moto's per-request access log
         if werkzeug_log.level == logging.NOTSET:
             werkzeug_log.setLevel(logging.WARNING)
-        self._moto = _moto_server()
-        self._moto.start()
-        moto_host, moto_port = self._moto.get_host_and_port()
-        self.moto_endpoint = f"http://{moto_host}:{moto_port}"
+        self._server = EmulatorServer((self.host, self.requested_port), None)
         try:
-            self._create_resources()
+            if self.storage == "moto":
+                self._moto = _moto_server()
+                self._moto.start()
+                moto_host, moto_port = self._moto.get_host_and_port()
+                self.moto_endpoint = f"http://{moto_host}:{moto_port}"
+                self._create_resources()
+            else:
+                self._prepare_data_dir()
+                self._objects = self._object_server()
+                self._objects.start()
             self.environment = self._function_environment()
-            gateway = Gateway(
-                self.template,
-                self.environment,
-                on_environment_change=_clear_settings_cache,
+            self._server.gateway = Gateway(
+                self.template, self.environment, on_environment_change=_clear_settings_cache
             )
-            self._server = EmulatorServer((self.host, self.requested_port), gateway)
         except BaseException:
-            self._moto.stop()
+            self._server.server_close()
+            self._server = None
+            if self._objects is not None:
+                self._objects.stop()
+                self._objects = None
+            if self._moto is not None:
+                self._moto.stop()
+                self._moto = None
             raise
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="api-emulator", daemon=True
@@ -201,6 +227,9 @@ class LocalStack:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
+        if self._objects is not None:
+            self._objects.stop()
+            self._objects = None
         if self.state_file is not None:
             self.state_file.unlink(missing_ok=True)
 
@@ -221,21 +250,90 @@ class LocalStack:
         environment = self.template.environment()
         environment.update(
             {
-                "AWS_ENDPOINT_URL_S3": self.moto_endpoint,
-                "AWS_ENDPOINT_URL_DYNAMODB": self.moto_endpoint,
-                # boto3 derives the name from the service id "Secrets Manager"; the
-                # run-together spelling is set too for tools that use it.
-                "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.moto_endpoint,
-                "AWS_ENDPOINT_URL_SECRETSMANAGER": self.moto_endpoint,
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_REGION": REGION,
                 "AWS_ACCESS_KEY_ID": "testing",
                 "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_SESSION_TOKEN": "testing",
                 "POWERTOOLS_TRACE_DISABLED": "true",
+                "DICOMWEB_STORAGE": self.storage,
             }
         )
+        if self.storage == "moto":
+            environment.update(
+                {
+                    "AWS_ENDPOINT_URL_S3": self.moto_endpoint,
+                    "AWS_ENDPOINT_URL_DYNAMODB": self.moto_endpoint,
+                    # boto3 derives the name from the service id "Secrets Manager"; the
+                    # run-together spelling is set too for tools that use it.
+                    "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.moto_endpoint,
+                    "AWS_ENDPOINT_URL_SECRETSMANAGER": self.moto_endpoint,
+                }
+            )
+        else:
+            environment.update(
+                {"DICOMWEB_DATA_DIR": str(self.data_dir), "DICOMWEB_LOCAL_URL": self.objects_url}
+            )
         return environment
+
+    def _prepare_data_dir(self) -> None:
+        """Create or migrate the data directory; install the dev key if it is not there."""
+        from shared.adapters.sqlite_index import open_database  # noqa: PLC0415
+        from shared.wiring import API_KEYS_FILE, INDEX_FILE, SECRETS_DIR  # noqa: PLC0415
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        open_database(self.data_dir / INDEX_FILE).close()
+        store = FileKeyStore(self.data_dir / SECRETS_DIR / API_KEYS_FILE)
+        entry = keys.entry_for(self.api_key, DEV_KEY_LABEL)
+        if not any(e.sha256 == entry.sha256 for e in store.load()):
+            store.add(entry)
+
+    def _signing_key(self) -> bytes:
+        from shared.adapters.local_secrets import secret  # noqa: PLC0415
+        from shared.wiring import SECRETS_DIR  # noqa: PLC0415
+
+        return secret(self.data_dir / SECRETS_DIR / "url-signing.key")
+
+    def _object_server(self) -> ObjectServer:
+        """What answers presigned object URLs for the local backend: a server of its own, on
+        another port, so a redirect to it leaves the API's origin as one to S3 does."""
+        from shared.adapters.local_urls import UrlSigner  # noqa: PLC0415
+        from shared.wiring import OBJECTS_DIR  # noqa: PLC0415
+
+        signer = UrlSigner(self._signing_key(), "")
+        return ObjectServer((self.host, 0), signer, self.data_dir / OBJECTS_DIR)
+
+    @property
+    def objects_url(self) -> str:
+        """The root of presigned object URLs (local backend)."""
+        return self._objects.base_url if self._objects is not None else ""
+
+    def adapters(self) -> tuple[Any, Any, Any]:
+        """(object store, index, catalog) of this stack's backend, for tests and tools."""
+        if self.storage == "moto":
+            from shared.adapters.dynamo_index import DynamoInstanceIndex  # noqa: PLC0415
+            from shared.adapters.dynamo_search import DynamoSearch  # noqa: PLC0415
+            from shared.adapters.s3_blobs import S3BlobStore  # noqa: PLC0415
+
+            bucket = next(iter(self.template.buckets.values())).name
+            table = self.template.tables["IndexTable"].name
+            dynamodb = self.client("dynamodb")
+            return (
+                S3BlobStore(self.client("s3"), bucket),
+                DynamoInstanceIndex(dynamodb, table),
+                DynamoSearch(dynamodb, table),
+            )
+        from shared.adapters.file_blobs import FileBlobStore  # noqa: PLC0415
+        from shared.adapters.local_urls import UrlSigner  # noqa: PLC0415
+        from shared.adapters.sqlite_index import SqliteCatalog, SqliteIndex  # noqa: PLC0415
+        from shared.wiring import INDEX_FILE, OBJECTS_DIR  # noqa: PLC0415
+
+        signer = UrlSigner(self._signing_key(), self.objects_url)
+        return (
+            FileBlobStore(self.data_dir / OBJECTS_DIR, signer),
+            SqliteIndex(self.data_dir / INDEX_FILE),
+            SqliteCatalog(self.data_dir / INDEX_FILE),
+        )
 
     def _create_resources(self) -> None:
         s3 = self.client("s3")
@@ -263,6 +361,8 @@ class LocalStack:
         """What tools/apikeys.py --local needs to reach this stack."""
         return {
             "pid": os.getpid(),
+            "storage": self.storage,
+            "data_dir": str(self.data_dir),
             "moto_endpoint": self.moto_endpoint,
             "region": REGION,
             "base_url": self.base_url,

@@ -13,6 +13,10 @@ from functools import cache
 # 4,500,000 bytes inline and answer 413 above, leaving room for headers.
 LAMBDA_EVENT_LIMIT = 6_291_456
 DEFAULT_INLINE_LIMIT = 4_500_000
+#: Where the adapters keep data: ``aws`` (S3, DynamoDB, Secrets Manager; also moto through
+#: AWS_ENDPOINT_URL_*), ``local`` (files and SQLite in ``data_dir``: the embedded default of
+#: ``make serve``). ``moto`` is ``aws`` pointed at moto by the local stack.
+STORAGES = ("aws", "local", "moto")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,14 @@ class Settings:
     inline_limit: int = DEFAULT_INLINE_LIMIT
     presign_ttl: int = 300
     anonymization_secret_id: str = ""
+    storage: str = "aws"
+    data_dir: str = ".local-data"
+    local_url: str = ""  # the local server's root, for signed object URLs
+
+    @property
+    def embedded(self) -> bool:
+        """Whether data lives in ``data_dir`` (files and SQLite) rather than in AWS."""
+        return self.storage == "local"
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -44,6 +56,9 @@ class Settings:
             raise ValueError(
                 "KEY_CACHE_TTL must be >= 0, INLINE_PAYLOAD_LIMIT > 0, PRESIGN_TTL 1..3600"
             )
+        storage = env.get("DICOMWEB_STORAGE", "aws") or "aws"
+        if storage not in STORAGES:
+            raise ValueError(f"DICOMWEB_STORAGE must be one of {', '.join(STORAGES)}")
         return cls(
             bucket=env.get("DICOM_BUCKET", ""),
             table=env.get("INDEX_TABLE", ""),
@@ -54,6 +69,9 @@ class Settings:
             inline_limit=limit,
             presign_ttl=presign_ttl,
             anonymization_secret_id=env.get("ANONYMIZATION_SECRET_ID", ""),
+            storage=storage,
+            data_dir=env.get("DICOMWEB_DATA_DIR", ".local-data") or ".local-data",
+            local_url=env.get("DICOMWEB_LOCAL_URL", ""),
         )
 
 

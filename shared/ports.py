@@ -7,6 +7,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from shared.keys import KeyEntry
+
 
 @dataclass(frozen=True)
 class InstanceRecord:
@@ -74,6 +76,22 @@ class ObjectStore(BlobStore, Protocol):
         """Write a body of any size from chunks."""
 
 
+class KeyStore(Protocol):
+    """Where API key digests live (never the keys themselves)."""
+
+    def load(self) -> list[KeyEntry]:
+        """The active key entries."""
+
+    def save(self, entries: list[KeyEntry]) -> None:
+        """Replace the key list."""
+
+    def add(self, entry: KeyEntry) -> None:
+        """Add one key entry."""
+
+    def revoke(self, key_id: str) -> bool:
+        """Remove the entry with this id; whether one was removed."""
+
+
 class InstanceIndex(Protocol):
     """The patient/study/series/instance index."""
 
@@ -128,6 +146,7 @@ class InstanceRow:
     transfer_syntax: str = ""
     blob_key: str = ""
     size: int = 0
+    calling_aet: str = ""  # the AE title that stored it (STOW's CALLING_AET)
 
 
 @dataclass(frozen=True)

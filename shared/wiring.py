@@ -1,42 +1,77 @@
 """Composition root: adapters built from Settings on first use, reused across invocations.
 
-Importing this module opens no connection and reads no setting. Tests swap adapters with
-:func:`override`.
+The only place that builds AWS clients and picks a backend (``Settings.storage``): ``aws``
+(S3, DynamoDB, Secrets Manager; moto through ``AWS_ENDPOINT_URL_*``) or ``local`` (files
+and SQLite in ``Settings.data_dir``). Importing this module opens no connection and reads
+no setting. Tests swap adapters with :func:`override`.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared import config
-from shared.adapters.dynamo_index import DynamoInstanceIndex
-from shared.adapters.dynamo_search import DynamoSearch
-from shared.adapters.s3_blobs import S3BlobStore
+from shared import config, keys
 from shared.errors import Conflict, NotAcceptable, StorageUnavailable
-from shared.ports import BlobStore, Catalog, InstanceIndex, ObjectStore
-from shared.services.retrieve import Anonymizer, Delivery
+from shared.ports import BlobStore, Catalog, InstanceIndex, KeyStore, ObjectStore
+
+if TYPE_CHECKING:  # the authorizer imports this module: keep the retrieve service out of it
+    from shared.services.retrieve import Anonymizer, Delivery
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, tcp_keepalive=True)
-_cache: dict[str, Any] = {}
+# Adapters are built once per Settings value (a process serving two backends, as the test
+# suite does, keeps one set per backend); tests replace them by name with override().
+_built: dict[tuple[str, config.Settings], Any] = {}
+_overrides: dict[str, Any] = {}
+
+INDEX_FILE = "index.sqlite3"
+OBJECTS_DIR = "objects"
+SECRETS_DIR = "secrets"
+API_KEYS_FILE = "api-keys.json"
+
+
+def _client(service: str, **kwargs: Any) -> Any:
+    factory: Any = boto3.client  # the stubs want a literal service name
+    return factory(service, config=kwargs.pop("config", _BOTO_CONFIG), **kwargs)
+
+
+def data_path(*parts: str) -> Path:
+    """A path under the embedded backend's data directory."""
+    return Path(config.settings().data_dir).joinpath(*parts)
 
 
 def objects() -> ObjectStore:
-    """The Part 10 object store (S3, SigV4 presigning)."""
-    if "objects" not in _cache:
-        client = boto3.client("s3", config=_BOTO_CONFIG.merge(Config(signature_version="s3v4")))
-        _cache["objects"] = S3BlobStore(client, config.settings().bucket)
-    store: ObjectStore = _cache["objects"]
+    """The Part 10 object store: S3 (SigV4 presigning) or a directory."""
+
+    def build() -> ObjectStore:
+        settings = config.settings()
+        if settings.embedded:
+            from shared.adapters.file_blobs import FileBlobStore  # noqa: PLC0415
+            from shared.adapters.local_secrets import secret  # noqa: PLC0415
+            from shared.adapters.local_urls import UrlSigner  # noqa: PLC0415
+
+            signing_key = secret(data_path(SECRETS_DIR, "url-signing.key"))
+            signer = UrlSigner(signing_key, settings.local_url)
+            return FileBlobStore(data_path(OBJECTS_DIR), signer)
+        from shared.adapters.s3_blobs import S3BlobStore  # noqa: PLC0415
+
+        client = _client("s3", config=_BOTO_CONFIG.merge(Config(signature_version="s3v4")))
+        return S3BlobStore(client, settings.bucket)
+
+    store: ObjectStore = _cached("objects", build)
     return store
 
 
 def blobs() -> BlobStore:
     """The Part 10 object store, as STOW uses it."""
-    store: BlobStore = _cache["blobs"] if "blobs" in _cache else objects()
+    store: BlobStore = _overrides["blobs"] if "blobs" in _overrides else objects()
     return store
 
 
@@ -69,6 +104,8 @@ def anonymizer() -> Anonymizer:
 
 def delivery(memory_budget: int) -> Delivery:
     """How the WADO functions answer: object store, inline limit, presigning, anonymizer."""
+    from shared.services.retrieve import Delivery  # noqa: PLC0415
+
     settings = config.settings()
     return Delivery(
         store=objects(),
@@ -81,37 +118,99 @@ def delivery(memory_budget: int) -> Delivery:
 
 def anonymization_key() -> bytes:
     """The deployment's secret key for UID replacement (read once per container)."""
-    if "anonymization_key" not in _cache:
-        client = boto3.client("secretsmanager", config=_BOTO_CONFIG)
+
+    def build() -> bytes:
+        settings = config.settings()
+        if settings.embedded:
+            from shared.adapters.local_secrets import secret  # noqa: PLC0415
+
+            return secret(data_path(SECRETS_DIR, "anonymization.key"))
+        client = _client("secretsmanager")
         try:
-            secret = client.get_secret_value(SecretId=config.settings().anonymization_secret_id)
+            reply = client.get_secret_value(SecretId=settings.anonymization_secret_id)
         except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable("the anonymization key is unavailable, retry later") from exc
-        _cache["anonymization_key"] = secret["SecretString"].encode("utf-8")
-    key: bytes = _cache["anonymization_key"]
+            raise StorageUnavailable("the anonymization key is unavailable") from exc
+        value: bytes = reply["SecretString"].encode("utf-8")
+        return value
+
+    key: bytes = _cached("anonymization_key", build)
     return key
 
 
 def index() -> InstanceIndex:
-    """The DynamoDB index."""
-    if "index" not in _cache:
-        client = boto3.client("dynamodb", config=_BOTO_CONFIG)
-        _cache["index"] = DynamoInstanceIndex(client, config.settings().table)
-    idx: InstanceIndex = _cache["index"]
+    """The index's write side: DynamoDB or SQLite."""
+
+    def build() -> InstanceIndex:
+        settings = config.settings()
+        if settings.embedded:
+            from shared.adapters.sqlite_index import SqliteIndex  # noqa: PLC0415
+
+            return SqliteIndex(data_path(INDEX_FILE))
+        from shared.adapters.dynamo_index import DynamoInstanceIndex  # noqa: PLC0415
+
+        return DynamoInstanceIndex(_client("dynamodb"), settings.table)
+
+    idx: InstanceIndex = _cached("index", build)
     return idx
 
 
 def catalog() -> Catalog:
-    """The read side of the index (QIDO)."""
-    if "catalog" not in _cache:
-        client = boto3.client("dynamodb", config=_BOTO_CONFIG)
-        _cache["catalog"] = DynamoSearch(client, config.settings().table)
-    found: Catalog = _cache["catalog"]
+    """The read side of the index (QIDO, WADO lookups): DynamoDB or SQLite."""
+
+    def build() -> Catalog:
+        settings = config.settings()
+        if settings.embedded:
+            from shared.adapters.sqlite_index import SqliteCatalog  # noqa: PLC0415
+
+            return SqliteCatalog(data_path(INDEX_FILE))
+        from shared.adapters.dynamo_search import DynamoSearch  # noqa: PLC0415
+
+        return DynamoSearch(_client("dynamodb"), settings.table)
+
+    found: Catalog = _cached("catalog", build)
     return found
 
 
+def key_store() -> KeyStore:
+    """Where API key digests live: a Secrets Manager secret or a file."""
+
+    def build() -> KeyStore:
+        settings = config.settings()
+        from shared.adapters import key_store as stores  # noqa: PLC0415
+
+        if settings.embedded:
+            return stores.FileKeyStore(data_path(SECRETS_DIR, API_KEYS_FILE))
+        return stores.SecretsManagerKeyStore(_client("secretsmanager"), settings.keys_secret_id)
+
+    store: KeyStore = _cached("key_store", build)
+    return store
+
+
+def key_ring() -> keys.KeyRing:
+    """The active API keys, re-read at most every ``KEY_CACHE_TTL`` seconds (authorizer)."""
+    now = time.monotonic()
+    slot = ("key_ring", config.settings())
+    loaded = _built.get(slot)
+    if loaded is None or now - loaded[1] >= slot[1].key_cache_ttl:
+        loaded = (keys.KeyRing(key_store().load()), now)
+        _built[slot] = loaded
+    ring: keys.KeyRing = loaded[0]
+    return ring
+
+
+def _cached(name: str, build: Callable[[], Any]) -> Any:
+    """The adapter ``name``: an override, or the one built for the current settings."""
+    if name in _overrides:
+        return _overrides[name]
+    slot = (name, config.settings())
+    if slot not in _built:
+        _built[slot] = build()
+    return _built[slot]
+
+
 def override(**adapters: Any) -> None:
-    """Replace adapters (tests); ``override()`` with no arguments resets everything."""
+    """Replace adapters by name (tests); ``override()`` with no arguments resets everything."""
     if not adapters:
-        _cache.clear()
-    _cache.update(adapters)
+        _overrides.clear()
+        _built.clear()
+    _overrides.update(adapters)

@@ -1,8 +1,10 @@
 """Shared fixtures.
 
-``local_stack``: the local stack (moto + API Gateway emulator) started in-process on a free
-port, once per test session (once per pytest-xdist worker), stopped at the end. Use
-``local_stack.base_url`` (``http://127.0.0.1:PORT/o3-dpacs-wado``) and ``api_headers``.
+``local_stack``: the local stack on its default backend (files and SQLite in a temporary
+data directory), started in-process on a free port, once per test session (once per
+pytest-xdist worker), stopped at the end. ``moto_stack``: the same on moto (cloud
+fidelity), for a smoke test per route. Use ``stack.base_url``
+(``http://127.0.0.1:PORT/o3-dpacs-wado``) and ``api_headers``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,20 @@ from shared import keys
 
 
 @pytest.fixture(scope="session")
-def local_stack() -> Iterator[LocalStack]:
-    """The local stack, with a fresh API key in ``.api_key``."""
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The local stack (embedded backend), with a fresh API key in ``.api_key``."""
     key, _ = keys.generate("pytest")
-    with LocalStack(port=0, api_key=key) as stack:
+    data_dir = tmp_path_factory.mktemp("local-data")
+    with LocalStack(port=0, api_key=key, data_dir=data_dir) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def moto_stack() -> Iterator[LocalStack]:
+    """The local stack on moto. One stack runs at a time per process: the handlers read the
+    process environment, so the moto stack runs only inside its own tests' scope."""
+    key, _ = keys.generate("pytest-moto")
+    with LocalStack(port=0, api_key=key, storage="moto") as stack:
         yield stack
 
 

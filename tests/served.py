@@ -34,6 +34,7 @@ class Served:
     state_file: Path
     log: Path
     api_key: str
+    data_dir: Path
 
     @property
     def base_url(self) -> str:
@@ -47,16 +48,18 @@ def served(
     """Start ``python -m local --quiet`` on a free port; kill it on exit. Output goes to a
     file (a pipe nobody reads would fill up and stall the server)."""
     port = free_port()
-    state_file, log = workdir / "state.json", workdir / "local.log"
+    state_file, log, data_dir = workdir / "state.json", workdir / "local.log", workdir / "data"
     env = {
         **os.environ,
+        "DICOMWEB_DATA_DIR": str(data_dir),
         "PORT": str(port),
         "DICOMWEB_API_KEY": api_key,
         "LOCAL_PARAMETER_OVERRIDES": overrides,
         "LOCAL_STACK_STATE": str(state_file),
         **(extra_env or {}),
     }
-    with log.open("wb") as output:
+    state_file.unlink(missing_ok=True)  # a stale one, left by a killed server
+    with log.open("ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "local", "--quiet"],
             cwd=PROJECT_ROOT,
@@ -71,7 +74,7 @@ def served(
             pytest.fail(f"python -m local did not start:\n{log.read_text()[-4000:]}")
         time.sleep(0.1)
     try:
-        yield Served(process, port, state_file, log, api_key)
+        yield Served(process, port, state_file, log, api_key, data_dir)
     finally:
         if process.poll() is None:
             process.kill()

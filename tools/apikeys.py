@@ -29,7 +29,9 @@ if str(PROJECT_ROOT) not in sys.path:  # `python tools/apikeys.py` puts only too
     sys.path.insert(0, str(PROJECT_ROOT))
 
 from shared import keys  # noqa: E402 - needs the project root on sys.path
-from shared.adapters.key_store import SecretsManagerKeyStore  # noqa: E402
+from shared.adapters.key_store import FileKeyStore, SecretsManagerKeyStore  # noqa: E402
+from shared.ports import KeyStore  # noqa: E402
+from shared.wiring import API_KEYS_FILE, SECRETS_DIR  # noqa: E402
 
 DEFAULT_STATE_FILE = PROJECT_ROOT / ".local-stack.json"
 SECRET_OUTPUT = "ApiKeysSecretArn"  # noqa: S105 - an output name, not a password
@@ -54,12 +56,17 @@ def secret_from_stack(stack_name: str, cloudformation: Any | None = None) -> str
     raise UsageError(f"stack {stack_name} has no {SECRET_OUTPUT} output")
 
 
-def local_target(state_file: Path) -> tuple[Any, str]:
-    """Return a Secrets Manager client for the local stack and its secret id."""
+def _local_state(state_file: Path) -> dict[str, Any]:
     try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
+        state: dict[str, Any] = json.loads(state_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"{state_file} not found: is `make serve` running?") from None
+    return state
+
+
+def local_target(state_file: Path) -> tuple[Any, str]:
+    """Return a Secrets Manager client for the local stack (moto storage) and its secret id."""
+    state = _local_state(state_file)
     client = _client(
         "secretsmanager",
         endpoint_url=state["moto_endpoint"],
@@ -70,15 +77,18 @@ def local_target(state_file: Path) -> tuple[Any, str]:
     return client, str(state["secret_id"])
 
 
-def _store(args: argparse.Namespace) -> SecretsManagerKeyStore:
+def _store(args: argparse.Namespace) -> KeyStore:
     if args.local:
+        state = _local_state(args.state_file)
+        if state.get("storage", "moto") == "local":
+            return FileKeyStore(Path(state["data_dir"]) / SECRETS_DIR / API_KEYS_FILE)
         client, secret_id = local_target(args.state_file)
         return SecretsManagerKeyStore(client, secret_id)
     secret_id = args.secret_id or secret_from_stack(args.stack)
     return SecretsManagerKeyStore(_client("secretsmanager"), secret_id)
 
 
-def create(store: SecretsManagerKeyStore, label: str) -> tuple[str, keys.KeyEntry]:
+def create(store: KeyStore, label: str) -> tuple[str, keys.KeyEntry]:
     """Generate a key, store its digest and return both."""
     key, entry = keys.generate(label)
     store.add(entry)

@@ -8,32 +8,12 @@ into a 401 (its gateway response adds the JSON body and CORS headers).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-import boto3
-
-from shared import config, keys
-from shared.adapters.key_store import SecretsManagerKeyStore
+from shared import keys, wiring
 
 logger = logging.getLogger("authorizer")
 logger.setLevel(logging.INFO)
-
-_ring: keys.KeyRing | None = None
-_loaded_at = 0.0
-_store: SecretsManagerKeyStore | None = None
-
-
-def _key_ring(settings: config.Settings) -> keys.KeyRing:
-    """Return the active keys, re-read from the secret at most every KEY_CACHE_TTL seconds."""
-    global _ring, _loaded_at, _store  # noqa: PLW0603 - per-container cache, by design
-    now = time.monotonic()
-    if _ring is None or now - _loaded_at >= settings.key_cache_ttl:
-        if _store is None:
-            _store = SecretsManagerKeyStore(boto3.client("secretsmanager"), settings.keys_secret_id)
-        _ring = keys.KeyRing(_store.load())
-        _loaded_at = now
-    return _ring
 
 
 def _resource_arn(method_arn: str) -> str:
@@ -48,7 +28,7 @@ def _resource_arn(method_arn: str) -> str:
 def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     """Return an Allow policy for a valid key; raise Unauthorized otherwise."""
     token = keys.token_from_header(event.get("authorizationToken"))
-    entry = _key_ring(config.settings()).match(token) if token else None
+    entry = wiring.key_ring().match(token) if token else None
     if entry is None:
         logger.info("authorization refused: %s", "missing key" if not token else "unknown key")
         raise Exception("Unauthorized")

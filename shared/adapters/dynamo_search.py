@@ -90,6 +90,7 @@ def _instance_row(item: dict[str, Any]) -> InstanceRow:
         transfer_syntax=item.get("ts", {}).get("S", ""),
         blob_key=item.get("key", {}).get("S", ""),
         size=_int(item, "size"),
+        calling_aet=item.get("aet", {}).get("S", ""),
     )
 
 

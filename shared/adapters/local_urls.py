@@ -42,7 +42,7 @@ class UrlSigner:
         until = int(self._clock()) + expires
         query = {"expires": str(until), "type": content_type, "name": filename or ""}
         query["signature"] = self._sign(key, query)
-        return f"{self._base}{PATH_PREFIX}{quote(key)}?{urlencode(query)}"
+        return f"{self._base}{PATH_PREFIX}{quote(key)}?{urlencode(query, quote_via=quote)}"
 
     def check(self, key: str, query: Mapping[str, str]) -> SignedObject | None:
         """The object a request may read, or None (bad signature or expired)."""

@@ -338,7 +338,7 @@ _PATIENT_COLUMNS = (
     " (SELECT COUNT(*) FROM patient_series pe WHERE pe.patient_id = p.patient_id"
     "  AND pe.issuer = p.issuer) AS n_series"
 )
-_INSTANCE_COLUMNS = "study, series, sop, attrs, series_attrs, study_attrs, ts, key, size"
+_INSTANCE_COLUMNS = "study, series, sop, attrs, series_attrs, study_attrs, ts, key, size, aet"
 _PAGE = 200  # rows fetched per statement when a read is consumed lazily
 
 
@@ -383,6 +383,7 @@ def _instance_row(row: sqlite3.Row) -> InstanceRow:
         transfer_syntax=row["ts"],
         blob_key=row["key"],
         size=row["size"],
+        calling_aet=row["aet"],
     )
 
 

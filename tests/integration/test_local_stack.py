@@ -359,8 +359,8 @@ def test_keys_created_and_revoked_with_apikeys_take_effect(served: Served) -> No
     assert key_id not in apikeys(served, "list")
 
 
-def test_state_file_names_the_moto_endpoint_and_secret(served: Served) -> None:
+def test_state_file_names_the_backend_and_its_data(served: Served) -> None:
     state = json.loads(served.state_file.read_text(encoding="utf-8"))
-    assert state["moto_endpoint"].startswith("http://127.0.0.1:")
-    assert state["secret_id"] == "local-apikeyssecret"
+    assert state["storage"] == "local"
+    assert state["data_dir"] == str(served.data_dir.resolve())
     assert state["base_url"] == served.base_url

@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from local.stack import LocalStack
-from shared.adapters.dynamo_keys import instance_sk, study_pk
 from shared.dicomweb.multipart import build_related, new_boundary
+from shared.ports import InstanceRow, StudyRow
 from tests import dicom_files
 
 pytestmark = pytest.mark.integration
@@ -38,14 +38,15 @@ def stow(
     return requests.post(url, data=body, headers=headers, timeout=60)
 
 
-def study_item(stack: LocalStack, study_uid: str) -> dict[str, Any]:
-    table = stack.template.tables["IndexTable"].name
-    reply = stack.client("dynamodb").get_item(
-        TableName=table,
-        Key={"PK": {"S": study_pk(study_uid)}, "SK": {"S": "STUDY"}},
-        ConsistentRead=True,
-    )
-    return dict(reply.get("Item", {}))
+def study_row(stack: LocalStack, study_uid: str) -> StudyRow:
+    """The study as the stack's index holds it (read through the Catalog port)."""
+    (row,) = stack.adapters()[2].studies_by_uid([study_uid])
+    return row
+
+
+def instance_row(stack: LocalStack, sop_uid: str) -> InstanceRow:
+    (row,) = stack.adapters()[2].instances_by_uid([sop_uid])
+    return row
 
 
 def referenced(response: requests.Response) -> list[dict[str, Any]]:
@@ -68,12 +69,10 @@ def test_every_transfer_syntax_stores(local_stack: LocalStack, ts: str, name: st
     assert retrieve.startswith(f"{local_stack.base_url}/rs/studies/")
     assert retrieve.endswith(f"/instances/{sop_uid}")
     # The stored object is byte-identical to what was sent.
-    bucket = next(iter(local_stack.template.buckets.values())).name
     sha = hashlib.sha256(data).hexdigest()
-    objects = local_stack.client("s3").list_objects_v2(Bucket=bucket, Prefix="dicom/")["Contents"]
-    (key,) = [o["Key"] for o in objects if o["Key"].endswith(f"/{sop_uid}/{sha}.dcm")]
-    stored = local_stack.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    assert stored == data
+    key = instance_row(local_stack, sop_uid).blob_key
+    assert key.endswith(f"/{sop_uid}/{sha}.dcm")
+    assert local_stack.adapters()[0].get(key) == data
 
 
 @pytest.mark.parametrize("case", dicom_files.REJECTED, ids=lambda c: c.name)
@@ -91,7 +90,7 @@ def test_two_instances_in_one_request(local_stack: LocalStack) -> None:
     assert response.status_code == 200
     assert len(referenced(response)) == 2
     assert response.json()["00081190"]["Value"] == [f"{local_stack.base_url}/rs/studies/{study}"]
-    assert study_item(local_stack, study)["n_instances"] == {"N": "2"}
+    assert study_row(local_stack, study).n_instances == 2
 
 
 def test_one_good_one_truncated_is_202(local_stack: LocalStack) -> None:
@@ -113,7 +112,7 @@ def test_duplicates_identical_and_different(local_stack: LocalStack) -> None:
     original = dicom_files.with_new_uids(study=study)
     assert stow(local_stack, original).status_code == 200
     assert stow(local_stack, original).status_code == 200  # idempotent
-    assert study_item(local_stack, study)["n_instances"] == {"N": "1"}
+    assert study_row(local_stack, study).n_instances == 1
     import io
 
     import pydicom
@@ -125,7 +124,7 @@ def test_duplicates_identical_and_different(local_stack: LocalStack) -> None:
     response = stow(local_stack, other.getvalue())
     assert response.status_code == 409
     assert failed(response)[0]["00081197"]["Value"] == [0x0111]
-    assert study_item(local_stack, study)["n_instances"] == {"N": "1"}
+    assert study_row(local_stack, study).n_instances == 1
 
 
 def test_twenty_concurrent_stows_into_one_study_leave_exact_counts(local_stack: LocalStack) -> None:
@@ -137,9 +136,9 @@ def test_twenty_concurrent_stows_into_one_study_leave_exact_counts(local_stack: 
     with ThreadPoolExecutor(max_workers=20) as pool:
         responses = list(pool.map(lambda d: stow(local_stack, d), datas + datas[:5]))
     assert [r.status_code for r in responses] == [200] * 25
-    item = study_item(local_stack, study)
-    assert item["n_instances"] == {"N": "20"}
-    assert len(item["series_keys"]["SS"]) == 4
+    row = study_row(local_stack, study)
+    assert row.n_instances == 20
+    assert row.n_series == 4
 
 
 def test_calling_aet_is_recorded(local_stack: LocalStack) -> None:
@@ -151,15 +150,7 @@ def test_calling_aet_is_recorded(local_stack: LocalStack) -> None:
     import pydicom
 
     ds = pydicom.dcmread(io.BytesIO(data))
-    table = local_stack.template.tables["IndexTable"].name
-    item = local_stack.client("dynamodb").get_item(
-        TableName=table,
-        Key={
-            "PK": {"S": study_pk(ds.StudyInstanceUID)},
-            "SK": {"S": instance_sk(ds.SeriesInstanceUID, ds.InstanceNumber, ds.SOPInstanceUID)},
-        },
-    )["Item"]
-    assert item["aet"] == {"S": "CT_SCANNER_7"}
+    assert instance_row(local_stack, ds.SOPInstanceUID).calling_aet == "CT_SCANNER_7"
 
 
 @pytest.mark.parametrize("key", ["", "wrong-key-0123456789"])
@@ -233,6 +224,6 @@ def test_dicomweb_client_store_instances(local_stack: LocalStack) -> None:
     assert len(result.ReferencedSOPSequence) == 3
     # dicomweb-client sends Host without the port; the URLs must still lead back here.
     assert result.ReferencedSOPSequence[0].RetrieveURL.startswith(local_stack.base_url)
-    assert study_item(local_stack, study)["n_instances"] == {"N": "3"}
+    assert study_row(local_stack, study).n_instances == 3
     result = client.store_instances(datasets[:1], study_instance_uid=study)
     assert len(result.ReferencedSOPSequence) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import pydicom
 import pytest
@@ -11,8 +12,6 @@ import requests
 from PIL import Image
 
 from local.stack import LocalStack
-from shared.adapters.dynamo_index import DynamoInstanceIndex
-from shared.adapters.s3_blobs import S3BlobStore
 from shared.dicomweb import media_types
 from shared.dicomweb.multipart import Part, parse_related
 from shared.services.store import StoreRequest, store
@@ -289,12 +288,7 @@ def large(local_stack: LocalStack) -> Stored:
     """pydicom-data's 7.2 MB RG1_UNCR.dcm, stored through the storage layer directly
     (STOW takes at most 4.5 MB per request)."""
     data = dicom_files.data("RG1_UNCR.dcm")
-    blobs = S3BlobStore(
-        local_stack.client("s3"), next(iter(local_stack.template.buckets.values())).name
-    )
-    index = DynamoInstanceIndex(
-        local_stack.client("dynamodb"), local_stack.template.tables["IndexTable"].name
-    )
+    blobs, index, _ = local_stack.adapters()
     result = store(
         StoreRequest([Part(data, {})], "DIRECT", local_stack.base_url), blobs=blobs, index=index
     )
@@ -310,8 +304,8 @@ def test_large_object_via_wado_uri_is_a_redirect_to_the_object(
     assert response.status_code == 200
     assert response.content == large.data
     assert response.headers["Content-Type"] == "application/dicom"
-    assert "/dicom/" in response.url and "X-Amz-Signature=" in response.url
-    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in response.url  # SigV4
+    assert "/dicom/" in response.url and "signature=" in response.url.lower()
+    assert urlsplit(response.url).port != urlsplit(local_stack.base_url).port  # another origin
     # requests drops Authorization when the redirect leaves the API's origin.
     assert "Authorization" not in response.request.headers
 

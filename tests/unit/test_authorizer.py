@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from shared import config, keys
+from shared import config, keys, wiring
 from tests.handlers import ROOT, load
 
 ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/v1/POST/o3-dpacs-wado/stowRsListener/A/studies"
@@ -28,9 +28,11 @@ class FakeStore:
 def authorizer(monkeypatch: pytest.MonkeyPatch):
     module = load("authorizer")
     store = FakeStore()
-    monkeypatch.setattr(module, "_store", store)
+    wiring.override()
+    wiring.override(key_store=store)
     monkeypatch.setattr(config, "settings", lambda: config.Settings(key_cache_ttl=60))
-    return module, store
+    yield module, store
+    wiring.override()
 
 
 def event(token: str | None) -> dict[str, object]:
@@ -69,7 +71,7 @@ def test_revoked_key_stops_working_after_the_cache_ttl(authorizer, monkeypatch) 
     key, entry = keys.generate()
     store.entries.append(entry)
     clock = [1000.0]
-    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(wiring.time, "monotonic", lambda: clock[0])
     module.lambda_handler(event(key), None)
     store.entries.clear()  # revoked
     module.lambda_handler(event(key), None)  # still cached

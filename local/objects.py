@@ -1,0 +1,103 @@
+"""The embedded backend's answer to S3 presigned GETs: a small HTTP server of its own.
+
+It runs on its own port, so a redirect to it leaves the API's origin as one to S3 does
+(clients drop the Authorization header). It serves ``GET /_local/objects/{key}`` without an
+API key when the signature is right and unexpired (``shared.adapters.local_urls``), 403
+otherwise, 404 for a missing object; the body is streamed from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from shared.adapters.local_urls import PATH_PREFIX, UrlSigner
+
+logger = logging.getLogger("local.objects")
+_CHUNK = 1 << 20
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ObjectServer
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+
+    def do_GET(self) -> None:
+        self._serve(body=True)
+
+    def do_HEAD(self) -> None:
+        self._serve(body=False)
+
+    def _serve(self, *, body: bool) -> None:
+        raw_path, _, query = self.path.partition("?")
+        if not raw_path.startswith(PATH_PREFIX):
+            self._refuse(404, "no such object")
+            return
+        key = unquote(raw_path[len(PATH_PREFIX) :])
+        granted = self.server.signer.check(key, dict(parse_qsl(query, keep_blank_values=True)))
+        if granted is None:
+            self._refuse(403, "the signature does not match or the URL has expired")
+            return
+        root = self.server.root
+        path = (root / key).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            self._refuse(404, "no such object")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", granted.content_type or "application/octet-stream")
+        if granted.filename:
+            self.send_header("Content-Disposition", f'attachment; filename="{granted.filename}"')
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self.end_headers()
+        if body:
+            with path.open("rb") as source:
+                while chunk := source.read(_CHUNK):
+                    self.wfile.write(chunk)
+
+    def _refuse(self, status: int, message: str) -> None:
+        payload = json.dumps({"message": message}).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Send the access log to logging instead of stderr."""
+        logger.info("%s %s", self.address_string(), format % args)
+
+
+class ObjectServer(ThreadingHTTPServer):
+    """Serves signed object URLs from ``root`` on ``address``."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], signer: UrlSigner, root: Path) -> None:
+        self.signer = signer
+        self.root = root.resolve()
+        super().__init__(address, _Handler)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of this server."""
+        host, port = self.server_address[:2]
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://{name}:{port}"
+
+    def start(self) -> None:
+        """Serve in a daemon thread."""
+        self._thread = threading.Thread(target=self.serve_forever, name="objects", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
