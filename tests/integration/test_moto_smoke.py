@@ -60,7 +60,8 @@ def test_route_answers_on_moto(
     names = {"study": study, "series": series, "sop": sop, "pid": "SMOKE1"}
     response = requests.get(
         f"{moto_stack.base_url}/{path.format(**names)}",
-        params={k: v.format(**names) for k, v in params.items()},
+        params={k: v.format(**names) for k, v in params.items()}
+        | ({"seriesUID": series} if path == "wado" else {}),
         headers={"Authorization": moto_stack.api_key},
         timeout=60,
     )
