@@ -48,7 +48,7 @@ ROUTES = [
             "seriesUID": "{series}",
             "objectUID": "{sop}",
         },
-    ),  # fmt: skip
+    ),
 ]
 
 
