@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -128,7 +130,7 @@ def in_process(datas: list[bytes]) -> dict[str, Any]:
 def through_local_stack(datas: list[bytes]) -> dict[str, Any]:
     from local.stack import LocalStack
 
-    with LocalStack(port=0) as stack:
+    with tempfile.TemporaryDirectory() as work, LocalStack(port=0, data_dir=Path(work)) as stack:
         url = f"{stack.base_url}/stowRsListener/BENCH/studies"
         session = requests.Session()
         session.headers["Authorization"] = stack.api_key

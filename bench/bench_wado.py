@@ -15,7 +15,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -55,7 +57,7 @@ def throughput(runs: int = 5) -> dict[str, Any]:
     from local.stack import LocalStack
 
     results: dict[str, Any] = {}
-    with LocalStack(port=0) as stack:
+    with tempfile.TemporaryDirectory() as work, LocalStack(port=0, data_dir=Path(work)) as stack:
         for label, count in (("inline_4MB", 8), ("redirect_40MB", 76)):
             study, datas = _study(count, count)
             _stow(stack.base_url, stack.api_key, datas)

@@ -224,7 +224,7 @@ def echo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]
     (root / "echo").mkdir()
     (root / "echo" / "app.py").write_text(ECHO_APP, encoding="utf-8")
     (root / "template.yaml").write_text(ECHO_TEMPLATE, encoding="utf-8")
-    with LocalStack(port=0, template_path=root / "template.yaml") as stack:
+    with LocalStack(port=0, template_path=root / "template.yaml", data_dir=root / "data") as stack:
         yield stack
 
 
