@@ -4,7 +4,8 @@ Environment: ``PORT`` (default 3000), ``DICOMWEB_API_KEY`` (dev key; generated i
 ``DICOMWEB_STORAGE`` (``local``, the default: files and SQLite in ``DICOMWEB_DATA_DIR``,
 default ``.local-data``; or ``moto``: in memory), ``LOCAL_PARAMETER_OVERRIDES``
 (``Key=Value`` pairs for template parameters, e.g. ``AuthorizerCacheTtl=0 KeyCacheTtl=0``),
-``LOCAL_STACK_STATE`` (state file path).
+``LOCAL_STACK_STATE`` (state file path), ``LOCAL_WORKERS`` (processes serving the API with
+the local backend; default one per CPU).
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         default=Path(os.environ.get("DICOMWEB_DATA_DIR") or DEFAULT_DATA_DIR),
         help="where the local backend keeps its data (default .local-data)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("LOCAL_WORKERS") or os.cpu_count() or 1),
+        help="processes serving the API (local storage; default: one per CPU)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no access log")
     return parser.parse_args(argv)
 
@@ -74,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         state_file=args.state_file,
         storage=args.storage,
         data_dir=args.data_dir,
+        workers=args.workers,
     )
     stack.start()
     try:

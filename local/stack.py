@@ -18,9 +18,12 @@ invocation runs.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 import os
+import signal
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +43,7 @@ logger = logging.getLogger("local.stack")
 DEFAULT_STATE_FILE = PROJECT_ROOT / ".local-stack.json"
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".local-data"
 DEV_KEY_LABEL = "local dev key"
+_PR_SET_PDEATHSIG = 1
 STORAGES = ("local", "moto")
 
 
@@ -86,6 +90,24 @@ def _moto_server() -> Any:
     return _SerialMotoServer()
 
 
+def _become_worker(server: EmulatorServer, objects: ObjectServer | None) -> None:
+    """The life of a forked worker: serve until told to stop, then leave at once."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if objects is not None:
+        objects.server_close()  # the parent serves objects
+
+    def stop(signum: int, frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever()
+    finally:
+        os._exit(0)
+
+
 def parse_overrides(text: str) -> dict[str, str]:
     """Parse ``Key=Value`` pairs separated by spaces or commas (sam's --parameter-overrides)."""
     overrides: dict[str, str] = {}
@@ -118,12 +140,17 @@ class LocalStack:
         state_file: Path | None = None,
         storage: str = "local",
         data_dir: Path | None = None,
+        workers: int = 1,
     ) -> None:
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {', '.join(STORAGES)}")
         self.template: StackTemplate = load(template_path, parameter_overrides)
         self.storage = storage
         self.data_dir = (data_dir or DEFAULT_DATA_DIR).resolve()
+        # moto answers one request at a time from this process: extra workers would only
+        # queue behind it. The local backend shares files and SQLite between processes.
+        self.workers = max(1, workers) if storage == "local" else 1
+        self._children: list[int] = []
         self.host = host
         self.requested_port = port
         self.api_key = api_key or keys.generate(DEV_KEY_LABEL)[0]
@@ -192,11 +219,13 @@ class LocalStack:
             else:
                 self._prepare_data_dir()
                 self._objects = self._object_server()
-                self._objects.start()
             self.environment = self._function_environment()
             self._server.gateway = Gateway(
                 self.template, self.environment, on_environment_change=_clear_settings_cache
             )
+            if self._objects is not None:
+                self._fork_workers()  # before this process starts any thread
+                self._objects.start()
         except BaseException:
             self._server.server_close()
             self._server = None
@@ -215,8 +244,35 @@ class LocalStack:
             self._write_state(self.state_file)
         return self
 
+    def _fork_workers(self) -> None:
+        """Pre-fork ``workers - 1`` processes accepting on the same listening socket.
+
+        Each runs its own copy of the handlers (as Lambda runs containers), with its own
+        authorizer cache; all share the data directory. They exit on SIGTERM or SIGINT, and
+        when this process dies (Linux parent-death signal).
+        """
+        server = self._server
+        if server is None:
+            raise RuntimeError("the API server is not bound yet")
+        if self.workers > 1:
+            # Every process is woken for each connection and one wins it: the others must
+            # not block in accept(), or they would never see a shutdown request.
+            server.socket.setblocking(False)
+        for _ in range(self.workers - 1):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                _become_worker(server, self._objects)
+            self._children.append(pid)
+
     def stop(self) -> None:
-        """Stop the emulator and moto; remove the state file."""
+        """Stop the workers, the emulator and the backend; remove the state file."""
+        for pid in self._children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in self._children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self._children = []
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
