@@ -8,7 +8,7 @@ TOOLS_STAMP := $(TOOLS)/.installed-stamp
 PORT ?= 3000
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: serve test unit integration template lint format typecheck bench build clean
+.PHONY: serve test unit integration template lint format typecheck bench bench-peer build clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ format: $(STAMP)
 
 bench: $(STAMP)  ## benchmarks; JSON into bench/results/
 	$(BIN)/python -m bench
+
+bench-peer: $(STAMP)  ## side by side with Orthanc (installs it from Debian as root)
+	$(BIN)/python -m bench.bench_peer
 
 build: $(TOOLS_STAMP)  ## sam build without Docker (cross-installs arm64 / py3.13 wheels)
 	$(TOOLS)/bin/sam build --template-file template.yaml
