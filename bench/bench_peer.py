@@ -308,34 +308,26 @@ def measure(target: Target, studies: list[Study]) -> dict[str, Any]:
 def scale(sizes: tuple[int, ...] = (1_000, 10_000)) -> dict[str, Any]:
     """Indexed QIDO p50 of this archive with ``sizes`` studies in its index."""
     from shared.adapters.sqlite_index import SqliteIndex
+    from shared.dicom.validate import validate
     from shared.services.store import _record
     from shared.wiring import INDEX_FILE
 
     results: dict[str, Any] = {}
-    template = make_studies(1, 1)[0]
-    from shared.dicom.validate import validate
-
-    base_record = _record(validate(template.instances[0][1]), "PEER", datetime.now(UTC))
-    import dataclasses
-
     for size in sizes:
         with tempfile.TemporaryDirectory() as work:
             index = SqliteIndex(Path(work) / "data" / INDEX_FILE)
             for number in range(size):
                 uid = f"2.25.99{size}{number:06d}"
-                index.add(
-                    dataclasses.replace(
-                        base_record,
-                        study_uid=uid,
-                        series_uid=f"{uid}.1",
-                        sop_instance_uid=f"{uid}.1.1",
-                        blob_key=f"dicom/{uid}/{uid}.1/{uid}.1.1/x.dcm",
-                        patient_id=f"SCALE{number:06d}",
-                        patient_name=f"{SURNAMES[number % 8].upper()}^P{number}",
-                        study_date=f"20{10 + number % 12}{1 + number % 12:02d}01",
-                        accession_number=f"S{number:06d}",
-                    )
+                data = dicom_files.with_new_uids(
+                    "CT_small.dcm",
+                    study=uid,
+                    series=f"{uid}.1",
+                    patient_id=f"SCALE{number:06d}",
+                    PatientName=f"{SURNAMES[number % 8].upper()}^P{number}",
+                    StudyDate=f"20{10 + number % 12}{1 + number % 12:02d}01",
+                    AccessionNumber=f"S{number:06d}",
                 )
+                index.add(_record(validate(data), "PEER", datetime.now(UTC)))
             key, _ = keys.generate("scale")
             with served(Path(work), key) as stack:
                 target = f"{stack.base_url}/qido/PEER"
