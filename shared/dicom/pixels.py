@@ -14,7 +14,9 @@ This module imports numpy, imagecodecs and Pillow; import it only where pixels a
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +29,7 @@ from pydicom.pixels.utils import pixel_array
 
 from shared import budget
 from shared.dicom import quiet  # noqa: F401 - no dataset values in the logs
-from shared.errors import NotAcceptable, PayloadTooLarge
+from shared.errors import DicomWebError, NotAcceptable, PayloadTooLarge
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _NATIVE = frozenset(
@@ -82,6 +84,18 @@ def frame_count(ds: Dataset) -> int:
         return max(int(ds.get("NumberOfFrames") or 1), 1)
     except (TypeError, ValueError):
         return 1
+
+
+@contextlib.contextmanager
+def refusing_inconsistent(message: str) -> Iterator[None]:
+    """Turn what pydicom and numpy raise on missing or invalid image attributes into a 406
+    with ``message``; the service's own refusals (4xx) and running out of memory pass."""
+    try:
+        yield
+    except (DicomWebError, MemoryError):
+        raise
+    except Exception as exc:  # they raise anything on inconsistent attributes
+        raise Undecodable(message) from exc
 
 
 def frame_bytes(ds: Dataset) -> int:

@@ -29,7 +29,7 @@ from pydicom.pixels.processing import (
 from shared import budget
 from shared.dicom import pixels
 from shared.dicom.render_params import JPEG, MAX_SIDE, PNG, RenderParameters
-from shared.errors import BadRequest, DicomWebError, NotAcceptable
+from shared.errors import BadRequest, NotAcceptable
 
 #: Peak memory of a render per byte of the decoded frame (tracemalloc, docs/limits.md):
 #: 10-11x for 16-bit grey (float64 LUT and window steps), 2x for 8-bit colour.
@@ -60,14 +60,8 @@ def render(
     frame's header) would take more than ``memory_budget`` to render; 406 when the image
     attributes are missing or hold values that cannot be used.
     """
-    try:
+    with pixels.refusing_inconsistent("the image attributes of the stored object are invalid"):
         return _render(ds, request, media_type, memory_budget)
-    except (DicomWebError, MemoryError):
-        raise
-    except Exception as exc:  # pydicom and numpy raise anything on inconsistent attributes
-        raise pixels.Undecodable(
-            "the image attributes of the stored object are missing or invalid"
-        ) from exc
 
 
 def _render(ds: Dataset, request: RenderParameters, media_type: str, memory_budget: int) -> bytes:

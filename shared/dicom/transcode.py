@@ -29,7 +29,7 @@ from pydicom.uid import (
 
 from shared import budget
 from shared.dicom import pixels, syntaxes
-from shared.errors import DicomWebError, NotAcceptable
+from shared.errors import NotAcceptable
 
 TARGETS = syntaxes.TARGETS
 _NATIVE_TARGETS = syntaxes.NATIVE_TARGETS
@@ -77,14 +77,8 @@ def transcode(
     exceed ``memory_budget``; every compressed frame's own header is checked too. 406 when
     the image attributes are missing or invalid, or the result cannot be written.
     """
-    try:
+    with pixels.refusing_inconsistent("the stored object's attributes are missing or invalid"):
         return _transcode(data, ds, target, memory_budget)
-    except (DicomWebError, MemoryError):
-        raise
-    except Exception as exc:  # pydicom and numpy raise anything on inconsistent attributes
-        raise pixels.Undecodable(
-            "the stored object cannot be transcoded: its attributes are missing or invalid"
-        ) from exc
 
 
 def _transcode(data: bytes, ds: Dataset, target: str, memory_budget: int) -> bytes:
