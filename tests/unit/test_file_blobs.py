@@ -1,0 +1,52 @@
+"""The embedded backend's object store: durable whole objects under a root, nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.adapters.file_blobs import TEMPORARY_PREFIX, FileBlobStore
+from shared.errors import StorageUnavailable
+
+
+def test_put_get_chunks_delete(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    store.put("dicom/s/e/i/abc.dcm", b"x" * 10)
+    assert store.get("dicom/s/e/i/abc.dcm") == b"x" * 10
+    assert b"".join(store.chunks("dicom/s/e/i/abc.dcm", size=3)) == b"x" * 10
+    store.delete("dicom/s/e/i/abc.dcm")
+    store.delete("dicom/s/e/i/abc.dcm")  # absent: nothing to do
+    with pytest.raises(StorageUnavailable):
+        store.get("dicom/s/e/i/abc.dcm")
+
+
+@pytest.mark.parametrize("key", ["../escape", "/etc/passwd", "a/../../b", ""])
+def test_keys_cannot_leave_the_root(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ValueError, match="not an object key"):
+        FileBlobStore(tmp_path).path(key)
+
+
+def test_a_failed_stream_leaves_neither_object_nor_temporary_file(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+
+    def chunks():
+        yield b"part"
+        raise RuntimeError("the source broke")
+
+    with pytest.raises(RuntimeError):
+        store.put_stream("retrieve/x", chunks(), "application/octet-stream")
+    assert not (tmp_path / "retrieve" / "x").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(TEMPORARY_PREFIX)]
+
+
+def test_an_overwrite_replaces_whole(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    store.put("k", b"old content")
+    store.put("k", b"new")
+    assert store.get("k") == b"new"
+
+
+def test_presigning_needs_a_signer(tmp_path: Path) -> None:
+    with pytest.raises(StorageUnavailable):
+        FileBlobStore(tmp_path).presign_get("k", expires=1, content_type="t")

@@ -1,0 +1,75 @@
+"""The SQLite index file: created with its schema version, migrated, refused when newer.
+
+Its outcomes and reads are held to DynamoDB's by the contract suites in tests/contract/.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from shared.adapters import sqlite_index
+from shared.adapters.sqlite_index import SCHEMA_VERSION, SqliteCatalog, SqliteIndex
+from shared.dicom.validate import validate
+from shared.ports import AddOutcome
+from shared.services.store import _record
+from tests import dicom_files
+
+
+def _record_of(data: bytes):
+    return _record(validate(data), "AE", datetime.now(UTC))
+
+
+def test_a_new_file_gets_the_current_schema_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    SqliteIndex(path)
+    assert sqlite_index.schema_version(path) == SCHEMA_VERSION
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_data_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    record = _record_of(dicom_files.with_new_uids())
+    assert SqliteIndex(path).add(record) is AddOutcome.STORED
+    assert SqliteIndex(path).add(record) is AddOutcome.ALREADY_STORED
+    (row,) = SqliteCatalog(path).studies_by_uid([record.study_uid])
+    assert row.n_instances == 1
+
+
+def test_an_older_file_is_migrated_on_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "index.sqlite3"
+    SqliteIndex(path)  # version 1
+    monkeypatch.setattr(sqlite_index, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(
+        sqlite_index.MIGRATIONS,
+        SCHEMA_VERSION + 1,
+        "ALTER TABLE instances ADD COLUMN note TEXT;"
+        " CREATE INDEX instances_by_note ON instances (note)",
+    )
+    SqliteIndex(path)
+    assert sqlite_index.schema_version(path) == SCHEMA_VERSION + 1
+    with sqlite3.connect(path) as connection:
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(instances)")]
+    assert "note" in columns
+
+
+def test_a_file_written_by_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    SqliteIndex(path)
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(RuntimeError, match="newer version"):
+        SqliteIndex(path)
+
+
+def test_an_entry_over_dynamodbs_item_limit_is_rejected_as_there(tmp_path: Path) -> None:
+    import dataclasses
+
+    record = dataclasses.replace(
+        _record_of(dicom_files.with_new_uids()), instance_json='{"x":"' + "a" * 420_000 + '"}'
+    )
+    assert SqliteIndex(tmp_path / "i.sqlite3").add(record) is AddOutcome.REJECTED
