@@ -24,6 +24,8 @@ from typing import Any
 import pydicom
 from pydicom.data import get_testdata_file
 
+from shared.dicomweb.multipart import build_related
+
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 
@@ -57,11 +59,7 @@ def sample_dicom() -> tuple[bytes, str]:
 
 def multipart_related(parts: list[bytes]) -> bytes:
     """Build a multipart/related body (RFC 2387) with one application/dicom part each."""
-    body = b""
-    for part in parts:
-        body += f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii")
-        body += part + b"\r\n"
-    return body + f"--{BOUNDARY}--\r\n".encode("ascii")
+    return build_related([(part, "application/dicom") for part in parts], BOUNDARY)
 
 
 def _headers_pair(headers: dict[str, str]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from shared.errors import BadRequest, PayloadTooLarge
@@ -121,12 +121,21 @@ def new_boundary() -> str:
     return "dcm-" + secrets.token_hex(16)
 
 
+def part_header(boundary: str, content_type: str) -> bytes:
+    """The delimiter and headers that open a body part."""
+    return f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("ascii")
+
+
+def stream_related(parts: Iterable[tuple[str, Iterable[bytes]]], boundary: str) -> Iterator[bytes]:
+    """A multipart/related body as chunks, from (content type, content chunks) pairs; each
+    part's chunks are read only when its turn comes (one instance in memory at a time)."""
+    for content_type, chunks in parts:
+        yield part_header(boundary, content_type)
+        yield from chunks
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode("ascii")
+
+
 def build_related(parts: Iterable[tuple[bytes, str]], boundary: str) -> bytes:
     """Build a multipart/related body from (content, content type) pairs."""
-    dash = b"--" + boundary.encode("ascii")
-    chunks: list[bytes] = []
-    for content, content_type in parts:
-        chunks += [dash, b"\r\nContent-Type: ", content_type.encode("ascii"), b"\r\n\r\n"]
-        chunks += [content, b"\r\n"]
-    chunks += [dash, b"--\r\n"]
-    return b"".join(chunks)
+    return b"".join(stream_related(((kind, [content]) for content, kind in parts), boundary))

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from shared import budget
 from shared.dicom import syntaxes
 from shared.dicom.render_params import PNG
-from shared.dicomweb.multipart import new_boundary
+from shared.dicomweb import multipart
 from shared.dicomweb.wado import UriRequest
 from shared.errors import NotAcceptable, NotFound, PayloadTooLarge
 from shared.ports import Catalog, InstanceRow, ObjectStore
@@ -164,12 +164,6 @@ def _instance_bytes(
     return data
 
 
-def _part_header(boundary: str, transfer_syntax: str) -> bytes:
-    return (
-        f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={transfer_syntax}\r\n\r\n"
-    ).encode("ascii")
-
-
 def retrieve_rs(
     rows: list[InstanceRow],
     *,
@@ -179,7 +173,7 @@ def retrieve_rs(
 ) -> Outcome:
     """multipart/related; type="application/dicom" of the instances (PS3.18 §10.4)."""
     _check_transfer_syntax(rows, transfer_syntax)
-    boundary = new_boundary()
+    boundary = multipart.new_boundary()
     content_type = f'multipart/related; type="{DICOM}"; boundary={boundary}'
     chunks = _multipart(rows, boundary, anonymize, transfer_syntax, delivery)
     return _deliver(chunks, content_type, "retrieve.multipart", {}, delivery)
@@ -192,14 +186,17 @@ def _multipart(
     transfer_syntax: str | None,
     delivery: Delivery,
 ) -> Iterator[bytes]:
-    for row in rows:
-        yield _part_header(boundary, _stored_syntax(row, transfer_syntax))
+    def content(row: InstanceRow) -> Iterator[bytes]:
         if anonymize or _stored_syntax(row, transfer_syntax) != row.transfer_syntax:
             yield _instance_bytes(row, anonymize, transfer_syntax, delivery)
         else:
             yield from delivery.store.chunks(row.blob_key)
-        yield b"\r\n"
-    yield f"--{boundary}--\r\n".encode("ascii")
+
+    parts = (
+        (f"{DICOM}; transfer-syntax={_stored_syntax(row, transfer_syntax)}", content(row))
+        for row in rows
+    )
+    return multipart.stream_related(parts, boundary)
 
 
 def _deliver(
