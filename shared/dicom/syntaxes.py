@@ -1,6 +1,12 @@
-"""Transfer syntaxes the transcoder produces (kept free of pixel libraries for negotiation)."""
+"""Transfer syntaxes the transcoder produces (kept free of pixel libraries for negotiation).
+
+The one place that decides whether a transfer syntax can be produced: WADO negotiation, the
+retrieve service's up-front checks and the transcoder all ask here.
+"""
 
 from __future__ import annotations
+
+from shared.errors import NotAcceptable
 
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -16,6 +22,17 @@ TARGETS = {
     JPEG_2000_LOSSLESS: "JPEG 2000 Image Compression (Lossless Only)",
 }
 NATIVE_TARGETS = frozenset({EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN})
+
+
+def can_produce(uid: str | None) -> bool:
+    """Whether the transcoder produces ``uid``."""
+    return uid in TARGETS
+
+
+def require_producible(uid: str | None) -> None:
+    """406 with the list of what can be produced, unless ``uid`` is one of them."""
+    if not can_produce(uid):
+        raise NotAcceptable(unsupported_message())
 
 
 def unsupported_message() -> str:

@@ -52,8 +52,7 @@ _ENCAPSULATED_ONLY = (
 
 def check_target(target: str) -> None:
     """406 for a valid transfer syntax UID we cannot produce."""
-    if target not in TARGETS:
-        raise NotAcceptable(syntaxes.unsupported_message())
+    syntaxes.require_producible(target)
 
 
 def transcode_bytes(

@@ -66,7 +66,7 @@ def negotiate_rs(accept: str | None) -> str | None:
         if not dicom:
             continue
         syntax = _transfer_syntax(media.param("transfer-syntax"))
-        if syntax is None or syntax in syntaxes.TARGETS:
+        if syntax is None or syntaxes.can_produce(syntax):
             return syntax
         fallback = fallback or syntax
     if fallback is not None:

@@ -127,8 +127,7 @@ def _check_transfer_syntax(rows: list[InstanceRow], transfer_syntax: str | None)
     ]
     if not changed:
         return
-    if transfer_syntax not in syntaxes.TARGETS:
-        raise NotAcceptable(syntaxes.unsupported_message())
+    syntaxes.require_producible(transfer_syntax)
     if transfer_syntax == syntaxes.JPEG_BASELINE:
         for row in changed:
             bits = _attr(row, _BITS_ALLOCATED)
