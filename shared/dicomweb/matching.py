@@ -17,11 +17,11 @@ Choices where the standard leaves room (documented in the conformance statement)
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
+from shared.dicom.normalize import fold_name
 from shared.dicomweb.query import Condition, Query, normalise
 from shared.errors import BadRequest
 
@@ -102,16 +102,10 @@ def _pn_matches(condition: Condition, value: Any, fuzzy: bool) -> bool:
     return any(g.casefold() == condition.value.casefold() for g in groups)
 
 
-def fold(text: str) -> str:
-    """Case- and accent-free form of a name."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
 def _fuzzy(query_value: str, name: str) -> bool:
-    cleaned = fold(query_value.replace("*", " ").replace("?", " "))
+    cleaned = fold_name(query_value.replace("*", " ").replace("?", " "))
     words = [w for w in _NAME_SPLIT.split(cleaned) if w]
-    components = [c for c in _NAME_SPLIT.split(fold(name)) if c]
+    components = [c for c in _NAME_SPLIT.split(fold_name(name)) if c]
     return all(any(c.startswith(w) for c in components) for w in words)
 
 

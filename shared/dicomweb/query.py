@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Literal
 
 from shared._generated.dictionary import ATTRIBUTES
@@ -20,6 +19,7 @@ from shared.dicom.levels import (
     STORED,
     Level,
 )
+from shared.dicom.normalize import InvalidValue, comparable
 from shared.dicomweb.uids import valid_uid
 from shared.errors import BadRequest
 
@@ -226,59 +226,12 @@ def _date_condition(keyword: str, tag: str, vr: str, value: str) -> Condition:
 
 
 def normalise(vr: str, value: str, keyword: str = "value", *, end: str = "low") -> str:
-    """Comparable form of a DA/TM/DT value; the ``end`` pads a partial value (PS3.4 C.2.2.2.5).
-
-    DA -> YYYYMMDD; TM -> HHMMSS.ffffff; DT -> YYYYMMDDHHMMSS.ffffff (offsets ignored).
-    """
-    text = value.strip()
-    if vr == "DA":
-        digits = text.replace(".", "") if len(text) == 10 else text
-        if len(digits) != 8 or not digits.isdigit() or not _valid_date(digits):
-            raise BadRequest(f"{keyword} value {text!r} is not a date (YYYYMMDD)")
-        return digits
-    if vr == "TM":
-        return _time(text, keyword, end)
-    return _datetime(text, keyword, end)
-
-
-def _valid_date(digits: str) -> bool:
+    """Comparable form of a DA/TM/DT query value (:func:`shared.dicom.normalize.comparable`);
+    400 naming the parameter when it is not one."""
     try:
-        datetime.strptime(digits, "%Y%m%d")  # noqa: DTZ007 - a calendar check, no zone
-    except ValueError:
-        return False
-    return True
-
-
-def _time(text: str, keyword: str, end: str) -> str:
-    raw = text.replace(":", "")
-    whole, _, fraction = raw.partition(".")
-    ok = whole.isdigit() and len(whole) in (2, 4, 6) and (not fraction or fraction.isdigit())
-    if ok:
-        hh, mm, ss = int(whole[:2]), int(whole[2:4] or 0), int(whole[4:6] or 0)
-        ok = hh < 24 and mm < 60 and ss < 61 and len(fraction) <= 6
-    if not ok:
-        raise BadRequest(f"{keyword} value {text!r} is not a time (HHMMSS.FFFFFF)")
-    pad = "9" if end == "high" else "0"
-    whole = whole + ("59" * ((6 - len(whole)) // 2) if end == "high" else "0" * (6 - len(whole)))
-    return f"{whole}.{fraction.ljust(6, pad) if fraction else pad * 6}"
-
-
-def _datetime(text: str, keyword: str, end: str) -> str:
-    core = re.split(r"[+-]", text, maxsplit=1)[0] if len(text) > 4 else text
-    whole, _, fraction = core.partition(".")
-    if (
-        not whole.isdigit()
-        or len(whole) not in (4, 6, 8, 10, 12, 14)
-        or (fraction and not fraction.isdigit())
-    ):
-        raise BadRequest(f"{keyword} value {text!r} is not a date-time (YYYYMMDDHHMMSS)")
-    high = end == "high"
-    template = "99991231235959" if high else "00000101000000"
-    filled = whole + template[len(whole) :]
-    if high and len(whole) == 6:  # month given: last day is not 31 for every month
-        filled = whole + "31235959"
-    pad = "9" if high else "0"
-    return f"{filled}.{fraction.ljust(6, pad) if fraction else pad * 6}"
+        return comparable(vr, value, end=end)
+    except InvalidValue as exc:
+        raise BadRequest(f"{keyword} value {value.strip()!r} is not {exc.expected}") from exc
 
 
 def _includefields(values: Sequence[str]) -> tuple[bool, set[str]]:
