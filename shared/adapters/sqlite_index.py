@@ -396,6 +396,18 @@ def _patient_row(row: sqlite3.Row) -> PatientRow:
     )
 
 
+def _batches(values: Iterable[str], first: int = 8, largest: int = 128) -> Iterator[list[str]]:
+    """``values`` in lists of growing size (duplicates kept: the caller's order counts)."""
+    size, batch = first, []
+    for value in values:
+        batch.append(value)
+        if len(batch) == size:
+            yield batch
+            size, batch = min(size * 2, largest), []
+    if batch:
+        yield batch
+
+
 def _prefix_end(prefix: str) -> str:
     return prefix + "\U0010ffff"
 
@@ -438,11 +450,15 @@ class SqliteCatalog:
     # ----------------------------------------------------------------- studies
 
     def studies_by_uid(self, uids: Iterable[str]) -> Iterator[StudyRow]:
-        """Studies with these UIDs, in the order given (absent ones skipped)."""
-        for uid in uids:
-            rows = self._fetch(f"SELECT {_STUDY_COLUMNS} FROM studies s WHERE s.study = ?", (uid,))
-            if rows:
-                yield _study_row(rows[0])
+        """Studies with these UIDs, in the order given (absent ones skipped); read in batches
+        that grow from 8 to 128, so a short page reads little and a long one few times."""
+        for batch in _batches(uids):
+            marks = ",".join("?" * len(batch))
+            rows = self._fetch(
+                f"SELECT {_STUDY_COLUMNS} FROM studies s WHERE s.study IN ({marks})", batch
+            )
+            found = {row["study"]: row for row in rows}
+            yield from (_study_row(found[uid]) for uid in batch if uid in found)
 
     def study_uids(
         self, key: str, value: str, *, low: str = "", high: str = "", prefix: str = ""
