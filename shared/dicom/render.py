@@ -126,8 +126,7 @@ def to_display(
     arr = frame.array
     photometric = frame.photometric
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
-        values = modality_values(ds, arr, index)
-        out = voi_8bit(ds, values, index, window)
+        out = _grey_8bit(ds, arr, index, window)
         if photometric == "MONOCHROME1" or _presentation_inverse(ds):
             out = 255 - out
         return out
@@ -142,6 +141,33 @@ def to_display(
         raise NotAcceptable("a colour image without three samples per pixel")
     bits = int(ds.get("BitsStored") or arr.dtype.itemsize * 8)
     return _to_uint8(np.ascontiguousarray(arr), bits)
+
+
+_LUT_MIN_PIXELS = 1 << 14
+_LUT_MAX_ENTRIES = 1 << 17
+
+
+def _grey_8bit(
+    ds: Dataset, arr: np.ndarray, index: int, window: tuple[float, float] | None
+) -> np.ndarray:
+    """Modality LUT then VOI window, to 8 bits.
+
+    With integer stored values and a window (asked for or stored), both steps are
+    element-wise: they are computed once per distinct stored value in the image's range and
+    applied as a lookup table, the same bytes for a fraction of the float work.
+    """
+    if (
+        arr.dtype.kind in "iu"
+        and arr.size >= _LUT_MIN_PIXELS
+        and (window is not None or stored_window(ds, index) is not None)
+    ):
+        low, high = int(arr.min()), int(arr.max())
+        if high - low < _LUT_MAX_ENTRIES:
+            domain = np.arange(low, high + 1, dtype=np.int64).astype(arr.dtype)
+            lut = voi_8bit(ds, modality_values(ds, domain, index), index, window)
+            picked: np.ndarray = lut[arr.astype(np.int64) - low]
+            return picked
+    return voi_8bit(ds, modality_values(ds, arr, index), index, window)
 
 
 def _to_uint8(arr: np.ndarray, bits: int) -> np.ndarray:
