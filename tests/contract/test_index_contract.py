@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pydicom
 import pytest
-from moto import mock_aws
 
 from local import template as local_template
 from shared.adapters.dynamo_index import DynamoInstanceIndex
@@ -33,19 +31,13 @@ TABLE, BUCKET = "index-table", "dicom-bucket"
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        stack = local_template.load()
-        dynamodb = boto3.client("dynamodb")
-        dynamodb.create_table(TableName=TABLE, **stack.tables["IndexTable"].create_args)
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        yield {"dynamodb": dynamodb, "s3": s3}
+def aws(mocked_aws: None) -> dict[str, Any]:
+    stack = local_template.load()
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(TableName=TABLE, **stack.tables["IndexTable"].create_args)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    return {"dynamodb": dynamodb, "s3": s3}
 
 
 @pytest.fixture(params=["fake", "dynamodb", "sqlite"])

@@ -11,7 +11,6 @@ import contextlib
 import io
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import pydicom
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
 from local import template as local_template
 from shared.adapters.dynamo_index import DynamoInstanceIndex
@@ -49,14 +47,8 @@ MODALITIES = ("CT", "MR", "SR", "US")
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        yield boto3.client("dynamodb")
+def aws(mocked_aws: None) -> Any:
+    return boto3.client("dynamodb")
 
 
 def _new_table(client: Any) -> None:

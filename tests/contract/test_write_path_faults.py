@@ -29,7 +29,6 @@ from botocore.exceptions import ConnectionClosedError
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from moto import mock_aws
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
@@ -406,14 +405,21 @@ TestWritePathOnFakes.settings = settings(
 
 
 @pytest.fixture
-def moto_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        yield boto3.client("s3"), boto3.client("dynamodb")
+def moto_clients(mocked_aws: None) -> tuple[Any, Any]:
+    return boto3.client("s3"), boto3.client("dynamodb")
+
+
+def _run(machine: type[WritePath], examples: int, steps: int) -> None:
+    """Run a state machine on another backend with fewer, slower examples."""
+    case = machine.TestCase
+    case.settings = settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    case().runTest()
 
 
 def test_write_path_on_moto(moto_clients: tuple[Any, Any]) -> None:
@@ -435,15 +441,7 @@ def test_write_path_on_moto(moto_clients: tuple[Any, Any]) -> None:
     class OnMoto(WritePath):
         backend_factory = staticmethod(fresh)
 
-    run = OnMoto.TestCase
-    run.settings = settings(
-        max_examples=25,
-        stateful_step_count=8,
-        deadline=None,
-        derandomize=True,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
-    run().runTest()
+    _run(OnMoto, examples=25, steps=8)
 
 
 def test_lost_reply_of_the_index_write_reads_back_as_stored(
@@ -483,12 +481,4 @@ def test_write_path_on_files_and_sqlite(tmp_path: Path) -> None:
     class OnLocal(WritePath):
         backend_factory = staticmethod(fresh)
 
-    run = OnLocal.TestCase
-    run.settings = settings(
-        max_examples=60,
-        stateful_step_count=10,
-        deadline=None,
-        derandomize=True,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
-    run().runTest()
+    _run(OnLocal, examples=60, steps=10)
