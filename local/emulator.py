@@ -9,7 +9,6 @@ See docs/local-stack.md for what is not reproduced.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
 import fnmatch
@@ -29,6 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import Any
 from urllib.parse import unquote
+
+import pybase64
 
 from local.template import ACCOUNT_ID, PROJECT_ROOT, REGION, Api, Function, Route, StackTemplate
 
@@ -170,6 +171,12 @@ class FunctionRuntime:
             raise
         handler: Handler = getattr(module, attribute)
         return handler
+
+    def warm(self) -> None:
+        """Start one container ahead of the first request (Lambda's init phase)."""
+        handler = self._acquire()
+        with self._lock:
+            self._idle.append(handler)
 
     def invoke(self, event: dict[str, Any]) -> Any:
         """Call the handler; exceptions propagate (the caller maps them as AWS would)."""
@@ -451,6 +458,13 @@ class Gateway:
         if str(PROJECT_ROOT) not in sys.path:
             sys.path.insert(0, str(PROJECT_ROOT))
 
+    def warm(self) -> None:
+        """One warm container per function, loaded with the functions' environment: a
+        server that forks workers afterwards gives each of them loaded handlers."""
+        with self.environment.active():
+            for runtime in self.runtimes.values():
+                runtime.warm()
+
     # ------------------------------------------------------------ gateway responses
 
     def gateway_response(self, error: GatewayError, request_id: str) -> HttpResponse:
@@ -580,7 +594,7 @@ class Gateway:
         body: str | None = None
         if request.body:
             body = (
-                base64.b64encode(request.body).decode("ascii")
+                pybase64.b64encode_as_string(request.body)
                 if binary
                 else request.body.decode("utf-8", errors="replace")
             )
@@ -683,7 +697,7 @@ class Gateway:
                 content_type, self.api.binary_media_types
             ):
                 try:
-                    body = base64.b64decode(str(raw_body), validate=True)
+                    body = pybase64.b64decode(str(raw_body), validate=True)
                 except (binascii.Error, ValueError):
                     logger.error("Malformed Lambda proxy response: body is not base64")
                     raise malformed from None

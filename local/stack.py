@@ -224,6 +224,8 @@ class LocalStack:
                 self.template, self.environment, on_environment_change=_clear_settings_cache
             )
             if self._objects is not None:
+                # Handlers loaded once, before the fork: no worker pays a cold start.
+                self._server.gateway.warm()
                 self._fork_workers()  # before this process starts any thread
                 self._objects.start()
         except BaseException:

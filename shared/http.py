@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+import pybase64
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 
 from shared import config
@@ -96,7 +96,7 @@ def body_bytes(event: Mapping[str, Any]) -> bytes:
         return b""
     if event.get("isBase64Encoded"):
         try:
-            return base64.b64decode(body, validate=True)
+            return pybase64.b64decode(body, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise BadRequest("request body is not valid base64") from exc
     return body.encode("utf-8") if isinstance(body, str) else bytes(body)
@@ -106,9 +106,17 @@ def outcome_response(outcome: Outcome) -> Response[Any]:
     """An inline body, or 303 See Other to a presigned URL (``services.retrieve``)."""
     if isinstance(outcome, Redirect):
         return Response(status_code=303, headers={"Location": outcome.url}, body="")
-    return Response(
+    return binary_response(outcome.body, outcome.content_type, dict(outcome.headers))
+
+
+def binary_response(body: bytes, content_type: str, headers: dict[str, str]) -> Response[Any]:
+    """A binary 200, base64-encoded here for API Gateway with a SIMD codec (the resolver's
+    own ``base64.b64encode`` takes 2 ms per MB; a string body it passes through as is)."""
+    response: Response[Any] = Response(
         status_code=200,
-        content_type=outcome.content_type,
-        body=outcome.body,
-        headers=dict(outcome.headers),
+        content_type=content_type,
+        body=pybase64.b64encode_as_string(body),
+        headers=headers,
     )
+    response.base64_encoded = True
+    return response
