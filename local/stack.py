@@ -383,7 +383,8 @@ class LocalStack:
             )
         from shared.adapters.file_blobs import FileBlobStore  # noqa: PLC0415
         from shared.adapters.local_urls import UrlSigner  # noqa: PLC0415
-        from shared.adapters.sqlite_index import SqliteCatalog, SqliteIndex  # noqa: PLC0415
+        from shared.adapters.sqlite_catalog import SqliteCatalog  # noqa: PLC0415
+        from shared.adapters.sqlite_index import SqliteIndex  # noqa: PLC0415
         from shared.wiring import INDEX_FILE, OBJECTS_DIR  # noqa: PLC0415
 
         signer = UrlSigner(self._signing_key(), self.objects_url)

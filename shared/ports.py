@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.keys import KeyEntry
+
+if TYPE_CHECKING:
+    from shared.dicomweb.query import Query
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,14 @@ class SeriesRow:
     study_attrs: dict[str, Any] = field(default_factory=dict)
     n_instances: int = 0
 
+    def order(self) -> tuple[int, float, str]:
+        """Place in a study's series: by SeriesNumber (unnumbered last), then UID."""
+        values = (self.attrs.get("00200011") or {}).get("Value") or []
+        number = values[0] if values and isinstance(values[0], (int, float)) else None
+        if number is None:
+            return (1, 0.0, self.series_uid)
+        return (0, float(number), self.series_uid)
+
 
 @dataclass(frozen=True)
 class InstanceRow:
@@ -159,37 +170,46 @@ class PatientRow:
     n_series: int = 0
 
 
-class Catalog(Protocol):
-    """The read side of the index; every method reads lazily, in a stable order."""
+Row = StudyRow | SeriesRow | InstanceRow | PatientRow
 
-    def expect(self, results: int, items: int | None = None) -> None:
-        """Size the next reads for this many index keys and items (a hint; reads stay lazy)."""
+
+@dataclass(frozen=True)
+class Candidates:
+    """What a catalog found for a query: rows of the query's level, lazily, in its order.
+
+    Every row that matches the query is among them; others may be too (the search service
+    checks each one with the matcher). ``skipped``: how many matching rows the catalog left
+    out at the start because the query's ``offset`` passes over them (it may only do so when
+    it knows they match, for example when nothing narrows the search).
+    """
+
+    rows: Iterator[Any]
+    skipped: int = 0
+
+
+class Catalog(Protocol):
+    """The read side of the index; every method reads lazily, in a stable order.
+
+    ``search`` takes the parsed QIDO query and plans its own access (indexes, key ranges,
+    joins); the other methods are the lookups by UID that searches and retrievals share.
+    Orders: studies newest first (StudyDate, StudyTime, UID, descending), except that a
+    catalog answering from a name index may return them in name order and one given
+    StudyInstanceUIDs returns them in the order given; series by study, then
+    :meth:`SeriesRow.order`; instances by study, series UID, then InstanceNumber
+    (unnumbered last); patients by normalised name.
+    """
+
+    def search(self, query: Query) -> Candidates:
+        """Candidate rows for the query at its level (``Query.level``)."""
 
     def studies_by_uid(self, uids: Iterable[str]) -> Iterator[StudyRow]:
         """Studies by UID, in the order given."""
 
-    def study_uids(
-        self, key: str, value: str, *, low: str = "", high: str = "", prefix: str = ""
-    ) -> Iterator[str]:
-        """Study UIDs from an index: ``pid``, ``acc``, ``all``, ``name`` or ``mod``."""
-
     def series_of_study(self, study_uid: str) -> list[SeriesRow]:
         """Every series of a study."""
-
-    def series_by_uid(self, series_uid: str) -> list[SeriesRow]:
-        """The series with this UID."""
-
-    def series_by_modality(self, modality: str) -> Iterator[SeriesRow]:
-        """Series of one modality, newest study first."""
 
     def instances(self, study_uid: str, series_uid: str | None = None) -> Iterator[InstanceRow]:
         """Instances of a study or series, by series then InstanceNumber."""
 
     def instances_by_uid(self, sop_uids: Iterable[str]) -> Iterator[InstanceRow]:
         """Instances by SOP Instance UID."""
-
-    def patients_by_id(self, patient_id: str) -> list[PatientRow]:
-        """Patients with this PatientID."""
-
-    def patients(self, prefix: str = "") -> Iterator[PatientRow]:
-        """Patients in name order, optionally by normalised name prefix."""

@@ -160,7 +160,7 @@ def catalog() -> Catalog:
     def build() -> Catalog:
         settings = config.settings()
         if settings.embedded:
-            from shared.adapters.sqlite_index import SqliteCatalog  # noqa: PLC0415
+            from shared.adapters.sqlite_catalog import SqliteCatalog  # noqa: PLC0415
 
             return SqliteCatalog(data_path(INDEX_FILE))
         from shared.adapters.dynamo_search import DynamoSearch  # noqa: PLC0415

@@ -15,6 +15,7 @@ import base64
 import hashlib
 
 from shared.dicom.normalize import date_key, time_key
+from shared.dicomweb.query import Query, normalise
 
 STUDY_SK = "STUDY"
 SERIES_PREFIX = "SERIES#"
@@ -69,3 +70,19 @@ def study_sort_key(study_date: str, study_time: str, study_uid: str) -> str:
     date = date_key(study_date) or "00000000"
     clock = time_key(study_time) or "000000.000000"
     return f"{date}{clock}#{study_uid}"
+
+
+def study_date_bounds(query: Query) -> tuple[str, str] | None:
+    """``sdt`` bounds of a query's StudyDate (with StudyTime when they form one range)."""
+    date = query.condition("StudyDate")
+    if date is None or date.kind not in ("single", "range"):
+        return None
+    time = query.condition("StudyTime") if query.combined_datetime else None
+    if date.kind == "single":
+        day = normalise("DA", date.value)
+        return f"{day}000000.000000", f"{day}235959.999999#~"
+    low = f"{date.low}{time.low if time and time.low else '000000.000000'}" if date.low else ""
+    high = (
+        f"{date.high}{time.high if time and time.high else '235959.999999'}#~" if date.high else ""
+    )
+    return low, high

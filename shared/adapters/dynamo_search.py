@@ -14,6 +14,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from shared.adapters import dynamo_plan
 from shared.adapters.dynamo_keys import (
     INSTANCE_PREFIX,
     LIST_PATIENTS,
@@ -24,8 +25,9 @@ from shared.adapters.dynamo_keys import (
     patient_pk,
     study_pk,
 )
+from shared.dicomweb.query import Query
 from shared.errors import StorageUnavailable
-from shared.ports import InstanceRow, PatientRow, SeriesRow, StudyRow
+from shared.ports import Candidates, InstanceRow, PatientRow, SeriesRow, StudyRow
 
 # Pages and batches are sized to what the search expects to need (``expect``), at least
 # FIRST_PAGE / FIRST_BATCH; past that they double: filtered searches soon read full pages.
@@ -104,13 +106,21 @@ def _patient_row(item: dict[str, Any]) -> PatientRow:
 
 
 class DynamoSearch:
-    """The read side of the index (port :class:`shared.ports.Catalog`)."""
+    """The read side of the index (port :class:`shared.ports.Catalog`).
+
+    ``search`` plans a query on the table's indexes (:mod:`dynamo_plan`); the other public
+    methods are the index reads the plans are made of.
+    """
 
     def __init__(self, client: Any, table: str) -> None:
         self._client = client
         self._table = table
         self._want = self._want_items = FIRST_PAGE
         self.items_read = 0
+
+    def search(self, query: Query) -> Candidates:
+        """Candidate rows for a parsed QIDO query, read lazily from the best index."""
+        return dynamo_plan.plan(query, self)
 
     def expect(self, results: int, items: int | None = None) -> None:
         """Size the next reads: ``results`` index keys, ``items`` (default: as many) items."""

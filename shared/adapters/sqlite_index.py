@@ -4,9 +4,8 @@ One transaction per instance gives exactly the outcomes of the DynamoDB transact
 (``dynamo_index``): the instance row is inserted only if its SOP Instance UID is new; an
 identical re-send reads back as ``ALREADY_STORED``, other bytes as ``DIFFERENT_CONTENT``; a
 study stored with another PatientID refuses it (``PATIENT_MISMATCH``); series, study and
-patient rows and their counters change in the same transaction. The read side answers the
-same :class:`~shared.ports.Catalog` calls as ``dynamo_search``, in the same orders, from
-SQL indexes (one per DynamoDB index, plus ones DynamoDB cannot have).
+patient rows and their counters change in the same transaction. The read side is
+``sqlite_catalog``.
 
 The database runs in WAL mode with ``synchronous=FULL``: a committed instance survives a
 crash of the process or of the machine, and readers never wait for the writer. Several
@@ -18,17 +17,16 @@ older file on start.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from shared.adapters.dynamo_keys import instance_sk, study_sort_key
 from shared.dicom.normalize import person_name_key
 from shared.errors import StorageUnavailable
-from shared.ports import AddOutcome, InstanceRecord, InstanceRow, PatientRow, SeriesRow, StudyRow
+from shared.ports import AddOutcome, InstanceRecord
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
@@ -323,267 +321,3 @@ def _add_to_patient(c: sqlite3.Connection, r: InstanceRecord, name_key: str) -> 
         "INSERT OR IGNORE INTO patient_series (patient_id, issuer, series) VALUES (?,?,?)",
         (*patient, r.series_uid),
     )
-
-
-# ---------------------------------------------------------------------- the read side
-
-_STUDY_COLUMNS = (
-    "s.study, s.attrs, s.n_instances,"
-    " (SELECT COUNT(*) FROM series WHERE series.study = s.study) AS n_series,"
-    " (SELECT group_concat(modality, char(31)) FROM (SELECT modality FROM study_modalities"
-    "  WHERE study = s.study ORDER BY modality)) AS modalities,"
-    " (SELECT group_concat(sop_class, char(31)) FROM (SELECT sop_class FROM study_sop_classes"
-    "  WHERE study = s.study ORDER BY sop_class)) AS sop_classes"
-)
-_PATIENT_COLUMNS = (
-    "p.attrs, p.n_instances,"
-    " (SELECT COUNT(*) FROM patient_studies ps WHERE ps.patient_id = p.patient_id"
-    "  AND ps.issuer = p.issuer) AS n_studies,"
-    " (SELECT COUNT(*) FROM patient_series pe WHERE pe.patient_id = p.patient_id"
-    "  AND pe.issuer = p.issuer) AS n_series"
-)
-_INSTANCE_COLUMNS = "study, series, sop, attrs, series_attrs, study_attrs, ts, key, size, aet"
-_PAGE = 200  # rows fetched per statement when a read is consumed lazily
-
-
-def _doc(text: str | None) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(text) if text else {}
-    return document
-
-
-def _split(text: str | None) -> tuple[str, ...]:
-    return tuple(text.split("\x1f")) if text else ()
-
-
-def _study_row(row: sqlite3.Row) -> StudyRow:
-    return StudyRow(
-        study_uid=row["study"],
-        attrs=_doc(row["attrs"]),
-        n_instances=row["n_instances"],
-        n_series=row["n_series"],
-        modalities=_split(row["modalities"]),
-        sop_classes=_split(row["sop_classes"]),
-    )
-
-
-def _series_row(row: sqlite3.Row) -> SeriesRow:
-    return SeriesRow(
-        study_uid=row["study"],
-        series_uid=row["series"],
-        attrs=_doc(row["attrs"]),
-        study_attrs=_doc(row["study_attrs"]),
-        n_instances=row["n_instances"],
-    )
-
-
-def _instance_row(row: sqlite3.Row) -> InstanceRow:
-    return InstanceRow(
-        study_uid=row["study"],
-        series_uid=row["series"],
-        sop_instance_uid=row["sop"],
-        attrs=_doc(row["attrs"]),
-        series_attrs=_doc(row["series_attrs"]),
-        study_attrs=_doc(row["study_attrs"]),
-        transfer_syntax=row["ts"],
-        blob_key=row["key"],
-        size=row["size"],
-        calling_aet=row["aet"],
-    )
-
-
-def _patient_row(row: sqlite3.Row) -> PatientRow:
-    return PatientRow(
-        attrs=_doc(row["attrs"]),
-        n_instances=row["n_instances"],
-        n_studies=row["n_studies"],
-        n_series=row["n_series"],
-    )
-
-
-def _batches(values: Iterable[str], first: int = 8, largest: int = 128) -> Iterator[list[str]]:
-    """``values`` in lists of growing size (duplicates kept: the caller's order counts)."""
-    size, batch = first, []
-    for value in values:
-        batch.append(value)
-        if len(batch) == size:
-            yield batch
-            size, batch = min(size * 2, largest), []
-    if batch:
-        yield batch
-
-
-def _prefix_end(prefix: str) -> str:
-    return prefix + "\U0010ffff"
-
-
-class SqliteCatalog:
-    """The read side of the index (port :class:`shared.ports.Catalog`) on SQLite.
-
-    Lazy like the DynamoDB adapter: rows are fetched a page at a time (keyset paging on the
-    index's order), so a search stops reading once it has its page of results.
-    ``rows_read`` counts every row fetched, for benchmarks.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._db = _Connections(path)
-        self.rows_read = 0
-
-    def expect(self, results: int, items: int | None = None) -> None:
-        """Accepted for the port; SQLite pages need no sizing hint."""
-
-    def _fetch(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        rows = self._db.query(sql, parameters)
-        self.rows_read += len(rows)
-        return rows
-
-    def _pages(
-        self, sql: str, parameters: tuple[Any, ...], order: str, after: Callable[..., Any]
-    ) -> Iterator[sqlite3.Row]:
-        """Keyset paging: ``sql`` has a ``{after}`` slot for the continuation condition."""
-        condition, bound = "", ()
-        while True:
-            rows = self._fetch(
-                sql.format(after=condition) + f" ORDER BY {order} LIMIT {_PAGE}",
-                (*parameters, *bound),
-            )
-            yield from rows
-            if len(rows) < _PAGE:
-                return
-            condition, bound = after(rows[-1])
-
-    # ----------------------------------------------------------------- studies
-
-    def studies_by_uid(self, uids: Iterable[str]) -> Iterator[StudyRow]:
-        """Studies with these UIDs, in the order given (absent ones skipped); read in batches
-        that grow from 8 to 128, so a short page reads little and a long one few times."""
-        for batch in _batches(uids):
-            marks = ",".join("?" * len(batch))
-            rows = self._fetch(
-                f"SELECT {_STUDY_COLUMNS} FROM studies s WHERE s.study IN ({marks})", batch
-            )
-            found = {row["study"]: row for row in rows}
-            yield from (_study_row(found[uid]) for uid in batch if uid in found)
-
-    def study_uids(
-        self, key: str, value: str, *, low: str = "", high: str = "", prefix: str = ""
-    ) -> Iterator[str]:
-        """Study UIDs from an index, newest first (name index: in name order)."""
-        if key == "name":
-            rows = self._pages(
-                "SELECT study, name_key FROM studies WHERE name_key >= ? AND name_key < ? {after}",
-                (prefix, _prefix_end(prefix)),
-                "name_key",
-                lambda last: ("AND name_key > ?", (last["name_key"],)),
-            )
-            yield from (r["study"] for r in rows)
-            return
-        if key == "mod":
-            seen: set[str] = set()
-            for row in self._series_by_modality_keys(value):
-                if row["study"] not in seen:
-                    seen.add(row["study"])
-                    yield row["study"]
-            return
-        column = {"pid": "pid", "acc": "accession"}.get(key)
-        parameters: tuple[str, ...]
-        if column is not None:
-            where, parameters = f"{column} = ?", (value,)
-        else:
-            where, parameters = "sdt BETWEEN ? AND ?", (low or "0", high or "~")
-        rows = self._pages(
-            f"SELECT study, sdt FROM studies WHERE {where} {{after}}",
-            parameters,
-            "sdt DESC",
-            lambda last: ("AND sdt < ?", (last["sdt"],)),
-        )
-        yield from (r["study"] for r in rows)
-
-    # ----------------------------------------------------------------- series
-
-    def series_of_study(self, study_uid: str) -> list[SeriesRow]:
-        """Every series of a study, by Series Instance UID."""
-        rows = self._fetch(
-            "SELECT study, series, attrs, study_attrs, n_instances FROM series"
-            " WHERE study = ? ORDER BY series",
-            (study_uid,),
-        )
-        return [_series_row(r) for r in rows]
-
-    def series_by_uid(self, series_uid: str) -> list[SeriesRow]:
-        """The series with this UID (one, unless a UID was reused across studies)."""
-        rows = self._fetch(
-            "SELECT study, series, attrs, study_attrs, n_instances FROM series"
-            " WHERE series = ? ORDER BY study",
-            (series_uid,),
-        )
-        return [_series_row(r) for r in rows]
-
-    def _series_by_modality_keys(self, modality: str) -> Iterator[sqlite3.Row]:
-        return self._pages(
-            "SELECT study, series, sdt FROM series WHERE modality = ? {after}",
-            (modality,),
-            "sdt DESC, series DESC",
-            lambda last: (
-                "AND (sdt < ? OR (sdt = ? AND series < ?))",
-                (last["sdt"], last["sdt"], last["series"]),
-            ),
-        )
-
-    def series_by_modality(self, modality: str) -> Iterator[SeriesRow]:
-        """Series of a modality, newest study first."""
-        for key in self._series_by_modality_keys(modality):
-            rows = self._fetch(
-                "SELECT study, series, attrs, study_attrs, n_instances FROM series"
-                " WHERE study = ? AND series = ?",
-                (key["study"], key["series"]),
-            )
-            yield from (_series_row(r) for r in rows)
-
-    # ----------------------------------------------------------------- instances
-
-    def instances(self, study_uid: str, series_uid: str | None = None) -> Iterator[InstanceRow]:
-        """Instances of a study (or of one series), by series then InstanceNumber."""
-        prefix = f"INSTANCE#{series_uid}#" if series_uid else "INSTANCE#"
-        rows = self._pages(
-            f"SELECT {_INSTANCE_COLUMNS}, sk FROM instances WHERE study = ?"
-            " AND sk >= ? AND sk < ? {after}",
-            (study_uid, prefix, _prefix_end(prefix)),
-            "sk",
-            lambda last: ("AND sk > ?", (last["sk"],)),
-        )
-        yield from (_instance_row(r) for r in rows)
-
-    def instances_by_uid(self, sop_uids: Iterable[str]) -> Iterator[InstanceRow]:
-        """Instances with these SOP Instance UIDs, in the order given."""
-        for uid in sop_uids:
-            rows = self._fetch(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE sop = ?", (uid,))
-            yield from (_instance_row(r) for r in rows)
-
-    # ----------------------------------------------------------------- patients
-
-    def patients_by_id(self, patient_id: str) -> list[PatientRow]:
-        """Patients with this PatientID (one per issuer)."""
-        rows = self._fetch(
-            f"SELECT {_PATIENT_COLUMNS} FROM patients p WHERE p.patient_id = ? ORDER BY p.issuer",
-            (patient_id,),
-        )
-        return [_patient_row(r) for r in rows]
-
-    def patients(self, prefix: str = "") -> Iterator[PatientRow]:
-        """Every patient in name order, or those whose normalised name starts with prefix."""
-        parameters: tuple[str, ...]
-        if prefix:
-            where, parameters, column = (
-                "p.name_key >= ? AND p.name_key < ?",
-                (prefix, _prefix_end(prefix)),
-                "name_key",
-            )
-        else:
-            where, parameters, column = "1 = 1", (), "list_key"
-        rows = self._pages(
-            f"SELECT {_PATIENT_COLUMNS}, p.{column} AS k FROM patients p WHERE {where} {{after}}",
-            parameters,
-            f"p.{column}",
-            lambda last: (f"AND p.{column} > ?", (last["k"],)),
-        )
-        yield from (_patient_row(r) for r in rows)

@@ -19,7 +19,7 @@ from shared.dicom.levels import (
     STORED,
     Level,
 )
-from shared.dicom.normalize import InvalidValue, comparable
+from shared.dicom.normalize import InvalidValue, comparable, person_name_key
 from shared.dicomweb.uids import valid_uid
 from shared.errors import BadRequest
 
@@ -79,6 +79,43 @@ class Query:
     def condition(self, keyword: str) -> Condition | None:
         """The condition on a keyword, if the query has one."""
         return self.condition_by_keyword.get(keyword)
+
+    # What an index can use (the adapters plan their reads from these).
+
+    @property
+    def unconditioned(self) -> bool:
+        """Whether every condition matches anything (no matching key narrows the search)."""
+        return all(c.kind == "universal" for c in self.conditions)
+
+    def exact(self, keyword: str) -> str | None:
+        """The value of a single-value (exact) condition on ``keyword``, if any."""
+        condition = self.condition(keyword)
+        if condition is not None and condition.kind == "single" and condition.value:
+            return condition.value
+        return None
+
+    def uids(self, keyword: str) -> tuple[str, ...]:
+        """The values of a single-value or list condition, each once, in the order given."""
+        condition = self.condition(keyword)
+        if condition is not None and condition.kind in ("single", "list"):
+            return tuple(dict.fromkeys(condition.values))
+        return ()
+
+    def name_prefix(self) -> str:
+        """The normalised literal start of a PatientName condition that a name index keyed
+        by :func:`~shared.dicom.normalize.person_name_key` can serve ('' when none can:
+        fuzzy matching, a leading wildcard, a non-Latin start)."""
+        condition = self.condition("PatientName")
+        if condition is None or self.fuzzy or condition.kind not in ("single", "wildcard"):
+            return ""
+        literal = condition.value
+        for index, char in enumerate(literal):
+            if char in "*?":
+                literal = literal[:index]
+                break
+        prefix = person_name_key(literal) if literal.strip() == literal else ""
+        # Latin names only: the index holds the alphabetic component group.
+        return prefix if prefix.isascii() and prefix[:1].isalpha() else ""
 
 
 def matching_keywords(level: Level, study_uid: str | None, series_uid: str | None) -> set[str]:

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from local import template as local_template
 from shared.adapters.dynamo_index import DynamoInstanceIndex
 from shared.adapters.dynamo_search import DynamoSearch
-from shared.adapters.sqlite_index import SqliteCatalog, SqliteIndex
+from shared.adapters.sqlite_catalog import SqliteCatalog
+from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom.validate import validate
 from shared.dicomweb.matching import matches
 from shared.dicomweb.query import MAX_LIMIT, Query, parse

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from shared.adapters import sqlite_index
-from shared.adapters.sqlite_index import SCHEMA_VERSION, SqliteCatalog, SqliteIndex
+from shared.adapters.sqlite_catalog import SqliteCatalog
+from shared.adapters.sqlite_index import SCHEMA_VERSION, SqliteIndex
 from shared.dicom.validate import validate
 from shared.ports import AddOutcome
 from shared.services.store import _record

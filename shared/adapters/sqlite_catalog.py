@@ -1,0 +1,359 @@
+"""The read side of the SQLite index (``local``): QIDO queries planned as SQL.
+
+``search`` turns every study-level key the query gives into one WHERE clause on the
+``studies`` table (StudyInstanceUID, AccessionNumber, PatientID, PatientName prefix,
+StudyDate/StudyTime range, ModalitiesInStudy) and lets SQLite pick the index; series and
+instance keys (Modality, SeriesInstanceUID) narrow the studies with EXISTS on ``series`` and
+then select within each study. Reads are lazy: rows come a page at a time (keyset paging on
+the index order), so a search stops reading once it has its page of results. The matcher
+in the search service still checks every row (wildcards, fuzzy names, other attributes).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from shared.adapters.dynamo_keys import study_date_bounds
+from shared.adapters.sqlite_index import _Connections
+from shared.dicomweb.query import Query
+from shared.ports import Candidates, InstanceRow, PatientRow, SeriesRow, StudyRow
+
+_STUDY_COLUMNS = (
+    "s.study, s.attrs, s.n_instances,"
+    " (SELECT COUNT(*) FROM series WHERE series.study = s.study) AS n_series,"
+    " (SELECT group_concat(modality, char(31)) FROM (SELECT modality FROM study_modalities"
+    "  WHERE study = s.study ORDER BY modality)) AS modalities,"
+    " (SELECT group_concat(sop_class, char(31)) FROM (SELECT sop_class FROM study_sop_classes"
+    "  WHERE study = s.study ORDER BY sop_class)) AS sop_classes"
+)
+_PATIENT_COLUMNS = (
+    "p.attrs, p.n_instances,"
+    " (SELECT COUNT(*) FROM patient_studies ps WHERE ps.patient_id = p.patient_id"
+    "  AND ps.issuer = p.issuer) AS n_studies,"
+    " (SELECT COUNT(*) FROM patient_series pe WHERE pe.patient_id = p.patient_id"
+    "  AND pe.issuer = p.issuer) AS n_series"
+)
+_SERIES_COLUMNS = "e.study, e.series, e.attrs, e.study_attrs, e.n_instances"
+_INSTANCE_COLUMNS = "study, series, sop, attrs, series_attrs, study_attrs, ts, key, size, aet"
+_PAGE = 200  # rows fetched per statement when a read is consumed lazily
+
+
+def _doc(text: str | None) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(text) if text else {}
+    return document
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(text.split("\x1f")) if text else ()
+
+
+def _study_row(row: sqlite3.Row) -> StudyRow:
+    return StudyRow(
+        study_uid=row["study"],
+        attrs=_doc(row["attrs"]),
+        n_instances=row["n_instances"],
+        n_series=row["n_series"],
+        modalities=_split(row["modalities"]),
+        sop_classes=_split(row["sop_classes"]),
+    )
+
+
+def _series_row(row: sqlite3.Row) -> SeriesRow:
+    return SeriesRow(
+        study_uid=row["study"],
+        series_uid=row["series"],
+        attrs=_doc(row["attrs"]),
+        study_attrs=_doc(row["study_attrs"]),
+        n_instances=row["n_instances"],
+    )
+
+
+def _instance_row(row: sqlite3.Row) -> InstanceRow:
+    return InstanceRow(
+        study_uid=row["study"],
+        series_uid=row["series"],
+        sop_instance_uid=row["sop"],
+        attrs=_doc(row["attrs"]),
+        series_attrs=_doc(row["series_attrs"]),
+        study_attrs=_doc(row["study_attrs"]),
+        transfer_syntax=row["ts"],
+        blob_key=row["key"],
+        size=row["size"],
+        calling_aet=row["aet"],
+    )
+
+
+def _patient_row(row: sqlite3.Row) -> PatientRow:
+    return PatientRow(
+        attrs=_doc(row["attrs"]),
+        n_instances=row["n_instances"],
+        n_studies=row["n_studies"],
+        n_series=row["n_series"],
+    )
+
+
+def _batches(values: Iterable[str], first: int = 8, largest: int = 128) -> Iterator[list[str]]:
+    """``values`` in lists of growing size (duplicates kept: the caller's order counts)."""
+    size, batch = first, []
+    for value in values:
+        batch.append(value)
+        if len(batch) == size:
+            yield batch
+            size, batch = min(size * 2, largest), []
+    if batch:
+        yield batch
+
+
+def _prefix_end(prefix: str) -> str:
+    return prefix + "\U0010ffff"
+
+
+def _marks(values: tuple[str, ...]) -> str:
+    return ",".join("?" * len(values))
+
+
+class _Where:
+    """AND-ed SQL conditions with their parameters."""
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.parameters: list[Any] = []
+
+    def add(self, clause: str, *parameters: Any) -> None:
+        self.clauses.append(clause)
+        self.parameters.extend(parameters)
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self.clauses) if self.clauses else "1 = 1"
+
+
+def _series_where(query: Query, alias: str) -> _Where:
+    """Series-level keys an index can serve: SeriesInstanceUID and Modality lists."""
+    where = _Where()
+    series_uids = query.uids("SeriesInstanceUID")
+    if series_uids:
+        where.add(f"{alias}.series IN ({_marks(series_uids)})", *series_uids)
+    modalities = query.uids("Modality")
+    if modalities:
+        where.add(f"{alias}.modality IN ({_marks(modalities)})", *modalities)
+    return where
+
+
+def _study_where(query: Query, *, with_series: bool) -> _Where:
+    """Every study-level key an index can serve, as conditions on ``studies s``; with
+    ``with_series``, studies must also hold a series the series-level keys accept."""
+    where = _Where()
+    for keyword, column in (("AccessionNumber", "accession"), ("PatientID", "pid")):
+        value = query.exact(keyword)
+        if value:
+            where.add(f"s.{column} = ?", value)
+    prefix = query.name_prefix()
+    if prefix:
+        where.add("s.name_key >= ? AND s.name_key < ?", prefix, _prefix_end(prefix))
+    bounds = study_date_bounds(query)
+    if bounds is not None:
+        where.add("s.sdt BETWEEN ? AND ?", bounds[0] or "0", bounds[1] or "~")
+    modalities = query.uids("ModalitiesInStudy")
+    if modalities:
+        where.add(
+            "EXISTS (SELECT 1 FROM study_modalities m WHERE m.study = s.study"
+            f" AND m.modality IN ({_marks(modalities)}))",
+            *modalities,
+        )
+    if with_series:
+        series = _series_where(query, "e")
+        if series.clauses:
+            where.add(
+                f"EXISTS (SELECT 1 FROM series e WHERE e.study = s.study AND {series.sql})",
+                *series.parameters,
+            )
+    return where
+
+
+class SqliteCatalog:
+    """The read side of the index (port :class:`shared.ports.Catalog`) on SQLite.
+
+    ``rows_read`` counts every row fetched, for benchmarks.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = _Connections(path)
+        self.rows_read = 0
+
+    def _fetch(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        rows = self._db.query(sql, parameters)
+        self.rows_read += len(rows)
+        return rows
+
+    def _pages(
+        self,
+        sql: str,
+        parameters: Iterable[Any],
+        order: str,
+        after: Callable[..., Any],
+        offset: int = 0,
+    ) -> Iterator[sqlite3.Row]:
+        """Keyset paging: ``sql`` has a ``{after}`` slot for the continuation condition;
+        the first page may skip ``offset`` rows."""
+        condition, bound = "", ()
+        skip = f" OFFSET {int(offset)}" if offset else ""
+        while True:
+            rows = self._fetch(
+                sql.format(after=condition) + f" ORDER BY {order} LIMIT {_PAGE}{skip}",
+                (*parameters, *bound),
+            )
+            yield from rows
+            if len(rows) < _PAGE:
+                return
+            condition, bound = after(rows[-1])
+            skip = ""
+
+    # ----------------------------------------------------------------- search
+
+    def search(self, query: Query) -> Candidates:
+        """Candidate rows for a parsed QIDO query, selected with SQL on the indexes."""
+        if query.level == "STUDY":
+            uids = query.uids("StudyInstanceUID")
+            if uids:  # in the order given
+                return Candidates(self.studies_by_uid(uids))
+            skipped = query.offset if query.unconditioned else 0
+            return Candidates(self._studies(query, skipped), skipped)
+        if query.level == "SERIES":
+            return Candidates(self._series(query))
+        if query.level == "INSTANCE":
+            return Candidates(self._instances(query))
+        return Candidates(self._patients(query))
+
+    def _studies(self, query: Query, offset: int) -> Iterator[StudyRow]:
+        where = _study_where(query, with_series=False)
+        rows = self._pages(
+            f"SELECT {_STUDY_COLUMNS}, s.sdt FROM studies s WHERE {where.sql} {{after}}",
+            where.parameters,
+            "s.sdt DESC",
+            lambda last: ("AND s.sdt < ?", (last["sdt"],)),
+            offset,
+        )
+        return (_study_row(r) for r in rows)
+
+    def _study_uids(self, query: Query) -> Iterator[str]:
+        """UIDs of the studies the query's study- and series-level keys allow, newest first."""
+        uids = query.uids("StudyInstanceUID")
+        if query.study_uid is not None:
+            uids = (query.study_uid,)
+        where = _study_where(query, with_series=True)
+        if uids:
+            where.add(f"s.study IN ({_marks(uids)})", *uids)
+        rows = self._pages(
+            f"SELECT s.study, s.sdt FROM studies s WHERE {where.sql} {{after}}",
+            where.parameters,
+            "s.sdt DESC",
+            lambda last: ("AND s.sdt < ?", (last["sdt"],)),
+        )
+        return (r["study"] for r in rows)
+
+    def _series(self, query: Query) -> Iterator[SeriesRow]:
+        where = _series_where(query, "e")
+        for study_uid in self._study_uids(query):
+            rows = self._fetch(
+                f"SELECT {_SERIES_COLUMNS} FROM series e WHERE e.study = ? AND {where.sql}",
+                (study_uid, *where.parameters),
+            )
+            yield from sorted((_series_row(r) for r in rows), key=SeriesRow.order)
+
+    def _instances(self, query: Query) -> Iterator[InstanceRow]:
+        sop_uids = query.uids("SOPInstanceUID")
+        if sop_uids and query.study_uid is None:
+            yield from self.instances_by_uid(sop_uids)
+            return
+        series_uids = query.uids("SeriesInstanceUID")
+        one_series = query.series_uid or (series_uids[0] if len(series_uids) == 1 else None)
+        narrowed = bool(_series_where(query, "e").clauses)
+        for study_uid in self._study_uids(query):
+            if one_series is not None:
+                yield from self.instances(study_uid, one_series)
+            elif narrowed:
+                for series in self._series_in(study_uid, query):
+                    yield from self.instances(study_uid, series)
+            else:
+                yield from self.instances(study_uid)
+
+    def _series_in(self, study_uid: str, query: Query) -> list[str]:
+        """UIDs of a study's series that the series-level keys allow, in UID order."""
+        where = _series_where(query, "e")
+        rows = self._fetch(
+            f"SELECT e.series FROM series e WHERE e.study = ? AND {where.sql} ORDER BY e.series",
+            (study_uid, *where.parameters),
+        )
+        return [r["series"] for r in rows]
+
+    def _patients(self, query: Query) -> Iterator[PatientRow]:
+        patient_id = query.exact("PatientID")
+        if patient_id:
+            found = self._fetch(
+                f"SELECT {_PATIENT_COLUMNS} FROM patients p WHERE p.patient_id = ?"
+                " ORDER BY p.issuer",
+                (patient_id,),
+            )
+            yield from (_patient_row(r) for r in found)
+            return
+        prefix = query.name_prefix()
+        parameters: tuple[str, ...]
+        if prefix:
+            where, parameters, column = (
+                "p.name_key >= ? AND p.name_key < ?",
+                (prefix, _prefix_end(prefix)),
+                "name_key",
+            )
+        else:
+            where, parameters, column = "1 = 1", (), "list_key"
+        rows = self._pages(
+            f"SELECT {_PATIENT_COLUMNS}, p.{column} AS k FROM patients p WHERE {where} {{after}}",
+            parameters,
+            f"p.{column}",
+            lambda last: (f"AND p.{column} > ?", (last["k"],)),
+        )
+        yield from (_patient_row(r) for r in rows)
+
+    # ----------------------------------------------------------------- lookups by UID
+
+    def studies_by_uid(self, uids: Iterable[str]) -> Iterator[StudyRow]:
+        """Studies with these UIDs, in the order given (absent ones skipped); read in batches
+        that grow from 8 to 128, so a short page reads little and a long one few times."""
+        for batch in _batches(uids):
+            rows = self._fetch(
+                f"SELECT {_STUDY_COLUMNS} FROM studies s WHERE s.study IN ({_marks(tuple(batch))})",
+                batch,
+            )
+            found = {row["study"]: row for row in rows}
+            yield from (_study_row(found[uid]) for uid in batch if uid in found)
+
+    def series_of_study(self, study_uid: str) -> list[SeriesRow]:
+        """Every series of a study, by Series Instance UID."""
+        rows = self._fetch(
+            f"SELECT {_SERIES_COLUMNS} FROM series e WHERE e.study = ? ORDER BY e.series",
+            (study_uid,),
+        )
+        return [_series_row(r) for r in rows]
+
+    def instances(self, study_uid: str, series_uid: str | None = None) -> Iterator[InstanceRow]:
+        """Instances of a study (or of one series), by series then InstanceNumber."""
+        prefix = f"INSTANCE#{series_uid}#" if series_uid else "INSTANCE#"
+        rows = self._pages(
+            f"SELECT {_INSTANCE_COLUMNS}, sk FROM instances WHERE study = ?"
+            " AND sk >= ? AND sk < ? {after}",
+            (study_uid, prefix, _prefix_end(prefix)),
+            "sk",
+            lambda last: ("AND sk > ?", (last["sk"],)),
+        )
+        yield from (_instance_row(r) for r in rows)
+
+    def instances_by_uid(self, sop_uids: Iterable[str]) -> Iterator[InstanceRow]:
+        """Instances with these SOP Instance UIDs, in the order given."""
+        for uid in sop_uids:
+            rows = self._fetch(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE sop = ?", (uid,))
+            yield from (_instance_row(r) for r in rows)
