@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         storage=args.storage,
         data_dir=args.data_dir,
         workers=args.workers,
+        owns_process=True,
     )
     stack.start()
     try:

@@ -31,6 +31,7 @@ from urllib.parse import unquote
 
 import pybase64
 
+from local import http1
 from local.template import ACCOUNT_ID, PROJECT_ROOT, REGION, Api, Function, Route, StackTemplate
 
 logger = logging.getLogger("local.emulator")
@@ -197,7 +198,9 @@ class EnvironmentScope:
     """Apply the functions' environment while at least one invocation runs.
 
     Outside invocations the process environment is left as it was, so tests sharing the
-    process (pytest workers) do not see the local endpoints and resource names.
+    process (pytest workers) do not see the local endpoints and resource names. A process
+    that serves nothing but the stack (``python -m local``) pins them instead: set once,
+    never swapped per request.
     """
 
     def __init__(self, variables: Mapping[str, str], on_change: Callable[[], None]) -> None:
@@ -205,13 +208,26 @@ class EnvironmentScope:
         self._on_change = on_change
         self._saved: dict[str, str | None] = {}
         self._depth = 0
+        self._pinned = False
         self._lock = threading.Lock()
+
+    def pin(self) -> None:
+        """Set the variables for the rest of the process's life."""
+        import os  # noqa: PLC0415 - only the local stack touches the process environment
+
+        with self._lock:
+            os.environ.update(self._variables)
+            self._on_change()
+            self._pinned = True
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
         """Context manager: the variables are set inside."""
         import os  # noqa: PLC0415 - only the local stack touches the process environment
 
+        if self._pinned:
+            yield
+            return
         with self._lock:
             if self._depth == 0:
                 self._saved = {key: os.environ.get(key) for key in self._variables}
@@ -715,6 +731,29 @@ class _RequestHandler(BaseHTTPRequestHandler):
     # delayed ACK holds the second one back 40 ms (Nagle), whatever the handler's speed.
     disable_nagle_algorithm = True
     timeout = 30  # seconds a client may stay silent (a declared body that never comes)
+
+    def parse_request(self) -> bool:
+        """Read the request head (:mod:`local.http1`), as the standard library would."""
+        request_line: bytes = getattr(self, "raw_requestline", b"")
+        self.command = ""  # send_error reads it
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = str(request_line, "iso-8859-1").rstrip("\r\n")
+        try:
+            head = http1.read_head(request_line, self.rfile)
+        except http1.HeadError as error:
+            self.send_error(error.status, error.message)
+            return False
+        self.command, self.path, self.request_version = head.command, head.path, head.version
+        self.headers = head.headers
+        modern = head.version >= "HTTP/1.1" and self.protocol_version >= "HTTP/1.1"
+        connection = (head.headers.get("Connection") or "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif modern or connection == "keep-alive":
+            self.close_connection = False
+        expect = (head.headers.get("Expect") or "").lower()
+        return not (modern and expect == "100-continue") or self.handle_expect_100()
 
     def _read_body(self) -> tuple[bytes, bool]:
         """Read the body (Content-Length or chunked); stop keeping bytes past the API limit."""

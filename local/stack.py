@@ -141,6 +141,7 @@ class LocalStack:
         storage: str = "local",
         data_dir: Path | None = None,
         workers: int = 1,
+        owns_process: bool = False,
     ) -> None:
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {', '.join(STORAGES)}")
@@ -150,6 +151,9 @@ class LocalStack:
         # moto answers one request at a time from this process: extra workers would only
         # queue behind it. The local backend shares files and SQLite between processes.
         self.workers = max(1, workers) if storage == "local" else 1
+        # Serving is all this process does (python -m local): the functions' environment
+        # is set once rather than swapped in and out around every request.
+        self.owns_process = owns_process
         self._children: list[int] = []
         self.host = host
         self.requested_port = port
@@ -223,6 +227,8 @@ class LocalStack:
             self._server.gateway = Gateway(
                 self.template, self.environment, on_environment_change=_clear_settings_cache
             )
+            if self.owns_process:
+                self._server.gateway.environment.pin()
             if self._objects is not None:
                 # Handlers loaded once, before the fork: no worker pays a cold start.
                 self._server.gateway.warm()
