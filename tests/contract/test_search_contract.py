@@ -1,4 +1,5 @@
-"""QIDO on DynamoDB (moto) against a plain in-memory reference, and the no-Scan rule.
+"""QIDO on every catalog (DynamoDB on moto, SQLite, the fakes) against a plain in-memory
+reference, and the no-Scan rule.
 
 The reference aggregates the stored records in memory, builds the same datasets and keeps
 those the matcher accepts: what the index-backed planner returns must be the same set, for
@@ -33,6 +34,7 @@ from shared.ports import InstanceRecord, InstanceRow, PatientRow, SeriesRow, Stu
 from shared.services import search as search_service
 from shared.services.store import _record
 from tests import dicom_files
+from tests.fakes import FakeIndex, FakeSearchCatalog
 
 TABLE = "qido-table"
 BASE = "https://h/o3-dpacs-wado"
@@ -327,6 +329,25 @@ def test_sqlite_search_agrees_with_the_reference(
                 index.add(record)
                 records.append(record)
         _agrees_with_the_reference(records, SqliteCatalog(path), data)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(specs=st.lists(study_strategy, min_size=4, max_size=14), data=st.data())
+def test_fake_search_agrees_with_the_reference(
+    specs: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    index = FakeIndex()
+    records = []
+    for number, spec in enumerate(specs, start=1):
+        for instance in _instances(spec, number):
+            record = _record(validate(instance), "AE", datetime.now(UTC))
+            index.add(record)
+            records.append(record)
+    _agrees_with_the_reference(records, FakeSearchCatalog(index), data)
 
 
 # ------------------------------------------------------------------ no Scan, per query kind

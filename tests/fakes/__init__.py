@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from shared.adapters.dynamo_keys import uid_digest
+from shared.adapters.dynamo_keys import instance_sk, study_sort_key, uid_digest
+from shared.dicom.normalize import person_name_key
+from shared.dicomweb.query import Query
 from shared.errors import StorageUnavailable
-from shared.ports import AddOutcome, InstanceRecord, InstanceRow
+from shared.ports import (
+    AddOutcome,
+    Candidates,
+    InstanceRecord,
+    InstanceRow,
+    PatientRow,
+    SeriesRow,
+    StudyRow,
+)
 
 
 @dataclass
@@ -112,3 +123,113 @@ class FakeCatalog:
                 if r.study_uid == study_uid and series_uid in (None, r.series_uid)
             ]
         )
+
+
+@dataclass
+class FakeSearchCatalog:
+    """The whole Catalog port over a FakeIndex's records, with no index at all: ``search``
+    returns every row of the query's level, in the port's documented order, and leaves the
+    matching to the search service (the plan every real adapter must agree with)."""
+
+    index: FakeIndex
+
+    def _records(self) -> list[InstanceRecord]:
+        return list(self.index.instances.values())
+
+    def _study(self, uid: str, records: list[InstanceRecord]) -> StudyRow:
+        mine = [r for r in records if r.study_uid == uid]
+        return StudyRow(
+            uid,
+            json.loads(mine[-1].study_json),
+            n_instances=len(mine),
+            n_series=len({r.series_uid for r in mine}),
+            modalities=tuple(sorted({r.modality for r in mine if r.modality})),
+            sop_classes=tuple(sorted({r.sop_class_uid for r in mine})),
+        )
+
+    def _study_order(self, records: list[InstanceRecord]) -> list[str]:
+        keys = {
+            r.study_uid: study_sort_key(r.study_date, r.study_time, r.study_uid) for r in records
+        }
+        return sorted(keys, key=keys.__getitem__, reverse=True)
+
+    def search(self, query: Query) -> Candidates:
+        records = self._records()
+        studies = self._study_order(records)
+        if query.study_uid is not None:
+            studies = [s for s in studies if s == query.study_uid]
+        if query.level == "STUDY":
+            return Candidates(iter([self._study(uid, records) for uid in studies]))
+        if query.level == "SERIES":
+            return Candidates(
+                row
+                for uid in studies
+                for row in sorted(self.series_of_study(uid), key=SeriesRow.order)
+            )
+        if query.level == "INSTANCE":
+            return Candidates(row for uid in studies for row in self.instances(uid))
+        patients: dict[tuple[str, str], list[InstanceRecord]] = {}
+        for r in records:
+            if r.patient_id:
+                patients.setdefault((r.patient_id, r.issuer_of_patient_id), []).append(r)
+        rows = [
+            PatientRow(
+                json.loads(rs[-1].patient_json),
+                n_instances=len(rs),
+                n_studies=len({r.study_uid for r in rs}),
+                n_series=len({r.series_uid for r in rs}),
+            )
+            for _, rs in sorted(
+                patients.items(), key=lambda kv: (person_name_key(kv[1][-1].patient_name), kv[0])
+            )
+        ]
+        return Candidates(iter(rows))
+
+    def studies_by_uid(self, uids: Iterable[str]) -> Iterator[StudyRow]:
+        records = self._records()
+        known = {r.study_uid for r in records}
+        return iter([self._study(uid, records) for uid in uids if uid in known])
+
+    def series_of_study(self, study_uid: str) -> list[SeriesRow]:
+        series: dict[str, list[InstanceRecord]] = {}
+        for r in self._records():
+            if r.study_uid == study_uid:
+                series.setdefault(r.series_uid, []).append(r)
+        return [
+            SeriesRow(
+                study_uid,
+                uid,
+                json.loads(rs[-1].series_json),
+                json.loads(rs[-1].study_json),
+                len(rs),
+            )
+            for uid, rs in sorted(series.items())
+        ]
+
+    def instances(self, study_uid: str, series_uid: str | None = None) -> Iterator[InstanceRow]:
+        mine = [
+            r
+            for r in self._records()
+            if r.study_uid == study_uid and series_uid in (None, r.series_uid)
+        ]
+        mine.sort(key=lambda r: instance_sk(r.series_uid, r.instance_number, r.sop_instance_uid))
+        return iter([_instance_row(r) for r in mine])
+
+    def instances_by_uid(self, sop_uids: Iterable[str]) -> Iterator[InstanceRow]:
+        found = (self.index.instances.get(uid) for uid in sop_uids)
+        return iter([_instance_row(r) for r in found if r is not None])
+
+
+def _instance_row(r: InstanceRecord) -> InstanceRow:
+    return InstanceRow(
+        r.study_uid,
+        r.series_uid,
+        r.sop_instance_uid,
+        json.loads(r.instance_json),
+        json.loads(r.series_json),
+        json.loads(r.study_json),
+        transfer_syntax=r.transfer_syntax,
+        blob_key=r.blob_key,
+        size=r.size,
+        calling_aet=r.calling_aet,
+    )
