@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,28 @@ from shared.adapters.local_urls import PATH_PREFIX, UrlSigner
 
 logger = logging.getLogger("local.objects")
 _CHUNK = 1 << 20
+SWEEP_INTERVAL_S = 3600
+_DAY_S = 86400
+
+
+def expire(root: Path, expirations: tuple[tuple[str, int], ...], now: float) -> int:
+    """Delete objects under each prefix older than its days, as an S3 lifecycle rule does
+    (S3 counts from the object's creation; here from the file's modification). Returns how
+    many were removed."""
+    removed = 0
+    for prefix, days in expirations:
+        directory = root.joinpath(*[p for p in prefix.split("/") if p])
+        if not prefix or not directory.is_dir():
+            continue  # a rule over the whole bucket would expire the archive itself
+        cutoff = now - days * _DAY_S
+        for path in directory.rglob("*"):
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue  # taken by a concurrent sweep or request
+    return removed
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -80,11 +103,20 @@ class ObjectServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], signer: UrlSigner, root: Path) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        signer: UrlSigner,
+        root: Path,
+        expirations: tuple[tuple[str, int], ...] = (),
+    ) -> None:
         self.signer = signer
         self.root = root.resolve()
+        self.expirations = expirations
         super().__init__(address, _Handler)
         self._thread: threading.Thread | None = None
+        self._sweeper: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @property
     def base_url(self) -> str:
@@ -94,12 +126,24 @@ class ObjectServer(ThreadingHTTPServer):
         return f"http://{name}:{port}"
 
     def start(self) -> None:
-        """Serve in a daemon thread."""
+        """Serve in a daemon thread; apply the bucket's lifecycle rules in another."""
         self._thread = threading.Thread(target=self.serve_forever, name="objects", daemon=True)
         self._thread.start()
+        if self.expirations:
+            self._sweeper = threading.Thread(target=self._sweep, name="lifecycle", daemon=True)
+            self._sweeper.start()
+
+    def _sweep(self) -> None:
+        while True:
+            removed = expire(self.root, self.expirations, time.time())
+            if removed:
+                logger.info("lifecycle: %d expired objects removed", removed)
+            if self._stopping.wait(SWEEP_INTERVAL_S):
+                return
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
+        self._stopping.set()
         self.shutdown()
         self.server_close()
         if self._thread is not None:

@@ -365,7 +365,9 @@ class LocalStack:
         from shared.wiring import OBJECTS_DIR  # noqa: PLC0415
 
         signer = UrlSigner(self._signing_key(), "")
-        return ObjectServer((self.host, 0), signer, self.data_dir / OBJECTS_DIR)
+        bucket = next(iter(self.template.buckets.values()), None)
+        expirations = bucket.expirations if bucket is not None else ()
+        return ObjectServer((self.host, 0), signer, self.data_dir / OBJECTS_DIR, expirations)
 
     @property
     def objects_url(self) -> str:

@@ -298,6 +298,8 @@ class Bucket:
     logical_id: str
     name: str
     versioning: bool
+    #: Lifecycle expirations: key prefix -> days after which objects under it are deleted.
+    expirations: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -533,7 +535,12 @@ def load(
             tables[logical_id] = Table(logical_id, local_name(logical_id), args)
         elif kind == _BUCKET:
             status = (resolver.resolve(props.get("VersioningConfiguration")) or {}).get("Status")
-            buckets[logical_id] = Bucket(logical_id, local_name(logical_id), status == "Enabled")
+            buckets[logical_id] = Bucket(
+                logical_id,
+                local_name(logical_id),
+                status == "Enabled",
+                _expirations(resolver.resolve(props.get("LifecycleConfiguration")) or {}),
+            )
         elif kind == _SECRET:
             secrets[logical_id] = Secret(
                 logical_id=logical_id,
@@ -565,3 +572,13 @@ def load(
         secrets=secrets,
         outputs=outputs,
     )
+
+
+def _expirations(lifecycle: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    """(prefix, days) of every enabled rule that expires current objects."""
+    found = []
+    for rule in lifecycle.get("Rules") or []:
+        days = rule.get("ExpirationInDays")
+        if rule.get("Status") == "Enabled" and isinstance(days, int):
+            found.append((str(rule.get("Prefix") or ""), days))
+    return tuple(found)

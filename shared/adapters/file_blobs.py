@@ -1,8 +1,9 @@
 """Part 10 files in a directory: the embedded backend's object store (``local``).
 
-A key is a relative path under the root. Every write is atomic and durable: the bytes go to
-a temporary file in the target directory, are flushed and fsynced, renamed over the final
-name, and the directory is fsynced, so after a crash an object is either whole or absent.
+A key is a relative path under the root. Every write is atomic: the bytes go to a temporary
+file in the target directory and are renamed over the final name. Stored instances are also
+durable: the file is fsynced before the rename and the directory after it (and the parent
+of every directory created for it), so after a crash an object is either whole or absent.
 Presigned URLs are served by the local server (``local_urls``).
 """
 
@@ -37,25 +38,34 @@ class FileBlobStore:
 
     def put(self, key: str, data: bytes) -> None:
         """Store bytes under key, atomically and durably."""
-        self.put_stream(key, [data], "application/dicom")
+        self._write(key, [data], durable=True)
 
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> None:
-        """Write a body of any size from chunks (one chunk in memory at a time)."""
+        """Write a derived body of any size from chunks (one chunk in memory at a time).
+
+        Atomic but not fsynced: these are responses assembled under fresh keys (WADO's
+        303 targets), which a crash may lose since nothing refers to them afterwards.
+        """
+        self._write(key, chunks, durable=False)
+
+    def _write(self, key: str, chunks: Iterable[bytes], *, durable: bool) -> None:
         target = self.path(key)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _make_directory(target.parent, durable=durable)
             temporary = target.with_name(f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}")
             try:
                 with temporary.open("wb") as output:
                     for chunk in chunks:
                         output.write(chunk)
-                    output.flush()
-                    os.fsync(output.fileno())
+                    if durable:
+                        output.flush()
+                        os.fsync(output.fileno())
                 temporary.replace(target)
             except BaseException:
                 temporary.unlink(missing_ok=True)
                 raise
-            _fsync_directory(target.parent)
+            if durable:
+                _fsync_directory(target.parent)
         except OSError as exc:
             raise StorageUnavailable("object storage is unavailable, retry later") from exc
 
@@ -93,6 +103,22 @@ class FileBlobStore:
         if self._signer is None:
             raise StorageUnavailable("this object store has no URL to serve objects from")
         return self._signer.url(key, expires=expires, content_type=content_type, filename=filename)
+
+
+def _make_directory(directory: Path, *, durable: bool) -> None:
+    """Create ``directory`` and its missing parents; when durable, fsync the parent of each
+    one created, so that the new entries survive a crash with the file written in them."""
+    if directory.is_dir():
+        return
+    missing = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    if durable:
+        for created in reversed(missing):
+            _fsync_directory(created.parent)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,26 @@ def test_an_overwrite_replaces_whole(tmp_path: Path) -> None:
 def test_presigning_needs_a_signer(tmp_path: Path) -> None:
     with pytest.raises(StorageUnavailable):
         FileBlobStore(tmp_path).presign_get("k", expires=1, content_type="t")
+
+
+def test_stored_instances_are_fsynced_and_assembled_bodies_are_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real = os.fsync
+
+    def counting(descriptor: int) -> None:
+        synced.append(descriptor)
+        real(descriptor)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    store = FileBlobStore(tmp_path)
+    store.put("dicom/1/2/3/a.dcm", b"instance")
+    assert len(synced) == 6  # the parents of 4 new directories, the file, its directory
+    synced.clear()
+    store.put("dicom/1/2/3/b.dcm", b"instance")
+    assert len(synced) == 2  # the file, then its directory after the rename
+    synced.clear()
+    store.put_stream("retrieve/x", iter([b"a", b"b"]), "application/octet-stream")
+    assert synced == []
+    assert store.get("retrieve/x") == b"ab"

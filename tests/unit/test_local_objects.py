@@ -1,0 +1,81 @@
+"""The local object server: signed GETs, and the bucket's lifecycle rules applied to files."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from local import objects, template
+from shared.adapters.local_urls import UrlSigner
+
+DAY = 86400
+
+
+def _file(root: Path, key: str, age_days: float, now: float) -> Path:
+    path = root / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    os.utime(path, (now - age_days * DAY, now - age_days * DAY))
+    return path
+
+
+def test_objects_older_than_the_rule_are_removed_under_its_prefix_only(tmp_path: Path) -> None:
+    now = time.time()
+    old = _file(tmp_path, "retrieve/a", 1.5, now)
+    fresh = _file(tmp_path, "retrieve/b", 0.5, now)
+    archived = _file(tmp_path, "dicom/1/2/3/x.dcm", 400, now)
+    assert objects.expire(tmp_path, (("retrieve/", 1),), now) == 1
+    assert not old.exists()
+    assert fresh.exists()
+    assert archived.exists()
+
+
+def test_a_rule_without_prefix_never_empties_the_archive(tmp_path: Path) -> None:
+    now = time.time()
+    archived = _file(tmp_path, "dicom/x.dcm", 400, now)
+    assert objects.expire(tmp_path, (("", 1),), now) == 0
+    assert archived.exists()
+
+
+def test_the_template_bucket_expires_assembled_bodies_after_a_day() -> None:
+    bucket = next(iter(template.load().buckets.values()))
+    assert ("retrieve/", 1) in bucket.expirations
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[objects.ObjectServer]:
+    served = objects.ObjectServer(
+        ("127.0.0.1", 0), UrlSigner(b"k" * 32, ""), tmp_path, (("retrieve/", 1),)
+    )
+    _file(tmp_path, "retrieve/old", 2, time.time())
+    served.start()
+    yield served
+    served.stop()
+
+
+def test_the_server_sweeps_when_it_starts(server: objects.ObjectServer) -> None:
+    deadline = time.monotonic() + 5
+    while (server.root / "retrieve" / "old").exists():
+        assert time.monotonic() < deadline, "the lifecycle sweep did not run"
+        time.sleep(0.05)
+    assert any(t.name == "lifecycle" for t in threading.enumerate())
+
+
+def test_a_signed_url_serves_the_object_and_a_tampered_one_is_refused(
+    server: objects.ObjectServer,
+) -> None:
+    (server.root / "retrieve").mkdir(exist_ok=True)
+    (server.root / "retrieve" / "body").write_bytes(b"payload")
+    signer = UrlSigner(b"k" * 32, server.base_url)
+    url = signer.url("retrieve/body", expires=60, content_type="application/dicom", filename=None)
+    reply = requests.get(url, timeout=5)
+    assert (reply.status_code, reply.content) == (200, b"payload")
+    assert (
+        requests.get(url.replace("retrieve/body", "retrieve/other"), timeout=5).status_code == 403
+    )
