@@ -7,10 +7,12 @@ ASCII).
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
-from pydicom import Dataset
+from pydicom import DataElement, Dataset
+from pydicom.tag import BaseTag, Tag
 
 from shared.dicom.levels import (
     INSTANCE_KEYWORDS,
@@ -32,34 +34,41 @@ __all__ = [
 
 
 def level_json(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, Any]:
-    """Return the DICOM JSON of the given top-level attributes that ds holds.
+    """Return the DICOM JSON of the given top-level attributes that ds holds, by tag.
 
     A value DICOM JSON cannot carry as its VR says (``IS`` "1A", a ``DS`` that is not a
     number) is left out: the attribute is kept with its VR and no Value, as for an empty one.
     """
-    subset = Dataset()
-    for keyword in keywords:
-        if keyword not in ds:
-            continue
-        element = ds[keyword]
-        if keyword == "RequestAttributesSequence":
-            items = []
-            for item in element.value:
-                kept = Dataset()
-                for key in REQUEST_ATTRIBUTE_KEYWORDS:
-                    if key in item:
-                        kept[key] = item[key]
-                items.append(kept)
-            subset.RequestAttributesSequence = items
-        else:
-            subset[keyword] = element
     result: dict[str, Any] = {}
-    for element in subset:
+    for tag in _tags(keywords):
+        if tag not in ds:
+            continue
+        element = ds[tag]
+        if element.keyword == "RequestAttributesSequence":
+            element = _request_attributes(element)
         try:
-            result[f"{element.tag:08X}"] = element.to_json_dict(None, bulk_data_threshold=0)
+            result[f"{tag:08X}"] = element.to_json_dict(None, bulk_data_threshold=0)
         except Exception:  # noqa: BLE001 - pydicom raises anything on a value it cannot carry
-            result[f"{element.tag:08X}"] = {"vr": element.VR}
+            result[f"{tag:08X}"] = {"vr": element.VR}
     return result
+
+
+@functools.cache
+def _tags(keywords: tuple[str, ...]) -> tuple[BaseTag, ...]:
+    """The tags of ``keywords``, in tag order (the order of DICOM JSON objects)."""
+    return tuple(sorted(Tag(keyword) for keyword in keywords))
+
+
+def _request_attributes(element: DataElement) -> DataElement:
+    """Request Attributes Sequence with only the item attributes the index keeps."""
+    items = []
+    for item in element.value:
+        kept = Dataset()
+        for key in REQUEST_ATTRIBUTE_KEYWORDS:
+            if key in item:
+                kept[key] = item[key]
+        items.append(kept)
+    return DataElement(element.tag, "SQ", items)
 
 
 def dumps(document: dict[str, Any]) -> str:

@@ -33,10 +33,15 @@ class StoreRequest:
 
 
 def blob_key(instance: ValidInstance) -> str:
-    """S3 key of a stored file: UIDs plus content hash, so other bytes never overwrite."""
+    """S3 key of a stored file: UIDs plus content hash, so other bytes never overwrite.
+
+    One name per instance in its series' folder (a folder per instance, as before
+    2026-11-27, cost the file backend a directory and an fsync more per instance); the
+    index keeps each entry's key, so objects stored under the old form are still read.
+    """
     return (
         f"dicom/{instance.study_uid}/{instance.series_uid}/"
-        f"{instance.sop_instance_uid}/{instance.sha256}.dcm"
+        f"{instance.sop_instance_uid}.{instance.sha256}.dcm"
     )
 
 
@@ -102,6 +107,9 @@ def _store_one(
         # An object no entry points at is never served; a retry is idempotent.
         logger.warning("storage unavailable", extra={"sop_instance_uid": instance.sop_instance_uid})
         return _failed(instance, failures.OUT_OF_RESOURCES, "storage unavailable")
+    if outcome is AddOutcome.ALREADY_STORED:
+        # Identical bytes, but the entry may name the object by an older form of the key.
+        _discard_unreferenced(blobs, index, record)
     if outcome in (AddOutcome.STORED, AddOutcome.ALREADY_STORED):
         url = paths.instance_url(
             request.base_url, instance.study_uid, instance.series_uid, instance.sop_instance_uid
@@ -135,7 +143,8 @@ def _failed(instance: ValidInstance, reason: int, message: str) -> Failed:
 
 
 def _discard_unreferenced(blobs: BlobStore, index: InstanceIndex, record: InstanceRecord) -> None:
-    """Delete a refused object; keep it when in doubt (an orphan is never served)."""
+    """Delete an object no entry points at; keep it when in doubt (an orphan is never
+    served)."""
     try:
         if index.references(record.sop_instance_uid, record.blob_key):
             return

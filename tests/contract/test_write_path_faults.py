@@ -342,7 +342,7 @@ class WritePath(RuleBasedStateMachine):
             assert after == before
             reason = result.failed[0].reason
             assert reason in (stow_result.DUPLICATE_SOP_INSTANCE, stow_result.PROCESSING_FAILURE)
-            key = f"dicom/{STUDY}/{SERIES}/{sop}/{_sha(data)}.dcm"
+            key = f"dicom/{STUDY}/{SERIES}/{sop}.{_sha(data)}.dcm"
             if after.get(sop, ("", "", ""))[1] != key:
                 assert self.backend.object(key) is None, "a refused object was left behind"
         else:

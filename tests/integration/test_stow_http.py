@@ -71,7 +71,7 @@ def test_every_transfer_syntax_stores(local_stack: LocalStack, ts: str, name: st
     # The stored object is byte-identical to what was sent.
     sha = hashlib.sha256(data).hexdigest()
     key = instance_row(local_stack, sop_uid).blob_key
-    assert key.endswith(f"/{sop_uid}/{sha}.dcm")
+    assert key.endswith(f"/{sop_uid}.{sha}.dcm")
     assert local_stack.adapters()[0].get(key) == data
 
 

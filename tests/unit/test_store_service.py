@@ -51,6 +51,32 @@ def test_identical_resend_succeeds_and_counts_once(adapters) -> None:
     assert [s["instances"] for s in index.studies.values()] == [1]
 
 
+def test_identical_resend_keeps_one_object(adapters) -> None:
+    data = dicom_files.with_new_uids()
+    run(adapters, request(data))
+    run(adapters, request(data))
+    blobs, index = adapters
+    (record,) = index.instances.values()
+    assert list(blobs.objects) == [record.blob_key]
+
+
+def test_resend_of_an_instance_stored_under_the_older_key_form_leaves_no_orphan(
+    adapters,
+) -> None:
+    """Before 2026-11-27 a key had a folder per instance (``{sop}/{sha}.dcm``)."""
+    import dataclasses
+
+    data = dicom_files.with_new_uids()
+    run(adapters, request(data))
+    blobs, index = adapters
+    (record,) = index.instances.values()
+    old_key = record.blob_key.replace(f"{record.sop_instance_uid}.", f"{record.sop_instance_uid}/")
+    index.instances[record.sop_instance_uid] = dataclasses.replace(record, blob_key=old_key)
+    blobs.objects = {old_key: blobs.objects.pop(record.blob_key)}
+    assert run(adapters, request(data)).status == 200
+    assert list(blobs.objects) == [old_key]
+
+
 def test_same_uid_different_content_is_a_stow_failure_and_original_kept(adapters) -> None:
     import io
 
