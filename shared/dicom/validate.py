@@ -147,12 +147,24 @@ def _nested_too_deeply() -> InstanceRejected:
     )
 
 
+_DEFLATED_UID = str(DeflatedExplicitVRLittleEndian).encode("ascii")
+
+
+def _may_be_deflated(data: bytes) -> bool:
+    """False when the Deflated transfer syntax UID is nowhere in the file (most files: the
+    File Meta Information need not be parsed twice). The whole file is searched, not the
+    span its group length declares: that length is the sender's to get wrong."""
+    return _DEFLATED_UID in data
+
+
 def _check_inflated_size(data: bytes, limit: int) -> None:
     """Refuse a Deflated Explicit VR file that inflates beyond ``limit`` (a deflate bomb).
 
     pydicom inflates the whole data set in one call; this streams it first, holding at most
     one chunk, and stops as soon as the limit is passed.
     """
+    if not _may_be_deflated(data):
+        return
     stream = io.BytesIO(data)
     stream.seek(132)
     try:

@@ -152,3 +152,23 @@ def test_a_value_json_cannot_carry_is_kept_without_value_in_the_index() -> None:
     instance = validate(data)
     doc = attributes.level_json(instance.dataset, ("InstanceNumber",))
     assert doc == {"00200013": {"vr": "IS"}}
+
+
+def test_a_deflate_bomb_is_refused_whatever_its_meta_group_length_says() -> None:
+    import random
+    import tracemalloc
+
+    from tests import fuzz
+
+    bomb = bytearray(fuzz.deflate_bomb(random.Random(2), b""))
+    assert bomb[132:140] == b"\x02\x00\x00\x00UL\x04\x00"
+    for declared in (0, 4, 0xFFFFFFFF):
+        bomb[140:144] = declared.to_bytes(4, "little")
+        tracemalloc.start()
+        try:
+            error = _rejected(bytes(bomb), inflate_limit=32 << 20)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert error.reason in (stow_result.TOO_LARGE, stow_result.CANNOT_UNDERSTAND)
+        assert peak < 4 * len(bomb) + (1 << 20), f"peak {peak:,} B: the data set was inflated"
