@@ -196,22 +196,24 @@ class SqliteCatalog:
         parameters: Iterable[Any],
         order: str,
         after: Callable[..., Any],
-        offset: int = 0,
+        start: tuple[int, int] = (0, _PAGE),
     ) -> Iterator[sqlite3.Row]:
-        """Keyset paging: ``sql`` has a ``{after}`` slot for the continuation condition;
-        the first page may skip ``offset`` rows."""
+        """Keyset paging: ``sql`` has a ``{after}`` slot for the continuation condition.
+        ``start``: rows to skip, and the size of the first page (the others hold _PAGE)."""
+        offset, first = start
         condition, bound = "", ()
         skip = f" OFFSET {int(offset)}" if offset else ""
+        size = max(1, min(int(first), _PAGE))
         while True:
             rows = self._fetch(
-                sql.format(after=condition) + f" ORDER BY {order} LIMIT {_PAGE}{skip}",
+                sql.format(after=condition) + f" ORDER BY {order} LIMIT {size}{skip}",
                 (*parameters, *bound),
             )
             yield from rows
-            if len(rows) < _PAGE:
+            if len(rows) < size:
                 return
             condition, bound = after(rows[-1])
-            skip = ""
+            skip, size = "", _PAGE
 
     # ----------------------------------------------------------------- search
 
@@ -221,22 +223,24 @@ class SqliteCatalog:
             uids = query.uids("StudyInstanceUID")
             if uids:  # in the order given
                 return Candidates(self.studies_by_uid(uids))
-            skipped = query.offset if query.unconditioned else 0
-            return Candidates(self._studies(query, skipped), skipped)
+            if query.unconditioned:  # every row matches: SQL skips the offset and stops
+                first = query.limit + 1
+                return Candidates(self._studies(query, query.offset, first), query.offset)
+            return Candidates(self._studies(query, 0, _PAGE))
         if query.level == "SERIES":
             return Candidates(self._series(query))
         if query.level == "INSTANCE":
             return Candidates(self._instances(query))
         return Candidates(self._patients(query))
 
-    def _studies(self, query: Query, offset: int) -> Iterator[StudyRow]:
+    def _studies(self, query: Query, offset: int, first: int) -> Iterator[StudyRow]:
         where = _study_where(query, with_series=False)
         rows = self._pages(
             f"SELECT {_STUDY_COLUMNS}, s.sdt FROM studies s WHERE {where.sql} {{after}}",
             where.parameters,
             "s.sdt DESC",
             lambda last: ("AND s.sdt < ?", (last["sdt"],)),
-            offset,
+            (offset, first),
         )
         return (_study_row(r) for r in rows)
 
