@@ -224,20 +224,20 @@ class SqliteCatalog:
             if uids:  # in the order given
                 return Candidates(self.studies_by_uid(uids))
             if query.unconditioned:  # every row matches: SQL skips the offset and stops
-                first = query.limit + 1
-                return Candidates(self._studies(query, query.offset, first), query.offset)
-            return Candidates(self._studies(query, 0, _PAGE))
+                return Candidates(self._all_studies(query.offset, query.limit + 1), query.offset)
+            # Keys first (a narrow sort however many match), whole rows as they are consumed.
+            return Candidates(self.studies_by_uid(self._study_uids(query)))
         if query.level == "SERIES":
             return Candidates(self._series(query))
         if query.level == "INSTANCE":
             return Candidates(self._instances(query))
         return Candidates(self._patients(query))
 
-    def _studies(self, query: Query, offset: int, first: int) -> Iterator[StudyRow]:
-        where = _study_where(query, with_series=False)
+    def _all_studies(self, offset: int, first: int) -> Iterator[StudyRow]:
+        """Every study, newest first, from ``offset`` on; the first page holds ``first``."""
         rows = self._pages(
-            f"SELECT {_STUDY_COLUMNS}, s.sdt FROM studies s WHERE {where.sql} {{after}}",
-            where.parameters,
+            f"SELECT {_STUDY_COLUMNS}, s.sdt FROM studies s WHERE 1 = 1 {{after}}",
+            (),
             "s.sdt DESC",
             lambda last: ("AND s.sdt < ?", (last["sdt"],)),
             (offset, first),
