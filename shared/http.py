@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConf
 
 from shared import config
 from shared.errors import BadRequest, DicomWebError
-from shared.services.retrieve import Outcome, Redirect
+from shared.services.retrieve import NotModified, Outcome, Redirect
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ def outcome_response(outcome: Outcome) -> Response[Any]:
     """An inline body, or 303 See Other to a presigned URL (``services.retrieve``)."""
     if isinstance(outcome, Redirect):
         return Response(status_code=303, headers={"Location": outcome.url}, body="")
+    if isinstance(outcome, NotModified):
+        return Response(status_code=304, headers={"ETag": outcome.etag}, body="")
     return binary_response(outcome.body, outcome.content_type, dict(outcome.headers))
 
 

@@ -39,6 +39,9 @@ class InstanceRecord:
     series_json: str
     instance_json: str
     patient_json: str
+    #: The whole instance as compressed DICOM JSON (``shared.dicom.metadata``); empty when
+    #: too large to keep in the index entry.
+    metadata: bytes = b""
 
 
 class AddOutcome(enum.Enum):
@@ -158,6 +161,7 @@ class InstanceRow:
     blob_key: str = ""
     size: int = 0
     calling_aet: str = ""  # the AE title that stored it (STOW's CALLING_AET)
+    metadata: bytes = b""  # compressed DICOM JSON of the whole instance, if kept
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,25 @@ WADO_ROUTES = {
     "wado-rs-study": (RS, {}),
     "wado-rs-series": (f"{RS}/series/{{SERIES}}", {"anonymize": ["true"]}),
     "wado-rs-instance": (f"{RS}/series/{{SERIES}}/instances/{{INSTANCE}}", {}),
+    "wado-rs-study-metadata": (f"{RS}/metadata", {}),
+    "wado-rs-series-metadata": (f"{RS}/series/{{SERIES}}/metadata", {}),
+    "wado-rs-instance-metadata": (f"{RS}/series/{{SERIES}}/instances/{{INSTANCE}}/metadata", {}),
+    "wado-rs-frames": (f"{RS}/series/{{SERIES}}/instances/{{INSTANCE}}/frames/{{FRAMES}}", {}),
+    "wado-rs-bulk": (f"{RS}/series/{{SERIES}}/instances/{{INSTANCE}}/bulk/{{PATH}}", {}),
+    "wado-rs-study-rendered": (f"{RS}/rendered", {}),
+    "wado-rs-series-rendered": (f"{RS}/series/{{SERIES}}/rendered", {"window": ["40,400"]}),
+    "wado-rs-instance-rendered": (f"{RS}/series/{{SERIES}}/instances/{{INSTANCE}}/rendered", {}),
+    "wado-rs-frames-rendered": (
+        f"{RS}/series/{{SERIES}}/instances/{{INSTANCE}}/frames/{{FRAMES}}/rendered",
+        {"viewport": ["256,256"]},
+    ),
+    "wado-rs-study-thumbnail": (f"{RS}/thumbnail", {}),
+    "wado-rs-series-thumbnail": (f"{RS}/series/{{SERIES}}/thumbnail", {}),
+    "wado-rs-instance-thumbnail": (f"{RS}/series/{{SERIES}}/instances/{{INSTANCE}}/thumbnail", {}),
+    "wado-rs-frames-thumbnail": (
+        f"{RS}/series/{{SERIES}}/instances/{{INSTANCE}}/frames/{{FRAMES}}/thumbnail",
+        {},
+    ),
     "wado-uri": (
         f"{BASE}/wado",
         {
@@ -280,8 +299,19 @@ def _wado_uri_variant(
     return event
 
 
+# What each WADO-RS resource's client accepts (default: Part 10 instances).
+_ACCEPT = {
+    "metadata": "application/dicom+json",
+    "frames": 'multipart/related; type="application/octet-stream"; transfer-syntax=*',
+    "bulk": 'multipart/related; type="application/octet-stream"',
+    "rendered": "image/jpeg",
+    "thumbnail": "image/jpeg",
+}
+
+
 def wado_events(uids: dict[str, str]) -> dict[str, dict[str, Any]]:
     """GETs of the WADO routes and their preflights."""
+    uids = {**uids, "FRAMES": "1", "PATH": "7FE00010"}
     events: dict[str, dict[str, Any]] = {}
     for number, (name, (resource, query)) in enumerate(WADO_ROUTES.items(), start=1):
         params = {k: v for k, v in uids.items() if "{" + k + "}" in resource}
@@ -289,7 +319,10 @@ def wado_events(uids: dict[str, str]) -> dict[str, dict[str, Any]]:
         event = qido_event(
             resource, params, filled, f"c0ffee00-0000-4000-8000-0000000003{number:02d}"
         )
-        event["headers"]["Accept"] = 'multipart/related; type="application/dicom"'
+        kind = name.rsplit("-", 1)[-1]
+        event["headers"]["Accept"] = _ACCEPT.get(
+            kind, 'multipart/related; type="application/dicom"'
+        )
         event["multiValueHeaders"]["Accept"] = [event["headers"]["Accept"]]
         if name == "wado-uri":
             event["headers"]["Accept"] = "application/dicom"

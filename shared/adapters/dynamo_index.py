@@ -148,7 +148,7 @@ class DynamoInstanceIndex:
             "sha256": _s(r.sha256),
             "key": _s(r.blob_key),
         }
-        instance = {
+        instance: dict[str, Any] = {
             "PK": _s(pk),
             "SK": _s(sk),
             "sop_class": _s(r.sop_class_uid),
@@ -162,6 +162,8 @@ class DynamoInstanceIndex:
             "series_attrs": _s(r.series_json),
             "study_attrs": _s(r.study_json),
         }
+        if r.metadata:
+            instance["meta"] = {"B": r.metadata}
         items: list[dict[str, Any]] = [
             {
                 "Put": {

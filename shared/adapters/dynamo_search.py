@@ -93,6 +93,7 @@ def _instance_row(item: dict[str, Any]) -> InstanceRow:
         blob_key=item.get("key", {}).get("S", ""),
         size=_int(item, "size"),
         calling_aet=item.get("aet", {}).get("S", ""),
+        metadata=bytes(item.get("meta", {}).get("B", b"")),
     )
 
 

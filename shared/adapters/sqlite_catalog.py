@@ -38,7 +38,7 @@ _PATIENT_COLUMNS = (
     "  AND pe.issuer = p.issuer) AS n_series"
 )
 _SERIES_COLUMNS = "e.study, e.series, e.attrs, e.study_attrs, e.n_instances"
-_INSTANCE_COLUMNS = "study, series, sop, attrs, series_attrs, study_attrs, ts, key, size, aet"
+_INSTANCE_COLUMNS = "study, series, sop, attrs, series_attrs, study_attrs, ts, key, size, aet, meta"
 _PAGE = 200  # rows fetched per statement when a read is consumed lazily
 
 
@@ -84,6 +84,7 @@ def _instance_row(row: sqlite3.Row) -> InstanceRow:
         blob_key=row["key"],
         size=row["size"],
         calling_aet=row["aet"],
+        metadata=row["meta"] or b"",
     )
 
 

@@ -28,7 +28,7 @@ from shared.dicom.normalize import person_name_key
 from shared.errors import StorageUnavailable
 from shared.ports import AddOutcome, InstanceRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
 MMAP_BYTES = 1 << 30
 #: An item DynamoDB would refuse (400 KB) is refused here too, so both backends agree.
@@ -104,8 +104,11 @@ CREATE TABLE patient_series (
     PRIMARY KEY (patient_id, issuer, series)
 ) WITHOUT ROWID;
 """
+# Version 2: the whole instance's DICOM JSON, compressed (NULL for instances stored before:
+# WADO-RS metadata builds theirs from the Part 10 file).
+_SCHEMA_V2 = "ALTER TABLE instances ADD COLUMN meta BLOB"
 # Each entry upgrades a database from the version before it (index: the version reached).
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 
 def open_database(path: Path) -> sqlite3.Connection:
@@ -221,7 +224,12 @@ class SqliteIndex:
 
     def add(self, record: InstanceRecord) -> AddOutcome:
         """Add an instance and update its parents, all or nothing."""
-        size = len(record.instance_json) + len(record.series_json) + len(record.study_json)
+        size = (
+            len(record.instance_json)
+            + len(record.series_json)
+            + len(record.study_json)
+            + len(record.metadata)
+        )
         if size > MAX_ENTRY_BYTES:
             return AddOutcome.REJECTED
         outcome: AddOutcome = self._db.run(lambda c: _add(c, record))
@@ -244,7 +252,8 @@ def _add(c: sqlite3.Connection, r: InstanceRecord) -> AddOutcome:
     sdt = study_sort_key(r.study_date, r.study_time, r.study_uid)
     c.execute(
         "INSERT INTO instances (sop, study, series, sk, sop_class, ts, sha256, size, key, aet,"
-        " received, attrs, series_attrs, study_attrs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " received, attrs, series_attrs, study_attrs, meta)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             r.sop_instance_uid,
             r.study_uid,
@@ -260,6 +269,7 @@ def _add(c: sqlite3.Connection, r: InstanceRecord) -> AddOutcome:
             r.instance_json,
             r.series_json,
             r.study_json,
+            r.metadata or None,
         ),
     )
     c.execute(

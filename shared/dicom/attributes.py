@@ -29,6 +29,7 @@ __all__ = [
     "STUDY_KEYWORDS",
     "dumps",
     "level_json",
+    "level_of",
     "text",
 ]
 
@@ -51,6 +52,29 @@ def level_json(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - pydicom raises anything on a value it cannot carry
             result[f"{tag:08X}"] = {"vr": element.VR}
     return result
+
+
+def level_of(document: dict[str, Any], keywords: tuple[str, ...]) -> dict[str, Any]:
+    """The given top-level attributes of an instance's whole DICOM JSON (``dicom.metadata``):
+    the same attributes as :func:`level_json`, without converting them again. Bulk data
+    references (never expected at these levels) become empty values."""
+    result: dict[str, Any] = {}
+    for tag in _tags(keywords):
+        key = f"{tag:08X}"
+        value = document.get(key)
+        if value is None:
+            continue
+        if "BulkDataURI" in value:
+            value = {"vr": value["vr"]}
+        elif key == _REQUEST_ATTRIBUTES and value.get("Value"):
+            kept = {f"{t:08X}" for t in _tags(REQUEST_ATTRIBUTE_KEYWORDS)}
+            items = [{k: v for k, v in item.items() if k in kept} for item in value["Value"]]
+            value = {"vr": "SQ", "Value": items}
+        result[key] = value
+    return result
+
+
+_REQUEST_ATTRIBUTES = "00400275"
 
 
 @functools.cache

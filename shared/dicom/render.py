@@ -85,7 +85,7 @@ def _render(ds: Dataset, request: RenderParameters, media_type: str, memory_budg
         reduce=reduce,
         limit=pixels.MemoryLimit(memory_budget, PEAK_PER_FRAME_BYTE, "rendering one frame"),
     )
-    image = to_display(ds, frame, request.frame - 1, request.window)
+    image = to_display(ds, frame, request.frame - 1, request.window, request.window_function)
     return _encode(image, request, media_type, (out_rows, out_columns))
 
 
@@ -120,13 +120,17 @@ def output_size(
 
 
 def to_display(
-    ds: Dataset, frame: pixels.Frame, index: int, window: tuple[float, float] | None
+    ds: Dataset,
+    frame: pixels.Frame,
+    index: int,
+    window: tuple[float, float] | None,
+    function: str | None = None,
 ) -> np.ndarray:
     """8-bit grayscale (rows, columns) or RGB (rows, columns, 3) of a decoded frame."""
     arr = frame.array
     photometric = frame.photometric
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
-        out = _grey_8bit(ds, arr, index, window)
+        out = _grey_8bit(ds, arr, index, window, function)
         if photometric == "MONOCHROME1" or _presentation_inverse(ds):
             out = 255 - out
         return out
@@ -148,7 +152,11 @@ _LUT_MAX_ENTRIES = 1 << 17
 
 
 def _grey_8bit(
-    ds: Dataset, arr: np.ndarray, index: int, window: tuple[float, float] | None
+    ds: Dataset,
+    arr: np.ndarray,
+    index: int,
+    window: tuple[float, float] | None,
+    function: str | None = None,
 ) -> np.ndarray:
     """Modality LUT then VOI window, to 8 bits.
 
@@ -164,10 +172,10 @@ def _grey_8bit(
         low, high = int(arr.min()), int(arr.max())
         if high - low < _LUT_MAX_ENTRIES:
             domain = np.arange(low, high + 1, dtype=np.int64).astype(arr.dtype)
-            lut = voi_8bit(ds, modality_values(ds, domain, index), index, window)
+            lut = voi_8bit(ds, modality_values(ds, domain, index), index, window, function)
             picked: np.ndarray = lut[arr.astype(np.int64) - low]
             return picked
-    return voi_8bit(ds, modality_values(ds, arr, index), index, window)
+    return voi_8bit(ds, modality_values(ds, arr, index), index, window, function)
 
 
 def _to_uint8(arr: np.ndarray, bits: int) -> np.ndarray:
@@ -269,10 +277,15 @@ def window_8bit(
 
 
 def voi_8bit(
-    ds: Dataset, values: np.ndarray, index: int, window: tuple[float, float] | None
+    ds: Dataset,
+    values: np.ndarray,
+    index: int,
+    window: tuple[float, float] | None,
+    function: str | None = None,
 ) -> np.ndarray:
-    """VOI transform to 8 bits: requested window, stored window, VOI LUT, else pixel range."""
-    function = voi_function(ds, index)
+    """VOI transform to 8 bits: requested window, stored window, VOI LUT, else pixel range;
+    ``function`` (LINEAR, LINEAR_EXACT, SIGMOID) overrides the stored VOI LUT Function."""
+    function = function or voi_function(ds, index)
     if window is None:
         window = stored_window(ds, index)
         if window is None and "VOILUTSequence" in ds:

@@ -20,3 +20,4 @@ class RenderParameters:
     window: tuple[float, float] | None = None  # (center, width)
     region: tuple[float, float, float, float] | None = None  # xmin, ymin, xmax, ymax in 0..1
     quality: int = DEFAULT_QUALITY
+    window_function: str | None = None  # LINEAR, LINEAR_EXACT, SIGMOID; None: the stored one

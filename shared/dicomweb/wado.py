@@ -264,3 +264,178 @@ def _region(value: str | None) -> tuple[float, float, float, float] | None:
     if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
         raise BadRequest(message)
     return x0, y0, x1, y1
+
+
+# ------------------------------------------------------------------ viewer resources
+
+DICOM_JSON = "application/dicom+json"
+OCTET_STREAM = "application/octet-stream"
+MAX_FRAMES_LISTED = 10_000
+#: Media type of a frame in each compressed transfer syntax (PS3.18 Table 8.7.3-2).
+FRAME_MEDIA = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.201": "image/jphc",
+    "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+    "1.2.840.10008.1.2.5": "image/x-dicom-rle",
+}
+_WINDOW_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}
+
+
+def negotiate_metadata(accept: str | None) -> None:
+    """406 unless the client accepts DICOM JSON (PS3.18 §8.7.3.4: application/dicom+json;
+    application/json and wildcards are taken as asking for it)."""
+    ranges = media_types.parse_list(accept)
+    wanted = {DICOM_JSON, "application/json", "application/*", ANY}
+    if ranges and not any(q > 0 and m.essence in wanted for m, q in ranges):
+        raise NotAcceptable("metadata is available as application/dicom+json only")
+
+
+@dataclass(frozen=True)
+class FrameAccept:
+    """How frames may leave: as stored (``original``), uncompressed, or in one of
+    ``media`` (the stored syntax's own media type must be among them)."""
+
+    original: bool = False
+    uncompressed: bool = False
+    media: frozenset[str] = frozenset()
+
+
+def negotiate_frames(accept: str | None) -> FrameAccept:
+    """What a frames or bulk data request accepts (PS3.18 §8.7.3.5).
+
+    ``multipart/related; type="application/octet-stream"`` (the quotes are optional, as
+    OHIF omits them) with ``transfer-syntax=*`` takes frames as stored; without it, or with
+    Explicit VR Little Endian, uncompressed. ``type="image/jpeg"`` (``image/jls``,
+    ``image/jp2``, ``image/jphc``...) takes compressed frames of that kind. No Accept,
+    ``*/*`` or ``multipart/related`` alone: as stored.
+    """
+    ranges = [(m, q) for m, q in media_types.parse_list(accept) if q > 0]
+    if not ranges:
+        return FrameAccept(original=True)
+    original = uncompressed = False
+    media: set[str] = set()
+    for item, _ in ranges:
+        kind, syntax = _part_kind(item)
+        if kind == ANY:
+            original = True
+        elif kind == OCTET_STREAM:
+            if syntax == "*":
+                original = True
+            elif syntax in ("", syntaxes.EXPLICIT_VR_LITTLE_ENDIAN):
+                uncompressed = True
+        elif kind in set(FRAME_MEDIA.values()) or kind == "image/*":
+            media.add(kind)
+    if not (original or uncompressed or media):
+        raise NotAcceptable(
+            "frames are available as multipart/related with type application/octet-stream"
+            " or the stored compressed media type (image/jpeg, image/jls, image/jp2, ...)"
+        )
+    return FrameAccept(original, uncompressed, frozenset(media))
+
+
+def _part_kind(item: media_types.MediaType) -> tuple[str, str]:
+    """The media type of each part an Accept range asks for, and its transfer-syntax."""
+    essence = item.essence
+    if essence == "multipart/related":
+        kind = (item.param("type") or OCTET_STREAM).lower()
+    elif essence in (ANY, "multipart/*"):
+        kind = ANY
+    else:
+        kind = essence  # a single part asked for directly
+    return kind, (item.param("transfer-syntax") or "").strip()
+
+
+def frame_numbers(text: str) -> tuple[int, ...]:
+    """A frame list of the URL (``1``, ``1,3,5``); 400 when it is not one."""
+    parts = text.split(",")
+    if not text or len(parts) > MAX_FRAMES_LISTED:
+        raise BadRequest(f"a frame list is 1 to {MAX_FRAMES_LISTED} numbers separated by commas")
+    numbers = []
+    for part in parts:
+        value = part.strip()
+        if not value.isascii() or not value.isdigit() or int(value) < 1 or len(value) > 9:
+            raise BadRequest("frame numbers are positive integers separated by commas")
+        numbers.append(int(value))
+    return tuple(numbers)
+
+
+@dataclass(frozen=True)
+class RenderedRequest:
+    """A WADO-RS rendered or thumbnail request (PS3.18 §8.3.5)."""
+
+    media: str
+    rendering: RenderParameters
+    anonymize: bool
+
+
+def parse_rendered(
+    params: Mapping[str, Sequence[str]] | None,
+    accept: str | None,
+    *,
+    frame: int = 1,
+    thumbnail: bool = False,
+) -> RenderedRequest:
+    """Accept (image/jpeg default, image/png) and the query: ``window=center,width[,function]``,
+    ``viewport=vw,vh[,sx,sy,sw,sh]`` (source region in pixels is not supported: 400),
+    ``quality``; a thumbnail takes ``viewport`` only and defaults to 128 px."""
+    single = {k: (v[0] if v else "") for k, v in (params or {}).items()}
+    media = _rendered_media(accept)
+    known = {"viewport", "anonymize"} | (set() if thumbnail else {"window", "quality"})
+    unknown = sorted(set(single) - known)
+    if unknown:
+        raise BadRequest(f"unsupported query parameter: {unknown[0]}")
+    rows = columns = None
+    if "viewport" in single:
+        parts = [p.strip() for p in single["viewport"].split(",")]
+        if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) <= MAX_SIDE for p in parts):
+            raise BadRequest(
+                f"viewport must be width,height in pixels (1 to {MAX_SIDE}); a source"
+                " region is not supported"
+            )
+        columns, rows = int(parts[0]), int(parts[1])
+    elif thumbnail:
+        rows = columns = 128
+    window, function = None, None
+    if "window" in single:
+        parts = [p.strip() for p in single["window"].split(",")]
+        if len(parts) not in (2, 3):
+            raise BadRequest("window must be center,width[,function]")
+        center, width = _decimal(parts[0], "window center"), _decimal(parts[1], "window width")
+        if width < 1:
+            raise BadRequest("the window width must be at least 1")
+        window = (center, width)
+        if len(parts) == 3:
+            function = _WINDOW_FUNCTIONS.get(parts[2].lower())
+            if function is None:
+                raise BadRequest("the window function is linear, linear-exact or sigmoid")
+    quality = _positive(single, "quality", 100) if "quality" in single else None
+    rendering = RenderParameters(
+        frame=frame,
+        rows=rows,
+        columns=columns,
+        window=window,
+        quality=quality or DEFAULT_QUALITY,
+        window_function=function,
+    )
+    anonymize = anonymize_flag(params.get("anonymize") if params else None, "true", "false")
+    return RenderedRequest(media, rendering, anonymize)
+
+
+def _rendered_media(accept: str | None) -> str:
+    ranges = [(m, q) for m, q in media_types.parse_list(accept) if q > 0]
+    if not ranges:
+        return JPEG
+    for media, _ in ranges:
+        if media.essence in (JPEG, "image/*", ANY):
+            return JPEG
+        if media.essence == PNG:
+            return PNG
+    raise NotAcceptable("rendered images are available as image/jpeg or image/png")

@@ -50,7 +50,14 @@ class Redirect:
     url: str
 
 
-Outcome = Inline | Redirect
+@dataclass(frozen=True)
+class NotModified:
+    """304: the client's copy (``If-None-Match``) is current."""
+
+    etag: str
+
+
+Outcome = Inline | Redirect | NotModified
 
 
 class Anonymizer(Protocol):
@@ -175,7 +182,7 @@ def retrieve_rs(
     boundary = multipart.new_boundary()
     content_type = f'multipart/related; type="{DICOM}"; boundary={boundary}'
     chunks = _multipart(rows, boundary, anonymize, transfer_syntax, delivery)
-    return _deliver(chunks, content_type, "retrieve.multipart", {}, delivery)
+    return deliver(chunks, content_type, "retrieve.multipart", {}, delivery)
 
 
 def _multipart(
@@ -198,7 +205,7 @@ def _multipart(
     return multipart.stream_related(parts, boundary)
 
 
-def _deliver(
+def deliver(
     chunks: Iterator[bytes],
     content_type: str,
     filename: str,
@@ -247,7 +254,7 @@ def retrieve_uri(row: InstanceRow, request: UriRequest, delivery: Delivery) -> O
         )
         return Redirect(url)
     data = _instance_bytes(row, request.anonymize, transfer_syntax, delivery)
-    return _deliver(iter([data]), DICOM, filename, disposition, delivery)
+    return deliver(iter([data]), DICOM, filename, disposition, delivery)
 
 
 def _rendered(row: InstanceRow, request: UriRequest, media: str, delivery: Delivery) -> Outcome:
@@ -259,7 +266,7 @@ def _rendered(row: InstanceRow, request: UriRequest, media: str, delivery: Deliv
     body = render.render_bytes(data, request.rendering, media, memory_budget=delivery.memory_budget)
     extension = "png" if media == PNG else "jpg"
     name = f"{_download_uid(row, request.anonymize, delivery)}.{extension}"
-    return _deliver(iter([body]), media, name, {}, delivery)
+    return deliver(iter([body]), media, name, {}, delivery)
 
 
 def _download_uid(row: InstanceRow, anonymize: bool, delivery: Delivery) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shared import budget
-from shared.dicom import attributes, failures
+from shared.dicom import attributes, failures, metadata
 from shared.dicom.validate import PEAK_PER_INFLATED_BYTE, InstanceRejected, ValidInstance, validate
 from shared.dicomweb import paths
 from shared.dicomweb.multipart import Part
@@ -164,6 +164,12 @@ def _alphabetic(name: object) -> str:
 def _record(instance: ValidInstance, calling_aet: str, now: datetime) -> InstanceRecord:
     ds = instance.dataset
     alphabetic = _alphabetic(ds.get("PatientName"))
+    document = metadata.instance_json(ds)  # converted once: the levels are picked from it
+    packed = metadata.pack(document)
+
+    def level(keywords: tuple[str, ...]) -> str:
+        return attributes.dumps(attributes.level_of(document, keywords))
+
     return InstanceRecord(
         study_uid=instance.study_uid,
         series_uid=instance.series_uid,
@@ -183,8 +189,9 @@ def _record(instance: ValidInstance, calling_aet: str, now: datetime) -> Instanc
         accession_number=attributes.text(ds, "AccessionNumber"),
         modality=attributes.text(ds, "Modality"),
         instance_number=attributes.text(ds, "InstanceNumber"),
-        study_json=attributes.dumps(attributes.level_json(ds, attributes.STUDY_KEYWORDS)),
-        series_json=attributes.dumps(attributes.level_json(ds, attributes.SERIES_KEYWORDS)),
-        instance_json=attributes.dumps(attributes.level_json(ds, attributes.INSTANCE_KEYWORDS)),
-        patient_json=attributes.dumps(attributes.level_json(ds, attributes.PATIENT_KEYWORDS)),
+        study_json=level(attributes.STUDY_KEYWORDS),
+        series_json=level(attributes.SERIES_KEYWORDS),
+        instance_json=level(attributes.INSTANCE_KEYWORDS),
+        patient_json=level(attributes.PATIENT_KEYWORDS),
+        metadata=packed if len(packed) <= metadata.MAX_STORED else b"",
     )

@@ -53,6 +53,7 @@ class FakeIndex:
         if self.fail:
             raise StorageUnavailable("the index is unavailable, retry later")
         size = sum(len(v) for v in (record.instance_json, record.series_json, record.study_json))
+        size += len(record.metadata)
         with self._lock:
             if size > self.max_item_bytes:
                 return AddOutcome.REJECTED
@@ -232,4 +233,5 @@ def _instance_row(r: InstanceRecord) -> InstanceRow:
         blob_key=r.blob_key,
         size=r.size,
         calling_aet=r.calling_aet,
+        metadata=r.metadata,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def test_data_survives_reopening(tmp_path: Path) -> None:
 
 def test_an_older_file_is_migrated_on_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "index.sqlite3"
-    SqliteIndex(path)  # version 1
+    SqliteIndex(path)  # the current version
     monkeypatch.setattr(sqlite_index, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     monkeypatch.setitem(
         sqlite_index.MIGRATIONS,
@@ -74,3 +75,38 @@ def test_an_entry_over_dynamodbs_item_limit_is_rejected_as_there(tmp_path: Path)
         _record_of(dicom_files.with_new_uids()), instance_json='{"x":"' + "a" * 420_000 + '"}'
     )
     assert SqliteIndex(tmp_path / "i.sqlite3").add(record) is AddOutcome.REJECTED
+
+
+def test_a_version_1_index_gains_metadata_and_keeps_its_instances(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    path = tmp_path / "index.sqlite3"
+    monkeypatch.setattr(sqlite_index, "SCHEMA_VERSION", 1)
+    old = dataclasses.replace(_record_of(dicom_files.with_new_uids()), metadata=b"")
+    with monkeypatch.context() as patched:
+        patched.setattr(sqlite_index, "_add", _add_version_1)
+        assert SqliteIndex(path).add(old) is AddOutcome.STORED
+    assert sqlite_index.schema_version(path) == 1
+    monkeypatch.setattr(sqlite_index, "SCHEMA_VERSION", SCHEMA_VERSION)
+    new = _record_of(dicom_files.with_new_uids())
+    assert SqliteIndex(path).add(new) is AddOutcome.STORED
+    assert sqlite_index.schema_version(path) == SCHEMA_VERSION == 2
+    catalog = SqliteCatalog(path)
+    (before,) = catalog.instances_by_uid([old.sop_instance_uid])
+    (after,) = catalog.instances_by_uid([new.sop_instance_uid])
+    assert before.metadata == b""  # built from the Part 10 file when asked for
+    assert after.metadata == new.metadata != b""
+
+
+def _add_version_1(c: sqlite3.Connection, r: Any) -> AddOutcome:
+    """What version 1 wrote: no metadata column."""
+    c.execute(
+        "INSERT INTO instances (sop, study, series, sk, sop_class, ts, sha256, size, key, aet,"
+        " received, attrs, series_attrs, study_attrs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (r.sop_instance_uid, r.study_uid, r.series_uid, "INSTANCE#x#1#y", r.sop_class_uid,
+         r.transfer_syntax, r.sha256, r.size, r.blob_key, r.calling_aet, r.received,
+         r.instance_json, r.series_json, r.study_json),
+    )  # fmt: skip
+    return AddOutcome.STORED

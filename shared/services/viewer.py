@@ -1,0 +1,227 @@
+"""WADO-RS resources viewers need: metadata, frames, bulk data, rendered images, thumbnails
+(PS3.18 §10.4, §8.3.5).
+
+Metadata comes from the index: each instance's DICOM JSON was built once, when it was
+stored (``shared.dicom.metadata``), so a series' metadata is one read of the index, not a
+re-read of its Part 10 files (instances stored before that, and anonymized requests, are
+built from the file). Frames, bulk data and images are read from the stored object; they
+leave inline or, over the inline limit, through an assembled object and a 303, as every
+WADO answer does (``services.retrieve``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydicom import Dataset, dcmread
+
+from shared.dicom import metadata as instance_metadata
+from shared.dicom import pixels
+from shared.dicom.render_params import PNG, RenderParameters
+from shared.dicomweb import multipart, paths
+from shared.dicomweb.wado import DICOM_JSON, FRAME_MEDIA, OCTET_STREAM, FrameAccept
+from shared.errors import NotAcceptable, NotFound
+from shared.ports import InstanceRow
+from shared.services.retrieve import Delivery, NotModified, Outcome, deliver
+
+if TYPE_CHECKING:
+    from shared.dicomweb.wado import RenderedRequest
+
+_NATIVE = frozenset(
+    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+)
+_PLACEHOLDER = re.compile(r'"BulkDataURI":"bulk:([^"]*)"')
+
+
+# ------------------------------------------------------------------ metadata
+
+
+def etag(rows: list[InstanceRow], anonymize: bool) -> str:
+    """A strong validator of the instances' metadata: their UIDs and content hashes."""
+    digest = hashlib.sha256(b"anonymized" if anonymize else b"stored")
+    for row in sorted(rows, key=lambda r: r.sop_instance_uid):
+        digest.update(f"{row.sop_instance_uid}\n{row.blob_key}\n".encode())
+    return f'"{digest.hexdigest()[:32]}"'
+
+
+@dataclass(frozen=True)
+class MetadataRequest:
+    """What a metadata request asks besides the instances."""
+
+    base_url: str
+    anonymize: bool = False
+    accepts_gzip: bool = False
+    if_none_match: str | None = None
+
+
+def metadata(rows: list[InstanceRow], request: MetadataRequest, delivery: Delivery) -> Outcome:
+    """The DICOM JSON of the instances, as one array (PS3.18 §10.4.1.1.2)."""
+    tag = etag(rows, request.anonymize)
+    if request.if_none_match is not None and _matches(request.if_none_match, tag):
+        return NotModified(tag)
+    parts = [_instance_text(r, request.base_url, request.anonymize, delivery) for r in rows]
+    body = ("[" + ",".join(parts) + "]").encode("utf-8")
+    headers = {"ETag": tag, "Vary": "Accept-Encoding"}
+    if request.accepts_gzip:
+        packed = gzip.compress(body, 6)
+        if len(packed) <= delivery.inline_limit:  # decided on the compressed size
+            return deliver(iter([packed]), DICOM_JSON, "metadata.json", {
+                **headers, "Content-Encoding": "gzip"
+            }, delivery)  # fmt: skip
+    return deliver(iter([body]), DICOM_JSON, "metadata.json", headers, delivery)
+
+
+def _matches(header: str, tag: str) -> bool:
+    candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
+    return "*" in candidates or tag in candidates
+
+
+def _instance_text(row: InstanceRow, base_url: str, anonymize: bool, delivery: Delivery) -> str:
+    url = paths.instance_url(base_url, row.study_uid, row.series_uid, row.sop_instance_uid)
+    if row.metadata and not anonymize:
+        return instance_metadata.with_urls(instance_metadata.unpack(row.metadata), url)
+    document = instance_metadata.instance_json(_dataset(row, anonymize, delivery))
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    if not anonymize:
+        return instance_metadata.with_urls(text, url)
+    return _PLACEHOLDER.sub(lambda m: f'"BulkDataURI":"{url}/bulk/{m[1]}?anonymize=true"', text)
+
+
+def _dataset(row: InstanceRow, anonymize: bool, delivery: Delivery) -> Dataset:
+    data = delivery.store.get(row.blob_key)
+    if anonymize:
+        data = delivery.anonymizer(data)
+    return dcmread(io.BytesIO(data))
+
+
+# ------------------------------------------------------------------ frames and bulk data
+
+
+def frames(
+    row: InstanceRow,
+    numbers: tuple[int, ...],
+    accept: FrameAccept,
+    *,
+    anonymize: bool,
+    delivery: Delivery,
+) -> Outcome:
+    """The frames' pixel data as multipart/related, one part per frame (PS3.18 §10.4.1.1.4)."""
+    ds = _dataset(row, anonymize, delivery)
+    pixels.require_image(ds)
+    count = pixels.frame_count(ds)
+    beyond = [n for n in numbers if n > count]
+    if beyond:
+        raise NotFound(f"frame {beyond[0]} is beyond the instance's {count} frames")
+    syntax = pixels.transfer_syntax(ds)
+    media = FRAME_MEDIA.get(syntax)
+    if syntax in _NATIVE or media is None:
+        if not (accept.original or accept.uncompressed):
+            raise NotAcceptable("the frames are uncompressed: accept application/octet-stream")
+        kind = f"{OCTET_STREAM}; transfer-syntax=1.2.840.10008.1.2.1"
+        payloads = (_native_frame(ds, n - 1) for n in numbers)
+    elif accept.original or media in accept.media or "image/*" in accept.media:
+        kind = f"{OCTET_STREAM if accept.original else media}; transfer-syntax={syntax}"
+        payloads = (_stored_frame(ds, n - 1, count) for n in numbers)
+    elif accept.uncompressed:
+        kind = f"{OCTET_STREAM}; transfer-syntax=1.2.840.10008.1.2.1"
+        payloads = (_decoded_frame(ds, n - 1, delivery) for n in numbers)
+    else:
+        raise NotAcceptable(f"the frames are stored as {media}: accept it or octet-stream")
+    return _multipart(((kind, iter([p])) for p in payloads), kind, delivery)
+
+
+def _native_frame(ds: Dataset, index: int) -> bytes:
+    size = pixels.frame_bytes(ds)
+    data: bytes = ds.PixelData
+    return bytes(data[index * size : (index + 1) * size])
+
+
+def _stored_frame(ds: Dataset, index: int, count: int) -> bytes:
+    from pydicom.encaps import get_frame  # noqa: PLC0415
+
+    return bytes(get_frame(ds.PixelData, index, number_of_frames=count))
+
+
+def _decoded_frame(ds: Dataset, index: int, delivery: Delivery) -> bytes:
+    limit = pixels.MemoryLimit(delivery.memory_budget, 4, "decoding one frame")
+    frame = pixels.decode_frame(ds, index, limit=limit)
+    array = frame.array
+    return bytes(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+
+
+def bulk(row: InstanceRow, path: str, *, anonymize: bool, delivery: Delivery) -> Outcome:
+    """The value behind a ``BulkDataURI`` handed out with the metadata (PS3.18 §10.4.1.1.5)."""
+    ds = _dataset(row, anonymize, delivery)
+    element = instance_metadata.bulk_element(ds, path)
+    if element is None or element.VR == "SQ" or element.value is None:
+        raise NotFound("no bulk data at that path")
+    value = element.value
+    data = bytes(value) if isinstance(value, (bytes, bytearray)) else b""
+    if not data:
+        raise NotFound("no bulk data at that path")
+    kind = OCTET_STREAM
+    return _multipart(iter([(kind, iter([data]))]), kind, delivery)
+
+
+def _multipart(
+    parts: Iterator[tuple[str, Iterator[bytes]]], kind: str, delivery: Delivery
+) -> Outcome:
+    boundary = multipart.new_boundary()
+    media = kind.split(";", 1)[0]
+    content_type = f'multipart/related; type="{media}"; boundary={boundary}'
+    chunks = multipart.stream_related(parts, boundary)
+    return deliver(chunks, content_type, "frames", {}, delivery)
+
+
+# ------------------------------------------------------------------ rendered and thumbnails
+
+
+def representative(rows: list[InstanceRow]) -> InstanceRow:
+    """The instance shown for a series or study: the middle image of its first series."""
+    series = rows[0].series_uid
+    images = [r for r in rows if r.series_uid == series and "00280010" in r.attrs] or [
+        r for r in rows if "00280010" in r.attrs
+    ]
+    if not images:
+        raise NotAcceptable("the study or series holds no image to render")
+    return images[len(images) // 2]
+
+
+def rendered(
+    row: InstanceRow, request: RenderedRequest, frames_asked: tuple[int, ...], delivery: Delivery
+) -> Outcome:
+    """One image (JPEG or PNG) per frame asked: one frame answers the image itself, several
+    a multipart/related of images."""
+    from shared.dicom import render  # noqa: PLC0415 - pixel libraries only when needed
+
+    data = delivery.store.get(row.blob_key)
+    if request.anonymize:  # refuses burned-in annotation (409); the image has no header
+        data = delivery.anonymizer(data)
+    ds = dcmread(io.BytesIO(data))
+    count = pixels.frame_count(ds) if pixels.is_image(ds) else 1
+    beyond = [n for n in frames_asked if n > count]
+    if beyond:
+        raise NotFound(f"frame {beyond[0]} is beyond the instance's {count} frames")
+
+    def image(frame: int) -> bytes:
+        parameters = _with_frame(request, frame)
+        return render.render(ds, parameters, request.media, memory_budget=delivery.memory_budget)
+
+    extension = "png" if request.media == PNG else "jpg"
+    if len(frames_asked) <= 1:
+        body = image(frames_asked[0] if frames_asked else 1)
+        return deliver(iter([body]), request.media, f"image.{extension}", {}, delivery)
+    parts = ((request.media, iter([image(n)])) for n in frames_asked)
+    return _multipart(parts, request.media, delivery)
+
+
+def _with_frame(request: RenderedRequest, frame: int) -> RenderParameters:
+    return dataclasses.replace(request.rendering, frame=frame)
