@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.dicomweb import wado
 from shared.errors import BadRequest, NotAcceptable
@@ -191,3 +193,114 @@ def test_rs_negotiation_refuses_other_types(accept: str) -> None:
 def test_rs_negotiation_refuses_a_malformed_transfer_syntax() -> None:
     with pytest.raises(BadRequest, match="not a valid UID"):
         wado.negotiate_rs(f"{MULTIPART}; transfer-syntax=1.02.3")
+
+
+# ------------------------------------------------------------------ viewer resources
+
+
+@pytest.mark.parametrize(
+    ("accept", "original", "uncompressed", "media"),
+    [
+        (None, True, False, set()),
+        ("*/*", True, False, set()),
+        ('multipart/related; type="application/octet-stream"; transfer-syntax=*', True, False, set()),
+        ("multipart/related; type=application/octet-stream; transfer-syntax=*", True, False, set()),
+        ('multipart/related; type="application/octet-stream"', False, True, set()),
+        (
+            'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1',
+            False,
+            True,
+            set(),
+        ),
+        ('multipart/related; type="image/jpeg"', False, False, {"image/jpeg"}),
+        ('multipart/related; type="image/jls", multipart/related; type="image/jp2"', False, False,
+         {"image/jls", "image/jp2"}),
+    ],
+)  # fmt: skip
+def test_frames_accept(
+    accept: str | None, original: bool, uncompressed: bool, media: set[str]
+) -> None:
+    found = wado.negotiate_frames(accept)
+    assert (found.original, found.uncompressed, set(found.media)) == (original, uncompressed, media)
+
+
+@pytest.mark.parametrize(
+    "accept",
+    ['multipart/related; type="application/dicom"', "application/dicom+json", "text/html",
+     'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.4.50'],
+)  # fmt: skip
+def test_frames_accept_refused(accept: str) -> None:
+    with pytest.raises(NotAcceptable):
+        wado.negotiate_frames(accept)
+
+
+@pytest.mark.parametrize(("text", "numbers"), [("1", (1,)), ("1,3,5", (1, 3, 5)), (" 2 ", (2,))])
+def test_frame_numbers(text: str, numbers: tuple[int, ...]) -> None:
+    assert wado.frame_numbers(text) == numbers
+
+
+@given(st.text(max_size=40))
+def test_frame_numbers_never_raise_anything_but_400(text: str) -> None:
+    try:
+        numbers = wado.frame_numbers(text)
+    except BadRequest:
+        return
+    assert numbers and all(n >= 1 for n in numbers)
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/dicom+json", "application/json"])
+def test_metadata_accept(accept: str | None) -> None:
+    wado.negotiate_metadata(accept)
+
+
+@pytest.mark.parametrize(
+    "accept", ["application/dicom+xml", 'multipart/related; type="application/dicom"']
+)
+def test_metadata_accept_refused(accept: str) -> None:
+    with pytest.raises(NotAcceptable):
+        wado.negotiate_metadata(accept)
+
+
+def test_rendered_parameters() -> None:
+    request = wado.parse_rendered(
+        {"window": ["40,400,sigmoid"], "viewport": ["300,200"], "quality": ["80"]},
+        "image/png",
+        frame=3,
+    )
+    assert request.media == "image/png"
+    rendering = request.rendering
+    assert (rendering.frame, rendering.rows, rendering.columns) == (3, 200, 300)
+    assert (rendering.window, rendering.window_function, rendering.quality) == (
+        (40.0, 400.0),
+        "SIGMOID",
+        80,
+    )
+    thumbnail = wado.parse_rendered({}, None, thumbnail=True)
+    assert (thumbnail.media, thumbnail.rendering.rows, thumbnail.rendering.columns) == (
+        "image/jpeg",
+        128,
+        128,
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "thumbnail"),
+    [
+        ({"viewport": ["10,10,0,0,5,5"]}, False),
+        ({"viewport": ["0,10"]}, False),
+        ({"window": ["40"]}, False),
+        ({"window": ["40,0"]}, False),
+        ({"window": ["40,400,cubic"]}, False),
+        ({"quality": ["101"]}, False),
+        ({"window": ["40,400"]}, True),
+        ({"annotation": ["patient"]}, False),
+    ],
+)
+def test_rendered_parameters_refused(params: dict[str, list[str]], thumbnail: bool) -> None:
+    with pytest.raises(BadRequest):
+        wado.parse_rendered(params, None, thumbnail=thumbnail)
+
+
+def test_rendered_accept_refused() -> None:
+    with pytest.raises(NotAcceptable):
+        wado.parse_rendered({}, "application/dicom")
