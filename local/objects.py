@@ -59,6 +59,39 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._serve(body=False)
 
+    def do_OPTIONS(self) -> None:
+        """A CORS preflight, answered as the bucket's CORS rules say (S3's behaviour)."""
+        origin = self._allowed_origin()
+        if origin is None:
+            self._refuse(403, "CORS is not allowed for this origin")
+            return
+        self.send_response(200)
+        self.send_header("Access-Control-Allow-Origin", origin)
+        self.send_header("Access-Control-Allow-Methods", "GET, HEAD")
+        asked = self.headers.get("Access-Control-Request-Headers")
+        if asked:
+            self.send_header("Access-Control-Allow-Headers", asked)
+        self.send_header("Access-Control-Max-Age", "3000")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _allowed_origin(self) -> str | None:
+        origin = self.headers.get("Origin")
+        allowed = self.server.cors_origins
+        if origin is None or not allowed:
+            return None
+        return "*" if "*" in allowed else origin if origin in allowed else None
+
+    def end_headers(self) -> None:
+        origin = self._allowed_origin() if self.command != "OPTIONS" else None
+        if origin is not None:
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header(
+                "Access-Control-Expose-Headers",
+                "Content-Type, Content-Length, Content-Disposition, ETag",
+            )
+        super().end_headers()
+
     def _serve(self, *, body: bool) -> None:
         raw_path, _, query = self.path.partition("?")
         if not raw_path.startswith(PATH_PREFIX):
@@ -109,10 +142,12 @@ class ObjectServer(ThreadingHTTPServer):
         signer: UrlSigner,
         root: Path,
         expirations: tuple[tuple[str, int], ...] = (),
+        cors_origins: tuple[str, ...] = (),
     ) -> None:
         self.signer = signer
         self.root = root.resolve()
         self.expirations = expirations
+        self.cors_origins = cors_origins
         super().__init__(address, _Handler)
         self._thread: threading.Thread | None = None
         self._sweeper: threading.Thread | None = None

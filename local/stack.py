@@ -367,7 +367,10 @@ class LocalStack:
         signer = UrlSigner(self._signing_key(), "")
         bucket = next(iter(self.template.buckets.values()), None)
         expirations = bucket.expirations if bucket is not None else ()
-        return ObjectServer((self.host, 0), signer, self.data_dir / OBJECTS_DIR, expirations)
+        origins = bucket.cors_origins if bucket is not None else ()
+        return ObjectServer(
+            (self.host, 0), signer, self.data_dir / OBJECTS_DIR, expirations, origins
+        )
 
     @property
     def objects_url(self) -> str:

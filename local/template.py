@@ -300,6 +300,8 @@ class Bucket:
     versioning: bool
     #: Lifecycle expirations: key prefix -> days after which objects under it are deleted.
     expirations: tuple[tuple[str, int], ...] = ()
+    #: CORS: origins allowed to GET objects ("*" for any); empty: no CORS headers.
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -540,6 +542,7 @@ def load(
                 local_name(logical_id),
                 status == "Enabled",
                 _expirations(resolver.resolve(props.get("LifecycleConfiguration")) or {}),
+                _cors_origins(resolver.resolve(props.get("CorsConfiguration")) or {}),
             )
         elif kind == _SECRET:
             secrets[logical_id] = Secret(
@@ -582,3 +585,12 @@ def _expirations(lifecycle: dict[str, Any]) -> tuple[tuple[str, int], ...]:
         if rule.get("Status") == "Enabled" and isinstance(days, int):
             found.append((str(rule.get("Prefix") or ""), days))
     return tuple(found)
+
+
+def _cors_origins(cors: dict[str, Any]) -> tuple[str, ...]:
+    """Origins of the CORS rules that allow GET."""
+    origins: list[str] = []
+    for rule in cors.get("CorsRules") or []:
+        if "GET" in (rule.get("AllowedMethods") or []):
+            origins += [str(o) for o in rule.get("AllowedOrigins") or []]
+    return tuple(origins)

@@ -51,7 +51,7 @@ def test_the_template_bucket_expires_assembled_bodies_after_a_day() -> None:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[objects.ObjectServer]:
     served = objects.ObjectServer(
-        ("127.0.0.1", 0), UrlSigner(b"k" * 32, ""), tmp_path, (("retrieve/", 1),)
+        ("127.0.0.1", 0), UrlSigner(b"k" * 32, ""), tmp_path, (("retrieve/", 1),), ("*",)
     )
     _file(tmp_path, "retrieve/old", 2, time.time())
     served.start()
@@ -79,3 +79,31 @@ def test_a_signed_url_serves_the_object_and_a_tampered_one_is_refused(
     assert (
         requests.get(url.replace("retrieve/body", "retrieve/other"), timeout=5).status_code == 403
     )
+
+
+def test_the_template_bucket_lets_browsers_follow_redirects() -> None:
+    bucket = next(iter(template.load().buckets.values()))
+    assert bucket.cors_origins == ("*",)  # CorsAllowOrigin's default
+
+
+def test_cors_preflight_and_headers_as_the_bucket_rules_say(
+    server: objects.ObjectServer,
+) -> None:
+    (server.root / "retrieve").mkdir(exist_ok=True)
+    (server.root / "retrieve" / "body").write_bytes(b"payload")
+    signer = UrlSigner(b"k" * 32, server.base_url)
+    url = signer.url("retrieve/body", expires=60, content_type="application/dicom", filename=None)
+    origin = {"Origin": "http://viewer.example"}
+    preflight = requests.options(
+        url,
+        headers={**origin, "Access-Control-Request-Method": "GET",
+                 "Access-Control-Request-Headers": "accept"},
+        timeout=5,
+    )  # fmt: skip
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert preflight.headers["Access-Control-Allow-Headers"] == "accept"
+    reply = requests.get(url, headers=origin, timeout=5)
+    assert reply.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Content-Type" in reply.headers["Access-Control-Expose-Headers"]
+    assert "Access-Control-Allow-Origin" not in requests.get(url, timeout=5).headers
