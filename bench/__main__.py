@@ -1,5 +1,5 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
-[--only qido,wado,render,multipart,memory,fuzz].
+[--only qido,wado,render,viewer,multipart,memory,fuzz].
 
 Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
 and keeps the others.
@@ -23,12 +23,13 @@ from bench import (
     bench_qido,
     bench_render,
     bench_stow,
+    bench_viewer,
     bench_wado,
     fuzz,
 )
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("stow", "imports", "qido", "wado", "render", "multipart", "memory", "fuzz")
+PARTS = ("stow", "imports", "qido", "wado", "render", "viewer", "multipart", "memory", "fuzz")
 
 
 def _sizes(text: str) -> list[int]:
@@ -72,6 +73,7 @@ def main() -> None:
         "qido": lambda: bench_qido.run(args.qido_sizes),
         "wado": bench_wado.run,
         "render": bench_render.run,
+        "viewer": bench_viewer.run,
         "multipart": bench_multipart.run,
         "memory": bench_memory.run,
         "fuzz": fuzz.run,
