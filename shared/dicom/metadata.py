@@ -39,7 +39,7 @@ def _dataset_json(ds: Dataset, prefix: str) -> dict[str, Any]:
         path = f"{prefix}{tag}"
         if element.VR == "SQ":
             items = [_dataset_json(item, f"{path}.{i}.") for i, item in enumerate(element.value)]
-            document[tag] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+            document[tag] = {"vr": "SQ", "Value": items}  # empty too, as pydicom writes it
             continue
         document[tag] = _element_json(element, path)
     return document

@@ -139,9 +139,25 @@ def frames(
 
 
 def _native_frame(ds: Dataset, index: int) -> bytes:
-    size = pixels.frame_bytes(ds)
     data: bytes = ds.PixelData
+    if int(ds.get("BitsAllocated") or 8) == 1:  # frames are bit-packed end to end
+        return _bit_frame(ds, data, index)
+    size = pixels.frame_bytes(ds)
     return bytes(data[index * size : (index + 1) * size])
+
+
+def _bit_frame(ds: Dataset, data: bytes, index: int) -> bytes:
+    """Frame ``index`` of 1-bit pixel data, re-packed from its first bit (frames of a size
+    that is not a multiple of 8 pixels start inside a byte)."""
+    import numpy as np  # noqa: PLC0415 - pixel libraries only when needed
+
+    bits = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1)
+    start = index * bits
+    if start % 8 == 0 and bits % 8 == 0:
+        return bytes(data[start // 8 : (start + bits) // 8])
+    chunk = np.frombuffer(data, np.uint8, count=min(len(data), (start + bits + 7) // 8))
+    unpacked = np.unpackbits(chunk, bitorder="little")[start : start + bits]
+    return bytes(np.packbits(unpacked, bitorder="little").tobytes())
 
 
 def _stored_frame(ds: Dataset, index: int, count: int) -> bytes:
