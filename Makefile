@@ -26,6 +26,10 @@ $(TOOLS_STAMP): tools/requirements-tools.txt
 serve: $(STAMP)  ## start the local stack on 127.0.0.1:$(PORT)
 	PORT=$(PORT) exec $(BIN)/python -m local
 
+.PHONY: viewer
+viewer: $(STAMP)  ## OHIF Viewer on 127.0.0.1:3001 (VIEWER_PORT) over the local stack on $(PORT); docs/viewer.md
+	PORT=$(PORT) exec $(BIN)/python -m tools.viewer
+
 test: $(STAMP) $(TOOLS_STAMP)  ## lint, type-check, then every test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
