@@ -57,13 +57,6 @@ UI_TIMEOUT_S = 30  # the study list, a filter's result, a page change
 RENDER_TIMEOUT_S = 45  # from opening a study to pixels on the canvas
 MIN_PIXEL_STD = 8.0  # a blank (black or flat) viewport has a standard deviation near 0
 
-# Only the rendering needs the WADO-RS resources OHIF loads images with; the rest runs now.
-NEEDS_VIEWER_RESOURCES = pytest.mark.xfail(
-    reason="WADO-RS .../metadata, .../frames/{n} (and /thumbnail, bulk data) are being built "
-    "on the main branch; today they answer 404 and OHIF cannot display images",
-    strict=False,
-)
-
 
 @dataclass(frozen=True)
 class Study:
@@ -332,7 +325,6 @@ def test_viewer_requests_carry_the_key_and_the_study_opens(scene: Scene) -> None
         assert request["headers"].get("Authorization") == scene.stack.api_key, request
 
 
-@NEEDS_VIEWER_RESOURCES
 @pytest.mark.parametrize("modality", ["CT", "MR", "US"])
 def test_each_study_renders(scene: Scene, modality: str) -> None:
     """Each study shows pixels in the viewport and no DICOMweb request fails."""
