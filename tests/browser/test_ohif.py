@@ -34,7 +34,11 @@ import requests
 from PIL import Image
 from pydicom.uid import generate_uid
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.common.exceptions import (
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -237,7 +241,14 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
 
 def _wait(scene: Scene, condition: Callable[[webdriver.Chrome], Any], what: str) -> Any:
     try:
-        return WebDriverWait(scene.driver, UI_TIMEOUT_S, poll_frequency=0.2).until(condition)
+        # The study list re-renders while it loads: an element found a moment ago may be gone.
+        wait = WebDriverWait(
+            scene.driver,
+            UI_TIMEOUT_S,
+            poll_frequency=0.2,
+            ignored_exceptions=(StaleElementReferenceException,),
+        )
+        return wait.until(condition)
     except TimeoutException:
         scene.page("timeout")
         scene.network.collect(scene.driver)
@@ -357,7 +368,7 @@ def _open_viewer(scene: Scene, study: Study) -> None:
     _wait(scene, lambda d: _shown(scene, {study.study_uid}), study.family_name)
     scene.network.collect(scene.driver)
     scene.network.requests.clear()  # from here on: what opening the study asks for
-    _study_rows(scene.driver)[study.study_uid].click()
+    _wait(scene, lambda d: _click(_study_rows(d)[study.study_uid]), "the study row")
     button = _wait(
         scene,
         lambda d: next(
@@ -374,6 +385,11 @@ def _open_viewer(scene: Scene, study: Study) -> None:
     )
     button.click()
     _wait(scene, lambda d: "/viewer" in d.current_url, "the viewer route")
+
+
+def _click(element: Any) -> bool:
+    element.click()
+    return True
 
 
 def _rendered(scene: Scene) -> float | bool:
