@@ -437,9 +437,18 @@ def test_api_has_access_logs_tracing_throttling_and_an_authorizer(lid: str) -> N
 
 
 @pytest.mark.parametrize("lid", sorted(FUNCTIONS))
-def test_function_is_traced_and_has_reserved_concurrency(lid: str) -> None:
+def test_function_is_traced_and_reserves_concurrency_only_when_asked(lid: str) -> None:
+    """Reserving concurrency fails the deploy in a new account (limit 10, 100 kept
+    unreserved): a parameter per function group, 0 (none) by default."""
     assert _prop(lid, "Tracing") == "Active"
-    assert _prop(lid, "ReservedConcurrentExecutions") is not None
+    reserved = _prop(lid, "ReservedConcurrentExecutions")
+    condition, when_reserved, otherwise = reserved["Fn::If"]
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    parameter = TPL["Parameters"][when_reserved["Ref"]]
+    assert parameter["Default"] == 0
+    assert TPL["Conditions"][condition] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": when_reserved["Ref"]}, 0]}]
+    }
 
 
 @pytest.mark.parametrize("lid", sorted(FUNCTIONS))
