@@ -40,6 +40,19 @@ ROUTES = [
     ("rs/studies/{study}", {}),
     ("rs/studies/{study}/series/{series}", {}),
     ("rs/studies/{study}/series/{series}/instances/{sop}", {}),
+    ("rs/studies/{study}/metadata", {}),
+    ("rs/studies/{study}/series/{series}/metadata", {}),
+    ("rs/studies/{study}/series/{series}/instances/{sop}/metadata", {}),
+    ("rs/studies/{study}/series/{series}/instances/{sop}/frames/1", {}),
+    ("rs/studies/{study}/series/{series}/instances/{sop}/bulk/7FE00010", {}),
+    ("rs/studies/{study}/rendered", {}),
+    ("rs/studies/{study}/series/{series}/rendered", {}),
+    ("rs/studies/{study}/series/{series}/instances/{sop}/rendered", {}),
+    ("rs/studies/{study}/series/{series}/instances/{sop}/frames/1/rendered", {}),
+    ("rs/studies/{study}/thumbnail", {}),
+    ("rs/studies/{study}/series/{series}/thumbnail", {}),
+    ("rs/studies/{study}/series/{series}/instances/{sop}/thumbnail", {}),
+    ("rs/studies/{study}/series/{series}/instances/{sop}/frames/1/thumbnail", {}),
     (
         "wado",
         {
@@ -67,3 +80,31 @@ def test_route_answers_on_moto(
     )
     assert response.status_code == 200, response.text
     assert response.content
+
+
+def test_every_get_route_of_the_template_is_smoked() -> None:
+    import re
+
+    from local import template
+
+    smoked = [path for path, _ in ROUTES]
+    for route in template.load().routes:
+        if route.method.upper() == "GET":
+            pattern = re.sub(r"\{[^}]*\}", "[^/]+", route.path.removeprefix("/o3-dpacs-wado/"))
+            assert any(re.fullmatch(pattern, p) for p in smoked), route.path
+
+
+def test_metadata_on_dynamodb_is_read_from_the_index(
+    moto_stack: LocalStack, stored: tuple[str, str, str]
+) -> None:
+    study, series, sop = stored
+    catalog = moto_stack.adapters()[2]
+    (row,) = catalog.instances_by_uid([sop])
+    assert row.metadata  # kept in the instance item (binary attribute "meta")
+    response = requests.get(
+        f"{moto_stack.base_url}/rs/studies/{study}/series/{series}/metadata",
+        headers={"Authorization": moto_stack.api_key},
+        timeout=60,
+    )
+    (document,) = response.json()
+    assert document["7FE00010"]["BulkDataURI"].startswith(moto_stack.base_url)
