@@ -371,8 +371,9 @@ def grey_std(png: bytes) -> float:
     return float(pixels.std()) if pixels.size else 0.0
 
 
-def network_log(driver: Any) -> dict[str, dict[str, Any]]:
-    """Per URL, from Chrome's performance log: method, status, bytes on the wire, failure."""
+def network_log(driver: Any) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """From Chrome's performance log: per URL (CORS preflights left out), method, status,
+    bytes on the wire, failure; and the URLs of the preflights (OPTIONS)."""
     by_id: dict[str, dict[str, Any]] = {}
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
@@ -380,16 +381,34 @@ def network_log(driver: Any) -> dict[str, dict[str, Any]]:
         request_id = params.get("requestId")
         if method == "Network.requestWillBeSent":
             request = params["request"]
-            by_id[request_id] = {"url": request["url"], "method": request["method"]}
-        elif request_id in by_id:
-            seen = by_id[request_id]
-            if method == "Network.responseReceived":
-                seen["status"] = params["response"]["status"]
-            elif method == "Network.loadingFinished":
-                seen["bytes"] = params.get("encodedDataLength", 0)
-            elif method == "Network.loadingFailed" and not params.get("canceled"):
-                seen["failed"] = params.get("errorText") or "failed"
-    return {seen["url"]: seen for seen in by_id.values() if seen["method"] != "OPTIONS"}
+            by_id[f"{request_id} {request['method']}"] = {
+                "url": request["url"],
+                "method": request["method"],
+            }
+            continue
+        seen = by_id.get(f"{request_id} GET")
+        if seen is None:
+            continue
+        if method == "Network.responseReceived":
+            seen["status"] = params["response"]["status"]
+        elif method == "Network.loadingFinished":
+            seen["bytes"] = params.get("encodedDataLength", 0)
+        elif method == "Network.loadingFailed" and not params.get("canceled"):
+            seen["failed"] = params.get("errorText") or "failed"
+    requests_ = {r["url"]: r for r in by_id.values() if r["method"] != "OPTIONS"}
+    return requests_, [r["url"] for r in by_id.values() if r["method"] == "OPTIONS"]
+
+
+_OHIF_TIMING = re.compile(r'"(\w+): ([0-9.]+) ms"')
+
+
+def ohif_timings(driver: Any) -> dict[str, float]:
+    """OHIF's own performance log lines ("scriptToView: 6501.8 ms", "studyToFirstImage")."""
+    timings = {}
+    for entry in driver.get_log("browser"):
+        for name, value in _OHIF_TIMING.findall(entry.get("message", "")):
+            timings.setdefault(name, round(float(value), 1))
+    return timings
 
 
 def failures(log: dict[str, dict[str, Any]], roots: tuple[str, ...]) -> list[str]:
@@ -421,7 +440,8 @@ def one_run(setup: Setup, study: str) -> dict[str, Any]:
             "const c = document.querySelector('.cornerstone-viewport-element canvas');"
             "return c && c.width > 0 ? c.toDataURL('image/png') : null;"
         )
-        log = network_log(driver)
+        log, preflights = network_log(driver)
+        timings = ohif_timings(driver)
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
@@ -429,9 +449,10 @@ def one_run(setup: Setup, study: str) -> dict[str, Any]:
     if first is None:
         raise RuntimeError(f"{setup.name}: no image within {RENDER_TIMEOUT_S} s; {failed}")
     std = grey_std(base64.b64decode(canvas.split(",", 1)[1])) if canvas else 0.0
-    return summarize(float(first), resources, log, setup.roots) | {
+    return summarize(float(first), resources, log, setup.roots, preflights) | {
         "canvas_std": round(std, 1),
         "failures": failed,
+        "ohif_timings_ms": timings,
     }
 
 
@@ -440,10 +461,11 @@ def summarize(
     resources: list[dict[str, Any]],
     log: dict[str, dict[str, Any]],
     roots: tuple[str, ...],
+    preflights: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The run's figures: ms to the first image, the DICOMweb requests started and bytes
-    received until then, and when the app asked for its first data, got the metadata and
-    the first frame (ms since navigation)."""
+    """The run's figures: ms to the first image, the DICOMweb requests started, bytes
+    received and CORS preflights sent for them until then, and when the app asked for its
+    first data, got the metadata and the first frame (ms since navigation)."""
     dicomweb = [r for r in resources if r["url"].startswith(roots) and r["start"] <= first]
     done = [r for r in dicomweb if 0 < r["end"] <= first]
 
@@ -464,6 +486,7 @@ def summarize(
         "requests": len(dicomweb),
         "completed": len(done),
         "bytes": sum(size(r) for r in done),
+        "preflights": len({r["url"] for r in dicomweb} & set(preflights)),
         "by_kind": kinds,
         "first_request_ms": round(min((r["start"] for r in dicomweb), default=0.0), 1),
         "metadata_ms": when("metadata", max),
@@ -623,8 +646,10 @@ def report(
         } | {
             "runs_ms": [r["first_image_ms"] for r in runs],
             "by_kind": runs[-1]["by_kind"],
+            "preflights": _median(runs, "preflights"),
             "failures": sorted({f for r in runs for f in r["failures"]}),
-            "last_run_requests": runs[-1]["requests_detail"],
+            "ohif_timings_ms": [r["ohif_timings_ms"] for r in runs],
+            "requests_per_run": [r["requests_detail"] for r in runs],
         }
     theirs = figures["Orthanc (proxied)"]["first_image_ms"]
     return {
@@ -646,15 +671,15 @@ def table(result: dict[str, Any]) -> str:
     """Markdown: one row per setup, then the proxy's cost."""
     rows = [
         "| Setup | First image, median (runs) | DICOMweb requests started (completed) | Bytes "
-        "received | Metadata in | First frame in |",
-        "|---|---|---|---|---|---|",
+        "received | CORS preflights | First DICOMweb request at | Metadata in | First frame in |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, f in result["setups"].items():
         runs = ", ".join(f"{ms:.0f}" for ms in f["runs_ms"])
         rows.append(
             f"| {name} | {f['first_image_ms']:.0f} ms ({runs}) | {f['requests']:.0f} "
-            f"({f['completed']:.0f}) | {f['bytes'] / 1e6:.2f} MB | {f['metadata_ms']} ms | "
-            f"{f['first_frame_ms']} ms |"
+            f"({f['completed']:.0f}) | {f['bytes'] / 1e6:.2f} MB | {f['preflights']:.0f} | "
+            f"{f['first_request_ms']} ms | {f['metadata_ms']} ms | {f['first_frame_ms']} ms |"
         )
     rows += [
         "",

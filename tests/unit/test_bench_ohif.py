@@ -118,11 +118,13 @@ def test_summarize_counts_what_started_before_the_first_image() -> None:
         "http://a/qido/BENCH/studies?x=1": {"status": 200, "bytes": 700},
         frame: {"status": 200, "bytes": 524_751},
     }
-    summary = bench_ohif.summarize(3000.0, resources, log, roots)
+    preflights = [frame, frame + "1", "http://a/qido/BENCH/studies?x=1"]
+    summary = bench_ohif.summarize(3000.0, resources, log, roots, preflights)
     assert summary["first_image_ms"] == 3000.0
     assert summary["requests"] == 4
     assert summary["completed"] == 3
     assert summary["bytes"] == 700 + 900 + 524_751  # cross-origin entries: the network log
+    assert summary["preflights"] == 2  # the one after the first image is not counted
     assert summary["by_kind"] == {"qido": 1, "metadata": 1, "frame": 2}
     assert summary["first_request_ms"] == 1000.0
     assert summary["metadata_ms"] == 1150.0
