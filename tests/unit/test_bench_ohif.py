@@ -129,6 +129,7 @@ def test_summarize_counts_what_started_before_the_first_image() -> None:
     assert summary["first_request_ms"] == 1000.0
     assert summary["metadata_ms"] == 1150.0
     assert summary["first_frame_ms"] == 2050.0
+    assert summary["image_after_first_request_ms"] == 2000.0
 
 
 class _Upstream(BaseHTTPRequestHandler):
