@@ -1,5 +1,5 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
-[--only qido,wado,render,viewer,multipart,memory,fuzz].
+[--only qido,wado,render,viewer,ohif,multipart,memory,fuzz].
 
 Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
 and keeps the others.
@@ -20,6 +20,7 @@ from bench import (
     bench_imports,
     bench_memory,
     bench_multipart,
+    bench_ohif,
     bench_qido,
     bench_render,
     bench_stow,
@@ -29,7 +30,18 @@ from bench import (
 )
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("stow", "imports", "qido", "wado", "render", "viewer", "multipart", "memory", "fuzz")
+PARTS = (
+    "stow",
+    "imports",
+    "qido",
+    "wado",
+    "render",
+    "viewer",
+    "ohif",
+    "multipart",
+    "memory",
+    "fuzz",
+)
 
 
 def _sizes(text: str) -> list[int]:
@@ -74,6 +86,7 @@ def main() -> None:
         "wado": bench_wado.run,
         "render": bench_render.run,
         "viewer": bench_viewer.run,
+        "ohif": bench_ohif.run,
         "multipart": bench_multipart.run,
         "memory": bench_memory.run,
         "fuzz": fuzz.run,

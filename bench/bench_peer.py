@@ -126,8 +126,9 @@ def ensure_orthanc() -> str:
 
 
 @contextmanager
-def orthanc(workdir: Path) -> Iterator[Target]:
-    """Orthanc 1.10 + DICOMweb plugin on free ports, storage in ``workdir``."""
+def orthanc(workdir: Path, dicomweb: dict[str, Any] | None = None) -> Iterator[Target]:
+    """Orthanc 1.10 + DICOMweb plugin on free ports, storage in ``workdir``; ``dicomweb``
+    replaces options of the plugin's section (``{"StudiesMetadata": "Full"}``)."""
     binary = ensure_orthanc()
     port = free_port()
     config = {
@@ -141,7 +142,12 @@ def orthanc(workdir: Path) -> Iterator[Target]:
         "StorageCompression": False,
         "HttpThreadsCount": 50,
         "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "StudiesMetadata": "MainDicomTags"},
+        "DicomWeb": {
+            "Enable": True,
+            "Root": "/dicom-web/",
+            "StudiesMetadata": "MainDicomTags",
+            **(dicomweb or {}),
+        },
     }
     (workdir / "orthanc.json").write_text(json.dumps(config))
     with (workdir / "orthanc.log").open("wb") as log:
