@@ -3,6 +3,7 @@ resources viewers use below them: metadata, frames, bulk data, rendered, thumbna
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -102,7 +103,7 @@ def _metadata(study: str, series: str | None = None, instance: str | None = None
     request = viewer.MetadataRequest(
         base_url=paths.base_url(event, config.settings().base_path),
         anonymize=_anonymize(event),
-        accepts_gzip="gzip" in (http.header(event, "accept-encoding") or "").lower(),
+        accepts_gzip=_accepts_gzip(event),
         if_none_match=http.header(event, "if-none-match"),
     )
     outcome = viewer.metadata(rows, request, _delivery())
@@ -120,6 +121,7 @@ def instance_frames(study: str, series: str, instance: str, frames: str) -> Resp
     event = app.current_event.raw_event
     numbers = wado.frame_numbers(frames)
     accept = wado.negotiate_frames(http.header(event, "accept"))
+    accept = dataclasses.replace(accept, gzip=_accepts_gzip(event))
     (row,) = _locate(study, series, instance)
     outcome = viewer.frames(row, numbers, accept, anonymize=_anonymize(event), delivery=_delivery())
     _log("frames", [row], started, outcome)
@@ -217,6 +219,10 @@ def _locate(
     return retrieve.locate(
         wiring.catalog(), uids.path_uid(study) or "", uids.path_uid(series), uids.path_uid(instance)
     )
+
+
+def _accepts_gzip(event: dict[str, Any]) -> bool:
+    return "gzip" in (http.header(event, "accept-encoding") or "").lower()
 
 
 def _anonymize(event: dict[str, Any]) -> bool:

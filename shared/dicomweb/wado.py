@@ -306,6 +306,7 @@ class FrameAccept:
     original: bool = False
     uncompressed: bool = False
     media: frozenset[str] = frozenset()
+    gzip: bool = False  # Accept-Encoding allows gzip
 
 
 def negotiate_frames(accept: str | None) -> FrameAccept:

@@ -419,3 +419,24 @@ def test_every_corpus_file_metadata_and_first_frame(local_stack: LocalStack, cli
         syntaxes.add(str(ds.file_meta.TransferSyntaxUID))
     assert len(syntaxes) >= 8, syntaxes
     assert set(unreadable) <= {"badVR.dcm"}, unreadable
+
+
+def test_uncompressed_frames_are_gzipped_when_accepted_and_compressed_ones_are_not(
+    local_stack: LocalStack, items: dict[str, Item]
+) -> None:
+    accept = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+    for label, gzipped in (("ct", True), ("jpeg_rgb", False)):
+        path = f"{items[label].path}/frames/1"
+        plain = get(local_stack, path, headers={"Accept": accept, "Accept-Encoding": "identity"})
+        packed = get(
+            local_stack, path, headers={"Accept": accept, "Accept-Encoding": "gzip"}, stream=True
+        )
+        assert "Content-Encoding" not in plain.headers
+        assert (packed.headers.get("Content-Encoding") == "gzip") is gzipped, label
+        raw = packed.raw.read()
+        body = gzip.decompress(raw) if gzipped else raw
+        boundary = media_types.parse(packed.headers["Content-Type"]).param("boundary") or ""
+        (part,) = parse_related(body, boundary)
+        assert part.content == _frames(items[label].dataset)[0]
+        if gzipped:
+            assert len(raw) < len(plain.content) * 0.9
