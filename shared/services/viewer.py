@@ -40,7 +40,7 @@ _NATIVE = frozenset(
 )
 #: Uncompressed frames up to this many bytes are gzip-compressed when the client accepts it.
 GZIP_MAX_BYTES = 16 << 20
-_PLACEHOLDER = re.compile(r'"BulkDataURI":"bulk:([^"]*)"')
+_PLACEHOLDER = re.compile(r',"BulkDataURI":"bulk:[^"]*"')
 
 
 # ------------------------------------------------------------------ metadata
@@ -94,7 +94,9 @@ def _instance_text(row: InstanceRow, base_url: str, anonymize: bool, delivery: D
     text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
     if not anonymize:
         return instance_metadata.with_urls(text, url)
-    return _PLACEHOLDER.sub(lambda m: f'"BulkDataURI":"{url}/bulk/{m[1]}?anonymize=true"', text)
+    # A URI would name the instance by its original UIDs, which de-identification replaces:
+    # de-identified metadata refers to no bulk data (the anonymized instance holds it).
+    return _PLACEHOLDER.sub("", text)
 
 
 def _dataset(row: InstanceRow, anonymize: bool, delivery: Delivery) -> Dataset:
