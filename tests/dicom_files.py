@@ -86,6 +86,23 @@ def data(name: str) -> bytes:
     return path(name).read_bytes()
 
 
+def storable(max_size: int | None = None) -> list[str]:
+    """Part 10 files STOW accepts, by name, one per SOP Instance UID (the corpus repeats
+    some instances in other encodings)."""
+    from shared.dicom.validate import InstanceRejected, validate
+
+    names, seen = [], set()
+    for name in sorted(part10_files(max_size)):
+        try:
+            instance = validate(data(name))
+        except InstanceRejected:
+            continue
+        if instance.sop_instance_uid not in seen:
+            seen.add(instance.sop_instance_uid)
+            names.append(name)
+    return names
+
+
 def part10_files(max_size: int | None = None) -> list[str]:
     """Names of every file that starts like a Part 10 file (preamble + DICM)."""
     names = []

@@ -214,14 +214,15 @@ class FakeSearchCatalog:
             if r.study_uid == study_uid and series_uid in (None, r.series_uid)
         ]
         mine.sort(key=lambda r: instance_sk(r.series_uid, r.instance_number, r.sop_instance_uid))
-        return iter([_instance_row(r) for r in mine])
+        return iter([instance_row(r) for r in mine])
 
     def instances_by_uid(self, sop_uids: Iterable[str]) -> Iterator[InstanceRow]:
         found = (self.index.instances.get(uid) for uid in sop_uids)
-        return iter([_instance_row(r) for r in found if r is not None])
+        return iter([instance_row(r) for r in found if r is not None])
 
 
-def _instance_row(r: InstanceRecord) -> InstanceRow:
+def instance_row(r: InstanceRecord) -> InstanceRow:
+    """The row a catalog returns for a stored record."""
     return InstanceRow(
         r.study_uid,
         r.series_uid,

@@ -37,19 +37,7 @@ def _uids(data: bytes) -> tuple[str, str, str]:
 
 
 def _corpus() -> list[str]:
-    """Every corpus file STOW accepts inline, by name (distinct SOP Instance UIDs)."""
-    from shared.dicom.validate import InstanceRejected, validate
-
-    names, seen = [], set()
-    for name in sorted(dicom_files.part10_files(max_size=4_000_000)):
-        try:
-            instance = validate(dicom_files.data(name))
-        except InstanceRejected:
-            continue
-        if instance.sop_instance_uid not in seen:
-            seen.add(instance.sop_instance_uid)
-            names.append(name)
-    return names
+    return dicom_files.storable(max_size=4_000_000)
 
 
 CORPUS = _corpus()

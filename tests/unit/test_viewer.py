@@ -19,7 +19,7 @@ from shared.ports import InstanceRow
 from shared.services import retrieve, viewer
 from shared.services.store import _record
 from tests import dicom_files
-from tests.fakes import FakeObjectStore
+from tests.fakes import FakeObjectStore, instance_row
 
 BASE = "https://h/v1/o3-dpacs-wado"
 
@@ -36,18 +36,7 @@ def _stored(store: FakeObjectStore, name: str = "CT_small.dcm", **changes: objec
     data = dicom_files.with_new_uids(name, **changes)  # type: ignore[arg-type]
     record = _record(validate(data), "AE", datetime.now(UTC))
     store.put(record.blob_key, data)
-    return InstanceRow(
-        record.study_uid,
-        record.series_uid,
-        record.sop_instance_uid,
-        json.loads(record.instance_json),
-        json.loads(record.series_json),
-        json.loads(record.study_json),
-        transfer_syntax=record.transfer_syntax,
-        blob_key=record.blob_key,
-        size=record.size,
-        metadata=record.metadata,
-    )
+    return instance_row(record)
 
 
 def _delivery(store: FakeObjectStore, inline_limit: int = 4_500_000) -> retrieve.Delivery:
