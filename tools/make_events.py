@@ -194,12 +194,22 @@ QIDO_ROUTES = {
         f"{QIDO}/studies/{{STUDY}}/series/{{SERIES}}/instances",
         {"includefield": ["all"]},
     ),
+    # The same searches under the one DICOMweb root, beside WADO-RS.
+    "qido-root-studies": (f"{BASE}/rs/studies", {"PatientID": ["1CT1"]}),
+    "qido-root-series": (f"{BASE}/rs/series", {"Modality": ["CT"]}),
+    "qido-root-instances": (f"{BASE}/rs/instances", {"limit": ["10"]}),
+    "qido-root-study-series": (
+        f"{BASE}/rs/studies/{{STUDY}}/series",
+        {"includefield": ["00080021", "00080031", "0008103E", "00200011"]},
+    ),
+    "qido-root-study-instances": (f"{BASE}/rs/studies/{{STUDY}}/instances", {}),
+    "qido-root-series-instances": (f"{BASE}/rs/studies/{{STUDY}}/series/{{SERIES}}/instances", {}),
 }
 
 
 def qido_params(resource: str, study_uid: str, series_uid: str) -> dict[str, str]:
     """Path parameters of a QIDO route."""
-    params = {"AET": "VIEWER1"}
+    params = {"AET": "VIEWER1"} if "{AET}" in resource else {}
     if "{STUDY}" in resource:
         params["STUDY"] = study_uid
     if "{SERIES}" in resource:

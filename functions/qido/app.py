@@ -1,5 +1,6 @@
 """QIDO-RS: GET /o3-dpacs-wado/qido/{AET}/{patients,studies,series,instances} and the
-study- and series-scoped forms (PS3.18 §10.6)."""
+study- and series-scoped forms (PS3.18 §10.6); the same searches under the WADO-RS root
+``/o3-dpacs-wado/rs`` for clients that take one DICOMweb root (OHIF, dicomweb-client)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from shared.services import search
 logger = logs.get_logger()
 app = http.make_resolver()
 _PREFIX = "/o3-dpacs-wado/qido/<aet>"
+_ROOT = "/o3-dpacs-wado/rs"  # one DICOMweb root: QIDO beside WADO-RS (no AE title)
 
 
 @app.get(f"{_PREFIX}/patients")
@@ -26,37 +28,43 @@ def search_patients(aet: str) -> Response[str]:
 
 
 @app.get(f"{_PREFIX}/studies")
-def search_studies(aet: str) -> Response[str]:
+@app.get(f"{_ROOT}/studies")
+def search_studies(aet: str = "") -> Response[str]:
     """Study-level search."""
     return _search("STUDY")
 
 
 @app.get(f"{_PREFIX}/series")
-def search_all_series(aet: str) -> Response[str]:
+@app.get(f"{_ROOT}/series")
+def search_all_series(aet: str = "") -> Response[str]:
     """Series of any study."""
     return _search("SERIES")
 
 
 @app.get(f"{_PREFIX}/studies/<study>/series")
-def search_study_series(aet: str, study: str) -> Response[str]:
+@app.get(f"{_ROOT}/studies/<study>/series")
+def search_study_series(study: str, aet: str = "") -> Response[str]:
     """Series of one study."""
     return _search("SERIES", study=study)
 
 
 @app.get(f"{_PREFIX}/instances")
-def search_all_instances(aet: str) -> Response[str]:
+@app.get(f"{_ROOT}/instances")
+def search_all_instances(aet: str = "") -> Response[str]:
     """Instances of any study."""
     return _search("INSTANCE")
 
 
 @app.get(f"{_PREFIX}/studies/<study>/instances")
-def search_study_instances(aet: str, study: str) -> Response[str]:
+@app.get(f"{_ROOT}/studies/<study>/instances")
+def search_study_instances(study: str, aet: str = "") -> Response[str]:
     """Instances of one study."""
     return _search("INSTANCE", study=study)
 
 
 @app.get(f"{_PREFIX}/studies/<study>/series/<series>/instances")
-def search_series_instances(aet: str, study: str, series: str) -> Response[str]:
+@app.get(f"{_ROOT}/studies/<study>/series/<series>/instances")
+def search_series_instances(study: str, series: str, aet: str = "") -> Response[str]:
     """Instances of one series."""
     return _search("INSTANCE", study=study, series=series)
 

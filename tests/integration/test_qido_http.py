@@ -890,6 +890,29 @@ def test_dicomweb_client_series_and_instances(data: Data, client: Any) -> None:
     assert len(remaining) == 4
 
 
+def test_one_dicomweb_root_serves_search_and_retrieve(local_stack: LocalStack, data: Data) -> None:
+    """A client given one URL (QIDO and WADO both under /rs) finds and retrieves."""
+    from dicomweb_client.api import DICOMwebClient
+
+    root = DICOMwebClient(
+        url=f"{local_stack.base_url}/rs", headers={"Authorization": local_stack.api_key}
+    )
+    studies = root.search_for_studies(search_filters={"PatientID": data.main_pid})
+    assert uids(studies) == [data.main_study]
+    series = root.search_for_series(study_instance_uid=data.main_study)
+    assert uids(series, "SeriesInstanceUID") == data.main_series
+    for uid in data.main_series:
+        instances = root.search_for_instances(
+            study_instance_uid=data.main_study, series_instance_uid=uid
+        )
+        assert uids(instances, "SOPInstanceUID") == data.main_sops[uid]
+    assert len(root.search_for_instances(study_instance_uid=data.main_study)) == 4
+    assert root.search_for_series(search_filters={"SeriesInstanceUID": data.main_series[0]})
+    assert root.search_for_instances(search_filters={"PatientID": data.main_pid})
+    retrieved = root.retrieve_study(data.main_study)
+    assert len(retrieved) == 4
+
+
 # ------------------------------------------------------------------ parent attributes, PN groups
 
 
