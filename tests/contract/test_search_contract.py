@@ -289,6 +289,17 @@ def test_index_backed_search_agrees_with_the_reference(
     }
 
 
+def _stored_in(index: Any, specs: list[dict[str, Any]]) -> list[InstanceRecord]:
+    """The instances of ``specs`` added to ``index``, as records."""
+    records = []
+    for number, spec in enumerate(specs, start=1):
+        for instance in _instances(spec, number):
+            record = _record(validate(instance), "AE", datetime.now(UTC))
+            index.add(record)
+            records.append(record)
+    return records
+
+
 def _agrees_with_the_reference(
     records: list[InstanceRecord], catalog: Any, data: st.DataObject
 ) -> None:
@@ -321,13 +332,7 @@ def test_sqlite_search_agrees_with_the_reference(
 ) -> None:
     with tempfile.TemporaryDirectory() as work:
         path = Path(work) / "index.sqlite3"
-        index = SqliteIndex(path)
-        records = []
-        for number, spec in enumerate(specs, start=1):
-            for instance in _instances(spec, number):
-                record = _record(validate(instance), "AE", datetime.now(UTC))
-                index.add(record)
-                records.append(record)
+        records = _stored_in(SqliteIndex(path), specs)
         _agrees_with_the_reference(records, SqliteCatalog(path), data)
 
 
@@ -341,12 +346,7 @@ def test_fake_search_agrees_with_the_reference(
     specs: list[dict[str, Any]], data: st.DataObject
 ) -> None:
     index = FakeIndex()
-    records = []
-    for number, spec in enumerate(specs, start=1):
-        for instance in _instances(spec, number):
-            record = _record(validate(instance), "AE", datetime.now(UTC))
-            index.add(record)
-            records.append(record)
+    records = _stored_in(index, specs)
     _agrees_with_the_reference(records, FakeSearchCatalog(index), data)
 
 
