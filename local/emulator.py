@@ -481,6 +481,11 @@ class Gateway:
             for runtime in self.runtimes.values():
                 runtime.warm()
 
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        """Run a function for an event that is not an API request (S3 events, schedules)."""
+        with self.environment.active():
+            return self.runtimes[function].invoke(event)
+
     # ------------------------------------------------------------ gateway responses
 
     def gateway_response(self, error: GatewayError, request_id: str) -> HttpResponse:

@@ -1,9 +1,11 @@
-"""The embedded backend's answer to S3 presigned GETs: a small HTTP server of its own.
+"""The embedded backend's answer to S3 presigned URLs: a small HTTP server of its own.
 
 It runs on its own port, so a redirect to it leaves the API's origin as one to S3 does
 (clients drop the Authorization header). It serves ``GET /_local/objects/{key}`` without an
 API key when the signature is right and unexpired (``shared.adapters.local_urls``), 403
-otherwise, 404 for a missing object; the body is streamed from the file.
+otherwise, 404 for a missing object; the body is streamed from the file. It accepts
+``PUT`` of an object or of a multipart upload's part the same way (the upload path), writes
+it durably, and tells the stack a new object is there (S3's "Object Created" event).
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from shared.adapters.file_blobs import FileBlobStore
 from shared.adapters.local_urls import PATH_PREFIX, UrlSigner
+from shared.errors import StorageUnavailable
 
 logger = logging.getLogger("local.objects")
 _CHUNK = 1 << 20
+#: The largest PUT accepted (S3's limit for one object or one part).
+MAX_PUT = 5 << 30
 SWEEP_INTERVAL_S = 3600
 _DAY_S = 86400
 
@@ -58,6 +65,50 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self._serve(body=False)
+
+    def do_PUT(self) -> None:
+        """A presigned PUT of an object or of one part of a multipart upload."""
+        raw_path, _, query = self.path.partition("?")
+        key = unquote(raw_path[len(PATH_PREFIX) :]) if raw_path.startswith(PATH_PREFIX) else ""
+        granted = self.server.signer.check(
+            key, dict(parse_qsl(query, keep_blank_values=True)), method="PUT"
+        )
+        if not key or granted is None:
+            self.close_connection = True  # the body is not read
+            self._refuse(403, "the signature does not match or the URL has expired")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_PUT:
+            self.close_connection = True
+            self._refuse(411 if length < 0 else 413, "a Content-Length up to 5 GiB is required")
+            return
+        try:
+            etag = self._store(granted.key, granted.part, length)
+        except ValueError as exc:
+            self.close_connection = True
+            self._refuse(400, str(exc))
+            return
+        except (StorageUnavailable, OSError):
+            self.close_connection = True
+            self._refuse(503, "object storage is unavailable, retry later")
+            return
+        self.send_response(200)
+        if etag:
+            self.send_header("ETag", etag)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        if granted.part is None:
+            self.server.created(granted.key)
+
+    def _store(self, key: str, part: tuple[str, int] | None, length: int) -> str:
+        store = self.server.store
+        if part is None:
+            store.put_file(key, self.rfile, length)
+            return ""
+        return store.write_part(key, part[0], part[1], self.rfile, length)
 
     def do_OPTIONS(self) -> None:
         """A CORS preflight, answered as the bucket's CORS rules say (S3's behaviour)."""
@@ -136,16 +187,20 @@ class ObjectServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the server's address, keys, files and bucket rules
         self,
         address: tuple[str, int],
         signer: UrlSigner,
         root: Path,
         expirations: tuple[tuple[str, int], ...] = (),
         cors_origins: tuple[str, ...] = (),
+        *,
+        on_created: Callable[[str], None] = lambda key: None,
     ) -> None:
         self.signer = signer
         self.root = root.resolve()
+        self.store = FileBlobStore(self.root)
+        self.created = on_created
         self.expirations = expirations
         self.cors_origins = cors_origins
         super().__init__(address, _Handler)

@@ -33,6 +33,7 @@ from typing import Any
 import boto3
 
 from local.emulator import EmulatorServer, Gateway
+from local.events import EventSource
 from local.objects import ObjectServer
 from local.template import DEFAULT_TEMPLATE, PROJECT_ROOT, REGION, StackTemplate, load
 from shared import keys
@@ -164,6 +165,7 @@ class LocalStack:
         self.environment: dict[str, str] = {}
         self._moto: Any = None
         self._objects: ObjectServer | None = None
+        self._events: EventSource | None = None
         self._server: EmulatorServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -234,6 +236,8 @@ class LocalStack:
                 self._server.gateway.warm()
                 self._fork_workers()  # before this process starts any thread
                 self._objects.start()
+            self._events = self._event_source(self._server.gateway)
+            self._events.start()
         except BaseException:
             self._server.server_close()
             self._server = None
@@ -272,6 +276,26 @@ class LocalStack:
                 _become_worker(server, self._objects)
             self._children.append(pid)
 
+    def _event_source(self, gateway: Gateway) -> EventSource:
+        """S3 "Object Created" events and schedules of the template, raised locally."""
+        bucket = next(iter(self.template.buckets.values()), None)
+        return EventSource(
+            template=self.template,
+            store=self.adapters()[0],
+            invoke=gateway.invoke,
+            bucket=bucket.name if bucket is not None else "",
+            settle=self.storage == "local",
+        )
+
+    def _object_created(self, key: str) -> None:
+        if self._events is not None:
+            self._events.created(key)
+
+    @property
+    def events(self) -> EventSource | None:
+        """The local event source (tests poll it to ingest at once)."""
+        return self._events
+
     def stop(self) -> None:
         """Stop the workers, the emulator and the backend; remove the state file."""
         for pid in self._children:
@@ -281,6 +305,9 @@ class LocalStack:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         self._children = []
+        if self._events is not None:
+            self._events.stop()
+            self._events = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -369,7 +396,12 @@ class LocalStack:
         expirations = bucket.expirations if bucket is not None else ()
         origins = bucket.cors_origins if bucket is not None else ()
         return ObjectServer(
-            (self.host, 0), signer, self.data_dir / OBJECTS_DIR, expirations, origins
+            (self.host, 0),
+            signer,
+            self.data_dir / OBJECTS_DIR,
+            expirations,
+            origins,
+            on_created=self._object_created,
         )
 
     @property

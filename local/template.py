@@ -275,6 +275,11 @@ class Function:
     timeout: int
     environment: dict[str, str]
     routes: tuple[Route, ...]
+    #: Key prefixes of the bucket's "Object Created" events this function receives
+    #: (EventBridgeRule events matching source aws.s3).
+    object_created: tuple[str, ...] = ()
+    #: Seconds between invocations of each ``Schedule`` event (``rate(...)`` expressions).
+    schedules: tuple[float, ...] = ()
 
     @property
     def name(self) -> str:
@@ -463,6 +468,46 @@ def _routes(
     return tuple(routes)
 
 
+_RATE_UNITS = {
+    "minute": 60,
+    "minutes": 60,
+    "hour": 3600,
+    "hours": 3600,
+    "day": 86400,
+    "days": 86400,
+}
+
+
+def _schedules(props: Mapping[str, Any], resolver: _Resolver) -> tuple[float, ...]:
+    """Periods of the function's ``Schedule`` events written as ``rate(n unit)``."""
+    found = []
+    for event in (props.get("Events") or {}).values():
+        if not isinstance(event, dict) or event.get("Type") != "Schedule":
+            continue
+        expression = str(resolver.resolve((event.get("Properties") or {}).get("Schedule", "")))
+        match = re.fullmatch(r"rate\((\d+) (\w+)\)", expression.strip())
+        if match is None or match.group(2) not in _RATE_UNITS:
+            raise TemplateError(f"the local stack runs rate(n unit) schedules, not {expression}")
+        found.append(float(int(match.group(1)) * _RATE_UNITS[match.group(2)]))
+    return tuple(found)
+
+
+def _object_created(props: Mapping[str, Any]) -> tuple[str, ...]:
+    """Key prefixes of the S3 "Object Created" EventBridge rules of the function."""
+    prefixes = []
+    for event in (props.get("Events") or {}).values():
+        if not isinstance(event, dict) or event.get("Type") != "EventBridgeRule":
+            continue
+        pattern = (event.get("Properties") or {}).get("Pattern") or {}
+        if "aws.s3" not in (pattern.get("source") or []) or "Object Created" not in (
+            pattern.get("detail-type") or []
+        ):
+            continue
+        keys = ((pattern.get("detail") or {}).get("object") or {}).get("key") or [{"prefix": ""}]
+        prefixes += [str(k.get("prefix", "")) for k in keys if isinstance(k, dict)]
+    return tuple(prefixes)
+
+
 def _function(  # noqa: PLR0913, PLR0917 - the function plus what it is resolved against
     logical_id: str,
     props: Mapping[str, Any],
@@ -495,6 +540,8 @@ def _function(  # noqa: PLR0913, PLR0917 - the function plus what it is resolved
             api.logical_id if api else None,
             api.default_authorizer if api else None,
         ),
+        object_created=_object_created(props),
+        schedules=_schedules(props, resolver),
     )
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.keys import KeyEntry
@@ -80,6 +82,51 @@ class ObjectStore(BlobStore, Protocol):
 
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> None:
         """Write a body of any size from chunks."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object's key, size and last modification (seconds since the epoch)."""
+
+    key: str
+    size: int
+    modified: float
+    etag: str = ""
+
+
+class UploadStore(ObjectStore, Protocol):
+    """What the upload path needs beyond serving objects: presigned writes, multipart
+    uploads, server-side copies, listing, and a local file to read a large object from."""
+
+    def presign_put(self, key: str, *, expires: int, content_type: str) -> str:
+        """A short-lived URL to PUT one object under key."""
+
+    def start_multipart(self, key: str, content_type: str) -> str:
+        """Begin a multipart upload of key; its upload id."""
+
+    def presign_part(self, key: str, upload_id: str, part_number: int, *, expires: int) -> str:
+        """A short-lived URL to PUT one part of a multipart upload."""
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        """Assemble the parts, given as (part number, ETag) in ascending order.
+
+        Raises ``ValueError`` when the parts do not form the upload (unknown upload, a
+        missing part or an ETag that does not match)."""
+
+    def read(self, key: str) -> bytes | None:
+        """A small object whole, or None when there is none."""
+
+    def copy(self, source: str, target: str) -> None:
+        """Copy an object within the store (no bytes through this process)."""
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """The object's size and time, or None when there is none."""
+
+    def listing(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        """Objects under prefix in key order, after ``start_after``."""
+
+    def local_file(self, key: str) -> AbstractContextManager[Path | None]:
+        """A file holding the object while the context lasts (None when there is none)."""
 
 
 class KeyStore(Protocol):

@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared import config, keys
 from shared.errors import Conflict, NotAcceptable, StorageUnavailable
-from shared.ports import BlobStore, Catalog, InstanceIndex, KeyStore, ObjectStore
+from shared.ports import BlobStore, Catalog, InstanceIndex, KeyStore, ObjectStore, UploadStore
 
 if TYPE_CHECKING:  # the authorizer imports this module: keep the retrieve service out of it
     from shared.services.retrieve import Anonymizer, Delivery
@@ -49,8 +49,13 @@ def data_path(*parts: str) -> Path:
 
 def objects() -> ObjectStore:
     """The Part 10 object store: S3 (SigV4 presigning) or a directory."""
+    return uploads()
 
-    def build() -> ObjectStore:
+
+def uploads() -> UploadStore:
+    """The object store with what the upload path needs (presigned PUTs, copies, lists)."""
+
+    def build() -> UploadStore:
         settings = config.settings()
         if settings.embedded:
             from shared.adapters.file_blobs import FileBlobStore  # noqa: PLC0415
@@ -65,7 +70,7 @@ def objects() -> ObjectStore:
         client = _client("s3", config=_BOTO_CONFIG.merge(Config(signature_version="s3v4")))
         return S3BlobStore(client, settings.bucket)
 
-    store: ObjectStore = _cached("objects", build)
+    store: UploadStore = _cached("objects", build)
     return store
 
 

@@ -10,15 +10,32 @@ Presigned URLs are served by the local server (``local_urls``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from shared.adapters.local_urls import UrlSigner
 from shared.errors import StorageUnavailable
+from shared.ports import ObjectInfo
 
 TEMPORARY_PREFIX = ".tmp-"
+
+
+class Readable(Protocol):
+    """A byte stream (a request body)."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes; b"" at the end."""
+
+
+#: Parts of multipart uploads, one directory per upload (outside every key prefix in use).
+MULTIPART_DIR = ".multipart"
+_COPY_CHUNK = 1 << 20
 
 
 class FileBlobStore:
@@ -32,7 +49,13 @@ class FileBlobStore:
     def path(self, key: str) -> Path:
         """The file of ``key``; keys that would leave the root are refused."""
         relative = PurePosixPath(key)
-        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        if (
+            relative.is_absolute()
+            or ".." in relative.parts
+            or not relative.parts
+            or relative.parts[0] == MULTIPART_DIR
+            or relative.name.startswith(TEMPORARY_PREFIX)
+        ):
             raise ValueError(f"not an object key: {key!r}")
         return self.root.joinpath(*relative.parts)
 
@@ -100,9 +123,194 @@ class FileBlobStore:
         self, key: str, *, expires: int, content_type: str, filename: str | None = None
     ) -> str:
         """A time-limited URL of the local server that serves the object."""
+        return self._url_signer().url(
+            key, expires=expires, content_type=content_type, filename=filename
+        )
+
+    def _url_signer(self) -> UrlSigner:
         if self._signer is None:
             raise StorageUnavailable("this object store has no URL to serve objects from")
-        return self._signer.url(key, expires=expires, content_type=content_type, filename=filename)
+        return self._signer
+
+    # ------------------------------------------------------------ uploads
+
+    def presign_put(self, key: str, *, expires: int, content_type: str) -> str:
+        """A time-limited URL of the local server that accepts one PUT of the object."""
+        self.path(key)  # refuse a bad key now, not at the PUT
+        return self._url_signer().url(
+            key, expires=expires, content_type=content_type, filename=None, method="PUT"
+        )
+
+    def start_multipart(self, key: str, content_type: str) -> str:
+        """A directory for the parts, remembering the key they are for."""
+        self.path(key)
+        upload_id = uuid.uuid4().hex
+        directory = self._parts_dir(upload_id)
+        try:
+            directory.mkdir(parents=True)
+            (directory / "key").write_text(json.dumps({"key": key}), encoding="utf-8")
+        except OSError as exc:
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+        return upload_id
+
+    def presign_part(self, key: str, upload_id: str, part_number: int, *, expires: int) -> str:
+        """A time-limited URL that accepts one PUT of a part."""
+        return self._url_signer().url(
+            key,
+            expires=expires,
+            content_type="",
+            filename=None,
+            method="PUT",
+            part=(upload_id, part_number),
+        )
+
+    def _parts_dir(self, upload_id: str) -> Path:
+        if not upload_id.isalnum():
+            raise ValueError("not an upload id")
+        return self.root / MULTIPART_DIR / upload_id
+
+    def write_part(
+        self, key: str, upload_id: str, part_number: int, body: Readable, length: int
+    ) -> str:
+        """Store one part (what the local server does with a part's PUT); its ETag."""
+        directory = self._parts_dir(upload_id)
+        try:
+            recorded = json.loads((directory / "key").read_text(encoding="utf-8"))["key"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError("no such upload") from exc
+        if recorded != key or not 1 <= part_number <= 10_000:
+            raise ValueError("no such upload")
+        digest = hashlib.md5(usedforsecurity=False)
+        target = directory / f"{part_number:05d}"
+        temporary = directory / f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}"
+        try:
+            with temporary.open("wb") as output:
+                for chunk in _read_exactly(body, length):
+                    digest.update(chunk)
+                    output.write(chunk)
+                output.flush()
+                os.fsync(output.fileno())
+            temporary.replace(target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        etag = f'"{digest.hexdigest()}"'
+        (directory / f"{part_number:05d}.etag").write_text(etag, encoding="ascii")
+        return etag
+
+    def put_file(self, key: str, body: Readable, length: int) -> None:
+        """Store ``length`` bytes read from ``body`` (a presigned PUT), durably."""
+        self._write(key, _read_exactly(body, length), durable=True)
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        """Concatenate the parts into the object (atomic and durable), then drop them."""
+        directory = self._parts_dir(upload_id)
+        try:
+            recorded = json.loads((directory / "key").read_text(encoding="utf-8"))["key"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError("no such upload") from exc
+        numbers = [number for number, _ in parts]
+        if recorded != key or not parts or numbers != sorted(set(numbers)):
+            raise ValueError("the parts must be listed once each, in ascending order")
+        for number, etag in parts:
+            try:
+                stored = (directory / f"{number:05d}.etag").read_text(encoding="ascii")
+            except OSError as exc:
+                raise ValueError(f"part {number} was not uploaded") from exc
+            if stored.strip('"') != etag.strip('"'):
+                raise ValueError(f"part {number} has another ETag")
+
+        def chunks() -> Iterator[bytes]:
+            for number, _ in parts:
+                with (directory / f"{number:05d}").open("rb") as part:
+                    while chunk := part.read(_COPY_CHUNK):
+                        yield chunk
+
+        self._write(key, chunks(), durable=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def read(self, key: str) -> bytes | None:
+        """The object, or None when there is none."""
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+
+    def copy(self, source: str, target: str) -> None:
+        """A hard link when both are on one file system (no bytes copied), else a copy;
+        atomic and durable either way."""
+        origin, destination = self.path(source), self.path(target)
+        try:
+            _make_directory(destination.parent, durable=True)
+            temporary = destination.with_name(f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}")
+            try:
+                try:
+                    os.link(origin, temporary)
+                except OSError:
+                    shutil.copyfile(origin, temporary)
+                    with temporary.open("rb+") as copied:
+                        os.fsync(copied.fileno())
+                temporary.replace(destination)
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
+            _fsync_directory(destination.parent)
+        except OSError as exc:
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size and modification time, or None."""
+        try:
+            found = self.path(key).stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+        return ObjectInfo(key, found.st_size, found.st_mtime)
+
+    def listing(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix``, in key order (temporary files and
+        parts of unfinished uploads are not objects)."""
+        head, _, _ = prefix.rpartition("/")
+        base = self.root.joinpath(*[p for p in head.split("/") if p])
+        if not base.is_dir():
+            return
+        keys = []
+        for directory, _, files in os.walk(base):
+            relative = Path(directory).relative_to(self.root).as_posix()
+            if relative.split("/", 1)[0] == MULTIPART_DIR:
+                continue
+            for name in files:
+                key = name if relative == "." else f"{relative}/{name}"
+                if (
+                    not name.startswith(TEMPORARY_PREFIX)
+                    and key.startswith(prefix)
+                    and key > start_after
+                ):
+                    keys.append(key)
+        for key in sorted(keys):
+            info = self.stat(key)
+            if info is not None:
+                yield info
+
+    @contextlib.contextmanager
+    def local_file(self, key: str) -> Iterator[Path | None]:
+        """The object's own file (read it, do not change it)."""
+        path = self.path(key)
+        yield path if path.is_file() else None
+
+
+def _read_exactly(body: Readable, length: int) -> Iterator[bytes]:
+    """``length`` bytes of ``body`` in chunks; ValueError when it ends before."""
+    remaining = length
+    while remaining > 0:
+        chunk = body.read(min(_COPY_CHUNK, remaining))
+        if not chunk:
+            raise ValueError("the body ended before its Content-Length")
+        remaining -= len(chunk)
+        yield chunk
 
 
 def _make_directory(directory: Path, *, durable: bool) -> None:

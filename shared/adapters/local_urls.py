@@ -25,6 +25,9 @@ class SignedObject:
     key: str
     content_type: str
     filename: str
+    method: str = "GET"
+    #: (upload id, part number) of a multipart upload's part, for a PUT.
+    part: tuple[str, int] | None = None
 
 
 class UrlSigner:
@@ -37,15 +40,29 @@ class UrlSigner:
         self._base = base_url.rstrip("/")
         self._clock = clock
 
-    def url(self, key: str, *, expires: int, content_type: str, filename: str | None) -> str:
-        """A URL that serves ``key`` for ``expires`` seconds."""
+    def url(  # noqa: PLR0913 - keyword-only, as S3's presign parameters
+        self,
+        key: str,
+        *,
+        expires: int,
+        content_type: str,
+        filename: str | None,
+        method: str = "GET",
+        part: tuple[str, int] | None = None,
+    ) -> str:
+        """A URL that serves (GET) or accepts (PUT) ``key`` for ``expires`` seconds."""
         until = int(self._clock()) + expires
         query = {"expires": str(until), "type": content_type, "name": filename or ""}
+        if method != "GET":
+            query["method"] = method
+        if part is not None:
+            query["uploadId"], query["partNumber"] = part[0], str(part[1])
         query["signature"] = self._sign(key, query)
         return f"{self._base}{PATH_PREFIX}{quote(key)}?{urlencode(query, quote_via=quote)}"
 
-    def check(self, key: str, query: Mapping[str, str]) -> SignedObject | None:
-        """The object a request may read, or None (bad signature or expired)."""
+    def check(self, key: str, query: Mapping[str, str], method: str = "GET") -> SignedObject | None:
+        """What a request may do with the object, or None (bad signature, another method
+        than signed for, or expired)."""
         try:
             until = int(query.get("expires", ""))
         except ValueError:
@@ -55,10 +72,20 @@ class UrlSigner:
             return None
         if until < self._clock():
             return None
-        return SignedObject(key, query.get("type", ""), query.get("name", ""))
+        signed_method = query.get("method", "GET")
+        if signed_method != method and not (signed_method == "GET" and method == "HEAD"):
+            return None
+        part = None
+        if "uploadId" in query:
+            try:
+                part = (query["uploadId"], int(query.get("partNumber", "")))
+            except ValueError:
+                return None
+        return SignedObject(key, query.get("type", ""), query.get("name", ""), signed_method, part)
 
     def _sign(self, key: str, query: Mapping[str, str]) -> str:
-        message = "\n".join(
-            (key, query.get("expires", ""), query.get("type", ""), query.get("name", ""))
-        )
+        fields = [key, query.get("expires", ""), query.get("type", ""), query.get("name", "")]
+        if query.get("method", "GET") != "GET":
+            fields += [query["method"], query.get("uploadId", ""), query.get("partNumber", "")]
+        message = "\n".join(fields)
         return hmac.new(self._secret, message.encode("utf-8"), hashlib.sha256).hexdigest()

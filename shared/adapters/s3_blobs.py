@@ -5,12 +5,25 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import os
+import tempfile
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import StorageUnavailable
+from shared.ports import ObjectInfo
+
+#: Managed transfers (download of an upload, server-side copy) in parts of this size.
+_TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20)
+
+
+def _missing(exc: ClientError) -> bool:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in {"404", "NoSuchKey", "NotFound"}
 
 
 class S3BlobStore:
@@ -121,3 +134,133 @@ class S3BlobStore:
             self._client.delete_object(Bucket=self._bucket, Key=key)
         except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailable("object storage is unavailable, retry later") from exc
+
+    # ------------------------------------------------------------ uploads
+
+    def presign_put(self, key: str, *, expires: int, content_type: str) -> str:
+        """A SigV4 URL to PUT one object (up to S3's 5 GB for a single PUT)."""
+        url: str = self._client.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self._bucket, "Key": key, "ContentType": content_type},
+            ExpiresIn=expires,
+        )
+        return url
+
+    def start_multipart(self, key: str, content_type: str) -> str:
+        """CreateMultipartUpload; its id."""
+        try:
+            reply = self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=key, ContentType=content_type
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+        upload_id: str = reply["UploadId"]
+        return upload_id
+
+    def presign_part(self, key: str, upload_id: str, part_number: int, *, expires: int) -> str:
+        """A SigV4 URL for UploadPart."""
+        url: str = self._client.generate_presigned_url(
+            "upload_part",
+            Params={
+                "Bucket": self._bucket,
+                "Key": key,
+                "UploadId": upload_id,
+                "PartNumber": part_number,
+            },
+            ExpiresIn=expires,
+        )
+        return url
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        """CompleteMultipartUpload; S3 checks every part's ETag."""
+        try:
+            self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"InvalidPart", "InvalidPartOrder", "NoSuchUpload", "EntityTooSmall"}:
+                raise ValueError(f"the parts do not complete the upload ({code})") from exc
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+
+    def read(self, key: str) -> bytes | None:
+        """A small object, or None when there is none."""
+        try:
+            data: bytes = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+        return data
+
+    def copy(self, source: str, target: str) -> None:
+        """Server-side copy (multipart above 64 MiB, so up to S3's 5 TB)."""
+        try:
+            self._client.copy(
+                {"Bucket": self._bucket, "Key": source},
+                self._bucket,
+                target,
+                ExtraArgs={"ContentType": "application/dicom", "MetadataDirective": "REPLACE"},
+                Config=_TRANSFER,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """HeadObject."""
+        try:
+            head = self._client.head_object(Bucket=self._bucket, Key=key)
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+        return ObjectInfo(
+            key, int(head["ContentLength"]), head["LastModified"].timestamp(), head["ETag"]
+        )
+
+    def listing(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        """ListObjectsV2 pages, lazily."""
+        params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
+        if start_after:
+            params["StartAfter"] = start_after
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(**params):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(
+                        item["Key"],
+                        int(item["Size"]),
+                        item["LastModified"].timestamp(),
+                        item.get("ETag", ""),
+                    )
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+
+    @contextlib.contextmanager
+    def local_file(self, key: str) -> Iterator[Path | None]:
+        """The object downloaded to a temporary file (Lambda's /tmp: ephemeral storage
+        sized for the largest upload), removed afterwards; None when there is none."""
+        descriptor, name = tempfile.mkstemp(prefix="ingest-", suffix=".dcm")
+        path = Path(name)
+        try:
+            try:
+                with os.fdopen(descriptor, "wb") as output:
+                    self._client.download_fileobj(self._bucket, key, output, Config=_TRANSFER)
+            except ClientError as exc:
+                if _missing(exc):
+                    yield None
+                    return
+                raise StorageUnavailable("object storage is unavailable, retry later") from exc
+            except BotoCoreError as exc:
+                raise StorageUnavailable("object storage is unavailable, retry later") from exc
+            yield path
+        finally:
+            path.unlink(missing_ok=True)

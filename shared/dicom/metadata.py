@@ -16,7 +16,8 @@ import zlib
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
 
 #: Binary values longer than this are served as bulk data, not inlined (bytes).
 BULK_THRESHOLD = 1024
@@ -34,15 +35,33 @@ def instance_json(ds: Dataset) -> dict[str, Any]:
 
 def _dataset_json(ds: Dataset, prefix: str) -> dict[str, Any]:
     document: dict[str, Any] = {}
-    for element in ds:
-        tag = f"{element.tag:08X}"
+    for key in sorted(ds._dict):  # tag order, as iterating a Dataset gives
+        tag = f"{key:08X}"
         path = f"{prefix}{tag}"
+        raw = ds._dict.get(key)
+        if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
+            # Left on disk by validate_file (a large value): bulk data, never read here.
+            document[tag] = {"vr": _vr_of(raw), "BulkDataURI": f"bulk:{path}"}
+            continue
+        element = ds[key]
         if element.VR == "SQ":
             items = [_dataset_json(item, f"{path}.{i}.") for i, item in enumerate(element.value)]
             document[tag] = {"vr": "SQ", "Value": items}  # empty too, as pydicom writes it
             continue
         document[tag] = _element_json(element, path)
     return document
+
+
+def _vr_of(raw: RawDataElement) -> str:
+    """The VR of an element not read: explicit, or the dictionary's (OW for the ambiguous
+    pixel data of an implicit VR file, as PS3.5 Annex A.1 says)."""
+    if raw.VR:
+        return str(raw.VR)
+    try:
+        vr = str(dictionary_VR(raw.tag))
+    except KeyError:
+        return "UN"
+    return "OW" if " or " in vr else vr
 
 
 def _element_json(element: DataElement, path: str) -> dict[str, Any]:

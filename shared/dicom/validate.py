@@ -7,10 +7,12 @@ import io
 import warnings
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.filereader import _read_file_meta_info
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, AllTransferSyntaxes, DeflatedExplicitVRLittleEndian
 
 from shared.dicom import (
@@ -28,6 +30,10 @@ DEFAULT_INFLATE_LIMIT = 256 << 20
 PEAK_PER_INFLATED_BYTE = 5
 _INFLATE_CHUNK = 1 << 16
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+#: Values longer than this are not read into memory when a file is validated from disk
+#: (pixel data of large objects): they are checked to lie whole within the file.
+DEFER_SIZE = 1 << 16
+_HASH_CHUNK = 1 << 20
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 _KNOWN_TRANSFER_SYNTAXES = frozenset(str(uid) for uid in AllTransferSyntaxes)
 
@@ -37,6 +43,8 @@ class ValidInstance:
     """A parsed instance that passed validation, with the facts the store needs."""
 
     dataset: Dataset
+    #: The Part 10 bytes when validated from memory (STOW); empty when validated from a
+    #: file (the upload path), whose large values stay on disk (``dataset`` defers them).
     data: bytes
     sha256: str
     sop_class_uid: str
@@ -44,6 +52,7 @@ class ValidInstance:
     study_uid: str
     series_uid: str
     transfer_syntax: str
+    size: int
 
 
 class InstanceRejected(Exception):
@@ -78,6 +87,90 @@ def validate(
     if not data:
         raise InstanceRejected(failures.CANNOT_UNDERSTAND, "empty body part")
     dataset = _parse(data, inflate_limit)
+    return _checked(dataset, expected_study_uid, data, hashlib.sha256(data).hexdigest(), len(data))
+
+
+def validate_file(
+    path: Path,
+    expected_study_uid: str | None = None,
+    *,
+    inflate_limit: int = DEFAULT_INFLATE_LIMIT,
+) -> ValidInstance:
+    """:func:`validate` for a file of any size, in bounded memory.
+
+    The same checks; values longer than :data:`DEFER_SIZE` bytes (pixel data) are not
+    read but must lie whole within the file. A deflated data set is inflated in memory as
+    STOW does, so it is refused above ``inflate_limit`` bytes on disk.
+    """
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        head = source.read(132)
+        digest.update(head)
+        while chunk := source.read(_HASH_CHUNK):
+            digest.update(chunk)
+    if size < 132 or head[128:132] != b"DICM":
+        raise _not_part10()
+    if _file_syntax(path) == DeflatedExplicitVRLittleEndian:
+        if size > inflate_limit:
+            raise InstanceRejected(
+                failures.TOO_LARGE,
+                f"a deflated file of {size:,} bytes is more than this archive inflates"
+                f" ({inflate_limit:,}); store it in another transfer syntax",
+            )
+        return validate(path.read_bytes(), expected_study_uid, inflate_limit=inflate_limit)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            dataset = dcmread(str(path), force=False, defer_size=DEFER_SIZE)
+        except RecursionError as exc:
+            raise _nested_too_deeply() from exc
+        except Exception as exc:
+            raise InstanceRejected(
+                failures.CANNOT_UNDERSTAND, "the DICOM file cannot be parsed"
+            ) from exc
+        deferred = _deferred(dataset)
+        if (
+            any("End of file reached" in str(w.message) for w in caught)
+            or _truncated(dataset)
+            or any(end > size for end in deferred.values())
+        ):
+            raise InstanceRejected(failures.CANNOT_UNDERSTAND, "the DICOM file is truncated")
+        _read_every_value(dataset, skip=frozenset(deferred))
+    return _checked(dataset, expected_study_uid, b"", digest.hexdigest(), size)
+
+
+def _file_syntax(path: Path) -> str:
+    """The Transfer Syntax UID of a file's File Meta Information ('' when unreadable)."""
+    with path.open("rb") as source:
+        source.seek(132)
+        try:
+            meta = _read_file_meta_info(source)
+        except Exception:  # noqa: BLE001 - dcmread reports a broken File Meta with its reason
+            return ""
+    return str(meta.get("TransferSyntaxUID", "")).strip("\0 ")
+
+
+def _deferred(dataset: Dataset) -> dict[int, int]:
+    """Top-level elements whose value was left on disk: tag -> end offset of the value
+    (0 for an undefined length, which pydicom has already scanned to its delimiter)."""
+    found = {}
+    for tag, element in dataset._dict.items():
+        if isinstance(element, RawDataElement) and element.value is None and element.length:
+            defined = element.length != _UNDEFINED_LENGTH
+            found[int(tag)] = element.value_tell + element.length if defined else 0
+    return found
+
+
+def is_deferred(dataset: Dataset, tag: int) -> bool:
+    """Whether the element's value was left on disk by :func:`validate_file`."""
+    element = dataset._dict.get(BaseTag(tag))
+    return isinstance(element, RawDataElement) and element.value is None and bool(element.length)
+
+
+def _checked(
+    dataset: Dataset, expected_study_uid: str | None, data: bytes, sha256: str, size: int
+) -> ValidInstance:
     ts = str(dataset.file_meta.get("TransferSyntaxUID", "") or "").strip()
     uids = {kw: str(dataset.get(kw, "") or "").strip() for kw in _REQUIRED_UIDS}
     sop_class, sop_instance = uids["SOPClassUID"], uids["SOPInstanceUID"]
@@ -109,7 +202,8 @@ def validate(
     return ValidInstance(
         dataset=dataset,
         data=data,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
+        size=size,
         sop_class_uid=sop_class,
         sop_instance_uid=sop_instance,
         study_uid=uids["StudyInstanceUID"],
@@ -118,12 +212,16 @@ def validate(
     )
 
 
+def _not_part10() -> InstanceRejected:
+    return InstanceRejected(
+        failures.CANNOT_UNDERSTAND,
+        "not a DICOM Part 10 file (no 128-byte preamble followed by 'DICM')",
+    )
+
+
 def _parse(data: bytes, inflate_limit: int) -> Dataset:
     if len(data) < 132 or data[128:132] != b"DICM":
-        raise InstanceRejected(
-            failures.CANNOT_UNDERSTAND,
-            "not a DICOM Part 10 file (no 128-byte preamble followed by 'DICM')",
-        )
+        raise _not_part10()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _check_inflated_size(data, inflate_limit)
@@ -201,15 +299,18 @@ def _check_inflated_size(data: bytes, limit: int) -> None:
         )
 
 
-def _read_every_value(dataset: Dataset) -> None:
+def _read_every_value(dataset: Dataset, skip: frozenset[int] = frozenset()) -> None:
     """Convert every element at every depth, so that no later reader meets a value pydicom
-    cannot read (unknown VR, a length that is not a multiple of the value size, ...)."""
+    cannot read (unknown VR, a length that is not a multiple of the value size, ...).
+    ``skip``: top-level tags whose values stay on disk."""
     pending: list[tuple[Dataset, int]] = [(dataset, 0), (dataset.file_meta, 0)]
     while pending:
         current, depth = pending.pop()
         if depth > MAX_NESTING:
             raise _nested_too_deeply()
         for tag in list(current.keys()):
+            if current is dataset and int(tag) in skip:
+                continue
             try:
                 element = current[tag]
                 if element.VR == "SQ":

@@ -32,8 +32,9 @@ def parse(
     if len(body) > inline_limit:
         raise PayloadTooLarge(
             f"request body is {len(body):,} bytes; at most {inline_limit:,} bytes are accepted "
-            "per request. Send one instance per request or split the batch; single objects "
-            "larger than this cannot be stored through this endpoint yet."
+            "per request. Split the batch; send a larger instance through the upload path: "
+            'POST stowRsListener/{CALLING_AET}/uploads with {"size": <bytes>}, then PUT '
+            "the file to the URL it returns (docs/large-objects.md)."
         )
     if media.essence == "application/dicom":
         if not body:

@@ -48,6 +48,8 @@ class Stored:
     sop_instance_uid: str
     retrieve_url: str
     study_uid: str
+    #: The archive held identical bytes under this SOP Instance UID already.
+    already_stored: bool = False
 
 
 @dataclass(frozen=True)

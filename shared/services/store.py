@@ -97,9 +97,33 @@ def _store_one(
         return Failed(
             rejected.reason, rejected.message, rejected.sop_class_uid, rejected.sop_instance_uid
         )
-    record = _record(instance, request.calling_aet, clock())
+    return commit(
+        instance,
+        calling_aet=request.calling_aet,
+        base_url=request.base_url,
+        blobs=blobs,
+        index=index,
+        write=lambda key: blobs.put(key, instance.data),
+        clock=clock,
+    )
+
+
+def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
+    instance: ValidInstance,
+    *,
+    calling_aet: str,
+    base_url: str,
+    blobs: BlobStore,
+    index: InstanceIndex,
+    write: Callable[[str], None],
+    clock: Callable[[], datetime],
+) -> Stored | Failed:
+    """Store a validated instance: ``write(key)`` puts its object under its final key, then
+    the index entry is added. Shared by STOW (``write`` puts the bytes) and the upload path
+    (``write`` copies the uploaded object); never half-stored."""
+    record = _record(instance, calling_aet, clock())
     try:
-        blobs.put(record.blob_key, instance.data)
+        write(record.blob_key)
         outcome = index.add(record)
     except StorageUnavailable:
         # The put or the index write may have happened (a lost reply): the object is kept,
@@ -112,9 +136,15 @@ def _store_one(
         _discard_unreferenced(blobs, index, record)
     if outcome in (AddOutcome.STORED, AddOutcome.ALREADY_STORED):
         url = paths.instance_url(
-            request.base_url, instance.study_uid, instance.series_uid, instance.sop_instance_uid
+            base_url, instance.study_uid, instance.series_uid, instance.sop_instance_uid
         )
-        return Stored(instance.sop_class_uid, instance.sop_instance_uid, url, instance.study_uid)
+        return Stored(
+            instance.sop_class_uid,
+            instance.sop_instance_uid,
+            url,
+            instance.study_uid,
+            already_stored=outcome is AddOutcome.ALREADY_STORED,
+        )
     # The index positively refused this object: remove it unless an entry points at its key.
     _discard_unreferenced(blobs, index, record)
     return _refused(instance, outcome)
@@ -177,7 +207,7 @@ def _record(instance: ValidInstance, calling_aet: str, now: datetime) -> Instanc
         sop_class_uid=instance.sop_class_uid,
         transfer_syntax=instance.transfer_syntax,
         sha256=instance.sha256,
-        size=len(instance.data),
+        size=instance.size,
         blob_key=blob_key(instance),
         calling_aet=calling_aet,
         received=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),

@@ -1,0 +1,80 @@
+"""The upload path: POST/GET /o3-dpacs-wado/stowRsListener/{CALLING_AET}/uploads[/{id}].
+
+Instances too large for STOW-RS's request body go straight to the bucket through presigned
+URLs; the ingest function stores them with STOW's own code (``shared.services.ingest``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.logging import correlation_paths
+
+from shared import config, http, logs, wiring
+from shared.dicomweb import paths, stow_request
+from shared.errors import BadRequest
+from shared.services import ingest
+
+logger = logs.get_logger()
+app = http.make_resolver()
+_ROOT = "/o3-dpacs-wado/stowRsListener/<calling_aet>/uploads"
+_JSON = "application/json"
+
+
+def _base() -> str:
+    return paths.base_url(app.current_event.raw_event, config.settings().base_path)
+
+
+@app.post(_ROOT)
+def create(calling_aet: str) -> Response[str]:
+    """Ask for an upload: where to PUT the object (or its parts)."""
+    aet = stow_request.calling_aet(calling_aet)
+    request = ingest.UploadRequest.from_json(http.body_bytes(app.current_event.raw_event), aet)
+    answer = ingest.create_upload(
+        request,
+        store=wiring.uploads(),
+        upload_root=f"{_base()}/stowRsListener/{calling_aet}/uploads",
+    )
+    return http.json_response(201, answer, _JSON)
+
+
+@app.post(f"{_ROOT}/<upload_id>/complete")
+def complete(calling_aet: str, upload_id: str) -> Response[str]:
+    """Assemble a multipart upload from its parts."""
+    answer = ingest.complete_upload(
+        upload_id, http.body_bytes(app.current_event.raw_event), store=wiring.uploads()
+    )
+    answer["statusUrl"] = f"{_base()}/stowRsListener/{calling_aet}/uploads/{upload_id}"
+    return http.json_response(202, answer, _JSON)
+
+
+@app.get(f"{_ROOT}/<upload_id>")
+def status(calling_aet: str, upload_id: str) -> Response[str]:
+    """Pending, stored, duplicate or failed, with the STOW failure reason."""
+    answer = ingest.status(upload_id, store=wiring.uploads(), base_url=_base())
+    return http.json_response(200, answer, _JSON)
+
+
+@app.get(_ROOT)
+def listing(calling_aet: str) -> Response[str]:
+    """Results of ingested objects under incoming/{prefix}, a page at a time."""
+    query = app.current_event.query_string_parameters or {}
+    try:
+        limit = int(query.get("limit", "100"))
+    except ValueError as exc:
+        raise BadRequest("limit must be a whole number") from exc
+    answer = ingest.results(
+        query.get("prefix", ""),
+        store=wiring.uploads(),
+        base_url=_base(),
+        after=query.get("after", ""),
+        limit=limit,
+    )
+    return http.json_response(200, answer, _JSON)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point."""
+    return app.resolve(event, context)

@@ -1,0 +1,189 @@
+"""What EventBridge does for the deployed stack: S3 "Object Created" events and schedules.
+
+moto delivers no S3 events and a directory has none, so the local stack raises them itself
+for the functions whose template events ask for them (``EventBridgeRule`` on ``aws.s3``
+"Object Created" with a key prefix; ``Schedule`` with ``rate(...)``), running the very same
+handlers:
+
+* an object written through the local object server (a presigned PUT, a completed multipart
+  upload) is announced at once;
+* objects that appear any other way (``cp -r folder .local-data/objects/incoming/``, an S3
+  tool against moto) are found by listing the prefixes every :data:`POLL_S` seconds; a file
+  on disk is announced once its size and time have stayed the same for one poll (a copy in
+  progress is not an object yet);
+* a failed invocation is retried on the following polls, :data:`MAX_ATTEMPTS` times in all
+  (the rule's retry policy); after that the scheduled sweep finds the object.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from local.template import REGION, StackTemplate
+from shared.ports import UploadStore
+
+logger = logging.getLogger("local.events")
+
+POLL_S = 1.0
+MAX_ATTEMPTS = 5
+Invoke = Callable[[str, dict[str, Any]], Any]
+
+
+@dataclass
+class _Seen:
+    signature: tuple[int, float]
+    delivered: bool = False
+    attempts: int = 0
+
+
+@dataclass
+class EventSource:
+    """Raises the template's S3 and schedule events for the local stack, in a thread."""
+
+    template: StackTemplate
+    store: UploadStore
+    invoke: Invoke
+    bucket: str
+    #: Whether objects may appear half-written (a directory): then they must settle first.
+    settle: bool = True
+    _seen: dict[str, _Seen] = field(default_factory=dict)
+    _announced: set[str] = field(default_factory=set)
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _thread: threading.Thread | None = None
+    _next_run: dict[tuple[str, float], float] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> list[tuple[str, str]]:
+        """(function, key prefix) of every "Object Created" rule."""
+        return [
+            (function.logical_id, prefix)
+            for function in self.template.functions.values()
+            for prefix in function.object_created
+        ]
+
+    def start(self) -> None:
+        """Poll and run schedules in a daemon thread (nothing to do: no thread)."""
+        now = time.monotonic()
+        for function in self.template.functions.values():
+            for period in function.schedules:
+                self._next_run[(function.logical_id, period)] = now + period
+        if not self.targets and not self._next_run:
+            return
+        self._thread = threading.Thread(target=self._run, name="events", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the invocation in progress."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def created(self, key: str) -> None:
+        """An object was written whole (the object server's PUT): announce it now."""
+        with self._lock:
+            self._announced.add(key)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(POLL_S)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.poll()
+                self._run_schedules()
+            except Exception:  # a bad poll must not end event delivery
+                logger.exception("event delivery failed; retrying on the next poll")
+
+    def poll(self) -> int:
+        """List the rules' prefixes and deliver what is new; how many were delivered."""
+        delivered = 0
+        for function, prefix in self.targets:
+            present = set()
+            for info in self._listing(prefix):
+                present.add(info.key)
+                if self._due(info.key, (info.size, info.modified)):
+                    delivered += self._deliver(function, info.key, info.size)
+            for key in [k for k in self._seen if k.startswith(prefix) and k not in present]:
+                del self._seen[key]  # ingested and removed: a new object may take the key
+        return delivered
+
+    def _listing(self, prefix: str) -> Iterator[Any]:
+        return self.store.listing(prefix)
+
+    def _due(self, key: str, signature: tuple[int, float]) -> bool:
+        with self._lock:
+            announced = key in self._announced
+            self._announced.discard(key)
+        seen = self._seen.get(key)
+        if seen is None or seen.signature != signature:
+            self._seen[key] = _Seen(signature)
+            return announced or not self.settle
+        return not seen.delivered and seen.attempts < MAX_ATTEMPTS
+
+    def _deliver(self, function: str, key: str, size: int) -> int:
+        seen = self._seen[key]
+        seen.attempts += 1
+        try:
+            self.invoke(function, self.object_created(key, size))
+        except Exception:  # noqa: BLE001 - any handler failure is retried, as EventBridge does
+            logger.warning("%s failed on an object (attempt %d)", function, seen.attempts)
+            return 0
+        seen.delivered = True
+        return 1
+
+    def object_created(self, key: str, size: int) -> dict[str, Any]:
+        """The EventBridge event S3 sends for a new object."""
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Object Created",
+            "source": "aws.s3",
+            "account": "000000000000",
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION,
+            "resources": [f"arn:aws:s3:::{self.bucket}"],
+            "detail": {
+                "version": "0",
+                "bucket": {"name": self.bucket},
+                "object": {"key": key, "size": size},
+                "reason": "PutObject",
+            },
+        }
+
+    def _run_schedules(self) -> None:
+        now = time.monotonic()
+        for (function, period), due in list(self._next_run.items()):
+            if now < due:
+                continue
+            self._next_run[(function, period)] = now + period
+            try:
+                self.invoke(function, scheduled_event())
+            except Exception:
+                logger.exception("scheduled %s failed", function)
+
+
+def scheduled_event() -> dict[str, Any]:
+    """The event EventBridge Scheduler sends for a ``rate(...)`` schedule."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "000000000000",
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [],
+        "detail": {},
+    }
