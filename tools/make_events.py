@@ -352,6 +352,84 @@ def wado_events(uids: dict[str, str]) -> dict[str, dict[str, Any]]:
     return events
 
 
+UPLOADS = f"{BASE}/stowRsListener/{{CALLING_AET}}/uploads"
+UPLOAD = f"{UPLOADS}/{{UPLOAD_ID}}"
+UPLOAD_COMPLETE = f"{UPLOAD}/complete"
+UPLOAD_ID = "5f0c2a9e41d84b7c9a3e6d1f27b80c44"
+
+
+def upload_events() -> dict[str, dict[str, Any]]:
+    """The upload path's routes (JSON bodies) and the ingest function's two events."""
+    params = {"CALLING_AET": CALLING_AET, "UPLOAD_ID": UPLOAD_ID}
+    json_headers = {
+        "Accept": "application/json",
+        "Authorization": EXAMPLE_KEY,
+        "Content-Type": "application/json",
+    }
+    requests = {
+        "uploads-create": Request(
+            "POST", UPLOADS, {"CALLING_AET": CALLING_AET}, json_headers, b'{"size": 157286400}'
+        ),
+        "uploads-list": Request("GET", UPLOADS, {"CALLING_AET": CALLING_AET}, json_headers),
+        "uploads-status": Request("GET", UPLOAD, params, json_headers),
+        "uploads-complete": Request(
+            "POST",
+            UPLOAD_COMPLETE,
+            params,
+            json_headers,
+            b'{"parts": [{"partNumber": 1, "etag": "\\"9b2cf535f27731c974343645a3985328\\""}]}',
+        ),
+    }
+    events = {}
+    for number, (name, request) in enumerate(requests.items(), start=1):
+        events[f"{name}.json"] = rest_event(
+            request, authorized=True, request_id=f"c0ffee00-0000-4000-8000-0000000005{number:02d}"
+        )
+    preflight_headers = {
+        "Accept": "*/*",
+        "Access-Control-Request-Headers": "authorization,content-type",
+        "Access-Control-Request-Method": "POST",
+        "Origin": ORIGIN,
+    }
+    for number, (name, resource) in enumerate(
+        {"uploads": UPLOADS, "uploads-status": UPLOAD, "uploads-complete": UPLOAD_COMPLETE}.items(),
+        start=1,
+    ):
+        events[f"{name}-preflight.json"] = rest_event(
+            Request("OPTIONS", resource, params, preflight_headers),
+            authorized=False,
+            request_id=f"c0ffee00-0000-4000-8000-0000000006{number:02d}",
+        )
+    events["ingest-object-created.json"] = {
+        "version": "0",
+        "id": "c0ffee00-0000-4000-8000-000000000701",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": ACCOUNT,
+        "time": "2026-11-25T12:00:00Z",
+        "region": REGION,
+        "resources": ["arn:aws:s3:::dicomweb-dicombucket-example"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": "dicomweb-dicombucket-example"},
+            "object": {"key": f"incoming/uploads/{UPLOAD_ID}", "size": 157286400},
+            "reason": "CompleteMultipartUpload",
+        },
+    }
+    events["ingest-sweep.json"] = {
+        "version": "0",
+        "id": "c0ffee00-0000-4000-8000-000000000702",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": "2026-11-25T12:00:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/dicomweb-IngestFunctionSweep"],
+        "detail": {},
+    }
+    return events
+
+
 def authorizer_event() -> dict[str, Any]:
     """The TOKEN authorizer's input for a STOW request."""
     return {
@@ -383,6 +461,7 @@ def all_events() -> dict[str, dict[str, Any]]:
     return {
         **qido,
         **wado,
+        **upload_events(),
         "stow-studies.json": stow_event(
             STUDIES, study_uid, body, "c0ffee00-0000-4000-8000-000000000001"
         ),

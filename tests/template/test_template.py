@@ -321,7 +321,12 @@ def test_proxy_events_are_consistent(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", sorted(n for n, e in _load_events().items() if e.get("httpMethod") == "POST")
+    "name",
+    sorted(
+        n
+        for n, e in _load_events().items()
+        if e.get("httpMethod") == "POST" and "/studies" in e.get("resource", "")
+    ),
 )
 def test_stow_events_carry_a_base64_multipart_dicom_body(name: str) -> None:
     event = _load_events()[name]
@@ -682,3 +687,30 @@ def test_every_route_is_in_the_conformance_statement(
     text = (ROOT / "docs" / "conformance-statement.md").read_text(encoding="utf-8")
     documented = {_shape(m) for m in re.findall(r"`(?:GET |POST )?(/o3-dpacs-wado/[^`\s]*)", text)}
     assert _shape(path) in documented, f"{method} {path} ({fn}) is not in the conformance statement"
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        n
+        for n, e in _load_events().items()
+        if e.get("httpMethod") == "POST" and "/uploads" in e.get("resource", "")
+    ),
+)
+def test_upload_events_carry_a_base64_json_body(name: str) -> None:
+    event = _load_events()[name]
+    assert event["isBase64Encoded"] is True
+    assert event["headers"]["Content-Type"] == "application/json"
+    assert isinstance(json.loads(base64.b64decode(event["body"])), dict)
+
+
+def test_ingest_function_receives_object_created_events_of_incoming_and_a_sweep() -> None:
+    from local.template import load
+
+    ingest = load(TEMPLATE).functions["IngestFunction"]
+    assert ingest.object_created == ("incoming/",)
+    assert len(ingest.schedules) == 1
+    assert ingest.timeout > 29  # not behind API Gateway: room for a 5 GB object
+    events = _load_events()
+    assert events["ingest-object-created.json"]["detail"]["object"]["key"].startswith("incoming/")
+    assert events["ingest-sweep.json"]["detail-type"] == "Scheduled Event"
