@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import io
+import tempfile
+from pathlib import Path
 
 import pydicom
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from shared.dicom.validate import InstanceRejected, validate
+from shared.dicom import metadata
+from shared.dicom.validate import InstanceRejected, is_deferred, validate, validate_file
 from shared.dicomweb import stow_result
 from tests import dicom_files
 
@@ -172,3 +177,66 @@ def test_a_deflate_bomb_is_refused_whatever_its_meta_group_length_says() -> None
             tracemalloc.stop()
         assert error.reason in (stow_result.TOO_LARGE, stow_result.CANNOT_UNDERSTAND)
         assert peak < 4 * len(bomb) + (1 << 20), f"peak {peak:,} B: the data set was inflated"
+
+
+# ---------------------------------------------------------------- files on disk: uploads
+
+
+def _both(data: bytes, path) -> tuple[object, object]:
+    """What validate and validate_file make of the same bytes (an instance or the refusal)."""
+    path.write_bytes(data)
+    results = []
+    for check in (lambda: validate(data), lambda: validate_file(path)):
+        try:
+            results.append(check())
+        except InstanceRejected as exc:
+            results.append(exc)
+    return results[0], results[1]
+
+
+def _same(memory: object, disk: object) -> None:
+    if isinstance(memory, InstanceRejected) or isinstance(disk, InstanceRejected):
+        assert type(memory) is type(disk)
+        assert memory.reason == disk.reason  # type: ignore[union-attr]
+        return
+    for field in (
+        "sha256",
+        "size",
+        "sop_instance_uid",
+        "study_uid",
+        "series_uid",
+        "transfer_syntax",
+    ):
+        assert getattr(memory, field) == getattr(disk, field), field
+    assert metadata.instance_json(memory.dataset) == metadata.instance_json(disk.dataset)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", dicom_files.part10_files())
+def test_a_file_is_judged_as_its_bytes_are(name: str, tmp_path) -> None:
+    """The upload path's check from disk says exactly what STOW's says from memory, and
+    builds the same metadata, for every Part 10 file of the corpus (broken ones too)."""
+    _same(*_both(dicom_files.data(name), tmp_path / "f.dcm"))
+
+
+@given(cut=st.integers(min_value=1, max_value=7_200_000))
+@settings(max_examples=25, deadline=None)
+def test_a_large_file_cut_anywhere_is_refused_from_disk(cut: int) -> None:
+    """RG1_UNCR's 7 MB of pixel data stays on disk, yet any truncation is seen."""
+    data = dicom_files.data("RG1_UNCR.dcm")
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "cut.dcm"
+        path.write_bytes(data[: len(data) - cut])
+        with pytest.raises(InstanceRejected) as caught:
+            validate_file(path)
+    assert caught.value.reason == dicom_files.CANNOT_UNDERSTAND
+
+
+def test_large_values_stay_on_disk(tmp_path) -> None:
+    path = tmp_path / "rg1.dcm"
+    path.write_bytes(dicom_files.data("RG1_UNCR.dcm"))
+    instance = validate_file(path)
+    assert is_deferred(instance.dataset, 0x7FE00010)
+    assert instance.data == b""
+    assert instance.size == path.stat().st_size
+    document = metadata.instance_json(instance.dataset)
+    assert document["7FE00010"] == {"vr": "OW", "BulkDataURI": "bulk:7FE00010"}

@@ -1,0 +1,307 @@
+"""The upload path's service on the embedded backend's real adapters (files + SQLite):
+uploads, ingestion, idempotence under repeated and out-of-order events, quarantine."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.adapters.file_blobs import FileBlobStore
+from shared.adapters.local_urls import UrlSigner
+from shared.adapters.sqlite_index import SqliteIndex
+from shared.dicom import failures
+from shared.errors import BadRequest, NotFound, StorageUnavailable
+from shared.services import ingest
+from tests import dicom_files
+
+BASE = "https://example.org/v1/o3-dpacs-wado"
+ROOT = f"{BASE}/stowRsListener/MODALITY1/uploads"
+LIMIT = 256 << 20
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileBlobStore:
+    return FileBlobStore(tmp_path / "objects", UrlSigner(b"k" * 32, "http://127.0.0.1:1"))
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> SqliteIndex:
+    return SqliteIndex(tmp_path / "index.sqlite3")
+
+
+def upload(store: FileBlobStore, data: bytes, **declared: object) -> str:
+    """Ask for an upload and write the object where the URL would have."""
+    request = ingest.UploadRequest(size=len(data), calling_aet="MODALITY1", **declared)  # type: ignore[arg-type]
+    answer = ingest.create_upload(request, store=store, upload_root=ROOT)
+    store.put(f"incoming/uploads/{answer['uploadId']}", data)
+    return str(answer["uploadId"])
+
+
+def run(key: str, store: FileBlobStore, index: SqliteIndex) -> ingest.Outcome | None:
+    return ingest.ingest(key, store=store, index=index, inflate_limit=LIMIT)
+
+
+def status(upload_id: str, store: FileBlobStore) -> dict:
+    return ingest.status(upload_id, store=store, base_url=BASE)
+
+
+# ---------------------------------------------------------------- asking for an upload
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"[]",
+        b"{}",
+        b'{"size": 0}',
+        b'{"size": -1}',
+        b'{"size": true}',
+        b'{"size": 1.5}',
+        b'{"size": 6000000000}',
+        b'{"size": 10, "sha256": "ABC"}',
+        b'{"size": 10, "studyInstanceUID": "1.02"}',
+        b"\xff\xfe",
+    ],
+)
+def test_a_malformed_upload_request_is_a_400(body: bytes) -> None:
+    with pytest.raises(BadRequest):
+        ingest.UploadRequest.from_json(body, "AET")
+
+
+@given(
+    st.binary(max_size=200)
+    | st.from_regex(r'\{"size": *-?\d{0,12}.*\}', fullmatch=True).map(str.encode)
+)
+def test_any_body_is_parsed_or_refused_with_400(body: bytes) -> None:
+    try:
+        request = ingest.UploadRequest.from_json(body, "AET")
+    except BadRequest:
+        return
+    assert 0 < request.size <= ingest.MAX_UPLOAD
+
+
+def test_a_small_upload_is_one_presigned_put(store: FileBlobStore) -> None:
+    answer = ingest.create_upload(
+        ingest.UploadRequest(size=1000, calling_aet="A"), store=store, upload_root=ROOT
+    )
+    assert answer["status"] == "pending"
+    assert answer["statusUrl"] == f"{ROOT}/{answer['uploadId']}"
+    assert answer["upload"]["method"] == "PUT"
+    assert "method=PUT" in answer["upload"]["url"]
+    assert "multipart" not in answer
+
+
+def test_a_large_upload_is_multipart_with_a_url_per_part(store: FileBlobStore) -> None:
+    size = 2 * ingest.PART_SIZE + 1
+    answer = ingest.create_upload(
+        ingest.UploadRequest(size=size, calling_aet="A"), store=store, upload_root=ROOT
+    )
+    multipart = answer["multipart"]
+    assert [p["partNumber"] for p in multipart["parts"]] == [1, 2, 3]
+    assert multipart["partSize"] == ingest.PART_SIZE
+    assert multipart["completeUrl"] == f"{ROOT}/{answer['uploadId']}/complete"
+
+
+def test_multipart_parts_are_assembled_in_order(store: FileBlobStore) -> None:
+    size = ingest.SINGLE_PUT_LIMIT + 10
+    answer = ingest.create_upload(
+        ingest.UploadRequest(size=size, calling_aet="A"), store=store, upload_root=ROOT
+    )
+    upload_id = answer["uploadId"]
+    record = json.loads(store.read(f"uploads/{upload_id}.json") or b"")
+    key, multipart = record["key"], record["multipartUploadId"]
+    tags = [
+        (n, store.write_part(key, multipart, n, io.BytesIO(chunk), len(chunk)))
+        for n, chunk in ((2, b"world"), (1, b"hello "))
+    ]
+    body = json.dumps({"parts": [{"partNumber": n, "etag": e} for n, e in tags]}).encode()
+    assert ingest.complete_upload(upload_id, body, store=store)["status"] == "pending"
+    assert store.read(key) == b"hello world"
+    # A retried complete is harmless; a wrong ETag for a new upload is a 400.
+    ingest.complete_upload(upload_id, body, store=store)
+    other = ingest.create_upload(
+        ingest.UploadRequest(size=size, calling_aet="A"), store=store, upload_root=ROOT
+    )
+    with pytest.raises(BadRequest):
+        ingest.complete_upload(
+            other["uploadId"], b'{"parts": [{"partNumber": 1, "etag": "x"}]}', store=store
+        )
+
+
+@pytest.mark.parametrize("upload_id", ["", "x", "../../etc", "a" * 65, "0123456789abcdef"])
+def test_unknown_uploads_are_404(store: FileBlobStore, upload_id: str) -> None:
+    with pytest.raises(NotFound):
+        status(upload_id, store)
+
+
+# ---------------------------------------------------------------- ingestion
+
+
+def test_an_upload_is_stored_byte_identical_and_leaves_incoming(store, index) -> None:
+    data = dicom_files.with_new_uids()
+    upload_id = upload(store, data, sha256=hashlib.sha256(data).hexdigest())
+    assert status(upload_id, store)["status"] == "pending"
+    outcome = run(f"incoming/uploads/{upload_id}", store, index)
+    assert outcome is not None and outcome.status == "stored"
+    answer = status(upload_id, store)
+    assert answer["status"] == "stored"
+    assert answer["retrieveUrl"].startswith(f"{BASE}/rs/studies/{answer['studyInstanceUID']}/")
+    assert store.stat(f"incoming/uploads/{upload_id}") is None
+    (final,) = [i.key for i in store.listing("dicom/")]
+    assert store.read(final) == data
+    assert index.references(answer["sopInstanceUID"], final)
+
+
+def test_a_repeated_event_stores_once_and_the_first_result_stands(store, index) -> None:
+    data = dicom_files.with_new_uids()
+    upload_id = upload(store, data)
+    key = f"incoming/uploads/{upload_id}"
+    assert run(key, store, index).status == "stored"
+    assert run(key, store, index) is None  # the event again: nothing left to do
+    # Crash after the result, before the delete: the object is ingested a second time.
+    store.put(key, data)
+    assert run(key, store, index).status == "stored"
+    assert status(upload_id, store)["status"] == "stored"
+    assert len(list(store.listing("dicom/"))) == 1
+
+
+def test_an_event_for_an_object_never_written_does_nothing(store, index) -> None:
+    assert run("incoming/uploads/0123456789abcdef0123", store, index) is None
+    assert run("incoming/site/a.dcm", store, index) is None
+    assert run("dicom/x.dcm", store, index) is None  # not under incoming/
+    assert list(store.listing("results/")) == []
+
+
+def test_an_upload_not_asked_for_is_left_alone(store, index) -> None:
+    store.put("incoming/uploads/0123456789abcdef0123", dicom_files.with_new_uids())
+    assert run("incoming/uploads/0123456789abcdef0123", store, index) is None
+
+
+def test_the_same_instance_uploaded_again_is_a_duplicate(store, index) -> None:
+    data = dicom_files.with_new_uids()
+    first, second = upload(store, data), upload(store, data)
+    run(f"incoming/uploads/{first}", store, index)
+    run(f"incoming/uploads/{second}", store, index)
+    assert status(first, store)["status"] == "stored"
+    assert status(second, store)["status"] == "duplicate"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "declared", "reason"),
+    [
+        (lambda d: d[: len(d) // 2], {}, failures.CANNOT_UNDERSTAND),
+        (lambda d: b"not dicom at all" * 20, {}, failures.CANNOT_UNDERSTAND),
+        (lambda d: d, {"sha256": "0" * 64}, failures.CANNOT_UNDERSTAND),
+        (lambda d: d, {"study_uid": "1.2.3.4"}, failures.STUDY_UID_MISMATCH),
+    ],
+    ids=["truncated", "not-dicom", "sha256-differs", "other-study"],
+)
+def test_a_refused_upload_is_quarantined_with_its_reason(
+    store, index, mutate, declared, reason
+) -> None:
+    data = mutate(dicom_files.with_new_uids())
+    upload_id = upload(store, data, **declared)
+    assert run(f"incoming/uploads/{upload_id}", store, index).status == "failed"
+    answer = status(upload_id, store)
+    assert answer["status"] == "failed"
+    assert answer["failureReason"] == reason
+    assert answer["message"]
+    assert store.read(answer["quarantineKey"]) == data  # kept, never dropped
+    assert store.stat(f"incoming/uploads/{upload_id}") is None
+    assert list(store.listing("dicom/")) == []
+
+
+def test_an_object_of_another_size_than_declared_is_quarantined(store, index) -> None:
+    data = dicom_files.with_new_uids()
+    request = ingest.UploadRequest(size=len(data) + 1, calling_aet="A")
+    upload_id = ingest.create_upload(request, store=store, upload_root=ROOT)["uploadId"]
+    store.put(f"incoming/uploads/{upload_id}", data)
+    run(f"incoming/uploads/{upload_id}", store, index)
+    assert "declared" in status(upload_id, store)["message"]
+
+
+def test_a_storage_outage_keeps_the_object_for_a_retry(store, index, monkeypatch) -> None:
+    data = dicom_files.with_new_uids()
+    upload_id = upload(store, data)
+    key = f"incoming/uploads/{upload_id}"
+
+    def down(record):
+        raise StorageUnavailable("down")
+
+    monkeypatch.setattr(index, "add", down)
+    with pytest.raises(StorageUnavailable):
+        run(key, store, index)
+    assert store.read(key) == data
+    assert status(upload_id, store)["status"] == "pending"
+    monkeypatch.undo()
+    assert run(key, store, index).status == "stored"
+
+
+def test_expired_uploads_without_an_object_fail(store) -> None:
+    answer = ingest.create_upload(
+        ingest.UploadRequest(size=10, calling_aet="A"), store=store, upload_root=ROOT
+    )
+    later = datetime.now(UTC) + timedelta(seconds=ingest.UPLOAD_URL_TTL + 60)
+    found = ingest.status(answer["uploadId"], store=store, base_url=BASE, clock=lambda: later)
+    assert found["status"] == "failed"
+
+
+def test_dropped_objects_are_ingested_and_listed_per_prefix(store, index, tmp_path) -> None:
+    names = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm"]
+    for i, name in enumerate(names):
+        store.put(f"incoming/site1/{i}.dcm", dicom_files.with_new_uids(name))
+    store.put("incoming/site1/readme.txt", b"a note, not DICOM")
+    store.put("incoming/site2/x.dcm", dicom_files.with_new_uids())
+    for key in ingest.stale(store, older_than=0):
+        run(key, store, index)
+    listed = ingest.results("site1/", store=store, base_url=BASE)["results"]
+    assert [r["key"] for r in listed] == [
+        "site1/0.dcm",
+        "site1/1.dcm",
+        "site1/2.dcm",
+        "site1/readme.txt",
+    ]
+    assert [r["status"] for r in listed] == ["stored", "stored", "stored", "failed"]
+    page = ingest.results("site1/", store=store, base_url=BASE, limit=2)
+    assert page["next"] == "site1/1.dcm"
+    rest = ingest.results("site1/", store=store, base_url=BASE, after=page["next"], limit=2)
+    assert [r["key"] for r in rest["results"]] == ["site1/2.dcm", "site1/readme.txt"]
+    assert list(ingest.stale(store, older_than=0)) == []
+    with sqlite3.connect(tmp_path / "index.sqlite3") as connection:
+        aets = {row[0] for row in connection.execute("SELECT aet FROM instances")}
+    assert aets == {ingest.DROP_AET}
+
+
+def test_the_sweeper_takes_only_objects_older_than_its_age(store) -> None:
+    store.put("incoming/a.dcm", b"x")
+    assert list(ingest.stale(store)) == []
+    assert list(ingest.stale(store, now=datetime.now(UTC).timestamp() + ingest.SWEEP_AGE_S)) == [
+        "incoming/a.dcm"
+    ]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(cut=st.integers(min_value=0, max_value=3000), junk=st.binary(max_size=64))
+def test_any_damaged_upload_ends_stored_or_quarantined_never_lost(store, index, cut, junk) -> None:
+    data = dicom_files.with_new_uids()
+    damaged = data[: len(data) - cut] + junk
+    upload_id = upload(store, damaged)
+    outcome = run(f"incoming/uploads/{upload_id}", store, index)
+    assert outcome is not None and outcome.status in {"stored", "failed"}
+    answer = status(upload_id, store)
+    if answer["status"] == "failed":
+        assert store.read(answer["quarantineKey"]) == damaged
+    else:
+        assert any(store.read(i.key) == damaged for i in store.listing("dicom/"))
+    assert store.stat(f"incoming/uploads/{upload_id}") is None

@@ -1,0 +1,127 @@
+"""The local stack's S3 "Object Created" events and schedules (what EventBridge does)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local import events, template
+from shared.adapters.file_blobs import FileBlobStore
+
+
+class Recorder:
+    def __init__(self, fail: int = 0) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.fail = fail
+
+    def __call__(self, function: str, event: dict[str, Any]) -> None:
+        self.calls.append((function, event))
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("handler failed")
+
+    @property
+    def keys(self) -> list[str]:
+        return [e["detail"]["object"]["key"] for _, e in self.calls if "object" in e["detail"]]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileBlobStore:
+    return FileBlobStore(tmp_path)
+
+
+def source(store: FileBlobStore, invoke: Recorder, settle: bool = True) -> events.EventSource:
+    return events.EventSource(template.load(), store, invoke, "bucket", settle=settle)
+
+
+def test_the_template_routes_incoming_objects_to_the_ingest_function(store) -> None:
+    assert source(store, Recorder()).targets == [("IngestFunction", "incoming/")]
+
+
+def test_an_announced_object_is_delivered_at_once_as_eventbridge_shapes_it(store) -> None:
+    invoke = Recorder()
+    events_ = source(store, invoke)
+    store.put("incoming/uploads/a", b"x")
+    events_.created("incoming/uploads/a")
+    assert events_.poll() == 1
+    function, event = invoke.calls[0]
+    assert function == "IngestFunction"
+    assert event["source"] == "aws.s3" and event["detail-type"] == "Object Created"
+    assert event["detail"]["bucket"]["name"] == "bucket"
+    assert event["detail"]["object"] == {"key": "incoming/uploads/a", "size": 1}
+    assert events_.poll() == 0  # once
+
+
+def test_a_file_dropped_on_disk_waits_until_it_settles(store) -> None:
+    invoke = Recorder()
+    events_ = source(store, invoke)
+    store.put("incoming/site/a.dcm", b"partial")
+    assert events_.poll() == 0  # first seen: may still be written
+    path = store.path("incoming/site/a.dcm")
+    path.write_bytes(b"partial and more")
+    os.utime(path, (time.time() + 1, time.time() + 1))
+    assert events_.poll() == 0  # changed since: still settling
+    assert events_.poll() == 1
+    assert invoke.keys == ["incoming/site/a.dcm"]
+    store.put("dicom/other", b"x")  # not under the rule's prefix
+    assert events_.poll() == 0
+
+
+def test_objects_of_a_store_that_writes_atomically_need_not_settle(store) -> None:
+    invoke = Recorder()
+    store.put("incoming/a", b"x")
+    assert source(store, invoke, settle=False).poll() == 1
+
+
+def test_a_failing_handler_is_retried_then_left_to_the_sweep(store) -> None:
+    invoke = Recorder(fail=events.MAX_ATTEMPTS + 3)
+    events_ = source(store, invoke, settle=False)
+    store.put("incoming/a", b"x")
+    for _ in range(events.MAX_ATTEMPTS + 3):
+        events_.poll()
+    assert len(invoke.calls) == events.MAX_ATTEMPTS
+
+
+def test_a_key_used_again_after_ingestion_is_delivered_again(store) -> None:
+    invoke = Recorder()
+    events_ = source(store, invoke, settle=False)
+    store.put("incoming/a", b"x")
+    events_.poll()
+    store.delete("incoming/a")  # ingested
+    events_.poll()
+    store.put("incoming/a", b"y")
+    events_.poll()
+    assert invoke.keys == ["incoming/a", "incoming/a"]
+
+
+def test_schedules_run_at_their_rate(store, monkeypatch) -> None:
+    invoke = Recorder()
+    events_ = source(store, invoke)
+    clock = [1000.0]
+    monkeypatch.setattr(events.time, "monotonic", lambda: clock[0])
+    events_._next_run[("IngestFunction", 900.0)] = clock[0] + 900
+    events_._run_schedules()
+    assert invoke.calls == []
+    clock[0] += 900
+    events_._run_schedules()
+    assert [e["detail-type"] for _, e in invoke.calls] == ["Scheduled Event"]
+
+
+def test_the_thread_delivers_and_stops(store) -> None:
+    invoke = Recorder()
+    events_ = source(store, invoke)
+    events_.start()
+    try:
+        store.put("incoming/a", b"x")
+        events_.created("incoming/a")
+        deadline = time.monotonic() + 5
+        while not invoke.calls:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        events_.stop()
+    assert invoke.keys == ["incoming/a"]
