@@ -1,5 +1,5 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
-[--only qido,wado,render,viewer,ohif,multipart,memory,fuzz].
+[--only stow,imports,qido,wado,render,viewer,ohif,multipart,memory,uploads,fuzz].
 
 Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
 and keeps the others.
@@ -24,6 +24,7 @@ from bench import (
     bench_qido,
     bench_render,
     bench_stow,
+    bench_uploads,
     bench_viewer,
     bench_wado,
     fuzz,
@@ -40,6 +41,7 @@ PARTS = (
     "ohif",
     "multipart",
     "memory",
+    "uploads",
     "fuzz",
 )
 
@@ -89,6 +91,7 @@ def main() -> None:
         "ohif": bench_ohif.run,
         "multipart": bench_multipart.run,
         "memory": bench_memory.run,
+        "uploads": bench_uploads.run,
         "fuzz": fuzz.run,
     }
     out = RESULTS / "bench.json"

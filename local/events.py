@@ -31,7 +31,7 @@ from shared.ports import UploadStore
 
 logger = logging.getLogger("local.events")
 
-POLL_S = 1.0
+POLL_S = 0.5
 MAX_ATTEMPTS = 5
 Invoke = Callable[[str, dict[str, Any]], Any]
 
