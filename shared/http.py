@@ -10,9 +10,10 @@ from typing import Any
 
 import pybase64
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
-from shared import config
-from shared.errors import BadRequest, DicomWebError
+from shared import config, keys
+from shared.errors import BadRequest, DicomWebError, Forbidden
 from shared.services.retrieve import NotModified, Outcome, Redirect
 
 logger = logging.getLogger(__name__)
@@ -30,8 +31,28 @@ EXPOSE_HEADERS = [
 ALLOW_HEADERS = ["Authorization", "Content-Type", "Accept", "Range", "If-None-Match"]
 
 
-def make_resolver() -> APIGatewayRestResolver:
-    """A REST resolver with CORS on every response and our error mapping."""
+def granted_scopes(event: Mapping[str, Any]) -> tuple[str, ...]:
+    """The scopes the authorizer found on the request's key (its context's ``scopes``).
+
+    A context without them comes from a decision cached before scopes existed: such keys
+    keep full access, as every key stored before then does.
+    """
+    context = (event.get("requestContext") or {}).get("authorizer") or {}
+    text = context.get("scopes")
+    if text is None:
+        return keys.LEGACY_SCOPES
+    return tuple(s for s in str(text).split(",") if s)
+
+
+def require_scope(event: Mapping[str, Any], scope: str) -> None:
+    """403 unless the request's key has ``scope``."""
+    if scope not in granted_scopes(event):
+        raise Forbidden(f"this API key does not have the {scope} scope this request needs")
+
+
+def make_resolver(scope: str | None = None) -> APIGatewayRestResolver:
+    """A REST resolver with CORS on every response and our error mapping; with ``scope``,
+    every request but a CORS preflight needs a key that has it (403 otherwise)."""
     cors = CORSConfig(
         allow_origin=config.settings().cors_allow_origin,
         allow_headers=ALLOW_HEADERS,
@@ -55,6 +76,15 @@ def make_resolver() -> APIGatewayRestResolver:
         logger.exception("unhandled error", exc_info=error)
         return error_response(500, "internal error")
 
+    if scope is not None:
+
+        def _scoped(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+            if app.current_event.http_method != "OPTIONS":
+                require_scope(app.current_event.raw_event, scope)
+            response: Response[Any] = next_middleware(app)
+            return response
+
+        app.use(middlewares=[_scoped])
     return app
 
 

@@ -19,6 +19,16 @@ from datetime import UTC, datetime
 KEY_PREFIX = "o3k_"
 _SCHEMES = ("bearer", "apikey")
 
+#: What a key may do. ``store``: STOW-RS and the upload path; ``read``: QIDO-RS and every
+#: WADO resource; ``admin``: reserved (no route needs it yet). ``read-deidentified`` (a view
+#: where every answer is de-identified) is not available yet: such keys cannot be created.
+STORE, READ, ADMIN, READ_DEIDENTIFIED = "store", "read", "admin", "read-deidentified"
+SCOPES = (STORE, READ, ADMIN)
+#: Scopes of a key created without any named, and of keys stored before scopes existed
+#: (they keep full access).
+DEFAULT_SCOPES = (READ, STORE)
+LEGACY_SCOPES = (ADMIN, READ, STORE)
+
 
 @dataclass(frozen=True)
 class KeyEntry:
@@ -28,6 +38,22 @@ class KeyEntry:
     sha256: str
     label: str = ""
     created: str = ""
+    scopes: tuple[str, ...] = LEGACY_SCOPES
+
+
+def checked_scopes(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Sorted, known scopes; ValueError naming an unknown one."""
+    for name in names:
+        if name == READ_DEIDENTIFIED:
+            raise ValueError(
+                "the read-deidentified scope is not available yet: every answer to such a key "
+                "would have to be de-identified, and that view is not built"
+            )
+        if name not in SCOPES:
+            raise ValueError(f"unknown scope {name!r}; choose among {', '.join(SCOPES)}")
+    if not names:
+        raise ValueError("a key needs at least one scope")
+    return tuple(sorted(set(names)))
 
 
 def digest(key: str) -> str:
@@ -35,18 +61,24 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def generate(label: str = "") -> tuple[str, KeyEntry]:
+def generate(label: str = "", scopes: tuple[str, ...] = LEGACY_SCOPES) -> tuple[str, KeyEntry]:
     """Create a new random key; return the plain key (show it once) and its stored entry."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    return key, entry_for(key, label)
+    return key, entry_for(key, label, scopes)
 
 
-def entry_for(key: str, label: str = "") -> KeyEntry:
+def entry_for(key: str, label: str = "", scopes: tuple[str, ...] = LEGACY_SCOPES) -> KeyEntry:
     """Return the stored entry for a given key (used for a dev key chosen by the operator)."""
     if len(key) < 16:
         raise ValueError("an API key must be at least 16 characters long")
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return KeyEntry(id=secrets.token_hex(4), sha256=digest(key), label=label, created=created)
+    return KeyEntry(
+        id=secrets.token_hex(4),
+        sha256=digest(key),
+        label=label,
+        created=created,
+        scopes=checked_scopes(scopes),
+    )
 
 
 def token_from_header(value: str | None) -> str | None:
@@ -96,11 +128,25 @@ def parse_secret(text: str) -> list[KeyEntry]:
                     sha256=item["sha256"],
                     label=str(item.get("label", "")),
                     created=str(item.get("created", "")),
+                    scopes=_stored_scopes(item.get("scopes")),
                 )
             )
     return entries
 
 
+def _stored_scopes(value: object) -> tuple[str, ...]:
+    """Scopes as stored: absent means a key from before scopes (full access); unknown names
+    grant nothing."""
+    if value is None:
+        return LEGACY_SCOPES
+    if not isinstance(value, list):
+        return ()
+    return tuple(sorted({v for v in value if isinstance(v, str) and v in SCOPES}))
+
+
 def dump_secret(entries: list[KeyEntry]) -> str:
     """Serialise key entries into the secret's JSON document."""
-    return json.dumps({"keys": [asdict(e) for e in entries]}, separators=(",", ":"))
+    return json.dumps(
+        {"keys": [{**asdict(e), "scopes": list(e.scopes)} for e in entries]},
+        separators=(",", ":"),
+    )

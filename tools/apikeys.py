@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +89,36 @@ def _store(args: argparse.Namespace) -> KeyStore:
     return SecretsManagerKeyStore(_client("secretsmanager"), secret_id)
 
 
-def create(store: KeyStore, label: str) -> tuple[str, keys.KeyEntry]:
+def create(
+    store: KeyStore, label: str, scopes: tuple[str, ...] = keys.DEFAULT_SCOPES
+) -> tuple[str, keys.KeyEntry]:
     """Generate a key, store its digest and return both."""
-    key, entry = keys.generate(label)
+    key, entry = keys.generate(label, scopes)
     store.add(entry)
     return key, entry
 
 
+def set_scopes(store: KeyStore, key_id: str, scopes: tuple[str, ...]) -> keys.KeyEntry | None:
+    """Change a key's scopes (in effect within the authorizer's caches, no redeploy)."""
+    checked = keys.checked_scopes(scopes)
+    entries = store.load()
+    found = None
+    for position, entry in enumerate(entries):
+        if entry.id == key_id:
+            found = replace(entry, scopes=checked)
+            entries[position] = found
+    if found is not None:
+        store.save(entries)
+    return found
+
+
 def format_entries(entries: list[keys.KeyEntry]) -> str:
-    """Render key entries as a table: id, created, digest prefix, label."""
-    lines = [f"{'ID':8}  {'CREATED':20}  {'SHA256':11}  LABEL"]
-    lines += [f"{e.id:8}  {e.created:20}  {e.sha256[:8]}...  {e.label}" for e in entries]
+    """Render key entries as a table: id, created, digest prefix, scopes, label."""
+    lines = [f"{'ID':8}  {'CREATED':20}  {'SHA256':11}  {'SCOPES':17}  LABEL"]
+    lines += [
+        f"{e.id:8}  {e.created:20}  {e.sha256[:8]}...  {','.join(e.scopes):17}  {e.label}"
+        for e in entries
+    ]
     return "\n".join(lines)
 
 
@@ -120,7 +140,17 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     create_cmd = commands.add_parser("create", help="create a key and print it once")
     create_cmd.add_argument("--label", default="", help="who or what uses the key")
+    scope_help = (
+        f"what the key may do, repeatable: {', '.join(keys.SCOPES)} "
+        f"(default: {' and '.join(keys.DEFAULT_SCOPES)})"
+    )
+    create_cmd.add_argument("--scope", action="append", dest="scopes", help=scope_help)
     commands.add_parser("list", help="list active keys (never the keys themselves)")
+    scopes_cmd = commands.add_parser("scopes", help="change what a key may do")
+    scopes_cmd.add_argument("key_id")
+    scopes_cmd.add_argument(
+        "--scope", action="append", dest="scopes", required=True, help=scope_help
+    )
     revoke_cmd = commands.add_parser("revoke", help="revoke a key by its id")
     revoke_cmd.add_argument("key_id")
     return parser
@@ -132,17 +162,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = _store(args)
         if args.command == "create":
-            key, entry = create(store, args.label)
-            print(f"Created key {entry.id} ({entry.label or 'no label'}). Store it now:")
+            key, entry = create(store, args.label, tuple(args.scopes or keys.DEFAULT_SCOPES))
+            print(
+                f"Created key {entry.id} ({entry.label or 'no label'}; "
+                f"{', '.join(entry.scopes)}). Store it now:"
+            )
             print(key)
         elif args.command == "list":
             print(format_entries(store.load()))
+        elif args.command == "scopes":
+            changed = set_scopes(store, args.key_id, tuple(args.scopes))
+            if changed is None:
+                print(f"No key with id {args.key_id}.", file=sys.stderr)
+                return 1
+            print(f"Key {changed.id} may now: {', '.join(changed.scopes)}.")
         elif store.revoke(args.key_id):
             print(f"Revoked key {args.key_id}.")
         else:
             print(f"No key with id {args.key_id}.", file=sys.stderr)
             return 1
-    except UsageError as error:
+    except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

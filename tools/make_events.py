@@ -131,6 +131,7 @@ def rest_event(request: Request, *, authorized: bool, request_id: str) -> dict[s
             "integrationLatency": 12,
             "keyId": "0a1b2c3d",
             "keyLabel": "example",
+            "scopes": "read,store",
         }
     return {
         "resource": resource,

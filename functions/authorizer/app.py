@@ -16,13 +16,33 @@ logger = logging.getLogger("authorizer")
 logger.setLevel(logging.INFO)
 
 
-def _resource_arn(method_arn: str) -> str:
-    """Widen the method ARN to every method and path of the stage.
+#: The routes each scope opens (method, path under the stage); functions check again.
+_ROUTES = {
+    keys.STORE: (
+        ("POST", "o3-dpacs-wado/stowRsListener/*"),
+        ("GET", "o3-dpacs-wado/stowRsListener/*"),
+    ),
+    keys.READ: (
+        ("GET", "o3-dpacs-wado/qido/*"),
+        ("GET", "o3-dpacs-wado/rs/*"),
+        ("GET", "o3-dpacs-wado/wado"),
+        ("GET", "o3-dpacs-wado/wado/*"),
+    ),
+}
 
-    The decision is cached per key, so it must cover all routes, not the first one called.
+
+def _resource_arns(method_arn: str, scopes: tuple[str, ...]) -> list[str]:
+    """The stage's routes the key's scopes open.
+
+    The decision is cached per key, so it must cover all of them, not the first one called.
     """
     parts = method_arn.split("/", 2)
-    return f"{parts[0]}/{parts[1]}/*/*" if len(parts) >= 2 else method_arn
+    if len(parts) < 2:
+        return [method_arn]
+    stage = f"{parts[0]}/{parts[1]}"
+    return [
+        f"{stage}/{method}/{path}" for scope in scopes for method, path in _ROUTES.get(scope, ())
+    ]
 
 
 def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
@@ -32,6 +52,7 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     if entry is None:
         logger.info("authorization refused: %s", "missing key" if not token else "unknown key")
         raise Exception("Unauthorized")
+    resources = _resource_arns(str(event.get("methodArn", "")), entry.scopes)
     return {
         "principalId": f"apikey:{entry.id}",
         "policyDocument": {
@@ -39,10 +60,14 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
             "Statement": [
                 {
                     "Action": "execute-api:Invoke",
-                    "Effect": "Allow",
-                    "Resource": _resource_arn(str(event.get("methodArn", ""))),
+                    "Effect": "Allow" if resources else "Deny",
+                    "Resource": resources or [str(event.get("methodArn", ""))],
                 }
             ],
         },
-        "context": {"keyId": entry.id, "keyLabel": entry.label},
+        "context": {
+            "keyId": entry.id,
+            "keyLabel": entry.label,
+            "scopes": ",".join(entry.scopes),
+        },
     }

@@ -10,13 +10,13 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import config, http, logs, wiring
+from shared import config, http, keys, logs, wiring
 from shared.dicom.levels import Level
 from shared.dicomweb import paths, qido_response, query, uids
 from shared.services import search
 
 logger = logs.get_logger()
-app = http.make_resolver()
+app = http.make_resolver(scope=keys.READ)
 _PREFIX = "/o3-dpacs-wado/qido/<aet>"
 _ROOT = "/o3-dpacs-wado/rs"  # one DICOMweb root: QIDO beside WADO-RS (no AE title)
 

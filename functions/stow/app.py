@@ -8,12 +8,12 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import budget, config, http, logs, wiring
+from shared import budget, config, http, keys, logs, wiring
 from shared.dicomweb import paths, stow_request
 from shared.services import store
 
 logger = logs.get_logger()
-app = http.make_resolver()
+app = http.make_resolver(scope=keys.STORE)
 
 
 @app.post("/o3-dpacs-wado/stowRsListener/<calling_aet>/studies")

@@ -11,13 +11,13 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import config, http, logs, wiring
+from shared import config, http, keys, logs, wiring
 from shared.dicomweb import paths, stow_request
 from shared.errors import BadRequest
 from shared.services import ingest
 
 logger = logs.get_logger()
-app = http.make_resolver()
+app = http.make_resolver(scope=keys.STORE)
 _ROOT = "/o3-dpacs-wado/stowRsListener/<calling_aet>/uploads"
 _JSON = "application/json"
 

@@ -10,14 +10,14 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import budget, config, http, logs, wiring
+from shared import budget, config, http, keys, logs, wiring
 from shared.dicomweb import paths, uids, wado
 from shared.errors import BadRequest
 from shared.ports import InstanceRow
 from shared.services import retrieve, viewer
 
 logger = logs.get_logger()
-app = http.make_resolver()
+app = http.make_resolver(scope=keys.READ)
 _STUDY = "/o3-dpacs-wado/rs/studies/<study>"
 _SERIES = f"{_STUDY}/series/<series>"
 _INSTANCE = f"{_SERIES}/instances/<instance>"

@@ -11,12 +11,12 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import budget, http, logs, wiring
+from shared import budget, http, keys, logs, wiring
 from shared.dicomweb import wado
 from shared.services import retrieve
 
 logger = logs.get_logger()
-app = http.make_resolver()
+app = http.make_resolver(scope=keys.READ)
 
 
 @app.get("/o3-dpacs-wado/wado")

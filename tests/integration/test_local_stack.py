@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -357,6 +358,28 @@ def test_keys_created_and_revoked_with_apikeys_take_effect(served: Served) -> No
     assert f"Revoked key {key_id}" in apikeys(served, "revoke", key_id)
     assert requests.post(url, headers={"Authorization": key}, timeout=30).status_code == 401
     assert key_id not in apikeys(served, "list")
+
+
+def test_scopes_set_with_apikeys_are_enforced_and_changed_without_a_restart(
+    served: Served,
+) -> None:
+    stow = f"{served.base_url}/stowRsListener/AE/studies"
+    qido = f"{served.base_url}/qido/AE/studies"
+    output = apikeys(served, "create", "--label", "viewer", "--scope", "read")
+    key, key_id = output.strip().splitlines()[-1], output.split()[2]
+    headers = {"Authorization": key}
+    assert requests.get(qido, headers=headers, timeout=30).status_code == 200
+    refused = requests.post(stow, headers=headers, timeout=30)
+    assert refused.status_code == 403
+    assert "Access-Control-Allow-Origin" in refused.headers  # a browser can read why
+    assert "read" in apikeys(served, "list").split(key_id, 1)[1].splitlines()[0]
+
+    assert "store" in apikeys(served, "scopes", key_id, "--scope", "store")
+    deadline = time.monotonic() + 30  # the authorizer's caches: key list and decisions
+    while requests.get(qido, headers=headers, timeout=30).status_code != 403:
+        assert time.monotonic() < deadline, "the new scopes did not take effect"
+        time.sleep(0.5)
+    assert requests.post(stow, headers=headers, timeout=30).status_code != 403
 
 
 def test_state_file_names_the_backend_and_its_data(served: Served) -> None:

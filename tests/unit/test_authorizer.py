@@ -39,15 +39,18 @@ def event(token: str | None) -> dict[str, object]:
     return {"type": "TOKEN", "authorizationToken": token, "methodArn": ARN}
 
 
-def test_valid_key_is_allowed_for_the_whole_stage(authorizer) -> None:
+def test_valid_key_is_allowed_every_route_of_its_scopes_on_the_stage(authorizer) -> None:
     module, store = authorizer
     key, entry = keys.generate("modality")
     store.entries.append(entry)
     policy = module.lambda_handler(event(key), None)
     statement = policy["policyDocument"]["Statement"][0]
     assert statement["Effect"] == "Allow"
-    assert statement["Resource"] == "arn:aws:execute-api:us-east-1:123456789012:abc123/v1/*/*"
+    stage = "arn:aws:execute-api:us-east-1:123456789012:abc123/v1"
+    assert f"{stage}/POST/o3-dpacs-wado/stowRsListener/*" in statement["Resource"]
+    assert f"{stage}/GET/o3-dpacs-wado/rs/*" in statement["Resource"]
     assert policy["principalId"] == f"apikey:{entry.id}"
+    assert policy["context"]["scopes"] == "admin,read,store"
     assert key not in str(policy)
 
 
