@@ -5,6 +5,7 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,7 +13,7 @@ import pybase64
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
-from shared import config, keys
+from shared import audit, config, keys, wiring
 from shared.errors import BadRequest, DicomWebError, Forbidden
 from shared.services.retrieve import NotModified, Outcome, Redirect
 
@@ -50,9 +51,57 @@ def require_scope(event: Mapping[str, Any], scope: str) -> None:
         raise Forbidden(f"this API key does not have the {scope} scope this request needs")
 
 
-def make_resolver(scope: str | None = None) -> APIGatewayRestResolver:
+def touched(app: APIGatewayRestResolver) -> audit.Touched:
+    """The UIDs this request's audit record will name; handlers add what they answered."""
+    found = app.context.get("audit")
+    return found if isinstance(found, audit.Touched) else audit.Touched()
+
+
+def _body_size(body: object) -> int:
+    if isinstance(body, bytes | bytearray):
+        return len(body)
+    return len(body.encode("utf-8")) if isinstance(body, str) else 0
+
+
+def _audited(transaction: str) -> Any:
+    """Middleware: one audit record per request (``shared.audit``), whatever its outcome."""
+
+    def middleware(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+        if app.current_event.http_method == "OPTIONS":
+            preflight: Response[Any] = next_middleware(app)
+            return preflight
+        started = time.perf_counter()
+        found = audit.Touched()
+        app.context["audit"] = found
+        status, size = 500, 0
+        try:
+            response: Response[Any] = next_middleware(app)
+            status, size = response.status_code, _body_size(response.body)
+            return response
+        except DicomWebError as error:
+            status = error.status
+            raise
+        finally:
+            record = audit.build(
+                app.current_event.raw_event,
+                transaction=transaction,
+                status=status,
+                size=size,
+                started=started,
+                touched=found,
+            )
+            try:
+                wiring.audit_sink().write(record.as_dict())
+            except Exception:
+                logger.exception("the audit record could not be written")
+
+    return middleware
+
+
+def make_resolver(scope: str | None = None, transaction: str = "") -> APIGatewayRestResolver:
     """A REST resolver with CORS on every response and our error mapping; with ``scope``,
-    every request but a CORS preflight needs a key that has it (403 otherwise)."""
+    every request but a CORS preflight needs a key that has it (403 otherwise); with
+    ``transaction``, every request leaves an audit record."""
     cors = CORSConfig(
         allow_origin=config.settings().cors_allow_origin,
         allow_headers=ALLOW_HEADERS,
@@ -76,6 +125,7 @@ def make_resolver(scope: str | None = None) -> APIGatewayRestResolver:
         logger.exception("unhandled error", exc_info=error)
         return error_response(500, "internal error")
 
+    middlewares: list[Any] = [_audited(transaction)] if transaction else []
     if scope is not None:
 
         def _scoped(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
@@ -84,7 +134,9 @@ def make_resolver(scope: str | None = None) -> APIGatewayRestResolver:
             response: Response[Any] = next_middleware(app)
             return response
 
-        app.use(middlewares=[_scoped])
+        middlewares.append(_scoped)
+    if middlewares:
+        app.use(middlewares=middlewares)
     return app
 
 

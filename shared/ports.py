@@ -129,6 +129,13 @@ class UploadStore(ObjectStore, Protocol):
         """A file holding the object while the context lasts (None when there is none)."""
 
 
+class AuditSink(Protocol):
+    """Where the audit trail is written (``shared.audit``)."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Keep one audit record."""
+
+
 class KeyStore(Protocol):
     """Where API key digests live (never the keys themselves)."""
 

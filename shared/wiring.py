@@ -20,7 +20,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared import config, keys
 from shared.errors import Conflict, NotAcceptable, StorageUnavailable
-from shared.ports import BlobStore, Catalog, InstanceIndex, KeyStore, ObjectStore, UploadStore
+from shared.ports import (
+    AuditSink,
+    BlobStore,
+    Catalog,
+    InstanceIndex,
+    KeyStore,
+    ObjectStore,
+    UploadStore,
+)
 
 if TYPE_CHECKING:  # the authorizer imports this module: keep the retrieve service out of it
     from shared.services.retrieve import Anonymizer, Delivery
@@ -35,6 +43,7 @@ INDEX_FILE = "index.sqlite3"
 OBJECTS_DIR = "objects"
 SECRETS_DIR = "secrets"
 API_KEYS_FILE = "api-keys.json"
+AUDIT_FILE = "audit.jsonl"
 
 
 def _client(service: str, **kwargs: Any) -> Any:
@@ -174,6 +183,20 @@ def catalog() -> Catalog:
 
     found: Catalog = _cached("catalog", build)
     return found
+
+
+def audit_sink() -> AuditSink:
+    """The audit trail: the function's log stream (AWS) or a JSON-lines file (embedded)."""
+
+    def build() -> AuditSink:
+        from shared.adapters.audit_log import FileAuditSink, LogAuditSink  # noqa: PLC0415
+
+        if config.settings().embedded:
+            return FileAuditSink(data_path(AUDIT_FILE))
+        return LogAuditSink()
+
+    sink: AuditSink = _cached("audit_sink", build)
+    return sink
 
 
 def key_store() -> KeyStore:

@@ -16,7 +16,7 @@ from shared.dicomweb import paths, qido_response, query, uids
 from shared.services import search
 
 logger = logs.get_logger()
-app = http.make_resolver(scope=keys.READ)
+app = http.make_resolver(scope=keys.READ, transaction="QIDO-RS")
 _PREFIX = "/o3-dpacs-wado/qido/<aet>"
 _ROOT = "/o3-dpacs-wado/rs"  # one DICOMweb root: QIDO beside WADO-RS (no AE title)
 
@@ -81,6 +81,9 @@ def _search(level: Level, *, study: str | None = None, series: str | None = None
     )
     base = paths.base_url(event, config.settings().base_path)
     result = search.search(parsed, wiring.catalog(), base)
+    touched = http.touched(app)
+    for tag, kind in (("0020000D", "studies"), ("0020000E", "series"), ("00080018", "instances")):
+        touched.add(kind, [v for d in result.datasets for v in d.get(tag, {}).get("Value", [])])
     logger.info(
         "qido",
         extra={

@@ -13,7 +13,7 @@ from shared.dicomweb import paths, stow_request
 from shared.services import store
 
 logger = logs.get_logger()
-app = http.make_resolver(scope=keys.STORE)
+app = http.make_resolver(scope=keys.STORE, transaction="STOW-RS")
 
 
 @app.post("/o3-dpacs-wado/stowRsListener/<calling_aet>/studies")
@@ -46,6 +46,9 @@ def _store(calling_aet: str, study_uid: str | None) -> Response[str]:
         memory_budget=budget.from_context(app.lambda_context),
     )
     result = store.store(request, blobs=wiring.blobs(), index=wiring.index())
+    touched = http.touched(app)
+    touched.add("studies", [s.study_uid for s in result.stored])
+    touched.add("instances", [s.sop_instance_uid for s in result.stored])
     logger.info(
         "stow",
         extra={

@@ -17,7 +17,7 @@ from shared.errors import BadRequest
 from shared.services import ingest
 
 logger = logs.get_logger()
-app = http.make_resolver(scope=keys.STORE)
+app = http.make_resolver(scope=keys.STORE, transaction="uploads")
 _ROOT = "/o3-dpacs-wado/stowRsListener/<calling_aet>/uploads"
 _JSON = "application/json"
 

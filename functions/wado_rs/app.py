@@ -17,7 +17,7 @@ from shared.ports import InstanceRow
 from shared.services import retrieve, viewer
 
 logger = logs.get_logger()
-app = http.make_resolver(scope=keys.READ)
+app = http.make_resolver(scope=keys.READ, transaction="WADO-RS")
 _STUDY = "/o3-dpacs-wado/rs/studies/<study>"
 _SERIES = f"{_STUDY}/series/<series>"
 _INSTANCE = f"{_SERIES}/instances/<instance>"

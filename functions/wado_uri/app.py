@@ -16,7 +16,7 @@ from shared.dicomweb import wado
 from shared.services import retrieve
 
 logger = logs.get_logger()
-app = http.make_resolver(scope=keys.READ)
+app = http.make_resolver(scope=keys.READ, transaction="WADO-URI")
 
 
 @app.get("/o3-dpacs-wado/wado")

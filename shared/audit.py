@@ -1,0 +1,192 @@
+"""One audit record per API request: who touched which studies, how, with what outcome.
+
+Modelled on the DICOM audit messages of PS3.15 Annex A.5: ``Query`` (DCM 110112) for
+QIDO-RS, ``DICOM Instances Accessed`` (DCM 110103) for metadata, ``DICOM Instances
+Transferred`` (DCM 110104) for stores (action C) and retrievals (action R); outcome 0
+(success), 4 (minor failure: the request was refused) or 8 (serious failure). A record
+names the key (id and label), the source IP, the route, the study/series/instance UIDs the
+request named or the answer held, the attribute *names* a search used (never their values),
+the status and the bytes answered. It holds no patient name or ID: values are never copied
+from queries or data sets, only UIDs.
+
+Where records go is the audit sink's business (``shared.adapters.audit_log``): CloudWatch
+Logs in AWS, a JSON-lines file on the embedded backend.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.dicomweb.uids import valid_uid
+
+QUERY = ("Query", "110112")
+ACCESSED = ("DICOM Instances Accessed", "110103")
+TRANSFERRED = ("DICOM Instances Transferred", "110104")
+#: At most this many UIDs of each level are kept per record (a search of 1,000 studies
+#: records the first 100 and the count).
+MAX_UIDS = 100
+_PATH_STUDY = ("STUDY", "STUDY_UID")
+_QUERY_UIDS = {
+    "StudyInstanceUID": "studies",
+    "0020000D": "studies",
+    "studyUID": "studies",
+    "SeriesInstanceUID": "series",
+    "0020000E": "series",
+    "seriesUID": "series",
+    "SOPInstanceUID": "instances",
+    "00080018": "instances",
+    "objectUID": "instances",
+}
+
+
+@dataclass
+class Touched:
+    """UIDs a request named or answered with (in first-seen order, without repeats)."""
+
+    studies: list[str] = field(default_factory=list)
+    series: list[str] = field(default_factory=list)
+    instances: list[str] = field(default_factory=list)
+    more: int = 0
+
+    def add(self, level: str, values: Iterable[str]) -> None:
+        """Add UIDs of a level ("studies", "series", "instances"); anything else is dropped."""
+        target: list[str] = getattr(self, level)
+        for value in values:
+            for part in str(value).replace("\\", ",").split(","):
+                uid = part.strip()
+                if not valid_uid(uid) or uid in target:
+                    continue
+                if len(target) >= MAX_UIDS:
+                    self.more += 1
+                    continue
+                target.append(uid)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One request, as the audit trail keeps it (JSON field names in camelCase)."""
+
+    time: str
+    requestId: str
+    event: str
+    eventId: str
+    action: str
+    outcome: int
+    status: int
+    keyId: str
+    keyLabel: str
+    sourceIp: str
+    method: str
+    route: str
+    transaction: str
+    bytes: int
+    durationMs: float
+    studies: list[str]
+    series: list[str]
+    instances: list[str]
+    moreUids: int
+    queryKeys: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data, with a marker that finds it among other logs."""
+        return {"audit": True, **asdict(self)}
+
+
+def _event_of(transaction: str, method: str, route: str) -> tuple[tuple[str, str], str]:
+    if transaction == "QIDO-RS":
+        return QUERY, "E"
+    if method == "POST":
+        return TRANSFERRED, "C"
+    if route.endswith("/metadata") or "/uploads" in route:
+        return ACCESSED, "R"
+    return TRANSFERRED, "R"
+
+
+def outcome_of(status: int) -> int:
+    """PS3.15 EventOutcomeIndicator for an HTTP status."""
+    return 0 if status < 400 else 4 if status < 500 else 8
+
+
+def build(  # noqa: PLR0913 - the request, the answer and what the handler saw
+    event: Mapping[str, Any],
+    *,
+    transaction: str,
+    status: int,
+    size: int,
+    started: float,
+    touched: Touched | None = None,
+) -> AuditRecord:
+    """The audit record of one API Gateway proxy request."""
+    context = event.get("requestContext") or {}
+    authorizer = context.get("authorizer") or {}
+    method = str(event.get("httpMethod") or "")
+    route = str(event.get("resource") or "")
+    found = touched or Touched()
+    parameters = event.get("pathParameters") or {}
+    found.add("studies", [v for k, v in parameters.items() if k in _PATH_STUDY and v])
+    found.add("series", [parameters["SERIES"]] if parameters.get("SERIES") else [])
+    found.add("instances", [parameters["INSTANCE"]] if parameters.get("INSTANCE") else [])
+    query = event.get("multiValueQueryStringParameters") or {}
+    for name, values in query.items():
+        level = _QUERY_UIDS.get(str(name))
+        if level is not None:
+            found.add(level, [str(v) for v in values or []])
+    kind, action = _event_of(transaction, method, route)
+    return AuditRecord(
+        time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        requestId=str(context.get("requestId") or ""),
+        event=kind[0],
+        eventId=kind[1],
+        action=action,
+        outcome=outcome_of(status),
+        status=status,
+        keyId=str(authorizer.get("keyId") or ""),
+        keyLabel=str(authorizer.get("keyLabel") or ""),
+        sourceIp=str((context.get("identity") or {}).get("sourceIp") or ""),
+        method=method,
+        route=route,
+        transaction=transaction,
+        bytes=size,
+        durationMs=round((time.perf_counter() - started) * 1000, 1),
+        studies=found.studies,
+        series=found.series,
+        instances=found.instances,
+        moreUids=found.more,
+        queryKeys=sorted({_key_name(str(k)) for k in query}),
+    )
+
+
+#: Query parameters of QIDO-RS, WADO-RS and WADO-URI that are not attributes.
+_PARAMETERS = frozenset(
+    {
+        "limit", "offset", "fuzzymatching", "includefield", "accept", "charset",
+        "anonymize", "transfer-syntax", "window", "viewport", "quality", "annotation",
+        "requestType", "contentType", "studyUID", "seriesUID", "objectUID", "rows",
+        "columns", "region", "windowCenter", "windowWidth", "frameNumber", "imageQuality",
+        "transferSyntax", "prefix", "after",
+    }
+)  # fmt: skip
+
+
+def _key_name(name: str) -> str:
+    """A query parameter's name as recorded: known parameters, attribute keywords and tags
+    (dotted paths of them too) are kept; any other name (it could be a value sent as a
+    name) is recorded as ``<other>``."""
+    if name in _PARAMETERS:
+        return name
+    parts = name.split(".")
+    if parts and all(_is_attribute(part) for part in parts):
+        return name
+    return "<other>"
+
+
+def _is_attribute(part: str) -> bool:
+    if len(part) == 8 and all(c in "0123456789abcdefABCDEF" for c in part):
+        return True
+    from pydicom.datadict import tag_for_keyword  # noqa: PLC0415 - loaded by every caller
+
+    return part.isidentifier() and tag_for_keyword(part) is not None
