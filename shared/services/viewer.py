@@ -144,7 +144,7 @@ def frames(
         payloads = (_stored_frame(ds, n - 1, count) for n in numbers)
     elif accept.uncompressed:
         kind = f"{OCTET_STREAM}; transfer-syntax=1.2.840.10008.1.2.1"
-        payloads = (_decoded_frame(ds, n - 1, delivery) for n in numbers)
+        payloads = (_decoded_frame(ds, n - 1, delivery) for n in _in_time(numbers, delivery))
     else:
         raise NotAcceptable(f"the frames are stored as {media}: accept it or octet-stream")
     parts = ((kind, iter([p])) for p in payloads)
@@ -265,8 +265,15 @@ def rendered(
     if len(frames_asked) <= 1:
         body = image(frames_asked[0] if frames_asked else 1)
         return deliver(iter([body]), request.media, f"image.{extension}", {}, delivery)
-    parts = ((request.media, iter([image(n)])) for n in frames_asked)
+    parts = ((request.media, iter([image(n)])) for n in _in_time(frames_asked, delivery))
     return _multipart(parts, request.media, delivery)
+
+
+def _in_time(numbers: tuple[int, ...], delivery: Delivery) -> Iterator[int]:
+    """The frame numbers, checking the request's deadline before each decode or render."""
+    for number in numbers:
+        delivery.deadline.check("decoding these frames")
+        yield number
 
 
 def _with_frame(request: RenderedRequest, frame: int) -> RenderParameters:

@@ -11,10 +11,11 @@ import pytest
 from shared import deadline, wiring
 from shared.deadline import Deadline
 from shared.dicom import failures
+from shared.dicomweb import wado
 from shared.dicomweb.multipart import Part
 from shared.errors import OutOfTime
 from shared.ports import InstanceRow
-from shared.services import retrieve
+from shared.services import retrieve, viewer
 from shared.services.store import StoreRequest, store
 from tests import dicom_files
 from tests.fakes import FakeCatalog, FakeIndex, FakeObjectStore
@@ -150,6 +151,28 @@ def test_a_study_retrieve_within_the_deadline_is_whole() -> None:
     )
     assert isinstance(outcome, retrieve.Inline)
     assert outcome.body.count(b"DICM") == 3
+
+
+def test_several_frames_stop_between_renderings() -> None:
+    clock = Clock()
+    objects = _SlowStore(clock, seconds=0.0)
+    data = dicom_files.with_new_uids("emri_small.dcm")  # 10 frames
+    request = StoreRequest([Part(data, {"content-type": "application/dicom"})], "T", "h")
+    index = FakeIndex()
+    assert store(request, blobs=objects, index=index).status == 200
+    (record,) = index.instances.values()
+    row = InstanceRow(
+        record.study_uid, record.series_uid, record.sop_instance_uid, blob_key=record.blob_key
+    )
+    asked = wado.parse_rendered(None, "image/png")
+    found = Deadline.after(1.0, clock)
+    delivery = _delivery(objects, found, 4_500_000)
+    outcome = viewer.rendered(row, asked, (1, 2, 3), delivery)
+    assert isinstance(outcome, retrieve.Inline)
+    assert outcome.body.count(b"\x89PNG") == 3
+    clock.now += 2.0
+    with pytest.raises(OutOfTime, match="decoding these frames"):
+        viewer.rendered(row, asked, (1, 2, 3), delivery)
 
 
 # ------------------------------------------------------------------------------ STOW
