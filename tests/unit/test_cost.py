@@ -5,6 +5,7 @@ where its per-object fees are paid back."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -130,11 +131,8 @@ def test_every_price_names_its_source_and_how_it_was_seen() -> None:
         assert price.seen in ("aws", "third-party", "unverified"), name
 
 
-def test_the_readme_table_is_what_the_model_prints() -> None:
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+@pytest.mark.parametrize("document", ["README.md", "docs/cost.md"])
+def test_the_documented_table_is_what_the_model_prints(document: str) -> None:
+    text = (Path(__file__).resolve().parents[2] / document).read_text(encoding="utf-8")
     for row in cost.reference_table().splitlines()[2:]:
-        assert row in readme, (
-            f"README's cost table is stale: run python -m tools.cost --table\n{row}"
-        )
+        assert row in text, f"{document}'s table is stale: python -m tools.cost --table\n{row}"
