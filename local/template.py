@@ -628,6 +628,8 @@ def _expirations(lifecycle: dict[str, Any]) -> tuple[tuple[str, int], ...]:
     """(prefix, days) of every enabled rule that expires current objects."""
     found = []
     for rule in lifecycle.get("Rules") or []:
+        if not isinstance(rule, dict):  # a rule of a false condition (AWS::NoValue)
+            continue
         days = rule.get("ExpirationInDays")
         if rule.get("Status") == "Enabled" and isinstance(days, int):
             found.append((str(rule.get("Prefix") or ""), days))

@@ -10,6 +10,8 @@ class DicomWebError(Exception):
     """A request the service refuses, with a status and a client-safe message."""
 
     status = 400
+    #: Seconds a client should wait before retrying (a ``Retry-After`` header), when set.
+    retry_after: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -48,3 +50,10 @@ class StorageUnavailable(DicomWebError):
     """A storage dependency failed or throttled; the client may retry."""
 
     status = 503
+
+
+class OutOfTime(DicomWebError):
+    """The request would not finish before API Gateway's timeout (``shared.deadline``)."""
+
+    status = 503
+    retry_after = 5

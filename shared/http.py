@@ -28,6 +28,7 @@ EXPOSE_HEADERS = [
     "ETag",
     "Accept-Ranges",
     "Content-Range",
+    "Retry-After",
 ]
 ALLOW_HEADERS = ["Authorization", "Content-Type", "Accept", "Range", "If-None-Match"]
 
@@ -112,7 +113,10 @@ def make_resolver(scope: str | None = None, transaction: str = "") -> APIGateway
 
     @app.exception_handler(DicomWebError)  # type: ignore[untyped-decorator]
     def _dicomweb_error(error: DicomWebError) -> Response[str]:
-        return error_response(error.status, error.message)
+        response = error_response(error.status, error.message)
+        if error.retry_after is not None:
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     @app.not_found
     def _no_route(_: Exception) -> Response[str]:

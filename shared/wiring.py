@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared import config, keys
+from shared.deadline import Deadline
 from shared.errors import Conflict, NotAcceptable, StorageUnavailable
 from shared.ports import (
     AuditSink,
@@ -116,8 +117,9 @@ def anonymizer() -> Anonymizer:
     return _Anonymizer()
 
 
-def delivery(memory_budget: int) -> Delivery:
-    """How the WADO functions answer: object store, inline limit, presigning, anonymizer."""
+def delivery(memory_budget: int, deadline: Deadline | None = None) -> Delivery:
+    """How the WADO functions answer: object store, inline limit, presigning, anonymizer,
+    and the request's memory budget and deadline."""
     from shared.services.retrieve import Delivery  # noqa: PLC0415
 
     settings = config.settings()
@@ -127,6 +129,7 @@ def delivery(memory_budget: int) -> Delivery:
         presign_ttl=settings.presign_ttl,
         anonymizer=anonymizer(),
         memory_budget=memory_budget,
+        deadline=deadline or Deadline.never(),
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import budget, config, http, keys, logs, wiring
+from shared import budget, config, deadline, http, keys, logs, wiring
 from shared.dicomweb import paths, stow_request
 from shared.services import store
 
@@ -44,6 +44,7 @@ def _store(calling_aet: str, study_uid: str | None) -> Response[str]:
         base_url=paths.base_url(event, settings.base_path),
         study_uid=study_uid,
         memory_budget=budget.from_context(app.lambda_context),
+        deadline=deadline.from_context(app.lambda_context),
     )
     result = store.store(request, blobs=wiring.blobs(), index=wiring.index())
     touched = http.touched(app)

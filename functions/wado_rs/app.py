@@ -10,7 +10,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import budget, config, http, keys, logs, wiring
+from shared import budget, config, deadline, http, keys, logs, wiring
 from shared.dicomweb import paths, uids, wado
 from shared.errors import BadRequest
 from shared.ports import InstanceRow
@@ -57,7 +57,7 @@ def _retrieve(study: str, series: str | None = None, instance: str | None = None
         rows,
         transfer_syntax=transfer_syntax,
         anonymize=anonymize,
-        delivery=wiring.delivery(budget.from_context(app.lambda_context)),
+        delivery=_delivery(),
     )
     logger.info(
         "wado-rs",
@@ -231,7 +231,8 @@ def _anonymize(event: dict[str, Any]) -> bool:
 
 
 def _delivery() -> retrieve.Delivery:
-    return wiring.delivery(budget.from_context(app.lambda_context))
+    context = app.lambda_context
+    return wiring.delivery(budget.from_context(context), deadline.from_context(context))
 
 
 def _log(resource: str, rows: list[InstanceRow], started: float, outcome: retrieve.Outcome) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import budget, http, keys, logs, wiring
+from shared import budget, deadline, http, keys, logs, wiring
 from shared.dicomweb import wado
 from shared.services import retrieve
 
@@ -28,7 +28,8 @@ def retrieve_object() -> Response[Any]:
     (row,) = retrieve.locate(
         wiring.catalog(), request.study_uid, request.series_uid, request.object_uid
     )
-    delivery = wiring.delivery(budget.from_context(app.lambda_context))
+    context = app.lambda_context
+    delivery = wiring.delivery(budget.from_context(context), deadline.from_context(context))
     outcome = retrieve.retrieve_uri(row, request, delivery)
     logger.info(
         "wado-uri",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared import budget
+from shared.deadline import Deadline
 from shared.dicom import syntaxes
 from shared.dicom.render_params import PNG
 from shared.dicomweb import multipart
@@ -30,7 +31,8 @@ _ROWS, _COLUMNS, _BITS_ALLOCATED = "00280010", "00280011", "00280100"
 _NUMBER_OF_FRAMES, _PHOTOMETRIC = "00280008", "00280004"
 # Decoded pixels one WADO-RS request may transcode. Measured (README, `python -m bench --only
 # render`): 12-25 MB/s for JPEG 2000 decode or encode on one core, so 256 MiB is 10-20 s of
-# the 29 s API Gateway allows. A single instance is always tried (up to transcode's 1 GiB).
+# the 29 s API Gateway allows (the deadline, ``shared.deadline``, stops what is left). A
+# single instance is always tried (up to transcode's 1 GiB).
 TRANSCODE_BUDGET = 256 << 20
 
 
@@ -79,6 +81,8 @@ class Delivery:
     presign_ttl: int
     anonymizer: Anonymizer
     memory_budget: int = field(default_factory=budget.request_budget)
+    #: When to stop starting work on another instance (``shared.deadline``).
+    deadline: Deadline = field(default_factory=Deadline.never)
 
 
 def locate(
@@ -193,6 +197,8 @@ def _multipart(
     delivery: Delivery,
 ) -> Iterator[bytes]:
     def content(row: InstanceRow) -> Iterator[bytes]:
+        # Between instances: a body being assembled in S3 is aborted by put_stream.
+        delivery.deadline.check("retrieving these instances")
         if anonymize or _stored_syntax(row, transfer_syntax) != row.transfer_syntax:
             yield _instance_bytes(row, anonymize, transfer_syntax, delivery)
         else:

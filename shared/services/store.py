@@ -8,17 +8,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shared import budget
+from shared.deadline import Deadline
 from shared.dicom import attributes, failures, metadata
 from shared.dicom.validate import PEAK_PER_INFLATED_BYTE, InstanceRejected, ValidInstance, validate
 from shared.dicomweb import paths
 from shared.dicomweb.multipart import Part
 from shared.dicomweb.stow_result import Failed, Stored, StoreResult
-from shared.errors import StorageUnavailable
+from shared.errors import OutOfTime, StorageUnavailable
 from shared.ports import AddOutcome, BlobStore, InstanceIndex, InstanceRecord
 
 logger = logging.getLogger(__name__)
 
 _DICOM_PART_TYPES = {"application/dicom", ""}
+#: A part left unread when the request ran out of time: storage "out of resources", retry.
+_NOT_PROCESSED = Failed(
+    failures.OUT_OF_RESOURCES, "not processed within the time this API allows: send it again"
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,8 @@ class StoreRequest:
     base_url: str
     study_uid: str | None = None
     memory_budget: int = field(default_factory=budget.request_budget)
+    #: When to stop starting another part (``shared.deadline``).
+    deadline: Deadline = field(default_factory=Deadline.never)
 
 
 def blob_key(instance: ValidInstance) -> str:
@@ -55,10 +62,23 @@ def store(
     """Store every part; per-instance failures go into the result, never half-stored.
 
     Raises :class:`StorageUnavailable` when nothing was stored and every failure was a
-    storage outage, so that the client sees a retryable 503 rather than a 409.
+    storage outage, so that the client sees a retryable 503 rather than a 409. Once the
+    deadline has passed, the parts not yet begun fail with 0xA700 (send them again) if some
+    were stored, a 202 as PS3.18 allows; if none was, :class:`OutOfTime` (503).
     """
     result = StoreResult()
-    for part in request.parts:
+    for number, part in enumerate(request.parts):
+        if request.deadline.expired():
+            if not result.stored:
+                raise OutOfTime(
+                    "no instance could be stored within the time this API allows a request:"
+                    " retry later, or send fewer instances per request"
+                )
+            logger.warning(
+                "out of time", extra={"parts_not_processed": len(request.parts) - number}
+            )
+            result.failed += [_NOT_PROCESSED] * (len(request.parts) - number)
+            break
         outcome = _store_one(part, request, blobs, index, clock)
         if isinstance(outcome, Stored):
             result.stored.append(outcome)

@@ -69,7 +69,11 @@ def metadata(rows: list[InstanceRow], request: MetadataRequest, delivery: Delive
     tag = etag(rows, request.anonymize)
     if request.if_none_match is not None and _matches(request.if_none_match, tag):
         return NotModified(tag)
-    parts = [_instance_text(r, request.base_url, request.anonymize, delivery) for r in rows]
+    parts = []
+    for row in rows:
+        if not row.metadata or request.anonymize:  # read from the stored file: slow
+            delivery.deadline.check("building the metadata")
+        parts.append(_instance_text(row, request.base_url, request.anonymize, delivery))
     body = ("[" + ",".join(parts) + "]").encode("utf-8")
     headers = {"ETag": tag, "Vary": "Accept-Encoding"}
     if request.accepts_gzip:
@@ -140,7 +144,7 @@ def frames(
         payloads = (_stored_frame(ds, n - 1, count) for n in numbers)
     elif accept.uncompressed:
         kind = f"{OCTET_STREAM}; transfer-syntax=1.2.840.10008.1.2.1"
-        payloads = (_decoded_frame(ds, n - 1, delivery) for n in numbers)
+        payloads = (_decoded_frame(ds, n - 1, delivery) for n in _in_time(numbers, delivery))
     else:
         raise NotAcceptable(f"the frames are stored as {media}: accept it or octet-stream")
     parts = ((kind, iter([p])) for p in payloads)
@@ -261,8 +265,15 @@ def rendered(
     if len(frames_asked) <= 1:
         body = image(frames_asked[0] if frames_asked else 1)
         return deliver(iter([body]), request.media, f"image.{extension}", {}, delivery)
-    parts = ((request.media, iter([image(n)])) for n in frames_asked)
+    parts = ((request.media, iter([image(n)])) for n in _in_time(frames_asked, delivery))
     return _multipart(parts, request.media, delivery)
+
+
+def _in_time(numbers: tuple[int, ...], delivery: Delivery) -> Iterator[int]:
+    """The frame numbers, checking the request's deadline before each decode or render."""
+    for number in numbers:
+        delivery.deadline.check("decoding these frames")
+        yield number
 
 
 def _with_frame(request: RenderedRequest, frame: int) -> RenderParameters:

@@ -26,6 +26,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from shared import deadline
+
 pytestmark = [pytest.mark.template, pytest.mark.xdist_group("template")]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -425,7 +427,9 @@ def test_table_has_pitr_encryption_deletion_protection_and_retain(lid: str) -> N
 @pytest.mark.parametrize("lid", sorted(APIS))
 def test_api_has_access_logs_tracing_throttling_and_an_authorizer(lid: str) -> None:
     props = APIS[lid]["Properties"]
-    log = props["AccessLogSetting"]
+    condition, log, otherwise = props["AccessLogSetting"]["Fn::If"]
+    assert condition == "ApiAccessLogs"
+    assert otherwise == {"Ref": "AWS::NoValue"}
     assert log["DestinationArn"]
     assert "$input" not in log["Format"], "access logs must not carry request data"
     assert props["TracingEnabled"] is True
@@ -439,6 +443,82 @@ def test_api_has_access_logs_tracing_throttling_and_an_authorizer(lid: str) -> N
     ]
     assert throttled, "a stage-wide throttle (/* *) is required"
     assert props["Auth"]["DefaultAuthorizer"] in props["Auth"]["Authorizers"]
+
+
+# --------------------------------------------------------------------------- a first deploy
+
+
+def test_access_logging_has_the_account_role_it_needs_or_is_off() -> None:
+    """A REST stage with an access log fails to deploy unless the account (per region) has
+    API Gateway's CloudWatch role: created by the stack (the default), said to exist, or no
+    access log at all (issue 14)."""
+    parameter = TPL["Parameters"]["ApiGatewayLoggingRole"]
+    assert parameter["Default"] == "create"
+    assert set(parameter["AllowedValues"]) == {"create", "existing", "none"}
+    conditions = TPL["Conditions"]
+    assert conditions["CreateApiGatewayLoggingRole"] == {
+        "Fn::Equals": [{"Ref": "ApiGatewayLoggingRole"}, "create"]
+    }
+    assert conditions["ApiAccessLogs"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ApiGatewayLoggingRole"}, "none"]}]
+    }
+    (account_id,) = _of_type("AWS::ApiGateway::Account")
+    account = RESOURCES[account_id]
+    role_id = _refs(account["Properties"]["CloudWatchRoleArn"]).pop()
+    role = RESOURCES[role_id]
+    for resource in (account, role):
+        assert resource["Condition"] == "CreateApiGatewayLoggingRole"
+        # Deleting the stack must not take logging away from the region's other APIs.
+        assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "apigateway.amazonaws.com"}
+    (policy,) = role["Properties"]["ManagedPolicyArns"]
+    assert policy["Fn::Sub"].endswith(
+        ":iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+    )
+    for api in APIS.values():
+        # A conditional DependsOn: the stage waits for the account setting it needs.
+        waits = [v for v in (api.get("Metadata") or {}).values() if "Fn::If" in str(v)]
+        assert {"Fn::If": ["CreateApiGatewayLoggingRole", {"Ref": account_id}, "none"]} in waits
+
+
+@pytest.mark.parametrize(
+    "lid",
+    sorted(
+        lid
+        for lid, fn in FUNCTIONS.items()
+        if any(e.get("Type") == "Api" for e in (fn["Properties"].get("Events") or {}).values())
+    ),
+)
+def test_function_timeout_leaves_time_to_answer_before_api_gateway_gives_up(lid: str) -> None:
+    """API Gateway answers a bare 504 at 29 s, counted from before a cold start's init; the
+    handlers stop STOP_MARGIN_S before the function's timeout (shared/deadline.py)."""
+    timeout = int(_prop(lid, "Timeout"))
+    assert timeout <= deadline.API_GATEWAY_TIMEOUT_S - deadline.COLD_START_ALLOWANCE_S
+    assert timeout - deadline.STOP_MARGIN_S >= 15, "too little time left for real work"
+
+
+def test_stored_studies_move_to_intelligent_tiering_only_when_asked() -> None:
+    parameter = TPL["Parameters"]["IntelligentTieringAfterDays"]
+    assert parameter["Default"] == 0
+    assert TPL["Conditions"]["TierStudies"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "IntelligentTieringAfterDays"}, 0]}]
+    }
+    (bucket,) = BUCKETS.values()
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    tiering = [r["Fn::If"] for r in rules if "Fn::If" in r]
+    assert len(tiering) == 1
+    condition, rule, otherwise = tiering[0]
+    assert condition == "TierStudies"
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    assert rule["Status"] == "Enabled"
+    assert rule["Prefix"] == "dicom/", "only stored studies; retrieve/ bodies expire in a day"
+    assert rule["Transitions"] == [
+        {
+            "StorageClass": "INTELLIGENT_TIERING",
+            "TransitionInDays": {"Ref": "IntelligentTieringAfterDays"},
+        }
+    ]
 
 
 @pytest.mark.parametrize("lid", sorted(FUNCTIONS))
