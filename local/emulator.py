@@ -458,6 +458,7 @@ class Gateway:
         environment: Mapping[str, str],
         authorizer_ttl: int | None = None,
         on_environment_change: Callable[[], None] = lambda: None,
+        on_request: Callable[[str], None] = lambda function: None,
     ) -> None:
         if template.api is None:
             raise ValueError("the template has no AWS::Serverless::Api to emulate")
@@ -469,6 +470,8 @@ class Gateway:
             for name, function in template.functions.items()
         }
         self.environment = EnvironmentScope(environment, on_environment_change)
+        #: Told the function of every request integrated (the local event source wakes up).
+        self.on_request = on_request
         self.cache = AuthorizerCache()
         self.authorizer_ttl = authorizer_ttl
         if str(PROJECT_ROOT) not in sys.path:
@@ -670,6 +673,7 @@ class Gateway:
         }
 
     def _integrate(self, route: Route, event: dict[str, Any], request: Request) -> HttpResponse:
+        self.on_request(route.function)
         size = _payload_size(event)
         if size > LAMBDA_REQUEST_LIMIT:
             logger.error(

@@ -227,7 +227,10 @@ class LocalStack:
                 self._objects = self._object_server()
             self.environment = self._function_environment()
             self._server.gateway = Gateway(
-                self.template, self.environment, on_environment_change=_clear_settings_cache
+                self.template,
+                self.environment,
+                on_environment_change=_clear_settings_cache,
+                on_request=self._api_used,
             )
             if self.owns_process:
                 self._server.gateway.environment.pin()
@@ -286,6 +289,10 @@ class LocalStack:
             bucket=bucket.name if bucket is not None else "",
             settle=self.storage == "local",
         )
+
+    def _api_used(self, function: str) -> None:
+        if self._events is not None:
+            self._events.wake()
 
     def _object_created(self, key: str) -> None:
         if self._events is not None:
