@@ -354,6 +354,9 @@ class LocalStack:
                 "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_SESSION_TOKEN": "testing",
                 "POWERTOOLS_TRACE_DISABLED": "true",
+                # No CloudWatch to turn EMF lines into metrics: they would only fill the
+                # terminal (the audit trail is kept, in the data directory).
+                "POWERTOOLS_METRICS_DISABLED": "true",
                 "DICOMWEB_STORAGE": self.storage,
             }
         )

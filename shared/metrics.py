@@ -11,6 +11,7 @@ dashboard and alarms read them (docs/operations.md). No patient data: names and 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -50,7 +51,10 @@ def documents(
 
 
 def emit(documents_: list[dict[str, Any]]) -> None:
-    """Write EMF documents to stdout (Lambda sends stdout to CloudWatch Logs)."""
+    """Write EMF documents to stdout (Lambda sends stdout to CloudWatch Logs), unless
+    ``POWERTOOLS_METRICS_DISABLED`` is true (the local stack: no CloudWatch to read them)."""
+    if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() == "true":
+        return
     for document in documents_:
         sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
     sys.stdout.flush()

@@ -52,7 +52,10 @@ def test_documents_are_valid_emf_and_failures_carry_their_reason(
         assert len(found) == 1
 
 
-def test_stow_reports_instances_stored_and_latency(capsys: pytest.CaptureFixture[str]) -> None:
+def test_stow_reports_instances_stored_and_latency(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
     from shared import wiring
     from tests import dicom_files
     from tests.fakes import FakeBlobStore, FakeIndex
@@ -83,3 +86,12 @@ def test_stow_reports_instances_stored_and_latency(capsys: pytest.CaptureFixture
     assert document["Transaction"] == "STOW-RS"
     assert document["InstancesStored"] in ([1.0], 1.0)
     assert document["Latency"] not in ([0.0], 0.0)
+
+
+def test_metrics_can_be_turned_off(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    metrics.emit(metrics.documents("QIDO-RS", status=200, duration_ms=1.0, size=1))
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    metrics.emit(metrics.documents("QIDO-RS", status=200, duration_ms=1.0, size=1))
+    assert '"_aws"' in capsys.readouterr().out
