@@ -32,7 +32,7 @@ from shared.dicomweb import multipart, paths
 from shared.dicomweb.wado import DICOM_JSON, FRAME_MEDIA, OCTET_STREAM, FrameAccept
 from shared.errors import NotAcceptable, NotFound
 from shared.ports import InstanceRow
-from shared.services.retrieve import Delivery, NotModified, Outcome, deliver
+from shared.services.retrieve import Delivery, NotModified, Outcome, deliver, read_whole
 
 if TYPE_CHECKING:
     from shared.dicomweb.wado import RenderedRequest
@@ -114,7 +114,7 @@ def _instance_text(row: InstanceRow, base_url: str, anonymize: bool, delivery: D
 
 
 def _dataset(row: InstanceRow, anonymize: bool, delivery: Delivery) -> Dataset:
-    data = delivery.store.get(row.blob_key)
+    data = read_whole(row, delivery, "reading this instance")
     if anonymize:
         data = delivery.anonymizer(data)
     return dcmread(io.BytesIO(data))
@@ -311,7 +311,7 @@ def rendered(
     a multipart/related of images."""
     from shared.dicom import render  # noqa: PLC0415 - pixel libraries only when needed
 
-    data = delivery.store.get(row.blob_key)
+    data = read_whole(row, delivery, "rendering this instance")
     if request.anonymize:  # refuses burned-in annotation (409); the image has no header
         data = delivery.anonymizer(data)
     ds = dcmread(io.BytesIO(data))

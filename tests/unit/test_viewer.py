@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from shared.dicom.validate import validate
-from shared.dicomweb.wado import FrameAccept
+from shared.dicomweb.wado import FrameAccept, parse_rendered
 from shared.errors import NotAcceptable, NotFound
 from shared.ports import InstanceRow
 from shared.services import retrieve, viewer
@@ -167,3 +167,18 @@ def test_frames_of_large_native_instances_are_read_by_range(
         assert frames_read == sum(len(f) for f in whole)
     else:
         assert frames_read <= 0  # only the header was looked at
+
+
+def test_an_object_too_large_to_read_whole_is_413_with_the_numbers_but_its_frames_are_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared.errors import PayloadTooLarge
+
+    store = FakeObjectStore()
+    row = _stored(store, "emri_small.dcm")
+    tight = dataclasses.replace(_delivery(store), memory_budget=row.size)  # < 2x the object
+    with pytest.raises(PayloadTooLarge, match="bytes of memory"):
+        viewer.rendered(row, parse_rendered({}, "image/jpeg"), (1,), tight)
+    monkeypatch.setattr(viewer, "RANGED_MIN_BYTES", 0)
+    outcome = viewer.frames(row, (1,), FrameAccept(original=True), anonymize=False, delivery=tight)
+    assert isinstance(outcome, retrieve.Inline)
