@@ -104,7 +104,7 @@ def _walk_file(path: Path, size: int, scratch: Path, seen: set[Path]) -> Iterato
         yield Note(str(path), f"cannot read: {exc.strerror or exc}")
         return
     if head[PREAMBLE:] == MAGIC:
-        if _is_dicomdir(path):
+        if is_dicomdir(path):
             yield from _walk_dicomdir(path, scratch, seen)
         else:
             yield Item(str(path), size, path)
@@ -130,7 +130,7 @@ def _is_tar(path: Path) -> bool:
         return False
 
 
-def _is_dicomdir(path: Path) -> bool:
+def is_dicomdir(path: Path) -> bool:
     """A Part 10 file whose Media Storage SOP Class is the Media Storage Directory."""
     if path.name.upper() == "DICOMDIR":
         return True
