@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
-    stopped.wait()
+    while not stopped.wait(1.0):
+        pass
     server.shutdown()
     forwarder.stop()
     forwarder.join(timeout=30)

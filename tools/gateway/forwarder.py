@@ -37,7 +37,7 @@ class Forwarder(threading.Thread):
         self.linger = linger  # wait this long after a wake-up, to batch what follows
         self.retry_every = retry_every
         self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.forwarded = 0
         self.refused = 0
 
@@ -45,15 +45,15 @@ class Forwarder(threading.Thread):
         self._wake.set()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self._wake.set()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self._wake.wait(self.retry_every)
-            if self._stop.is_set():
+            if self._halt.is_set():
                 return
-            self._stop.wait(self.linger)
+            self._halt.wait(self.linger)
             self._wake.clear()
             try:
                 self.forward_once()
