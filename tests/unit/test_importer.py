@@ -264,3 +264,39 @@ def test_scan_reads_uids_without_patient_data() -> None:
         "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322",
         "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322",
     )
+
+
+@pytest.fixture(scope="module")
+def fifteen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("fifteen")
+    for number in range(15):
+        source = ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm")[number % 3]
+        (folder / f"{number:02d}.dcm").write_bytes(dicom_files.with_new_uids(source))
+    (folder / "copy.dcm").write_bytes((folder / "00.dcm").read_bytes())
+    return folder
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    count=st.integers(min_value=1, max_value=16),
+    limit=st.integers(min_value=20_000, max_value=400_000),
+    throttle=st.lists(st.sampled_from([429, 503]), max_size=3),
+    workers=st.integers(min_value=1, max_value=4),
+)
+def test_every_file_gets_exactly_one_outcome_and_is_stored_once(
+    fifteen: Path, count: int, limit: int, throttle: list[int], workers: int
+) -> None:
+    paths = sorted(fifteen.iterdir())[:count]
+    with fake_archive() as archive:
+        archive.throttle = list(throttle)
+        archive.single_put_limit, archive.part_size = 30_000, 16_000
+        report = import_paths(
+            paths, _sender(archive.base, limit=limit), Journal(None), workers=workers
+        )
+        stored = dict(archive.stored)
+    assert sorted(o.source for o in report.outcomes) == sorted(str(p) for p in paths)
+    assert {o.status for o in report.outcomes} <= {STORED, DUPLICATE}, report.summary()
+    assert sorted(stored.values()) == sorted({p.read_bytes() for p in paths})
+    assert max([0, *archive.stow_requests]) <= limit
