@@ -130,10 +130,22 @@ def storescu_gateway(folder: Path, work: Path) -> tuple[float, float]:
 
 
 def _storescu() -> str:
+    """dcmtk's storescu, installed from Debian if missing and possible (as root)."""
     found = shutil.which("storescu")
-    if found is None:
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    if os.geteuid() != 0 or apt is None:
         raise SystemExit("storescu is not installed: apt-get install dcmtk")
-    return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([apt, "update", "-qq"], check=True, env=env, timeout=600)
+    subprocess.run(
+        [apt, "install", "-y", "-qq", "--no-install-recommends", "dcmtk"],
+        check=True,
+        env=env,
+        timeout=1200,
+    )
+    return shutil.which("storescu") or "/usr/bin/storescu"
 
 
 def _send(storescu: str, called: str, port: int, folder: Path) -> None:
