@@ -300,3 +300,23 @@ def test_every_file_gets_exactly_one_outcome_and_is_stored_once(
     assert {o.status for o in report.outcomes} <= {STORED, DUPLICATE}, report.summary()
     assert sorted(stored.values()) == sorted({p.read_bytes() for p in paths})
     assert max([0, *archive.stow_requests]) <= limit
+
+
+def test_no_patient_data_in_the_output_or_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    secret = {"PatientName": "Zyxwvut^Qponmlk", "PatientID": "PID-98765-SECRET"}
+    whole = dicom_files.with_new_uids(
+        patient_id=secret["PatientID"], PatientName=secret["PatientName"]
+    )
+    (folder / "ok.dcm").write_bytes(whole)
+    (folder / "cut.dcm").write_bytes(whole[: len(whole) // 2])
+    with fake_archive() as archive:
+        arguments = [str(folder), "--url", archive.base, "--key", "k", "--no-journal"]
+        cli.main([*arguments, "--report", str(tmp_path / "r.json")])
+    seen = capsys.readouterr()
+    text = seen.out + seen.err + (tmp_path / "r.json").read_text()
+    assert "cut.dcm" in text
+    assert not any(value in text for value in secret.values())
