@@ -38,6 +38,7 @@ class State:
     part_size: int = 300_000
     uploads_enabled: bool = True
     pending_polls: int = 1  # polls answered "pending" before the result
+    put_failures: int = 0  # presigned PUTs answered 503 before one succeeds
     uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     ids: Iterator[int] = field(default_factory=itertools.count)
@@ -191,6 +192,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if "Authorization" in self.headers:
             self._send(400, {"message": "a presigned URL takes no Authorization header"})
+            return
+        with state.lock:
+            fail, state.put_failures = state.put_failures > 0, max(0, state.put_failures - 1)
+        if fail:
+            self._send(503, {"message": "SlowDown"})
             return
         pieces = self.path.strip("/").split("/")
         upload = state.uploads[pieces[1]]

@@ -127,7 +127,10 @@ class Sender:
         :class:`_Unreachable`) when the retries run out."""
         last: requests.Response | None = None
         error = ""
+        data: Any = kwargs.get("data")
         for attempt in range(self.retry.attempts):
+            if hasattr(data, "seek"):
+                data.seek(0)  # a file streamed as the body: from its start on every attempt
             try:
                 reply = self._session().request(method, url, timeout=self.timeout, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
@@ -259,11 +262,14 @@ class Sender:
     def _put_single(self, entry: Entry, upload: dict[str, Any]) -> str:
         headers = {str(k): str(v) for k, v in dict(upload.get("headers") or {}).items()}
         headers.setdefault("Content-Type", "application/dicom")
-        with entry.item.open() as fp:
-            data = fp.read()
-        reply = self._request(
-            str(upload.get("method", "PUT")), str(upload["url"]), data=data, headers=headers
-        )
+        method, url = str(upload.get("method", "PUT")), str(upload["url"])
+        if entry.item.member:  # a zip member has no length requests can see: send bytes
+            data = entry.item.read()
+            reply = self._request(method, url, data=data, headers=headers)
+        else:  # a file on disk is streamed, never held in memory whole
+            headers["Content-Length"] = str(entry.size)
+            with entry.item.open() as fp:
+                reply = self._request(method, url, data=fp, headers=headers)
         if not 200 <= reply.status_code < 300:
             return f"upload PUT answered HTTP {reply.status_code}"
         return ""
