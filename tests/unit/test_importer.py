@@ -327,3 +327,20 @@ def test_no_patient_data_in_the_output_or_the_report(
     text = seen.out + seen.err + (tmp_path / "r.json").read_text()
     assert "cut.dcm" in text
     assert not any(value in text for value in secret.values())
+
+
+def test_a_zip_member_failing_its_crc_fails_alone(tmp_path: Path) -> None:
+    members = [dicom_files.with_new_uids() for _ in range(3)]
+    with zipfile.ZipFile(tmp_path / "set.zip", "w", zipfile.ZIP_STORED) as archive:
+        for number, data in enumerate(members):
+            archive.writestr(f"m{number}.dcm", data)
+    raw = bytearray((tmp_path / "set.zip").read_bytes())
+    at = raw.find(members[1]) + len(members[1]) - 10  # in the pixel data of the second
+    raw[at] ^= 0xFF
+    (tmp_path / "set.zip").write_bytes(bytes(raw))
+    with fake_archive() as archive:
+        report = import_paths([tmp_path / "set.zip"], _sender(archive.base), Journal(None))
+    assert sorted(o.source.rsplit("!", 1)[1] for o in report.of(STORED)) == ["m0.dcm", "m2.dcm"]
+    [failed] = report.of(FAILED)
+    assert failed.source.endswith("!m1.dcm")
+    assert failed.reason == "cannot read the file: BadZipFile"

@@ -21,6 +21,7 @@ import requests
 
 from tools.importer import batching
 from tools.importer.scan import Entry
+from tools.importer.walk import READ_ERRORS
 
 REFERENCED_SOP_SEQUENCE = "00081199"
 FAILED_SOP_SEQUENCE = "00081198"
@@ -176,10 +177,15 @@ class Sender:
         """One STOW-RS request for ``batch`` (which fits the limit); a refused body (413, or
         400 for several files) is split in halves, a single file refused with 413 goes
         through the upload path."""
-        try:
-            payloads = [entry.item.read() for entry in batch]
-        except OSError as exc:
-            return [_failed(e, f"cannot read the file: {exc.strerror or exc}") for e in batch]
+        payloads, unreadable = [], []
+        for entry in list(batch):
+            try:
+                payloads.append(entry.item.read())
+            except READ_ERRORS as exc:
+                unreadable.append(_failed(entry, f"cannot read the file: {_why(exc)}"))
+                batch = [e for e in batch if e is not entry]
+        if not batch:
+            return unreadable
         boundary = batching.new_boundary()
         body = batching.encode(payloads, boundary)
         del payloads
@@ -191,8 +197,9 @@ class Sender:
         try:
             reply = self._request("POST", self.stow_url, data=body, headers=headers)
         except _Unreachable as exc:
-            return [_failed(e, f"archive unreachable: {exc}", transient=True) for e in batch]
-        return self._answer(batch, reply)
+            failed = [_failed(e, f"archive unreachable: {exc}", transient=True) for e in batch]
+            return unreadable + failed
+        return unreadable + self._answer(batch, reply)
 
     def _answer(self, batch: list[Entry], reply: requests.Response) -> list[Outcome]:
         status = reply.status_code
@@ -226,8 +233,8 @@ class Sender:
             return self._upload(entry)
         except _Unreachable as exc:
             return _failed(entry, f"archive unreachable: {exc}", transient=True)
-        except OSError as exc:
-            return _failed(entry, f"cannot read the file: {exc.strerror or exc}")
+        except READ_ERRORS as exc:
+            return _failed(entry, f"cannot read the file: {_why(exc)}")
 
     def _upload(self, entry: Entry) -> Outcome:
         ticket_request: dict[str, Any] = {"size": entry.size, "sha256": _sha256(entry)}
@@ -360,6 +367,10 @@ def _failed(entry: Entry, reason: str, transient: bool = False) -> Outcome:
     return Outcome(
         entry.item.source, FAILED, entry.sop_instance_uid, entry.size, reason, None, transient
     )
+
+
+def _why(exc: Exception) -> str:
+    return str(exc.strerror) if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
 
 
 def _sha256(entry: Entry) -> str:

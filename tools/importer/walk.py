@@ -14,6 +14,7 @@ import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ from typing import IO
 
 import pydicom
 from pydicom.filereader import read_file_meta_info
+
+# What reading an item can raise: a vanished or unreadable file, a zip member that fails
+# its CRC or does not inflate.
+READ_ERRORS: tuple[type[Exception], ...] = (OSError, zipfile.BadZipFile, zlib.error, EOFError)
 
 PREAMBLE = 128
 MAGIC = b"DICM"
