@@ -42,13 +42,16 @@ class Forwarder(threading.Thread):
         self.refused = 0
 
     def wake(self) -> None:
+        """Something was spooled: forward soon."""
         self._wake.set()
 
     def stop(self) -> None:
+        """End after the current pass."""
         self._halt.set()
         self._wake.set()
 
     def run(self) -> None:
+        """Forward on every wake-up, and every ``retry_every`` seconds anyway."""
         while not self._halt.is_set():
             self._wake.wait(self.retry_every)
             if self._halt.is_set():

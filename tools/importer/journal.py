@@ -35,6 +35,7 @@ class Journal:
                     self._uids.add(record["sopInstanceUID"])
 
     def __contains__(self, uid: str) -> bool:
+        """Whether the archive confirmed ``uid`` in this or an earlier run."""
         return uid in self._uids
 
     def record(self, uid: str, status: str) -> None:

@@ -20,10 +20,12 @@ class Report:
     aborted: str = ""
 
     def of(self, status: str) -> list[Outcome]:
+        """The outcomes with this status, in the order they came."""
         return [o for o in self.outcomes if o.status == status]
 
     @property
     def counts(self) -> dict[str, int]:
+        """How many files ended in each status, and how many notes."""
         counted = Counter(o.status for o in self.outcomes)
         return {
             STORED: counted[STORED],
@@ -35,9 +37,11 @@ class Report:
 
     @property
     def sent_bytes(self) -> int:
+        """Bytes of the files the archive now holds from this run."""
         return sum(o.size for o in self.outcomes if o.status in {STORED, DUPLICATE})
 
     def as_json(self) -> dict[str, Any]:
+        """The whole report (paths, SOP Instance UIDs, reasons; no patient data)."""
         return {
             "counts": self.counts,
             "elapsedSeconds": round(self.elapsed_s, 3),
@@ -51,6 +55,7 @@ class Report:
         }
 
     def write(self, path: Path) -> None:
+        """Write :meth:`as_json` to ``path``."""
         path.write_text(json.dumps(self.as_json(), indent=2) + "\n", encoding="utf-8")
 
     def summary(self, max_lines: int = 20) -> str:

@@ -50,6 +50,7 @@ class Item:
             return archive.open(self.member)
 
     def read(self) -> bytes:
+        """The whole Part 10 file."""
         with self.open() as fp:
             return fp.read()
 
