@@ -344,3 +344,22 @@ def test_a_zip_member_failing_its_crc_fails_alone(tmp_path: Path) -> None:
     [failed] = report.of(FAILED)
     assert failed.source.endswith("!m1.dcm")
     assert failed.reason == "cannot read the file: BadZipFile"
+
+
+def test_a_dicomdir_pointing_outside_its_folder_is_a_note(tmp_path: Path) -> None:
+    import pydicom
+
+    (tmp_path / "set").mkdir()
+    (tmp_path / "secret.dcm").write_bytes(dicom_files.data("CT_small.dcm"))
+    fileset = pydicom.dcmread(dicom_files.path("DICOMDIR"))
+    records = [r for r in fileset.DirectoryRecordSequence if "ReferencedFileID" in r]
+    with pytest.warns(UserWarning, match="Invalid value for VR CS"):
+        records[0].ReferencedFileID = ["..", "SECRET.DCM"]
+    for record in records[1:]:
+        record.ReferencedFileID = ["MISSING"]
+    fileset.save_as(tmp_path / "set" / "DICOMDIR")
+    found = list(walk([tmp_path / "set"], tmp_path / "scratch"))
+    assert not [f for f in found if isinstance(f, Item)]
+    notes = [f.note for f in found if isinstance(f, Note)]
+    assert sum("unsafe path" in n for n in notes) == 1
+    assert sum("missing" in n for n in notes) == len(records) - 1

@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import tarfile
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -151,7 +152,9 @@ def _walk_dicomdir(path: Path, scratch: Path, seen: set[Path]) -> Iterator[Item 
     """The files a DICOMDIR references (missing ones as notes); the DICOMDIR itself is not
     an instance and is not sent."""
     try:
-        fileset = pydicom.dcmread(path, force=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's complaints about values: not ours
+            fileset = pydicom.dcmread(path, force=False)
         records = list(fileset.get("DirectoryRecordSequence", []))
     except Exception as exc:  # noqa: BLE001 - a broken DICOMDIR is a note, not a crash
         yield Note(str(path), f"DICOMDIR not readable: {type(exc).__name__}")
