@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from pynetdicom import build_context
+from pynetdicom.presentation import negotiate_as_acceptor
+
 from tests import dicom_files
 from tests.fakes.upload_archive import fake_archive
 from tools.gateway.forwarder import Forwarder
@@ -68,3 +72,31 @@ def test_the_scp_offers_every_storage_class_with_every_stored_syntax() -> None:
     assert all(set(c.transfer_syntax) == set(TRANSFER_SYNTAXES) for c in contexts)
     assert "1.2.840.10008.1.2.4.90" in TRANSFER_SYNTAXES
     assert ae.require_calling_aet == ["MODALITY"]
+
+
+@pytest.mark.parametrize(
+    ("proposed", "accepted"),
+    [
+        (["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"], "1.2.840.10008.1.2.1"),
+        (["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.1"], "1.2.840.10008.1.2.1"),
+        (["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.90"], "1.2.840.10008.1.2.4.90"),
+        (["1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91"], "1.2.840.10008.1.2.4.81"),
+        (["1.2.840.10008.1.2.4.102"], "1.2.840.10008.1.2.4.102"),
+    ],
+    ids=[
+        "explicit-over-implicit",
+        "never-lossy-if-lossless",
+        "keep-lossless-compression",
+        "lossy-only",
+        "video",
+    ],
+)
+def test_negotiation_prefers_lossless_and_never_asks_for_loss(
+    proposed: list[str], accepted: str
+) -> None:
+    ae = build_ae("GW", [])
+    context = build_context("1.2.840.10008.5.1.4.1.1.2", proposed)  # CT Image Storage
+    context.context_id = 1
+    [result], _roles = negotiate_as_acceptor([context], ae.supported_contexts)
+    assert result.result == 0x00
+    assert result.transfer_syntax == [accepted]

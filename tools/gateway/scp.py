@@ -18,8 +18,40 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 log = logging.getLogger("dicomweb-gateway")
 
+LOSSLESS = (
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Process 14
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless Only
+    "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 Lossless Only
+    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless Only
+    "1.2.840.10008.1.2.4.202",  # HTJ2K RPCL Lossless Only
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
+NATIVE = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
+)
+
+
+def _preference(uid: str) -> int:
+    """Lossless compression first (already compressed data travels as it is), then the
+    native encodings, then lossy and video syntaxes (never chosen when the same context
+    also offers a lossless one)."""
+    if uid in LOSSLESS:
+        return 0
+    return 1 if uid in NATIVE else 2
+
+
 # The archive stores every transfer syntax pydicom knows, byte for byte (conformance 3.2).
-TRANSFER_SYNTAXES = [str(uid) for uid in AllTransferSyntaxes]
+# pynetdicom accepts, in each proposed context, the first of these the requestor proposed:
+# the order is the gateway's preference.
+TRANSFER_SYNTAXES = sorted(
+    (str(uid) for uid in AllTransferSyntaxes),
+    key=lambda uid: (_preference(uid), NATIVE.index(uid) if uid in NATIVE else 0),
+)
 
 
 def build_ae(ae_title: str, allowed_calling: list[str]) -> AE:
