@@ -363,3 +363,18 @@ def test_a_dicomdir_pointing_outside_its_folder_is_a_note(tmp_path: Path) -> Non
     notes = [f.note for f in found if isinstance(f, Note)]
     assert sum("unsafe path" in n for n in notes) == 1
     assert sum("missing" in n for n in notes) == len(records) - 1
+
+
+def test_an_upload_refused_as_a_duplicate_is_a_duplicate(tmp_path: Path) -> None:
+    import pydicom
+
+    folder = tmp_path / "in"
+    [first] = _files(folder, 1, "693_UNCI.dcm")
+    other = pydicom.dcmread(first)
+    other.InstanceNumber = 99  # same SOP Instance UID, other content
+    other.save_as(folder / "other.dcm", enforce_file_format=True)
+    with fake_archive() as archive:
+        report = import_paths([folder], _sender(archive.base, limit=300_000), Journal(None))
+    assert sorted(o.status for o in report.outcomes) == [DUPLICATE, STORED]
+    [duplicate] = report.of(DUPLICATE)
+    assert duplicate.failure_reason == 0x0111

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -317,16 +317,13 @@ class Sender:
                 return Outcome(entry.item.source, STORED, sop, entry.size)
             if state == DUPLICATE:
                 return Outcome(entry.item.source, DUPLICATE, sop, entry.size, "already stored")
-            if state == FAILED:
+            if state == FAILED:  # as a STOW failure: 0x0111 is a duplicate, 0xA700 may pass
                 code = status.get("failureReason")
-                return Outcome(
-                    entry.item.source,
-                    FAILED,
-                    sop,
-                    entry.size,
-                    str(status.get("message") or "the archive refused the file"),
-                    int(code) if isinstance(code, int) else None,
-                )
+                outcome = _refused(entry, int(code) if isinstance(code, int) else None)
+                message = str(status.get("message") or "")
+                if outcome.status == FAILED and message:
+                    outcome = replace(outcome, reason=f"{outcome.reason}: {message[:200]}")
+                return replace(outcome, sop_instance_uid=sop)
             if time.monotonic() > deadline:
                 return _failed(
                     entry, f"still pending after {self.poll_timeout:.0f} s", transient=True
