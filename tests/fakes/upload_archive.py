@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 import pydicom
 
@@ -39,6 +40,7 @@ class State:
     uploads_enabled: bool = True
     pending_polls: int = 1  # polls answered "pending" before the result
     put_failures: int = 0  # presigned PUTs answered 503 before one succeeds
+    qido_status: int = 200  # 403: a key that may store but not search
     uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     ids: Iterator[int] = field(default_factory=itertools.count)
@@ -216,7 +218,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send(200, self._status(upload))
         elif "/instances" in self.path:
-            self._send(200, [])
+            if state.qido_status != 200:
+                self._send(state.qido_status, {"message": "Forbidden"})
+                return
+            held = [
+                {"00080018": {"vr": "UI", "Value": [uid]}}
+                for uid in re.findall(r"[0-9.]+", unquote(self.path.split("SOPInstanceUID=")[-1]))
+                if uid in state.stored
+            ]
+            self._send(200, held)
         else:
             self._send(404)
 

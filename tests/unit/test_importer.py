@@ -378,3 +378,23 @@ def test_an_upload_refused_as_a_duplicate_is_a_duplicate(tmp_path: Path) -> None
     assert sorted(o.status for o in report.outcomes) == [DUPLICATE, STORED]
     [duplicate] = report.of(DUPLICATE)
     assert duplicate.failure_reason == 0x0111
+
+
+@pytest.mark.parametrize("qido_status", [200, 403])
+def test_the_archive_says_what_it_holds_or_the_run_goes_on_without_asking(
+    tmp_path: Path, qido_status: int
+) -> None:
+    _files(tmp_path / "in", 4)
+    with fake_archive() as archive:
+        archive.qido_status = qido_status
+        first = import_paths([tmp_path / "in"], _sender(archive.base), Journal(None))
+        again = import_paths([tmp_path / "in"], _sender(archive.base), Journal(None))
+    assert first.counts[STORED] == 4
+    if qido_status == 200:
+        assert again.counts[SKIPPED] == 4
+        assert not again.notes
+    else:  # a store-only key: every file is sent again, and STOW takes it as stored
+        assert again.counts[STORED] == 4
+        assert [n.note for n in again.notes] == [
+            "not checked which instances are stored: the API key may not search (HTTP 403)"
+        ]

@@ -17,7 +17,7 @@ from tools.importer.journal import Journal
 from tools.importer.report import Report
 from tools.importer.scan import Entry, scan
 from tools.importer.sender import DUPLICATE, FAILED, SKIPPED, STORED, Fatal, Outcome, Sender
-from tools.importer.walk import Item, walk
+from tools.importer.walk import Item, Note, walk
 
 Progress = Callable[[Outcome], None]
 
@@ -51,6 +51,7 @@ def import_paths(  # noqa: PLR0913 - the run's settings, all keyword-only
                     workers=workers,
                     check_archive=check_archive,
                     on_outcome=lambda outcome: _keep(report, update, outcome),
+                    on_note=report.notes.append,
                 )
             except Fatal as exc:
                 report.aborted = str(exc)
@@ -79,25 +80,18 @@ def send_entries(  # noqa: PLR0913 - the run's settings, all keyword-only
     workers: int,
     check_archive: bool,
     on_outcome: Progress,
+    on_note: Callable[[Note], None] | None = None,
 ) -> None:
     """Send ``entries`` (skipping those the journal or the archive already holds); every
     entry gets exactly one outcome through ``on_outcome``. Raises :class:`Fatal`."""
-    todo = []
-    for entry in entries:
-        if entry.sop_instance_uid and entry.sop_instance_uid in journal:
-            on_outcome(_skipped(entry, "already stored (local journal)"))
-        else:
-            todo.append(entry)
-    if check_archive and todo:
-        held = sender.stored_uids(e.sop_instance_uid for e in todo if e.sop_instance_uid)
-        remaining = []
-        for entry in todo:
-            if entry.sop_instance_uid in held:
-                journal.record(entry.sop_instance_uid, SKIPPED)
-                on_outcome(_skipped(entry, "already stored (QIDO-RS)"))
-            else:
-                remaining.append(entry)
-        todo = remaining
+    todo = _unknown(
+        entries,
+        sender,
+        journal,
+        check_archive=check_archive,
+        on_outcome=on_outcome,
+        on_note=on_note,
+    )
     confirmed: set[str] = set()  # UIDs this run saw stored
 
     def settle(outcome: Outcome) -> None:
@@ -112,6 +106,38 @@ def send_entries(  # noqa: PLR0913 - the run's settings, all keyword-only
 
     for wave in _waves(todo):
         _send_wave(wave, sender, workers=workers, on_outcome=settle)
+
+
+def _unknown(  # noqa: PLR0913
+    entries: list[Entry],
+    sender: Sender,
+    journal: Journal,
+    *,
+    check_archive: bool,
+    on_outcome: Progress,
+    on_note: Callable[[Note], None] | None,
+) -> list[Entry]:
+    """The entries neither the journal nor (when asked) the archive knows; the others get
+    their "skipped" outcome."""
+    todo = []
+    for entry in entries:
+        if entry.sop_instance_uid and entry.sop_instance_uid in journal:
+            on_outcome(_skipped(entry, "already stored (local journal)"))
+        else:
+            todo.append(entry)
+    if not check_archive or not todo:
+        return todo
+    held, problem = sender.stored_uids(e.sop_instance_uid for e in todo if e.sop_instance_uid)
+    if problem and on_note is not None:
+        on_note(Note(sender.base_url, f"not checked which instances are stored: {problem}"))
+    remaining = []
+    for entry in todo:
+        if entry.sop_instance_uid in held:
+            journal.record(entry.sop_instance_uid, SKIPPED)
+            on_outcome(_skipped(entry, "already stored (QIDO-RS)"))
+        else:
+            remaining.append(entry)
+    return remaining
 
 
 def _waves(entries: list[Entry]) -> list[list[Entry]]:

@@ -333,9 +333,10 @@ class Sender:
 
     # ------------------------------------------------------------------ QIDO-RS
 
-    def stored_uids(self, uids: Iterable[str], chunk: int = 40) -> set[str]:
+    def stored_uids(self, uids: Iterable[str], chunk: int = 40) -> tuple[set[str], str]:
         """Which of ``uids`` the archive already holds (QIDO-RS instance search by SOP
-        Instance UID lists). Unanswered questions count as "not stored"."""
+        Instance UID lists), and why the check stopped early ('' if it did not). Unanswered
+        questions count as "not stored": STOW-RS takes an identical re-send as a success."""
         wanted = sorted(set(uids))
         found: set[str] = set()
         url = f"{self.base_url.rstrip('/')}/qido/{quote(self.aet, safe='')}/instances"
@@ -344,16 +345,18 @@ class Sender:
             params = {"SOPInstanceUID": "\\".join(group), "limit": str(len(group))}
             try:
                 reply = self._request("GET", url, params=params, headers=self._auth())
-            except _Unreachable:
-                continue
-            if reply.status_code in {401, 403}:
-                raise Fatal(f"the archive refused the API key (HTTP {reply.status_code})")
+            except _Unreachable as exc:
+                return found & set(wanted), f"archive unreachable: {exc}"
+            if reply.status_code == 401:
+                raise Fatal("the archive refused the API key (HTTP 401)")
+            if reply.status_code == 403:  # a key allowed to store but not to search
+                return found & set(wanted), "the API key may not search (HTTP 403)"
             if reply.status_code != 200:
                 continue
             for dataset in _json_list(reply):
                 values = dataset.get("00080018", {}).get("Value", [])
                 found.update(str(v) for v in values)
-        return found & set(wanted)
+        return found & set(wanted), ""
 
 
 class _Unreachable(Exception):
