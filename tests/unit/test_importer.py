@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -353,7 +354,8 @@ def test_a_dicomdir_pointing_outside_its_folder_is_a_note(tmp_path: Path) -> Non
     (tmp_path / "secret.dcm").write_bytes(dicom_files.data("CT_small.dcm"))
     fileset = pydicom.dcmread(dicom_files.path("DICOMDIR"))
     records = [r for r in fileset.DirectoryRecordSequence if "ReferencedFileID" in r]
-    with pytest.warns(UserWarning, match="Invalid value for VR CS"):
+    with warnings.catch_warnings():  # not a valid CS value: that is the point
+        warnings.simplefilter("ignore")
         records[0].ReferencedFileID = ["..", "SECRET.DCM"]
     for record in records[1:]:
         record.ReferencedFileID = ["MISSING"]
