@@ -56,4 +56,11 @@ def test_the_whole_corpus_large_files_included(tmp_path: Path) -> None:
                 timeout=120,
             )
             assert reply.status_code == 200, path
-            assert reply.content == Path(path).read_bytes(), path
+            # Files of the corpus may share a SOP Instance UID (the same image in two
+            # transfer syntaxes): the archive keeps the first stored, byte for byte.
+            same_uid = [
+                Path(v).read_bytes()
+                for v in valid
+                if pydicom.dcmread(v, stop_before_pixels=True).SOPInstanceUID == ds.SOPInstanceUID
+            ]
+            assert reply.content in same_uid, path
