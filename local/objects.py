@@ -95,13 +95,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._refuse(503, "object storage is unavailable, retry later")
             return
+        if granted.part is None:
+            self.server.created(granted.key)  # durable now: S3 would raise its event
         self.send_response(200)
         if etag:
             self.send_header("ETag", etag)
         self.send_header("Content-Length", "0")
         self.end_headers()
-        if granted.part is None:
-            self.server.created(granted.key)
 
     def _store(self, key: str, part: tuple[str, int] | None, length: int) -> str:
         store = self.server.store

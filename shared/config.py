@@ -35,6 +35,9 @@ class Settings:
     storage: str = "aws"
     data_dir: str = ".local-data"
     local_url: str = ""  # the local server's root, for signed object URLs
+    #: Whether requests emit CloudWatch metrics (EMF on stdout); Powertools' own switch,
+    #: POWERTOOLS_METRICS_DISABLED=true, turns them off (the local stack: no CloudWatch).
+    metrics: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -72,6 +75,7 @@ class Settings:
             storage=storage,
             data_dir=env.get("DICOMWEB_DATA_DIR", ".local-data") or ".local-data",
             local_url=env.get("DICOMWEB_LOCAL_URL", ""),
+            metrics=env.get("POWERTOOLS_METRICS_DISABLED", "").strip().lower() != "true",
         )
 
 

@@ -109,7 +109,8 @@ def _observed(transaction: str) -> Any:
                     duration_ms=record.durationMs,
                     size=size,
                     counts=app.context.get("metrics"),
-                )
+                ),
+                enabled=config.settings().metrics,
             )
 
     return middleware

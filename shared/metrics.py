@@ -11,7 +11,6 @@ dashboard and alarms read them (docs/operations.md). No patient data: names and 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -50,10 +49,10 @@ def documents(
     return found
 
 
-def emit(documents_: list[dict[str, Any]]) -> None:
-    """Write EMF documents to stdout (Lambda sends stdout to CloudWatch Logs), unless
-    ``POWERTOOLS_METRICS_DISABLED`` is true (the local stack: no CloudWatch to read them)."""
-    if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() == "true":
+def emit(documents_: list[dict[str, Any]], *, enabled: bool = True) -> None:
+    """Write EMF documents to stdout (Lambda sends stdout to CloudWatch Logs); nothing when
+    not ``enabled`` (``Settings.metrics``: off in the local stack, which has no CloudWatch)."""
+    if not enabled:
         return
     for document in documents_:
         sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")

@@ -85,6 +85,30 @@ def _instances_listed(stack: Served, study: str) -> list[str]:
     return [d["00080018"]["Value"][0] for d in response.json()]
 
 
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` forked (its API workers)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(child) for child in text]
+    return found
+
+
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    """Until every process has exited (a zombie counts as exited)."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (FileNotFoundError, ProcessLookupError):
+                break
+            if state in ("Z", "X"):
+                break
+            assert time.monotonic() < deadline, f"worker {pid} did not exit"
+            time.sleep(0.05)
+
+
 def test_a_study_survives_a_restart(tmp_path: Path) -> None:
     key, _ = keys.generate("durable")
     study = "1.2.826.0.1.3680043.8.498.7001"
@@ -129,9 +153,15 @@ def test_kill_9_during_four_concurrent_stow_streams_loses_nothing_acknowledged(
         deadline = time.monotonic() + 60
         while len(acknowledged) < 30 and time.monotonic() < deadline:
             time.sleep(0.01)
+        workers = _children(stack.process.pid)
         os.kill(stack.process.pid, signal.SIGKILL)
+        # The forked workers learn of their parent's death (SIGTERM) and may still finish a
+        # request in flight: nothing is read back before every one of them is gone, or a
+        # 200 could arrive after the listing it is checked against.
+        _wait_gone(workers, timeout=60)
         for thread in threads:
             thread.join(timeout=60)
+        assert not any(t.is_alive() for t in threads)
     assert 30 <= len(acknowledged) < 160, "the kill should land mid-stream"
     with served(tmp_path, key) as stack:
         listed = _instances_listed(stack, study)

@@ -55,7 +55,9 @@ def test_documents_are_valid_emf_and_failures_carry_their_reason(
 def test_stow_reports_instances_stored_and_latency(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    from shared import config
+
+    monkeypatch.setattr(config, "settings", lambda: config.Settings(metrics=True))
     from shared import wiring
     from tests import dicom_files
     from tests.fakes import FakeBlobStore, FakeIndex
@@ -88,10 +90,13 @@ def test_stow_reports_instances_stored_and_latency(
     assert document["Latency"] not in ([0.0], 0.0)
 
 
-def test_metrics_can_be_turned_off(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
-    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
-    metrics.emit(metrics.documents("QIDO-RS", status=200, duration_ms=1.0, size=1))
+def test_metrics_can_be_turned_off(capsys: pytest.CaptureFixture[str]) -> None:
+    from shared import config
+
+    assert not config.Settings.from_mapping({"POWERTOOLS_METRICS_DISABLED": "true"}).metrics
+    assert config.Settings.from_mapping({}).metrics
+    documents = metrics.documents("QIDO-RS", status=200, duration_ms=1.0, size=1)
+    metrics.emit(documents, enabled=False)
     assert capsys.readouterr().out == ""
-    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
-    metrics.emit(metrics.documents("QIDO-RS", status=200, duration_ms=1.0, size=1))
+    metrics.emit(documents, enabled=True)
     assert '"_aws"' in capsys.readouterr().out
