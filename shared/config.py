@@ -35,6 +35,8 @@ class Settings:
     storage: str = "aws"
     data_dir: str = ".local-data"
     local_url: str = ""  # the local server's root, for signed object URLs
+    #: The usage identifier of keys stored before per-key limits (the stack's legacy plan).
+    legacy_usage_key: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -72,6 +74,7 @@ class Settings:
             storage=storage,
             data_dir=env.get("DICOMWEB_DATA_DIR", ".local-data") or ".local-data",
             local_url=env.get("DICOMWEB_LOCAL_URL", ""),
+            legacy_usage_key=env.get("LEGACY_USAGE_KEY", ""),
         )
 
 
