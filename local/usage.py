@@ -10,8 +10,9 @@ identifier that is on no plan gets 403 (INVALID_API_KEY).
 Which plan an identifier is on: the template's own API keys (``AWS::ApiGateway::ApiKey``
 with a ``Value`` and its ``UsagePlanKey``: the legacy key) first, then the key entries of
 the stack's key store: a key's own limits (``tools/apikeys.py --local limits``) or the
-default plan (the ``DefaultUsagePlanId`` output). The counters live in one SQLite file that
-every worker process of the local stack shares, so limits hold whatever process answers.
+default plan (the ``DefaultUsagePlanId`` output), re-read every second and whenever an
+identifier is on none (a key just made). The counters live in one SQLite file that every
+worker process of the local stack shares, so limits hold whatever process answers.
 """
 
 from __future__ import annotations
@@ -156,10 +157,10 @@ class UsagePlans:
         self._loaded: tuple[float, dict[str, UsagePlan]] | None = None
         self._lock = threading.Lock()
 
-    def _by_identifier(self) -> dict[str, UsagePlan]:
+    def _by_identifier(self, *, fresh: bool = False) -> dict[str, UsagePlan]:
         now = time.monotonic()
         with self._lock:
-            if self._loaded is None or now - self._loaded[0] >= self._reload_after:
+            if fresh or self._loaded is None or now - self._loaded[0] >= self._reload_after:
                 found: dict[str, UsagePlan] = {}
                 for entry in self._entries():
                     if not entry.usage_key:
@@ -179,7 +180,10 @@ class UsagePlans:
         plan_name = self._api_keys.get(identifier)
         if plan_name is not None:
             return self._plans.get(plan_name)
-        return self._by_identifier().get(identifier)
+        plan = self._by_identifier().get(identifier)
+        if plan is None:  # a key made a moment ago (the authorizer has just accepted it)
+            plan = self._by_identifier(fresh=True).get(identifier)
+        return plan
 
     def admit(self, identifier: str | None) -> str | None:
         """Meter one request: None when admitted, else the gateway response type."""
