@@ -52,6 +52,22 @@ def _throttle(limits: keys.Limits) -> dict[str, Any]:
     return {"rateLimit": limits.rate, "burstLimit": limits.burst}
 
 
+def _same_quota_kind(old: keys.Limits | None, new: keys.Limits) -> bool:
+    """Whether both have a quota or both have none (a plan is then patched in place)."""
+    return old is not None and (old.quota is None) == (new.quota is None)
+
+
+def _patch(limits: keys.Limits) -> list[dict[str, str]]:
+    """Replace a plan's throttle, and its quota when it has one."""
+    operations = [
+        {"op": "replace", "path": "/throttle/rateLimit", "value": f"{limits.rate:g}"},
+        {"op": "replace", "path": "/throttle/burstLimit", "value": str(limits.burst)},
+    ]
+    if limits.quota is not None:
+        operations.append({"op": "replace", "path": "/quota/limit", "value": str(limits.quota)})
+    return operations
+
+
 class ApiGatewayUsagePlans:
     """A deployed stack: an API Gateway API key per archive key, on the default usage plan
     (the stack's ``DefaultUsagePlanId`` output) or on a usage plan of its own."""
@@ -127,32 +143,18 @@ class ApiGatewayUsagePlans:
         key_id = entry.usage_key_id
         if not key_id:
             raise ValueError(f"key {entry.id} has no API Gateway API key (migrate it first)")
-        if limits is not None and entry.usage_plan_id:
-            operations = [
-                {"op": "replace", "path": "/throttle/rateLimit", "value": f"{limits.rate:g}"},
-                {"op": "replace", "path": "/throttle/burstLimit", "value": str(limits.burst)},
-            ]
-            if limits.quota is not None:
-                operations += [
-                    {"op": "replace", "path": "/quota/limit", "value": str(limits.quota)},
-                    {"op": "replace", "path": "/quota/period", "value": "DAY"},
-                ]
-            elif entry.limits is None or entry.limits.quota is not None:
-                operations.append({"op": "remove", "path": "/quota"})
-            self._client.update_usage_plan(
-                usagePlanId=entry.usage_plan_id, patchOperations=operations
-            )
+        own = entry.usage_plan_id
+        if limits is not None and own and _same_quota_kind(entry.limits, limits):
+            self._client.update_usage_plan(usagePlanId=own, patchOperations=_patch(limits))
             return replace(entry, limits=limits)
-        if limits is not None:
-            own = self._own_plan(entry, limits)
-            self._client.delete_usage_plan_key(usagePlanId=self._default_id, keyId=key_id)
-            self._put_on(own, key_id)
-            return replace(entry, limits=limits, usage_plan_id=own)
-        if entry.usage_plan_id:
-            self._client.delete_usage_plan_key(usagePlanId=entry.usage_plan_id, keyId=key_id)
-            self._put_on(self._default_id, key_id)
-            self._delete_plan(entry.usage_plan_id)
-        return replace(entry, limits=None, usage_plan_id="")
+        # A new own plan, a quota added or dropped (a fresh plan, rather than adding or
+        # removing a quota in place), or back to the default plan: the key moves.
+        target = self._own_plan(entry, limits) if limits is not None else self._default_id
+        self._client.delete_usage_plan_key(usagePlanId=own or self._default_id, keyId=key_id)
+        self._put_on(target, key_id)
+        if own:
+            self._delete_plan(own)
+        return replace(entry, limits=limits, usage_plan_id=target if limits is not None else "")
 
     def detach(self, entry: keys.KeyEntry) -> None:
         """Delete the key's API key and its own plan; what is gone already is skipped."""

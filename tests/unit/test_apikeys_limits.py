@@ -88,11 +88,21 @@ def test_limits_move_a_key_to_its_own_plan_change_it_and_back(deployed: Deployed
     assert own is not None and own.usage_plan_id
     assert deployed.plan_of(entry.usage_key_id) == [own.usage_plan_id]
 
-    changed = apikeys.set_limits(deployed.store, plans, entry.id, keys.checked_limits(2, 3))
-    assert changed is not None and changed.usage_plan_id == own.usage_plan_id
+    patched = apikeys.set_limits(deployed.store, plans, entry.id, keys.checked_limits(4, 8, 500))
+    assert patched is not None and patched.usage_plan_id == own.usage_plan_id  # in place
     plan = deployed.apigateway.get_usage_plan(usagePlanId=own.usage_plan_id)
-    assert plan["throttle"] == {"rateLimit": 2, "burstLimit": 3}
+    assert plan["throttle"] == {"rateLimit": 4, "burstLimit": 8}
+    assert int(plan["quota"]["limit"]) == 500
+
+    # No quota any more: a fresh plan without one, the old plan deleted.
+    changed = apikeys.set_limits(deployed.store, plans, entry.id, keys.checked_limits(2, 3))
+    assert changed is not None and changed.usage_plan_id != own.usage_plan_id
+    assert deployed.plan_of(entry.usage_key_id) == [changed.usage_plan_id]
+    plan = deployed.apigateway.get_usage_plan(usagePlanId=changed.usage_plan_id)
+    assert plan["throttle"] == {"rateLimit": 2.0, "burstLimit": 3}
     assert "quota" not in plan
+    remaining = {p["id"] for p in deployed.apigateway.get_usage_plans()["items"]}
+    assert remaining == {deployed.default_plan, changed.usage_plan_id}
 
     back = apikeys.set_limits(deployed.store, plans, entry.id, None)
     assert back is not None and back.limits is None and not back.usage_plan_id
