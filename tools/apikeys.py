@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,9 @@ def create(
     return key, entry
 
 
-def _replace_entry(store: KeyStore, key_id: str, change: Any) -> keys.KeyEntry | None:
+def _replace_entry(
+    store: KeyStore, key_id: str, change: Callable[[keys.KeyEntry], keys.KeyEntry]
+) -> keys.KeyEntry | None:
     """Apply ``change`` to the entry with this id and save; None when there is none."""
     entries = store.load()
     for position, entry in enumerate(entries):
