@@ -462,3 +462,27 @@ def test_migrate_moves_old_keys_to_the_default_plan_without_a_gap(served: Served
     assert "legacy" not in listing and "default plan" in listing
     assert requests.get(qido, headers=dev, timeout=30).status_code == 200
     assert "Migrated 0 key(s)" in apikeys(served, "migrate")
+
+
+def test_a_revoked_key_still_in_the_authorizer_cache_is_refused_by_its_missing_plan(
+    tmp_path: Path,
+) -> None:
+    """API Gateway's decision cache still allows the key; its API key is gone: 403 with CORS."""
+    with serve(
+        tmp_path,
+        "o3k_subprocess-test-key-0123456789",
+        overrides="AuthorizerCacheTtl=300 KeyCacheTtl=0",
+        extra_env={"LOCAL_WORKERS": "1"},  # one authorizer cache
+    ) as stack:
+        qido = f"{stack.base_url}/qido/AE/studies"
+        output = apikeys(stack, "create", "--label", "soon revoked")
+        key, key_id = output.strip().splitlines()[-1], output.split()[2]
+        assert requests.get(qido, headers={"Authorization": key}, timeout=30).status_code == 200
+        apikeys(stack, "revoke", key_id)
+        deadline = time.monotonic() + 10  # the plans are re-read every second
+        while (refused := requests.get(qido, headers={"Authorization": key}, timeout=30)).ok:
+            assert time.monotonic() < deadline, "the revoked key's plan is still known"
+            time.sleep(0.3)
+        assert refused.status_code == 403
+        assert refused.json()["reason"] == "INVALID_API_KEY"
+        assert refused.headers["Access-Control-Allow-Origin"] == "*"
