@@ -13,7 +13,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 # SAM CLI and checkov pin many packages of their own: they live in a separate venv.

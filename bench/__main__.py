@@ -1,5 +1,6 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
-[--only stow,imports,qido,wado,render,viewer,ohif,multipart,memory,uploads,fuzz].
+[--only stow,imports,qido,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import]
+[--import-files N].
 
 Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
 and keeps the others.
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    bench_import,
     bench_imports,
     bench_memory,
     bench_multipart,
@@ -43,6 +45,7 @@ PARTS = (
     "memory",
     "uploads",
     "fuzz",
+    "import",
 )
 
 
@@ -74,6 +77,9 @@ def main() -> None:
         help="QIDO archive sizes in studies, comma-separated (default 1000,10000)",
     )
     parser.add_argument(
+        "--import-files", type=int, default=1000, help="files per import run (default 1000)"
+    )
+    parser.add_argument(
         "--only",
         type=_parts,
         default=list(PARTS),
@@ -93,6 +99,7 @@ def main() -> None:
         "memory": bench_memory.run,
         "uploads": bench_uploads.run,
         "fuzz": fuzz.run,
+        "import": lambda: bench_import.run(args.import_files),
     }
     out = RESULTS / "bench.json"
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}

@@ -126,9 +126,12 @@ def ensure_orthanc() -> str:
 
 
 @contextmanager
-def orthanc(workdir: Path, dicomweb: dict[str, Any] | None = None) -> Iterator[Target]:
+def orthanc(
+    workdir: Path, dicomweb: dict[str, Any] | None = None, dicom_port: int | None = None
+) -> Iterator[Target]:
     """Orthanc 1.10 + DICOMweb plugin on free ports, storage in ``workdir``; ``dicomweb``
-    replaces options of the plugin's section (``{"StudiesMetadata": "Full"}``)."""
+    replaces options of the plugin's section (``{"StudiesMetadata": "Full"}``);
+    ``dicom_port`` fixes its DICOM port (AE title ORTHANC) for C-STORE."""
     binary = ensure_orthanc()
     port = free_port()
     config = {
@@ -136,7 +139,7 @@ def orthanc(workdir: Path, dicomweb: dict[str, Any] | None = None) -> Iterator[T
         "StorageDirectory": str(workdir / "db"),
         "IndexDirectory": str(workdir / "db"),
         "HttpPort": port,
-        "DicomPort": free_port(),
+        "DicomPort": dicom_port or free_port(),
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False,
         "StorageCompression": False,

@@ -465,13 +465,15 @@ def _payload_size(document: Any) -> int:
 class Gateway:
     """Turn HTTP requests into proxy events, run authorizer and handler, shape the answer."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the options are keyword-only
         self,
         template: StackTemplate,
         environment: Mapping[str, str],
+        *,
         authorizer_ttl: int | None = None,
         on_environment_change: Callable[[], None] = lambda: None,
         usage_plans: usage.UsagePlans | None = None,
+        on_request: Callable[[str], None] = lambda function: None,
     ) -> None:
         if template.api is None:
             raise ValueError("the template has no AWS::Serverless::Api to emulate")
@@ -483,6 +485,8 @@ class Gateway:
             for name, function in template.functions.items()
         }
         self.environment = EnvironmentScope(environment, on_environment_change)
+        #: Told the function of every request integrated (the local event source wakes up).
+        self.on_request = on_request
         self.cache = AuthorizerCache()
         self.authorizer_ttl = authorizer_ttl
         # Without the stack's key entries: only the template's own API keys are on a plan.
@@ -710,6 +714,7 @@ class Gateway:
         }
 
     def _integrate(self, route: Route, event: dict[str, Any], request: Request) -> HttpResponse:
+        self.on_request(route.function)
         size = _payload_size(event)
         if size > LAMBDA_REQUEST_LIMIT:
             logger.error(

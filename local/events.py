@@ -8,7 +8,8 @@ handlers:
 * an object written through the local object server (a presigned PUT, a completed multipart
   upload) is announced at once;
 * objects that appear any other way (``cp -r folder .local-data/objects/incoming/``, an S3
-  tool against moto) are found by listing the prefixes every :data:`POLL_S` seconds; a file
+  tool against moto) are found by listing the prefixes every :data:`POLL_S` seconds while
+  the API is in use or objects arrive, backing off to :data:`IDLE_POLL_S` when idle; a file
   on disk is announced once its size and time have stayed the same for one poll (a copy in
   progress is not an object yet);
 * a failed invocation is retried on the following polls, :data:`MAX_ATTEMPTS` times in all
@@ -32,6 +33,8 @@ from shared.ports import UploadStore
 logger = logging.getLogger("local.events")
 
 POLL_S = 0.5
+#: The longest wait between polls of an idle stack (doubling from POLL_S).
+IDLE_POLL_S = 2.0
 MAX_ATTEMPTS = 5
 Invoke = Callable[[str, dict[str, Any]], Any]
 
@@ -60,6 +63,7 @@ class EventSource:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
     _next_run: dict[tuple[str, float], float] = field(default_factory=dict)
+    _interval: float = POLL_S
 
     @property
     def targets(self) -> list[tuple[str, str]]:
@@ -92,19 +96,30 @@ class EventSource:
         """An object was written whole (the object server's PUT): announce it now."""
         with self._lock:
             self._announced.add(key)
+        self.wake()
+
+    def wake(self) -> None:
+        """Poll now and often again (the API is in use: objects may be on their way)."""
+        self._interval = POLL_S
         self._wake.set()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(POLL_S)
+            woken = self._wake.wait(self._interval)
             self._wake.clear()
             if self._stopping.is_set():
                 return
             try:
-                self.poll()
+                delivered = self.poll()
                 self._run_schedules()
             except Exception:  # a bad poll must not end event delivery
                 logger.exception("event delivery failed; retrying on the next poll")
+                delivered = 0
+            pending = any(
+                not s.delivered and s.attempts < MAX_ATTEMPTS for s in self._seen.values()
+            )
+            if not (woken or delivered or pending):
+                self._interval = min(self._interval * 2, IDLE_POLL_S)
 
     def poll(self) -> int:
         """List the rules' prefixes and deliver what is new; how many were delivered."""

@@ -235,6 +235,7 @@ class LocalStack:
                 self.environment,
                 on_environment_change=_clear_settings_cache,
                 usage_plans=self._usage_plans(),
+                on_request=self._api_used,
             )
             if self.owns_process:
                 self._server.gateway.environment.pin()
@@ -315,6 +316,10 @@ class LocalStack:
             settle=self.storage == "local",
         )
 
+    def _api_used(self, function: str) -> None:
+        if self._events is not None:
+            self._events.wake()
+
     def _object_created(self, key: str) -> None:
         if self._events is not None:
             self._events.created(key)
@@ -375,6 +380,9 @@ class LocalStack:
                 "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_SESSION_TOKEN": "testing",
                 "POWERTOOLS_TRACE_DISABLED": "true",
+                # No CloudWatch to turn EMF lines into metrics: they would only fill the
+                # terminal (the audit trail is kept, in the data directory).
+                "POWERTOOLS_METRICS_DISABLED": "true",
                 "DICOMWEB_STORAGE": self.storage,
             }
         )

@@ -13,7 +13,7 @@ import pybase64
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
-from shared import audit, config, keys, wiring
+from shared import audit, config, keys, metrics, wiring
 from shared.errors import BadRequest, DicomWebError, Forbidden
 from shared.services.retrieve import NotModified, Outcome, Redirect
 
@@ -64,8 +64,15 @@ def _body_size(body: object) -> int:
     return len(body.encode("utf-8")) if isinstance(body, str) else 0
 
 
-def _audited(transaction: str) -> Any:
-    """Middleware: one audit record per request (``shared.audit``), whatever its outcome."""
+def count(app: APIGatewayRestResolver, name: str, value: int) -> None:
+    """Add to a per-request count the request's metrics report (``shared.metrics.COUNTS``)."""
+    counts = app.context.setdefault("metrics", {})
+    counts[name] = counts.get(name, 0) + value
+
+
+def _observed(transaction: str) -> Any:
+    """Middleware: one audit record (``shared.audit``) and one set of metrics
+    (``shared.metrics``) per request, whatever its outcome."""
 
     def middleware(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
         if app.current_event.http_method == "OPTIONS":
@@ -95,6 +102,15 @@ def _audited(transaction: str) -> Any:
                 wiring.audit_sink().write(record.as_dict())
             except Exception:
                 logger.exception("the audit record could not be written")
+            metrics.emit(
+                metrics.documents(
+                    transaction,
+                    status=status,
+                    duration_ms=record.durationMs,
+                    size=size,
+                    counts=app.context.get("metrics"),
+                )
+            )
 
     return middleware
 
@@ -102,7 +118,7 @@ def _audited(transaction: str) -> Any:
 def make_resolver(scope: str | None = None, transaction: str = "") -> APIGatewayRestResolver:
     """A REST resolver with CORS on every response and our error mapping; with ``scope``,
     every request but a CORS preflight needs a key that has it (403 otherwise); with
-    ``transaction``, every request leaves an audit record."""
+    ``transaction``, every request leaves an audit record and its metrics."""
     cors = CORSConfig(
         allow_origin=config.settings().cors_allow_origin,
         allow_headers=ALLOW_HEADERS,
@@ -129,7 +145,7 @@ def make_resolver(scope: str | None = None, transaction: str = "") -> APIGateway
         logger.exception("unhandled error", exc_info=error)
         return error_response(500, "internal error")
 
-    middlewares: list[Any] = [_audited(transaction)] if transaction else []
+    middlewares: list[Any] = [_observed(transaction)] if transaction else []
     if scope is not None:
 
         def _scoped(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:

@@ -75,6 +75,9 @@ class ObjectStore(BlobStore, Protocol):
     def chunks(self, key: str, size: int = ...) -> Iterator[bytes]:
         """The object as a stream of chunks."""
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start`` (fewer at the object's end)."""
+
     def presign_get(
         self, key: str, *, expires: int, content_type: str, filename: str | None = None
     ) -> str:

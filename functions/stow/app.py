@@ -50,6 +50,8 @@ def _store(calling_aet: str, study_uid: str | None) -> Response[str]:
     touched = http.touched(app)
     touched.add("studies", [s.study_uid for s in result.stored])
     touched.add("instances", [s.sop_instance_uid for s in result.stored])
+    http.count(app, "InstancesStored", len(result.stored))
+    http.count(app, "InstancesFailed", len(result.failed))
     logger.info(
         "stow",
         extra={

@@ -108,6 +108,15 @@ class FileBlobStore:
         except OSError as exc:
             raise StorageUnavailable("object storage is unavailable, retry later") from exc
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start``."""
+        try:
+            with self.path(key).open("rb") as source:
+                source.seek(start)
+                return source.read(length)
+        except OSError as exc:
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+
     def delete(self, key: str) -> None:
         """Remove the object, if any."""
         target = self.path(key)

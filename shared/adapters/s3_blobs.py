@@ -65,6 +65,19 @@ class S3BlobStore:
         except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailable("object storage is unavailable, retry later") from exc
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """A ranged GetObject."""
+        if length <= 0:
+            return b""
+        try:
+            reply = self._client.get_object(
+                Bucket=self._bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+            )
+            data: bytes = reply["Body"].read()
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
+        return data
+
     def presign_get(
         self, key: str, *, expires: int, content_type: str, filename: str | None = None
     ) -> str:

@@ -294,7 +294,7 @@ def ingest(
     result_key = f"{RESULTS}{relative}.json"
     record = _upload_record(relative, store)
     if record is None and relative.startswith(UPLOADED):
-        return None  # not an object this archive asked for
+        return _unasked(key, relative, store, clock)
     declared = record or {}
     calling_aet = str(declared.get("callingAET") or DROP_AET)
     with store.local_file(key) as path:
@@ -370,6 +370,17 @@ def _validated(path: Path, declared: dict[str, Any], inflate_limit: int) -> Vali
             instance.sop_instance_uid,
         )
     return instance
+
+
+def _unasked(
+    key: str, relative: str, store: UploadStore, clock: Callable[[], datetime]
+) -> Outcome | None:
+    """An object under ``incoming/uploads/`` no upload was asked for (records are written
+    before any URL is handed out): kept aside, never stored under a name it did not get."""
+    if store.stat(key) is None:
+        return None
+    refused = Failed(failures.CANNOT_UNDERSTAND, "no upload was asked for under this id")
+    return _quarantine(key, relative, refused, store, clock)
 
 
 def _top(relative: str) -> str:

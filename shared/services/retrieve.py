@@ -159,10 +159,24 @@ def _stored_syntax(row: InstanceRow, transfer_syntax: str | None) -> str:
     return row.transfer_syntax if transfer_syntax is None else transfer_syntax
 
 
+#: Reading a file whole to work on it (parse, anonymize, transcode, render) holds it at
+#: least twice: the bytes and what is made of them.
+WHOLE_READ_FACTOR = 2
+
+
+def read_whole(row: InstanceRow, delivery: Delivery, what: str) -> bytes:
+    """The stored object, read whole to work on it; 413 with the numbers when that alone
+    would exceed the request's memory budget (a frame of such an object is read by range)."""
+    needed = row.size * WHOLE_READ_FACTOR
+    if needed > delivery.memory_budget:
+        raise PayloadTooLarge(budget.too_large(what, needed, delivery.memory_budget))
+    return delivery.store.get(row.blob_key)
+
+
 def _instance_bytes(
     row: InstanceRow, anonymize: bool, transfer_syntax: str | None, delivery: Delivery
 ) -> bytes:
-    data = delivery.store.get(row.blob_key)
+    data = read_whole(row, delivery, "re-encoding this instance")
     if anonymize:
         data = delivery.anonymizer(data)
     if transfer_syntax is not None and transfer_syntax != row.transfer_syntax:
@@ -266,7 +280,7 @@ def retrieve_uri(row: InstanceRow, request: UriRequest, delivery: Delivery) -> O
 def _rendered(row: InstanceRow, request: UriRequest, media: str, delivery: Delivery) -> Outcome:
     from shared.dicom import render  # noqa: PLC0415 - pixel libraries only when needed
 
-    data = delivery.store.get(row.blob_key)
+    data = read_whole(row, delivery, "rendering this instance")
     if request.anonymize:  # refuses burned-in annotation (409); the image has no header
         data = delivery.anonymizer(data)
     body = render.render_bytes(data, request.rendering, media, memory_budget=delivery.memory_budget)

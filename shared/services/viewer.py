@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydicom import Dataset, dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import BaseTag
 
 from shared.dicom import metadata as instance_metadata
 from shared.dicom import pixels
@@ -30,7 +32,7 @@ from shared.dicomweb import multipart, paths
 from shared.dicomweb.wado import DICOM_JSON, FRAME_MEDIA, OCTET_STREAM, FrameAccept
 from shared.errors import NotAcceptable, NotFound
 from shared.ports import InstanceRow
-from shared.services.retrieve import Delivery, NotModified, Outcome, deliver
+from shared.services.retrieve import Delivery, NotModified, Outcome, deliver, read_whole
 
 if TYPE_CHECKING:
     from shared.dicomweb.wado import RenderedRequest
@@ -40,6 +42,14 @@ _NATIVE = frozenset(
 )
 #: Uncompressed frames up to this many bytes are gzip-compressed when the client accepts it.
 GZIP_MAX_BYTES = 16 << 20
+#: Uncompressed little-endian instances from this size on have their frames read by range
+#: (the header, then each frame's bytes), not whole: a frame of a 1 GB multi-frame costs a
+#: frame of memory.
+RANGED_MIN_BYTES = 32 << 20
+#: How much of the file's start is read to find the pixel data's place.
+_HEADER_BYTES = 1 << 20
+_LITTLE_ENDIAN_NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+_UNCOMPRESSED = f"{OCTET_STREAM}; transfer-syntax=1.2.840.10008.1.2.1"
 _PLACEHOLDER = re.compile(r',"BulkDataURI":"bulk:[^"]*"')
 
 
@@ -104,7 +114,7 @@ def _instance_text(row: InstanceRow, base_url: str, anonymize: bool, delivery: D
 
 
 def _dataset(row: InstanceRow, anonymize: bool, delivery: Delivery) -> Dataset:
-    data = delivery.store.get(row.blob_key)
+    data = read_whole(row, delivery, "reading this instance")
     if anonymize:
         data = delivery.anonymizer(data)
     return dcmread(io.BytesIO(data))
@@ -126,33 +136,86 @@ def frames(
     Uncompressed frames are gzip-compressed (level 1) when the client accepts it
     (``accept.gzip``) and the
     compressed body fits the inline limit: half the bytes of a CT frame on the wire."""
+    layout = None if anonymize or row.size < RANGED_MIN_BYTES else _layout(row, delivery)
+    if layout is not None:
+        _check_frames(numbers, layout.count)
+        if not (accept.original or accept.uncompressed):
+            raise NotAcceptable("the frames are uncompressed: accept application/octet-stream")
+        ranged = (layout.frame(row, n, delivery) for n in _in_time(numbers, delivery))
+        return _frames_answer(
+            ranged, _UNCOMPRESSED, layout.frame_size * len(numbers), accept, delivery
+        )
     ds = _dataset(row, anonymize, delivery)
     pixels.require_image(ds)
     count = pixels.frame_count(ds)
-    beyond = [n for n in numbers if n > count]
-    if beyond:
-        raise NotFound(f"frame {beyond[0]} is beyond the instance's {count} frames")
+    _check_frames(numbers, count)
     syntax = pixels.transfer_syntax(ds)
     media = FRAME_MEDIA.get(syntax)
     if syntax in _NATIVE or media is None:
         if not (accept.original or accept.uncompressed):
             raise NotAcceptable("the frames are uncompressed: accept application/octet-stream")
-        kind = f"{OCTET_STREAM}; transfer-syntax=1.2.840.10008.1.2.1"
+        kind = _UNCOMPRESSED
         payloads = (_native_frame(ds, n - 1) for n in numbers)
     elif accept.original or media in accept.media or "image/*" in accept.media:
         kind = f"{OCTET_STREAM if accept.original else media}; transfer-syntax={syntax}"
         payloads = (_stored_frame(ds, n - 1, count) for n in numbers)
     elif accept.uncompressed:
-        kind = f"{OCTET_STREAM}; transfer-syntax=1.2.840.10008.1.2.1"
+        kind = _UNCOMPRESSED
         payloads = (_decoded_frame(ds, n - 1, delivery) for n in _in_time(numbers, delivery))
     else:
         raise NotAcceptable(f"the frames are stored as {media}: accept it or octet-stream")
+    return _frames_answer(payloads, kind, pixels.frame_bytes(ds) * len(numbers), accept, delivery)
+
+
+def _check_frames(numbers: tuple[int, ...], count: int) -> None:
+    beyond = [n for n in numbers if n > count]
+    if beyond:
+        raise NotFound(f"frame {beyond[0]} is beyond the instance's {count} frames")
+
+
+def _frames_answer(
+    payloads: Iterator[bytes], kind: str, size: int, accept: FrameAccept, delivery: Delivery
+) -> Outcome:
     parts = ((kind, iter([p])) for p in payloads)
-    uncompressed = kind.startswith(OCTET_STREAM) and kind.endswith("=1.2.840.10008.1.2.1")
-    small = pixels.frame_bytes(ds) * len(numbers) <= GZIP_MAX_BYTES
-    if accept.gzip and uncompressed and small:
+    if accept.gzip and kind == _UNCOMPRESSED and size <= GZIP_MAX_BYTES:
         return _gzipped_multipart(parts, kind, delivery)
     return _multipart(parts, kind, delivery)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the frames of an uncompressed little-endian instance lie in its file."""
+
+    offset: int
+    frame_size: int
+    count: int
+
+    def frame(self, row: InstanceRow, number: int, delivery: Delivery) -> bytes:
+        start = self.offset + (number - 1) * self.frame_size
+        return delivery.store.read_range(row.blob_key, start, self.frame_size)
+
+
+def _layout(row: InstanceRow, delivery: Delivery) -> _Layout | None:
+    """The frames' place, from the file's first megabyte; None when another path must read
+    the whole file (compressed, big endian, 1-bit, or the pixel data further in)."""
+    head = delivery.store.read_range(row.blob_key, 0, _HEADER_BYTES)
+    try:
+        ds = dcmread(io.BytesIO(head), defer_size=1024)  # values over 1 KB: not read
+    except Exception:  # noqa: BLE001 - the whole-file path reports what is wrong
+        return None
+    raw = ds._dict.get(BaseTag(0x7FE00010))
+    if (
+        pixels.transfer_syntax(ds) not in _LITTLE_ENDIAN_NATIVE
+        or not isinstance(raw, RawDataElement)
+        or raw.value is not None  # read whole: small, or cut by the header's end
+        or raw.length == 0xFFFFFFFF
+        or int(ds.get("BitsAllocated") or 0) not in (8, 16, 32, 64)
+    ):
+        return None
+    size, count = pixels.frame_bytes(ds), pixels.frame_count(ds)
+    if size <= 0 or size * count > raw.length or raw.value_tell + raw.length > row.size:
+        return None
+    return _Layout(raw.value_tell, size, count)
 
 
 def _native_frame(ds: Dataset, index: int) -> bytes:
@@ -248,7 +311,7 @@ def rendered(
     a multipart/related of images."""
     from shared.dicom import render  # noqa: PLC0415 - pixel libraries only when needed
 
-    data = delivery.store.get(row.blob_key)
+    data = read_whole(row, delivery, "rendering this instance")
     if request.anonymize:  # refuses burned-in annotation (409); the image has no header
         data = delivery.anonymizer(data)
     ds = dcmread(io.BytesIO(data))

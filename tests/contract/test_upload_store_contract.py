@@ -85,3 +85,5 @@ def test_copy_listing_and_a_local_file(store: Any) -> None:
     assert [i.key for i in store.listing("incoming/", "incoming/s/b")] == ["incoming/t/c"]
     with store.local_file("incoming/t/c") as path:
         assert path is not None and path.read_bytes() == b"incoming/t/c"
+    assert store.read_range("incoming/t/c", 9, 100) == b"t/c"  # what there is of the range
+    assert store.read_range("incoming/t/c", 0, 8) == b"incoming"

@@ -87,6 +87,8 @@ class FakeIndex:
 class FakeObjectStore(FakeBlobStore):
     """FakeBlobStore plus the reading side WADO uses; presigned URLs are fake addresses."""
 
+    ranged: int = 0  # bytes read by read_range
+
     def get(self, key: str) -> bytes:
         if self.fail:
             raise StorageUnavailable("object storage is unavailable, retry later")
@@ -96,6 +98,13 @@ class FakeObjectStore(FakeBlobStore):
         data = self.get(key)
         for start in range(0, len(data), size):
             yield data[start : start + size]
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        if self.fail:
+            raise StorageUnavailable("object storage is unavailable, retry later")
+        data = self.objects[key][start : start + length]
+        self.ranged += len(data)
+        return data
 
     def presign_get(
         self, key: str, *, expires: int, content_type: str, filename: str | None = None

@@ -66,5 +66,6 @@ def test_store_search_and_retrieve_are_audited_without_patient_data(
     for secret in ("AUDITPATIENT", "SECRET", patient_id):
         assert secret not in text
 
+    capsys.readouterr()  # what the stack printed (its logs and metrics)
     assert audit_tool.main(["--study", study, "--data-dir", str(local_stack.data_dir)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3

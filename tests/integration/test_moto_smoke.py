@@ -59,6 +59,8 @@ ROUTES = [
     ("rs/studies/{study}/series/{series}/thumbnail", {}),
     ("rs/studies/{study}/series/{series}/instances/{sop}/thumbnail", {}),
     ("rs/studies/{study}/series/{series}/instances/{sop}/frames/1/thumbnail", {}),
+    ("stowRsListener/SMOKE/uploads", {"prefix": "uploads/"}),
+    ("stowRsListener/SMOKE/uploads/{upload}", {}),
     (
         "wado",
         {
@@ -71,12 +73,29 @@ ROUTES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def upload(moto_stack: LocalStack) -> str:
+    """An upload asked for (nothing sent to it yet: pending)."""
+    response = requests.post(
+        f"{moto_stack.base_url}/stowRsListener/SMOKE/uploads",
+        json={"size": 1000},
+        headers={"Authorization": moto_stack.api_key},
+        timeout=60,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["uploadId"])
+
+
 @pytest.mark.parametrize(("path", "params"), ROUTES, ids=[r[0] for r in ROUTES])
 def test_route_answers_on_moto(
-    moto_stack: LocalStack, stored: tuple[str, str, str], path: str, params: dict[str, str]
+    moto_stack: LocalStack,
+    stored: tuple[str, str, str],
+    upload: str,
+    path: str,
+    params: dict[str, str],
 ) -> None:
     study, series, sop = stored
-    names = {"study": study, "series": series, "sop": sop, "pid": "SMOKE1"}
+    names = {"study": study, "series": series, "sop": sop, "pid": "SMOKE1", "upload": upload}
     response = requests.get(
         f"{moto_stack.base_url}/{path.format(**names)}",
         params={k: v.format(**names) for k, v in params.items()}

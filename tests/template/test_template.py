@@ -838,3 +838,24 @@ def test_ingest_function_receives_object_created_events_of_incoming_and_a_sweep(
     events = _load_events()
     assert events["ingest-object-created.json"]["detail"]["object"]["key"].startswith("incoming/")
     assert events["ingest-sweep.json"]["detail-type"] == "Scheduled Event"
+
+
+def test_monitoring_is_off_by_default_and_its_dashboard_reads_our_metrics() -> None:
+    assert TPL["Parameters"]["Monitoring"]["Default"] == "off"
+    monitored = {
+        lid: r for lid, r in TPL["Resources"].items() if r.get("Condition") == "MonitoringOn"
+    }
+    assert {r["Type"] for r in monitored.values()} == {
+        "AWS::CloudWatch::Alarm",
+        "AWS::CloudWatch::Dashboard",
+    }
+    assert {"Api5xxRateAlarm", "ThrottlesAlarm", "AuthorizerErrorsAlarm"} <= set(monitored)
+    body = monitored["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
+    ours = {m[1] for w in widgets for m in w["properties"]["metrics"] if m[0] == "DICOMweb"}
+    from shared import metrics
+
+    assert ours <= {"Requests", "Latency", "BytesOut", "Failures", *metrics.COUNTS}
+    throttles = monitored["ThrottlesAlarm"]["Properties"]["Metrics"]
+    watched = {m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"] for m in throttles[1:]}
+    assert watched == set(FUNCTIONS)

@@ -181,9 +181,14 @@ def test_an_event_for_an_object_never_written_does_nothing(store, index) -> None
     assert list(store.listing("results/")) == []
 
 
-def test_an_upload_not_asked_for_is_left_alone(store, index) -> None:
-    store.put("incoming/uploads/0123456789abcdef0123", dicom_files.with_new_uids())
-    assert run("incoming/uploads/0123456789abcdef0123", store, index) is None
+def test_an_object_under_uploads_without_an_upload_is_quarantined(store, index) -> None:
+    data = dicom_files.with_new_uids()
+    key = "incoming/uploads/0123456789abcdef0123"
+    store.put(key, data)
+    assert run(key, store, index).status == "failed"
+    assert store.read("quarantine/uploads/0123456789abcdef0123") == data
+    assert list(store.listing("dicom/")) == []
+    assert run(key, store, index) is None  # the event again
 
 
 def test_the_same_instance_uploaded_again_is_a_duplicate(store, index) -> None:

@@ -125,3 +125,18 @@ def test_the_thread_delivers_and_stops(store) -> None:
     finally:
         events_.stop()
     assert invoke.keys == ["incoming/a"]
+
+
+def test_an_idle_stack_polls_less_and_a_request_wakes_it(store) -> None:
+    invoke = Recorder()
+    events_ = source(store, invoke)
+    events_.start()
+    try:
+        deadline = time.monotonic() + 10
+        while events_._interval < events.IDLE_POLL_S:
+            assert time.monotonic() < deadline, "the poll never backed off"
+            time.sleep(0.05)
+        events_.wake()
+        assert events_._interval == events.POLL_S
+    finally:
+        events_.stop()

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from shared.dicom.validate import validate
-from shared.dicomweb.wado import FrameAccept
+from shared.dicomweb.wado import FrameAccept, parse_rendered
 from shared.errors import NotAcceptable, NotFound
 from shared.ports import InstanceRow
 from shared.services import retrieve, viewer
@@ -123,3 +123,62 @@ def test_bulk_data_of_a_path_that_names_nothing_is_404() -> None:
     assert isinstance(outcome, retrieve.Inline)
     ds = pydicom.dcmread(io.BytesIO(store.get(row.blob_key)))
     assert ds.PixelData in outcome.body
+
+
+def _frame_bodies(outcome: retrieve.Outcome) -> list[bytes]:
+    assert isinstance(outcome, retrieve.Inline)
+    body = outcome.body
+    boundary = body.split(b"\r\n", 1)[0]
+    parts = body.split(boundary)[1:-1]
+    return [p.split(b"\r\n\r\n", 1)[1][: -len(b"\r\n")] for p in parts]
+
+
+@pytest.mark.parametrize(
+    ("name", "ranged"),
+    [
+        ("emri_small.dcm", True),  # 10 frames, 16 bit, explicit VR little endian
+        ("SC_rgb.dcm", True),
+        ("rtdose.dcm", True),  # multi-frame 32 bit, implicit VR little endian
+        ("MR_small_bigendian.dcm", False),  # big endian: the whole-file path swaps bytes
+        ("emri_small_jpeg_2k_lossless.dcm", False),  # compressed: the whole-file path
+        ("liver_1frame.dcm", False),  # 1-bit SEG frames: cut at bits from the whole file
+    ],
+)
+def test_frames_of_large_native_instances_are_read_by_range(
+    name: str, ranged: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same bytes as the whole-file path; only the header and the frames are read."""
+    store = FakeObjectStore()
+    row = _stored(store, name)
+    ds = pydicom.dcmread(io.BytesIO(store.get(row.blob_key)))
+    numbers = tuple(range(1, min(int(ds.get("NumberOfFrames") or 1), 3) + 1))
+    accept = FrameAccept(original=True)
+    whole = _frame_bodies(
+        viewer.frames(row, numbers, accept, anonymize=False, delivery=_delivery(store))
+    )
+    monkeypatch.setattr(viewer, "RANGED_MIN_BYTES", 0)
+    store.ranged = 0
+    by_range = _frame_bodies(
+        viewer.frames(row, numbers, accept, anonymize=False, delivery=_delivery(store))
+    )
+    assert by_range == whole
+    frames_read = store.ranged - min(row.size, 1 << 20)
+    if ranged:
+        assert frames_read == sum(len(f) for f in whole)
+    else:
+        assert frames_read <= 0  # only the header was looked at
+
+
+def test_an_object_too_large_to_read_whole_is_413_with_the_numbers_but_its_frames_are_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared.errors import PayloadTooLarge
+
+    store = FakeObjectStore()
+    row = _stored(store, "emri_small.dcm")
+    tight = dataclasses.replace(_delivery(store), memory_budget=row.size)  # < 2x the object
+    with pytest.raises(PayloadTooLarge, match="bytes of memory"):
+        viewer.rendered(row, parse_rendered({}, "image/jpeg"), (1,), tight)
+    monkeypatch.setattr(viewer, "RANGED_MIN_BYTES", 0)
+    outcome = viewer.frames(row, (1,), FrameAccept(original=True), anonymize=False, delivery=tight)
+    assert isinstance(outcome, retrieve.Inline)

@@ -1,0 +1,1 @@
+"""``dicomweb-gateway``: a DICOM Storage SCP that forwards what modalities send to the archive."""

@@ -1,0 +1,85 @@
+"""The gateway's spool: a received instance is on disk, synced, before the modality hears
+"success"; it leaves the spool only once the archive has it (or refused it for good).
+
+Layout under the spool root::
+
+    incoming/              being written; never acknowledged, removed on start
+    ready/<calling AE>/    acknowledged, waiting to be forwarded (AE percent-encoded)
+    failed/                refused by the archive: the file and <name>.json with the reason
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Durable hand-over between the SCP thread(s) and the forwarder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.incoming = root / "incoming"
+        self.ready = root / "ready"
+        self.failed = root / "failed"
+        for folder in (self.incoming, self.ready, self.failed):
+            folder.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(root)
+
+    def recover(self) -> int:
+        """Remove half-written files left by a crash (their sender never got a success, so it
+        sends them again); return how many acknowledged files wait to be forwarded."""
+        for leftover in self.incoming.iterdir():
+            leftover.unlink(missing_ok=True)
+        return sum(len(paths) for paths in self.pending().values())
+
+    def put(self, calling_aet: str, data: bytes) -> Path:
+        """Write ``data`` durably: temp file, fsync, rename into ``ready/``, fsync the folder.
+        Only when this returns may the modality be told "success"."""
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex}.dcm"
+        temporary = self.incoming / name
+        with temporary.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        folder = self.ready / quote(calling_aet.strip() or "UNKNOWN", safe="")
+        if not folder.exists():
+            folder.mkdir(exist_ok=True)
+            _fsync_dir(self.ready)
+        target = folder / name
+        temporary.rename(target)
+        _fsync_dir(folder)
+        return target
+
+    def pending(self) -> dict[str, list[Path]]:
+        """Acknowledged files by calling AE, oldest first."""
+        found: dict[str, list[Path]] = {}
+        for folder in sorted(self.ready.iterdir()):
+            if folder.is_dir():
+                files = sorted(p for p in folder.iterdir() if p.suffix == ".dcm")
+                if files:
+                    found[unquote(folder.name)] = files
+        return found
+
+    def done(self, path: Path) -> None:
+        """The archive has it: forget it."""
+        path.unlink(missing_ok=True)
+
+    def fail(self, path: Path, reason: dict[str, Any]) -> None:
+        """The archive refused it for good: keep it with the reason, out of the way."""
+        target = self.failed / path.name
+        (self.failed / f"{path.name}.json").write_text(json.dumps(reason, indent=2) + "\n")
+        path.rename(target)
