@@ -1,7 +1,8 @@
 """API Gateway REST (v1) emulator with Lambda proxy integration, driven by template.yaml.
 
 Reproduces: routing on path templates, the TOKEN authorizer (with its result cache and
-policy evaluation), gateway responses from the template, binary media types, the 10 MB
+policy evaluation), usage plans (per-key token bucket and daily quota, :mod:`local.usage`),
+gateway responses from the template, binary media types, the 10 MB
 request limit and Lambda's 6 MB invoke payload limits, and REST proxy events (format 1.0).
 Handlers run in-process, each module loaded from ``<CodeUri>/<module>.py``.
 See docs/local-stack.md for what is not reproduced.
@@ -31,7 +32,7 @@ from urllib.parse import unquote
 
 import pybase64
 
-from local import http1
+from local import http1, usage
 from local.template import ACCOUNT_ID, PROJECT_ROOT, REGION, Api, Function, Route, StackTemplate
 
 logger = logging.getLogger("local.emulator")
@@ -54,6 +55,9 @@ _DEFAULT_STATUS = {
     "AUTHORIZER_CONFIGURATION_ERROR": 500,
     "INTEGRATION_FAILURE": 502,
     "BAD_REQUEST_BODY": 400,
+    "THROTTLED": 429,
+    "QUOTA_EXCEEDED": 429,
+    "INVALID_API_KEY": 403,
 }
 _ERROR_TYPES = {
     "UNAUTHORIZED": "UnauthorizedException",
@@ -64,6 +68,14 @@ _ERROR_TYPES = {
     "AUTHORIZER_CONFIGURATION_ERROR": "AuthorizerConfigurationException",
     "INTEGRATION_FAILURE": "InternalServerErrorException",
     "LAMBDA_REQUEST_TOO_LARGE": "BadRequestException",
+    "THROTTLED": "TooManyRequestsException",
+    "QUOTA_EXCEEDED": "LimitExceededException",
+    "INVALID_API_KEY": "ForbiddenException",
+}
+_USAGE_MESSAGES = {
+    usage.THROTTLED: "Too Many Requests",
+    usage.QUOTA_EXCEEDED: "Limit Exceeded",
+    usage.INVALID_API_KEY: "Forbidden",
 }
 
 
@@ -336,6 +348,7 @@ class _AuthResult:
     policy: dict[str, Any]
     context: dict[str, Any]
     expires: float
+    usage_identifier: str | None = None
 
 
 class AuthorizerCache:
@@ -452,12 +465,14 @@ def _payload_size(document: Any) -> int:
 class Gateway:
     """Turn HTTP requests into proxy events, run authorizer and handler, shape the answer."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the options are keyword-only
         self,
         template: StackTemplate,
         environment: Mapping[str, str],
+        *,
         authorizer_ttl: int | None = None,
         on_environment_change: Callable[[], None] = lambda: None,
+        usage_plans: usage.UsagePlans | None = None,
         on_request: Callable[[str], None] = lambda function: None,
     ) -> None:
         if template.api is None:
@@ -474,6 +489,12 @@ class Gateway:
         self.on_request = on_request
         self.cache = AuthorizerCache()
         self.authorizer_ttl = authorizer_ttl
+        # Without the stack's key entries: only the template's own API keys are on a plan.
+        self.usage_plans = usage_plans or usage.UsagePlans(
+            plans=template.usage_plans,
+            api_keys=template.api_keys,
+            default_plan=template.outputs.get("DefaultUsagePlanId"),
+        )
         if str(PROJECT_ROOT) not in sys.path:
             sys.path.insert(0, str(PROJECT_ROOT))
 
@@ -544,13 +565,30 @@ class Gateway:
             f"{request.method}/{request.raw_path.lstrip('/')}"
         )
         with self.environment.active():
-            authorizer_context = self._authorize(route, request, method_arn)
+            authorizer_context, usage_identifier = self._authorize(route, request, method_arn)
+            if route.api_key_required:
+                usage_identifier = self._meter(request, usage_identifier)
             event = self._event(request, route, raw_params, path, request_id, authorizer_context)
+            if route.api_key_required:
+                event["requestContext"]["identity"]["apiKey"] = usage_identifier
             return self._integrate(route, event, request)
 
-    def _authorize(self, route: Route, request: Request, method_arn: str) -> dict[str, Any] | None:
+    def _meter(self, request: Request, from_authorizer: str | None) -> str:
+        """Hold the request to its API key's usage plan; return the key (its value)."""
+        if self.api.api_key_source == "AUTHORIZER":
+            identifier = from_authorizer
+        else:
+            identifier = request.header("x-api-key")
+        verdict = self.usage_plans.admit(identifier)
+        if verdict is not None:
+            raise GatewayError(verdict, _USAGE_MESSAGES[verdict])
+        return str(identifier)
+
+    def _authorize(
+        self, route: Route, request: Request, method_arn: str
+    ) -> tuple[dict[str, Any] | None, str | None]:
         if route.authorizer is None:
-            return None
+            return None, None
         authorizer = self.api.authorizers.get(route.authorizer)
         if authorizer is None:
             raise GatewayError("AUTHORIZER_CONFIGURATION_ERROR", "Authorizer misconfigured")
@@ -571,7 +609,8 @@ class Gateway:
             raise GatewayError(
                 "ACCESS_DENIED", "User is not authorized to access this resource", status=403
             )
-        return {"principalId": result.principal_id, "integrationLatency": 0, **result.context}
+        context = {"principalId": result.principal_id, "integrationLatency": 0, **result.context}
+        return context, result.usage_identifier
 
     def _call_authorizer(self, function: str, token: str, method_arn: str, ttl: int) -> _AuthResult:
         event = {"type": "TOKEN", "authorizationToken": token, "methodArn": method_arn}
@@ -594,11 +633,13 @@ class Gateway:
             isinstance(v, (dict, list)) for v in context.values()
         ):
             raise GatewayError("AUTHORIZER_CONFIGURATION_ERROR", "Internal server error")
+        identifier = output.get("usageIdentifierKey")
         return _AuthResult(
             principal_id=str(output["principalId"]),
             policy=output["policyDocument"],
             context=dict(context),
             expires=time.monotonic() + ttl,
+            usage_identifier=str(identifier) if identifier else None,
         )
 
     def _event(  # noqa: PLR0913, PLR0917 - the parts of a proxy event

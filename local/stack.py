@@ -36,14 +36,18 @@ from local.emulator import EmulatorServer, Gateway
 from local.events import EventSource
 from local.objects import ObjectServer
 from local.template import DEFAULT_TEMPLATE, PROJECT_ROOT, REGION, StackTemplate, load
+from local.usage import Meter, UsagePlans
 from shared import keys
 from shared.adapters.key_store import FileKeyStore, SecretsManagerKeyStore
+from shared.ports import KeyStore
 
 logger = logging.getLogger("local.stack")
 
 DEFAULT_STATE_FILE = PROJECT_ROOT / ".local-stack.json"
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".local-data"
 DEV_KEY_LABEL = "local dev key"
+#: Usage plan counters (token buckets, daily quotas) in the data directory.
+USAGE_FILE = "usage.sqlite3"
 _PR_SET_PDEATHSIG = 1
 STORAGES = ("local", "moto")
 
@@ -230,6 +234,7 @@ class LocalStack:
                 self.template,
                 self.environment,
                 on_environment_change=_clear_settings_cache,
+                usage_plans=self._usage_plans(),
                 on_request=self._api_used,
             )
             if self.owns_process:
@@ -258,6 +263,27 @@ class LocalStack:
         if self.state_file is not None:
             self._write_state(self.state_file)
         return self
+
+    def _usage_plans(self) -> UsagePlans:
+        """Usage plans of the template and the key store's entries (their usage identifiers
+        and own limits); counters in the data directory, shared by the workers (local
+        backend), or in memory (moto: one process)."""
+        store: KeyStore
+        if self.storage == "moto":
+            store = SecretsManagerKeyStore(self.client("secretsmanager"), self.secret_id)
+            meter = Meter(None)
+        else:
+            from shared.wiring import API_KEYS_FILE, SECRETS_DIR  # noqa: PLC0415
+
+            store = FileKeyStore(self.data_dir / SECRETS_DIR / API_KEYS_FILE)
+            meter = Meter(self.data_dir / USAGE_FILE)
+        return UsagePlans(
+            plans=self.template.usage_plans,
+            api_keys=self.template.api_keys,
+            default_plan=self.template.outputs.get("DefaultUsagePlanId"),
+            entries=store.load,
+            meter=meter,
+        )
 
     def _fork_workers(self) -> None:
         """Pre-fork ``workers - 1`` processes accepting on the same listening socket.

@@ -30,6 +30,9 @@ _API = "AWS::Serverless::Api"
 _TABLE = "AWS::DynamoDB::Table"
 _BUCKET = "AWS::S3::Bucket"
 _SECRET = "AWS::SecretsManager::Secret"  # noqa: S105 - a resource type, not a password
+_USAGE_PLAN = "AWS::ApiGateway::UsagePlan"
+_API_KEY = "AWS::ApiGateway::ApiKey"
+_USAGE_PLAN_KEY = "AWS::ApiGateway::UsagePlanKey"
 
 # Keys of AWS::DynamoDB::Table Properties that boto3's create_table accepts unchanged.
 _CREATE_TABLE_KEYS = (
@@ -116,7 +119,10 @@ class _Resolver:
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::Partition": "aws",
             "AWS::StackName": LOCAL_PREFIX,
-            "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{LOCAL_PREFIX}/0",
+            "AWS::StackId": (
+                f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{LOCAL_PREFIX}/"
+                "00000000-0000-4000-8000-000000000000"
+            ),
             "AWS::NoValue": None,
         }.get(name, "")
 
@@ -127,6 +133,9 @@ class _Resolver:
             return self.pseudo(name)
         if name in self.resources:
             return local_name(name)
+        base, _, generated = name.partition(".")
+        if generated in ("Stage", "Deployment") and base in self.resources:
+            return local_name(name)  # what SAM generates for an Api (``!Ref MyApi.Stage``)
         raise TemplateError(f"!Ref to unknown name {name!r}")
 
     def get_att(self, logical_id: str, attribute: str) -> str:
@@ -248,6 +257,8 @@ class Route:
     function: str
     authorizer: str | None
     event_name: str
+    #: Whether API Gateway meters the method against the caller's usage plan.
+    api_key_required: bool = False
 
 
 @dataclass(frozen=True)
@@ -261,6 +272,22 @@ class Api:
     authorizers: dict[str, Authorizer]
     add_default_authorizer_to_cors_preflight: bool
     gateway_responses: dict[str, GatewayResponse]
+    #: Where API keys come from: ``HEADER`` (x-api-key) or ``AUTHORIZER`` (usageIdentifierKey).
+    api_key_source: str = "HEADER"
+    #: ``Auth.ApiKeyRequired``: the default of every method.
+    api_key_required: bool = False
+    add_api_key_required_to_cors_preflight: bool = True
+
+
+@dataclass(frozen=True)
+class UsagePlan:
+    """An API Gateway usage plan: token bucket (rate per second, burst) and a daily quota;
+    None where the plan sets no such limit."""
+
+    name: str
+    rate: float | None = None
+    burst: int | None = None
+    quota: int | None = None
 
 
 @dataclass(frozen=True)
@@ -331,6 +358,10 @@ class StackTemplate:
     buckets: dict[str, Bucket]
     secrets: dict[str, Secret]
     outputs: dict[str, str]
+    #: Usage plans by local name (what ``!Ref`` of the plan resolves to).
+    usage_plans: dict[str, UsagePlan] = field(default_factory=dict)
+    #: Values of the template's own API keys -> the usage plan each is on.
+    api_keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def routes(self) -> list[Route]:
@@ -441,12 +472,17 @@ def _api(
             auth.get("AddDefaultAuthorizerToCorsPreflight", True)
         ),
         gateway_responses=_gateway_responses(resolver.resolve(props.get("GatewayResponses", {}))),
+        api_key_source=str(resolver.resolve(props.get("ApiKeySourceType", "HEADER"))).upper(),
+        api_key_required=bool(auth.get("ApiKeyRequired", False)),
+        add_api_key_required_to_cors_preflight=bool(
+            auth.get("AddApiKeyRequiredToCorsPreflight", True)
+        ),
     )
 
 
-def _routes(
-    logical_id: str, props: Mapping[str, Any], api_id: str | None, default_auth: str | None
-) -> tuple[Route, ...]:
+def _routes(logical_id: str, props: Mapping[str, Any], api: Api | None) -> tuple[Route, ...]:
+    api_id = api.logical_id if api else None
+    default_auth = api.default_authorizer if api else None
     routes = []
     for event_name, event in (props.get("Events") or {}).items():
         if not isinstance(event, dict) or event.get("Type") != "Api":
@@ -455,14 +491,22 @@ def _routes(
         rest_api = spec.get("RestApiId")
         if api_id is not None and rest_api is not None and rest_api != {"Ref": api_id}:
             continue
-        authorizer = (spec.get("Auth") or {}).get("Authorizer", default_auth)
+        auth = spec.get("Auth") or {}
+        authorizer = auth.get("Authorizer", default_auth)
+        method = str(spec["Method"]).upper()
+        # As SAM applies ApiKeyRequired: the event's own setting, else the Api's; OPTIONS
+        # never when AddApiKeyRequiredToCorsPreflight is false.
+        key_required = bool(auth.get("ApiKeyRequired", api.api_key_required if api else False))
+        if method == "OPTIONS" and api is not None:
+            key_required = key_required and api.add_api_key_required_to_cors_preflight
         routes.append(
             Route(
-                method=str(spec["Method"]).upper(),
+                method=method,
                 path="/" + str(spec["Path"]).strip("/"),
                 function=logical_id,
                 authorizer=None if authorizer in (None, "NONE") else str(authorizer),
                 event_name=str(event_name),
+                api_key_required=key_required,
             )
         )
     return tuple(routes)
@@ -534,12 +578,7 @@ def _function(  # noqa: PLR0913, PLR0917 - the function plus what it is resolved
         memory_size=int(resolver.resolve(merged.get("MemorySize", 128))),
         timeout=int(resolver.resolve(merged.get("Timeout", 3))),
         environment=environment,
-        routes=_routes(
-            logical_id,
-            props,
-            api.logical_id if api else None,
-            api.default_authorizer if api else None,
-        ),
+        routes=_routes(logical_id, props, api),
         object_created=_object_created(props),
         schedules=_schedules(props, resolver),
     )
@@ -621,6 +660,47 @@ def load(
         buckets=buckets,
         secrets=secrets,
         outputs=outputs,
+        **_usage(resources, resolver),
+    )
+
+
+def _usage(resources: Mapping[str, Any], resolver: _Resolver) -> dict[str, Any]:
+    """The usage plans, and the template's own API keys (with a Value) on a plan."""
+    plans: dict[str, UsagePlan] = {}
+    values: dict[str, str] = {}
+    plan_keys: list[tuple[str, str]] = []
+    for logical_id, resource in resources.items():
+        if "Condition" in resource and not resolver.condition(str(resource["Condition"])):
+            continue
+        kind, props = resource.get("Type"), resource.get("Properties") or {}
+        if kind == _USAGE_PLAN:
+            plans[local_name(logical_id)] = _usage_plan(logical_id, resolver.resolve(props))
+        elif kind == _API_KEY and "Value" in props:
+            values[logical_id] = str(resolver.resolve(props["Value"]))
+        elif kind == _USAGE_PLAN_KEY:
+            plan_keys.append((str(props["KeyId"].get("Ref")), str(props["UsagePlanId"].get("Ref"))))
+    api_keys = {
+        values[key]: local_name(plan)
+        for key, plan in plan_keys
+        if key in values and local_name(plan) in plans
+    }
+    return {"usage_plans": plans, "api_keys": api_keys}
+
+
+def _usage_plan(logical_id: str, props: Mapping[str, Any]) -> UsagePlan:
+    """A usage plan's stage-wide throttle and quota (per-method throttles are not emulated)."""
+    throttle = props.get("Throttle") or {}
+    quota = props.get("Quota") or {}
+    if quota and str(quota.get("Period", "")).upper() != "DAY":
+        raise TemplateError(f"usage plan {logical_id}: only daily quotas are emulated")
+    if quota and int(quota.get("Offset", 0) or 0):
+        raise TemplateError(f"usage plan {logical_id}: quota offsets are not emulated")
+    rate, burst = throttle.get("RateLimit"), throttle.get("BurstLimit")
+    return UsagePlan(
+        name=local_name(logical_id),
+        rate=float(rate) if rate is not None else None,
+        burst=int(burst) if burst is not None else None,
+        quota=int(quota["Limit"]) if quota.get("Limit") is not None else None,
     )
 
 

@@ -38,6 +38,8 @@ class Settings:
     #: Whether requests emit CloudWatch metrics (EMF on stdout); Powertools' own switch,
     #: POWERTOOLS_METRICS_DISABLED=true, turns them off (the local stack: no CloudWatch).
     metrics: bool = True
+    #: The usage identifier of keys stored before per-key limits (the stack's legacy plan).
+    legacy_usage_key: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -76,6 +78,7 @@ class Settings:
             data_dir=env.get("DICOMWEB_DATA_DIR", ".local-data") or ".local-data",
             local_url=env.get("DICOMWEB_LOCAL_URL", ""),
             metrics=env.get("POWERTOOLS_METRICS_DISABLED", "").strip().lower() != "true",
+            legacy_usage_key=env.get("LEGACY_USAGE_KEY", ""),
         )
 
 

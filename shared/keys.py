@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,28 @@ DEFAULT_SCOPES = (READ, STORE)
 LEGACY_SCOPES = (ADMIN, READ, STORE)
 
 
+#: Prefix of a key's usage identifier: the value of its API Gateway API key. The identifier
+#: only names the key's usage plan entry (the authorizer returns it as usageIdentifierKey;
+#: with the API's key source AUTHORIZER, API Gateway never reads it from a request), so
+#: knowing it grants nothing. It is still never logged.
+USAGE_KEY_PREFIX = "o3u_"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A key's own usage plan: steady requests per second, burst (the token bucket's size)
+    and requests per UTC day (None: no daily quota)."""
+
+    rate: float
+    burst: int
+    quota: int | None = None
+
+    def describe(self) -> str:
+        """``20/s burst 40, 100000/day``."""
+        quota = f", {self.quota}/day" if self.quota is not None else ""
+        return f"{self.rate:g}/s burst {self.burst}{quota}"
+
+
 @dataclass(frozen=True)
 class KeyEntry:
     """One active key as stored: never the key itself."""
@@ -39,6 +62,34 @@ class KeyEntry:
     label: str = ""
     created: str = ""
     scopes: tuple[str, ...] = LEGACY_SCOPES
+    #: The value of the key's API Gateway API key ("": a key from before per-key limits,
+    #: which the authorizer maps to the stack's legacy plan).
+    usage_key: str = ""
+    #: API Gateway's id of that API key (deployed stacks only).
+    usage_key_id: str = ""
+    #: The key's own limits; None: the stack's default usage plan.
+    limits: Limits | None = None
+    #: API Gateway's id of the key's own usage plan (deployed stacks, own limits only).
+    usage_plan_id: str = ""
+
+
+def checked_limits(rate: float, burst: int | None = None, quota: int | None = None) -> Limits:
+    """Limits from the key tool's options; burst defaults to twice the rate (at least 1);
+    a quota of 0 means none. ValueError for impossible values."""
+    if not rate > 0:
+        raise ValueError("--rate must be a positive number of requests per second")
+    if burst is None:
+        burst = max(1, math.ceil(2 * rate))
+    if burst < 1:
+        raise ValueError("--burst must be at least 1 request")
+    if quota is not None and quota < 0:
+        raise ValueError("--quota must be 0 (none) or a number of requests per day")
+    return Limits(rate=float(rate), burst=int(burst), quota=quota or None)
+
+
+def new_usage_key() -> str:
+    """A random usage identifier (an API Gateway API key value: 20 to 128 characters)."""
+    return USAGE_KEY_PREFIX + secrets.token_hex(20)
 
 
 def checked_scopes(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -129,9 +180,26 @@ def parse_secret(text: str) -> list[KeyEntry]:
                     label=str(item.get("label", "")),
                     created=str(item.get("created", "")),
                     scopes=_stored_scopes(item.get("scopes")),
+                    usage_key=str(item.get("usage_key") or ""),
+                    usage_key_id=str(item.get("usage_key_id") or ""),
+                    limits=_stored_limits(item.get("limits")),
+                    usage_plan_id=str(item.get("usage_plan_id") or ""),
                 )
             )
     return entries
+
+
+def _stored_limits(value: object) -> Limits | None:
+    """Limits as stored; absent or malformed: the default plan."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        quota = value.get("quota")
+        return checked_limits(
+            float(value["rate"]), int(value["burst"]), None if quota is None else int(quota)
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _stored_scopes(value: object) -> tuple[str, ...]:
@@ -146,7 +214,13 @@ def _stored_scopes(value: object) -> tuple[str, ...]:
 
 def dump_secret(entries: list[KeyEntry]) -> str:
     """Serialise key entries into the secret's JSON document."""
-    return json.dumps(
-        {"keys": [{**asdict(e), "scopes": list(e.scopes)} for e in entries]},
-        separators=(",", ":"),
-    )
+    return json.dumps({"keys": [_stored(e) for e in entries]}, separators=(",", ":"))
+
+
+def _stored(entry: KeyEntry) -> dict[str, object]:
+    """An entry as JSON; the usage fields only when set (older readers ignore them)."""
+    document: dict[str, object] = {**asdict(entry), "scopes": list(entry.scopes)}
+    for name in ("usage_key", "usage_key_id", "limits", "usage_plan_id"):
+        if not document[name]:
+            del document[name]
+    return document

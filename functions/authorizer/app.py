@@ -3,6 +3,12 @@
 Imports nothing heavy (no pydicom, numpy, PIL, Powertools): it runs before every uncached
 request. Missing or wrong keys raise ``Exception("Unauthorized")``, which API Gateway turns
 into a 401 (its gateway response adds the JSON body and CORS headers).
+
+The answer names the key's usage identifier (``usageIdentifierKey``): the API's key source
+is AUTHORIZER, so API Gateway meters the request against that API key's usage plan (rate,
+burst, daily quota) and answers 429 itself past a limit. Keys stored before per-key limits
+have no identifier of their own and share the stack's legacy one (``LEGACY_USAGE_KEY``,
+a plan without limits) until ``tools/apikeys.py migrate`` gives them one.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared import keys, wiring
+from shared import config, keys, wiring
 
 logger = logging.getLogger("authorizer")
 logger.setLevel(logging.INFO)
@@ -53,7 +59,7 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
         logger.info("authorization refused: %s", "missing key" if not token else "unknown key")
         raise Exception("Unauthorized")
     resources = _resource_arns(str(event.get("methodArn", "")), entry.scopes)
-    return {
+    answer: dict[str, Any] = {
         "principalId": f"apikey:{entry.id}",
         "policyDocument": {
             "Version": "2012-10-17",
@@ -71,3 +77,7 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
             "scopes": ",".join(entry.scopes),
         },
     }
+    usage_key = entry.usage_key or config.settings().legacy_usage_key
+    if usage_key:
+        answer["usageIdentifierKey"] = usage_key
+    return answer

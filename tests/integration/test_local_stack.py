@@ -387,3 +387,102 @@ def test_state_file_names_the_backend_and_its_data(served: Served) -> None:
     assert state["storage"] == "local"
     assert state["data_dir"] == str(served.data_dir.resolve())
     assert state["base_url"] == served.base_url
+
+
+# ---------------------------------------------------------------- per-key limits
+
+
+def test_limits_set_with_apikeys_give_429_with_cors_and_spare_other_keys(served: Served) -> None:
+    qido = f"{served.base_url}/qido/AE/studies"
+    output = apikeys(
+        served, "create", "--label", "limited", "--rate", "2", "--burst", "2", "--quota", "5"
+    )
+    key, key_id = output.strip().splitlines()[-1], output.split()[2]
+    assert "2/s burst 2, 5/day" in output
+    assert "2/s burst 2, 5/day" in apikeys(served, "list").split(key_id, 1)[1].splitlines()[0]
+    headers = {"Authorization": key, "Origin": "https://viewer.example"}
+
+    started = time.monotonic()
+    burst = [requests.get(qido, headers=headers, timeout=30) for _ in range(6)]
+    elapsed = time.monotonic() - started
+    admitted = [r for r in burst if r.status_code == 200]
+    throttled = [r for r in burst if r.status_code == 429]
+    assert len(admitted) + len(throttled) == len(burst)
+    assert 2 <= len(admitted) <= 2 + 2 * elapsed  # the burst, plus what the rate refilled
+    assert throttled, "six requests at once went through a burst of 2"
+    for response in throttled:
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.headers["Retry-After"] == "1"
+        assert response.json()["reason"] == "THROTTLED"
+
+    # The other keys are on their own plans: the dev key (from before limits) has none.
+    dev = {"Authorization": served.api_key}
+    assert all(requests.get(qido, headers=dev, timeout=30).status_code == 200 for _ in range(8))
+    preflight = requests.options(
+        qido,
+        headers={"Origin": "https://viewer.example", "Access-Control-Request-Method": "GET"},
+        timeout=30,
+    )
+    assert preflight.status_code != 429  # a preflight carries no key: never metered
+
+    # Paced under the rate, the key gets exactly its quota of 5 a day, then QUOTA_EXCEEDED.
+    total = len(admitted)
+    deadline = time.monotonic() + 30
+    while True:
+        assert time.monotonic() < deadline, "the quota never ran out"
+        time.sleep(0.6)
+        response = requests.get(qido, headers=headers, timeout=30)
+        if response.status_code == 200:
+            total += 1
+            continue
+        assert response.status_code == 429
+        if response.json()["reason"] == "QUOTA_EXCEEDED":
+            break
+    assert total == 5
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "UTC" in response.json()["message"]
+
+    # Limits changed with the key tool apply without a restart; revoking ends the key.
+    assert "default plan" in apikeys(served, "limits", key_id, "--default")
+    deadline = time.monotonic() + 10
+    while requests.get(qido, headers=headers, timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, "the default plan did not take effect"
+        time.sleep(0.5)
+    apikeys(served, "revoke", key_id)
+    assert requests.get(qido, headers=headers, timeout=30).status_code == 401
+
+
+def test_migrate_moves_old_keys_to_the_default_plan_without_a_gap(served: Served) -> None:
+    qido = f"{served.base_url}/qido/AE/studies"
+    dev = {"Authorization": served.api_key}
+    assert "legacy (migrate)" in apikeys(served, "list")
+    assert "Migrated 1 key(s)" in apikeys(served, "migrate")
+    listing = apikeys(served, "list")
+    assert "legacy" not in listing and "default plan" in listing
+    assert requests.get(qido, headers=dev, timeout=30).status_code == 200
+    assert "Migrated 0 key(s)" in apikeys(served, "migrate")
+
+
+def test_a_revoked_key_still_in_the_authorizer_cache_is_refused_by_its_missing_plan(
+    tmp_path: Path,
+) -> None:
+    """API Gateway's decision cache still allows the key; its API key is gone: 403 with CORS."""
+    with serve(
+        tmp_path,
+        "o3k_subprocess-test-key-0123456789",
+        overrides="AuthorizerCacheTtl=300 KeyCacheTtl=0",
+        extra_env={"LOCAL_WORKERS": "1"},  # one authorizer cache
+    ) as stack:
+        qido = f"{stack.base_url}/qido/AE/studies"
+        output = apikeys(stack, "create", "--label", "soon revoked")
+        key, key_id = output.strip().splitlines()[-1], output.split()[2]
+        assert requests.get(qido, headers={"Authorization": key}, timeout=30).status_code == 200
+        apikeys(stack, "revoke", key_id)
+        deadline = time.monotonic() + 10  # the plans are re-read every second
+        while (refused := requests.get(qido, headers={"Authorization": key}, timeout=30)).ok:
+            assert time.monotonic() < deadline, "the revoked key's plan is still known"
+            time.sleep(0.3)
+        assert refused.status_code == 403
+        assert refused.json()["reason"] == "INVALID_API_KEY"
+        assert refused.headers["Access-Control-Allow-Origin"] == "*"

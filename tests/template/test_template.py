@@ -445,6 +445,50 @@ def test_api_has_access_logs_tracing_throttling_and_an_authorizer(lid: str) -> N
     assert props["Auth"]["DefaultAuthorizer"] in props["Auth"]["Authorizers"]
 
 
+@pytest.mark.parametrize("lid", sorted(APIS))
+def test_every_key_is_metered_by_a_usage_plan_and_preflights_need_no_key(lid: str) -> None:
+    props = APIS[lid]["Properties"]
+    assert props["ApiKeySourceType"] == "AUTHORIZER"
+    assert props["Auth"]["ApiKeyRequired"] is True
+    assert props["Auth"]["AddApiKeyRequiredToCorsPreflight"] is False
+    for fn, name, method, _ in ROUTES:
+        auth = RESOURCES[fn]["Properties"]["Events"][name]["Properties"].get("Auth", {})
+        assert auth.get("ApiKeyRequired", True) is True, f"{fn}.{name} opts out of its limits"
+        if method == "OPTIONS":
+            assert auth.get("Authorizer") == "NONE"
+    plans = _of_type("AWS::ApiGateway::UsagePlan")
+    for plan in plans.values():
+        (stage,) = plan["Properties"]["ApiStages"]
+        assert stage == {"ApiId": {"Ref": lid}, "Stage": {"Ref": f"{lid}.Stage"}}
+    default = plans["DefaultUsagePlan"]["Properties"]
+    assert default["Throttle"] == {
+        "RateLimit": {"Ref": "KeyRateLimit"},
+        "BurstLimit": {"Ref": "KeyBurstLimit"},
+    }
+    assert TPL["Outputs"]["DefaultUsagePlanId"]["Value"] == {"Ref": "DefaultUsagePlan"}
+
+
+def test_legacy_keys_share_the_legacy_api_key_the_authorizer_names() -> None:
+    value = RESOURCES["LegacyUsageKey"]["Properties"]["Value"]
+    environment = RESOURCES["AuthorizerFunction"]["Properties"]["Environment"]["Variables"]
+    assert environment["LEGACY_USAGE_KEY"] == value
+    plan_key = RESOURCES["LegacyUsagePlanKey"]["Properties"]
+    assert plan_key["KeyId"] == {"Ref": "LegacyUsageKey"}
+    assert plan_key["UsagePlanId"] == {"Ref": "LegacyUsagePlan"}
+    legacy = RESOURCES["LegacyUsagePlan"]["Properties"]
+    assert "Throttle" not in legacy and "Quota" not in legacy  # as before the upgrade
+
+
+@pytest.mark.parametrize("kind", ["THROTTLED", "QUOTA_EXCEEDED"])
+def test_over_a_limit_is_429_json_with_a_reason_and_cors(kind: str) -> None:
+    for api in APIS.values():
+        response = api["Properties"]["GatewayResponses"][kind]
+        assert response["StatusCode"] == "429"
+        assert "Access-Control-Allow-Origin" in response["ResponseParameters"]["Headers"]
+        body = json.loads(response["ResponseTemplates"]["application/json"])
+        assert body["reason"] == kind and body["message"]
+
+
 # --------------------------------------------------------------------------- a first deploy
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -94,3 +95,40 @@ def test_authorizer_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# ---------------------------------------------------------------- usage plans
+
+
+def test_a_key_is_metered_under_its_own_usage_identifier(authorizer) -> None:
+    module, store = authorizer
+    key, entry = keys.generate("viewer")
+    usage_key = keys.new_usage_key()
+    store.entries.append(dataclasses.replace(entry, usage_key=usage_key))
+    answer = module.lambda_handler(event(key), None)
+    assert answer["usageIdentifierKey"] == usage_key
+    assert usage_key not in str(answer["context"])  # functions see it only as API Gateway says
+
+
+def test_a_key_from_before_limits_is_metered_under_the_legacy_identifier(
+    authorizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, store = authorizer
+    key, entry = keys.generate("old")
+    store.entries.append(entry)
+    monkeypatch.setattr(
+        config, "settings", lambda: config.Settings(legacy_usage_key="legacy-keys-1234")
+    )
+    assert module.lambda_handler(event(key), None)["usageIdentifierKey"] == "legacy-keys-1234"
+
+
+def test_without_a_legacy_identifier_an_old_key_names_none(authorizer) -> None:
+    module, store = authorizer
+    key, entry = keys.generate("old")
+    store.entries.append(entry)
+    assert "usageIdentifierKey" not in module.lambda_handler(event(key), None)
+
+
+def test_legacy_usage_key_is_read_from_the_environment() -> None:
+    settings = config.Settings.from_mapping({"LEGACY_USAGE_KEY": "legacy-keys-abcd"})
+    assert settings.legacy_usage_key == "legacy-keys-abcd"

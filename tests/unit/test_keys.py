@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
+import json
 
 import pytest
 
@@ -69,3 +71,47 @@ def test_secret_document_round_trip_and_tolerance() -> None:
 def test_short_operator_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="16"):
         keys.entry_for("short")
+
+
+# ---------------------------------------------------------------- per-key limits
+
+
+def test_usage_fields_round_trip_and_are_left_out_when_unset() -> None:
+    _, plain = keys.generate("legacy")
+    _, entry = keys.generate("viewer")
+    limited = dataclasses.replace(
+        entry,
+        usage_key=keys.new_usage_key(),
+        usage_key_id="abc123",
+        limits=keys.Limits(rate=2.5, burst=5, quota=1000),
+        usage_plan_id="plan42",
+    )
+    text = keys.dump_secret([plain, limited])
+    assert keys.parse_secret(text) == [plain, limited]
+    stored_plain = json.loads(text)["keys"][0]
+    assert not {"usage_key", "usage_key_id", "limits", "usage_plan_id"} & set(stored_plain)
+
+
+def test_malformed_stored_limits_mean_the_default_plan() -> None:
+    _, entry = keys.generate()
+    document = json.loads(keys.dump_secret([entry]))
+    document["keys"][0]["limits"] = {"rate": "fast", "burst": 1}
+    assert keys.parse_secret(json.dumps(document))[0].limits is None
+    document["keys"][0]["limits"] = {"rate": 0, "burst": 1}
+    assert keys.parse_secret(json.dumps(document))[0].limits is None
+
+
+def test_checked_limits_defaults_and_refusals() -> None:
+    assert keys.checked_limits(20) == keys.Limits(20.0, 40, None)
+    assert keys.checked_limits(0.2) == keys.Limits(0.2, 1, None)
+    assert keys.checked_limits(2, 3, 0) == keys.Limits(2.0, 3, None)
+    assert keys.checked_limits(2, 3, 5).quota == 5
+    for bad in ((0, 1, None), (-1, 1, None), (1, 0, None), (1, 1, -5)):
+        with pytest.raises(ValueError, match="--"):
+            keys.checked_limits(*bad)
+
+
+def test_usage_keys_are_random_and_valid_api_gateway_key_values() -> None:
+    first, second = keys.new_usage_key(), keys.new_usage_key()
+    assert first != second
+    assert 20 <= len(first) <= 128 and first.startswith(keys.USAGE_KEY_PREFIX)

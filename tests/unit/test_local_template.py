@@ -153,3 +153,51 @@ def test_policy_evaluation_needs_an_allow_and_honours_deny() -> None:
     assert not _policy_allows({"Statement": []}, arn)
     other_stage = {**allow, "Resource": "arn:*/v2/*/*"}
     assert not _policy_allows({"Statement": [other_stage]}, arn)
+
+
+_KEYED = """
+Resources:
+  Api:
+    Type: AWS::Serverless::Api
+    Properties:
+      StageName: v1
+      ApiKeySourceType: AUTHORIZER
+      Auth:
+        ApiKeyRequired: true
+        {preflight}
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: fn/
+      Handler: app.handler
+      Events:
+        Get: {{Type: Api, Properties: {{RestApiId: !Ref Api, Path: /a, Method: get}}}}
+        Open:
+          Type: Api
+          Properties: {{RestApiId: !Ref Api, Path: /b, Method: get, Auth: {{ApiKeyRequired: false}}}}
+        Preflight: {{Type: Api, Properties: {{RestApiId: !Ref Api, Path: /a, Method: options}}}}
+  Plan:
+    Type: AWS::ApiGateway::UsagePlan
+    Properties:
+      ApiStages: [{{ApiId: !Ref Api, Stage: !Ref Api.Stage}}]
+      Quota: {{Limit: 10, Period: {period}}}
+"""
+
+
+@pytest.mark.parametrize("to_preflight", [True, False])
+def test_api_key_required_is_applied_as_sam_applies_it(tmp_path: Path, to_preflight: bool) -> None:
+    path = tmp_path / "t.yaml"
+    preflight = "" if to_preflight else "AddApiKeyRequiredToCorsPreflight: false"
+    path.write_text(_KEYED.format(preflight=preflight, period="DAY"), encoding="utf-8")
+    loaded = template.load(path)
+    assert loaded.api is not None and loaded.api.api_key_source == "AUTHORIZER"
+    required = {(r.method, r.path): r.api_key_required for r in loaded.routes}
+    assert required == {("GET", "/a"): True, ("GET", "/b"): False, ("OPTIONS", "/a"): to_preflight}
+    assert loaded.usage_plans["local-plan"] == template.UsagePlan("local-plan", quota=10)
+
+
+def test_quota_periods_other_than_a_day_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(_KEYED.format(preflight="", period="WEEK"), encoding="utf-8")
+    with pytest.raises(template.TemplateError, match="daily"):
+        template.load(path)
