@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.dicom.levels import Level
+from shared.dicomweb import paths
 from shared.dicomweb.query import Condition, Kind, Query
 from shared.errors import BadRequest, DicomWebError, Forbidden, NotFound
 from shared.ports import Catalog, DeidentifiedLookup, InstanceRow
@@ -208,7 +209,7 @@ def _check_matchable(condition: Condition) -> None:
 
 def _url_with(url: str, base_url: str, replace: Callable[[str], str]) -> str:
     """A RetrieveURL with each UID segment replaced ('' when the URL is not one of ours)."""
-    prefix = base_url.rstrip("/") + "/studies/"
+    prefix = paths.study_url(base_url, "")
     if not url.startswith(prefix):
         return ""
     parts = url[len(prefix) :].split("/")
