@@ -100,3 +100,29 @@ def test_a_version_2_index_migrates_and_backfills(tmp_path: Path, monkeypatch) -
     with sqlite3.connect(path) as connection:
         (count,) = connection.execute("SELECT COUNT(*) FROM deid_uids").fetchone()
     assert count == 3  # one study, one series, one instance
+
+
+def test_dynamodb_items_stored_before_are_found_once_backfilled(mocked_aws: None) -> None:
+    from shared.adapters.dynamo_backfill import backfill
+    from tools import deid_backfill
+
+    dynamodb = boto3.client("dynamodb")
+    stack = local_template.load()
+    dynamodb.create_table(TableName=TABLE, **stack.tables["IndexTable"].create_args)
+    record = _record_of(dicom_files.with_new_uids())
+    DynamoInstanceIndex(dynamodb, TABLE, sleep=lambda _: None).add(record)  # before the view
+    search = DynamoSearch(dynamodb, TABLE)
+    wanted = {
+        "STUDY": record.study_uid,
+        "SERIES": record.series_uid,
+        "INSTANCE": record.sop_instance_uid,
+    }
+    for level, uid in wanted.items():
+        assert search.original_uids(level, [map_uid(uid, KEY)]) == {}  # not found yet
+    secrets = boto3.client("secretsmanager")
+    secrets.create_secret(Name="anon", SecretString=KEY.decode())
+    assert deid_backfill.main(["--table", TABLE, "--secret-id", "anon"]) == 0
+    for level, uid in wanted.items():
+        mapped = map_uid(uid, KEY)
+        assert search.original_uids(level, [mapped]) == {mapped: uid}, level
+    assert backfill(dynamodb, TABLE, UidMap(KEY)) == 0  # nothing left to do
