@@ -1,8 +1,9 @@
 """The read-deidentified view: an invariant over every read route and its parameters.
 
 Instances carrying generated identities (names, IDs, dates, accession numbers, institution,
-physician, description, UIDs) are stored through STOW on the embedded backend (files and
-SQLite, the de-identified UIDs written at store time). Then, for a key that has
+physician, description, UIDs) are stored through STOW, on the embedded backend (files and
+SQLite) and on S3 + DynamoDB + Secrets Manager (moto), the de-identified UIDs written at
+store time. Then, for a key that has
 ``read-deidentified`` and not ``read``, hypothesis draws requests over every read route of
 the template (QIDO-RS, WADO-RS, WADO-URI) with path UIDs that are de-identified, original,
 of another level or unknown, and query parameters among matching keys, identifying values,
@@ -13,8 +14,8 @@ UIDs, ``anonymize``, ``includefield``, rendering and transfer-syntax options. Fo
   as written, upper- or lower-case, in UTF-8 or UTF-16 (pixel data passes through the
   profile untouched, so the searched values are chosen not to occur in it), apart from
   the request's own text quoted back in an error message;
-* a request naming an original UID (path or UID parameter) never reaches data: a 4xx, or
-  an empty QIDO result.
+* a request naming an original UID (in its path, a QIDO UID matching key or WADO-URI's
+  UID parameters) never reaches data: a 4xx, or an empty QIDO result.
 
 Example tests check that the view does answer (by de-identified UIDs) and that a key with
 ``read`` keeps the normal view.
@@ -23,6 +24,7 @@ Example tests check that the view does answer (by de-identified UIDs) and that a
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import io
 import json
@@ -32,10 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from moto import mock_aws
 from pydicom.dataset import Dataset
 
 from local.template import load as load_template
@@ -143,53 +147,89 @@ class Archive:
         return sorted(needles)
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
-    data_dir = tmp_path_factory.mktemp("deid")
-    chosen = config.Settings(
-        storage="local",
-        data_dir=str(data_dir),
-        inline_limit=64 << 20,  # every answer inline: the invariant reads every body
-        local_url="http://127.0.0.1:9",
-    )
+@contextlib.contextmanager
+def _backend(kind: str, data_dir: Path, patch: pytest.MonkeyPatch) -> Iterator[config.Settings]:
+    """Settings of the embedded backend, or of S3 + DynamoDB + Secrets Manager on moto
+    (tables and secret made from the template)."""
+    if kind == "local":
+        yield config.Settings(
+            storage="local",
+            data_dir=str(data_dir),
+            inline_limit=64 << 20,  # every answer inline: the invariant reads every body
+            local_url="http://127.0.0.1:9",
+        )
+        return
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"):
+        patch.delenv(name, raising=False)
+    for name, value in (
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ):
+        patch.setenv(name, value)
+    with mock_aws():
+        template = load_template()
+        dynamodb = boto3.client("dynamodb")
+        dynamodb.create_table(TableName="index", **template.tables["IndexTable"].create_args)
+        boto3.client("s3").create_bucket(Bucket="dicom")
+        secrets = boto3.client("secretsmanager")
+        secrets.create_secret(Name="anon", SecretString="moto anonymization key")
+        yield config.Settings(
+            storage="aws",
+            bucket="dicom",
+            table="index",
+            anonymization_secret_id="anon",  # noqa: S106 - a secret's name
+            inline_limit=64 << 20,
+        )
+
+
+@pytest.fixture(scope="module", params=["local", "moto"])
+def archive(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Archive]:
     patch = pytest.MonkeyPatch()
-    patch.setattr(config, "settings", lambda: chosen)
-    wiring.override()
     try:
-        study = pydicom.uid.generate_uid()
-        series = pydicom.uid.generate_uid()
-        files, stored = [], []
-        first, second = _identity(), _identity()
-        for index in range(3):  # two instances in one series, one in another study
-            data, item = _identity_file(
-                study if index < 2 else pydicom.uid.generate_uid(),
-                series if index < 2 else pydicom.uid.generate_uid(),
-                first if index < 2 else second,
-            )
-            files.append(data)
-            stored.append(item)
-        event = stow_event(STUDIES, "", multipart_related(files), "deid-stow")
-        event["requestContext"]["authorizer"]["scopes"] = keys.STORE
-        stow = load("stow")
-        with quiet(stow):
-            response = stow.lambda_handler(event, Context())
-        assert response["statusCode"] == 200, response["body"]
-        key = wiring.anonymization_key()
-        with_deid = [
-            Stored(
-                s.uids,
-                {level: map_uid(uid, key) for level, uid in s.uids.items()},
-                s.family,
-                s.given,
-                s.patient_id,
-                s.identifying,
-            )
-            for s in stored
-        ]
-        yield Archive(with_deid, key)
+        with _backend(request.param, tmp_path_factory.mktemp("deid"), patch) as chosen:
+            patch.setattr(config, "settings", lambda: chosen)
+            wiring.override()
+            yield _stored_archive()
     finally:
         wiring.override()
         patch.undo()
+
+
+def _stored_archive() -> Archive:
+    study = pydicom.uid.generate_uid()
+    series = pydicom.uid.generate_uid()
+    files, stored = [], []
+    first, second = _identity(), _identity()
+    for index in range(3):  # two instances in one series, one in another study
+        data, item = _identity_file(
+            study if index < 2 else pydicom.uid.generate_uid(),
+            series if index < 2 else pydicom.uid.generate_uid(),
+            first if index < 2 else second,
+        )
+        files.append(data)
+        stored.append(item)
+    event = stow_event(STUDIES, "", multipart_related(files), "deid-stow")
+    event["requestContext"]["authorizer"]["scopes"] = keys.STORE
+    stow = load("stow")
+    with quiet(stow):
+        response = stow.lambda_handler(event, Context())
+    assert response["statusCode"] == 200, response["body"]
+    key = wiring.anonymization_key()
+    with_deid = [
+        Stored(
+            s.uids,
+            {level: map_uid(uid, key) for level, uid in s.uids.items()},
+            s.family,
+            s.given,
+            s.patient_id,
+            s.identifying,
+        )
+        for s in stored
+    ]
+    return Archive(with_deid, key)
 
 
 _MODULES: dict[str, Any] = {}
@@ -354,7 +394,7 @@ def requests(draw: st.DrawFn, archive: Archive) -> tuple[str, str, dict[str, str
         if name in _UID_PARAMS:
             uid, was_original = draw(_uid(archive, _UID_PARAMS[name], item))
             params[name] = [uid]
-            original |= was_original
+            original |= was_original and function == "qido"  # WADO-RS ignores them
         else:
             pool = _identifying_values(archive) + _OTHER_VALUES
             params[name] = [draw(st.sampled_from(pool))]
