@@ -215,8 +215,18 @@ def _locate(
     de-identified UIDs (an original UID finds nothing: 404)."""
     path = (uids.path_uid(study), uids.path_uid(series), uids.path_uid(instance))
     if http.deidentified(app.current_event.raw_event):
-        return wiring.deidentified_view().locate(*path)
+        rows = wiring.deidentified_view().locate(*path)
+        _audit_originals(rows)
+        return rows
     return retrieve.locate(wiring.catalog(), path[0] or "", path[1], path[2])
+
+
+def _audit_originals(rows: list[InstanceRow]) -> None:
+    """The audit record of a de-identified request names the stored UIDs it read too."""
+    touched = http.touched(app)
+    touched.add("studies", [r.study_uid for r in rows])
+    touched.add("series", [r.series_uid for r in rows])
+    touched.add("instances", [r.sop_instance_uid for r in rows])
 
 
 def _accepts_gzip(event: dict[str, Any]) -> bool:

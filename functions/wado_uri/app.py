@@ -32,6 +32,10 @@ def retrieve_object() -> Response[Any]:
         request = dataclasses.replace(request, anonymize=True)
         view = wiring.deidentified_view()
         (row,) = view.locate(request.study_uid, request.series_uid, request.object_uid)
+        touched = http.touched(app)  # the audit names the stored UIDs read, too
+        touched.add("studies", [row.study_uid])
+        touched.add("series", [row.series_uid])
+        touched.add("instances", [row.sop_instance_uid])
     else:
         (row,) = retrieve.locate(
             wiring.catalog(), request.study_uid, request.series_uid, request.object_uid

@@ -557,3 +557,21 @@ def test_matchable_keys_are_kept_unchanged_by_the_profile() -> None:
         assert table.action(int(tag, 16)) is None, keyword
         assert int(tag, 16) not in anonymize.EXTRA_ACTIONS, keyword
         assert vr not in ("PN", "UN", "SQ"), keyword
+
+
+def test_the_audit_names_the_stored_uids_a_deidentified_request_read(archive: Archive) -> None:
+    item = archive.stored[0]
+    resource = "/o3-dpacs-wado/rs/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}"
+    path = {level: item.deid[level] for level in ("STUDY", "SERIES", "INSTANCE")}
+    records: list[dict[str, Any]] = []
+    sink = type("Sink", (), {"write": lambda self, record: records.append(record)})()
+    wiring.override(audit_sink=sink)
+    try:
+        assert call("wado_rs", resource + "/metadata", path, None)["statusCode"] == 200
+        assert _qido("studies", {"StudyInstanceUID": [item.deid["STUDY"]]})["statusCode"] == 200
+    finally:
+        wiring._overrides.pop("audit_sink", None)
+    wado, qido = records
+    assert item.uids["INSTANCE"] in wado["instances"]
+    assert item.deid["INSTANCE"] in wado["instances"]
+    assert item.uids["STUDY"] in qido["studies"]
