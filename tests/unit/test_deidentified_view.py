@@ -575,3 +575,18 @@ def test_the_audit_names_the_stored_uids_a_deidentified_request_read(archive: Ar
     assert item.uids["INSTANCE"] in wado["instances"]
     assert item.deid["INSTANCE"] in wado["instances"]
     assert item.uids["STUDY"] in qido["studies"]
+
+
+def test_retrieve_urls_are_rebuilt_with_replaced_uids_or_dropped() -> None:
+    base = "https://h.example/v1/o3-dpacs-wado"
+
+    def replace(uid: str) -> str:
+        return f"2.25.{uid}"
+
+    rebuilt = deidentified._url_with(f"{base}/rs/studies/1/series/2/instances/3", base, replace)
+    assert rebuilt == f"{base}/rs/studies/2.25.1/series/2.25.2/instances/2.25.3"
+    assert deidentified._url_with(f"{base}/rs/studies/1", base, replace) == (
+        f"{base}/rs/studies/2.25.1"
+    )
+    assert deidentified._url_with("https://elsewhere/rs/studies/1", base, replace) == ""
+    assert deidentified._url_with(f"{base}/rs/studies/1/frames/2", base, replace) == ""
