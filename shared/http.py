@@ -46,10 +46,18 @@ def granted_scopes(event: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(s for s in str(text).split(",") if s)
 
 
-def require_scope(event: Mapping[str, Any], scope: str) -> None:
-    """403 unless the request's key has ``scope``."""
-    if scope not in granted_scopes(event):
-        raise Forbidden(f"this API key does not have the {scope} scope this request needs")
+def require_scope(event: Mapping[str, Any], scope: str | tuple[str, ...]) -> None:
+    """403 unless the request's key has ``scope`` (a tuple: any one of them)."""
+    wanted = (scope,) if isinstance(scope, str) else scope
+    if not set(wanted) & set(granted_scopes(event)):
+        raise Forbidden(
+            f"this API key does not have the {' or '.join(wanted)} scope this request needs"
+        )
+
+
+def deidentified(event: Mapping[str, Any]) -> bool:
+    """Whether the request's key sees the de-identified view (``keys.deidentified_view``)."""
+    return keys.deidentified_view(granted_scopes(event))
 
 
 def touched(app: APIGatewayRestResolver) -> audit.Touched:
@@ -116,10 +124,13 @@ def _observed(transaction: str) -> Any:
     return middleware
 
 
-def make_resolver(scope: str | None = None, transaction: str = "") -> APIGatewayRestResolver:
+def make_resolver(
+    scope: str | tuple[str, ...] | None = None, transaction: str = ""
+) -> APIGatewayRestResolver:
     """A REST resolver with CORS on every response and our error mapping; with ``scope``,
-    every request but a CORS preflight needs a key that has it (403 otherwise); with
-    ``transaction``, every request leaves an audit record and its metrics."""
+    every request but a CORS preflight needs a key that has it, or one of them when it is
+    a tuple (403 otherwise); with ``transaction``, every request leaves an audit record and
+    its metrics."""
     cors = CORSConfig(
         allow_origin=config.settings().cors_allow_origin,
         allow_headers=ALLOW_HEADERS,

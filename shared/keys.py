@@ -21,10 +21,11 @@ KEY_PREFIX = "o3k_"
 _SCHEMES = ("bearer", "apikey")
 
 #: What a key may do. ``store``: STOW-RS and the upload path; ``read``: QIDO-RS and every
-#: WADO resource; ``admin``: reserved (no route needs it yet). ``read-deidentified`` (a view
-#: where every answer is de-identified) is not available yet: such keys cannot be created.
+#: WADO resource; ``admin``: reserved (no route needs it yet); ``read-deidentified``: the
+#: read routes, where every answer is de-identified and UIDs are the de-identified ones
+#: (docs/anonymization.md). A key with ``read`` too keeps the normal view.
 STORE, READ, ADMIN, READ_DEIDENTIFIED = "store", "read", "admin", "read-deidentified"
-SCOPES = (STORE, READ, ADMIN)
+SCOPES = (STORE, READ, ADMIN, READ_DEIDENTIFIED)
 #: Scopes of a key created without any named, and of keys stored before scopes existed
 #: (they keep full access).
 DEFAULT_SCOPES = (READ, STORE)
@@ -95,16 +96,22 @@ def new_usage_key() -> str:
 def checked_scopes(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Sorted, known scopes; ValueError naming an unknown one."""
     for name in names:
-        if name == READ_DEIDENTIFIED:
-            raise ValueError(
-                "the read-deidentified scope is not available yet: every answer to such a key "
-                "would have to be de-identified, and that view is not built"
-            )
         if name not in SCOPES:
             raise ValueError(f"unknown scope {name!r}; choose among {', '.join(SCOPES)}")
     if not names:
         raise ValueError("a key needs at least one scope")
+    if READ_DEIDENTIFIED in names and STORE in names:
+        raise ValueError(
+            "read-deidentified is a read-only view: a key that may also store would receive "
+            "STOW answers naming the original UIDs it sent; make two keys"
+        )
     return tuple(sorted(set(names)))
+
+
+def deidentified_view(scopes: tuple[str, ...]) -> bool:
+    """Whether a key with these scopes sees the de-identified view: it has
+    ``read-deidentified`` and not ``read`` (which keeps the normal view)."""
+    return READ_DEIDENTIFIED in scopes and READ not in scopes
 
 
 def digest(key: str) -> str:

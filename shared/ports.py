@@ -274,3 +274,11 @@ class Catalog(Protocol):
 
     def instances_by_uid(self, sop_uids: Iterable[str]) -> Iterator[InstanceRow]:
         """Instances by SOP Instance UID."""
+
+
+class DeidentifiedLookup(Protocol):
+    """The index's de-identified UIDs (written at store time with the deployment key)."""
+
+    def original_uids(self, level: str, deidentified: Iterable[str]) -> dict[str, str]:
+        """``{de-identified UID: original UID}`` for those of ``level`` (STUDY, SERIES or
+        INSTANCE) the index knows; unknown ones are absent."""

@@ -25,6 +25,7 @@ from shared.ports import (
     AuditSink,
     BlobStore,
     Catalog,
+    DeidentifiedLookup,
     InstanceIndex,
     KeyStore,
     ObjectStore,
@@ -32,6 +33,8 @@ from shared.ports import (
 )
 
 if TYPE_CHECKING:  # the authorizer imports this module: keep the retrieve service out of it
+    from shared.dicom.uid_map import UidMap
+    from shared.services.deidentified import View
     from shared.services.retrieve import Anonymizer, Delivery
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, tcp_keepalive=True)
@@ -111,6 +114,12 @@ class _Anonymizer:
         mapped: str = module.map_uid(uid, anonymization_key())
         return mapped
 
+    def attributes(self, document: dict[str, Any]) -> dict[str, Any]:
+        """DICOM JSON attributes (a QIDO result) de-identified; ``ValueError`` if they cannot be."""
+        module = importlib.import_module("shared.dicom.anonymize")
+        cleaned: dict[str, Any] = module.anonymize_json(document, anonymization_key())
+        return cleaned
+
 
 def anonymizer() -> Anonymizer:
     """The de-identification the WADO functions apply for ``anonymize``."""
@@ -154,18 +163,35 @@ def anonymization_key() -> bytes:
     return key
 
 
+def uid_map() -> UidMap | None:
+    """The de-identified UIDs the index keeps for the read-deidentified view (the deployment
+    key); None on AWS when no anonymization secret is configured (nothing is written then,
+    and the view finds nothing)."""
+
+    def build() -> UidMap | None:
+        from shared.dicom.uid_map import UidMap  # noqa: PLC0415
+
+        settings = config.settings()
+        if not settings.embedded and not settings.anonymization_secret_id:
+            return None
+        return UidMap(anonymization_key())
+
+    mapping: UidMap | None = _cached("uid_map", build)
+    return mapping
+
+
 def index() -> InstanceIndex:
-    """The index's write side: DynamoDB or SQLite."""
+    """The index's write side: DynamoDB or SQLite (writing the de-identified UIDs too)."""
 
     def build() -> InstanceIndex:
         settings = config.settings()
         if settings.embedded:
             from shared.adapters.sqlite_index import SqliteIndex  # noqa: PLC0415
 
-            return SqliteIndex(data_path(INDEX_FILE))
+            return SqliteIndex(data_path(INDEX_FILE), uid_map())
         from shared.adapters.dynamo_index import DynamoInstanceIndex  # noqa: PLC0415
 
-        return DynamoInstanceIndex(_client("dynamodb"), settings.table)
+        return DynamoInstanceIndex(_client("dynamodb"), settings.table, uid_map=uid_map())
 
     idx: InstanceIndex = _cached("index", build)
     return idx
@@ -179,13 +205,26 @@ def catalog() -> Catalog:
         if settings.embedded:
             from shared.adapters.sqlite_catalog import SqliteCatalog  # noqa: PLC0415
 
-            return SqliteCatalog(data_path(INDEX_FILE))
+            return SqliteCatalog(data_path(INDEX_FILE), uid_map())
         from shared.adapters.dynamo_search import DynamoSearch  # noqa: PLC0415
 
         return DynamoSearch(_client("dynamodb"), settings.table)
 
     found: Catalog = _cached("catalog", build)
     return found
+
+
+def deidentified_lookup() -> DeidentifiedLookup:
+    """The index's de-identified UIDs: the catalog adapter answers them too."""
+    lookup: DeidentifiedLookup = _overrides.get("deidentified_lookup") or catalog()  # type: ignore[assignment]
+    return lookup
+
+
+def deidentified_view() -> View:
+    """What a read-deidentified key sees (``shared.services.deidentified``)."""
+    from shared.services.deidentified import View  # noqa: PLC0415
+
+    return View(catalog(), deidentified_lookup(), _Anonymizer())
 
 
 def audit_sink() -> AuditSink:

@@ -40,10 +40,14 @@ DAYS_PER_MONTH = 30.4
 STOW_ITEM_KB = (1, 3, 1, 2, 1)
 STOW_WRITE_UNITS = 2 * sum(STOW_ITEM_KB)
 #: Sparse KEYS_ONLY GSI entries written once per study (ByPatientId, ByAccession, ByList,
-#: ByPatientName), per series (ByModality, BySeriesUid) and per patient (ByList,
-#: ByPatientName); counter updates change no key, so later instances write no GSI entry.
-GSI_WRITES_PER_STUDY = 4 + 2
-GSI_WRITES_PER_SERIES = 2
+#: ByPatientName, ByDeidentifiedUid), per series (ByModality, BySeriesUid,
+#: ByDeidentifiedUid), per patient (ByList, ByPatientName) and per instance
+#: (ByDeidentifiedUid: the read-deidentified view); counter updates change no key, so later
+#: instances write no other GSI entry. The ``duid`` attribute adds ~50 bytes to the
+#: instance, series and study items: no item of STOW_ITEM_KB crosses a KB for it.
+GSI_WRITES_PER_STUDY = 5 + 2
+GSI_WRITES_PER_SERIES = 3
+GSI_WRITES_PER_INSTANCE = 1
 #: Index bytes kept per instance (the items above plus GSI keys, amortised).
 INDEX_BYTES_PER_INSTANCE = 5 * KB
 #: The largest STOW body (shared/config.py): several small instances share a request.
@@ -250,7 +254,7 @@ def _stow(w: Workload, u: _Usage) -> None:
     u.requests("POST stowRsListener/studies", math.ceil(instances / per_request))
     u.gb_seconds += STOW.gb_seconds(instances)
     u.s3_puts += instances
-    u.write_units += instances * STOW_WRITE_UNITS
+    u.write_units += instances * (STOW_WRITE_UNITS + GSI_WRITES_PER_INSTANCE)
     u.write_units += w.studies_per_month * (
         GSI_WRITES_PER_STUDY + GSI_WRITES_PER_SERIES * SERIES_PER_STUDY
     )

@@ -23,17 +23,21 @@ logger.setLevel(logging.INFO)
 
 
 #: The routes each scope opens (method, path under the stage); functions check again.
+_READ_ROUTES = (
+    ("GET", "o3-dpacs-wado/qido/*"),
+    ("GET", "o3-dpacs-wado/rs/*"),
+    ("GET", "o3-dpacs-wado/wado"),
+    ("GET", "o3-dpacs-wado/wado/*"),
+)
+#: ``read-deidentified`` opens the read routes: their functions serve such a key the
+#: de-identified view (``shared.services.deidentified``).
 _ROUTES = {
     keys.STORE: (
         ("POST", "o3-dpacs-wado/stowRsListener/*"),
         ("GET", "o3-dpacs-wado/stowRsListener/*"),
     ),
-    keys.READ: (
-        ("GET", "o3-dpacs-wado/qido/*"),
-        ("GET", "o3-dpacs-wado/rs/*"),
-        ("GET", "o3-dpacs-wado/wado"),
-        ("GET", "o3-dpacs-wado/wado/*"),
-    ),
+    keys.READ: _READ_ROUTES,
+    keys.READ_DEIDENTIFIED: _READ_ROUTES,
 }
 
 
@@ -46,9 +50,8 @@ def _resource_arns(method_arn: str, scopes: tuple[str, ...]) -> list[str]:
     if len(parts) < 2:
         return [method_arn]
     stage = f"{parts[0]}/{parts[1]}"
-    return [
-        f"{stage}/{method}/{path}" for scope in scopes for method, path in _ROUTES.get(scope, ())
-    ]
+    routes = (f"{stage}/{method}/{path}" for s in scopes for method, path in _ROUTES.get(s, ()))
+    return list(dict.fromkeys(routes))
 
 
 def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:

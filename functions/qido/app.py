@@ -16,9 +16,10 @@ from shared.dicomweb import paths, qido_response, query, uids
 from shared.services import search
 
 logger = logs.get_logger()
-app = http.make_resolver(scope=keys.READ, transaction="QIDO-RS")
+app = http.make_resolver(scope=(keys.READ, keys.READ_DEIDENTIFIED), transaction="QIDO-RS")
 _PREFIX = "/o3-dpacs-wado/qido/<aet>"
 _ROOT = "/o3-dpacs-wado/rs"  # one DICOMweb root: QIDO beside WADO-RS (no AE title)
+_AUDITED = (("0020000D", "studies"), ("0020000E", "series"), ("00080018", "instances"))
 
 
 @app.get(f"{_PREFIX}/patients")
@@ -80,10 +81,16 @@ def _search(level: Level, *, study: str | None = None, series: str | None = None
         series_uid=uids.path_uid(series),
     )
     base = paths.base_url(event, config.settings().base_path)
-    result = search.search(parsed, wiring.catalog(), base)
     touched = http.touched(app)
-    for tag, kind in (("0020000D", "studies"), ("0020000E", "series"), ("00080018", "instances")):
-        touched.add(kind, [v for d in result.datasets for v in d.get(tag, {}).get("Value", [])])
+    if http.deidentified(event):  # every result de-identified, UIDs the de-identified ones
+        found = wiring.deidentified_view().search(parsed, base)
+        result = found.result
+        for kind, originals in found.originals.items():
+            touched.add(kind, originals)  # the audit names what was read: the stored UIDs
+    else:
+        result = search.search(parsed, wiring.catalog(), base)
+        for tag, kind in _AUDITED:
+            touched.add(kind, [v for d in result.datasets for v in d.get(tag, {}).get("Value", [])])
     logger.info(
         "qido",
         extra={

@@ -14,10 +14,10 @@ from shared import budget, config, deadline, http, keys, logs, wiring
 from shared.dicomweb import paths, uids, wado
 from shared.errors import BadRequest
 from shared.ports import InstanceRow
-from shared.services import retrieve, viewer
+from shared.services import deidentified, retrieve, viewer
 
 logger = logs.get_logger()
-app = http.make_resolver(scope=keys.READ, transaction="WADO-RS")
+app = http.make_resolver(scope=(keys.READ, keys.READ_DEIDENTIFIED), transaction="WADO-RS")
 _STUDY = "/o3-dpacs-wado/rs/studies/<study>"
 _SERIES = f"{_STUDY}/series/<series>"
 _INSTANCE = f"{_SERIES}/instances/<instance>"
@@ -45,14 +45,8 @@ def _retrieve(study: str, series: str | None = None, instance: str | None = None
     started = time.perf_counter()
     event = app.current_event.raw_event
     transfer_syntax = wado.negotiate_rs(http.header(event, "accept"))
-    params = event.get("multiValueQueryStringParameters") or {}
-    anonymize = wado.anonymize_flag(params.get("anonymize"), "true", "false")
-    rows = retrieve.locate(
-        wiring.catalog(),
-        uids.path_uid(study) or "",
-        uids.path_uid(series),
-        uids.path_uid(instance),
-    )
+    anonymize = _anonymize(event)
+    rows = _locate(study, series, instance)
     outcome = retrieve.retrieve_rs(
         rows,
         transfer_syntax=transfer_syntax,
@@ -204,6 +198,7 @@ def _rendered(
         http.header(event, "accept"),
         thumbnail=thumbnail,
     )
+    request = dataclasses.replace(request, anonymize=_anonymize(event))
     row = rows[0] if len(rows) == 1 else viewer.representative(rows)
     outcome = viewer.rendered(row, request, frames, _delivery())
     _log("thumbnail" if thumbnail else "rendered", [row], started, outcome)
@@ -216,9 +211,22 @@ def _rendered(
 def _locate(
     study: str, series: str | None = None, instance: str | None = None
 ) -> list[InstanceRow]:
-    return retrieve.locate(
-        wiring.catalog(), uids.path_uid(study) or "", uids.path_uid(series), uids.path_uid(instance)
-    )
+    """The instances the path names; a read-deidentified key names them by their
+    de-identified UIDs (an original UID finds nothing: 404)."""
+    path = (uids.path_uid(study), uids.path_uid(series), uids.path_uid(instance))
+    if http.deidentified(app.current_event.raw_event):
+        rows = wiring.deidentified_view().locate(*path)
+        _audit_originals(rows)
+        return rows
+    return retrieve.locate(wiring.catalog(), path[0] or "", path[1], path[2])
+
+
+def _audit_originals(rows: list[InstanceRow]) -> None:
+    """The audit record of a de-identified request names the stored UIDs it read too."""
+    touched = http.touched(app)
+    touched.add("studies", [r.study_uid for r in rows])
+    touched.add("series", [r.series_uid for r in rows])
+    touched.add("instances", [r.sop_instance_uid for r in rows])
 
 
 def _accepts_gzip(event: dict[str, Any]) -> bool:
@@ -226,8 +234,13 @@ def _accepts_gzip(event: dict[str, Any]) -> bool:
 
 
 def _anonymize(event: dict[str, Any]) -> bool:
+    """``anonymize``; always on for a read-deidentified key (403 if it asks for it off)."""
     params = event.get("multiValueQueryStringParameters") or {}
-    return wado.anonymize_flag(params.get("anonymize"), "true", "false")
+    asked = wado.anonymize_flag(params.get("anonymize"), "true", "false")
+    if http.deidentified(event):
+        deidentified.forced_anonymize(params.get("anonymize"), "false")
+        return True
+    return asked
 
 
 def _delivery() -> retrieve.Delivery:

@@ -5,6 +5,7 @@ GET /o3-dpacs-wado/wado?requestType=WADO&studyUID=&seriesUID=&objectUID=[&conten
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -13,10 +14,10 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from shared import budget, deadline, http, keys, logs, wiring
 from shared.dicomweb import wado
-from shared.services import retrieve
+from shared.services import deidentified, retrieve
 
 logger = logs.get_logger()
-app = http.make_resolver(scope=keys.READ, transaction="WADO-URI")
+app = http.make_resolver(scope=(keys.READ, keys.READ_DEIDENTIFIED), transaction="WADO-URI")
 
 
 @app.get("/o3-dpacs-wado/wado")
@@ -24,10 +25,21 @@ def retrieve_object() -> Response[Any]:
     """One instance as a Part 10 file or a rendered image."""
     started = time.perf_counter()
     event = app.current_event.raw_event
-    request = wado.parse_uri(event.get("multiValueQueryStringParameters"))
-    (row,) = retrieve.locate(
-        wiring.catalog(), request.study_uid, request.series_uid, request.object_uid
-    )
+    params = event.get("multiValueQueryStringParameters")
+    request = wado.parse_uri(params)
+    if http.deidentified(event):  # de-identified UIDs; the answer as anonymize=yes gives it
+        deidentified.forced_anonymize((params or {}).get("anonymize"), "no")
+        request = dataclasses.replace(request, anonymize=True)
+        view = wiring.deidentified_view()
+        (row,) = view.locate(request.study_uid, request.series_uid, request.object_uid)
+        touched = http.touched(app)  # the audit names the stored UIDs read, too
+        touched.add("studies", [row.study_uid])
+        touched.add("series", [row.series_uid])
+        touched.add("instances", [row.sop_instance_uid])
+    else:
+        (row,) = retrieve.locate(
+            wiring.catalog(), request.study_uid, request.series_uid, request.object_uid
+        )
     context = app.lambda_context
     delivery = wiring.delivery(budget.from_context(context), deadline.from_context(context))
     outcome = retrieve.retrieve_uri(row, request, delivery)

@@ -30,6 +30,7 @@ from shared.adapters.dynamo_keys import (
     uid_digest,
 )
 from shared.dicom.normalize import person_name_key
+from shared.dicom.uid_map import UidMap
 from shared.errors import StorageUnavailable
 from shared.ports import AddOutcome, InstanceRecord
 
@@ -58,12 +59,19 @@ def _n(value: int) -> dict[str, str]:
 
 
 class DynamoInstanceIndex:
-    """InstanceIndex on one DynamoDB table."""
+    """InstanceIndex on one DynamoDB table.
 
-    def __init__(self, client: Any, table: str, sleep: Any = time.sleep) -> None:
+    With ``uid_map`` (the deployment key), the study, series and instance items carry their
+    de-identified UID (``duid``, the ``ByDeidentifiedUid`` index) for the read-deidentified
+    view: the same transaction, no extra item."""
+
+    def __init__(
+        self, client: Any, table: str, sleep: Any = time.sleep, uid_map: UidMap | None = None
+    ) -> None:
         self._client = client
         self._table = table
         self._sleep = sleep
+        self._uid_map = uid_map
 
     def add(self, record: InstanceRecord) -> AddOutcome:
         """Add an instance; retry conflicts, throttling and lost replies with jittered backoff.
@@ -164,6 +172,8 @@ class DynamoInstanceIndex:
         }
         if r.metadata:
             instance["meta"] = {"B": r.metadata}
+        if self._uid_map is not None:
+            instance["duid"] = _s(self._uid_map(r.sop_instance_uid))
         items: list[dict[str, Any]] = [
             {
                 "Put": {
@@ -189,6 +199,9 @@ class DynamoInstanceIndex:
             ":one": _n(1),
         }
         sets = ["attrs = :attrs", "study_attrs = :study_attrs", "sdt = :sdt", "seu = :seu"]
+        if self._uid_map is not None:
+            sets.append("duid = :duid")
+            values[":duid"] = _s(self._uid_map(r.series_uid))
         if r.modality:
             sets.append("#mod = :mod")
             values[":mod"] = _s(r.modality)
@@ -222,6 +235,9 @@ class DynamoInstanceIndex:
         adds = ["n_instances :one", "series_keys :series", "sop_classes :classes"]
         if r.patient_id:
             sets.append("pid = :patient")
+        if self._uid_map is not None:
+            sets.append("duid = :duid")
+            values[":duid"] = _s(self._uid_map(r.study_uid))
         if r.accession_number:
             sets.append("acc = :acc")
             values[":acc"] = _s(r.accession_number)

@@ -106,6 +106,17 @@ def _patient_row(item: dict[str, Any]) -> PatientRow:
     )
 
 
+def _original_uid(level: str, pk: str, sk: str) -> str | None:
+    """The UID of ``level`` an item's keys name, or None when the item is of another level."""
+    if level == "STUDY" and sk == STUDY_SK:
+        return pk.removeprefix("STUDY#")
+    if level == "SERIES" and sk.startswith(SERIES_PREFIX):
+        return sk.removeprefix(SERIES_PREFIX)
+    if level == "INSTANCE" and sk.startswith(INSTANCE_PREFIX):
+        return sk.removeprefix(INSTANCE_PREFIX).partition("#")[2].partition("#")[2]
+    return None
+
+
 class DynamoSearch:
     """The read side of the index (port :class:`shared.ports.Catalog`).
 
@@ -257,6 +268,21 @@ class DynamoSearch:
             keys = self._query("ByList", "lst = :l", None, {":l": {"S": LIST_PATIENTS}}, True)
         for item in self._batch_get({"PK": k["PK"], "SK": k["SK"]} for k in keys):
             yield _patient_row(item)
+
+    # ----------------------------------------------------------------- de-identified UIDs
+
+    def original_uids(self, level: str, deidentified: Iterable[str]) -> dict[str, str]:
+        """The original UIDs of de-identified UIDs of a level (port
+        :class:`shared.ports.DeidentifiedLookup`): one Query of ``ByDeidentifiedUid`` each
+        (keys only: the original UIDs are in the item's keys). Eventually consistent: an
+        instance stored a moment ago may not be found yet."""
+        found: dict[str, str] = {}
+        for duid in dict.fromkeys(deidentified):
+            for key in self._query("ByDeidentifiedUid", "duid = :u", None, {":u": {"S": duid}}):
+                original = _original_uid(level, key["PK"]["S"], key["SK"]["S"])
+                if original is not None:
+                    found[duid] = original
+        return found
 
     # ----------------------------------------------------------------- plumbing
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from shared.adapters.dynamo_keys import study_date_bounds
 from shared.adapters.sqlite_index import _Connections
+from shared.dicom.uid_map import UidMap
 from shared.dicomweb.query import Query
 from shared.ports import Candidates, InstanceRow, PatientRow, SeriesRow, StudyRow
 
@@ -182,8 +183,8 @@ class SqliteCatalog:
     ``rows_read`` counts every row fetched, for benchmarks.
     """
 
-    def __init__(self, path: Path) -> None:
-        self._db = _Connections(path)
+    def __init__(self, path: Path, uid_map: UidMap | None = None) -> None:
+        self._db = _Connections(path, uid_map)  # with the key: de-identified UIDs backfilled
         self.rows_read = 0
 
     def _fetch(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
@@ -362,3 +363,18 @@ class SqliteCatalog:
         for uid in sop_uids:
             rows = self._fetch(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE sop = ?", (uid,))
             yield from (_instance_row(r) for r in rows)
+
+    # ----------------------------------------------------------------- de-identified UIDs
+
+    def original_uids(self, level: str, deidentified: Iterable[str]) -> dict[str, str]:
+        """The original UIDs of de-identified UIDs of a level (port
+        :class:`shared.ports.DeidentifiedLookup`); unknown ones are absent."""
+        found: dict[str, str] = {}
+        for batch in _batches(dict.fromkeys(deidentified)):
+            rows = self._fetch(
+                f"SELECT duid, uid FROM deid_uids WHERE level = ?"
+                f" AND duid IN ({_marks(tuple(batch))})",
+                (level, *batch),
+            )
+            found.update((r["duid"], r["uid"]) for r in rows)
+        return found

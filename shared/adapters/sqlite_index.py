@@ -25,10 +25,11 @@ from typing import Any
 
 from shared.adapters.dynamo_keys import instance_sk, study_sort_key
 from shared.dicom.normalize import person_name_key
+from shared.dicom.uid_map import UidMap
 from shared.errors import StorageUnavailable
 from shared.ports import AddOutcome, InstanceRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 30.0
 MMAP_BYTES = 1 << 30
 #: An item DynamoDB would refuse (400 KB) is refused here too, so both backends agree.
@@ -107,15 +108,27 @@ CREATE TABLE patient_series (
 # Version 2: the whole instance's DICOM JSON, compressed (NULL for instances stored before:
 # WADO-RS metadata builds theirs from the Part 10 file).
 _SCHEMA_V2 = "ALTER TABLE instances ADD COLUMN meta BLOB"
+# Version 3: the de-identified Study, Series and SOP Instance UIDs (``shared.dicom.uid_map``,
+# the deployment key), each to its original, for the read-deidentified view. Filled at store
+# time; rows stored before (or with another key) are filled by ``_sync_deidentified`` when
+# the database is opened with the key.
+_SCHEMA_V3 = """
+CREATE TABLE deid_uids (
+    level TEXT NOT NULL, duid TEXT NOT NULL, uid TEXT NOT NULL, PRIMARY KEY (level, duid)
+) WITHOUT ROWID
+"""
 # Each entry upgrades a database from the version before it (index: the version reached).
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+#: The meta row naming the key (its fingerprint) the de-identified UIDs were made with.
+_DEID_KEY = "deid_key"
 
 
-def open_database(path: Path) -> sqlite3.Connection:
-    """A connection to the index at ``path``, created or migrated to :data:`SCHEMA_VERSION`."""
+def open_database(path: Path, uid_map: UidMap | None = None) -> sqlite3.Connection:
+    """A connection to the index at ``path``, created or migrated to :data:`SCHEMA_VERSION`;
+    with ``uid_map``, its de-identified UIDs brought up to date with that key."""
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = _connect(path)
-    _migrate(connection)
+    _migrate(connection, uid_map)
     return connection
 
 
@@ -131,7 +144,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
-def _migrate(connection: sqlite3.Connection) -> None:
+def _migrate(connection: sqlite3.Connection, uid_map: UidMap | None = None) -> None:
     connection.execute("BEGIN IMMEDIATE")
     try:
         connection.execute(
@@ -152,10 +165,38 @@ def _migrate(connection: sqlite3.Connection) -> None:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(target),),
             )
+        if uid_map is not None:
+            _sync_deidentified(connection, uid_map)
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
         raise
+
+
+def _sync_deidentified(connection: sqlite3.Connection, uid_map: UidMap) -> None:
+    """Backfill: every stored study, series and instance gets its de-identified UID, unless
+    the lookup was already complete for this key (a meta row holds the key's fingerprint;
+    a write without the key removes it). One pass over the three tables when needed."""
+    row = connection.execute("SELECT value FROM meta WHERE key = ?", (_DEID_KEY,)).fetchone()
+    if row is not None and row[0] == uid_map.fingerprint:
+        return
+    connection.create_function("deid_uid", 1, uid_map, deterministic=True)
+    connection.execute("DELETE FROM deid_uids")
+    for level, column, table in (
+        ("STUDY", "study", "studies"),
+        ("SERIES", "series", "series"),
+        ("INSTANCE", "sop", "instances"),
+    ):
+        connection.execute(
+            "INSERT OR IGNORE INTO deid_uids (level, duid, uid)"
+            f" SELECT ?, deid_uid({column}), {column} FROM {table}",
+            (level,),
+        )
+    connection.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (_DEID_KEY, uid_map.fingerprint),
+    )
 
 
 def schema_version(path: Path) -> int:
@@ -175,10 +216,10 @@ def schema_version(path: Path) -> int:
 class _Connections:
     """One connection per thread to one database file (sqlite3 objects are per thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, uid_map: UidMap | None = None) -> None:
         self.path = path
         self._local = threading.local()
-        open_database(path).close()  # create or migrate once, up front
+        open_database(path, uid_map).close()  # create or migrate once, up front
 
     def get(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -217,10 +258,14 @@ class _Connections:
 
 
 class SqliteIndex:
-    """InstanceIndex on SQLite (port :class:`shared.ports.InstanceIndex`)."""
+    """InstanceIndex on SQLite (port :class:`shared.ports.InstanceIndex`).
 
-    def __init__(self, path: Path) -> None:
-        self._db = _Connections(path)
+    With ``uid_map`` (the deployment key), each instance's de-identified UIDs are written in
+    its transaction (``deid_uids``: one row per new instance, series and study)."""
+
+    def __init__(self, path: Path, uid_map: UidMap | None = None) -> None:
+        self._db = _Connections(path, uid_map)
+        self._uid_map = uid_map
 
     def add(self, record: InstanceRecord) -> AddOutcome:
         """Add an instance and update its parents, all or nothing."""
@@ -232,7 +277,7 @@ class SqliteIndex:
         )
         if size > MAX_ENTRY_BYTES:
             return AddOutcome.REJECTED
-        outcome: AddOutcome = self._db.run(lambda c: _add(c, record))
+        outcome: AddOutcome = self._db.run(lambda c: _add(c, record, self._uid_map))
         return outcome
 
     def references(self, sop_instance_uid: str, blob_key: str) -> bool:
@@ -241,7 +286,7 @@ class SqliteIndex:
         return bool(rows) and rows[0]["key"] == blob_key
 
 
-def _add(c: sqlite3.Connection, r: InstanceRecord) -> AddOutcome:
+def _add(c: sqlite3.Connection, r: InstanceRecord, uid_map: UidMap | None) -> AddOutcome:
     existing = c.execute("SELECT sha256 FROM instances WHERE sop = ?", (r.sop_instance_uid,))
     found = existing.fetchone()
     if found is not None:
@@ -309,7 +354,23 @@ def _add(c: sqlite3.Connection, r: InstanceRecord) -> AddOutcome:
         )
     if r.patient_id:
         _add_to_patient(c, r, name_key)
+    _add_deidentified(c, r, uid_map)
     return AddOutcome.STORED
+
+
+def _add_deidentified(c: sqlite3.Connection, r: InstanceRecord, uid_map: UidMap | None) -> None:
+    if uid_map is None:  # the lookup is incomplete: the next open with the key backfills
+        c.execute("DELETE FROM meta WHERE key = ?", (_DEID_KEY,))
+        return
+    for level, uid in (
+        ("STUDY", r.study_uid),
+        ("SERIES", r.series_uid),
+        ("INSTANCE", r.sop_instance_uid),
+    ):
+        c.execute(
+            "INSERT OR IGNORE INTO deid_uids (level, duid, uid) VALUES (?, ?, ?)",
+            (level, uid_map(uid), uid),
+        )
 
 
 def _add_to_patient(c: sqlite3.Connection, r: InstanceRecord, name_key: str) -> None:

@@ -34,8 +34,6 @@ are removed. The added attributes are listed in :func:`anonymize`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import runpy
 import warnings
@@ -44,6 +42,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import DataElement
@@ -52,12 +51,16 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from shared.dicom import quiet  # noqa: F401 - no dataset values in the logs
+from shared.dicom.uid_map import (  # noqa: F401 - DICOM_UID_ROOT, map_uid: names used here before
+    DICOM_UID_ROOT,
+    map_uid,
+    replace_uid,
+)
 
 #: Edition of PS3.15 Table E.1-1 used (a data module of ``dicom-anonymizer``).
 EDITION = "dicomfields_2026c"
 PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
 METHOD = "PS3.15 E.1 Basic Profile; o3-dpacs-serverless"  # LO: at most 64 characters
-DICOM_UID_ROOT = "1.2.840.10008."
 
 _CATEGORIES = {
     "D_TAGS": "D",
@@ -143,17 +146,6 @@ def action_table() -> ActionTable:
     return ActionTable(by_tag=by_tag, masked=tuple(masked))
 
 
-def map_uid(uid: str, key: bytes) -> str:
-    """Deterministic replacement: '2.25.' + decimal of the first 128 bits of HMAC-SHA256(key, uid).
-
-    The same UID under the same key always gives the same result, so instances fetched one
-    by one keep their study/series structure and their references (PS3.15 §E.1.1, action U;
-    PS3.5 §B.2 for the ``2.25`` UUID-derived root, at most 44 characters).
-    """
-    digest = hmac.new(key, uid.strip("\0 ").encode("ascii"), hashlib.sha256).digest()
-    return "2.25." + str(int.from_bytes(digest[:16], "big"))
-
-
 def anonymize(data: bytes, key: bytes) -> bytes:
     """Part 10 bytes in, Part 10 bytes out: PS3.15 Annex E Basic Application Level
     Confidentiality Profile.
@@ -181,6 +173,22 @@ def anonymize(data: bytes, key: bytes) -> bytes:
             # nothing is served rather than a half-cleaned file.
             raise NotPart10("the object cannot be de-identified and written as Part 10") from exc
     return out.getvalue()
+
+
+def anonymize_json(document: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+    """The Basic Profile applied to attributes in DICOM JSON (a QIDO-RS result): the same
+    actions, at every depth, as :func:`anonymize` applies to a file, without the marks it
+    adds (a result carries the attributes asked for). Raises :class:`NotPart10` (with no
+    value in its message) when the attributes cannot be read or written back."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = Dataset.from_json(dict(document))
+            _Cleaner(action_table(), key).clean(dataset)
+            cleaned: dict[str, Any] = dataset.to_json_dict()
+    except Exception as exc:
+        raise NotPart10("the attributes cannot be de-identified") from exc
+    return cleaned
 
 
 def _read(data: bytes) -> Dataset:
@@ -287,10 +295,7 @@ class _Cleaner:
         element.value = mapped_values if len(mapped_values) > 1 else mapped_values[0]
 
     def _map_one(self, uid: str) -> str:
-        uid = uid.strip("\0 ")
-        if not uid or uid.startswith(DICOM_UID_ROOT):
-            return uid
-        return map_uid(uid, self.key)
+        return replace_uid(uid, self.key)
 
 
 def _resolve(action: str, element: DataElement) -> str:

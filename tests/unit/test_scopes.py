@@ -17,13 +17,14 @@ from shared import config, keys, wiring
 from tests.handlers import Context, load
 
 STAGE_ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/v1"
-#: The scope each API function requires.
+#: The scopes each API function accepts (any one of them).
+_READING = (keys.READ, keys.READ_DEIDENTIFIED)
 REQUIRED = {
-    "StowFunction": keys.STORE,
-    "UploadsFunction": keys.STORE,
-    "QidoFunction": keys.READ,
-    "WadoRsFunction": keys.READ,
-    "WadoUriFunction": keys.READ,
+    "StowFunction": (keys.STORE,),
+    "UploadsFunction": (keys.STORE,),
+    "QidoFunction": _READING,
+    "WadoRsFunction": _READING,
+    "WadoUriFunction": _READING,
 }
 ROUTES = [
     (route.function, route.method, route.path)
@@ -34,6 +35,7 @@ SCOPE_SETS = [
     combo
     for n in range(1, len(keys.SCOPES) + 1)
     for combo in itertools.combinations(keys.SCOPES, n)
+    if not {keys.STORE, keys.READ_DEIDENTIFIED} <= set(combo)  # refused: see below
 ]
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -61,7 +63,7 @@ def test_the_policy_opens_exactly_the_routes_of_the_key_s_scopes(scopes, monkeyp
         wiring.override()
     for function, method, path in ROUTES:
         arn = f"{STAGE_ARN}/{method}{_sample_path(path)}"
-        expected = REQUIRED[function] in scopes
+        expected = bool(set(REQUIRED[function]) & set(scopes))
         assert _policy_allows(decision["policyDocument"], arn) is expected, (scopes, method, path)
     assert decision["context"]["scopes"] == ",".join(sorted(scopes))
 
@@ -83,11 +85,12 @@ def test_every_function_refuses_a_key_without_its_scope(name: str) -> None:
             "WadoUriFunction": "wado_uri",
         }[function]
     )
-    others = [s for s in keys.SCOPES if s != REQUIRED[function]]
+    others = [s for s in keys.SCOPES if s not in REQUIRED[function]]
     event["requestContext"]["authorizer"]["scopes"] = ",".join(others)
     response = module.lambda_handler(event, Context())
     assert response["statusCode"] == 403, name
-    assert REQUIRED[function] in json.loads(response["body"])["message"]
+    message = json.loads(response["body"])["message"]
+    assert all(scope in message for scope in REQUIRED[function])
 
 
 @given(st.lists(st.text(max_size=20), max_size=5))
@@ -105,7 +108,22 @@ def test_keys_stored_before_scopes_keep_full_access() -> None:
     assert again == [entry]
 
 
-@pytest.mark.parametrize("scopes", [(), ("read-deidentified",), ("write",)])
-def test_keys_cannot_be_made_with_no_unknown_or_unavailable_scopes(scopes) -> None:
+@pytest.mark.parametrize("scopes", [(), ("write",), ("read-deidentified", "store")])
+def test_keys_cannot_be_made_with_no_unknown_or_conflicting_scopes(scopes) -> None:
     with pytest.raises(ValueError):
         keys.generate("k", scopes)
+
+
+@pytest.mark.parametrize(
+    ("scopes", "view"),
+    [
+        (("read-deidentified",), True),
+        (("admin", "read-deidentified"), True),
+        (("read", "read-deidentified"), False),  # read keeps the normal view
+        (("read",), False),
+        (keys.LEGACY_SCOPES, False),
+    ],
+)
+def test_read_deidentified_without_read_is_the_deidentified_view(scopes, view) -> None:
+    _, entry = keys.generate("k", scopes)
+    assert keys.deidentified_view(entry.scopes) is view
