@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from local.stack import LocalStack
 from tests import dicom_files, uploads
 
@@ -28,22 +26,9 @@ TARGETS = {"large_mb_s": 50.0, "ingest_peak_mb": 64.0}
 def _timed_send(stack: LocalStack, data: bytes) -> tuple[float, float, str]:
     """(upload seconds, ingest seconds, status) of one object."""
     headers = {"Authorization": stack.api_key}
-    root = f"{stack.base_url}/stowRsListener/BENCH/uploads"
     started = time.perf_counter()
-    answer = requests.post(root, json={"size": len(data)}, headers=headers, timeout=30).json()
-    if "upload" in answer:
-        requests.put(answer["upload"]["url"], data=data, timeout=300).raise_for_status()
-    else:
-        multipart, parts = answer["multipart"], []
-        size = multipart["partSize"]
-        for part in multipart["parts"]:
-            start = (part["partNumber"] - 1) * size
-            put = requests.put(part["url"], data=data[start : start + size], timeout=300)
-            put.raise_for_status()
-            parts.append({"partNumber": part["partNumber"], "etag": put.headers["ETag"]})
-        requests.post(
-            multipart["completeUrl"], json={"parts": parts}, headers=headers, timeout=300
-        ).raise_for_status()
+    answer = uploads.ask(stack, len(data), "BENCH")
+    uploads.put_object(answer, data, headers)
     sent = time.perf_counter()
     found = uploads.wait(answer["statusUrl"], headers, timeout=600)
     return sent - started, time.perf_counter() - sent, str(found["status"])

@@ -160,22 +160,13 @@ class EventSource:
 
     def object_created(self, key: str, size: int) -> dict[str, Any]:
         """The EventBridge event S3 sends for a new object."""
-        return {
+        detail = {
             "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": "Object Created",
-            "source": "aws.s3",
-            "account": "000000000000",
-            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": REGION,
-            "resources": [f"arn:aws:s3:::{self.bucket}"],
-            "detail": {
-                "version": "0",
-                "bucket": {"name": self.bucket},
-                "object": {"key": key, "size": size},
-                "reason": "PutObject",
-            },
+            "bucket": {"name": self.bucket},
+            "object": {"key": key, "size": size},
+            "reason": "PutObject",
         }
+        return _event("Object Created", "aws.s3", [f"arn:aws:s3:::{self.bucket}"], detail)
 
     def _run_schedules(self) -> None:
         now = time.monotonic()
@@ -191,14 +182,21 @@ class EventSource:
 
 def scheduled_event() -> dict[str, Any]:
     """The event EventBridge Scheduler sends for a ``rate(...)`` schedule."""
+    return _event("Scheduled Event", "aws.events", [], {})
+
+
+def _event(
+    detail_type: str, source: str, resources: list[str], detail: dict[str, Any]
+) -> dict[str, Any]:
+    """An EventBridge event envelope (account and region of the local stack)."""
     return {
         "version": "0",
         "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
+        "detail-type": detail_type,
+        "source": source,
         "account": "000000000000",
         "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "region": REGION,
-        "resources": [],
-        "detail": {},
+        "resources": resources,
+        "detail": detail,
     }

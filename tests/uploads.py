@@ -26,28 +26,43 @@ AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 def send(stack: LocalStack, data: bytes, aet: str = "UPLOADER", **declared: Any) -> dict:
     """Ask for an upload, PUT the object (or its parts), complete, and wait for the result."""
     headers = {"Authorization": stack.api_key}
-    root = f"{stack.base_url}/stowRsListener/{aet}/uploads"
-    created = requests.post(root, json={"size": len(data), **declared}, headers=headers, timeout=30)
+    answer = ask(stack, len(data), aet, **declared)
+    put_object(answer, data, headers)
+    return wait(answer["statusUrl"], headers)
+
+
+def ask(stack: LocalStack, size: int, aet: str = "UPLOADER", **declared: Any) -> dict:
+    """POST .../uploads: the 201 answer (where to send the object)."""
+    created = requests.post(
+        f"{stack.base_url}/stowRsListener/{aet}/uploads",
+        json={"size": size, **declared},
+        headers={"Authorization": stack.api_key},
+        timeout=30,
+    )
     assert created.status_code == 201, created.text
-    answer = created.json()
+    answer: dict = created.json()
+    return answer
+
+
+def put_object(answer: dict, data: bytes, headers: dict[str, str]) -> None:
+    """Send the object where the upload's answer says: one PUT, or the parts then complete."""
     if "upload" in answer:
         put = requests.put(
             answer["upload"]["url"], data=data, headers=answer["upload"]["headers"], timeout=300
         )
         assert put.status_code == 200, put.text
-    else:
-        multipart, parts = answer["multipart"], []
-        size = multipart["partSize"]
-        for part in multipart["parts"]:
-            start = (part["partNumber"] - 1) * size
-            put = requests.put(part["url"], data=data[start : start + size], timeout=300)
-            assert put.status_code == 200, put.text
-            parts.append({"partNumber": part["partNumber"], "etag": put.headers["ETag"]})
-        done = requests.post(
-            multipart["completeUrl"], json={"parts": parts}, headers=headers, timeout=300
-        )
-        assert done.status_code == 202, done.text
-    return wait(answer["statusUrl"], headers)
+        return
+    multipart, parts = answer["multipart"], []
+    size = multipart["partSize"]
+    for part in multipart["parts"]:
+        start = (part["partNumber"] - 1) * size
+        put = requests.put(part["url"], data=data[start : start + size], timeout=300)
+        assert put.status_code == 200, put.text
+        parts.append({"partNumber": part["partNumber"], "etag": put.headers["ETag"]})
+    done = requests.post(
+        multipart["completeUrl"], json={"parts": parts}, headers=headers, timeout=300
+    )
+    assert done.status_code == 202, done.text
 
 
 def wait(url: str, headers: dict[str, str], timeout: float = 120) -> dict:
