@@ -20,6 +20,7 @@ from typing import Any
 from shared.adapters.dynamo_keys import study_date_bounds
 from shared.adapters.sqlite_index import _Connections
 from shared.dicomweb.query import Query
+from shared.dicomweb.substring import literal_prefix, text_runs
 from shared.ports import Candidates, InstanceRow, PatientRow, SeriesRow, StudyRow
 
 _STUDY_COLUMNS = (
@@ -145,14 +146,44 @@ def _series_where(query: Query, alias: str) -> _Where:
     return where
 
 
+def _phrase(run: str) -> str:
+    return '"' + run.replace('"', '""') + '"'
+
+
+def text_match(query: Query) -> str:
+    """The FTS5 expression of the runs every match contains ('' when there are none)."""
+    runs = text_runs(query)
+    return " AND ".join(
+        f"{column} : ({' AND '.join(_phrase(r) for r in column_runs)})"
+        for column, column_runs in runs.items()
+    )
+
+
 def _study_where(query: Query, *, with_series: bool) -> _Where:
     """Every study-level key an index can serve, as conditions on ``studies s``; with
-    ``with_series``, studies must also hold a series the series-level keys accept."""
+    ``with_series``, studies must also hold a series the series-level keys accept.
+
+    SQLite picks the index: an exact AccessionNumber or PatientID, the trigram index for
+    substrings (``study_text``), the name or date index. The trigram index is left out when
+    an exact key is given (one or a few studies: reading its postings would cost more).
+    """
     where = _Where()
+    exact = False
     for keyword, column in (("AccessionNumber", "accession"), ("PatientID", "pid")):
         value = query.exact(keyword)
         if value:
             where.add(f"s.{column} = ?", value)
+            exact = True
+        start = literal_prefix(query, keyword)
+        if start:
+            where.add(f"s.{column} >= ? AND s.{column} < ?", start, _prefix_end(start))
+    match = text_match(query)
+    if match and not exact and not query.uids("StudyInstanceUID"):
+        where.add(
+            "s.study IN (SELECT t.study FROM study_terms t WHERE t.id IN"
+            " (SELECT rowid FROM study_text WHERE study_text MATCH ?))",
+            match,
+        )
     prefix = query.name_prefix()
     if prefix:
         where.add("s.name_key >= ? AND s.name_key < ?", prefix, _prefix_end(prefix))
@@ -262,13 +293,21 @@ class SqliteCatalog:
         return (r["study"] for r in rows)
 
     def _series(self, query: Query) -> Iterator[SeriesRow]:
+        """Series of the studies the study-level keys select (one statement per batch of
+        studies, in the studies' order), narrowed by the series-level keys."""
         where = _series_where(query, "e")
-        for study_uid in self._study_uids(query):
+        for batch in _batches(self._study_uids(query)):
             rows = self._fetch(
-                f"SELECT {_SERIES_COLUMNS} FROM series e WHERE e.study = ? AND {where.sql}",
-                (study_uid, *where.parameters),
+                f"SELECT {_SERIES_COLUMNS} FROM series e WHERE e.study IN ({_marks(tuple(batch))})"
+                f" AND {where.sql}",
+                (*batch, *where.parameters),
             )
-            yield from sorted((_series_row(r) for r in rows), key=SeriesRow.order)
+            by_study: dict[str, list[SeriesRow]] = {}
+            for row in rows:
+                series = _series_row(row)
+                by_study.setdefault(series.study_uid, []).append(series)
+            for study_uid in batch:
+                yield from sorted(by_study.get(study_uid, ()), key=SeriesRow.order)
 
     def _instances(self, query: Query) -> Iterator[InstanceRow]:
         sop_uids = query.uids("SOPInstanceUID")
