@@ -80,7 +80,8 @@ def _search(level: Level, *, study: str | None = None, series: str | None = None
         series_uid=uids.path_uid(series),
     )
     base = paths.base_url(event, config.settings().base_path)
-    result = search.search(parsed, wiring.catalog(), base)
+    budget = search.SearchBudget.from_lambda_context(app.lambda_context)
+    result = search.search(parsed, wiring.catalog(), base, budget)
     logger.info(
         "qido",
         extra={
@@ -89,12 +90,18 @@ def _search(level: Level, *, study: str | None = None, series: str | None = None
             "keys": sorted(c.keyword for c in parsed.conditions),  # names only, never values
             "results": len(result.datasets),
             "more": result.more,
+            "examined": result.examined,
+            "budget_exhausted": result.exhausted,
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
             "outcome": 200,
         },
     )
     response = http.json_response(200, result.datasets, media_type)
-    if result.more:
+    if result.next_offset is not None:
+        response.headers["Warning"] = qido_response.budget_warning(
+            result.examined, result.next_offset
+        )
+    elif result.more:
         response.headers["Warning"] = qido_response.MORE_RESULTS_WARNING
     return response
 
