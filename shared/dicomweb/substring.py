@@ -68,9 +68,19 @@ def study_terms(attrs: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def merge_terms(old: str, new: str) -> str:
+    """An index text holding the values of ``old`` and then those of ``new`` not in it."""
+    if not old or old == new:
+        return new or old
+    parts = old.split(_SEPARATOR)
+    parts += [p for p in new.split(_SEPARATOR) if p and p not in parts]
+    return _SEPARATOR.join(parts)
+
+
 def required_runs(query: Query, keyword: str) -> tuple[str, ...]:
-    """Literal runs of at least :data:`NGRAM` characters that every value matching the
-    query's condition on ``keyword`` contains, in :func:`study_terms` form ('' if none)."""
+    """Literal runs that every value matching the query's condition on ``keyword``
+    contains, in :func:`study_terms` form, longest first; those of at least :data:`NGRAM`
+    characters can be looked up in an n-gram index, the others only filter."""
     condition = query.condition(keyword)
     if condition is None or condition.kind not in ("single", "wildcard"):
         return ()
@@ -85,8 +95,7 @@ def required_runs(query: Query, keyword: str) -> tuple[str, ...]:
         runs = _WILDCARDS.split(value)
     else:
         runs = [value]
-    long_enough = {r for r in runs if len(r) >= NGRAM}
-    return tuple(sorted(long_enough, key=lambda r: (-len(r), r)))
+    return tuple(sorted({r for r in runs if r}, key=lambda r: (-len(r), r)))
 
 
 def text_runs(query: Query) -> dict[str, tuple[str, ...]]:

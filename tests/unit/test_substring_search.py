@@ -34,6 +34,7 @@ def _store(index: Any, n: int, **changes: object) -> list[InstanceRecord]:
             "PatientName": NAMES[number % len(NAMES)],
             "StudyDescription": f"CT HEAD {number}",
             "AccessionNumber": f"ACC{number:04d}",
+            "PatientSex": "F" if number % len(NAMES) == len(NAMES) - 1 else "M",
             "SpecificCharacterSet": "ISO_IR 192",
             **changes,
         }
@@ -59,13 +60,14 @@ def _uids(catalog: Any, params: dict[str, list[str]], level: str = "STUDY") -> l
     [
         ({"PatientName": ["*abc*"]}, "PatientName", ("abc",)),
         ({"PatientName": ["ABC*DEFG"]}, "PatientName", ("defg", "abc")),
-        ({"PatientName": ["*ab?c*"]}, "PatientName", ()),
-        ({"PatientName": ["*ab*"]}, "PatientName", ()),
+        ({"PatientName": ["*ab?c*"]}, "PatientName", ("ab", "c")),
+        ({"PatientName": ["*ab*"]}, "PatientName", ("ab",)),
+        ({"PatientName": ["*?*"]}, "PatientName", ()),
         ({"PatientName": ["Smith^John"]}, "PatientName", ("smith^john",)),
         ({"PatientName": ["jürg smi", "x"][:1], "fuzzymatching": ["true"]}, "PatientName",
          ("jurg", "smi")),
         ({"PatientID": ["*MRN12*"]}, "PatientID", ("MRN12",)),
-        ({"AccessionNumber": ["A1?23*456"]}, "AccessionNumber", ("456",)),
+        ({"AccessionNumber": ["A1?23*456"]}, "AccessionNumber", ("456", "23", "A1")),
         ({"StudyDescription": ["*Head*"]}, "StudyDescription", ("Head",)),
         ({"ReferringPhysicianName": ["*HOUSE*"]}, "ReferringPhysicianName", ("house",)),
         ({"PatientID": ['""']}, "PatientID", ()),
@@ -157,8 +159,14 @@ def test_a_changed_value_is_reindexed_and_an_unchanged_one_is_not_rewritten(
         SpecificCharacterSet="ISO_IR 192",
     )
     assert index.add(_record(validate(changed), "AE", datetime.now(UTC))) is AddOutcome.STORED
-    assert _uids(catalog, {"StudyDescription": ["*HEA*"]}) == []
+    assert _uids(catalog, {"StudyDescription": ["*HEA*"]}) == []  # the study says MR KNEE
     assert _uids(catalog, {"StudyDescription": ["*KNE*"]}) == [first.study_uid]
+    # Its first instances still carry CT HEAD: the index keeps both values.
+    assert len(_uids(catalog, {"StudyDescription": ["*HEA*"]}, "INSTANCE")) == 2
+    assert len(_uids(catalog, {"StudyDescription": ["*KNE*"]}, "INSTANCE")) == 1
+    with sqlite3.connect(path) as connection:
+        (descr,) = connection.execute("SELECT descr FROM study_terms").fetchone()
+    assert descr.split("\x1f") == ["CT HEAD", "MR KNEE"]
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT count(*) FROM study_text_docsize").fetchone() == (1,)
         assert connection.execute(
@@ -196,8 +204,8 @@ def test_a_search_over_budget_returns_what_it_found_and_the_offset_to_continue(
     path = tmp_path / "index.sqlite3"
     records = _store(SqliteIndex(path), 25)
     catalog = SqliteCatalog(path)
-    # Two letters: no trigram, every study is a candidate; 1 in 5 matches.
-    query = parse({"PatientName": ["*g^*"], "limit": ["3"]}, "STUDY")
+    # No index for PatientSex: every study is a candidate; 1 in 5 matches.
+    query = parse({"PatientSex": ["F"], "limit": ["3"]}, "STUDY")
     expected = [r.study_uid for r in records if r.patient_name.startswith("Ng")]
     full = search_service.search(query, catalog, BASE)
     assert full.next_offset is None and full.more
@@ -207,7 +215,7 @@ def test_a_search_over_budget_returns_what_it_found_and_the_offset_to_continue(
     while True:
         rounds += 1
         page_query = parse(
-            {"PatientName": ["*g^*"], "limit": ["3"], "offset": [str(offset)]}, "STUDY"
+            {"PatientSex": ["F"], "limit": ["3"], "offset": [str(offset)]}, "STUDY"
         )
         page = search_service.search(page_query, catalog, BASE, budget)
         found += [d["0020000D"]["Value"][0] for d in page.datasets]
@@ -229,7 +237,7 @@ def test_a_search_past_its_deadline_stops_after_one_candidate(tmp_path: Path) ->
     _store(SqliteIndex(path), 10)
     now = [100.0]
     budget = search_service.SearchBudget(deadline=99.0, clock=lambda: now[0])
-    query = parse({"PatientName": ["*zz*"]}, "STUDY")
+    query = parse({"PatientSex": ["O"]}, "STUDY")
     result = search_service.search(query, SqliteCatalog(path), BASE, budget)
     assert result.datasets == [] and result.examined == 1 and result.next_offset == 0
 
@@ -238,7 +246,7 @@ def test_a_budget_reached_exactly_at_the_end_is_a_complete_answer(tmp_path: Path
     path = tmp_path / "index.sqlite3"
     _store(SqliteIndex(path), 4)
     budget = search_service.SearchBudget(extra_items=0)
-    query = parse({"PatientName": ["*zz*"], "limit": ["3"]}, "STUDY")
+    query = parse({"PatientSex": ["O"], "limit": ["3"]}, "STUDY")
     result = search_service.search(query, SqliteCatalog(path), BASE, budget)
     assert result.examined == 4 and result.next_offset is None and not result.more
 
@@ -273,7 +281,7 @@ def test_the_handler_answers_a_cut_search_with_warning_299_and_the_offset(
             headers={"Accept": "application/dicom+json"},
             path_parameters={"AET": "AE"},
         )
-        event["multiValueQueryStringParameters"] = {"PatientName": ["*g^*"], "limit": ["5"]}
+        event["multiValueQueryStringParameters"] = {"PatientSex": ["F"], "limit": ["5"]}
         response = module.lambda_handler(event, Context())
     finally:
         wiring.override()
