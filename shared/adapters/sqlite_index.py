@@ -26,7 +26,7 @@ from typing import Any
 
 from shared.adapters.dynamo_keys import instance_sk, study_sort_key
 from shared.dicom.normalize import person_name_key
-from shared.dicomweb.substring import TEXT_KEYS, study_terms
+from shared.dicomweb.substring import TEXT_KEYS, merge_terms, study_terms
 from shared.errors import StorageUnavailable
 from shared.ports import AddOutcome, InstanceRecord
 
@@ -363,13 +363,20 @@ def _add(c: sqlite3.Connection, r: InstanceRecord) -> AddOutcome:
 
 
 def _update_terms(c: sqlite3.Connection, r: InstanceRecord) -> None:
-    """The study's substring index entry, rewritten only when its text changes."""
+    """The study's substring index entry, rewritten only when it gains a value.
+
+    The entry keeps every value the study has had, not only the latest: series and
+    instance rows carry their study's attributes as of their own latest instance, so a
+    search at those levels may match a value the study no longer has.
+    """
     terms = study_terms(json.loads(r.study_json))
     row = c.execute(
         f"SELECT id, {_TERM_COLUMNS} FROM study_terms WHERE study = ?", (r.study_uid,)
     ).fetchone()
-    if row is not None and tuple(row[1:]) == terms:
-        return
+    if row is not None:
+        terms = tuple(merge_terms(old, new) for old, new in zip(row[1:], terms, strict=True))
+        if tuple(row[1:]) == terms:
+            return
     _write_terms(c, r.study_uid, terms, row)
 
 
