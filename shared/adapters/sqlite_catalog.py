@@ -155,9 +155,18 @@ def _series_where(query: Query, alias: str, *, probe: bool = False) -> _Where:
 
 
 def _first_page(query: Query) -> int:
-    """Study keys to read first: one per study-level result the search needs."""
-    wanted = query.offset + query.limit + 1 if query.level == "STUDY" else _PAGE
-    return min(wanted, _FIRST_PAGE_MAX)
+    """Study keys to read first: one per result the search needs (a study holds one or
+    more series and instances), at least a few."""
+    return max(8, min(query.offset + query.limit + 1, _FIRST_PAGE_MAX))
+
+
+def _page_batches(keys: Iterator[str], first: int) -> Iterator[list[str]]:
+    """``keys`` in batches growing from 8 to 128 within pages of ``first``, then _PAGE,
+    keys: a batch never pulls the next page of keys before the current one is used up."""
+    size = first
+    while page := list(itertools.islice(keys, size)):
+        yield from _batches(page)
+        size = _PAGE
 
 
 def _phrase(run: str) -> str:
@@ -166,9 +175,13 @@ def _phrase(run: str) -> str:
 
 def _text_runs(query: Query) -> dict[str, tuple[str, ...]]:
     """Runs the substring index should look up: every text condition's, except a
-    PatientName prefix, which the name index serves."""
+    PatientName that is an exact value or a prefix (``Smi*``): the name index serves those
+    (``Smi*th`` uses both)."""
     runs = text_runs(query)
-    if query.name_prefix():
+    prefix = query.name_prefix()
+    condition = query.condition("PatientName")
+    literal = condition.value.rstrip("*") if condition is not None else ""
+    if prefix and not any(c in "*?" for c in literal):
         runs.pop(TEXT_KEYS["PatientName"], None)
     return runs
 
@@ -404,7 +417,7 @@ class SqliteCatalog:
         """Series of the studies the study-level keys select (one statement per batch of
         studies, in the studies' order), narrowed by the series-level keys."""
         where = _series_where(query, "e", probe=True)
-        for batch in _batches(self._study_uids(query)):
+        for batch in _page_batches(self._study_uids(query), _first_page(query)):
             rows = self._fetch(
                 f"SELECT {_SERIES_COLUMNS} FROM series e WHERE e.study IN ({_marks(tuple(batch))})"
                 f" AND {where.sql}",
