@@ -46,6 +46,7 @@ from tests.handlers import Context, json_body, load
 
 SEED = 20261127
 REPEATS = 20
+MOTO_REPEATS = 3  # moto answers each Query in O(table): fewer requests there
 SIZES = (10_000, 100_000)
 P95_TARGET_MS = 300.0
 LATENCY_RATIO = 1.5
@@ -554,7 +555,7 @@ def moto_at(n: int) -> dict[str, Any]:
                 _Handler(search, lambda: search.items_read, reset),
                 a,
                 dynamo_search.MAX_PAGE,
-                max(3, REPEATS // 4),
+                MOTO_REPEATS,
             )
         finally:
             wiring.override()
@@ -579,6 +580,16 @@ def _print(title: str, result: dict[str, Any], page: int) -> None:
         )
 
 
+def _ratio(small: dict[str, Any], large: dict[str, Any]) -> tuple[float, bool]:
+    """p50 large / small; per result when the median result counts differ."""
+    per_result = small["results_median"] != large["results_median"]
+    low, high = small["p50_ms"], large["p50_ms"]
+    if per_result:
+        low /= max(small["results_median"], 1)
+        high /= max(large["results_median"], 1)
+    return round(high / max(low, 1e-6), 2), per_result
+
+
 def run(sizes: tuple[int, ...] = SIZES, moto: int = 0) -> dict[str, Any]:
     """SQLite at every size (and moto at ``moto`` studies when given); targets judged."""
     from shared.adapters import dynamo_search, sqlite_catalog
@@ -594,10 +605,7 @@ def run(sizes: tuple[int, ...] = SIZES, moto: int = 0) -> dict[str, Any]:
             (Path(work) / f"index-{n}.sqlite3").unlink()
     if len(sizes) > 1:
         small, large = report["sqlite"][str(min(sizes))], report["sqlite"][str(max(sizes))]
-        ratios = {
-            name: round(k["p50_ms"] / max(small["kinds"][name]["p50_ms"], 0.01), 2)
-            for name, k in large["kinds"].items()
-        }
+        ratios = {name: _ratio(small["kinds"][name], k) for name, k in large["kinds"].items()}
         report["targets"] = {
             "p95_le_300ms_at_largest": {
                 name: k["p95_ms"] <= P95_TARGET_MS for name, k in large["kinds"].items()
@@ -607,9 +615,13 @@ def run(sizes: tuple[int, ...] = SIZES, moto: int = 0) -> dict[str, Any]:
                 name: not k["items_over_target"] for name, k in large["kinds"].items()
             },
         }
-        print(f"\np50 ratio {max(sizes):,} / {min(sizes):,} studies (target <= {LATENCY_RATIO}):")
-        for name, ratio in ratios.items():
-            print(f"  {name:48s} {ratio:5.2f} {'ok' if ratio <= LATENCY_RATIO else 'OVER'}")
+        print(
+            f"\np50 at {max(sizes):,} / at {min(sizes):,} studies (target <= {LATENCY_RATIO});"
+            " per result (*) when the median result count differs (it grows with the archive)"
+        )
+        for name, (ratio, per_result) in ratios.items():
+            mark = "*" if per_result else " "
+            print(f"  {name:48s} {ratio:5.2f}{mark} {'ok' if ratio <= LATENCY_RATIO else 'OVER'}")
     if moto:
         report["moto"] = moto_at(moto)
         _print(f"DynamoDB (moto), {moto:,} studies", report["moto"], dynamo_search.MAX_PAGE)
