@@ -21,7 +21,13 @@ from typing import Any
 from shared.adapters.dynamo_keys import study_date_bounds
 from shared.adapters.sqlite_index import _Connections
 from shared.dicomweb.query import Query
-from shared.dicomweb.substring import NGRAM, TEXT_KEYS, literal_prefix, text_runs
+from shared.dicomweb.substring import (
+    NGRAM,
+    TEXT_KEYS,
+    literal_prefix,
+    text_patterns,
+    text_runs,
+)
 from shared.ports import Candidates, InstanceRow, PatientRow, SeriesRow, StudyRow
 
 _STUDY_COLUMNS = (
@@ -210,6 +216,9 @@ def _text_where(query: Query) -> _Where:
         for run in runs:
             if len(run) < NGRAM:
                 inner.add(f"instr(t.{column}, ?) > 0", run)
+    if inner.clauses:  # then the whole values, as the matcher will (any kept value)
+        for column, pattern in text_patterns(query).items():
+            inner.add(f"qido_match(t.{column}, ?)", pattern)
     if inner.clauses:
         where.add(
             f"s.study IN (SELECT t.study FROM study_terms t WHERE {inner.sql})", *inner.parameters

@@ -26,7 +26,7 @@ from typing import Any
 
 from shared.adapters.dynamo_keys import instance_sk, study_sort_key
 from shared.dicom.normalize import person_name_key
-from shared.dicomweb.substring import TEXT_KEYS, merge_terms, study_terms
+from shared.dicomweb.substring import TEXT_KEYS, merge_terms, part_matches, study_terms
 from shared.errors import StorageUnavailable
 from shared.ports import AddOutcome, InstanceRecord
 
@@ -164,6 +164,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     # Reads through the OS page cache, shared by every connection and worker process
     # (each connection's own cache would start cold).
     connection.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+    # Wildcard matching of substring-index text in SQL (sqlite_catalog).
+    connection.create_function("qido_match", 2, part_matches, deterministic=True)
     return connection
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from shared._generated.dictionary import ATTRIBUTES
@@ -96,6 +97,39 @@ def required_runs(query: Query, keyword: str) -> tuple[str, ...]:
     else:
         runs = [value]
     return tuple(sorted({r for r in runs if r}, key=lambda r: (-len(r), r)))
+
+
+def value_pattern(query: Query, keyword: str) -> str:
+    """The condition on ``keyword`` as a wildcard pattern over :func:`study_terms` text
+    (PN: case-folded), for :func:`part_matches`; '' when none applies (fuzzy matching,
+    lists, empty values)."""
+    condition = query.condition(keyword)
+    if condition is None or condition.kind not in ("single", "wildcard"):
+        return ""
+    if condition.vr == "PN":
+        return "" if query.fuzzy else condition.value.casefold()
+    return condition.value if condition.kind == "wildcard" else ""
+
+
+def text_patterns(query: Query) -> dict[str, str]:
+    """Index column -> :func:`value_pattern`, for every text condition that has one."""
+    found = {column: value_pattern(query, keyword) for keyword, column in TEXT_KEYS.items()}
+    return {column: pattern for column, pattern in found.items() if pattern}
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def part_matches(text: str | None, pattern: str) -> bool:
+    """Whether one of the values kept in an index ``text`` matches the whole wildcard
+    ``pattern`` (a superset of the matcher's answer: every group, every folding)."""
+    if not text:
+        return False
+    compiled = _compiled(pattern)
+    return any(compiled.fullmatch(part) for part in text.split(_SEPARATOR))
 
 
 def text_runs(query: Query) -> dict[str, tuple[str, ...]]:

@@ -16,7 +16,7 @@ from shared.adapters.sqlite_catalog import SqliteCatalog, text_match
 from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom.validate import validate
 from shared.dicomweb.query import parse
-from shared.dicomweb.substring import required_runs, study_terms
+from shared.dicomweb.substring import part_matches, required_runs, study_terms
 from shared.ports import AddOutcome, InstanceRecord
 from shared.services import search as search_service
 from shared.services.store import _record
@@ -88,6 +88,21 @@ def test_study_terms_keep_every_group_case_folded_and_accent_folded() -> None:
     assert (pid, acc, descr, ref) == ("MRN1", "", "", "")
 
 
+@pytest.mark.parametrize(
+    ("text", "pattern", "expected"),
+    [
+        ("smith^john\x1fsmith^john", "smi*", True),
+        ("smith^john", "*ith", False),
+        ("smith^john\x1f山田^太郎", "山田*", True),
+        ("MRN123", "*12?", True),
+        ("MRN123", "*12", False),
+        ("", "*", False),
+    ],
+)
+def test_part_matches_any_kept_value_whole(text: str, pattern: str, expected: bool) -> None:
+    assert part_matches(text, pattern) is expected
+
+
 def test_the_match_expression_quotes_runs() -> None:
     query = parse({"PatientName": ['*a"bc*'], "StudyDescription": ["*HEAD*"]}, "STUDY")
     assert text_match(query) == 'name : ("a""bc") AND descr : ("HEAD")'
@@ -119,6 +134,14 @@ def test_substring_searches_read_candidates_from_the_trigram_index(tmp_path: Pat
     assert _uids(catalog, {"StudyDescription": ["CT*D 1?"]}) == sorted(
         r.study_uid for r in records[10:20]
     )
+    # Start and end: the name index and the trigram index together, whole values in SQL.
+    catalog.rows_read = 0
+    assert _uids(catalog, {"PatientName": ["JOH*ARY"]}) == sorted(by_name["Johnson^Mary"])
+    assert catalog.rows_read == 12
+    catalog.rows_read = 0
+    assert _uids(catalog, {"PatientName": ["*OHN*N^M?RY"]}) == sorted(by_name["Johnson^Mary"])
+    assert catalog.rows_read == 12
+    assert _uids(catalog, {"PatientName": ["SMI*ITH"]}) == []  # the given name ends it
     # Shorter than a trigram: answered by walking, still right.
     assert _uids(catalog, {"PatientName": ["*g^A*"]}) == sorted(by_name["Ng^Al"])
     # Series and instances start from the same studies.
@@ -214,9 +237,7 @@ def test_a_search_over_budget_returns_what_it_found_and_the_offset_to_continue(
     offset, rounds = 0, 0
     while True:
         rounds += 1
-        page_query = parse(
-            {"PatientSex": ["F"], "limit": ["3"], "offset": [str(offset)]}, "STUDY"
-        )
+        page_query = parse({"PatientSex": ["F"], "limit": ["3"], "offset": [str(offset)]}, "STUDY")
         page = search_service.search(page_query, catalog, BASE, budget)
         found += [d["0020000D"]["Value"][0] for d in page.datasets]
         if page.next_offset is None:
