@@ -48,6 +48,9 @@ _PATIENT_COLUMNS = (
 _SERIES_COLUMNS = "e.study, e.series, e.attrs, e.study_attrs, e.n_instances"
 _INSTANCE_COLUMNS = "study, series, sop, attrs, series_attrs, study_attrs, ts, key, size, aet, meta"
 _PAGE = 200  # rows fetched per statement when a read is consumed lazily
+#: Above this many substring candidates, a search walks the date index and tests each
+#: study against them rather than sorting them all by date.
+MANY_CANDIDATES = 2000
 _FIRST_PAGE_MAX = 1001  # a first page sized to what the search needs: up to a full QIDO page
 
 
@@ -203,10 +206,14 @@ def text_match(query: Query) -> str:
     return " AND ".join(expressions)
 
 
-def _text_where(query: Query) -> _Where:
+def _text_where(query: Query, *, by_date: bool = False) -> _Where:
     """The studies whose indexed text holds every run of the query: from the trigram index
     when a run is long enough (then shorter runs filter its candidates), else by reading
-    the whole ``study_terms`` table in SQL (a bounded walk, no row leaves SQLite)."""
+    the whole ``study_terms`` table in SQL (a bounded walk, no row leaves SQLite).
+
+    ``by_date``: the candidates are many; walk the date index newest first and test each
+    study against them (the first page then stops early) instead of sorting them all.
+    """
     where = _Where()
     inner = _Where()
     match = text_match(query)
@@ -220,8 +227,10 @@ def _text_where(query: Query) -> _Where:
         for column, pattern in text_patterns(query).items():
             inner.add(f"qido_match(t.{column}, ?)", pattern)
     if inner.clauses:
+        plus = "+" if by_date else ""  # no index on the left: the date order drives
         where.add(
-            f"s.study IN (SELECT t.study FROM study_terms t WHERE {inner.sql})", *inner.parameters
+            f"{plus}s.study IN (SELECT t.study FROM study_terms t WHERE {inner.sql})",
+            *inner.parameters,
         )
     return where
 
@@ -241,7 +250,7 @@ def _identifier_where(query: Query, where: _Where) -> bool:
     return exact
 
 
-def _study_where(query: Query, *, with_series: bool) -> _Where:
+def _study_where(query: Query, *, with_series: bool, by_date: bool = False) -> _Where:
     """Every study-level key an index can serve, as conditions on ``studies s``; with
     ``with_series``, studies must also hold a series the series-level keys accept.
 
@@ -252,7 +261,7 @@ def _study_where(query: Query, *, with_series: bool) -> _Where:
     where = _Where()
     exact = _identifier_where(query, where)
     if not exact and not query.uids("StudyInstanceUID") and query.study_uid is None:
-        text = _text_where(query)
+        text = _text_where(query, by_date=by_date)
         if text.clauses:
             where.add(text.sql, *text.parameters)
     prefix = query.name_prefix()
@@ -396,7 +405,7 @@ class SqliteCatalog:
         series = _series_where(query, "e")
         if not where.clauses and not uids and series.clauses:
             return self._study_uids_of_series(series)
-        where = _study_where(query, with_series=True)
+        where = _study_where(query, with_series=True, by_date=self._many_candidates(query))
         if uids:
             where.add(f"s.study IN ({_marks(uids)})", *uids)
         rows = self._pages(
@@ -407,6 +416,19 @@ class SqliteCatalog:
             (0, _first_page(query)),
         )
         return (r["study"] for r in rows)
+
+    def _many_candidates(self, query: Query) -> bool:
+        """Whether the trigram index holds more than MANY_CANDIDATES studies for the query
+        (counted up to that number only)."""
+        match = text_match(query)
+        if not match:
+            return False
+        rows = self._db.query(
+            "SELECT COUNT(*) AS n FROM (SELECT rowid FROM study_text WHERE study_text MATCH ?"
+            " LIMIT ?)",
+            (match, MANY_CANDIDATES + 1),
+        )
+        return bool(rows[0]["n"] > MANY_CANDIDATES)
 
     def _study_uids_of_series(self, series: _Where) -> Iterator[str]:
         """Studies holding a series the series-level keys accept, newest first."""

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared import wiring
-from shared.adapters import sqlite_index
+from shared.adapters import sqlite_catalog, sqlite_index
 from shared.adapters.sqlite_catalog import SqliteCatalog, text_match
 from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom.validate import validate
@@ -311,3 +311,20 @@ def test_the_handler_answers_a_cut_search_with_warning_299_and_the_offset(
     body = json_body(response)
     assert warning.startswith('299 o3-dpacs: "The search stopped after examining')
     assert f"offset={len(body)}" in warning
+
+
+def test_many_candidates_walk_the_date_index_with_the_same_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "index.sqlite3"
+    _store(SqliteIndex(path), 20)
+    catalog = SqliteCatalog(path)
+    queries = [
+        {"PatientName": ["*ohns*"]},
+        {"StudyDescription": ["*HEAD 1*"]},
+        {"PatientName": ["*ll*"], "AccessionNumber": ["*C00*"]},
+    ]
+    sorted_by_date = [_uids(catalog, q) for q in queries]
+    monkeypatch.setattr(sqlite_catalog, "MANY_CANDIDATES", 1)
+    assert [_uids(catalog, q) for q in queries] == sorted_by_date
+    assert all(sorted_by_date[:2])
