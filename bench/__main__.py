@@ -1,6 +1,6 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
-[--only stow,imports,qido,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import]
-[--import-files N].
+[--only stow,imports,qido,qido-scale,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import]
+[--import-files N] [--qido-scale-sizes 10000,100000] [--qido-scale-moto 10000].
 
 Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
 and keeps the others.
@@ -24,6 +24,7 @@ from bench import (
     bench_multipart,
     bench_ohif,
     bench_qido,
+    bench_qido_scale,
     bench_render,
     bench_stow,
     bench_uploads,
@@ -37,6 +38,7 @@ PARTS = (
     "stow",
     "imports",
     "qido",
+    "qido-scale",
     "wado",
     "render",
     "viewer",
@@ -80,6 +82,18 @@ def main() -> None:
         "--import-files", type=int, default=1000, help="files per import run (default 1000)"
     )
     parser.add_argument(
+        "--qido-scale-sizes",
+        type=_sizes,
+        default=list(bench_qido_scale.SIZES),
+        help="qido-scale: SQLite archive sizes in studies (default 10000,100000)",
+    )
+    parser.add_argument(
+        "--qido-scale-moto",
+        type=int,
+        default=0,
+        help="qido-scale: also load this many studies into moto's DynamoDB (0: none)",
+    )
+    parser.add_argument(
         "--only",
         type=_parts,
         default=list(PARTS),
@@ -91,6 +105,9 @@ def main() -> None:
         "stow": lambda: bench_stow.run(args.instances),
         "imports": bench_imports.run,
         "qido": lambda: bench_qido.run(args.qido_sizes),
+        "qido-scale": lambda: bench_qido_scale.run(
+            tuple(args.qido_scale_sizes), args.qido_scale_moto
+        ),
         "wado": bench_wado.run,
         "render": bench_render.run,
         "viewer": bench_viewer.run,

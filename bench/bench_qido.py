@@ -288,8 +288,11 @@ def _element(keyword: str, *values: Any) -> tuple[str, dict[str, Any]]:
     """A DICOM JSON element as pydicom's to_json_dict writes it (empty: no Value)."""
     tag, vr = ATTRIBUTES[keyword]
     kept = [v for v in values if v != ""]
-    if vr == "PN":
-        kept = [{"Alphabetic": v} for v in kept]
+    if vr == "PN":  # groups separated by "=": alphabetic, ideographic, phonetic
+        groups = ("Alphabetic", "Ideographic", "Phonetic")
+        kept = [
+            {g: part for g, part in zip(groups, v.split("="), strict=False) if part} for v in kept
+        ]
     return tag, ({"vr": vr, "Value": kept} if kept else {"vr": vr})
 
 
@@ -370,7 +373,7 @@ def records(study: Study) -> Iterator[InstanceRecord]:
                 received=f"{study.date[:4]}-{study.date[4:6]}-{study.date[6:]}T12:00:00.000000Z",
                 patient_id=p.patient_id,
                 issuer_of_patient_id="",
-                patient_name=p.name,
+                patient_name=p.name.split("=")[0],  # the alphabetic group, as STOW keeps it
                 study_date=study.date,
                 study_time=study.time,
                 accession_number=study.accession,

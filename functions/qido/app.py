@@ -88,7 +88,8 @@ def _search(level: Level, *, study: str | None = None, series: str | None = None
         for kind, originals in found.originals.items():
             touched.add(kind, originals)  # the audit names what was read: the stored UIDs
     else:
-        result = search.search(parsed, wiring.catalog(), base)
+        budget = search.SearchBudget.from_lambda_context(app.lambda_context)
+        result = search.search(parsed, wiring.catalog(), base, budget)
         for tag, kind in _AUDITED:
             touched.add(kind, [v for d in result.datasets for v in d.get(tag, {}).get("Value", [])])
     logger.info(
@@ -99,12 +100,18 @@ def _search(level: Level, *, study: str | None = None, series: str | None = None
             "keys": sorted(c.keyword for c in parsed.conditions),  # names only, never values
             "results": len(result.datasets),
             "more": result.more,
+            "examined": result.examined,
+            "budget_exhausted": result.exhausted,
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
             "outcome": 200,
         },
     )
     response = http.json_response(200, result.datasets, media_type)
-    if result.more:
+    if result.next_offset is not None:
+        response.headers["Warning"] = qido_response.budget_warning(
+            result.examined, result.next_offset
+        )
+    elif result.more:
         response.headers["Warning"] = qido_response.MORE_RESULTS_WARNING
     return response
 

@@ -11,6 +11,7 @@ in the search service still checks every row (wildcards, fuzzy names, other attr
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +22,13 @@ from shared.adapters.dynamo_keys import study_date_bounds
 from shared.adapters.sqlite_index import _Connections
 from shared.dicom.uid_map import UidMap
 from shared.dicomweb.query import Query
+from shared.dicomweb.substring import (
+    NGRAM,
+    TEXT_KEYS,
+    literal_prefix,
+    text_patterns,
+    text_runs,
+)
 from shared.ports import Candidates, InstanceRow, PatientRow, SeriesRow, StudyRow
 
 _STUDY_COLUMNS = (
@@ -41,6 +49,10 @@ _PATIENT_COLUMNS = (
 _SERIES_COLUMNS = "e.study, e.series, e.attrs, e.study_attrs, e.n_instances"
 _INSTANCE_COLUMNS = "study, series, sop, attrs, series_attrs, study_attrs, ts, key, size, aet, meta"
 _PAGE = 200  # rows fetched per statement when a read is consumed lazily
+#: Above this many substring candidates, a search walks the date index and tests each
+#: study against them rather than sorting them all by date.
+MANY_CANDIDATES = 2000
+_FIRST_PAGE_MAX = 1001  # a first page sized to what the search needs: up to a full QIDO page
 
 
 def _doc(text: str | None) -> dict[str, Any]:
@@ -134,26 +146,125 @@ class _Where:
         return " AND ".join(self.clauses) if self.clauses else "1 = 1"
 
 
-def _series_where(query: Query, alias: str) -> _Where:
-    """Series-level keys an index can serve: SeriesInstanceUID and Modality lists."""
+def _series_where(query: Query, alias: str, *, probe: bool = False) -> _Where:
+    """Series-level keys an index can serve: SeriesInstanceUID and Modality lists.
+
+    ``probe``: the conditions test the series of given studies, which the primary key
+    finds; the modality index must not be used there (it would read every series of that
+    modality for each study).
+    """
     where = _Where()
     series_uids = query.uids("SeriesInstanceUID")
     if series_uids:
         where.add(f"{alias}.series IN ({_marks(series_uids)})", *series_uids)
     modalities = query.uids("Modality")
     if modalities:
-        where.add(f"{alias}.modality IN ({_marks(modalities)})", *modalities)
+        plus = "+" if probe else ""
+        where.add(f"{plus}{alias}.modality IN ({_marks(modalities)})", *modalities)
     return where
 
 
-def _study_where(query: Query, *, with_series: bool) -> _Where:
-    """Every study-level key an index can serve, as conditions on ``studies s``; with
-    ``with_series``, studies must also hold a series the series-level keys accept."""
+def _first_page(query: Query) -> int:
+    """Study keys to read first: one per result the search needs (a study holds one or
+    more series and instances), at least a few."""
+    return max(8, min(query.offset + query.limit + 1, _FIRST_PAGE_MAX))
+
+
+def _page_batches(keys: Iterator[str], first: int) -> Iterator[list[str]]:
+    """``keys`` in batches growing from 8 to 128 within pages of ``first``, then _PAGE,
+    keys: a batch never pulls the next page of keys before the current one is used up."""
+    size = first
+    while page := list(itertools.islice(keys, size)):
+        yield from _batches(page)
+        size = _PAGE
+
+
+def _phrase(run: str) -> str:
+    return '"' + run.replace('"', '""') + '"'
+
+
+def _text_runs(query: Query) -> dict[str, tuple[str, ...]]:
+    """Runs the substring index should look up: every text condition's, except a
+    PatientName that is an exact value or a prefix (``Smi*``): the name index serves those
+    (``Smi*th`` uses both)."""
+    runs = text_runs(query)
+    prefix = query.name_prefix()
+    condition = query.condition("PatientName")
+    literal = condition.value.rstrip("*") if condition is not None else ""
+    if prefix and not any(c in "*?" for c in literal):
+        runs.pop(TEXT_KEYS["PatientName"], None)
+    return runs
+
+
+def text_match(query: Query) -> str:
+    """The FTS5 expression of the runs of at least a trigram that every match contains
+    ('' when there are none)."""
+    expressions = []
+    for column, runs in _text_runs(query).items():
+        long_runs = [r for r in runs if len(r) >= NGRAM]
+        if long_runs:
+            expressions.append(f"{column} : ({' AND '.join(_phrase(r) for r in long_runs)})")
+    return " AND ".join(expressions)
+
+
+def _text_where(query: Query, *, by_date: bool = False) -> _Where:
+    """The studies whose indexed text holds every run of the query: from the trigram index
+    when a run is long enough (then shorter runs filter its candidates), else by reading
+    the whole ``study_terms`` table in SQL (a bounded walk, no row leaves SQLite).
+
+    ``by_date``: the candidates are many; walk the date index newest first and test each
+    study against them (the first page then stops early) instead of sorting them all.
+    """
     where = _Where()
+    inner = _Where()
+    match = text_match(query)
+    if match:
+        inner.add("t.id IN (SELECT rowid FROM study_text WHERE study_text MATCH ?)", match)
+    for column, runs in _text_runs(query).items():
+        for run in runs:
+            if len(run) < NGRAM:
+                inner.add(f"instr(t.{column}, ?) > 0", run)
+    if inner.clauses:  # then the whole values, as the matcher will (any kept value)
+        for column, pattern in text_patterns(query).items():
+            inner.add(f"qido_match(t.{column}, ?)", pattern)
+    if inner.clauses:
+        plus = "+" if by_date else ""  # no index on the left: the date order drives
+        where.add(
+            f"{plus}s.study IN (SELECT t.study FROM study_terms t WHERE {inner.sql})",
+            *inner.parameters,
+        )
+    return where
+
+
+def _identifier_where(query: Query, where: _Where) -> bool:
+    """AccessionNumber and PatientID: exact values, or the literal start of a wildcard
+    value as a range of their index; whether an exact value was given."""
+    exact = False
     for keyword, column in (("AccessionNumber", "accession"), ("PatientID", "pid")):
         value = query.exact(keyword)
         if value:
             where.add(f"s.{column} = ?", value)
+            exact = True
+        start = literal_prefix(query, keyword)
+        if start:
+            where.add(f"s.{column} >= ? AND s.{column} < ?", start, _prefix_end(start))
+    return exact
+
+
+def _study_where(query: Query, *, with_series: bool, by_date: bool = False) -> _Where:
+    """Every study-level key an index can serve, as conditions on ``studies s``; with
+    ``with_series``, studies must also hold a series the series-level keys accept.
+
+    SQLite picks the index among them: an exact AccessionNumber or PatientID, the substring
+    index (``study_text``), the name or the date index. The substring index is left out
+    when an exact key is given (one or a few studies: reading its postings costs more).
+    """
+    where = _Where()
+    exact = _identifier_where(query, where)
+    if not exact and not query.uids("StudyInstanceUID") and query.study_uid is None:
+        text = _text_where(query, by_date=by_date)
+        if text.clauses:
+            where.add(text.sql, *text.parameters)
     prefix = query.name_prefix()
     if prefix:
         where.add("s.name_key >= ? AND s.name_key < ?", prefix, _prefix_end(prefix))
@@ -168,7 +279,7 @@ def _study_where(query: Query, *, with_series: bool) -> _Where:
             *modalities,
         )
     if with_series:
-        series = _series_where(query, "e")
+        series = _series_where(query, "e", probe=True)
         if series.clauses:
             where.add(
                 f"EXISTS (SELECT 1 FROM series e WHERE e.study = s.study AND {series.sql})",
@@ -205,7 +316,7 @@ class SqliteCatalog:
         offset, first = start
         condition, bound = "", ()
         skip = f" OFFSET {int(offset)}" if offset else ""
-        size = max(1, min(int(first), _PAGE))
+        size = max(1, min(int(first), _FIRST_PAGE_MAX))
         while True:
             rows = self._fetch(
                 sql.format(after=condition) + f" ORDER BY {order} LIMIT {size}{skip}",
@@ -228,12 +339,40 @@ class SqliteCatalog:
             if query.unconditioned:  # every row matches: SQL skips the offset and stops
                 return Candidates(self._all_studies(query.offset, query.limit + 1), query.offset)
             # Keys first (a narrow sort however many match), whole rows as they are consumed.
-            return Candidates(self.studies_by_uid(self._study_uids(query)))
+            return Candidates(self._studies_of(self._study_uids(query), _first_page(query)))
         if query.level == "SERIES":
             return Candidates(self._series(query))
         if query.level == "INSTANCE":
-            return Candidates(self._instances(query))
+            return self._instance_candidates(query)
         return Candidates(self._patients(query))
+
+    def _instance_candidates(self, query: Query) -> Candidates:
+        if query.unconditioned and query.study_uid is None and query.offset:
+            skipped, studies = self._skip_instances(query.offset)
+            instances = (row for uid in studies for row in self.instances(uid))
+            return Candidates(instances, skipped)
+        return Candidates(self._instances(query))
+
+    def _skip_instances(self, offset: int) -> tuple[int, Iterator[str]]:
+        """For an unfiltered instance search: how many instances of the newest studies
+        ``offset`` passes over whole (summed in SQL from ``n_instances``, not read), and the
+        studies from the first one it does not pass over."""
+        found = self._fetch(
+            "SELECT study, sdt, upto - n_instances AS before FROM ("
+            " SELECT s.study, s.sdt, s.n_instances, SUM(s.n_instances) OVER"
+            " (ORDER BY s.sdt DESC ROWS UNBOUNDED PRECEDING) AS upto"
+            " FROM studies s ORDER BY s.sdt DESC LIMIT ?) WHERE upto > ? LIMIT 1",
+            (offset + 1, offset),
+        )
+        if not found:
+            return offset, iter(())
+        rows = self._pages(
+            "SELECT s.study, s.sdt FROM studies s WHERE s.sdt <= ? {after}",
+            (found[0]["sdt"],),
+            "s.sdt DESC",
+            lambda last: ("AND s.sdt < ?", (last["sdt"],)),
+        )
+        return found[0]["before"], (r["study"] for r in rows)
 
     def _all_studies(self, offset: int, first: int) -> Iterator[StudyRow]:
         """Every study, newest first, from ``offset`` on; the first page holds ``first``."""
@@ -246,12 +385,28 @@ class SqliteCatalog:
         )
         return (_study_row(r) for r in rows)
 
+    def _studies_of(self, uids: Iterator[str], first: int) -> Iterator[StudyRow]:
+        """The studies of ``uids`` read a key page at a time (``first``, then _PAGE keys), so
+        that reading rows never pulls the next page of keys before it is needed."""
+        size = first
+        while batch := list(itertools.islice(uids, size)):
+            yield from self.studies_by_uid(batch)
+            size = _PAGE
+
     def _study_uids(self, query: Query) -> Iterator[str]:
-        """UIDs of the studies the query's study- and series-level keys allow, newest first."""
+        """UIDs of the studies the query's study- and series-level keys allow, newest first.
+
+        From the studies' indexes when a study-level key narrows the search; from the
+        series' (modality, SeriesInstanceUID) when only series-level keys do.
+        """
         uids = query.uids("StudyInstanceUID")
         if query.study_uid is not None:
             uids = (query.study_uid,)
-        where = _study_where(query, with_series=True)
+        where = _study_where(query, with_series=False)
+        series = _series_where(query, "e")
+        if not where.clauses and not uids and series.clauses:
+            return self._study_uids_of_series(series)
+        where = _study_where(query, with_series=True, by_date=self._many_candidates(query))
         if uids:
             where.add(f"s.study IN ({_marks(uids)})", *uids)
         rows = self._pages(
@@ -259,17 +414,53 @@ class SqliteCatalog:
             where.parameters,
             "s.sdt DESC",
             lambda last: ("AND s.sdt < ?", (last["sdt"],)),
+            (0, _first_page(query)),
         )
         return (r["study"] for r in rows)
 
+    def _many_candidates(self, query: Query) -> bool:
+        """Whether the trigram index holds more than MANY_CANDIDATES studies for the query
+        (counted up to that number only)."""
+        match = text_match(query)
+        if not match:
+            return False
+        rows = self._db.query(
+            "SELECT COUNT(*) AS n FROM (SELECT rowid FROM study_text WHERE study_text MATCH ?"
+            " LIMIT ?)",
+            (match, MANY_CANDIDATES + 1),
+        )
+        return bool(rows[0]["n"] > MANY_CANDIDATES)
+
+    def _study_uids_of_series(self, series: _Where) -> Iterator[str]:
+        """Studies holding a series the series-level keys accept, newest first."""
+        rows = self._pages(
+            f"SELECT DISTINCT e.study, e.sdt FROM series e WHERE {series.sql} {{after}}",
+            series.parameters,
+            "e.sdt DESC",
+            lambda last: ("AND e.sdt < ?", (last["sdt"],)),
+        )
+        seen: set[str] = set()
+        for row in rows:
+            if row["study"] not in seen:
+                seen.add(row["study"])
+                yield row["study"]
+
     def _series(self, query: Query) -> Iterator[SeriesRow]:
-        where = _series_where(query, "e")
-        for study_uid in self._study_uids(query):
+        """Series of the studies the study-level keys select (one statement per batch of
+        studies, in the studies' order), narrowed by the series-level keys."""
+        where = _series_where(query, "e", probe=True)
+        for batch in _page_batches(self._study_uids(query), _first_page(query)):
             rows = self._fetch(
-                f"SELECT {_SERIES_COLUMNS} FROM series e WHERE e.study = ? AND {where.sql}",
-                (study_uid, *where.parameters),
+                f"SELECT {_SERIES_COLUMNS} FROM series e WHERE e.study IN ({_marks(tuple(batch))})"
+                f" AND {where.sql}",
+                (*batch, *where.parameters),
             )
-            yield from sorted((_series_row(r) for r in rows), key=SeriesRow.order)
+            by_study: dict[str, list[SeriesRow]] = {}
+            for row in rows:
+                series = _series_row(row)
+                by_study.setdefault(series.study_uid, []).append(series)
+            for study_uid in batch:
+                yield from sorted(by_study.get(study_uid, ()), key=SeriesRow.order)
 
     def _instances(self, query: Query) -> Iterator[InstanceRow]:
         sop_uids = query.uids("SOPInstanceUID")
@@ -290,7 +481,7 @@ class SqliteCatalog:
 
     def _series_in(self, study_uid: str, query: Query) -> list[str]:
         """UIDs of a study's series that the series-level keys allow, in UID order."""
-        where = _series_where(query, "e")
+        where = _series_where(query, "e", probe=True)
         rows = self._fetch(
             f"SELECT e.series FROM series e WHERE e.study = ? AND {where.sql} ORDER BY e.series",
             (study_uid, *where.parameters),

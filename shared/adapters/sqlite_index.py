@@ -17,6 +17,7 @@ older file on start.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -26,10 +27,11 @@ from typing import Any
 from shared.adapters.dynamo_keys import instance_sk, study_sort_key
 from shared.dicom.normalize import person_name_key
 from shared.dicom.uid_map import UidMap
+from shared.dicomweb.substring import TEXT_KEYS, merge_terms, part_matches, study_terms
 from shared.errors import StorageUnavailable
 from shared.ports import AddOutcome, InstanceRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 30.0
 MMAP_BYTES = 1 << 30
 #: An item DynamoDB would refuse (400 KB) is refused here too, so both backends agree.
@@ -117,10 +119,49 @@ CREATE TABLE deid_uids (
     level TEXT NOT NULL, duid TEXT NOT NULL, uid TEXT NOT NULL, PRIMARY KEY (level, duid)
 ) WITHOUT ROWID
 """
-# Each entry upgrades a database from the version before it (index: the version reached).
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 #: The meta row naming the key (its fingerprint) the de-identified UIDs were made with.
 _DEID_KEY = "deid_key"
+_TERM_COLUMNS = ", ".join(TEXT_KEYS.values())
+# Version 4: substring search (issue 13). ``study_terms`` holds the normalised text of each
+# study's PatientName, PatientID, AccessionNumber, StudyDescription and ReferringPhysicianName
+# (:func:`shared.dicomweb.substring.study_terms`); ``study_text`` indexes every trigram of it
+# (FTS5, external content: the text is kept once, in study_terms). ``_add`` rewrites both only
+# when a study is created or one of these values changes.
+_SCHEMA_V4 = f"""
+CREATE TABLE study_terms (
+    id INTEGER PRIMARY KEY,
+    study TEXT NOT NULL UNIQUE,
+    {", ".join(f"{c} TEXT NOT NULL" for c in TEXT_KEYS.values())}
+);
+CREATE VIRTUAL TABLE study_text USING fts5(
+    {_TERM_COLUMNS}, content='study_terms', content_rowid='id',
+    tokenize='trigram case_sensitive 1'
+)
+"""
+
+
+def _migrate_to_4(connection: sqlite3.Connection) -> None:
+    """Create the substring index and fill it from the studies already stored."""
+    _run_script(connection, _SCHEMA_V4)
+    for study, attrs in connection.execute("SELECT study, attrs FROM studies").fetchall():
+        _write_terms(connection, study, study_terms(json.loads(attrs)), None)
+
+
+Migration = str | Callable[[sqlite3.Connection], None]
+# Each entry upgrades a database from the version before it (index: the version reached):
+# SQL statements separated by semicolons, or a function given the connection.
+MIGRATIONS: dict[int, Migration] = {
+    1: _SCHEMA_V1,
+    2: _SCHEMA_V2,
+    3: _SCHEMA_V3,
+    4: _migrate_to_4,
+}
+
+
+def _run_script(connection: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            connection.execute(statement)
 
 
 def open_database(path: Path, uid_map: UidMap | None = None) -> sqlite3.Connection:
@@ -141,6 +182,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     # Reads through the OS page cache, shared by every connection and worker process
     # (each connection's own cache would start cold).
     connection.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+    # Wildcard matching of substring-index text in SQL (sqlite_catalog).
+    connection.create_function("qido_match", 2, part_matches, deterministic=True)
     return connection
 
 
@@ -157,9 +200,11 @@ def _migrate(connection: sqlite3.Connection, uid_map: UidMap | None = None) -> N
                 f"the index was written by a newer version (schema {version} > {SCHEMA_VERSION})"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[target].split(";"):
-                if statement.strip():
-                    connection.execute(statement)
+            step = MIGRATIONS[target]
+            if isinstance(step, str):
+                _run_script(connection, step)
+            else:
+                step(connection)
             connection.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -269,21 +314,34 @@ class SqliteIndex:
 
     def add(self, record: InstanceRecord) -> AddOutcome:
         """Add an instance and update its parents, all or nothing."""
-        size = (
-            len(record.instance_json)
-            + len(record.series_json)
-            + len(record.study_json)
-            + len(record.metadata)
-        )
-        if size > MAX_ENTRY_BYTES:
+        if _entry_size(record) > MAX_ENTRY_BYTES:
             return AddOutcome.REJECTED
         outcome: AddOutcome = self._db.run(lambda c: _add(c, record, self._uid_map))
         return outcome
+
+    def add_many(self, records: Iterable[InstanceRecord]) -> list[AddOutcome]:
+        """Add instances in one transaction, each exactly as :meth:`add` would (bulk loads:
+        one commit instead of one per instance); an entry too large is REJECTED alone."""
+
+        def work(c: sqlite3.Connection) -> list[AddOutcome]:
+            return [
+                AddOutcome.REJECTED
+                if _entry_size(r) > MAX_ENTRY_BYTES
+                else _add(c, r, self._uid_map)
+                for r in records
+            ]
+
+        outcomes: list[AddOutcome] = self._db.run(work)
+        return outcomes
 
     def references(self, sop_instance_uid: str, blob_key: str) -> bool:
         """Whether the instance's entry points at ``blob_key``."""
         rows = self._db.query("SELECT key FROM instances WHERE sop = ?", (sop_instance_uid,))
         return bool(rows) and rows[0]["key"] == blob_key
+
+
+def _entry_size(r: InstanceRecord) -> int:
+    return len(r.instance_json) + len(r.series_json) + len(r.study_json) + len(r.metadata)
 
 
 def _add(c: sqlite3.Connection, r: InstanceRecord, uid_map: UidMap | None) -> AddOutcome:
@@ -355,6 +413,7 @@ def _add(c: sqlite3.Connection, r: InstanceRecord, uid_map: UidMap | None) -> Ad
     if r.patient_id:
         _add_to_patient(c, r, name_key)
     _add_deidentified(c, r, uid_map)
+    _update_terms(c, r)
     return AddOutcome.STORED
 
 
@@ -371,6 +430,48 @@ def _add_deidentified(c: sqlite3.Connection, r: InstanceRecord, uid_map: UidMap 
             "INSERT OR IGNORE INTO deid_uids (level, duid, uid) VALUES (?, ?, ?)",
             (level, uid_map(uid), uid),
         )
+
+
+def _update_terms(c: sqlite3.Connection, r: InstanceRecord) -> None:
+    """The study's substring index entry, rewritten only when it gains a value.
+
+    The entry keeps every value the study has had, not only the latest: series and
+    instance rows carry their study's attributes as of their own latest instance, so a
+    search at those levels may match a value the study no longer has.
+    """
+    terms = study_terms(json.loads(r.study_json))
+    row = c.execute(
+        f"SELECT id, {_TERM_COLUMNS} FROM study_terms WHERE study = ?", (r.study_uid,)
+    ).fetchone()
+    if row is not None:
+        terms = tuple(merge_terms(old, new) for old, new in zip(row[1:], terms, strict=True))
+        if tuple(row[1:]) == terms:
+            return
+    _write_terms(c, r.study_uid, terms, row)
+
+
+def _write_terms(
+    c: sqlite3.Connection, study: str, terms: tuple[str, ...], old: tuple[Any, ...] | None
+) -> None:
+    marks = ",".join("?" * len(terms))
+    if old is None:
+        cursor = c.execute(
+            f"INSERT INTO study_terms (study, {_TERM_COLUMNS}) VALUES (?, {marks})",
+            (study, *terms),
+        )
+        row_id = cursor.lastrowid
+    else:
+        row_id = old[0]
+        c.execute(
+            f"INSERT INTO study_text (study_text, rowid, {_TERM_COLUMNS})"
+            f" VALUES ('delete', ?, {marks})",
+            tuple(old),
+        )
+        assignments = ", ".join(f"{column} = ?" for column in TEXT_KEYS.values())
+        c.execute(f"UPDATE study_terms SET {assignments} WHERE id = ?", (*terms, row_id))
+    c.execute(
+        f"INSERT INTO study_text (rowid, {_TERM_COLUMNS}) VALUES (?, {marks})", (row_id, *terms)
+    )
 
 
 def _add_to_patient(c: sqlite3.Connection, r: InstanceRecord, name_key: str) -> None:

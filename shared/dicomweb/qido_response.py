@@ -12,6 +12,15 @@ MORE_RESULTS_WARNING = (
 )
 
 
+def budget_warning(examined: int, next_offset: int) -> str:
+    """The 299 warning of a search that stopped on its budget (results so far returned)."""
+    return (
+        f'299 o3-dpacs: "The search stopped after examining {examined} candidates (the'
+        " per-request budget); the results found so far are returned and more may exist."
+        f' Continue with offset={next_offset}, or narrow the search."'
+    )
+
+
 def negotiate(accept: str | None) -> str:
     """The response media type: DICOM JSON, or plain JSON for clients asking only for it.
 

@@ -6,12 +6,19 @@ the catalog's stable order (documented on the port). Each candidate is checked w
 :mod:`shared.dicomweb.matching`, completed with computed parent attributes when needed,
 paged with ``offset``/``limit`` and projected to the returned attributes; reading stops
 once the page is full and one more match shows that more results exist.
+
+Every search has a budget (:class:`SearchBudget`): candidates examined beyond the matches
+it needs, and time. When it runs out the search answers with the matches found so far and
+``next_offset``, the offset that continues it (the handler adds ``Warning: 299``): a search
+no index narrows enough ends in bounded time instead of timing out at API Gateway.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,16 +38,66 @@ _ALWAYS = {
 }
 
 
+#: Candidates a search may examine past its ``offset`` beyond the ``limit + 1`` matches it
+#: needs, once it has found one (the candidates it reads to reach the offset and its first
+#: result are bounded by time only, so that each continuation makes progress).
+EXTRA_ITEMS = 10_000
+#: Time a search may take at most, and the share of the Lambda's remaining time it may use
+#: (API Gateway gives up at 29 s; the function's timeout may be shorter).
+MAX_SECONDS = 10.0
+TIME_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class SearchBudget:
+    """How much one search may read: past its offset, ``extra_items`` candidates beyond the
+    ``limit + 1`` matches it needs; in all, until ``deadline`` (a ``clock`` value; None: no
+    time limit)."""
+
+    extra_items: int = EXTRA_ITEMS
+    deadline: float | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def from_lambda_context(
+        cls, context: object, *, extra_items: int | None = None, max_seconds: float | None = None
+    ) -> SearchBudget:
+        """A budget ending after ``TIME_SHARE`` of the time the Lambda context has left, at
+        most ``max_seconds`` (named apart from ``shared.budget``'s request helpers)."""
+        seconds = MAX_SECONDS if max_seconds is None else max_seconds
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if callable(remaining):
+            with contextlib.suppress(TypeError, ValueError):
+                seconds = min(seconds, float(remaining()) / 1000 * TIME_SHARE)
+        items = EXTRA_ITEMS if extra_items is None else extra_items
+        return cls(extra_items=items, deadline=time.monotonic() + max(seconds, 0.0))
+
+
 @dataclass(frozen=True)
 class SearchResult:
-    """One page of matches; ``more`` when further matches exist (Warning 299)."""
+    """One page of matches; ``more`` when further matches exist (Warning 299).
+
+    ``next_offset``: set when the budget ran out before the search could tell (the page
+    may be short); the offset at which a new request continues. ``examined``: candidates
+    the search looked at.
+    """
 
     datasets: list[Dataset]
     more: bool
+    next_offset: int | None = None
+    examined: int = 0
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the search stopped on its budget."""
+        return self.next_offset is not None
 
 
-def search(query: Query, catalog: Catalog, base_url: str) -> SearchResult:
-    """Run a validated query against the catalog."""
+def search(
+    query: Query, catalog: Catalog, base_url: str, budget: SearchBudget | None = None
+) -> SearchResult:
+    """Run a validated query against the catalog, within ``budget`` (default: items only)."""
+    budget = budget or SearchBudget()
     found = catalog.search(query)
     candidates = _candidates(query, found.rows, base_url)
     returned = _returned_tags(query)
@@ -49,20 +106,34 @@ def search(query: Query, catalog: Catalog, base_url: str) -> SearchResult:
     skipped = found.skipped  # matches the catalog passed over already
     more = False
     early = parents.needed_for_matching
-    for candidate, study_uid, series_uid in candidates:
+    allowed = query.limit + 1 + budget.extra_items
+    examined = examined_in_page = 0
+    rows = iter(candidates)
+    while (item := next(rows, None)) is not None:
+        candidate, study_uid, series_uid = item
+        examined += 1
+        if skipped >= query.offset:
+            examined_in_page += 1
         dataset = parents.complete(candidate, study_uid, series_uid) if early else candidate
-        if not matches(query, dataset):
-            continue
-        if skipped < query.offset:
-            skipped += 1
-            continue
-        if len(page) == query.limit:
-            more = True
-            break
-        if not early:
-            dataset = parents.complete(dataset, study_uid, series_uid)
-        page.append(_project(dataset, returned))
-    return SearchResult(page, more)
+        if matches(query, dataset):
+            if skipped < query.offset:
+                skipped += 1
+            elif len(page) == query.limit:
+                more = True
+                break
+            else:
+                if not early:
+                    dataset = parents.complete(dataset, study_uid, series_uid)
+                page.append(_project(dataset, returned))
+        # Cut on items only once the page holds a result (each continuation makes progress);
+        # on time, always.
+        if (examined_in_page >= allowed and page) or (
+            budget.deadline is not None and budget.clock() > budget.deadline
+        ):
+            if next(rows, None) is None:  # nothing was left: the answer is complete
+                break
+            return SearchResult(page, False, query.offset + len(page), examined)
+    return SearchResult(page, more, None, examined)
 
 
 _STUDY_COMPUTED = frozenset(

@@ -45,8 +45,11 @@ NAMES = {
     "P4": "Dœ^Zoë",
     "P5": "Yamada^Tarou=山田^太郎",
     "P6": "Müller^Jürgen",
+    "P7": "Ng^Al",
 }
 MODALITIES = ("CT", "MR", "SR", "US")
+DESCRIPTIONS = ("CT HEAD WO CONTRAST", "MR Knee Left", "Thorax/Abdomen", "Échographie", "頭部CT")
+PHYSICIANS = ("HOUSE^GREGORY", "Grey^Meredith", "", "Müller^Ärztin")
 
 
 @pytest.fixture
@@ -71,6 +74,10 @@ study_strategy = st.fixed_dictionaries(
         "series": st.lists(
             st.tuples(st.sampled_from(MODALITIES), st.integers(1, 2)), min_size=1, max_size=2
         ),
+        "description": st.sampled_from(DESCRIPTIONS),
+        # The study's last instance may carry another description: the index must follow.
+        "late_description": st.none() | st.sampled_from(DESCRIPTIONS),
+        "physician": st.sampled_from(PHYSICIANS),
     }
 )
 
@@ -79,8 +86,13 @@ def _instances(spec: dict[str, Any], number: int) -> list[bytes]:
     study = f"1.2.826.0.1.3680043.8.498.{number}"
     hh, rest = divmod(spec["time"], 3600)
     out = []
+    total = sum(count for _, count in spec["series"])
     for s_index, (modality, count) in enumerate(spec["series"], start=1):
         for i in range(count):
+            last = len(out) == total - 1
+            description = spec.get("description", "")
+            if last and spec.get("late_description"):
+                description = spec["late_description"]
             out.append(
                 dicom_files.with_new_uids(
                     study=study,
@@ -94,6 +106,8 @@ def _instances(spec: dict[str, Any], number: int) -> list[bytes]:
                     Modality=modality,
                     SeriesNumber=s_index,
                     InstanceNumber=i + 1,
+                    StudyDescription=description,
+                    ReferringPhysicianName=spec.get("physician", ""),
                 )
             )
     return out
@@ -186,16 +200,17 @@ def _key(level: str, dataset: dict[str, Any]) -> str:
 
 
 @st.composite
-def queries(  # noqa: C901, PLR0912 - one branch per kind of condition
+def queries(  # noqa: C901, PLR0912, PLR0915 - one branch per kind of condition
     draw: st.DrawFn, records: list[InstanceRecord]
 ) -> tuple[str, dict[str, list[str]], str | None]:
     level = draw(st.sampled_from(["STUDY", "STUDY", "SERIES", "INSTANCE", "PATIENT"]))
     record = draw(st.sampled_from(records))
     params: dict[str, list[str]] = {}
     study_path = None
-    options = ["PatientID", "PatientName", "fuzzy"]
+    options = ["PatientID", "PatientName", "fuzzy", "PatientName*", "PatientID*"]
     if level != "PATIENT":
         options += ["AccessionNumber", "StudyDate", "StudyDateTime", "StudyInstanceUID"]
+        options += ["AccessionNumber*", "StudyDescription*", "ReferringPhysicianName*"]
     if level == "STUDY":
         options += ["ModalitiesInStudy"]
     if level in ("SERIES", "INSTANCE"):
@@ -211,8 +226,18 @@ def queries(  # noqa: C901, PLR0912 - one branch per kind of condition
             value = draw(st.sampled_from([name[:cut] + "*", name, "*" + name[cut - 1 :], "山田*"]))
             params["PatientName"] = [value.upper() if draw(st.booleans()) else value]
         elif choice == "fuzzy" and "PatientName" not in params:
-            params["PatientName"] = [draw(st.sampled_from(["jo", "smith", "zoe", "JURG", "an"]))]
+            words = ["jo", "smith", "zoe", "JURG", "an", "mull jurg", "yam tar", "ng al", "dœ"]
+            params["PatientName"] = [draw(st.sampled_from(words))]
             params["fuzzymatching"] = ["true"]
+        elif choice.endswith("*"):
+            keyword = choice[:-1]
+            if keyword == "PatientName" and "fuzzymatching" in params:
+                continue
+            value = _attribute(record, keyword)
+            pattern = draw(substrings(value)) if value else "*x*"
+            if keyword in ("PatientName", "ReferringPhysicianName") and draw(st.booleans()):
+                pattern = pattern.upper()
+            params[keyword] = [pattern]
         elif choice == "AccessionNumber":
             params["AccessionNumber"] = [record.accession_number]
         elif choice == "StudyDate":
@@ -250,9 +275,49 @@ def queries(  # noqa: C901, PLR0912 - one branch per kind of condition
             "AccessionNumber",
             "StudyDate",
             "StudyTime",
+            "StudyDescription",
+            "ReferringPhysicianName",
         ):
             params.pop(key, None)
     return level, params, study_path
+
+
+def _attribute(record: InstanceRecord, keyword: str) -> str:
+    """A study-level text value of the record, as stored (PN: its first group)."""
+    import json
+
+    from shared._generated.dictionary import ATTRIBUTES
+
+    values = (json.loads(record.study_json).get(ATTRIBUTES[keyword][0]) or {}).get("Value") or []
+    if not values:
+        return ""
+    value = values[0]
+    return (
+        str(value.get("Alphabetic") or value.get("Ideographic") or "")
+        if isinstance(value, dict)
+        else str(value)
+    )
+
+
+@st.composite
+def substrings(draw: st.DrawFn, value: str) -> str:
+    """Wildcard forms over a stored value: ``*infix*``, ``start*end``, ``*ab?c*`` (one
+    character replaced), a two-character infix (shorter than a trigram), a miss."""
+    start = draw(st.integers(0, max(0, len(value) - 1)))
+    end = draw(st.integers(start + 1, len(value)))
+    infix = value[start:end]
+    form = draw(st.sampled_from(["infix", "ends", "question", "short", "miss"]))
+    if form == "ends" and len(value) >= 2:
+        cut = draw(st.integers(1, len(value) - 1))
+        return f"{value[:cut]}*{value[cut + (1 if cut < len(value) - 1 else 0) :]}"
+    if form == "question" and len(infix) >= 2:
+        at = draw(st.integers(0, len(infix) - 1))
+        return f"*{infix[:at]}?{infix[at + 1 :]}*"
+    if form == "short":
+        return f"*{value[start : start + 2]}*"
+    if form == "miss":
+        return f"*{infix}Q*"
+    return f"*{infix}*"
 
 
 @settings(
@@ -330,10 +395,19 @@ def _agrees_with_the_reference(
 def test_sqlite_search_agrees_with_the_reference(
     specs: list[dict[str, Any]], data: st.DataObject
 ) -> None:
-    with tempfile.TemporaryDirectory() as work:
-        path = Path(work) / "index.sqlite3"
-        records = _stored_in(SqliteIndex(path), specs)
-        _agrees_with_the_reference(records, SqliteCatalog(path), data)
+    from shared.adapters import sqlite_catalog
+
+    # Half the time every substring search takes the plan for many candidates (walk the
+    # date index, test each study against them).
+    many = sqlite_catalog.MANY_CANDIDATES
+    sqlite_catalog.MANY_CANDIDATES = data.draw(st.sampled_from([many, 0]))
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            path = Path(work) / "index.sqlite3"
+            records = _stored_in(SqliteIndex(path), specs)
+            _agrees_with_the_reference(records, SqliteCatalog(path), data)
+    finally:
+        sqlite_catalog.MANY_CANDIDATES = many
 
 
 @settings(
