@@ -280,29 +280,42 @@ class FileBlobStore:
         return ObjectInfo(key, found.st_size, found.st_mtime)
 
     def listing(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
-        """Objects whose key starts with ``prefix``, in key order (temporary files and
-        parts of unfinished uploads are not objects)."""
+        """Objects whose key starts with ``prefix``, in key order, lazily (as S3 pages them:
+        a page costs the directories it passes, not the whole tree). Temporary files and
+        parts of unfinished uploads are not objects."""
         head, _, _ = prefix.rpartition("/")
         base = self.root.joinpath(*[p for p in head.split("/") if p])
-        if not base.is_dir():
-            return
-        keys = []
-        for directory, _, files in os.walk(base):
-            relative = Path(directory).relative_to(self.root).as_posix()
-            if relative.split("/", 1)[0] == MULTIPART_DIR:
-                continue
-            for name in files:
-                key = name if relative == "." else f"{relative}/{name}"
-                if (
-                    not name.startswith(TEMPORARY_PREFIX)
-                    and key.startswith(prefix)
-                    and key > start_after
-                ):
-                    keys.append(key)
-        for key in sorted(keys):
+        relative = f"{head}/" if head else ""
+        for key in self._keys(base, relative, prefix, start_after):
             info = self.stat(key)
             if info is not None:
                 yield info
+
+    def _keys(self, directory: Path, relative: str, prefix: str, after: str) -> Iterator[str]:
+        """Keys below ``directory`` (whose key prefix is ``relative``) in key order: entries
+        sorted as their keys sort (a folder as its name and "/"), subtrees wholly at or
+        before ``after`` or outside ``prefix`` skipped."""
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        named = []
+        for entry in entries:
+            if entry.name.startswith(TEMPORARY_PREFIX) or (
+                not relative and entry.name == MULTIPART_DIR
+            ):
+                continue
+            folder = entry.is_dir(follow_symlinks=False)
+            named.append((f"{relative}{entry.name}{'/' if folder else ''}", folder, entry))
+        for key, folder, entry in sorted(named):
+            if not (key.startswith(prefix) or prefix.startswith(key)):
+                continue
+            if folder:
+                if after and key < after[: len(key)]:
+                    continue  # every key below sorts before ``after``
+                yield from self._keys(Path(entry.path), key, prefix, after)
+            elif key > after and key.startswith(prefix):
+                yield key
 
     @contextlib.contextmanager
     def local_file(self, key: str) -> Iterator[Path | None]:
