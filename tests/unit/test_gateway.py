@@ -100,3 +100,17 @@ def test_negotiation_prefers_lossless_and_never_asks_for_loss(
     [result], _roles = negotiate_as_acceptor([context], ae.supported_contexts)
     assert result.result == 0x00
     assert result.transfer_syntax == [accepted]
+
+
+def test_an_instance_received_into_a_file_is_spooled_whole_and_durably(tmp_path: Path) -> None:
+    """pynetdicom's chunked receive hands over a file; the spool copies it (a megabyte at a
+    time) into ready/, and the source stays for pynetdicom to remove."""
+    received = tmp_path / "received.dcm"
+    data = dicom_files.data("RG1_UNCR.dcm")  # 7.2 MB
+    received.write_bytes(data)
+    spool = Spool(tmp_path / "spool")
+    path = spool.put_file("CT1", received)
+    assert path.read_bytes() == data
+    assert received.exists()
+    assert spool.pending() == {"CT1": [path]}
+    assert list((tmp_path / "spool" / "incoming").iterdir()) == []

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydicom.uid import AllTransferSyntaxes
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -68,12 +69,18 @@ def build_ae(ae_title: str, allowed_calling: list[str]) -> AE:
 
 def store_handler(spool: Spool, on_spooled: Callable[[], None]) -> Callable[[Any], int]:
     """C-STORE: write the instance as received (Part 10, with file meta) to the spool, synced,
-    then answer success; if it cannot be written, 0xA700 so that the modality retries."""
+    then answer success; if it cannot be written, 0xA700 so that the modality retries.
+
+    pynetdicom receives each data set into a temporary file (``STORE_RECV_CHUNKED_DATASET``,
+    set by :func:`start`), so an instance of any size costs a megabyte of memory here."""
 
     def handle(event: Any) -> int:
         calling = str(event.assoc.requestor.ae_title).strip()
         try:
-            spool.put(calling, event.encoded_dataset(include_meta=True))
+            if _config.STORE_RECV_CHUNKED_DATASET:
+                spool.put_file(calling, Path(event.dataset_path))
+            else:
+                spool.put(calling, event.encoded_dataset(include_meta=True))
         except Exception:  # a full disk or a broken dataset must not stop the SCP
             log.exception("could not spool an instance from %s", calling)
             return OUT_OF_RESOURCES
@@ -87,6 +94,7 @@ def start(
     ae: AE, address: tuple[str, int], spool: Spool, on_spooled: Callable[[], None]
 ) -> ThreadedAssociationServer:
     """Listen in background threads; returns the server (``server_address`` has the port)."""
+    _config.STORE_RECV_CHUNKED_DATASET = True  # data sets to files, not memory
     handlers: list[Any] = [
         (evt.EVT_C_STORE, store_handler(spool, on_spooled)),
         (evt.EVT_C_ECHO, lambda _event: SUCCESS),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -49,17 +50,32 @@ class Spool:
     def put(self, calling_aet: str, data: bytes) -> Path:
         """Write ``data`` durably: temp file, fsync, rename into ``ready/``, fsync the folder.
         Only when this returns may the modality be told "success"."""
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex}.dcm"
-        temporary = self.incoming / name
+        temporary = self._temporary()
         with temporary.open("wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        return self._ready(calling_aet, temporary)
+
+    def put_file(self, calling_aet: str, source: Path) -> Path:
+        """:meth:`put` for an instance received into a file (pynetdicom's chunked receive),
+        copied a megabyte at a time: memory stays bounded whatever its size."""
+        temporary = self._temporary()
+        with source.open("rb") as received, temporary.open("wb") as out:
+            shutil.copyfileobj(received, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        return self._ready(calling_aet, temporary)
+
+    def _temporary(self) -> Path:
+        return self.incoming / f"{time.time_ns():020d}-{uuid.uuid4().hex}.dcm"
+
+    def _ready(self, calling_aet: str, temporary: Path) -> Path:
         folder = self.ready / quote(calling_aet.strip() or "UNKNOWN", safe="")
         if not folder.exists():
             folder.mkdir(exist_ok=True)
             _fsync_dir(self.ready)
-        target = folder / name
+        target = folder / temporary.name
         temporary.rename(target)
         _fsync_dir(folder)
         return target
