@@ -111,68 +111,73 @@ def test_cors_preflight_and_headers_as_the_bucket_rules_say(
     assert "Access-Control-Allow-Origin" not in requests.get(url, timeout=5).headers
 
 
-def test_a_presigned_put_writes_the_object_and_announces_it(tmp_path: Path) -> None:
-    created: list[str] = []
-    served = objects.ObjectServer(
-        ("127.0.0.1", 0), UrlSigner(b"k" * 32, ""), tmp_path, on_created=created.append
-    )
-    served.start()
-    try:
-        store = FileBlobStore(tmp_path, UrlSigner(b"k" * 32, served.base_url))
-        url = store.presign_put("incoming/uploads/a", expires=60, content_type="application/dicom")
-        assert requests.put(url, data=b"payload", timeout=5).status_code == 200
-        assert (tmp_path / "incoming" / "uploads" / "a").read_bytes() == b"payload"
-        assert created == ["incoming/uploads/a"]
-        # A PUT URL does not read, a GET URL does not write, and a changed key is refused.
-        assert requests.get(url, timeout=5).status_code == 403
-        get_url = store.presign_get("incoming/uploads/a", expires=60, content_type="x")
-        assert requests.put(get_url, data=b"evil", timeout=5).status_code == 403
-        other = url.replace("uploads/a", "uploads/b")
-        assert requests.put(other, data=b"evil", timeout=5).status_code == 403
-        assert not (tmp_path / "incoming" / "uploads" / "b").exists()
-    finally:
-        served.stop()
+class _Uploads:
+    """An object server on tmp_path, what it announced, and a store signing URLs for it."""
+
+    def __init__(self, root: Path) -> None:
+        self.created: list[str] = []
+        self.server = objects.ObjectServer(
+            ("127.0.0.1", 0), UrlSigner(b"k" * 32, ""), root, on_created=self.created.append
+        )
+        self.server.start()
+        self.store = FileBlobStore(root, UrlSigner(b"k" * 32, self.server.base_url))
 
 
-def test_multipart_parts_are_put_then_assembled(tmp_path: Path) -> None:
-    served = objects.ObjectServer(("127.0.0.1", 0), UrlSigner(b"k" * 32, ""), tmp_path)
-    served.start()
-    try:
-        store = FileBlobStore(tmp_path, UrlSigner(b"k" * 32, served.base_url))
-        upload = store.start_multipart("incoming/big", "application/dicom")
-        etags = []
-        for number, chunk in ((1, b"a" * 1000), (2, b"b" * 10)):
-            url = store.presign_part("incoming/big", upload, number, expires=60)
-            reply = requests.put(url, data=chunk, timeout=5)
-            assert reply.status_code == 200
-            etags.append((number, reply.headers["ETag"]))
-        assert not (tmp_path / "incoming" / "big").exists()  # not an object until completed
-        assert list(store.listing("")) == []  # parts are not objects
+@pytest.fixture
+def uploads(tmp_path: Path) -> Iterator[_Uploads]:
+    served = _Uploads(tmp_path)
+    yield served
+    served.server.stop()
+
+
+def test_a_presigned_put_writes_the_object_and_announces_it(
+    tmp_path: Path, uploads: _Uploads
+) -> None:
+    created, store = uploads.created, uploads.store
+    url = store.presign_put("incoming/uploads/a", expires=60, content_type="application/dicom")
+    assert requests.put(url, data=b"payload", timeout=5).status_code == 200
+    assert (tmp_path / "incoming" / "uploads" / "a").read_bytes() == b"payload"
+    assert created == ["incoming/uploads/a"]
+    # A PUT URL does not read, a GET URL does not write, and a changed key is refused.
+    assert requests.get(url, timeout=5).status_code == 403
+    get_url = store.presign_get("incoming/uploads/a", expires=60, content_type="x")
+    assert requests.put(get_url, data=b"evil", timeout=5).status_code == 403
+    other = url.replace("uploads/a", "uploads/b")
+    assert requests.put(other, data=b"evil", timeout=5).status_code == 403
+    assert not (tmp_path / "incoming" / "uploads" / "b").exists()
+
+
+def test_multipart_parts_are_put_then_assembled(tmp_path: Path, uploads: _Uploads) -> None:
+    store = uploads.store
+    upload = store.start_multipart("incoming/big", "application/dicom")
+    etags = []
+    for number, chunk in ((1, b"a" * 1000), (2, b"b" * 10)):
+        url = store.presign_part("incoming/big", upload, number, expires=60)
+        reply = requests.put(url, data=chunk, timeout=5)
+        assert reply.status_code == 200
+        etags.append((number, reply.headers["ETag"]))
+    assert not (tmp_path / "incoming" / "big").exists()  # not an object until completed
+    assert list(store.listing("")) == []  # parts are not objects
+    store.complete_multipart("incoming/big", upload, etags)
+    assert (tmp_path / "incoming" / "big").read_bytes() == b"a" * 1000 + b"b" * 10
+    with pytest.raises(ValueError, match="no such upload"):
         store.complete_multipart("incoming/big", upload, etags)
-        assert (tmp_path / "incoming" / "big").read_bytes() == b"a" * 1000 + b"b" * 10
-        with pytest.raises(ValueError, match="no such upload"):
-            store.complete_multipart("incoming/big", upload, etags)
-    finally:
-        served.stop()
 
 
-def test_a_put_without_a_length_or_cut_short_stores_nothing(tmp_path: Path) -> None:
-    served = objects.ObjectServer(("127.0.0.1", 0), UrlSigner(b"k" * 32, ""), tmp_path)
-    served.start()
-    try:
-        store = FileBlobStore(tmp_path, UrlSigner(b"k" * 32, served.base_url))
-        url = store.presign_put("incoming/x", expires=60, content_type="application/dicom")
-        chunked = requests.put(url, data=iter([b"abc"]), timeout=5)  # no Content-Length
-        assert chunked.status_code == 411
-        host, port = served.server_address[:2]
-        with socket.create_connection((str(host), int(port)), timeout=5) as connection:
-            path = url.split(str(port), 1)[1]
-            connection.sendall(
-                f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort".encode()
-            )
-            connection.shutdown(socket.SHUT_WR)
-            assert connection.recv(100).startswith(b"HTTP/1.1 400")
-        assert not (tmp_path / "incoming" / "x").exists()
-        assert [p.name for p in (tmp_path / "incoming").iterdir()] == []  # no temporary left
-    finally:
-        served.stop()
+def test_a_put_without_a_length_or_cut_short_stores_nothing(
+    tmp_path: Path, uploads: _Uploads
+) -> None:
+    served, store = uploads.server, uploads.store
+    url = store.presign_put("incoming/x", expires=60, content_type="application/dicom")
+    chunked = requests.put(url, data=iter([b"abc"]), timeout=5)  # no Content-Length
+    assert chunked.status_code == 411
+    host, port = served.server_address[:2]
+    with socket.create_connection((str(host), int(port)), timeout=5) as connection:
+        path = url.split(str(port), 1)[1]
+        connection.sendall(
+            f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort".encode()
+        )
+        connection.shutdown(socket.SHUT_WR)
+        assert connection.recv(100).startswith(b"HTTP/1.1 400")
+    assert not (tmp_path / "incoming" / "x").exists()
+    assert [p.name for p in (tmp_path / "incoming").iterdir()] == []  # no temporary left
