@@ -32,6 +32,7 @@ from typing import Any
 
 import boto3
 
+from local import moto_fixes
 from local.emulator import EmulatorServer, Gateway
 from local.events import EventSource
 from local.objects import ObjectServer
@@ -92,6 +93,7 @@ class _SerialMotoServer:
 
 
 def _moto_server() -> Any:
+    moto_fixes.install()
     return _SerialMotoServer()
 
 

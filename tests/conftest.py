@@ -13,8 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from local import moto_fixes
 from local.stack import LocalStack
 from shared import keys
+
+moto_fixes.install()  # every test on moto (in-process or the stack's server)
 
 
 @pytest.fixture(scope="session")

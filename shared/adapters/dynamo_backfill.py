@@ -1,5 +1,8 @@
-"""Backfill of the de-identified UIDs (``duid``, index ``ByDeidentifiedUid``) on study, series
-and instance items stored before the read-deidentified view existed (``tools/deid_backfill.py``).
+"""Backfills of DynamoDB items stored before a feature existed.
+
+:func:`backfill`: the de-identified UIDs (``duid``, index ``ByDeidentifiedUid``) on study,
+series and instance items stored before the read-deidentified view existed
+(``tools/deid_backfill.py``).
 
 Until an item has its ``duid``, a read-deidentified key cannot find it by its de-identified
 UID (it is not listed either: QIDO answers only what it can name). A Scan reads the whole
@@ -12,9 +15,12 @@ with ``--all``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.adapters.dynamo_keys import INSTANCE_PREFIX, SERIES_PREFIX, STUDY_SK
+
+if TYPE_CHECKING:
+    from shared.adapters.dynamo_index import DynamoInstanceIndex
 
 
 def _uid_of(pk: str, sk: str) -> str | None:
@@ -30,14 +36,22 @@ def _uid_of(pk: str, sk: str) -> str | None:
 
 
 def _keys(client: Any, table: str, everything: bool) -> Iterator[tuple[str, str]]:
+    condition = "begins_with(PK, :study)"
+    if not everything:
+        condition += " AND attribute_not_exists(duid)"
+    return _scan_keys(client, table, condition, {":study": {"S": "STUDY#"}})
+
+
+def _scan_keys(
+    client: Any, table: str, condition: str, values: dict[str, Any]
+) -> Iterator[tuple[str, str]]:
+    """Keys of the items a Scan's filter keeps (keys only)."""
     request: dict[str, Any] = {
         "TableName": table,
         "ProjectionExpression": "PK, SK",
-        "FilterExpression": "begins_with(PK, :study)",
-        "ExpressionAttributeValues": {":study": {"S": "STUDY#"}},
+        "FilterExpression": condition,
+        "ExpressionAttributeValues": values,
     }
-    if not everything:
-        request["FilterExpression"] += " AND attribute_not_exists(duid)"
     while True:
         reply = client.scan(**request)
         for item in reply.get("Items", []):
@@ -70,3 +84,20 @@ def backfill(
             continue  # deleted meanwhile
         written += 1
     return written
+
+
+def backfill_substring_index(index: DynamoInstanceIndex, client: Any, table: str) -> int:
+    """File every study item without ``tx`` under its trigrams (the substring index of
+    issue 13, ``tools/substring_backfill.py``); return how many studies were filed.
+
+    Until a study is filed, substring searches (``*abc*``) do not find it; an instance
+    stored into it files it too. One Scan (study items without ``tx``, keys only), then per
+    study one GetItem, its postings, one conditional UpdateItem and its trigram counts.
+    """
+    keys = _scan_keys(
+        client,
+        table,
+        "SK = :study AND attribute_not_exists(tx)",
+        {":study": {"S": STUDY_SK}},
+    )
+    return sum(index.index_text(pk.removeprefix("STUDY#")) for pk, _ in keys)

@@ -7,12 +7,16 @@ Items (PK / SK):
 * ``STUDY#<study>`` / ``SERIES#<series>``: series attributes (+ its study's), counter.
 * ``STUDY#<study>`` / ``INSTANCE#<series>#<number>#<sop>``: instance attributes (+ parents').
 * ``PATIENT#<PatientID>`` / ``PATIENT#<IssuerOfPatientID>``: demographics, counters.
+* ``GRAM#<column>#<trigram>`` / ``<sdt>``: a posting of the substring index: a study whose
+  indexed text (``t``) of that column holds the trigram, keyed by the study's date-time.
+* ``GRAM#<column>#<trigram>`` / ``#``: how many studies hold it (``n``, for planning).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 
 from shared.dicom.normalize import date_key, time_key
 from shared.dicomweb.query import Query, normalise
@@ -23,6 +27,8 @@ INSTANCE_PREFIX = "INSTANCE#"
 LIST_STUDIES = "STUDY"
 LIST_PATIENTS = "PATIENT"
 _MAX_INSTANCE_NUMBER = 10**10
+#: Sort key of a trigram's count item: before every posting (their keys start with a digit).
+GRAM_COUNT_SK = "#"
 
 
 def uid_digest(uid: str) -> str:
@@ -63,6 +69,23 @@ def patient_pk(patient_id: str) -> str:
 def patient_sk(issuer: str) -> str:
     """Sort key of a patient: the issuer of the PatientID."""
     return f"PATIENT#{issuer}"
+
+
+def gram_pk(column: str, gram: str) -> str:
+    """Partition key of a trigram of one indexed text column (postings and count)."""
+    return f"GRAM#{column}#{gram}"
+
+
+def pack_texts(texts: tuple[str, ...]) -> str:
+    """A study's indexed texts, one per column, as the single string ``tx`` keeps (a
+    string, so that a condition can compare it whole)."""
+    return json.dumps(texts, ensure_ascii=False, separators=(",", ":"))
+
+
+def unpack_texts(packed: str | None, columns: int) -> tuple[str, ...]:
+    """The texts :func:`pack_texts` packed; empty ones when there are none."""
+    parts = [str(p) for p in json.loads(packed)] if packed else []
+    return tuple(parts[:columns]) + ("",) * (columns - len(parts))
 
 
 def study_sort_key(study_date: str, study_time: str, study_uid: str) -> str:

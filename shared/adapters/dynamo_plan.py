@@ -2,9 +2,10 @@
 
 Each level starts from the most selective key the query gives and the table can serve
 (docs/access-patterns.md lists them): StudyInstanceUID items; the ByAccession and
-ByPatientId indexes for exact values; ByPatientName for a name prefix; ByList between
-date-time bounds; ByModality; else every study, newest first. Series and instances under
-those studies are read from the study's partition. Never a Scan.
+ByPatientId indexes for exact values; the substring index's postings for text runs of a
+trigram or more (``*abc*``, ``abc*def``, fuzzy words); ByPatientName for a name prefix;
+ByList between date-time bounds; ByModality; else every study, newest first. Series and
+instances under those studies are read from the study's partition. Never a Scan.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ from typing import TYPE_CHECKING
 
 from shared.adapters.dynamo_keys import study_date_bounds
 from shared.dicomweb.query import Query
+from shared.dicomweb.substring import TEXT_KEYS, holds, lookup_runs, run_ngrams, value_pattern
 from shared.ports import Candidates, InstanceRow, PatientRow, SeriesRow
 
 if TYPE_CHECKING:
     from shared.adapters.dynamo_search import DynamoSearch
+
+#: A trigram held by more studies than this is not preferred to a name prefix's range.
+MANY_POSTINGS = 2_000
+_KEYWORDS = {column: keyword for keyword, column in TEXT_KEYS.items()}
 
 
 def plan(query: Query, catalog: DynamoSearch) -> Candidates:
@@ -45,6 +51,11 @@ def study_uids(query: Query, catalog: DynamoSearch) -> Iterator[str]:
         value = query.exact(keyword)
         if value:
             return catalog.study_uids(key, value)
+    return _substring(query, catalog) or _ranged_study_uids(query, catalog)
+
+
+def _ranged_study_uids(query: Query, catalog: DynamoSearch) -> Iterator[str]:
+    """Study UIDs from a name prefix, date bounds, a modality, or else every study."""
     prefix = query.name_prefix()
     if prefix:
         return catalog.study_uids("name", "", prefix=prefix)
@@ -55,6 +66,27 @@ def study_uids(query: Query, catalog: DynamoSearch) -> Iterator[str]:
     if len(modalities) == 1:
         return catalog.study_uids("mod", modalities[0])
     return catalog.study_uids("all", "")
+
+
+def _substring(query: Query, catalog: DynamoSearch) -> Iterator[str] | None:
+    """Study UIDs from the substring index: the postings of the rarest trigram among the
+    query's runs (by the counts kept beside them), within its date bounds, those whose
+    indexed text can match kept; None when no run is a trigram long, or when a name prefix
+    is given and the rarest trigram is common (the name index is then likely smaller)."""
+    runs = lookup_runs(query)
+    grams = [(c, g) for c, column_runs in runs.items() for r in column_runs for g in run_ngrams(r)]
+    if not grams:
+        return None
+    counts = catalog.gram_counts(grams)
+    column, gram = min(counts, key=lambda key: (counts[key], key))
+    if counts[column, gram] > MANY_POSTINGS and query.name_prefix():
+        return None
+    pattern = value_pattern(query, _KEYWORDS[column])
+    column_runs = runs[column]
+    low, high = study_date_bounds(query) or ("", "")
+    return catalog.study_uids_by_gram(
+        column, gram, lambda text: holds(text, column_runs, pattern), low=low, high=high
+    )
 
 
 def _has_study_key(query: Query) -> bool:

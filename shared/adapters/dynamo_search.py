@@ -9,18 +9,20 @@ indexes are KEYS_ONLY; the items themselves are fetched with BatchGetItem, in in
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.adapters import dynamo_plan
 from shared.adapters.dynamo_keys import (
+    GRAM_COUNT_SK,
     INSTANCE_PREFIX,
     LIST_PATIENTS,
     LIST_STUDIES,
     SERIES_PREFIX,
     STUDY_SK,
+    gram_pk,
     guard_pk,
     patient_pk,
     study_pk,
@@ -184,6 +186,42 @@ class DynamoSearch:
             values[":a"] = {"S": low or "0"}
             values[":b"] = {"S": high or "~"}
         return self._query("ByList", condition, None, values)
+
+    def gram_counts(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """How many studies hold each (column, trigram): 0 for one no study holds."""
+        wanted = list(dict.fromkeys(keys))
+        items = self._batch_get(
+            {"PK": {"S": gram_pk(column, gram)}, "SK": {"S": GRAM_COUNT_SK}}
+            for column, gram in wanted
+        )
+        found = {item["PK"]["S"]: _int(item, "n") for item in items}
+        return {key: found.get(gram_pk(*key), 0) for key in wanted}
+
+    def study_uids_by_gram(
+        self,
+        column: str,
+        gram: str,
+        accept: Callable[[str], bool],
+        *,
+        low: str = "",
+        high: str = "",
+    ) -> Iterator[str]:
+        """UIDs of the studies filed under a trigram of a column whose indexed text
+        ``accept`` keeps, newest first (within ``low``..``high`` of their date-time key)."""
+        values: dict[str, Any] = {":pk": {"S": gram_pk(column, gram)}}
+        if low or high:
+            condition = "PK = :pk AND SK BETWEEN :a AND :b"
+            values[":a"] = {"S": max(low, "0")}
+            values[":b"] = {"S": high or "~"}
+        else:  # every posting: their keys start with a digit, the count's with '#'
+            condition = "PK = :pk AND SK >= :a"
+            values[":a"] = {"S": "0"}
+        seen: set[str] = set()
+        for item in self._query(None, condition, None, values):
+            uid = item["SK"]["S"].partition("#")[2]
+            if uid not in seen and accept(item.get("t", {}).get("S", "")):
+                seen.add(uid)  # a study re-dated has postings under both keys
+                yield uid
 
     # ----------------------------------------------------------------- series
 

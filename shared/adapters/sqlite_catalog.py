@@ -24,10 +24,9 @@ from shared.dicom.uid_map import UidMap
 from shared.dicomweb.query import Query
 from shared.dicomweb.substring import (
     NGRAM,
-    TEXT_KEYS,
     literal_prefix,
+    lookup_runs,
     text_patterns,
-    text_runs,
 )
 from shared.ports import Candidates, InstanceRow, PatientRow, SeriesRow, StudyRow
 
@@ -183,24 +182,11 @@ def _phrase(run: str) -> str:
     return '"' + run.replace('"', '""') + '"'
 
 
-def _text_runs(query: Query) -> dict[str, tuple[str, ...]]:
-    """Runs the substring index should look up: every text condition's, except a
-    PatientName that is an exact value or a prefix (``Smi*``): the name index serves those
-    (``Smi*th`` uses both)."""
-    runs = text_runs(query)
-    prefix = query.name_prefix()
-    condition = query.condition("PatientName")
-    literal = condition.value.rstrip("*") if condition is not None else ""
-    if prefix and not any(c in "*?" for c in literal):
-        runs.pop(TEXT_KEYS["PatientName"], None)
-    return runs
-
-
 def text_match(query: Query) -> str:
     """The FTS5 expression of the runs of at least a trigram that every match contains
     ('' when there are none)."""
     expressions = []
-    for column, runs in _text_runs(query).items():
+    for column, runs in lookup_runs(query).items():
         long_runs = [r for r in runs if len(r) >= NGRAM]
         if long_runs:
             expressions.append(f"{column} : ({' AND '.join(_phrase(r) for r in long_runs)})")
@@ -220,7 +206,7 @@ def _text_where(query: Query, *, by_date: bool = False) -> _Where:
     match = text_match(query)
     if match:
         inner.add("t.id IN (SELECT rowid FROM study_text WHERE study_text MATCH ?)", match)
-    for column, runs in _text_runs(query).items():
+    for column, runs in lookup_runs(query).items():
         for run in runs:
             if len(run) < NGRAM:
                 inner.add(f"instr(t.{column}, ?) > 0", run)

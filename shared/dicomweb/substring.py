@@ -69,6 +69,28 @@ def study_terms(attrs: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def ngrams(text: str) -> set[str]:
+    """The :data:`NGRAM`-character substrings of each value kept in an index ``text``
+    (never across two values): the keys an n-gram index files the text under."""
+    return {
+        part[i : i + NGRAM] for part in text.split(_SEPARATOR) for i in range(len(part) - NGRAM + 1)
+    }
+
+
+def run_ngrams(run: str) -> set[str]:
+    """The n-grams a run of a query (:func:`required_runs`) is made of: every value holding
+    the run is filed under each of them."""
+    return {run[i : i + NGRAM] for i in range(len(run) - NGRAM + 1)}
+
+
+def holds(text: str | None, runs: tuple[str, ...], pattern: str) -> bool:
+    """Whether an index ``text`` can belong to a match: it contains every run and, when
+    the condition has a ``pattern`` (:func:`value_pattern`), a value matches it whole."""
+    if not text:
+        return False
+    return all(run in text for run in runs) and (not pattern or part_matches(text, pattern))
+
+
 def merge_terms(old: str, new: str) -> str:
     """An index text holding the values of ``old`` and then those of ``new`` not in it."""
     if not old or old == new:
@@ -136,6 +158,19 @@ def text_runs(query: Query) -> dict[str, tuple[str, ...]]:
     """Index column -> required runs, for every text condition that has some."""
     found = {column: required_runs(query, keyword) for keyword, column in TEXT_KEYS.items()}
     return {column: runs for column, runs in found.items() if runs}
+
+
+def lookup_runs(query: Query) -> dict[str, tuple[str, ...]]:
+    """The runs an n-gram index should look up: :func:`text_runs`, except a PatientName
+    that is an exact value or a plain prefix (``Smi*``), which a name index serves
+    (``Smi*th`` uses both)."""
+    runs = text_runs(query)
+    prefix = query.name_prefix()
+    condition = query.condition("PatientName")
+    literal = condition.value.rstrip("*") if condition is not None else ""
+    if prefix and not any(c in "*?" for c in literal):
+        runs.pop(TEXT_KEYS["PatientName"], None)
+    return runs
 
 
 def literal_prefix(query: Query, keyword: str) -> str:

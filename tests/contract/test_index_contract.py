@@ -127,8 +127,8 @@ def test_transaction_conflicts_are_retried(aws: dict[str, Any]) -> None:
                 )
             return real.transact_write_items(**kwargs)
 
-        def get_item(self, **kwargs: Any) -> Any:
-            return real.get_item(**kwargs)
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
 
     sleeps: list[float] = []
     index = DynamoInstanceIndex(Conflicting(), TABLE, sleep=sleeps.append)
@@ -142,6 +142,9 @@ def test_persistent_conflict_is_storage_unavailable(aws: dict[str, Any]) -> None
     from shared.errors import StorageUnavailable
 
     class AlwaysBusy:
+        def get_item(self, **kwargs: Any) -> Any:
+            return {}  # the study is new
+
         def transact_write_items(self, **kwargs: Any) -> Any:
             raise ClientError(
                 {"Error": {"Code": "TransactionInProgressException"}}, "TransactWriteItems"
@@ -152,7 +155,9 @@ def test_persistent_conflict_is_storage_unavailable(aws: dict[str, Any]) -> None
         index.add(record(dicom_files.with_new_uids()))
 
 
-def test_one_put_and_one_transaction_per_new_instance(aws: dict[str, Any]) -> None:
+def test_one_put_one_read_and_one_transaction_per_new_instance(aws: dict[str, Any]) -> None:
+    """The read learns what the study's substring index holds; a new study's trigrams
+    are then counted, one ADD each, outside the transaction."""
     calls: Counter[str] = Counter()
 
     def count(event_name: str, **_: Any) -> None:
@@ -168,7 +173,16 @@ def test_one_put_and_one_transaction_per_new_instance(aws: dict[str, Any]) -> No
     ]
     result = store(StoreRequest(parts, "AE1", "https://h/o3-dpacs-wado"), blobs=blobs, index=index)
     assert result.status == 200
-    assert calls == Counter({"PutObject": n, "TransactWriteItems": n})
+    grams = calls.pop("UpdateItem")
+    assert calls == Counter({"PutObject": n, "TransactWriteItems": n, "GetItem": n})
+    counts = aws["dynamodb"].query(
+        TableName=TABLE,
+        IndexName="ByList",
+        KeyConditionExpression="lst = :l",
+        ExpressionAttributeValues={":l": {"S": "STUDY"}},
+    )["Count"]
+    assert counts == n  # every instance is a new study, with its trigrams counted
+    assert grams >= n
     stored = aws["s3"].list_objects_v2(Bucket=BUCKET)["KeyCount"]
     assert stored == n
 
