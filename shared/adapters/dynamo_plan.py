@@ -90,9 +90,13 @@ def _substring(query: Query, catalog: DynamoSearch) -> Iterator[str] | None:
 
 
 def _has_study_key(query: Query) -> bool:
-    """Whether a study-level index can serve the query (then it is preferred)."""
+    """Whether a study-level index can serve the query (then it is preferred): a UID, an
+    exact AccessionNumber or PatientID, or a text run the substring index can look up."""
     return bool(
-        query.uids("StudyInstanceUID") or query.exact("AccessionNumber") or query.exact("PatientID")
+        query.uids("StudyInstanceUID")
+        or query.exact("AccessionNumber")
+        or query.exact("PatientID")
+        or any(run_ngrams(r) for runs in lookup_runs(query).values() for r in runs)
     )
 
 
