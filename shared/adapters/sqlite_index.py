@@ -311,6 +311,18 @@ class _Connections:
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable("the index is busy, retry later") from exc
 
+    def query_with(
+        self, sql: str, parameters: Iterable[Any], name: str, function: Callable[[Any], Any]
+    ) -> list[sqlite3.Row]:
+        """:meth:`query` with ``function`` (of one argument) callable as ``name`` in ``sql``,
+        for that statement only."""
+        connection = self.get()
+        connection.create_function(name, 1, function)
+        try:
+            return self.query(sql, parameters)
+        finally:
+            connection.create_function(name, 1, None)
+
 
 class SqliteIndex:
     """InstanceIndex on SQLite (port :class:`shared.ports.InstanceIndex`).
