@@ -81,24 +81,43 @@ def _study_row(row: sqlite3.Row) -> StudyRow:
     )
 
 
-def _series_row(row: sqlite3.Row) -> SeriesRow:
+class _Parents:
+    """Decodes the parent attributes of one statement's rows, each distinct text once (the
+    rows of a study, or of a series, repeat it): they share the decoded dictionary, which
+    nobody changes (the search service copies what it builds on)."""
+
+    def __init__(self) -> None:
+        self._decoded: dict[str | None, dict[str, Any]] = {}
+
+    def __call__(self, text: str | None) -> dict[str, Any]:
+        found = self._decoded.get(text)
+        if found is None:
+            found = self._decoded[text] = _doc(text)
+        return found
+
+
+def _series_row(
+    row: sqlite3.Row, parents: Callable[[str | None], dict[str, Any]] = _doc
+) -> SeriesRow:
     return SeriesRow(
         study_uid=row["study"],
         series_uid=row["series"],
         attrs=_doc(row["attrs"]),
-        study_attrs=_doc(row["study_attrs"]),
+        study_attrs=parents(row["study_attrs"]),
         n_instances=row["n_instances"],
     )
 
 
-def _instance_row(row: sqlite3.Row) -> InstanceRow:
+def _instance_row(
+    row: sqlite3.Row, parents: Callable[[str | None], dict[str, Any]] = _doc
+) -> InstanceRow:
     return InstanceRow(
         study_uid=row["study"],
         series_uid=row["series"],
         sop_instance_uid=row["sop"],
         attrs=_doc(row["attrs"]),
-        series_attrs=_doc(row["series_attrs"]),
-        study_attrs=_doc(row["study_attrs"]),
+        series_attrs=parents(row["series_attrs"]),
+        study_attrs=parents(row["study_attrs"]),
         transfer_syntax=row["ts"],
         blob_key=row["key"],
         size=row["size"],
@@ -529,8 +548,9 @@ class SqliteCatalog:
                     f" WHERE e.study = ? AND e.series > ? AND {series.sql} ORDER BY e.series",
                     (last["k_sdt"], last["study"], last["series"], *series.parameters),
                 )
+            parents = _Parents()
             for _, group in itertools.groupby(rows, key=lambda r: r["k_study"]):
-                yield [_series_row(r) for r in group if r["series"] is not None]
+                yield [_series_row(r, parents) for r in group if r["series"] is not None]
             if not full:
                 return
             after, bound = "AND s.sdt < ?", (rows[-1]["k_sdt"],)
@@ -584,8 +604,9 @@ class SqliteCatalog:
                     (last["sdt"], last["study"], last["series"]),
                     order,
                 )
+            parents = _Parents()
             yield from (
-                [_series_row(r) for r in group]
+                [_series_row(r, parents) for r in group]
                 for _, group in itertools.groupby(rows, key=lambda r: (r["sdt"], r["study"]))
             )
             if not full:
@@ -647,7 +668,8 @@ class SqliteCatalog:
                 f" ORDER BY k.sdt DESC, i.sk LIMIT {size}",
                 (*where.parameters, *bound[:1], *on.parameters, *bound),
             )
-            yield from (_instance_row(r) for r in rows if r["sop"] is not None)
+            parents = _Parents()
+            yield from (_instance_row(r, parents) for r in rows if r["sop"] is not None)
             if len(rows) < size:
                 return
             keys_after = "AND s.sdt <= ?"
