@@ -190,8 +190,8 @@ def _series_where(query: Query, alias: str, *, probe: bool = False) -> _Where:
 
 
 def _first_page(query: Query) -> int:
-    """Study keys to read first: one per result the search needs (a study holds one or
-    more series and instances), at least a few."""
+    """Rows (study keys, series or instances) to read first: one per result the search
+    needs, at least a few."""
     return max(8, min(query.offset + query.limit + 1, _FIRST_PAGE_MAX))
 
 
