@@ -2,11 +2,15 @@
 
 ``search`` turns every study-level key the query gives into one WHERE clause on the
 ``studies`` table (StudyInstanceUID, AccessionNumber, PatientID, PatientName prefix,
-StudyDate/StudyTime range, ModalitiesInStudy) and lets SQLite pick the index; series and
-instance keys (Modality, SeriesInstanceUID) narrow the studies with EXISTS on ``series`` and
-then select within each study. Reads are lazy: rows come a page at a time (keyset paging on
-the index order), so a search stops reading once it has its page of results. The matcher
-in the search service still checks every row (wildcards, fuzzy names, other attributes).
+StudyDate/StudyTime range, ModalitiesInStudy, substrings) and lets SQLite pick the index;
+series keys (Modality, SeriesInstanceUID) narrow the studies with EXISTS on ``series``.
+Series and instances of those studies come from one statement that joins the next
+studies' keys to their rows (the keys never leave SQLite); when only series keys narrow
+a search, the series' own indexes serve it (modality: newest study first). Reads are
+lazy: rows come a page at a time (keyset paging on the index order), so a search stops
+reading once it has its page of results. The matcher in the search service still checks
+every row (wildcards, fuzzy names, other attributes); a study search's offset is skipped
+in SQL, with the matcher run there, when the indexes narrow every condition.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from shared.adapters.dynamo_keys import study_date_bounds
 from shared.adapters.sqlite_index import _Connections
 from shared.dicom.uid_map import UidMap
+from shared.dicomweb.matching import matches
 from shared.dicomweb.query import Query
 from shared.dicomweb.substring import (
     NGRAM,
@@ -47,6 +52,7 @@ _PATIENT_COLUMNS = (
 )
 _SERIES_COLUMNS = "e.study, e.series, e.attrs, e.study_attrs, e.n_instances"
 _INSTANCE_COLUMNS = "study, series, sop, attrs, series_attrs, study_attrs, ts, key, size, aet, meta"
+_JOINED_INSTANCE_COLUMNS = ", ".join(f"i.{c.strip()}" for c in _INSTANCE_COLUMNS.split(","))
 _PAGE = 200  # rows fetched per statement when a read is consumed lazily
 #: Above this many substring candidates, a search walks the date index and tests each
 #: study against them rather than sorting them all by date.
@@ -74,24 +80,43 @@ def _study_row(row: sqlite3.Row) -> StudyRow:
     )
 
 
-def _series_row(row: sqlite3.Row) -> SeriesRow:
+class _Parents:
+    """Decodes the parent attributes of one statement's rows, each distinct text once (the
+    rows of a study, or of a series, repeat it): they share the decoded dictionary, which
+    nobody changes (the search service copies what it builds on)."""
+
+    def __init__(self) -> None:
+        self._decoded: dict[str | None, dict[str, Any]] = {}
+
+    def __call__(self, text: str | None) -> dict[str, Any]:
+        found = self._decoded.get(text)
+        if found is None:
+            found = self._decoded[text] = _doc(text)
+        return found
+
+
+def _series_row(
+    row: sqlite3.Row, parents: Callable[[str | None], dict[str, Any]] = _doc
+) -> SeriesRow:
     return SeriesRow(
         study_uid=row["study"],
         series_uid=row["series"],
         attrs=_doc(row["attrs"]),
-        study_attrs=_doc(row["study_attrs"]),
+        study_attrs=parents(row["study_attrs"]),
         n_instances=row["n_instances"],
     )
 
 
-def _instance_row(row: sqlite3.Row) -> InstanceRow:
+def _instance_row(
+    row: sqlite3.Row, parents: Callable[[str | None], dict[str, Any]] = _doc
+) -> InstanceRow:
     return InstanceRow(
         study_uid=row["study"],
         series_uid=row["series"],
         sop_instance_uid=row["sop"],
         attrs=_doc(row["attrs"]),
-        series_attrs=_doc(row["series_attrs"]),
-        study_attrs=_doc(row["study_attrs"]),
+        series_attrs=parents(row["series_attrs"]),
+        study_attrs=parents(row["study_attrs"]),
         transfer_syntax=row["ts"],
         blob_key=row["key"],
         size=row["size"],
@@ -164,18 +189,9 @@ def _series_where(query: Query, alias: str, *, probe: bool = False) -> _Where:
 
 
 def _first_page(query: Query) -> int:
-    """Study keys to read first: one per result the search needs (a study holds one or
-    more series and instances), at least a few."""
+    """Rows (study keys, series or instances) to read first: one per result the search
+    needs, at least a few."""
     return max(8, min(query.offset + query.limit + 1, _FIRST_PAGE_MAX))
-
-
-def _page_batches(keys: Iterator[str], first: int) -> Iterator[list[str]]:
-    """``keys`` in batches growing from 8 to 128 within pages of ``first``, then _PAGE,
-    keys: a batch never pulls the next page of keys before the current one is used up."""
-    size = first
-    while page := list(itertools.islice(keys, size)):
-        yield from _batches(page)
-        size = _PAGE
 
 
 def _phrase(run: str) -> str:
@@ -235,6 +251,31 @@ def _identifier_where(query: Query, where: _Where) -> bool:
         if start:
             where.add(f"s.{column} >= ? AND s.{column} < ?", start, _prefix_end(start))
     return exact
+
+
+def _narrowed_in_sql(query: Query) -> bool:
+    """Whether the SQL conditions of :func:`_study_where` hold few studies besides those
+    that match the query: every condition is universal, or served by an index or tested
+    whole on the substring index's text (a date range, an exact identifier, a name prefix,
+    a wildcard value with a literal run). Then a walk through the candidates to the
+    query's offset is as long as the offset, give or take a few."""
+    patterns, runs = text_patterns(query), text_runs(query)
+    for condition in query.conditions:
+        keyword = condition.kind != "universal" and condition.keyword
+        if not keyword:
+            continue
+        dated = keyword == "StudyDate" or (keyword == "StudyTime" and query.combined_datetime)
+        if dated and study_date_bounds(query) is not None:
+            continue
+        if keyword in ("PatientID", "AccessionNumber") and query.exact(keyword):
+            continue
+        column = TEXT_KEYS.get(keyword, "")
+        if column in patterns and column in runs:
+            continue
+        if keyword == "PatientName" and query.name_prefix():
+            continue
+        return False
+    return True
 
 
 def _study_where(query: Query, *, with_series: bool, by_date: bool = False) -> _Where:
@@ -319,18 +360,23 @@ class SqliteCatalog:
     def search(self, query: Query) -> Candidates:
         """Candidate rows for a parsed QIDO query, selected with SQL on the indexes."""
         if query.level == "STUDY":
-            uids = query.uids("StudyInstanceUID")
-            if uids:  # in the order given
-                return Candidates(self.studies_by_uid(uids))
-            if query.unconditioned:  # every row matches: SQL skips the offset and stops
-                return Candidates(self._all_studies(query.offset, query.limit + 1), query.offset)
-            # Keys first (a narrow sort however many match), whole rows as they are consumed.
-            return Candidates(self._studies_of(self._study_uids(query), _first_page(query)))
+            return self._study_candidates(query)
         if query.level == "SERIES":
             return Candidates(self._series(query))
         if query.level == "INSTANCE":
             return self._instance_candidates(query)
         return Candidates(self._patients(query))
+
+    def _study_candidates(self, query: Query) -> Candidates:
+        uids = query.uids("StudyInstanceUID")
+        if uids:  # in the order given
+            return Candidates(self.studies_by_uid(uids))
+        if query.unconditioned:  # every row matches: SQL skips the offset and stops
+            return Candidates(self._all_studies(query.offset, query.limit + 1), query.offset)
+        if query.offset and _narrowed_in_sql(query):
+            return Candidates(self.studies_by_uid(self._matches_past_offset(query)), query.offset)
+        # Keys first (a narrow sort however many match), whole rows as they are consumed.
+        return Candidates(self._studies_of(self._study_uids(query), _first_page(query)))
 
     def _instance_candidates(self, query: Query) -> Candidates:
         if query.unconditioned and query.study_uid is None and query.offset:
@@ -379,22 +425,51 @@ class SqliteCatalog:
             yield from self.studies_by_uid(batch)
             size = _PAGE
 
-    def _study_uids(self, query: Query) -> Iterator[str]:
-        """UIDs of the studies the query's study- and series-level keys allow, newest first.
+    def _matches_past_offset(self, query: Query) -> list[str]:
+        """UIDs of the ``limit + 1`` studies that match the query after its ``offset``
+        first matches, newest first; the matcher runs in SQL on each candidate's attributes
+        (the same answer as on the whole study: no condition is on a computed attribute),
+        so the studies the offset passes over are not read out.
 
-        From the studies' indexes when a study-level key narrows the search; from the
-        series' (modality, SeriesInstanceUID) when only series-level keys do.
+        The candidates are sorted in a subquery that SQLite runs as a co-routine (its LIMIT
+        keeps it from being flattened): the matcher is called in date order and only until
+        the page is found, however many candidates the indexes give.
         """
+        where = self._study_keys(query) or _Where()
+
+        def matched(attrs: str) -> bool:
+            return matches(query, json.loads(attrs))
+
+        rows = self._db.query_with(
+            f"SELECT k.study FROM (SELECT s.study, s.sdt FROM studies s WHERE {where.sql}"
+            " ORDER BY s.sdt DESC LIMIT -1) k"
+            " WHERE qido_study((SELECT a.attrs FROM studies a WHERE a.study = k.study))"
+            f" LIMIT {int(query.limit) + 1} OFFSET {int(query.offset)}",
+            where.parameters,
+            "qido_study",
+            matched,
+        )
+        self.rows_read += len(rows)
+        return [r["study"] for r in rows]
+
+    def _study_keys(self, query: Query) -> _Where | None:
+        """Conditions on ``studies s`` selecting the studies the query's study- and
+        series-level keys allow; None when only series-level keys narrow the search (the
+        series' own indexes serve it then)."""
+        if self._series_keys_only(query):
+            return None
         uids = query.uids("StudyInstanceUID")
         if query.study_uid is not None:
             uids = (query.study_uid,)
-        where = _study_where(query, with_series=False)
-        series = _series_where(query, "e")
-        if not where.clauses and not uids and series.clauses:
-            return self._study_uids_of_series(series)
         where = _study_where(query, with_series=True, by_date=self._many_candidates(query))
         if uids:
             where.add(f"s.study IN ({_marks(uids)})", *uids)
+        return where
+
+    def _study_uids(self, query: Query) -> Iterator[str]:
+        """UIDs of the studies the query's keys allow, newest first (study searches: a
+        study-level key or none narrows them)."""
+        where = self._study_keys(query) or _Where()
         rows = self._pages(
             f"SELECT s.study, s.sdt FROM studies s WHERE {where.sql} {{after}}",
             where.parameters,
@@ -417,62 +492,177 @@ class SqliteCatalog:
         )
         return bool(rows[0]["n"] > MANY_CANDIDATES)
 
-    def _study_uids_of_series(self, series: _Where) -> Iterator[str]:
-        """Studies holding a series the series-level keys accept, newest first."""
-        rows = self._pages(
-            f"SELECT DISTINCT e.study, e.sdt FROM series e WHERE {series.sql} {{after}}",
-            series.parameters,
-            "e.sdt DESC",
-            lambda last: ("AND e.sdt < ?", (last["sdt"],)),
-        )
-        seen: set[str] = set()
-        for row in rows:
-            if row["study"] not in seen:
-                seen.add(row["study"])
-                yield row["study"]
-
     def _series(self, query: Query) -> Iterator[SeriesRow]:
-        """Series of the studies the study-level keys select (one statement per batch of
-        studies, in the studies' order), narrowed by the series-level keys."""
-        where = _series_where(query, "e", probe=True)
-        for batch in _page_batches(self._study_uids(query), _first_page(query)):
+        """Series of the studies the query's keys allow, in the studies' order, then
+        :meth:`SeriesRow.order`."""
+        where = self._study_keys(query)
+        groups = (
+            self._series_by_series_keys(query)
+            if where is None
+            else self._series_of_studies(query, where)
+        )
+        for study in groups:
+            yield from sorted(study, key=SeriesRow.order)
+
+    def _series_of_studies(self, query: Query, where: _Where) -> Iterator[list[SeriesRow]]:
+        """The series of the studies ``where`` selects that the series-level keys accept,
+        each study's together: one statement joins the next studies' keys (newest first,
+        never read out) to their series.
+
+        A statement reads up to a page of series (sized to the results the search needs
+        first, then _PAGE) from at most one study more than that: every study yields a row
+        (a LEFT JOIN: NULL when none of its series is accepted), so a short page is the
+        last. A full page's last study is completed with the rest of its series.
+        """
+        series = _series_where(query, "e", probe=True)
+        size, after = _first_page(query), ""
+        bound: tuple[str, ...] = ()
+        while True:
             rows = self._fetch(
-                f"SELECT {_SERIES_COLUMNS} FROM series e WHERE e.study IN ({_marks(tuple(batch))})"
-                f" AND {where.sql}",
-                (*batch, *where.parameters),
+                f"WITH k AS (SELECT s.study, s.sdt FROM studies s WHERE {where.sql} {after}"
+                f" ORDER BY s.sdt DESC LIMIT {size + 1})"
+                f" SELECT {_SERIES_COLUMNS}, k.study AS k_study, k.sdt AS k_sdt FROM k"
+                f" LEFT JOIN series e ON e.study = k.study AND {series.sql}"
+                f" ORDER BY k.sdt DESC, e.series LIMIT {size}",
+                (*where.parameters, *bound, *series.parameters),
             )
-            by_study: dict[str, list[SeriesRow]] = {}
-            for row in rows:
-                series = _series_row(row)
-                by_study.setdefault(series.study_uid, []).append(series)
-            for study_uid in batch:
-                yield from sorted(by_study.get(study_uid, ()), key=SeriesRow.order)
+            full = len(rows) == size
+            if full and rows[-1]["series"] is not None:  # the rest of the last study's
+                last = rows[-1]
+                rows += self._fetch(
+                    f"SELECT {_SERIES_COLUMNS}, e.study AS k_study, ? AS k_sdt FROM series e"
+                    f" WHERE e.study = ? AND e.series > ? AND {series.sql} ORDER BY e.series",
+                    (last["k_sdt"], last["study"], last["series"], *series.parameters),
+                )
+            parents = _Parents()
+            for _, group in itertools.groupby(rows, key=lambda r: r["k_study"]):
+                yield [_series_row(r, parents) for r in group if r["series"] is not None]
+            if not full:
+                return
+            after, bound = "AND s.sdt < ?", (rows[-1]["k_sdt"],)
+            size = _PAGE
+
+    @staticmethod
+    def _series_keys_only(query: Query) -> bool:
+        """Whether only series-level keys (Modality, SeriesInstanceUID) narrow the search."""
+        if query.study_uid is not None or query.uids("StudyInstanceUID"):
+            return False
+        if _study_where(query, with_series=False).clauses:
+            return False
+        return bool(_series_where(query, "e").clauses)
+
+    def _series_by_series_keys(self, query: Query) -> Iterator[list[SeriesRow]]:
+        """The series the series-level keys accept, read from the series' own indexes
+        (modality: ``(modality, sdt)``, newest study first; UID: ``series``), each study's
+        together (in no particular order within it).
+
+        Keyset pages on (sdt, study, series), a page sized to the results the search needs;
+        a full page's last study is completed with the rest of its series before it is
+        handed out (its series are few), so a page never reads the next one ahead. Several
+        modalities: one ordered read per modality, merged by SQLite (UNION ALL).
+        """
+        series_uids = query.uids("SeriesInstanceUID")
+        arms = [_Where() for _ in query.uids("Modality") or ("",)]
+        for arm, modality in zip(arms, query.uids("Modality") or (None,), strict=True):
+            if series_uids:
+                arm.add(f"e.series IN ({_marks(series_uids)})", *series_uids)
+            if modality is not None:
+                arm.add("e.modality = ?", modality)
+        columns = f"{_SERIES_COLUMNS}, e.sdt"
+
+        def read(after: str, bound: tuple[str, ...], tail: str) -> list[sqlite3.Row]:
+            selects = [f"SELECT {columns} FROM series e WHERE {a.sql} {after}" for a in arms]
+            parameters = [p for a in arms for p in (*a.parameters, *bound)]
+            return self._fetch(" UNION ALL ".join(selects) + tail, parameters)
+
+        order = " ORDER BY sdt DESC, study DESC, series DESC"
+        size, after = _first_page(query), ""
+        bound: tuple[str, ...] = ()
+        while True:
+            rows = read(after, bound, f"{order} LIMIT {size}")
+            if not rows:
+                return
+            last = rows[-1]
+            full = len(rows) == size
+            if full:  # the rest of the last study's series
+                rows += read(
+                    "AND e.sdt = ? AND e.study = ? AND e.series < ?",
+                    (last["sdt"], last["study"], last["series"]),
+                    order,
+                )
+            parents = _Parents()
+            yield from (
+                [_series_row(r, parents) for r in group]
+                for _, group in itertools.groupby(rows, key=lambda r: (r["sdt"], r["study"]))
+            )
+            if not full:
+                return
+            after, bound = "AND (e.sdt, e.study) < (?, ?)", (last["sdt"], last["study"])
+            size = _PAGE
 
     def _instances(self, query: Query) -> Iterator[InstanceRow]:
         sop_uids = query.uids("SOPInstanceUID")
         if sop_uids and query.study_uid is None:
             yield from self.instances_by_uid(sop_uids)
             return
+        where = self._study_keys(query)
+        if where is not None:
+            yield from self._instances_of_studies(query, where)
+            return
+        for study in self._series_by_series_keys(query):
+            for series in sorted(study, key=lambda row: row.series_uid):
+                yield from self.instances(series.study_uid, series.series_uid)
+
+    def _instances_of_studies(self, query: Query, where: _Where) -> Iterator[InstanceRow]:
+        """The instances of the studies ``where`` selects that the series- and
+        instance-level keys accept, in the catalog's order: one statement joins the next
+        studies' keys (newest first, never read out) to their instances.
+
+        Keyset pages on (study, sk), the first sized to the results the search needs. The
+        keys of a statement are those of one study more than the page holds rows: every
+        study yields a row (a LEFT JOIN: NULL when none of its instances is accepted), so
+        a short page is the last.
+        """
+        on = _Where()
+        on.add("i.study = k.study")
         series_uids = query.uids("SeriesInstanceUID")
         one_series = query.series_uid or (series_uids[0] if len(series_uids) == 1 else None)
-        narrowed = bool(_series_where(query, "e").clauses)
-        for study_uid in self._study_uids(query):
-            if one_series is not None:
-                yield from self.instances(study_uid, one_series)
-            elif narrowed:
-                for series in self._series_in(study_uid, query):
-                    yield from self.instances(study_uid, series)
-            else:
-                yield from self.instances(study_uid)
-
-    def _series_in(self, study_uid: str, query: Query) -> list[str]:
-        """UIDs of a study's series that the series-level keys allow, in UID order."""
-        where = _series_where(query, "e", probe=True)
-        rows = self._fetch(
-            f"SELECT e.series FROM series e WHERE e.study = ? AND {where.sql} ORDER BY e.series",
-            (study_uid, *where.parameters),
-        )
-        return [r["series"] for r in rows]
+        if one_series is not None:
+            prefix = f"INSTANCE#{one_series}#"
+            on.add("i.sk >= ? AND i.sk < ?", prefix, _prefix_end(prefix))
+        if series_uids:
+            on.add(f"i.series IN ({_marks(series_uids)})", *series_uids)
+        modalities = query.uids("Modality")
+        if modalities:
+            on.add(
+                "EXISTS (SELECT 1 FROM series e WHERE e.study = i.study AND e.series = i.series"
+                f" AND +e.modality IN ({_marks(modalities)}))",
+                *modalities,
+            )
+        sop_uids = query.uids("SOPInstanceUID")
+        if sop_uids:
+            on.add(f"i.sop IN ({_marks(sop_uids)})", *sop_uids)
+        size = _first_page(query)
+        keys_after, rows_after = "", ""
+        bound: tuple[str, ...] = ()
+        while True:
+            rows = self._fetch(
+                f"WITH k AS (SELECT s.study, s.sdt FROM studies s WHERE {where.sql} {keys_after}"
+                f" ORDER BY s.sdt DESC LIMIT {size + 1})"
+                f" SELECT {_JOINED_INSTANCE_COLUMNS}, i.sk, k.sdt AS k_sdt FROM k"
+                f" LEFT JOIN instances i ON {on.sql} {rows_after}"
+                f" ORDER BY k.sdt DESC, i.sk LIMIT {size}",
+                (*where.parameters, *bound[:1], *on.parameters, *bound),
+            )
+            parents = _Parents()
+            yield from (_instance_row(r, parents) for r in rows if r["sop"] is not None)
+            if len(rows) < size:
+                return
+            keys_after = "AND s.sdt <= ?"
+            rows_after = "WHERE k.sdt < ? OR (k.sdt = ? AND i.sk > ?)"
+            last = rows[-1]
+            bound = (last["k_sdt"], last["k_sdt"], last["sk"])
+            size = _PAGE
 
     def _patients(self, query: Query) -> Iterator[PatientRow]:
         patient_id = query.exact("PatientID")

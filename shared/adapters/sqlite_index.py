@@ -31,7 +31,7 @@ from shared.dicomweb.substring import TEXT_KEYS, merge_terms, part_matches, stud
 from shared.errors import StorageUnavailable
 from shared.ports import AddOutcome, InstanceRecord
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_S = 30.0
 MMAP_BYTES = 1 << 30
 #: An item DynamoDB would refuse (400 KB) is refused here too, so both backends agree.
@@ -147,6 +147,15 @@ def _migrate_to_4(connection: sqlite3.Connection) -> None:
         _write_terms(connection, study, study_terms(json.loads(attrs)), None)
 
 
+# Version 5: every series row carries its study's current ``sdt`` (``_add`` rewrites them
+# when a study's date or time changes), so that the modality index (modality, sdt) lists
+# series study by study, newest study first. Older files may hold a series with the date of
+# an earlier instance of its study.
+_SCHEMA_V5 = """
+UPDATE series SET sdt = (SELECT s.sdt FROM studies s WHERE s.study = series.study)
+WHERE sdt <> (SELECT s.sdt FROM studies s WHERE s.study = series.study)
+"""
+
 Migration = str | Callable[[sqlite3.Connection], None]
 # Each entry upgrades a database from the version before it (index: the version reached):
 # SQL statements separated by semicolons, or a function given the connection.
@@ -155,6 +164,7 @@ MIGRATIONS: dict[int, Migration] = {
     2: _SCHEMA_V2,
     3: _SCHEMA_V3,
     4: _migrate_to_4,
+    5: _SCHEMA_V5,
 }
 
 
@@ -301,6 +311,18 @@ class _Connections:
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable("the index is busy, retry later") from exc
 
+    def query_with(
+        self, sql: str, parameters: Iterable[Any], name: str, function: Callable[[Any], Any]
+    ) -> list[sqlite3.Row]:
+        """:meth:`query` with ``function`` (of one argument) callable as ``name`` in ``sql``,
+        for that statement only."""
+        connection = self.get()
+        connection.create_function(name, 1, function)
+        try:
+            return self.query(sql, parameters)
+        finally:
+            connection.create_function(name, 1, None)
+
 
 class SqliteIndex:
     """InstanceIndex on SQLite (port :class:`shared.ports.InstanceIndex`).
@@ -349,10 +371,14 @@ def _add(c: sqlite3.Connection, r: InstanceRecord, uid_map: UidMap | None) -> Ad
     found = existing.fetchone()
     if found is not None:
         return AddOutcome.ALREADY_STORED if found[0] == r.sha256 else AddOutcome.DIFFERENT_CONTENT
-    study = c.execute("SELECT patient_id FROM studies WHERE study = ?", (r.study_uid,)).fetchone()
+    study = c.execute(
+        "SELECT patient_id, sdt FROM studies WHERE study = ?", (r.study_uid,)
+    ).fetchone()
     if study is not None and study[0] != r.patient_id:
         return AddOutcome.PATIENT_MISMATCH
     sdt = study_sort_key(r.study_date, r.study_time, r.study_uid)
+    if study is not None and study[1] != sdt:  # the study moves: its series with it
+        c.execute("UPDATE series SET sdt = ? WHERE study = ?", (sdt, r.study_uid))
     c.execute(
         "INSERT INTO instances (sop, study, series, sk, sop_class, ts, sha256, size, key, aet,"
         " received, attrs, series_attrs, study_attrs, meta)"

@@ -16,7 +16,6 @@ no index narrows enough ends in bounded time instead of timing out at API Gatewa
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -287,10 +286,25 @@ def _returned_tags(query: Query) -> frozenset[str]:
 
 def _project(dataset: Dataset, tags: frozenset[str]) -> Dataset:
     result = {tag: dataset[tag] for tag in sorted(tags) if tag in dataset}
-    if not json.dumps(result, ensure_ascii=False).isascii():
+    if not _ascii(result):
         result[_SPECIFIC_CHARACTER_SET] = {"vr": "CS", "Value": ["ISO_IR 192"]}
         result = dict(sorted(result.items()))
     return result
+
+
+def _ascii(value: Any) -> bool:
+    """Whether every string value in DICOM JSON is ASCII (its keys are: tags and names)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    return True
 
 
 # ---------------------------------------------------------------- candidates

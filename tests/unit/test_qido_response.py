@@ -46,3 +46,22 @@ def test_warning_is_a_299_warning_with_quoted_text() -> None:
     code, agent, text = MORE_RESULTS_WARNING.split(" ", 2)
     assert (code, agent) == ("299", "o3-dpacs:")
     assert text.startswith('"') and text.endswith('"')
+
+
+@pytest.mark.parametrize(
+    ("value", "marked"),
+    [
+        ({"vr": "PN", "Value": [{"Alphabetic": "Smith^John"}]}, False),
+        ({"vr": "PN", "Value": [{"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎"}]}, True),
+        ({"vr": "SQ", "Value": [{"00081030": {"vr": "LO", "Value": ["Échographie"]}}]}, True),
+        ({"vr": "IS", "Value": [3]}, False),
+    ],
+)
+def test_a_result_with_a_non_ascii_value_names_utf8(value: dict[str, object], marked: bool) -> None:
+    from shared.services.search import _project
+
+    result = _project({"00100010": value, "00100020": {"vr": "LO"}}, frozenset({"00100010"}))
+    assert ("00080005" in result) is marked
+    if marked:
+        assert result["00080005"] == {"vr": "CS", "Value": ["ISO_IR 192"]}
+        assert list(result) == sorted(result)
