@@ -29,9 +29,11 @@ from shared.dicomweb.matching import matches
 from shared.dicomweb.query import Query
 from shared.dicomweb.substring import (
     NGRAM,
+    TEXT_KEYS,
     literal_prefix,
     lookup_runs,
     text_patterns,
+    text_runs,
 )
 from shared.ports import Candidates, InstanceRow, PatientRow, SeriesRow, StudyRow
 
