@@ -48,6 +48,17 @@ STOW_WRITE_UNITS = 2 * sum(STOW_ITEM_KB)
 GSI_WRITES_PER_STUDY = 5 + 2
 GSI_WRITES_PER_SERIES = 3
 GSI_WRITES_PER_INSTANCE = 1
+#: The substring index (issue 13), once per new study: one posting per distinct trigram of
+#: its text, in its first transaction (items under 1 KB: 2 units each), and one UpdateItem
+#: of each trigram's count (1 unit). Trigrams per study: 52, measured on the synthetic
+#: archive of ``python -m bench --only qido-scale`` (UpdateItem calls per new study on moto).
+#: Every instance first reads its study item (one consistent GetItem, item under 4 KB).
+SUBSTRING_TRIGRAMS_PER_STUDY = 52
+#: Bytes of those postings per study, DynamoDB's 100-byte item overhead included (measured
+#: on the same archive; the count items are shared by every study and negligible).
+SUBSTRING_BYTES_PER_STUDY = 52 * 230
+SUBSTRING_WRITE_UNITS_PER_STUDY = SUBSTRING_TRIGRAMS_PER_STUDY * (2 + 1)
+STOW_READ_UNITS = 1
 #: Index bytes kept per instance (the items above plus GSI keys, amortised).
 INDEX_BYTES_PER_INSTANCE = 5 * KB
 #: The largest STOW body (shared/config.py): several small instances share a request.
@@ -219,7 +230,10 @@ def _storage(w: Workload, o: Options, bill: Bill) -> None:
     ):
         bill.add("S3 lifecycle transitions", objects_per_month * p.S3_LIFECYCLE_TRANSITION_IT.usd)
     instances_kept = objects_per_month * w.months_kept
-    index_gb = instances_kept * INDEX_BYTES_PER_INSTANCE / GB
+    studies_kept = w.studies_per_month * w.months_kept
+    index_gb = (
+        instances_kept * INDEX_BYTES_PER_INSTANCE + studies_kept * SUBSTRING_BYTES_PER_STUDY
+    ) / GB
     bill.add("DynamoDB storage", index_gb * p.DDB_STORAGE_GB_MONTH.usd)
     bill.add("DynamoDB point-in-time recovery", index_gb * p.DDB_PITR_GB_MONTH.usd)
 
@@ -256,8 +270,11 @@ def _stow(w: Workload, u: _Usage) -> None:
     u.s3_puts += instances
     u.write_units += instances * (STOW_WRITE_UNITS + GSI_WRITES_PER_INSTANCE)
     u.write_units += w.studies_per_month * (
-        GSI_WRITES_PER_STUDY + GSI_WRITES_PER_SERIES * SERIES_PER_STUDY
+        GSI_WRITES_PER_STUDY
+        + GSI_WRITES_PER_SERIES * SERIES_PER_STUDY
+        + SUBSTRING_WRITE_UNITS_PER_STUDY
     )
+    u.read_units += instances * STOW_READ_UNITS
 
 
 def _search(u: _Usage, count: float, method: str) -> None:

@@ -107,13 +107,15 @@ def test_objects_below_128_kb_are_never_tiered() -> None:
     )
 
 
-def test_a_stow_instance_is_one_put_and_one_transaction_of_five_items() -> None:
+def test_a_stow_instance_is_one_put_one_read_and_one_transaction_of_five_items_plus_postings() -> None:
     w = cost.Workload(1, 1, 1.0, 0, 0)
     bill = cost.serverless(w)
     assert bill.lines["S3 requests"] == pytest.approx(p.S3_PUT.usd)
     writes = cost.STOW_WRITE_UNITS + cost.GSI_WRITES_PER_INSTANCE + cost.GSI_WRITES_PER_STUDY
     writes += cost.GSI_WRITES_PER_SERIES * cost.SERIES_PER_STUDY
+    writes += cost.SUBSTRING_WRITE_UNITS_PER_STUDY
     assert bill.lines["DynamoDB writes"] == pytest.approx(writes * p.DDB_WRITE_UNIT.usd)
+    assert bill.lines["DynamoDB reads"] == pytest.approx(cost.STOW_READ_UNITS * p.DDB_READ_UNIT.usd)
     assert len(cost.STOW_ITEM_KB) == 5
 
 
