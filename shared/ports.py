@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from shared.keys import KeyEntry
 
@@ -274,6 +274,20 @@ class Catalog(Protocol):
 
     def instances_by_uid(self, sop_uids: Iterable[str]) -> Iterator[InstanceRow]:
         """Instances by SOP Instance UID."""
+
+
+class SearchTimeUp(Exception):
+    """Raised from a catalog's candidates when the time it was given to read has passed
+    (:class:`TimeBounded`); the search answers with what it found so far."""
+
+
+@runtime_checkable
+class TimeBounded(Protocol):
+    """A catalog that may read for a long time between two candidates (index entries it
+    filters out itself) and so must be told when to stop."""
+
+    def stop_reading_at(self, deadline: float | None, clock: Callable[[], float]) -> None:
+        """Raise :class:`SearchTimeUp` from reads begun once ``clock()`` passes ``deadline``."""
 
 
 class DeidentifiedLookup(Protocol):

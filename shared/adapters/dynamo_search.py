@@ -9,6 +9,7 @@ indexes are KEYS_ONLY; the items themselves are fetched with BatchGetItem, in in
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -29,7 +30,14 @@ from shared.adapters.dynamo_keys import (
 )
 from shared.dicomweb.query import Query
 from shared.errors import StorageUnavailable
-from shared.ports import Candidates, InstanceRow, PatientRow, SeriesRow, StudyRow
+from shared.ports import (
+    Candidates,
+    InstanceRow,
+    PatientRow,
+    SearchTimeUp,
+    SeriesRow,
+    StudyRow,
+)
 
 # Pages and batches are sized to what the search expects to need (``expect``), at least
 # FIRST_PAGE / FIRST_BATCH; past that they double: filtered searches soon read full pages.
@@ -130,7 +138,15 @@ class DynamoSearch:
         self._client = client
         self._table = table
         self._want = self._want_items = FIRST_PAGE
+        self._deadline: float | None = None
+        self._clock: Callable[[], float] = time.monotonic
         self.items_read = 0
+
+    def stop_reading_at(self, deadline: float | None, clock: Callable[[], float]) -> None:
+        """Stop the next search's posting reads past ``deadline`` (port
+        :class:`shared.ports.TimeBounded`): the postings of a common trigram may be read a
+        long way without a candidate. Other reads are bounded by the search per candidate."""
+        self._deadline, self._clock = deadline, clock
 
     def search(self, query: Query) -> Candidates:
         """Candidate rows for a parsed QIDO query, read lazily from the best index."""
@@ -217,7 +233,10 @@ class DynamoSearch:
             condition = "PK = :pk AND SK >= :a"
             values[":a"] = {"S": "0"}
         seen: set[str] = set()
+        deadline = self._deadline
         for item in self._query(None, condition, None, values):
+            if deadline is not None and self._clock() > deadline:
+                raise SearchTimeUp
             uid = item["SK"]["S"].partition("#")[2]
             if uid not in seen and accept(item.get("t", {}).get("S", "")):
                 seen.add(uid)  # a study re-dated has postings under both keys

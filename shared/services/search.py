@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,15 @@ from shared.dicom.levels import COMPUTED_KEYWORDS, DEFAULT_RETURN, STORED, Level
 from shared.dicomweb import paths
 from shared.dicomweb.matching import matches
 from shared.dicomweb.query import Query
-from shared.ports import Catalog, InstanceRow, PatientRow, SeriesRow, StudyRow
+from shared.ports import (
+    Catalog,
+    InstanceRow,
+    PatientRow,
+    SearchTimeUp,
+    SeriesRow,
+    StudyRow,
+    TimeBounded,
+)
 
 Dataset = dict[str, Any]
 
@@ -97,17 +105,15 @@ def search(
 ) -> SearchResult:
     """Run a validated query against the catalog, within ``budget`` (default: items only)."""
     budget = budget or SearchBudget()
-    found = catalog.search(query)
-    candidates = _candidates(query, found.rows, base_url)
+    cut: list[SearchTimeUp] = []
+    rows, skipped = _rows(query, catalog, base_url, budget, cut)  # skipped: matches passed
     returned = _returned_tags(query)
     parents = _Parents(query, catalog, returned)
     page: list[Dataset] = []
-    skipped = found.skipped  # matches the catalog passed over already
     more = False
     early = parents.needed_for_matching
     allowed = query.limit + 1 + budget.extra_items
     examined = examined_in_page = 0
-    rows = iter(candidates)
     while (item := next(rows, None)) is not None:
         candidate, study_uid, series_uid = item
         examined += 1
@@ -124,15 +130,36 @@ def search(
                 if not early:
                     dataset = parents.complete(dataset, study_uid, series_uid)
                 page.append(_project(dataset, returned))
-        # Cut on items only once the page holds a result (each continuation makes progress);
-        # on time, always.
+        # Cut on items only once the page holds a result (each continuation makes
+        # progress); on time, always.
         if (examined_in_page >= allowed and page) or (
             budget.deadline is not None and budget.clock() > budget.deadline
         ):
-            if next(rows, None) is None:  # nothing was left: the answer is complete
+            if next(rows, None) is None and not cut:  # nothing left: the answer is complete
                 break
             return SearchResult(page, False, query.offset + len(page), examined)
+    if cut:  # the catalog read past the deadline between two candidates
+        return SearchResult(page, False, query.offset + len(page), examined)
     return SearchResult(page, more, None, examined)
+
+
+def _rows(
+    query: Query, catalog: Catalog, base_url: str, budget: SearchBudget, cut: list[SearchTimeUp]
+) -> tuple[Iterator[Any], int]:
+    """The catalog's candidates for the query, ending early when its time is up (noted in
+    ``cut``), and how many matches it passed over already."""
+    if isinstance(catalog, TimeBounded):
+        catalog.stop_reading_at(budget.deadline, budget.clock)
+    found = catalog.search(query)
+    return _until_time_up(_candidates(query, found.rows, base_url), cut), found.skipped
+
+
+def _until_time_up(rows: Iterable[Any], cut: list[SearchTimeUp]) -> Iterator[Any]:
+    """The rows, ending early (and noted in ``cut``) when the catalog's time is up."""
+    try:
+        yield from rows
+    except SearchTimeUp as up:
+        cut.append(up)
 
 
 _STUDY_COMPUTED = frozenset(

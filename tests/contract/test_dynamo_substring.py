@@ -237,3 +237,21 @@ def test_a_study_stored_before_the_index_is_found_after_the_backfill(client: Any
     assert backfill_substring_index(index, client, TABLE) == 1
     assert _studies(client, PatientName="*egac*") == [old.study_uid]
     assert backfill_substring_index(index, client, TABLE) == 0  # idempotent
+
+
+def test_a_long_posting_read_stops_at_the_deadline_with_what_it_found(client: Any) -> None:
+    """Postings the text check drops yield no candidate, so the search's own per-candidate
+    clock never runs; the catalog stops them at the deadline, and the answer is cut with
+    the offset to continue (Warning 299), not a timeout."""
+    index = DynamoInstanceIndex(client, TABLE)
+    for n in range(12):
+        index.add(_record_of(PatientName=f"Smith{n:02d}^Anna"))
+    ticks = iter(range(10**6))
+    budget = search_service.SearchBudget(deadline=5, clock=lambda: next(ticks))
+    query = parse({"PatientName": ["*smith*1*1*"]}, "STUDY")
+    result = search_service.search(query, DynamoSearch(client, TABLE), BASE, budget)
+    assert result.exhausted
+    assert result.next_offset == len(result.datasets) == 0
+    unbounded = search_service.search(query, DynamoSearch(client, TABLE), BASE)
+    assert len(unbounded.datasets) == 1
+    assert not unbounded.exhausted
