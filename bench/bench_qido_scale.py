@@ -516,6 +516,37 @@ def _sqlite_sizes(path: Path, n: int) -> dict[str, Any]:
     }
 
 
+def dynamo_postings(n: int) -> dict[str, Any]:
+    """What the DynamoDB substring index writes per new study of the synthetic archive:
+    postings (the writer's own ``_text_index``) and their bytes as DynamoDB sizes items
+    (attribute names and values, plus 100 bytes of overhead per item)."""
+    import json
+
+    from shared.adapters.dynamo_index import _Seen, _text_index
+    from shared.adapters.dynamo_keys import study_sort_key
+    from shared.dicomweb.substring import study_terms
+
+    counts, sizes = [], []
+    for study in archive(n).studies:
+        r = next(iter(bench_qido.records(study)))
+        sdt = study_sort_key(r.study_date, r.study_time, r.study_uid)
+        postings = _text_index(_Seen(exists=False), study_terms(json.loads(r.study_json)), sdt)
+        counts.append(len(postings.postings))
+        sizes.append(
+            sum(
+                100 + sum(len(k.encode()) + len(v["S"].encode()) for k, v in item.items())
+                for item in postings.postings
+            )
+        )
+    return {
+        "studies": n,
+        "postings_per_study": round(statistics.mean(counts), 1),
+        "postings_max": max(counts),
+        "bytes_per_study": round(statistics.mean(sizes)),
+        "bytes_per_posting": round(sum(sizes) / sum(counts)),
+    }
+
+
 def moto_at(n: int) -> dict[str, Any]:
     """Load n studies into moto through the DynamoDB write path and measure every kind."""
     import boto3
@@ -622,6 +653,11 @@ def run(sizes: tuple[int, ...] = SIZES, moto: int = 0) -> dict[str, Any]:
         for name, (ratio, per_result) in ratios.items():
             mark = "*" if per_result else " "
             print(f"  {name:48s} {ratio:5.2f}{mark} {'ok' if ratio <= LATENCY_RATIO else 'OVER'}")
+    report["dynamo_postings"] = postings = dynamo_postings(min(sizes))
+    print(
+        f"\nDynamoDB substring index per new study: {postings['postings_per_study']} postings"
+        f" (max {postings['postings_max']}), {postings['bytes_per_study']:,} bytes"
+    )
     if moto:
         report["moto"] = moto_at(moto)
         _print(f"DynamoDB (moto), {moto:,} studies", report["moto"], dynamo_search.MAX_PAGE)

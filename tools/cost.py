@@ -51,12 +51,12 @@ GSI_WRITES_PER_INSTANCE = 1
 #: The substring index (issue 13), once per new study: one posting per distinct trigram of
 #: its text, in its first transaction (items under 1 KB: 2 units each), and one UpdateItem
 #: of each trigram's count (1 unit). Trigrams per study: 52, measured on the synthetic
-#: archive of ``python -m bench --only qido-scale`` (UpdateItem calls per new study on moto).
+#: archive of ``python -m bench --only qido-scale`` (``dynamo_postings``: 52.2 per study).
 #: Every instance first reads its study item (one consistent GetItem, item under 4 KB).
 SUBSTRING_TRIGRAMS_PER_STUDY = 52
 #: Bytes of those postings per study, DynamoDB's 100-byte item overhead included (measured
-#: on the same archive; the count items are shared by every study and negligible).
-SUBSTRING_BYTES_PER_STUDY = 52 * 230
+#: the same way: 208 bytes each; the count items are shared by every study, negligible).
+SUBSTRING_BYTES_PER_STUDY = 52 * 208
 SUBSTRING_WRITE_UNITS_PER_STUDY = SUBSTRING_TRIGRAMS_PER_STUDY * (2 + 1)
 STOW_READ_UNITS = 1
 #: Index bytes kept per instance (the items above plus GSI keys, amortised).
