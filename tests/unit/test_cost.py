@@ -107,7 +107,7 @@ def test_objects_below_128_kb_are_never_tiered() -> None:
     )
 
 
-def test_a_stow_instance_is_one_put_one_read_and_one_transaction_of_five_items_plus_postings() -> None:
+def test_a_stow_instance_is_one_put_one_read_one_transaction_plus_a_new_studys_postings() -> None:
     w = cost.Workload(1, 1, 1.0, 0, 0)
     bill = cost.serverless(w)
     assert bill.lines["S3 requests"] == pytest.approx(p.S3_PUT.usd)
