@@ -5,7 +5,13 @@ once per item of the transaction: a transaction of n items over a table of m ite
 n x m. The substring index's postings make a new study's transaction about 60 items, so
 that cost grew 12-fold (a contract test went from seconds to minutes). :func:`install`
 makes each transaction copy each table once: the same snapshot, since nothing changes
-while it is taken. Behaviour is otherwise moto's own.
+while it is taken.
+
+Every ``Query`` also starts from ``Table.all_items()``: the whole table, sorted by key
+(comparisons of moto's Python value objects), only to keep one partition (or the items of
+an index) and sort those again by the key the Query needs. During a Query, the table's
+items are handed over unsorted, and a Query on the table's own key gets its partition
+alone: the same items, in the same final order. Behaviour is otherwise moto's own.
 """
 
 from __future__ import annotations
@@ -68,4 +74,38 @@ def install() -> None:
 
         models.copy = stand_in  # type: ignore[attr-defined,assignment]
         models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+        _query_reads_unsorted(Table)
         _installed = True
+
+
+def _query_reads_unsorted(table_type: Any) -> None:
+    """Patch ``Table.query`` so that ``all_items`` skips its sort (see the module doc)."""
+    sorted_items = table_type.all_items
+    real_query = table_type.query
+    state = threading.local()
+
+    def all_items(self: Any) -> list[Any]:
+        partition = getattr(state, "partition", None)
+        if getattr(state, "table", None) != id(self):  # not inside this table's Query
+            return list(sorted_items(self))
+        if partition is not None:
+            found = self.items.get(partition)
+            if found is None:
+                return []
+            return list(found.values()) if self.range_key_attr else [found]
+        if self.range_key_attr:
+            return [item for by_range in self.items.values() for item in by_range.values()]
+        return list(self.items.values())
+
+    @functools.wraps(real_query)
+    def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+        state.table = id(self)
+        state.partition = None if index_name else hash_key
+        try:
+            return real_query(self, hash_key, *args, **kwargs)
+        finally:
+            state.table = state.partition = None
+
+    table_type.all_items = all_items
+    table_type.query = query
