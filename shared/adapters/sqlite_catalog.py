@@ -54,7 +54,12 @@ _PATIENT_COLUMNS = (
 )
 _SERIES_COLUMNS = "e.study, e.series, e.attrs, e.study_attrs, e.n_instances"
 _INSTANCE_COLUMNS = "study, series, sop, attrs, series_attrs, study_attrs, ts, key, size, aet, meta"
-_JOINED_INSTANCE_COLUMNS = ", ".join(f"i.{c.strip()}" for c in _INSTANCE_COLUMNS.split(","))
+#: A search's instance rows: no ``meta`` (the packed metadata WADO-RS answers; QIDO builds
+#: its answers from the attributes, and the blob is most of an instance row's bytes).
+_JOINED_INSTANCE_COLUMNS = ", ".join(
+    f"i.{c}" if c != "meta" else "NULL AS meta"
+    for c in map(str.strip, _INSTANCE_COLUMNS.split(","))
+)
 _PAGE = 200  # rows fetched per statement when a read is consumed lazily
 #: Above this many substring candidates, a search walks the date index and tests each
 #: study against them rather than sorting them all by date.
