@@ -4,9 +4,9 @@ A new instance is one ``TransactWriteItems``: the guard put (condition: absent),
 instance put, and ``ADD`` updates of the series, study and patient items; with a study's
 first instance (or one that changes its indexed text), the postings of the substring index
 (issue 13: one item per trigram of the study's text, up to DynamoDB's 100 items, the rest
-written just before). Counts of
-distinct children are kept as string sets of short UID digests (``ADD`` of a set member is
-idempotent), so the transaction never needs to know whether a series or study is new.
+written just before). Counts of distinct children are kept as string sets of short UID
+digests (``ADD`` of a set member is idempotent), so the transaction never needs to know
+whether a series or study is new.
 Series and instance items carry their parents' attributes, so that a search at any level
 reads one item per result.
 """
