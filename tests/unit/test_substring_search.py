@@ -326,6 +326,22 @@ def test_many_candidates_walk_the_date_index_with_the_same_answer(
         {"PatientName": ["*ll*"], "AccessionNumber": ["*C00*"]},
     ]
     sorted_by_date = [_uids(catalog, q) for q in queries]
+
+    def pages(limit: int) -> list[list[str]]:  # in the order answered, page after page
+        out = []
+        for q in queries:
+            uids: list[str] = []
+            for offset in range(0, 24, limit):
+                query = parse({**q, "limit": [str(limit)], "offset": [str(offset)]}, "STUDY")
+                result = search_service.search(query, catalog, BASE)
+                uids += [d["0020000D"]["Value"][0] for d in result.datasets]
+            out.append(uids)
+        return out
+
+    in_order = pages(1000)
     monkeypatch.setattr(sqlite_catalog, "MANY_CANDIDATES", 1)
     assert [_uids(catalog, q) for q in queries] == sorted_by_date
     assert all(sorted_by_date[:2])
+    # Small pages test each study's text in place; large ones gather candidates first.
+    monkeypatch.setattr(sqlite_catalog, "WALK_PAGE", 10)
+    assert pages(4) == pages(1000) == in_order
