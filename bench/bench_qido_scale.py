@@ -21,7 +21,7 @@
   p95 <= 300 ms at 100,000 studies; p50 at 100,000 within 1.5x of 10,000.
 
 Run: ``python -m bench --only qido-scale`` (about 5 minutes without moto; add
-``--qido-scale-moto 10000`` for the DynamoDB part, about 20 minutes more).
+``--qido-scale-moto 10000`` for the DynamoDB part, about an hour more).
 """
 
 from __future__ import annotations
