@@ -1,32 +1,52 @@
-"""Command-line tools from Debian packages, installed on demand for tests that need them.
+"""Command-line tools from Debian packages, installed for the tests that need them.
 
-``require_debian_tool("dciodvfy", "dicom3tools")`` returns the binary's path. When the binary
-is missing and the test runs as root on a Debian-like machine with ``apt-get`` (a fresh CI
-runner), the package is installed (``apt-get update`` once per session, then
-``apt-get install -y --no-install-recommends``), each step under a timeout. Otherwise the
-calling test is skipped with the reason, so a developer machine without root still runs the
-rest of the suite; in CI (``CI=true``) it fails instead: a check that cannot run must not pass.
+``make test`` runs ``python -m tests.tools`` before pytest starts: every package of
+:data:`PACKAGES` whose binary is missing is installed in one ``apt-get install`` (as root on
+a Debian-like machine with ``apt-get``, a fresh CI runner), so parallel test workers never
+run apt. ``require_debian_tool("dciodvfy", "dicom3tools")`` then returns the binary's path;
+if it is still missing (a test run without ``make``), it installs the package itself under a
+lock file held across processes. When nothing can install it, the calling test is skipped
+with the reason, so a developer machine without root still runs the rest of the suite; in
+CI (``CI=true``) it fails instead: a check that cannot run must not pass.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 UPDATE_TIMEOUT_S = 300
-INSTALL_TIMEOUT_S = 600
+INSTALL_TIMEOUT_S = 1200
+LOCK_WAIT_S = 1800.0
 
-# Wait for a concurrent apt/dpkg (another xdist worker, unattended upgrades) instead of failing.
-_LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=120")
+# binary -> Debian package, for every tool a test or ``make bench-peer`` runs.
+PACKAGES: dict[str, str] = {
+    "dcmdump": "dcmtk",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+    "dciodvfy": "dicom3tools",
+    "gdcmconv": "libgdcm-tools",
+    "opj_decompress": "libopenjp2-tools",
+}
+
+# Wait for a concurrent dpkg (unattended upgrades) instead of failing. apt's lists lock is
+# not covered by this option: the lock file below serialises this project's own apt runs.
+_LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=300")
+_LOCK_FILE = Path(tempfile.gettempdir()) / "dicomweb-pacs-apt.lock"
 
 _lock = threading.Lock()
-_updated = False
 _failed: dict[str, str] = {}  # package -> reason, so a failed install is not retried per test
 
 
@@ -41,7 +61,9 @@ def require_debian_tool(binary: str, package: str) -> str:
             return found
         if package in _failed:
             _cannot_run(_failed[package])
-        reason = _install(package)
+        with _apt_lock():
+            found = shutil.which(binary)
+            reason = "" if found else install([package])
         found = shutil.which(binary)
         if found:
             return found
@@ -52,32 +74,53 @@ def require_debian_tool(binary: str, package: str) -> str:
 
 def _cannot_run(reason: str) -> None:
     """Skip on a developer's machine; fail in CI, where every check must run."""
-    if os.environ.get("CI", "").lower() == "true":
+    if _in_ci():
         pytest.fail(f"CI=true and the check cannot run: {reason}")
     pytest.skip(reason)
 
 
-def _install(package: str) -> str:
-    """Install ``package`` with apt-get; return a skip reason ('' on success)."""
-    global _updated  # noqa: PLW0603 - once-per-session state
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+@contextmanager
+def _apt_lock() -> Iterator[None]:
+    """Hold a lock file shared by every process of this project that runs apt-get."""
+    with _LOCK_FILE.open("a") as handle:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{_LOCK_FILE} held for {LOCK_WAIT_S:.0f} s") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def install(packages: list[str]) -> str:
+    """Install ``packages`` with apt-get (the caller holds the lock); '' or why it cannot."""
+    names = " ".join(packages)
     apt = shutil.which("apt-get")
     if apt is None:
-        return f"needs Debian package {package}: apt-get not available on this machine"
+        return f"needs Debian package {names}: apt-get not available on this machine"
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return f"needs Debian package {package}: not installed and not running as root"
+        return f"needs Debian package {names}: not installed and not running as root"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if not _updated:
-        error = _run([apt, *_LOCK_WAIT, "update"], env, UPDATE_TIMEOUT_S)
-        if error:
-            return f"needs Debian package {package}: apt-get update failed ({error})"
-        _updated = True
-    error = _run(
-        [apt, *_LOCK_WAIT, "install", "-y", "--no-install-recommends", package],
-        env,
-        INSTALL_TIMEOUT_S,
-    )
+    command = [apt, *_LOCK_WAIT, "install", "-y", "-q", "--no-install-recommends", *packages]
+    if not _run(command, env, INSTALL_TIMEOUT_S):
+        return ""
+    # The package lists are missing or stale (a fresh machine): refresh them, then retry.
+    error = _run([apt, *_LOCK_WAIT, "update", "-q"], env, UPDATE_TIMEOUT_S)
     if error:
-        return f"needs Debian package {package}: apt-get install failed ({error})"
+        return f"needs Debian package {names}: apt-get update failed ({error})"
+    error = _run(command, env, INSTALL_TIMEOUT_S)
+    if error:
+        return f"needs Debian package {names}: apt-get install failed ({error})"
     return ""
 
 
@@ -103,6 +146,33 @@ def _run(command: list[str], env: dict[str, str], timeout: float) -> str:
     return ""
 
 
+def missing_packages() -> list[str]:
+    """Packages of :data:`PACKAGES` whose binary is not on the PATH, in a stable order."""
+    return sorted({package for binary, package in PACKAGES.items() if not shutil.which(binary)})
+
+
+def main() -> int:
+    """Install what the tests need before they start (``make test``); exit 1 only in CI."""
+    missing = missing_packages()
+    if not missing:
+        return 0
+    print(  # noqa: T201
+        f"installing Debian packages for the tests: {' '.join(missing)}", flush=True
+    )
+    started = time.monotonic()
+    with _apt_lock():
+        missing = missing_packages()
+        reason = install(missing) if missing else ""
+    if reason:
+        print(reason, file=sys.stderr)  # noqa: T201
+        if _in_ci():
+            return 1
+        print("the tests that need them will be skipped", file=sys.stderr)  # noqa: T201
+        return 0
+    print(f"installed in {time.monotonic() - started:.0f} s", flush=True)  # noqa: T201
+    return 0
+
+
 _VALUES = (
     (re.compile(r"<[^>]*>"), "<>"),
     (re.compile(r'"[^"]*"'), '""'),
@@ -123,3 +193,7 @@ def dciodvfy_errors(dciodvfy: str, path: Path) -> set[str]:
                 stripped = pattern.sub(replacement, stripped)
             errors.add(stripped)
     return errors
+
+
+if __name__ == "__main__":
+    sys.exit(main())
