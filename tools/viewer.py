@@ -321,11 +321,56 @@ _TYPES = {
 }
 
 
+# A browser names where a request comes from (Fetch Metadata): "same-origin" for OHIF's own
+# page, "none" when the user opens the URL. A `<script src>` on another site's page sends
+# "cross-site" (another port of 127.0.0.1 is "same-site"), and no Origin header.
+_OWN_FETCH_SITES = ("same-origin", "none")
+
+
 class _Handler(SimpleHTTPRequestHandler):
-    """Files of OHIF's dist/; ``/app-config.js`` from the generated file; any other path
-    without a file extension gets index.html (OHIF's client-side routes: /viewer, /)."""
+    """Files of OHIF's dist/; ``/app-config.js`` from the generated file, only to OHIF's own
+    pages; any other path without a file extension gets index.html (OHIF's client-side
+    routes: /viewer, /)."""
 
     server: ViewerServer
+
+    def send_head(self) -> io.BytesIO | Any:
+        if self._path_name() == CONFIG_FILE and not self._from_own_origin():
+            self._refuse(
+                "app-config.js holds the archive's API key: served to this viewer's pages only"
+            )
+            return None
+        return super().send_head()
+
+    def _from_own_origin(self) -> bool:
+        """Whether the request comes from this server's own pages (or no page at all).
+
+        Refused: another site's page (Sec-Fetch-Site, Origin or Referer of another origin),
+        and a Host other than the address the server listens on (a name rebound to
+        127.0.0.1 by another site's DNS would make its page same-origin)."""
+        host = (self.headers.get("Host") or "").lower()
+        if host not in (f"127.0.0.1:{self.server.port}", f"localhost:{self.server.port}"):
+            return False
+        own = f"http://{host}"
+        site = (self.headers.get("Sec-Fetch-Site") or "").strip().lower()
+        if site and site not in _OWN_FETCH_SITES:
+            return False
+        origin = self.headers.get("Origin")
+        if origin is not None and origin != own:
+            return False
+        referer = self.headers.get("Referer")
+        return referer is None or referer == own or referer.startswith(own + "/")
+
+    def _refuse(self, reason: str) -> None:
+        body = json.dumps({"message": reason}).encode("utf-8")
+        self.send_response(HTTPStatus.FORBIDDEN)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _path_name(self) -> str:
+        return PurePosixPath(self.path.split("?", 1)[0].split("#", 1)[0]).name
 
     def guess_type(self, path: str | os.PathLike[str]) -> str:
         return _TYPES.get(Path(path).suffix.lower()) or super().guess_type(path)
@@ -340,9 +385,15 @@ class _Handler(SimpleHTTPRequestHandler):
         return translated
 
     def end_headers(self) -> None:
-        name = PurePosixPath(self.path.split("?", 1)[0]).name
-        if name in ("", CONFIG_FILE, "index.html", "sw.js") or "." not in name:
+        name = self._path_name()
+        if name == CONFIG_FILE:
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Vary", "Origin, Sec-Fetch-Site, Referer")
+        elif name in ("", "index.html", "sw.js") or "." not in name:
             self.send_header("Cache-Control", "no-cache")
+        # Other sites' pages may not embed what this server answers (a no-cors <script src>
+        # included): browsers drop the response.
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
         super().end_headers()
 
     def list_directory(self, path: str | os.PathLike[str]) -> io.BytesIO | None:

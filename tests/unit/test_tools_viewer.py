@@ -184,3 +184,47 @@ def test_static_server_serves_dist_config_and_spa_routes(tmp_path: Path) -> None
         assert get(site.url + "/assets/missing.js")[0] == 404
         assert get(site.url + "/assets/")[0] == 404  # no directory listings
         assert get(site.url + "/../../etc/passwd")[2] in (b"", b"<html>index</html>")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "script"},  # <script src> elsewhere
+        {"Sec-Fetch-Site": "same-site"},  # another port of 127.0.0.1
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Referer": "https://evil.example/page.html"},
+        {"Referer": "http://127.0.0.1:1/"},
+        {"Host": "rebound.evil.example:{port}"},  # DNS rebinding: same-origin for that site
+    ],
+)
+def test_the_config_holding_the_key_is_never_served_to_another_site(
+    tmp_path: Path, headers: dict[str, str]
+) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "index.html").write_text("<html>index</html>")
+    key = "o3k_" + "s" * 40
+    config = viewer.write_app_config(
+        tmp_path / "app-config.js", viewer.Archive("http://a/o3-dpacs-wado"), key
+    )
+    with viewer.ViewerServer(dist, config) as site:
+        sent = {name: value.format(port=site.port) for name, value in headers.items()}
+        request = urllib.request.Request(site.url + "/app-config.js", headers=sent)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 403
+        body = refused.value.read()
+        assert key.encode() not in body and b"API key" in body
+        # The viewer's own page, and the user opening the URL, still get it.
+        for own in (
+            {"Sec-Fetch-Site": "same-origin", "Referer": site.url + "/viewer"},
+            {"Sec-Fetch-Site": "none"},
+            {"Origin": site.url, "Sec-Fetch-Site": "same-origin"},
+            {"Host": f"localhost:{site.port}", "Referer": f"http://localhost:{site.port}/"},
+        ):
+            request = urllib.request.Request(site.url + "/app-config.js", headers=own)
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                assert key.encode() in answer.read()
+                assert answer.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+                assert answer.headers["Cache-Control"] == "no-store"
