@@ -82,13 +82,13 @@ def _search(level: Level, *, study: str | None = None, series: str | None = None
     )
     base = paths.base_url(event, config.settings().base_path)
     touched = http.touched(app)
+    budget = search.SearchBudget.from_lambda_context(app.lambda_context)
     if http.deidentified(event):  # every result de-identified, UIDs the de-identified ones
-        found = wiring.deidentified_view().search(parsed, base)
+        found = wiring.deidentified_view().search(parsed, base, budget)
         result = found.result
         for kind, originals in found.originals.items():
             touched.add(kind, originals)  # the audit names what was read: the stored UIDs
     else:
-        budget = search.SearchBudget.from_lambda_context(app.lambda_context)
         result = search.search(parsed, wiring.catalog(), base, budget)
         for tag, kind in _AUDITED:
             touched.add(kind, [v for d in result.datasets for v in d.get(tag, {}).get("Value", [])])

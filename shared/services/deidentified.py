@@ -130,8 +130,17 @@ class View:
 
     # ------------------------------------------------------------- QIDO-RS
 
-    def search(self, query: Query, base_url: str) -> Found:
-        """A QIDO-RS search by de-identified UIDs; every result de-identified."""
+    def search(
+        self, query: Query, base_url: str, budget: search.SearchBudget | None = None
+    ) -> Found:
+        """A QIDO-RS search by de-identified UIDs within ``budget``, every result
+        de-identified.
+
+        The search service runs the query with stored UIDs in place of de-identified ones,
+        under the budget of any search: a page cut by it keeps ``next_offset``, which
+        continues this view at the same place (the view answers one result per result
+        found, in the catalog's order).
+        """
         if query.level == "PATIENT":
             raise Forbidden(
                 "the patients resource lists patients by name and ID: a read-deidentified key "
@@ -142,13 +151,13 @@ class View:
         resolved = self._resolved(query)
         if resolved is None:
             return Found(search.SearchResult([], more=False))
-        found = search.search(resolved, self.catalog, base_url)
+        found = search.search(resolved, self.catalog, base_url, budget)
         originals = {
             kind: [v for d in found.datasets for v in d.get(tag, {}).get("Value", [])]
             for tag, kind in _AUDITED
         }
         page = [self._deidentified(d, base_url) for d in found.datasets]
-        return Found(search.SearchResult(page, found.more), originals)
+        return Found(dataclasses.replace(found, datasets=page), originals)
 
     def _resolved(self, query: Query) -> Query | None:
         """The query with stored UIDs in place of de-identified ones; None when a UID it

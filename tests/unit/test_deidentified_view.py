@@ -148,7 +148,7 @@ class Archive:
 
 
 @contextlib.contextmanager
-def _backend(kind: str, data_dir: Path, patch: pytest.MonkeyPatch) -> Iterator[config.Settings]:
+def backend(kind: str, data_dir: Path, patch: pytest.MonkeyPatch) -> Iterator[config.Settings]:
     """Settings of the embedded backend, or of S3 + DynamoDB + Secrets Manager on moto
     (tables and secret made from the template)."""
     if kind == "local":
@@ -189,7 +189,7 @@ def archive(
 ) -> Iterator[Archive]:
     patch = pytest.MonkeyPatch()
     try:
-        with _backend(request.param, tmp_path_factory.mktemp("deid"), patch) as chosen:
+        with backend(request.param, tmp_path_factory.mktemp("deid"), patch) as chosen:
             patch.setattr(config, "settings", lambda: chosen)
             wiring.override()
             yield _stored_archive()
