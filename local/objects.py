@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from shared.adapters.file_blobs import FileBlobStore
-from shared.adapters.local_urls import PATH_PREFIX, UrlSigner
+from shared.adapters.local_urls import PATH_PREFIX, UrlRefused, UrlSigner
 from shared.errors import StorageUnavailable
 
 logger = logging.getLogger("local.objects")
@@ -70,12 +70,17 @@ class _Handler(BaseHTTPRequestHandler):
         """A presigned PUT of an object or of one part of a multipart upload."""
         raw_path, _, query = self.path.partition("?")
         key = unquote(raw_path[len(PATH_PREFIX) :]) if raw_path.startswith(PATH_PREFIX) else ""
-        granted = self.server.signer.check(
-            key, dict(parse_qsl(query, keep_blank_values=True)), method="PUT"
-        )
-        if not key or granted is None:
+        try:
+            granted = self.server.signer.verify(
+                key, dict(parse_qsl(query, keep_blank_values=True)), method="PUT"
+            )
+        except UrlRefused as refused:
             self.close_connection = True  # the body is not read
-            self._refuse(403, "the signature does not match or the URL has expired")
+            self._refuse(403, refused.message, refused.code)
+            return
+        if not key:
+            self.close_connection = True
+            self._refuse(404, "no such object")
             return
         try:
             length = int(self.headers.get("Content-Length", ""))
@@ -84,6 +89,15 @@ class _Handler(BaseHTTPRequestHandler):
         if not 0 <= length <= MAX_PUT:
             self.close_connection = True
             self._refuse(411 if length < 0 else 413, "a Content-Length up to 5 GiB is required")
+            return
+        if granted.length is not None and length != granted.length:
+            # S3 signs the content-length header: another length is another request.
+            self.close_connection = True
+            self._refuse(
+                403,
+                f"the URL is signed for a body of {granted.length:,} bytes, not {length:,}",
+                "SignatureDoesNotMatch",
+            )
             return
         try:
             etag = self._store(granted.key, granted.part, length)
@@ -149,9 +163,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(404, "no such object")
             return
         key = unquote(raw_path[len(PATH_PREFIX) :])
-        granted = self.server.signer.check(key, dict(parse_qsl(query, keep_blank_values=True)))
-        if granted is None:
-            self._refuse(403, "the signature does not match or the URL has expired")
+        try:
+            granted = self.server.signer.verify(
+                key, dict(parse_qsl(query, keep_blank_values=True)), method=self.command
+            )
+        except UrlRefused as refused:
+            self._refuse(403, refused.message, refused.code)
             return
         root = self.server.root
         path = (root / key).resolve()
@@ -169,8 +186,10 @@ class _Handler(BaseHTTPRequestHandler):
                 while chunk := source.read(_CHUNK):
                     self.wfile.write(chunk)
 
-    def _refuse(self, status: int, message: str) -> None:
-        payload = json.dumps({"message": message}).encode("utf-8")
+    def _refuse(self, status: int, message: str, code: str = "") -> None:
+        """A short JSON error; ``code``: S3's error code when S3 would name one."""
+        document = {"code": code, "message": message} if code else {"message": message}
+        payload = json.dumps(document).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))

@@ -181,3 +181,48 @@ def test_a_put_without_a_length_or_cut_short_stores_nothing(
         assert connection.recv(100).startswith(b"HTTP/1.1 400")
     assert not (tmp_path / "incoming" / "x").exists()
     assert [p.name for p in (tmp_path / "incoming").iterdir()] == []  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("tamper", "code"),
+    [
+        (
+            lambda url: url.split("&signature=")[0] + "&signature=%C3%A9t%C3%A9",
+            "SignatureDoesNotMatch",
+        ),
+        (lambda url: url.split("&signature=")[0], "AccessDenied"),
+        (
+            lambda url: url.split("&signature=")[0] + "&signature=" + "0" * 64,
+            "SignatureDoesNotMatch",
+        ),
+        (lambda url: url.replace("expires=", "expires=%E2%80%8B"), "SignatureDoesNotMatch"),
+        (lambda url: url.split("?")[0], "AccessDenied"),
+    ],
+    ids=["non-ascii", "missing", "wrong", "non-ascii-expiry", "no-query"],
+)
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT"])
+def test_a_malformed_signature_is_a_403_with_a_reason_never_a_dropped_connection(
+    uploads: _Uploads, tamper, code: str, method: str
+) -> None:
+    store = uploads.store
+    store.put("retrieve/body", b"payload")
+    if method == "PUT":
+        url = store.presign_put("incoming/x", expires=60, content_type="application/dicom")
+    else:
+        url = store.presign_get("retrieve/body", expires=60, content_type="application/dicom")
+    reply = requests.request(
+        method, tamper(url), data=b"abc" if method == "PUT" else None, timeout=5
+    )
+    assert reply.status_code == 403
+    if method != "HEAD":
+        assert reply.json()["code"] == code
+        assert reply.json()["message"]
+    assert not (uploads.server.root / "incoming" / "x").exists()
+
+
+def test_an_expired_url_is_a_403_access_denied(uploads: _Uploads) -> None:
+    uploads.store.put("retrieve/body", b"payload")
+    url = uploads.store.presign_get("retrieve/body", expires=-1, content_type="x")
+    reply = requests.get(url, timeout=5)
+    assert (reply.status_code, reply.json()["code"]) == (403, "AccessDenied")
+    assert "expired" in reply.json()["message"]
