@@ -5,6 +5,11 @@ once, when it is created. A key is 32 random bytes (256 bits), so an unsalted SH
 is not open to guessing. Every check compares the presented key's digest with *every*
 active digest using ``hmac.compare_digest`` so the time taken does not depend on which key,
 or how much of it, matched.
+
+:class:`KeyRingCache` is the authorizer's copy of the key list: re-read after its TTL, and
+at once when a presented key is not in it, at most once a second per process
+(:data:`REFRESH_INTERVAL`), so a key is usable a second after it is stored and a flood of
+wrong keys reads the secret no more than once a second.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import hmac
 import json
 import math
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -115,8 +123,9 @@ def deidentified_view(scopes: tuple[str, ...]) -> bool:
 
 
 def digest(key: str) -> str:
-    """Return the hex SHA-256 digest of a key."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+    """Return the hex SHA-256 digest of a key (any string: lone surrogates are hashed as they
+    come, never an error)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def generate(label: str = "", scopes: tuple[str, ...] = LEGACY_SCOPES) -> tuple[str, KeyEntry]:
@@ -145,7 +154,7 @@ def token_from_header(value: str | None) -> str | None:
     The seed sends the raw key; ``Bearer <key>`` and ``ApiKey <key>`` are accepted too
     because browser viewers can only be configured to send a scheme-prefixed token.
     """
-    if not value:
+    if not value or not isinstance(value, str):
         return None
     token = value.strip()
     scheme, _, rest = token.partition(" ")
@@ -168,6 +177,86 @@ class KeyRing:
             if hmac.compare_digest(candidate, entry.sha256.encode("ascii")):
                 found = entry
         return found
+
+
+#: Seconds between two re-reads of the key list for keys not found in it (per process).
+REFRESH_INTERVAL = 1.0
+
+
+class RefreshLimit:
+    """At most one re-read of the key list per ``interval`` seconds.
+
+    One instance (:data:`REFRESHES`) is shared by every :class:`KeyRingCache` of a process, so
+    presenting many unknown keys at once costs one read of the secret a second.
+    """
+
+    def __init__(self, interval: float = REFRESH_INTERVAL) -> None:
+        self.interval = interval
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def note(self, now: float) -> None:
+        """A read happened at ``now`` (monotonic seconds)."""
+        with self._lock:
+            self._last = now
+
+    def take(self, now: float) -> bool:
+        """Claim a re-read at ``now`` if the last one is at least ``interval`` seconds old."""
+        with self._lock:
+            if self._last is not None and now - self._last < self.interval:
+                return False
+            self._last = now
+            return True
+
+
+REFRESHES = RefreshLimit()
+
+
+class KeyRingCache:
+    """The active keys, read through ``load``; read again once ``ttl`` seconds old, and, when a
+    presented key is not among them, at once unless the process read them less than
+    ``limit.interval`` seconds ago.
+
+    A key stored at time T therefore matches from T + ``limit.interval`` on; a revoked key
+    keeps matching until the copy holding it is ``ttl`` seconds old.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], list[KeyEntry]],
+        ttl: float,
+        limit: RefreshLimit | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._load = load
+        self._ttl = ttl
+        self._limit = limit or REFRESHES
+        self._clock = clock or time.monotonic
+        self._ring: KeyRing | None = None
+        self._read_at = 0.0
+        self._lock = threading.Lock()
+
+    def match(self, presented: str) -> KeyEntry | None:
+        """The entry whose key was presented, or None (see the class for when it re-reads)."""
+        with self._lock:
+            now = self._clock()
+            if self._ring is None or now - self._read_at >= self._ttl:
+                self._read(now)
+            found = self._current().match(presented)
+            if found is None and self._limit.take(now):
+                self._read(now)
+                found = self._current().match(presented)
+            return found
+
+    def _read(self, now: float) -> None:
+        self._ring = KeyRing(self._load())
+        self._read_at = now
+        self._limit.note(now)
+
+    def _current(self) -> KeyRing:
+        if self._ring is None:
+            raise RuntimeError("the key list was never read")
+        return self._ring
 
 
 def parse_secret(text: str) -> list[KeyEntry]:

@@ -4,6 +4,10 @@ Imports nothing heavy (no pydicom, numpy, PIL, Powertools): it runs before every
 request. Missing or wrong keys raise ``Exception("Unauthorized")``, which API Gateway turns
 into a 401 (its gateway response adds the JSON body and CORS headers).
 
+The key list is cached per container for ``KEY_CACHE_TTL`` seconds; a key not in the cached
+list makes it re-read first, at most once a second per process (``keys.KeyRingCache``), so
+a key created a second ago is never refused.
+
 The answer names the key's usage identifier (``usageIdentifierKey``): the API's key source
 is AUTHORIZER, so API Gateway meters the request against that API key's usage plan (rate,
 burst, daily quota) and answers 429 itself past a limit. Keys stored before per-key limits
@@ -20,6 +24,18 @@ from shared import config, keys, wiring
 
 logger = logging.getLogger("authorizer")
 logger.setLevel(logging.INFO)
+
+_rings: dict[config.Settings, keys.KeyRingCache] = {}
+
+
+def _key_ring() -> keys.KeyRingCache:
+    """This container's cached key list, for the current settings."""
+    settings = config.settings()
+    ring = _rings.get(settings)
+    if ring is None:
+        ring = keys.KeyRingCache(lambda: wiring.key_store().load(), settings.key_cache_ttl)
+        _rings[settings] = ring
+    return ring
 
 
 #: The routes each scope opens (method, path under the stage); functions check again.
@@ -57,7 +73,7 @@ def _resource_arns(method_arn: str, scopes: tuple[str, ...]) -> list[str]:
 def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     """Return an Allow policy for a valid key; raise Unauthorized otherwise."""
     token = keys.token_from_header(event.get("authorizationToken"))
-    entry = wiring.key_ring().match(token) if token else None
+    entry = _key_ring().match(token) if token else None
     if entry is None:
         logger.info("authorization refused: %s", "missing key" if not token else "unknown key")
         raise Exception("Unauthorized")

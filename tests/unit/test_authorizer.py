@@ -26,7 +26,16 @@ class FakeStore:
 
 
 @pytest.fixture
-def authorizer(monkeypatch: pytest.MonkeyPatch):
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Monotonic time as the key cache sees it; a fresh process-wide refresh limit."""
+    now = [1000.0]
+    monkeypatch.setattr(keys.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(keys, "REFRESHES", keys.RefreshLimit())
+    return now
+
+
+@pytest.fixture
+def authorizer(monkeypatch: pytest.MonkeyPatch, clock: list[float]):
     module = load("authorizer")
     store = FakeStore()
     wiring.override()
@@ -36,7 +45,7 @@ def authorizer(monkeypatch: pytest.MonkeyPatch):
     wiring.override()
 
 
-def event(token: str | None) -> dict[str, object]:
+def event(token: object) -> dict[str, object]:
     return {"type": "TOKEN", "authorizationToken": token, "methodArn": ARN}
 
 
@@ -70,20 +79,83 @@ def test_missing_or_wrong_key_raises_unauthorized(authorizer, token: str | None)
         module.lambda_handler(event(token), None)
 
 
-def test_revoked_key_stops_working_after_the_cache_ttl(authorizer, monkeypatch) -> None:
+def test_revoked_key_stops_working_after_the_cache_ttl(authorizer, clock) -> None:
     module, store = authorizer
     key, entry = keys.generate()
     store.entries.append(entry)
-    clock = [1000.0]
-    monkeypatch.setattr(wiring.time, "monotonic", lambda: clock[0])
     module.lambda_handler(event(key), None)
     store.entries.clear()  # revoked
-    module.lambda_handler(event(key), None)  # still cached
+    clock[0] += 59
+    module.lambda_handler(event(key), None)  # still in the cached key list
     assert store.loads == 1
-    clock[0] += 61
+    clock[0] += 2
     with pytest.raises(Exception, match="Unauthorized"):
         module.lambda_handler(event(key), None)
     assert store.loads == 2
+
+
+def test_a_key_created_after_the_list_was_cached_is_allowed_at_once(authorizer, clock) -> None:
+    module, store = authorizer
+    old_key, old = keys.generate("old")
+    store.entries.append(old)
+    module.lambda_handler(event(old_key), None)  # the key list is now cached for 60 s
+    clock[0] += 5
+    new_key, new = keys.generate("new")
+    store.entries.append(new)  # tools/apikeys.py create
+    assert module.lambda_handler(event(new_key), None)["principalId"] == f"apikey:{new.id}"
+    assert store.loads == 2
+
+
+def test_a_key_stored_within_a_second_of_the_last_read_is_allowed_a_second_later(
+    authorizer, clock
+) -> None:
+    module, store = authorizer
+    with pytest.raises(Exception, match="Unauthorized"):
+        module.lambda_handler(event("o3k_not-yet-stored-key-0123"), None)  # reads the list
+    key, entry = keys.generate()
+    store.entries.append(entry)
+    clock[0] += 0.5
+    with pytest.raises(Exception, match="Unauthorized"):
+        module.lambda_handler(event(key), None)  # read half a second ago: not again
+    assert store.loads == 1
+    clock[0] += 0.5
+    assert module.lambda_handler(event(key), None)["principalId"] == f"apikey:{entry.id}"
+    assert store.loads == 2
+
+
+def test_a_flood_of_unknown_keys_reads_the_list_at_most_once_a_second(authorizer, clock) -> None:
+    module, store = authorizer
+    store.entries.append(keys.generate()[1])
+    for step in range(200):  # 200 wrong keys over 10 seconds
+        clock[0] += 0.05
+        with pytest.raises(Exception, match=r"^Unauthorized$"):
+            module.lambda_handler(event(f"o3k_wrong-key-number-{step:04d}"), None)
+    assert store.loads <= 11
+
+
+def test_the_refresh_limit_is_shared_by_the_containers_of_a_process(authorizer, clock) -> None:
+    module, store = authorizer
+    other = load("authorizer")  # a second container: its own module, the same process
+    store.entries.append(keys.generate()[1])
+    for container in (module, other):
+        with pytest.raises(Exception, match="Unauthorized"):
+            container.lambda_handler(event("o3k_wrong-key-0123456789"), None)
+    clock[0] += 0.5
+    for container in (module, other):
+        with pytest.raises(Exception, match="Unauthorized"):
+            container.lambda_handler(event("o3k_other-wrong-key-0123"), None)
+    assert store.loads == 2  # each container's first read; no refresh within the second
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["\ud800broken-surrogate-key", "ключ-не-из-кольца-0123", "x" * 1_000_000, "Bearer \x00\x01", 7],
+)
+def test_odd_tokens_are_refused_not_crashed_on(authorizer, token: object) -> None:
+    module, store = authorizer
+    store.entries.append(keys.generate()[1])
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        module.lambda_handler(event(token), None)
 
 
 def test_authorizer_imports_nothing_heavy() -> None:

@@ -115,3 +115,95 @@ def test_usage_keys_are_random_and_valid_api_gateway_key_values() -> None:
     first, second = keys.new_usage_key(), keys.new_usage_key()
     assert first != second
     assert 20 <= len(first) <= 128 and first.startswith(keys.USAGE_KEY_PREFIX)
+
+
+# ---------------------------------------------------------------- the authorizer's key cache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Store:
+    def __init__(self) -> None:
+        self.entries: list[keys.KeyEntry] = []
+        self.loads = 0
+
+    def load(self) -> list[keys.KeyEntry]:
+        self.loads += 1
+        return list(self.entries)
+
+
+def cache(store: Store, clock: Clock, ttl: float = 60, limit: keys.RefreshLimit | None = None):
+    return keys.KeyRingCache(store.load, ttl, limit or keys.RefreshLimit(), clock)
+
+
+def test_a_known_key_is_matched_from_the_cached_list_until_its_ttl() -> None:
+    store, clock = Store(), Clock()
+    key, entry = keys.generate()
+    store.entries.append(entry)
+    ring = cache(store, clock)
+    assert ring.match(key) == entry
+    clock.now += 59.9
+    assert ring.match(key) == entry
+    assert store.loads == 1
+    clock.now += 0.1
+    assert ring.match(key) == entry
+    assert store.loads == 2
+
+
+def test_an_unknown_key_rereads_the_list_once_a_second_at_most() -> None:
+    store, clock = Store(), Clock()
+    ring = cache(store, clock)
+    assert ring.match("o3k_unknown-key-000000") is None
+    assert store.loads == 1  # the first read, no second one at the same instant
+    key, entry = keys.generate()
+    store.entries.append(entry)
+    clock.now += 0.999
+    assert ring.match(key) is None
+    assert store.loads == 1
+    clock.now += 0.001
+    assert ring.match(key) == entry
+    assert store.loads == 2
+    assert ring.match(key) == entry  # now in the cached list
+    assert store.loads == 2
+
+
+def test_with_no_ttl_every_check_reads_once() -> None:
+    store, clock = Store(), Clock()
+    ring = cache(store, clock, ttl=0)
+    for _ in range(3):
+        assert ring.match("o3k_unknown-key-000000") is None
+    assert store.loads == 3
+
+
+def test_one_refresh_limit_serves_every_cache_of_a_process() -> None:
+    store, clock = Store(), Clock()
+    limit = keys.RefreshLimit()
+    first, second = cache(store, clock, limit=limit), cache(store, clock, limit=limit)
+    first.match("o3k_unknown-key-000000")
+    clock.now += 2
+    first.match("o3k_unknown-key-000001")  # a refresh
+    second.match("o3k_unknown-key-000002")  # its first read, noted by the limit
+    clock.now += 0.5
+    first.match("o3k_unknown-key-000003")
+    second.match("o3k_unknown-key-000004")
+    assert store.loads == 3
+
+
+def test_a_failing_read_is_not_hidden() -> None:
+    def broken() -> list[keys.KeyEntry]:
+        raise OSError("secret unreachable")
+
+    ring = keys.KeyRingCache(broken, 60, keys.RefreshLimit(), Clock())
+    with pytest.raises(OSError, match="unreachable"):
+        ring.match("o3k_any-key-0000000000")
+
+
+@pytest.mark.parametrize("value", ["\ud800\udfff-lone-surrogates", "ключ", "x" * 100_000, ""])
+def test_any_string_has_a_digest(value: str) -> None:
+    assert len(keys.digest(value)) == 64
