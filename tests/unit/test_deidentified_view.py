@@ -349,6 +349,7 @@ _PARAM_NAMES = [
     "anonymize", "00100010", "00100020", "contentType", "transferSyntax", "rows", "columns",
     "frameNumber", "windowCenter", "windowWidth", "viewport", "quality", "window",
     "ModalitiesInStudy", "SOPClassUID", "RequestAttributesSequence.ScheduledProcedureStepID",
+    "Manufacturer", "BodyPartExamined", "ManufacturerModelName",
 ]  # fmt: skip
 _ACCEPTS = [
     *[None] * 8,  # the sample event's, which suits its route
@@ -416,12 +417,14 @@ def test_no_request_of_a_deidentified_key_reaches_an_identity(archive: Archive, 
     response = call(function, resource, path, params, accept=accept)
     status = response["statusCode"]
     assert status != 500, (resource, path, params, response.get("body"))
-    haystack = body_of(response) + b"\n" + _headers_text(response)
-    # An error message may quote what the request said: the client's own words, not data.
-    sent = [*path.values(), *(v for values in params.values() for v in values)]
-    for text in sorted(sent, key=len, reverse=True):
-        if text:
-            haystack = haystack.replace(text.encode(), b"")
+    body = body_of(response)
+    if status >= 400:
+        # An error message may quote what the request said: the client's own words, not data.
+        sent = [*path.values(), *(v for values in params.values() for v in values)]
+        for text in sorted(sent, key=len, reverse=True):
+            if text:
+                body = body.replace(text.encode(), b"")
+    haystack = body + b"\n" + _headers_text(response)
     for needle in archive.forbidden:
         assert needle not in haystack, (resource, path, params, status, needle)
     if original and 200 <= status < 300:
