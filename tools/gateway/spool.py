@@ -4,13 +4,19 @@
 Layout under the spool root::
 
     incoming/              being written; never acknowledged, removed on start
-    ready/<calling AE>/    acknowledged, waiting to be forwarded (AE percent-encoded)
+    ready/ae=<calling AE>/ acknowledged, waiting to be forwarded
     failed/                refused by the archive: the file and <name>.json with the reason
+
+A folder of ``ready/`` is ``ae=`` and the calling AE title with every character other than
+letters, digits, ``_`` and ``-`` percent-encoded (``ae=CT_1``, ``ae=CT%201``, ``ae=%2E%2E``):
+no title can name a folder outside ``ready/``. Folders of earlier versions (the title
+percent-encoded without the prefix) are still found and forwarded.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -18,6 +24,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
+
+PREFIX = "ae="  # never produced by the earlier naming, which percent-encoded "="
+log = logging.getLogger("dicomweb-gateway")
+
+
+def folder_name(calling_aet: str) -> str:
+    """The ``ready/`` folder of a calling AE title: a single path segment, never ``.``/``..``."""
+    return PREFIX + quote(calling_aet, safe="").replace(".", "%2E").replace("~", "%7E")
+
+
+def title_of(folder: str) -> str:
+    """The calling AE title a ``ready/`` folder holds (either naming)."""
+    return unquote(folder.removeprefix(PREFIX))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -42,9 +61,17 @@ class Spool:
 
     def recover(self) -> int:
         """Remove half-written files left by a crash (their sender never got a success, so it
-        sends them again); return how many acknowledged files wait to be forwarded."""
+        sends them again); set aside, with a reason, files an earlier version spooled outside
+        any AE folder; return how many acknowledged files wait to be forwarded."""
         for leftover in self.incoming.iterdir():
             leftover.unlink(missing_ok=True)
+        strays = [(p, ".") for p in self.ready.glob("*.dcm")]
+        strays += [(p, "..") for p in self.root.glob("*.dcm")]
+        for path, title in strays:
+            if path.is_file():
+                self.fail(path, {"source": path.name, "reason": _STRAY.format(title=title)})
+        if strays:
+            log.warning("%d files spooled outside any AE folder moved to failed/", len(strays))
         return sum(len(paths) for paths in self.pending().values())
 
     def put(self, calling_aet: str, data: bytes) -> Path:
@@ -71,7 +98,7 @@ class Spool:
         return self.incoming / f"{time.time_ns():020d}-{uuid.uuid4().hex}.dcm"
 
     def _ready(self, calling_aet: str, temporary: Path) -> Path:
-        folder = self.ready / quote(calling_aet.strip() or "UNKNOWN", safe="")
+        folder = self.ready / folder_name(calling_aet.strip() or "UNKNOWN")
         if not folder.exists():
             folder.mkdir(exist_ok=True)
             _fsync_dir(self.ready)
@@ -81,14 +108,18 @@ class Spool:
         return target
 
     def pending(self) -> dict[str, list[Path]]:
-        """Acknowledged files by calling AE, oldest first."""
+        """Acknowledged files by calling AE, oldest first; a folder that cannot be listed is
+        logged and left for the next pass."""
         found: dict[str, list[Path]] = {}
         for folder in sorted(self.ready.iterdir()):
-            if folder.is_dir():
-                files = sorted(p for p in folder.iterdir() if p.suffix == ".dcm")
-                if files:
-                    found[unquote(folder.name)] = files
-        return found
+            try:
+                if folder.is_dir():
+                    files = [p for p in folder.iterdir() if p.suffix == ".dcm"]
+                    if files:
+                        found.setdefault(title_of(folder.name), []).extend(files)
+            except OSError as exc:
+                log.error("cannot list the spool folder %s: %s", folder.name, exc.strerror)
+        return {title: sorted(files, key=lambda p: p.name) for title, files in found.items()}
 
     def done(self, path: Path) -> None:
         """The archive has it: forget it."""
@@ -99,3 +130,9 @@ class Spool:
         target = self.failed / path.name
         (self.failed / f"{path.name}.json").write_text(json.dumps(reason, indent=2) + "\n")
         path.rename(target)
+
+
+_STRAY = (
+    "spooled by an earlier version of the gateway for the calling AE title '{title}', outside "
+    "any AE folder, and never forwarded: send it with dicomweb-import"
+)
