@@ -101,20 +101,28 @@ class UploadStore(ObjectStore, Protocol):
     """What the upload path needs beyond serving objects: presigned writes, multipart
     uploads, server-side copies, listing, and a local file to read a large object from."""
 
-    def presign_put(self, key: str, *, expires: int, content_type: str) -> str:
-        """A short-lived URL to PUT one object under key."""
+    def presign_put(self, key: str, *, expires: int, content_type: str, size: int) -> str:
+        """A short-lived URL to PUT one object of exactly ``size`` bytes under key (a PUT of
+        another length is refused: 403)."""
 
     def start_multipart(self, key: str, content_type: str) -> str:
         """Begin a multipart upload of key; its upload id."""
 
-    def presign_part(self, key: str, upload_id: str, part_number: int, *, expires: int) -> str:
-        """A short-lived URL to PUT one part of a multipart upload."""
+    def presign_part(
+        self, key: str, upload_id: str, part_number: int, *, expires: int, size: int
+    ) -> str:
+        """A short-lived URL to PUT one part of a multipart upload, of exactly ``size``
+        bytes (another length is refused: 403)."""
 
-    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
-        """Assemble the parts, given as (part number, ETag) in ascending order.
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]], size: int
+    ) -> None:
+        """Assemble the parts, given as (part number, ETag) in ascending order, into an
+        object of ``size`` bytes.
 
         Raises ``ValueError`` when the parts do not form the upload (unknown upload, a
-        missing part or an ETag that does not match)."""
+        missing part, an ETag that does not match, or parts that do not add up to
+        ``size``); nothing is assembled then."""
 
     def read(self, key: str) -> bytes | None:
         """A small object whole, or None when there is none."""

@@ -143,11 +143,17 @@ class FileBlobStore:
 
     # ------------------------------------------------------------ uploads
 
-    def presign_put(self, key: str, *, expires: int, content_type: str) -> str:
-        """A time-limited URL of the local server that accepts one PUT of the object."""
+    def presign_put(self, key: str, *, expires: int, content_type: str, size: int) -> str:
+        """A time-limited URL of the local server that accepts one PUT of the object, of
+        exactly ``size`` bytes (the server refuses another length, as S3 does)."""
         self.path(key)  # refuse a bad key now, not at the PUT
         return self._url_signer().url(
-            key, expires=expires, content_type=content_type, filename=None, method="PUT"
+            key,
+            expires=expires,
+            content_type=content_type,
+            filename=None,
+            method="PUT",
+            length=size,
         )
 
     def start_multipart(self, key: str, content_type: str) -> str:
@@ -162,8 +168,10 @@ class FileBlobStore:
             raise StorageUnavailable("object storage is unavailable, retry later") from exc
         return upload_id
 
-    def presign_part(self, key: str, upload_id: str, part_number: int, *, expires: int) -> str:
-        """A time-limited URL that accepts one PUT of a part."""
+    def presign_part(
+        self, key: str, upload_id: str, part_number: int, *, expires: int, size: int
+    ) -> str:
+        """A time-limited URL that accepts one PUT of a part of exactly ``size`` bytes."""
         return self._url_signer().url(
             key,
             expires=expires,
@@ -171,6 +179,7 @@ class FileBlobStore:
             filename=None,
             method="PUT",
             part=(upload_id, part_number),
+            length=size,
         )
 
     def _parts_dir(self, upload_id: str) -> Path:
@@ -211,8 +220,11 @@ class FileBlobStore:
         """Store ``length`` bytes read from ``body`` (a presigned PUT), durably."""
         self._write(key, _read_exactly(body, length), durable=True)
 
-    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
-        """Concatenate the parts into the object (atomic and durable), then drop them."""
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]], size: int
+    ) -> None:
+        """Concatenate the parts, which must add up to ``size`` bytes, into the object
+        (atomic and durable), then drop them."""
         directory = self._parts_dir(upload_id)
         try:
             recorded = json.loads((directory / "key").read_text(encoding="utf-8"))["key"]
@@ -228,6 +240,9 @@ class FileBlobStore:
                 raise ValueError(f"part {number} was not uploaded") from exc
             if stored.strip('"') != etag.strip('"'):
                 raise ValueError(f"part {number} has another ETag")
+        total = sum((directory / f"{number:05d}").stat().st_size for number, _ in parts)
+        if total != size:
+            raise ValueError(f"the parts hold {total:,} bytes; the upload declared {size:,}")
 
         def chunks() -> Iterator[bytes]:
             for number, _ in parts:

@@ -150,11 +150,17 @@ class S3BlobStore:
 
     # ------------------------------------------------------------ uploads
 
-    def presign_put(self, key: str, *, expires: int, content_type: str) -> str:
-        """A SigV4 URL to PUT one object (up to S3's 5 GB for a single PUT)."""
+    def presign_put(self, key: str, *, expires: int, content_type: str, size: int) -> str:
+        """A SigV4 URL to PUT one object of exactly ``size`` bytes (the ``content-length``
+        header is signed: S3 answers another length 403 SignatureDoesNotMatch)."""
         url: str = self._client.generate_presigned_url(
             "put_object",
-            Params={"Bucket": self._bucket, "Key": key, "ContentType": content_type},
+            Params={
+                "Bucket": self._bucket,
+                "Key": key,
+                "ContentType": content_type,
+                "ContentLength": size,
+            },
             ExpiresIn=expires,
         )
         return url
@@ -170,8 +176,10 @@ class S3BlobStore:
         upload_id: str = reply["UploadId"]
         return upload_id
 
-    def presign_part(self, key: str, upload_id: str, part_number: int, *, expires: int) -> str:
-        """A SigV4 URL for UploadPart."""
+    def presign_part(
+        self, key: str, upload_id: str, part_number: int, *, expires: int, size: int
+    ) -> str:
+        """A SigV4 URL for UploadPart of exactly ``size`` bytes (``content-length`` signed)."""
         url: str = self._client.generate_presigned_url(
             "upload_part",
             Params={
@@ -179,14 +187,25 @@ class S3BlobStore:
                 "Key": key,
                 "UploadId": upload_id,
                 "PartNumber": part_number,
+                "ContentLength": size,
             },
             ExpiresIn=expires,
         )
         return url
 
-    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
-        """CompleteMultipartUpload; S3 checks every part's ETag."""
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]], size: int
+    ) -> None:
+        """CompleteMultipartUpload of parts that add up to ``size`` bytes (ListParts says how
+        large each is); S3 checks every part's ETag."""
         try:
+            sizes = self._part_sizes(key, upload_id)
+            listed = [sizes.get(number) for number, _ in parts]
+            if None in listed:
+                raise ValueError("the parts do not complete the upload (a part is missing)")
+            total = sum(n for n in listed if n is not None)
+            if total != size:
+                raise ValueError(f"the parts hold {total:,} bytes; the upload declared {size:,}")
             self._client.complete_multipart_upload(
                 Bucket=self._bucket,
                 Key=key,
@@ -200,6 +219,15 @@ class S3BlobStore:
             raise StorageUnavailable("object storage is unavailable, retry later") from exc
         except BotoCoreError as exc:
             raise StorageUnavailable("object storage is unavailable, retry later") from exc
+
+    def _part_sizes(self, key: str, upload_id: str) -> dict[int, int]:
+        """ListParts: part number -> bytes, for every part uploaded so far."""
+        sizes: dict[int, int] = {}
+        paginator = self._client.get_paginator("list_parts")
+        for page in paginator.paginate(Bucket=self._bucket, Key=key, UploadId=upload_id):
+            for part in page.get("Parts", []):
+                sizes[int(part["PartNumber"])] = int(part["Size"])
+        return sizes
 
     def read(self, key: str) -> bytes | None:
         """A small object, or None when there is none."""

@@ -64,6 +64,9 @@ SWEEP_AGE_S = 15 * 60
 #: The AE title recorded for objects dropped under incoming/ by other tools.
 DROP_AET = "S3-INGEST"
 _MAX_LISTING = 1000
+#: S3's most parts of a multipart upload, and a bound on an ETag's length.
+_MAX_PARTS = 10_000
+_MAX_ETAG = 1024
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,7 @@ class UploadRequest:
     @classmethod
     def from_json(cls, body: bytes, calling_aet: str) -> UploadRequest:
         """Parse ``{"size": n, "sha256"?: hex, "studyInstanceUID"?: uid}`` (400 if bad)."""
-        try:
-            document = json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest('the body must be JSON: {"size": <bytes>}') from exc
+        document = _json(body, 'the body must be JSON: {"size": <bytes>}')
         if not isinstance(document, dict):
             raise BadRequest('the body must be a JSON object: {"size": <bytes>}')
         size = document.get("size")
@@ -98,6 +98,15 @@ class UploadRequest:
         return cls(size=size, calling_aet=calling_aet, sha256=sha256, study_uid=study)
 
 
+def _json(body: bytes, shape: str) -> Any:
+    """A request body's JSON document; 400 naming the expected ``shape`` when it is not
+    JSON (nesting too deep for the parser included)."""
+    try:
+        return json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadRequest(shape) from exc
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -110,6 +119,13 @@ def _upload_id(text: str) -> str:
     if not (16 <= len(text) <= 64 and text.isalnum() and text.isascii()):
         raise NotFound("no such upload")
     return text
+
+
+def part_sizes(size: int) -> list[int]:
+    """The sizes of a multipart upload's parts: :data:`PART_SIZE` each, the last one the
+    remainder."""
+    count = -(-size // PART_SIZE)
+    return [PART_SIZE] * (count - 1) + [size - (count - 1) * PART_SIZE]
 
 
 def create_upload(
@@ -141,7 +157,9 @@ def create_upload(
         "expiresAt": record["expiresAt"],
     }
     if request.size <= SINGLE_PUT_LIMIT:
-        url = store.presign_put(key, expires=UPLOAD_URL_TTL, content_type="application/dicom")
+        url = store.presign_put(
+            key, expires=UPLOAD_URL_TTL, content_type="application/dicom", size=request.size
+        )
         answer["upload"] = {
             "method": "PUT",
             "url": url,
@@ -150,15 +168,16 @@ def create_upload(
     else:
         multipart = store.start_multipart(key, "application/dicom")
         record["multipartUploadId"] = multipart
-        count = -(-request.size // PART_SIZE)
         answer["multipart"] = {
             "partSize": PART_SIZE,
             "parts": [
                 {
                     "partNumber": n,
-                    "url": store.presign_part(key, multipart, n, expires=UPLOAD_URL_TTL),
+                    "url": store.presign_part(
+                        key, multipart, n, expires=UPLOAD_URL_TTL, size=part_size
+                    ),
                 }
-                for n in range(1, count + 1)
+                for n, part_size in enumerate(part_sizes(request.size), start=1)
             ],
             "completeUrl": f"{upload_root}/{upload_id}/complete",
         }
@@ -173,20 +192,38 @@ def complete_upload(upload_id: str, body: bytes, *, store: UploadStore) -> dict[
     multipart = record.get("multipartUploadId")
     if not multipart:
         raise BadRequest("this upload is a single PUT: there is nothing to complete")
+    parts = _parts(body)
+    expected = len(part_sizes(int(record["size"])))
+    if [number for number, _ in parts] != list(range(1, expected + 1)):
+        raise BadRequest(f"parts must list each of the upload's parts 1 to {expected} once")
     try:
-        document = json.loads(body or b"null")
-        parts = [(int(p["partNumber"]), str(p["etag"])) for p in document["parts"]]
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
-        raise BadRequest('the body must be {"parts": [{"partNumber": n, "etag": "..."}]}') from exc
-    if not parts or len(parts) > 10_000:
-        raise BadRequest("parts must list from 1 to 10,000 parts")
-    try:
-        store.complete_multipart(str(record["key"]), str(multipart), sorted(parts))
+        store.complete_multipart(
+            str(record["key"]), str(multipart), parts, size=int(record["size"])
+        )
     except ValueError as exc:
         if store.stat(str(record["key"])) is None and _result_of(upload_id, store) is None:
             raise BadRequest(str(exc)) from exc
         # Completed before (a retried request): the object or its result is there.
     return {"uploadId": upload_id, "status": "pending", "statusUrl": ""}
+
+
+def _parts(body: bytes) -> list[tuple[int, str]]:
+    """(part number, ETag) of a complete request's body, by part number (400 if bad)."""
+    shape = 'the body must be {"parts": [{"partNumber": n, "etag": "..."}]}'
+    document = _json(body, shape)
+    listed = document.get("parts") if isinstance(document, dict) else None
+    if not isinstance(listed, list) or not 1 <= len(listed) <= _MAX_PARTS:
+        raise BadRequest(f"{shape}, from 1 to {_MAX_PARTS:,} parts")
+    parts = []
+    for part in listed:
+        number = part.get("partNumber") if isinstance(part, dict) else None
+        etag = part.get("etag") if isinstance(part, dict) else None
+        if not isinstance(number, int) or isinstance(number, bool) or not isinstance(etag, str):
+            raise BadRequest(shape)
+        if not etag or len(etag) > _MAX_ETAG or not etag.isascii() or not etag.isprintable():
+            raise BadRequest("an etag must be the ETag header its part's PUT answered")
+        parts.append((number, etag))
+    return sorted(parts)
 
 
 def _record_of(upload_id: str, store: UploadStore) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -111,30 +112,87 @@ def test_a_large_upload_is_multipart_with_a_url_per_part(store: FileBlobStore) -
     assert multipart["completeUrl"] == f"{ROOT}/{answer['uploadId']}/complete"
 
 
-def test_multipart_parts_are_assembled_in_order(store: FileBlobStore) -> None:
-    size = ingest.SINGLE_PUT_LIMIT + 10
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multipart from 9 bytes on, in parts of 6 bytes (the service's rule, at a test's scale)."""
+    monkeypatch.setattr(ingest, "SINGLE_PUT_LIMIT", 8)
+    monkeypatch.setattr(ingest, "PART_SIZE", 6)
+
+
+def _multipart(store: FileBlobStore, size: int) -> tuple[str, str, str]:
+    """(upload id, key, multipart upload id) of a new multipart upload of ``size`` bytes."""
     answer = ingest.create_upload(
         ingest.UploadRequest(size=size, calling_aet="A"), store=store, upload_root=ROOT
     )
-    upload_id = answer["uploadId"]
-    record = json.loads(store.read(f"uploads/{upload_id}.json") or b"")
-    key, multipart = record["key"], record["multipartUploadId"]
+    record = json.loads(store.read(f"uploads/{answer['uploadId']}.json") or b"")
+    return str(answer["uploadId"]), record["key"], record["multipartUploadId"]
+
+
+def _complete_body(tags: list[tuple[int, str]]) -> bytes:
+    return json.dumps({"parts": [{"partNumber": n, "etag": e} for n, e in tags]}).encode()
+
+
+def test_multipart_parts_are_assembled_in_order(store: FileBlobStore, small_parts) -> None:
+    upload_id, key, multipart = _multipart(store, 11)
     tags = [
         (n, store.write_part(key, multipart, n, io.BytesIO(chunk), len(chunk)))
         for n, chunk in ((2, b"world"), (1, b"hello "))
     ]
-    body = json.dumps({"parts": [{"partNumber": n, "etag": e} for n, e in tags]}).encode()
+    body = _complete_body(tags)
     assert ingest.complete_upload(upload_id, body, store=store)["status"] == "pending"
     assert store.read(key) == b"hello world"
     # A retried complete is harmless; a wrong ETag for a new upload is a 400.
     ingest.complete_upload(upload_id, body, store=store)
-    other = ingest.create_upload(
-        ingest.UploadRequest(size=size, calling_aet="A"), store=store, upload_root=ROOT
-    )
+    other, _, _ = _multipart(store, 11)
     with pytest.raises(BadRequest):
         ingest.complete_upload(
-            other["uploadId"], b'{"parts": [{"partNumber": 1, "etag": "x"}]}', store=store
+            other,
+            b'{"parts": [{"partNumber": 1, "etag": "x"}, {"partNumber": 2, "etag": "y"}]}',
+            store=store,
         )
+
+
+def test_part_urls_are_signed_for_each_part_s_size(store: FileBlobStore, small_parts) -> None:
+    answer = ingest.create_upload(
+        ingest.UploadRequest(size=20, calling_aet="A"), store=store, upload_root=ROOT
+    )
+    lengths = [
+        dict(parse_qsl(urlsplit(part["url"]).query))["length"]
+        for part in answer["multipart"]["parts"]
+    ]
+    assert lengths == ["6", "6", "6", "2"]
+    single = ingest.create_upload(
+        ingest.UploadRequest(size=7, calling_aet="A"), store=store, upload_root=ROOT
+    )
+    assert dict(parse_qsl(urlsplit(single["upload"]["url"]).query))["length"] == "7"
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        ((1, b"hello "), (2, b"world!")),  # a last part longer than the upload's remainder
+        ((1, b"hell"), (2, b"world")),  # a short first part
+    ],
+    ids=["longer", "shorter"],
+)
+def test_parts_that_do_not_add_up_to_the_declared_size_are_refused_at_complete(
+    store: FileBlobStore, small_parts, chunks
+) -> None:
+    upload_id, key, multipart = _multipart(store, 11)
+    tags = [(n, store.write_part(key, multipart, n, io.BytesIO(c), len(c))) for n, c in chunks]
+    with pytest.raises(BadRequest, match="declared 11"):
+        ingest.complete_upload(upload_id, _complete_body(tags), store=store)
+    assert store.stat(key) is None  # nothing assembled, nothing ingested
+
+
+@pytest.mark.parametrize("numbers", [[1], [2], [1, 2, 3], [0, 1], [1, 1]])
+def test_complete_must_list_every_part_once(store: FileBlobStore, small_parts, numbers) -> None:
+    upload_id, key, multipart = _multipart(store, 11)
+    for n, chunk in ((1, b"hello "), (2, b"world")):
+        store.write_part(key, multipart, n, io.BytesIO(chunk), len(chunk))
+    with pytest.raises(BadRequest):
+        ingest.complete_upload(upload_id, _complete_body([(n, "e") for n in numbers]), store=store)
+    assert store.stat(key) is None
 
 
 @pytest.mark.parametrize("upload_id", ["", "x", "../../etc", "a" * 65, "0123456789abcdef"])

@@ -134,7 +134,9 @@ def test_a_presigned_put_writes_the_object_and_announces_it(
     tmp_path: Path, uploads: _Uploads
 ) -> None:
     created, store = uploads.created, uploads.store
-    url = store.presign_put("incoming/uploads/a", expires=60, content_type="application/dicom")
+    url = store.presign_put(
+        "incoming/uploads/a", expires=60, content_type="application/dicom", size=7
+    )
     assert requests.put(url, data=b"payload", timeout=5).status_code == 200
     assert (tmp_path / "incoming" / "uploads" / "a").read_bytes() == b"payload"
     assert created == ["incoming/uploads/a"]
@@ -152,23 +154,23 @@ def test_multipart_parts_are_put_then_assembled(tmp_path: Path, uploads: _Upload
     upload = store.start_multipart("incoming/big", "application/dicom")
     etags = []
     for number, chunk in ((1, b"a" * 1000), (2, b"b" * 10)):
-        url = store.presign_part("incoming/big", upload, number, expires=60)
+        url = store.presign_part("incoming/big", upload, number, expires=60, size=len(chunk))
         reply = requests.put(url, data=chunk, timeout=5)
         assert reply.status_code == 200
         etags.append((number, reply.headers["ETag"]))
     assert not (tmp_path / "incoming" / "big").exists()  # not an object until completed
     assert list(store.listing("")) == []  # parts are not objects
-    store.complete_multipart("incoming/big", upload, etags)
+    store.complete_multipart("incoming/big", upload, etags, size=1010)
     assert (tmp_path / "incoming" / "big").read_bytes() == b"a" * 1000 + b"b" * 10
     with pytest.raises(ValueError, match="no such upload"):
-        store.complete_multipart("incoming/big", upload, etags)
+        store.complete_multipart("incoming/big", upload, etags, size=1010)
 
 
 def test_a_put_without_a_length_or_cut_short_stores_nothing(
     tmp_path: Path, uploads: _Uploads
 ) -> None:
     served, store = uploads.server, uploads.store
-    url = store.presign_put("incoming/x", expires=60, content_type="application/dicom")
+    url = store.presign_put("incoming/x", expires=60, content_type="application/dicom", size=100)
     chunked = requests.put(url, data=iter([b"abc"]), timeout=5)  # no Content-Length
     assert chunked.status_code == 411
     host, port = served.server_address[:2]
@@ -207,7 +209,7 @@ def test_a_malformed_signature_is_a_403_with_a_reason_never_a_dropped_connection
     store = uploads.store
     store.put("retrieve/body", b"payload")
     if method == "PUT":
-        url = store.presign_put("incoming/x", expires=60, content_type="application/dicom")
+        url = store.presign_put("incoming/x", expires=60, content_type="application/dicom", size=3)
     else:
         url = store.presign_get("retrieve/body", expires=60, content_type="application/dicom")
     reply = requests.request(
@@ -226,3 +228,31 @@ def test_an_expired_url_is_a_403_access_denied(uploads: _Uploads) -> None:
     reply = requests.get(url, timeout=5)
     assert (reply.status_code, reply.json()["code"]) == (403, "AccessDenied")
     assert "expired" in reply.json()["message"]
+
+
+@pytest.mark.parametrize("body", [b"", b"payloa", b"payload!", b"payload" * 1000])
+def test_a_put_of_another_length_than_signed_is_refused_and_stores_nothing(
+    tmp_path: Path, uploads: _Uploads, body: bytes
+) -> None:
+    store = uploads.store
+    url = store.presign_put("incoming/x", expires=60, content_type="application/dicom", size=7)
+    reply = requests.put(url, data=body, timeout=5)
+    assert reply.status_code == 403
+    assert reply.json()["code"] == "SignatureDoesNotMatch"
+    assert "7 bytes" in reply.json()["message"]
+    assert not (tmp_path / "incoming" / "x").exists()
+    assert uploads.created == []
+    upload = store.start_multipart("incoming/big", "application/dicom")
+    part = store.presign_part("incoming/big", upload, 1, expires=60, size=7)
+    assert requests.put(part, data=body, timeout=5).status_code == 403
+    assert requests.put(part, data=b"payload", timeout=5).status_code == 200
+    assert requests.put(url, data=b"payload", timeout=5).status_code == 200
+    assert (tmp_path / "incoming" / "x").read_bytes() == b"payload"
+
+
+def test_a_signed_length_cannot_be_changed_or_removed(uploads: _Uploads) -> None:
+    url = uploads.store.presign_put("incoming/x", expires=60, content_type="t", size=7)
+    longer = url.replace("length=7", "length=8")
+    assert requests.put(longer, data=b"payload!", timeout=5).status_code == 403
+    unbounded = url.replace("&length=7", "")
+    assert requests.put(unbounded, data=b"payload!", timeout=5).status_code == 403
