@@ -33,7 +33,16 @@ from urllib.parse import unquote
 import pybase64
 
 from local import http1, usage
-from local.template import ACCOUNT_ID, PROJECT_ROOT, REGION, Api, Function, Route, StackTemplate
+from local.template import (
+    ACCOUNT_ID,
+    PROJECT_ROOT,
+    REGION,
+    Api,
+    Authorizer,
+    Function,
+    Route,
+    StackTemplate,
+)
 
 logger = logging.getLogger("local.emulator")
 
@@ -349,10 +358,13 @@ class _AuthResult:
     context: dict[str, Any]
     expires: float
     usage_identifier: str | None = None
+    #: The authorizer raised Unauthorized: the token gets 401 until the result expires.
+    refused: bool = False
 
 
 class AuthorizerCache:
-    """Authorizer policies cached per token for ReauthorizeEvery seconds, as API Gateway does."""
+    """Authorizer answers cached per token for ReauthorizeEvery seconds, as API Gateway does:
+    policies, and refusals (``Unauthorized``) alike."""
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], _AuthResult] = {}
@@ -599,18 +611,34 @@ class Gateway:
             authorizer.validation_expression, token
         ):
             raise GatewayError("UNAUTHORIZED", "Unauthorized")
-        ttl = authorizer.reauthorize_every if self.authorizer_ttl is None else self.authorizer_ttl
-        result = self.cache.get(authorizer.name, token) if ttl > 0 else None
-        if result is None:
-            result = self._call_authorizer(authorizer.function, token, method_arn, ttl)
-            if ttl > 0:
-                self.cache.put(authorizer.name, token, result)
+        result = self._authorizer_result(authorizer, token, method_arn)
+        if result.refused:
+            raise GatewayError("UNAUTHORIZED", "Unauthorized")
         if not _policy_allows(result.policy, method_arn):
             raise GatewayError(
                 "ACCESS_DENIED", "User is not authorized to access this resource", status=403
             )
         context = {"principalId": result.principal_id, "integrationLatency": 0, **result.context}
         return context, result.usage_identifier
+
+    def _authorizer_result(
+        self, authorizer: Authorizer, token: str, method_arn: str
+    ) -> _AuthResult:
+        """The cached answer for this token, or the authorizer's (then cached, refusals too)."""
+        ttl = authorizer.reauthorize_every if self.authorizer_ttl is None else self.authorizer_ttl
+        cached = self.cache.get(authorizer.name, token) if ttl > 0 else None
+        if cached is not None:
+            return cached
+        try:
+            result = self._call_authorizer(authorizer.function, token, method_arn, ttl)
+        except GatewayError as error:
+            if ttl > 0 and error.response_type == "UNAUTHORIZED":
+                refusal = _AuthResult("", {}, {}, time.monotonic() + ttl, refused=True)
+                self.cache.put(authorizer.name, token, refusal)
+            raise
+        if ttl > 0:
+            self.cache.put(authorizer.name, token, result)
+        return result
 
     def _call_authorizer(self, function: str, token: str, method_arn: str, ttl: int) -> _AuthResult:
         event = {"type": "TOKEN", "authorizationToken": token, "methodArn": method_arn}

@@ -1,8 +1,10 @@
 """Create, list, limit and revoke DICOMweb API keys without redeploying.
 
 Keys live as SHA-256 digests in the stack's Secrets Manager secret (output ``ApiKeysSecretArn``).
-A new key is printed once; only its digest is stored. A revoked key stops working once the
-authorizer caches expire (AuthorizerCacheTtl + KeyCacheTtl seconds at most).
+A new key is printed once; only its digest is stored. It is printed a second after it is
+stored: an authorizer that read the key list just before looks a key up again only a second
+later, and API Gateway would keep a refusal for AuthorizerCacheTtl. A revoked key stops
+working once the authorizer caches expire (AuthorizerCacheTtl + KeyCacheTtl seconds at most).
 
 Per-key limits: each key gets an API Gateway API key (its value a random usage identifier,
 never the key) on the stack's default usage plan (output ``DefaultUsagePlanId``: the
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -149,6 +152,22 @@ def create(
         _needs(plans)
     store.add(entry)
     return key, entry
+
+
+def _wait_until_usable() -> None:
+    """Wait out the authorizers' refresh interval: a key shown after it is usable is never
+    refused (a refusal API Gateway would keep for AuthorizerCacheTtl)."""
+    time.sleep(keys.REFRESH_INTERVAL)
+
+
+def _usable_note(plans: UsagePlanAdmin | None) -> str:
+    """When the new key works, said after the wait."""
+    if isinstance(plans, ApiGatewayUsagePlans):
+        return (
+            "Usable now; API Gateway may take a few seconds to put its API key on its usage "
+            "plan (until then: 403, reason INVALID_API_KEY; retry)."
+        )
+    return "Usable now."
 
 
 def _replace_entry(
@@ -320,10 +339,12 @@ def main(argv: list[str] | None = None) -> int:
                 _limits_option(args, None),
                 plans,
             )
+            _wait_until_usable()
             print(
                 f"Created key {entry.id} ({entry.label or 'no label'}; "
-                f"{', '.join(entry.scopes)}; {_limits_text(entry)}). Store it now:"
+                f"{', '.join(entry.scopes)}; {_limits_text(entry)}). {_usable_note(plans)}"
             )
+            print("Store it now:")
             print(key)
         elif args.command == "limits":
             return _limits_command(args, store)

@@ -23,6 +23,9 @@ import requests
 from local.emulator import LAMBDA_REQUEST_LIMIT
 from local.stack import LocalStack
 from local.template import PROJECT_ROOT
+from shared import keys
+from shared.adapters.key_store import FileKeyStore
+from shared.wiring import API_KEYS_FILE, SECRETS_DIR
 from tests.served import Served
 from tests.served import served as serve
 
@@ -486,3 +489,39 @@ def test_a_revoked_key_still_in_the_authorizer_cache_is_refused_by_its_missing_p
         assert refused.status_code == 403
         assert refused.json()["reason"] == "INVALID_API_KEY"
         assert refused.headers["Access-Control-Allow-Origin"] == "*"
+
+
+# ---------------------------------------------------------------- a new key, with the caches on
+
+
+def test_a_key_made_with_apikeys_works_at_once_with_the_caches_on(tmp_path: Path) -> None:
+    """Default AuthorizerCacheTtl (300 s) and KeyCacheTtl (60 s): the authorizer has the key
+    list cached when the key is made, and looks the unknown key up rather than refusing it."""
+    dev_key = "o3k_subprocess-test-key-0123456789"
+    with serve(tmp_path, dev_key, extra_env={"LOCAL_WORKERS": "1"}) as stack:
+        qido = f"{stack.base_url}/qido/AE/studies"
+        assert requests.get(qido, headers={"Authorization": dev_key}, timeout=30).ok
+        output = apikeys(stack, "create", "--label", "made while cached")
+        assert "Usable now" in output
+        key = output.strip().splitlines()[-1]
+        assert requests.get(qido, headers={"Authorization": key}, timeout=30).status_code == 200
+
+
+def test_a_refusal_is_kept_for_the_authorizer_ttl_as_api_gateway_keeps_it(tmp_path: Path) -> None:
+    """A key presented before it exists is refused, and the refusal cached by token: why the
+    key tool shows a key only once the authorizers can see it."""
+    late = "o3k_presented-before-it-was-stored-0123"
+    with serve(
+        tmp_path,
+        "o3k_subprocess-test-key-0123456789",
+        overrides="AuthorizerCacheTtl=300 KeyCacheTtl=0",
+        extra_env={"LOCAL_WORKERS": "1"},
+    ) as stack:
+        qido = f"{stack.base_url}/qido/AE/studies"
+        assert requests.get(qido, headers={"Authorization": late}, timeout=30).status_code == 401
+        store = FileKeyStore(stack.data_dir / SECRETS_DIR / API_KEYS_FILE)
+        store.add(keys.entry_for(late, "late"))
+        time.sleep(keys.REFRESH_INTERVAL)
+        refused = requests.get(qido, headers={"Authorization": late}, timeout=30)
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"] == "ApiKey"

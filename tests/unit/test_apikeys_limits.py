@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -33,6 +34,12 @@ class Deployed:
         """Ids of the usage plans an API key is on."""
         plans = self.apigateway.get_usage_plans(keyId=api_key_id)["items"]
         return [plan["id"] for plan in plans]
+
+
+@pytest.fixture(autouse=True)
+def no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line's second of waiting for the authorizers is skipped here."""
+    monkeypatch.setattr(apikeys, "_wait_until_usable", lambda: None)
 
 
 @pytest.fixture
@@ -216,3 +223,39 @@ class _MemoryStore:
         before = len(self.entries)
         self.entries = [e for e in self.entries if e.id != key_id]
         return len(self.entries) < before
+
+
+# ---------------------------------------------------------------- when a new key works
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """What the tool had printed each time it waited for the authorizers (instead of waiting)."""
+    printed: list[str] = []
+    monkeypatch.setattr(
+        apikeys, "_wait_until_usable", lambda: printed.append(capsys.readouterr().out)
+    )
+    return printed
+
+
+def test_create_shows_the_key_only_once_the_authorizers_can_see_it(
+    tmp_path: Path, waits: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"storage": "local", "data_dir": str(tmp_path)}), encoding="utf-8")
+    assert apikeys.main(["--local", "--state-file", str(state), "create", "--label", "x"]) == 0
+    shown = capsys.readouterr().out
+    key = shown.strip().splitlines()[-1]
+    assert waits == [""]  # nothing printed before the wait: the key is not in use yet
+    assert key.startswith(keys.KEY_PREFIX)
+    assert "Usable now" in shown
+
+
+def test_create_on_aws_says_what_may_still_delay_the_key(
+    deployed: Deployed, waits: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = ["--secret-id", deployed.secret_id, "--usage-plan-id", deployed.default_plan]
+    assert apikeys.main([*target, "create", "--label", "aws"]) == 0
+    shown = capsys.readouterr().out
+    assert len(waits) == 1
+    assert "usage plan" in shown and "INVALID_API_KEY" in shown
