@@ -1,10 +1,16 @@
 """Forward the spool to the archive with the importer's sending code (same batching, upload
-path and retries). Runs in a thread; a restart picks up whatever is left in the spool."""
+path and retries). Runs in a thread; a restart picks up whatever is left in the spool.
+
+Each calling AE's folder is forwarded on its own: when the archive refuses an AE as a whole
+(a key that may not store as that AE, a wrong URL) or anything raises while one folder is
+sent, that folder stays spooled, is reported as stalled and is tried again after a delay
+that doubles up to :data:`BACKOFF_CAP`; the other folders go on being forwarded."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,12 +22,13 @@ from tools.importer.sender import DUPLICATE, FAILED, SKIPPED, STORED, Fatal, Out
 from tools.importer.walk import Item
 
 log = logging.getLogger("dicomweb-gateway")
+BACKOFF_CAP = 300.0
 
 
 class Forwarder(threading.Thread):
     """Sends what the spool holds, calling AE by calling AE, until :meth:`stop`."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the settings are keyword-only
         self,
         spool: Spool,
         sender_for: Callable[[str], Sender],
@@ -29,6 +36,7 @@ class Forwarder(threading.Thread):
         workers: int = 4,
         linger: float = 0.2,
         retry_every: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name="forwarder", daemon=True)
         self.spool = spool
@@ -38,8 +46,12 @@ class Forwarder(threading.Thread):
         self.retry_every = retry_every
         self._wake = threading.Event()
         self._halt = threading.Event()
+        self.clock = clock
         self.forwarded = 0
         self.refused = 0
+        self.stalled: dict[str, str] = {}  # calling AE -> why its folder is not forwarded
+        self._failures: dict[str, int] = {}
+        self._not_before: dict[str, float] = {}
 
     def wake(self) -> None:
         """Something was spooled: forward soon."""
@@ -67,32 +79,59 @@ class Forwarder(threading.Thread):
         """One pass over the spool; returns how many files are still waiting."""
         waiting = 0
         for aet, paths in self.spool.pending().items():
-            entries = [scan(Item(str(path), path.stat().st_size, path)) for path in paths]
-            kept: list[Path] = []
-
-            def handle(
-                outcome: Outcome,
-                by_source: dict[str, Path] = {str(p): p for p in paths},  # noqa: B006
-                kept: list[Path] = kept,
-            ) -> None:
-                path = by_source[outcome.source]
-                if self._settle(path, outcome):
-                    kept.append(path)
-
+            if self._not_before.get(aet, 0.0) > self.clock():
+                waiting += len(paths)
+                continue
             try:
-                send_entries(
-                    entries,
-                    self.sender_for(aet),
-                    Journal(None),
-                    workers=self.workers,
-                    check_archive=False,
-                    on_outcome=handle,
-                )
+                waiting += self._forward(aet, paths)
             except Fatal as exc:
-                log.error("the archive cannot be used: %s; %d files kept", exc, len(paths))
-                return sum(len(p) for p in self.spool.pending().values())
-            waiting += len(kept)
+                self._stall(aet, str(exc), len(paths))
+                waiting += len(paths)
+            except Exception as exc:  # one folder's failure is its own
+                log.exception("forwarding the files of %s raised", aet)
+                self._stall(aet, f"{type(exc).__name__} while forwarding", len(paths))
+                waiting += len(paths)
+            else:
+                self._failures.pop(aet, None)
+                self._not_before.pop(aet, None)
+                self.stalled.pop(aet, None)
         return waiting
+
+    def _forward(self, aet: str, paths: list[Path]) -> int:
+        """Send one calling AE's files; returns how many stay for a later try."""
+        entries = [scan(Item(str(path), path.stat().st_size, path)) for path in paths]
+        by_source = {str(p): p for p in paths}
+        kept: list[Path] = []
+
+        def handle(outcome: Outcome) -> None:
+            path = by_source[outcome.source]
+            if self._settle(path, outcome):
+                kept.append(path)
+
+        send_entries(
+            entries,
+            self.sender_for(aet),
+            Journal(None),
+            workers=self.workers,
+            check_archive=False,
+            on_outcome=handle,
+        )
+        return len(kept)
+
+    def _stall(self, aet: str, reason: str, count: int) -> None:
+        """Keep ``aet``'s files and try them again later, each time twice as late."""
+        failures = self._failures.get(aet, 0) + 1
+        self._failures[aet] = failures
+        delay = min(BACKOFF_CAP, self.retry_every * 2 ** (failures - 1))
+        self._not_before[aet] = self.clock() + delay
+        self.stalled[aet] = reason
+        log.error(
+            "cannot forward for calling AE %s: %s; %d files kept, next try in %.0f s",
+            aet,
+            reason,
+            count,
+            delay,
+        )
 
     def _settle(self, path: Path, outcome: Outcome) -> bool:
         """Clear the file from the spool unless the failure may pass; True if it is kept."""
