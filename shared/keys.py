@@ -29,7 +29,8 @@ KEY_PREFIX = "o3k_"
 _SCHEMES = ("bearer", "apikey")
 
 #: What a key may do. ``store``: STOW-RS and the upload path; ``read``: QIDO-RS and every
-#: WADO resource; ``admin``: reserved (no route needs it yet); ``read-deidentified``: the
+#: WADO resource; ``admin``: the listing of upload results, with the objects dropped under
+#: incoming/ by other tools (their names may hold patient names); ``read-deidentified``: the
 #: read routes, where every answer is de-identified and UIDs are the de-identified ones
 #: (docs/anonymization.md). A key with ``read`` too keeps the normal view.
 STORE, READ, ADMIN, READ_DEIDENTIFIED = "store", "read", "admin", "read-deidentified"

@@ -46,7 +46,8 @@ _READ_ROUTES = (
     ("GET", "o3-dpacs-wado/wado/*"),
 )
 #: ``read-deidentified`` opens the read routes: their functions serve such a key the
-#: de-identified view (``shared.services.deidentified``).
+#: de-identified view (``shared.services.deidentified``). ``admin`` opens the listing of
+#: upload results, where it sees the objects dropped under incoming/ by other tools.
 _ROUTES = {
     keys.STORE: (
         ("POST", "o3-dpacs-wado/stowRsListener/*"),
@@ -54,6 +55,7 @@ _ROUTES = {
     ),
     keys.READ: _READ_ROUTES,
     keys.READ_DEIDENTIFIED: _READ_ROUTES,
+    keys.ADMIN: (("GET", "o3-dpacs-wado/stowRsListener/*/uploads"),),
 }
 
 

@@ -2,6 +2,8 @@
 
 Instances too large for STOW-RS's request body go straight to the bucket through presigned
 URLs; the ingest function stores them with STOW's own code (``shared.services.ingest``).
+Asking for, completing and following an upload needs the ``store`` scope; the listing of
+results answers ``store`` keys their own uploads and ``admin`` keys the dropped objects too.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from shared.errors import BadRequest
 from shared.services import ingest
 
 logger = logs.get_logger()
-app = http.make_resolver(scope=keys.STORE, transaction="uploads")
+app = http.make_resolver(scope=(keys.STORE, keys.ADMIN), transaction="uploads")
 _ROOT = "/o3-dpacs-wado/stowRsListener/<calling_aet>/uploads"
 _JSON = "application/json"
 
@@ -26,13 +28,28 @@ def _base() -> str:
     return paths.base_url(app.current_event.raw_event, config.settings().base_path)
 
 
+def _caller(*, storing: bool = True) -> ingest.Caller:
+    """The request's key (its id from the authorizer's context) and its admin scope; 403
+    without the ``store`` scope when ``storing``."""
+    event = app.current_event.raw_event
+    if storing:
+        http.require_scope(event, keys.STORE)
+    context = (event.get("requestContext") or {}).get("authorizer") or {}
+    return ingest.Caller(
+        key_id=str(context.get("keyId") or ""),
+        admin=keys.ADMIN in http.granted_scopes(event),
+    )
+
+
 @app.post(_ROOT)
 def create(calling_aet: str) -> Response[str]:
     """Ask for an upload: where to PUT the object (or its parts)."""
+    caller = _caller()
     aet = stow_request.calling_aet(calling_aet)
     request = ingest.UploadRequest.from_json(http.body_bytes(app.current_event.raw_event), aet)
     answer = ingest.create_upload(
         request,
+        caller=caller,
         store=wiring.uploads(),
         upload_root=f"{_base()}/stowRsListener/{calling_aet}/uploads",
     )
@@ -43,7 +60,10 @@ def create(calling_aet: str) -> Response[str]:
 def complete(calling_aet: str, upload_id: str) -> Response[str]:
     """Assemble a multipart upload from its parts."""
     answer = ingest.complete_upload(
-        upload_id, http.body_bytes(app.current_event.raw_event), store=wiring.uploads()
+        upload_id,
+        http.body_bytes(app.current_event.raw_event),
+        caller=_caller(),
+        store=wiring.uploads(),
     )
     answer["statusUrl"] = f"{_base()}/stowRsListener/{calling_aet}/uploads/{upload_id}"
     return http.json_response(202, answer, _JSON)
@@ -52,13 +72,13 @@ def complete(calling_aet: str, upload_id: str) -> Response[str]:
 @app.get(f"{_ROOT}/<upload_id>")
 def status(calling_aet: str, upload_id: str) -> Response[str]:
     """Pending, stored, duplicate or failed, with the STOW failure reason."""
-    answer = ingest.status(upload_id, store=wiring.uploads(), base_url=_base())
+    answer = ingest.status(upload_id, caller=_caller(), store=wiring.uploads(), base_url=_base())
     return http.json_response(200, answer, _JSON)
 
 
 @app.get(_ROOT)
 def listing(calling_aet: str) -> Response[str]:
-    """Results of ingested objects under incoming/{prefix}, a page at a time."""
+    """Results the key may see of objects ingested under incoming/{prefix}, a page at a time."""
     query = app.current_event.query_string_parameters or {}
     try:
         limit = int(query.get("limit", "100"))
@@ -66,6 +86,7 @@ def listing(calling_aet: str) -> Response[str]:
         raise BadRequest("limit must be a whole number") from exc
     answer = ingest.results(
         query.get("prefix", ""),
+        caller=_caller(storing=False),
         store=wiring.uploads(),
         base_url=_base(),
         after=query.get("after", ""),

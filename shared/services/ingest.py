@@ -14,15 +14,25 @@ Ingestion is idempotent: events come at least once and in any order. An event fo
 that is gone (already ingested, or replaced and ingested) does nothing; an object ingested
 twice is stored once, and its first result stands.
 
+Who sees what: an upload belongs to the API key that asked for it (its id is kept in the
+record and in the result); only that key learns its status, completes it or lists its
+result, and any other key is told there is no such upload. Results of *dropped* objects
+(written under ``incoming/`` by other tools, not through an upload) name their source key,
+whose folder and file names often hold patient names: they are listed to keys with the
+``admin`` scope only, the scope that manages drop folders.
+
 Keys (``{rel}`` is the key below ``incoming/``):
 
-* ``uploads/{id}.json``: what a client declared when it asked for an upload;
+* ``uploads/{id}.json``: what a client declared when it asked for an upload, and which key;
+* ``uploads/owners/{owner}/{id}``: an empty marker per upload, ``{owner}`` a digest of the
+  key's id, so that a key lists its own uploads without reading anyone else's;
 * ``incoming/uploads/{id}``: the uploaded object; ``incoming/{rel}``: dropped objects;
 * ``results/{rel}.json``: the outcome; ``quarantine/{rel}``: a refused object.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -38,7 +48,7 @@ from shared.dicom.validate import InstanceRejected, ValidInstance, validate_file
 from shared.dicomweb import paths
 from shared.dicomweb.stow_result import Failed
 from shared.dicomweb.uids import valid_uid
-from shared.errors import BadRequest, NotFound, StorageUnavailable
+from shared.errors import BadRequest, Forbidden, NotFound, StorageUnavailable
 from shared.ports import InstanceIndex, UploadStore
 from shared.services.store import commit
 
@@ -49,6 +59,7 @@ RESULTS = "results/"
 QUARANTINE = "quarantine/"
 UPLOAD_RECORDS = "uploads/"
 UPLOADED = "uploads/"  # below incoming/: objects sent through POST .../uploads
+OWNERS = "owners/"  # below uploads/: one marker per upload, by the key that asked for it
 
 #: Up to this size an upload is one presigned PUT; above, a multipart upload.
 SINGLE_PUT_LIMIT = 64 << 20
@@ -67,6 +78,17 @@ _MAX_LISTING = 1000
 #: S3's most parts of a multipart upload, and a bound on an ETag's length.
 _MAX_PARTS = 10_000
 _MAX_ETAG = 1024
+#: S3's longest key, in UTF-8 bytes: a longer prefix or ``after`` names nothing.
+_MAX_KEY = 1024
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: the id of the request's API key (an upload belongs to the key that asked
+    for it) and whether the key has the ``admin`` scope (results of dropped objects)."""
+
+    key_id: str
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,11 +153,14 @@ def part_sizes(size: int) -> list[int]:
 def create_upload(
     request: UploadRequest,
     *,
+    caller: Caller,
     store: UploadStore,
     upload_root: str,
     clock: Callable[[], datetime] = _now,
 ) -> dict[str, Any]:
-    """Record the upload and answer where to send it (the 201 body)."""
+    """Record the upload as the caller's and answer where to send it (the 201 body)."""
+    if not caller.key_id:
+        raise Forbidden("this request names no API key: an upload must belong to one")
     upload_id = secrets.token_hex(16)
     key = f"{INCOMING}{UPLOADED}{upload_id}"
     now = clock()
@@ -147,6 +172,7 @@ def create_upload(
         "sha256": request.sha256,
         "studyInstanceUID": request.study_uid,
         "callingAET": request.calling_aet,
+        "keyId": caller.key_id,
         "created": _stamp(now),
         "expiresAt": _stamp(expires),
     }
@@ -181,14 +207,19 @@ def create_upload(
             ],
             "completeUrl": f"{upload_root}/{upload_id}/complete",
         }
+    store.put(_marker(caller.key_id, upload_id), b"")  # before the record: listed once it exists
     store.put(f"{UPLOAD_RECORDS}{upload_id}.json", _dumps(record))
     logger.info("upload created", extra={"upload_id": upload_id, "bytes": request.size})
     return answer
 
 
-def complete_upload(upload_id: str, body: bytes, *, store: UploadStore) -> dict[str, Any]:
-    """Assemble a multipart upload from its parts' ETags (the 202 body)."""
+def complete_upload(
+    upload_id: str, body: bytes, *, caller: Caller, store: UploadStore
+) -> dict[str, Any]:
+    """Assemble the caller's multipart upload from its parts' ETags (the 202 body)."""
     record = _record_of(_upload_id(upload_id), store)
+    if not _owned(record, caller):
+        raise NotFound("no such upload")
     multipart = record.get("multipartUploadId")
     if not multipart:
         raise BadRequest("this upload is a single PUT: there is nothing to complete")
@@ -226,6 +257,20 @@ def _parts(body: bytes) -> list[tuple[int, str]]:
     return sorted(parts)
 
 
+def _owner(key_id: str) -> str:
+    """The folder of a key's upload markers: a digest of its id (ids are any text)."""
+    return hashlib.sha256(key_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _marker(key_id: str, upload_id: str) -> str:
+    return f"{UPLOAD_RECORDS}{OWNERS}{_owner(key_id)}/{upload_id}"
+
+
+def _owned(document: dict[str, Any], caller: Caller) -> bool:
+    """Whether an upload's record or result belongs to the caller's key."""
+    return bool(caller.key_id) and document.get("keyId") == caller.key_id
+
+
 def _record_of(upload_id: str, store: UploadStore) -> dict[str, Any]:
     data = store.read(f"{UPLOAD_RECORDS}{upload_id}.json")
     if data is None:
@@ -240,14 +285,24 @@ def _result_of(upload_id: str, store: UploadStore) -> dict[str, Any] | None:
 
 
 def status(
-    upload_id: str, *, store: UploadStore, base_url: str, clock: Callable[[], datetime] = _now
+    upload_id: str,
+    *,
+    caller: Caller,
+    store: UploadStore,
+    base_url: str,
+    clock: Callable[[], datetime] = _now,
 ) -> dict[str, Any]:
-    """Where an upload is: pending, stored, duplicate or failed (with its reason)."""
+    """Where the caller's upload is: pending, stored, duplicate or failed (with its reason);
+    404 for an upload of another key, as for one that does not exist."""
     upload_id = _upload_id(upload_id)
     result = _result_of(upload_id, store)
     if result is not None:
+        if not _owned(result, caller):
+            raise NotFound("no such upload")
         return _public(result, base_url, upload_id)
     record = _record_of(upload_id, store)
+    if not _owned(record, caller):
+        raise NotFound("no such upload")
     answer: dict[str, Any] = {"uploadId": upload_id, "status": "pending"}
     expired = clock() > datetime.strptime(record["expiresAt"], "%Y-%m-%dT%H:%M:%SZ").replace(
         tzinfo=UTC
@@ -261,33 +316,94 @@ def status(
     return answer
 
 
-def results(
-    prefix: str, *, store: UploadStore, base_url: str, after: str = "", limit: int = 100
+def results(  # noqa: PLR0913 - keyword-only: who asks, where, and the page
+    prefix: str,
+    *,
+    caller: Caller,
+    store: UploadStore,
+    base_url: str,
+    after: str = "",
+    limit: int = 100,
 ) -> dict[str, Any]:
-    """Results of objects ingested under ``incoming/{prefix}``, in key order, a page at a
-    time (``next``: the ``after`` of the following page)."""
-    if ".." in prefix.split("/"):
-        raise BadRequest("prefix must not contain '..'")
+    """Results of objects ingested under ``incoming/{prefix}`` that the caller may see, in
+    key order, a page at a time: its own uploads, and with the ``admin`` scope the objects
+    dropped by other tools. A page examines at most ``limit`` results, so it may hold fewer
+    (those of other keys are skipped); ``next`` is the ``after`` of the following page."""
+    for name, value in (("prefix", prefix), ("after", after)):
+        _check_key_text(name, value)
     limit = max(1, min(limit, _MAX_LISTING))
+    candidates = (
+        _results_under(prefix, after, store) if caller.admin else _own(caller, prefix, after, store)
+    )
     found: list[dict[str, Any]] = []
-    last = ""
-    for info in store.listing(f"{RESULTS}{prefix}", f"{RESULTS}{after}.json" if after else ""):
-        data = store.read(info.key)
-        if data is None:
-            continue
-        last = info.key[len(RESULTS) : -len(".json")]
-        found.append(_public(json.loads(data), base_url, None))
-        if len(found) == limit:
+    examined, last = 0, ""
+    for relative in candidates:
+        examined, last = examined + 1, relative
+        data = store.read(f"{RESULTS}{relative}.json")
+        if data is not None:
+            result = json.loads(data)
+            if _owned(result, caller) or (caller.admin and not result.get("keyId")):
+                upload_id = relative[len(UPLOADED) :] if result.get("keyId") else None
+                found.append(_public(result, base_url, None, upload_id))
+        if examined == limit:
             break
     answer: dict[str, Any] = {"results": found}
-    if len(found) == limit:
+    if examined == limit:
         answer["next"] = last
     return answer
 
 
-def _public(result: dict[str, Any], base_url: str, upload_id: str | None) -> dict[str, Any]:
-    """A stored result as a client sees it: URLs under this request's base."""
-    answer = {k: v for k, v in result.items() if k not in {"sha256", "seriesInstanceUID"}}
+def _check_key_text(name: str, value: str) -> None:
+    """400 unless ``value`` can be part of an object key: printable, at most S3's key
+    length, no ``..`` segment."""
+    if ".." in value.split("/"):
+        raise BadRequest(f"{name} must not contain '..'")
+    # Lone surrogates (no UTF-8 form) are not printable either.
+    if not value.isprintable() or len(value.encode("utf-8", "surrogatepass")) > _MAX_KEY:
+        raise BadRequest(f"{name} must be printable text of at most {_MAX_KEY} bytes")
+
+
+def _results_under(prefix: str, after: str, store: UploadStore) -> Iterator[str]:
+    """Relative keys of every result under ``incoming/{prefix}``, after ``after``."""
+    start = f"{RESULTS}{after}.json" if after else ""
+    for info in store.listing(f"{RESULTS}{prefix}", start):
+        if info.key.endswith(".json"):
+            yield info.key[len(RESULTS) : -len(".json")]
+
+
+def _own(caller: Caller, prefix: str, after: str, store: UploadStore) -> Iterator[str]:
+    """Relative keys (``uploads/{id}``) of the caller's uploads under ``incoming/{prefix}``,
+    after ``after``, from its markers: other keys' uploads are never read."""
+    if not caller.key_id:
+        return
+    if prefix.startswith(UPLOADED):
+        ids = prefix[len(UPLOADED) :]
+    elif UPLOADED.startswith(prefix):
+        ids = ""
+    else:
+        return  # a prefix outside uploads/: dropped objects only
+    if after.startswith(UPLOADED):
+        start = after[len(UPLOADED) :]
+    elif after > UPLOADED:
+        return  # every upload's key sorts before it
+    else:
+        start = ""
+    folder = f"{UPLOAD_RECORDS}{OWNERS}{_owner(caller.key_id)}/"
+    for info in store.listing(f"{folder}{ids}", f"{folder}{start}" if start else ""):
+        upload_id = info.key[len(folder) :]
+        if upload_id.isalnum() and upload_id.isascii():
+            yield f"{UPLOADED}{upload_id}"
+
+
+def _public(
+    result: dict[str, Any], base_url: str, upload_id: str | None, listed_id: str | None = None
+) -> dict[str, Any]:
+    """A stored result as a client sees it: URLs under this request's base; the status of
+    ``upload_id`` (without the key), or a listed result (its ``uploadId`` when an upload's)."""
+    hidden = {"sha256", "seriesInstanceUID", "keyId"}
+    answer = {k: v for k, v in result.items() if k not in hidden}
+    if listed_id is not None:
+        answer["uploadId"] = listed_id
     if upload_id is not None:
         answer["uploadId"] = upload_id
         answer.pop("key", None)
@@ -334,6 +450,7 @@ def ingest(
         return _unasked(key, relative, store, clock)
     declared = record or {}
     calling_aet = str(declared.get("callingAET") or DROP_AET)
+    owner = {"keyId": str(declared["keyId"])} if declared.get("keyId") else {}
     with store.local_file(key) as path:
         if path is None:
             return None  # ingested before (events repeat) or removed
@@ -346,7 +463,7 @@ def ingest(
                 rejected.sop_class_uid,
                 rejected.sop_instance_uid,
             )
-            return _quarantine(key, relative, failed, store, clock)
+            return _quarantine(key, relative, failed, store, clock, owner=owner)
         outcome = commit(
             instance,
             calling_aet=calling_aet,
@@ -359,7 +476,7 @@ def ingest(
     if isinstance(outcome, Failed):
         if outcome.reason == failures.OUT_OF_RESOURCES:
             raise StorageUnavailable("storage unavailable; the object stays for a retry")
-        return _quarantine(key, relative, outcome, store, clock)
+        return _quarantine(key, relative, outcome, store, clock, owner=owner)
     state = "duplicate" if outcome.already_stored else "stored"
     previous = store.read(result_key)
     if state == "duplicate" and previous is not None:
@@ -379,6 +496,7 @@ def ingest(
                 "sha256": instance.sha256,
                 "size": instance.size,
                 "ingested": _stamp(clock()),
+                **owner,
             }
         ),
     )
@@ -435,12 +553,14 @@ def _upload_record(relative: str, store: UploadStore) -> dict[str, Any] | None:
     return None if data is None else dict(json.loads(data))
 
 
-def _quarantine(
+def _quarantine(  # noqa: PLR0913 - the object, why, where, and whose
     key: str,
     relative: str,
     failed: Failed,
     store: UploadStore,
     clock: Callable[[], datetime],
+    *,
+    owner: dict[str, str] | None = None,
 ) -> Outcome:
     """Keep a refused object under ``quarantine/`` with its reason; never drop it."""
     target = f"{QUARANTINE}{relative}"
@@ -457,6 +577,7 @@ def _quarantine(
                 "sopInstanceUID": failed.sop_instance_uid,
                 "quarantineKey": target,
                 "ingested": _stamp(clock()),
+                **(owner or {}),
             }
         ),
     )
