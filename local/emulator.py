@@ -17,6 +17,7 @@ import importlib.util
 import json
 import logging
 import re
+import socket
 import sys
 import threading
 import time
@@ -52,7 +53,6 @@ API_PAYLOAD_LIMIT = 10 * 1024 * 1024
 LAMBDA_REQUEST_LIMIT = 6_291_456
 LAMBDA_RESPONSE_LIMIT = 6_291_556
 API_ID = "localapi00"
-_CHUNK = 1024 * 1024
 
 # Default status of each gateway response type used here (AWS defaults).
 _DEFAULT_STATUS = {
@@ -801,6 +801,26 @@ class Gateway:
 
 # ---------------------------------------------------------------- HTTP server
 
+#: What is read and dropped at most after an early answer, and for how long.
+_DRAIN_BYTES = 16 * 1024 * 1024
+_DRAIN_SECONDS = 2.0
+
+
+def _drain(connection: socket.socket) -> None:
+    """Half-close, then read and drop what the client still sends (bounded in bytes and
+    time): closing with unread data would reset the connection, and the client could lose
+    the answer before reading it."""
+    deadline = time.monotonic() + _DRAIN_SECONDS
+    left = _DRAIN_BYTES
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_WR)
+        while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+            connection.settimeout(remaining)
+            data = connection.recv(min(65536, left))
+            if not data:
+                break
+            left -= len(data)
+
 
 class _RequestHandler(BaseHTTPRequestHandler):
     server: EmulatorServer
@@ -809,17 +829,38 @@ class _RequestHandler(BaseHTTPRequestHandler):
     # delayed ACK holds the second one back 40 ms (Nagle), whatever the handler's speed.
     disable_nagle_algorithm = True
     timeout = 30  # seconds a client may stay silent (a declared body that never comes)
+    #: Answered before the whole request was read: drain what follows before closing.
+    _unread = False
+
+    def handle_one_request(self) -> None:
+        """Read one request line (at most :data:`http1.READ_LIMIT` bytes) and serve it."""
+        try:
+            self.raw_requestline = self.rfile.readline(http1.READ_LIMIT + 1)
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
+            method = getattr(self, f"do_{self.command}", None)
+            if method is None:
+                self.send_error(HTTPStatus.NOT_IMPLEMENTED, "Unsupported method")
+                return
+            method()
+            self.wfile.flush()
+        except TimeoutError:
+            self.close_connection = True
 
     def parse_request(self) -> bool:
         """Read the request head (:mod:`local.http1`), as the standard library would."""
         request_line: bytes = getattr(self, "raw_requestline", b"")
         self.command = ""  # send_error reads it
-        self.request_version = self.default_request_version
+        self.request_version = "HTTP/1.1"  # an error answer gets a status line and headers
         self.close_connection = True
-        self.requestline = str(request_line, "iso-8859-1").rstrip("\r\n")
+        self.requestline = str(request_line, "iso-8859-1").rstrip("\r\n")[:200]
         try:
             head = http1.read_head(request_line, self.rfile)
         except http1.HeadError as error:
+            self._unread = True
             self.send_error(error.status, error.message)
             return False
         self.command, self.path, self.request_version = head.command, head.path, head.version
@@ -833,49 +874,37 @@ class _RequestHandler(BaseHTTPRequestHandler):
         expect = (head.headers.get("Expect") or "").lower()
         return not (modern and expect == "100-continue") or self.handle_expect_100()
 
-    def _read_body(self) -> tuple[bytes, bool]:
-        """Read the body (Content-Length or chunked); stop keeping bytes past the API limit."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            return self._read_chunked()
-        limit = API_PAYLOAD_LIMIT
-        length = int(self.headers.get("Content-Length") or 0)
-        if length < 0:
-            raise ValueError("negative Content-Length")
-        if length > limit:  # answered at once; the unread body ends the connection
-            self.close_connection = True
-            return b"", True
-        kept = bytearray()
-        remaining = length
-        while remaining > 0:
-            data = self.rfile.read(min(_CHUNK, remaining))
-            if not data:
-                break
-            remaining -= len(data)
-            kept += data
-        return bytes(kept), False
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Answer ``code`` with ``{"message": ...}`` and close, as API Gateway's front end."""
+        status = HTTPStatus(code)
+        text = message or status.phrase
+        self.log_error("code %d, message %s", code, text)
+        body = json.dumps({"message": text}).encode("utf-8")
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
-    def _read_chunked(self) -> tuple[bytes, bool]:
-        kept = bytearray()
-        too_large = False
-        while True:
-            size_line = self.rfile.readline(65537).split(b";", 1)[0].strip()
-            size = int(size_line or b"0", 16)
-            if size == 0:
-                while self.rfile.readline(65537).strip():  # trailers
-                    pass
-                return bytes(kept), too_large
-            data = self.rfile.read(size)
-            self.rfile.readline(3)
-            if len(kept) + len(data) > API_PAYLOAD_LIMIT:
-                too_large = True
-            else:
-                kept += data
+    def finish(self) -> None:
+        """Send what is buffered; after an early answer, drain before the socket closes."""
+        super().finish()
+        if self._unread:
+            _drain(self.connection)
 
     def _serve(self) -> None:
+        too_large = False
         try:
-            body, too_large = self._read_body()
-        except ValueError:
-            self.send_error(HTTPStatus.BAD_REQUEST, "malformed body framing")
+            body = http1.read_body(self.headers, self.rfile, API_PAYLOAD_LIMIT)
+        except http1.BodyTooLarge:
+            body, too_large = b"", True
+            self._unread = self.close_connection = True
+        except http1.BodyError as error:
+            self._unread = True
+            self.send_error(HTTPStatus.BAD_REQUEST, error.message)
             return
         except OSError:  # the client went silent (timeout) or away: nothing to answer
             self.close_connection = True
@@ -904,6 +933,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if key.lower() not in ("content-length", "connection", "transfer-encoding"):
                 self.send_header(key, value)
         self.send_header("Content-Length", str(len(response.body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(response.body)

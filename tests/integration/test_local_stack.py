@@ -8,9 +8,11 @@ not checked in detail here. Proxy-event details are checked on a small echo func
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -166,6 +168,152 @@ def test_body_just_under_the_event_limit_reaches_the_function(
         timeout=60,
     )
     assert reached_handler(response), response.text
+
+
+UPLOAD_PATH = "stowRsListener/{CALLING_AET}/uploads"
+
+
+@pytest.mark.parametrize("size", [int(7.2 * MB), 10 * MB + 1])
+def test_every_413_of_the_gateway_names_the_upload_path(
+    local_stack: LocalStack, api_headers: dict[str, str], size: int
+) -> None:
+    """Over Lambda's 6 MB event (about 4.7 MB of binary body) and over API Gateway's 10 MB."""
+    response = requests.post(
+        stow_url(local_stack),
+        headers={**api_headers, "Content-Type": "application/dicom"},
+        data=b"\0" * size,
+        timeout=60,
+    )
+    assert response.status_code == 413
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert UPLOAD_PATH in json.dumps(response.json())
+
+
+def raw_exchange(stack: LocalStack, data: bytes, timeout: float = 10) -> bytes:
+    """Send ``data`` on a fresh connection, half-close, and read until the server closes."""
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=timeout) as connection:
+        with contextlib.suppress(OSError):
+            connection.sendall(data)
+            connection.shutdown(socket.SHUT_WR)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := connection.recv(65536):
+                received += chunk
+    return received
+
+
+def status_and_json(answer: bytes) -> tuple[int, dict[str, object]]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 "), answer[:200]
+    assert b"application/json" in head
+    return int(head.split()[1]), json.loads(body)
+
+
+def chunked_stow(stack: LocalStack, body: bytes) -> bytes:
+    return (
+        b"POST /o3-dpacs-wado/stowRsListener/AE/studies HTTP/1.1\r\nHost: h\r\n"
+        b"Authorization: " + stack.api_key.encode() + b"\r\n"
+        b"Content-Type: application/dicom\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    )
+
+
+@pytest.mark.parametrize("declared", [b"7fffffff", b"a00001", b"ffffffffffffffff"])
+def test_a_chunk_declared_over_the_limit_is_413_before_it_is_read(
+    local_stack: LocalStack, declared: bytes
+) -> None:
+    started = time.monotonic()
+    answer = raw_exchange(local_stack, chunked_stow(local_stack, declared + b"\r\nabc"))
+    assert time.monotonic() - started < 5  # answered, not waiting for the chunk's bytes
+    status, body = status_and_json(answer)
+    assert status == 413
+    assert UPLOAD_PATH in json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"zz\r\nabc\r\n0\r\n\r\n",  # not hexadecimal
+        b"-1\r\nabc\r\n0\r\n\r\n",  # negative
+        b"0x3\r\nabc\r\n0\r\n\r\n",  # a prefix int() would take
+        b"1_0\r\n" + b"a" * 16 + b"\r\n0\r\n\r\n",  # digits int() would join
+        b"3\r\nabcXY0\r\n\r\n",  # no line end after the data
+        b"\r\n",  # no size at all
+        b"3\r\nab",  # the body ends inside a chunk
+    ],
+)
+def test_bad_chunked_framing_is_400_json(local_stack: LocalStack, framing: bytes) -> None:
+    status, body = status_and_json(raw_exchange(local_stack, chunked_stow(local_stack, framing)))
+    assert status == 400
+    assert body["message"]
+
+
+@pytest.mark.parametrize(
+    "length",
+    [b"1_0", b"+3", b"\xb2", b"3, 4", b"99"],  # 99: the body ends before it
+)
+def test_bad_or_unmet_content_length_is_400_json(local_stack: LocalStack, length: bytes) -> None:
+    request = (
+        b"POST /o3-dpacs-wado/stowRsListener/AE/studies HTTP/1.1\r\nHost: h\r\n"
+        b"Content-Length: " + length + b"\r\n\r\nabc"
+    )
+    status, body = status_and_json(raw_exchange(local_stack, request))
+    assert status == 400
+    assert body["message"]
+
+
+@pytest.mark.parametrize("size", [10_300, 20_000, 64 * 1024, 1024 * 1024])
+def test_a_head_over_api_gateway_limit_is_431_json(
+    local_stack: LocalStack, api_headers: dict[str, str], size: int
+) -> None:
+    response = requests.get(
+        f"{local_stack.base_url}/qido/AE/studies",
+        headers={**api_headers, "X-Big": "a" * size},
+        timeout=30,
+    )
+    assert response.status_code == 431
+    assert "10,240" in response.json()["message"]
+
+
+def test_many_headers_over_the_limit_together_are_431(
+    local_stack: LocalStack, api_headers: dict[str, str]
+) -> None:
+    padding = {f"X-Pad-{i}": "v" * 200 for i in range(60)}
+    response = requests.get(
+        f"{local_stack.base_url}/qido/AE/studies", headers={**api_headers, **padding}, timeout=30
+    )
+    assert response.status_code == 431
+
+
+def test_a_request_line_over_the_limit_is_431(local_stack: LocalStack) -> None:
+    answer = raw_exchange(
+        local_stack, b"GET /o3-dpacs-wado/qido/AE/studies?x=" + b"a" * 70_000 + b" HTTP/1.1\r\n"
+    )
+    assert status_and_json(answer)[0] == 431
+
+
+@pytest.mark.parametrize(("total", "status"), [(10_240, 200), (10_241, 431)])
+def test_the_head_limit_is_exactly_api_gateways(
+    local_stack: LocalStack, total: int, status: int
+) -> None:
+    """Request line plus header values: 10,240 bytes are served, one more is not."""
+    line = b"GET /o3-dpacs-wado/qido/AE/studies HTTP/1.1"
+    key, host, close = local_stack.api_key.encode(), b"h", b"close"
+    pad = b"v" * (total - len(line) - len(key) - len(host) - len(close))
+    request = (
+        line
+        + b"\r\nHost: "
+        + host
+        + b"\r\nAuthorization: "
+        + key
+        + b"\r\nConnection: "
+        + close
+        + b"\r\nX-Pad: "
+        + pad
+        + b"\r\n\r\n"
+    )
+    answer = raw_exchange(local_stack, request)
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
 
 
 # ---------------------------------------------------------------- proxy events (echo function)

@@ -65,7 +65,7 @@ def test_a_bad_request_line_is_refused(line: bytes, status: int) -> None:
         (b"NoColon\r\n\r\n", 400),
         (b": no name\r\n\r\n", 400),
         (b" folded first\r\n\r\n", 400),
-        (b"X: " + b"a" * http1.MAX_LINE + b"\r\n\r\n", 431),
+        (b"X: " + b"a" * 65536 + b"\r\n\r\n", 431),
         (b"".join(b"X-%d: v\r\n" % i for i in range(http1.MAX_FIELDS + 1)) + b"\r\n", 431),
     ],
 )
@@ -112,3 +112,68 @@ def test_the_email_parser_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(email.parser.Parser, "parsestr", refuse)
     assert http1.read_head(LINE, io.BytesIO(b"Host: h\r\n\r\n")).headers["Host"] == "h"
+
+
+# ---------------------------------------------------------------- API Gateway's head limit
+
+
+class CountingStream(io.BytesIO):
+    """A stream that remembers how many bytes were read from it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.taken = 0
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        line = super().readline(size)
+        self.taken += len(line)
+        return line
+
+
+def _head_of(total: int) -> tuple[bytes, bytes]:
+    """A request line and fields whose line and values hold ``total`` bytes."""
+    line = b"GET /o3-dpacs-wado/qido/AE/studies HTTP/1.1"
+    value = b"v" * (total - len(line) - 1)
+    return line + b"\r\n", b"Host: h\r\nX-Pad: " + value + b"\r\n\r\n"
+
+
+def test_a_head_of_exactly_the_api_gateway_limit_is_read() -> None:
+    line, fields = _head_of(http1.HEAD_LIMIT)
+    assert http1.read_head(line, io.BytesIO(fields)).headers["Host"] == "h"
+
+
+def test_one_byte_more_than_the_api_gateway_limit_is_431() -> None:
+    line, fields = _head_of(http1.HEAD_LIMIT + 1)
+    with pytest.raises(http1.HeadError) as error:
+        http1.read_head(line, io.BytesIO(fields))
+    assert error.value.status == 431
+    assert "10,240" in error.value.message
+
+
+def test_values_of_many_fields_count_together() -> None:
+    fields = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 200) for i in range(60)) + b"\r\n"
+    with pytest.raises(http1.HeadError) as error:
+        http1.read_head(LINE, io.BytesIO(fields))
+    assert error.value.status == 431
+
+
+def test_a_request_line_over_the_limit_is_431() -> None:
+    line = b"GET /" + b"a" * http1.HEAD_LIMIT + b" HTTP/1.1\r\n"
+    with pytest.raises(http1.HeadError) as error:
+        http1.read_head(line, io.BytesIO(b"\r\n"))
+    assert error.value.status == 431
+
+
+@pytest.mark.parametrize("size", [20_000, 65_536, 1_000_000])
+def test_a_huge_field_is_refused_after_a_bounded_read(size: int) -> None:
+    stream = CountingStream(b"X-Big: " + b"a" * size + b"\r\n\r\n")
+    with pytest.raises(http1.HeadError) as error:
+        http1.read_head(LINE, stream)
+    assert error.value.status == 431
+    assert stream.taken <= http1.READ_LIMIT
+
+
+def test_refusals_do_not_echo_the_request() -> None:
+    with pytest.raises(http1.HeadError) as error:
+        http1.read_head(b"GET / HTTP/9<script>\r\n", io.BytesIO(b"\r\n"))
+    assert "<script>" not in error.value.message
