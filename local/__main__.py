@@ -1,6 +1,7 @@
 """``python -m local``: run the local stack on 127.0.0.1 until SIGINT or SIGTERM.
 
-Environment: ``PORT`` (default 3000), ``DICOMWEB_API_KEY`` (dev key; generated if unset),
+Environment: ``PORT`` (default 3000), ``DICOMWEB_API_KEY`` (dev key; if unset, the data
+directory's own, made on the first start and reused: ``secrets/dev-api-key``),
 ``DICOMWEB_STORAGE`` (``local``, the default: files and SQLite in ``DICOMWEB_DATA_DIR``,
 default ``.local-data``; or ``moto``: in memory), ``LOCAL_PARAMETER_OVERRIDES``
 (``Key=Value`` pairs for template parameters, e.g. ``AuthorizerCacheTtl=0 KeyCacheTtl=0``),
@@ -90,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
             f"  {r.method:7} {r.path}{'' if r.authorizer else '   (no authorizer)'}"
             for r in stack.template.routes
         )
-        key_note = "generated, shown once" if stack.key_generated else "from DICOMWEB_API_KEY"
+        if stack.key_file is not None:
+            key_note = f"kept in {stack.key_file}, the same on every start"
+        elif os.environ.get("DICOMWEB_API_KEY"):
+            key_note = "from DICOMWEB_API_KEY"
+        else:
+            key_note = "for this run: moto keeps no keys"
         backend = f"data in {stack.data_dir}" if stack.storage == "local" else "moto, in memory"
         print(
             f"Local stack ready ({backend})\n"

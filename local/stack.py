@@ -2,7 +2,8 @@
 
 * ``local`` (the default of ``make serve``): Part 10 files in ``data_dir/objects`` and the
   index in ``data_dir/index.sqlite3``, durable across restarts; keys and secrets in
-  ``data_dir/secrets``; presigned URLs served by the emulator itself.
+  ``data_dir/secrets``, the dev API key among them (reused on every start unless one is
+  given); presigned URLs served by the emulator itself.
 * ``moto``: moto's S3, DynamoDB and Secrets Manager, created from template.yaml (cloud
   fidelity; in memory, gone when the stack stops).
 
@@ -47,6 +48,8 @@ logger = logging.getLogger("local.stack")
 DEFAULT_STATE_FILE = PROJECT_ROOT / ".local-stack.json"
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".local-data"
 DEV_KEY_LABEL = "local dev key"
+#: The dev key of a data directory (under its secrets), when none is given.
+DEV_KEY_FILE = "dev-api-key"
 #: Usage plan counters (token buckets, daily quotas) in the data directory.
 USAGE_FILE = "usage.sqlite3"
 _PR_SET_PDEATHSIG = 1
@@ -164,8 +167,11 @@ class LocalStack:
         self._children: list[int] = []
         self.host = host
         self.requested_port = port
-        self.api_key = api_key or keys.generate(DEV_KEY_LABEL)[0]
-        self.key_generated = api_key is None
+        # The dev key: the one given, else the data directory's (local backend) or a new one
+        # (moto, whose key list lives as long as the stack); chosen at start.
+        self.api_key = api_key or ""
+        #: Where the dev key is kept when it is the data directory's.
+        self.key_file: Path | None = None
         self.state_file = state_file
         self.moto_endpoint = ""
         self.environment: dict[str, str] = {}
@@ -223,6 +229,7 @@ class LocalStack:
         self._server = EmulatorServer((self.host, self.requested_port), None)
         try:
             if self.storage == "moto":
+                self.api_key = self.api_key or keys.generate(DEV_KEY_LABEL)[0]
                 self._moto = _moto_server()
                 self._moto.start()
                 moto_host, moto_port = self._moto.get_host_and_port()
@@ -406,12 +413,21 @@ class LocalStack:
         return environment
 
     def _prepare_data_dir(self) -> None:
-        """Create or migrate the data directory; install the dev key if it is not there."""
+        """Create or migrate the data directory; install the dev key if it is not there.
+
+        Without a given key, the dev key is the one kept in ``secrets/dev-api-key`` (made on
+        the first start), so starts do not pile up keys.
+        """
+        from shared.adapters.local_secrets import secret  # noqa: PLC0415
         from shared.adapters.sqlite_index import open_database  # noqa: PLC0415
         from shared.wiring import API_KEYS_FILE, INDEX_FILE, SECRETS_DIR  # noqa: PLC0415
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         open_database(self.data_dir / INDEX_FILE).close()
+        if not self.api_key:
+            self.key_file = self.data_dir / SECRETS_DIR / DEV_KEY_FILE
+            kept = secret(self.key_file, lambda: keys.generate()[0].encode("ascii"))
+            self.api_key = kept.decode("ascii", "replace").strip()
         store = FileKeyStore(self.data_dir / SECRETS_DIR / API_KEYS_FILE)
         entry = keys.entry_for(self.api_key, DEV_KEY_LABEL)
         if not any(e.sha256 == entry.sha256 for e in store.load()):

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from local.emulator import LAMBDA_REQUEST_LIMIT
-from local.stack import LocalStack
+from local.stack import DEV_KEY_FILE, DEV_KEY_LABEL, LocalStack
 from local.template import PROJECT_ROOT
 from shared import keys
 from shared.adapters.key_store import FileKeyStore
@@ -673,3 +673,34 @@ def test_a_refusal_is_kept_for_the_authorizer_ttl_as_api_gateway_keeps_it(tmp_pa
         refused = requests.get(qido, headers={"Authorization": late}, timeout=30)
         assert refused.status_code == 401
         assert refused.headers["WWW-Authenticate"] == "ApiKey"
+
+
+# ---------------------------------------------------------------- the dev key
+
+
+def test_starts_without_a_given_key_reuse_one_dev_key(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    shown = []
+    for _ in range(2):
+        with LocalStack(port=0, data_dir=data_dir) as stack:
+            shown.append(stack.api_key)
+            qido = f"{stack.base_url}/qido/AE/studies"
+            assert requests.get(qido, headers={"Authorization": stack.api_key}, timeout=30).ok
+    ring = FileKeyStore(data_dir / SECRETS_DIR / API_KEYS_FILE).load()
+    dev_keys = [entry for entry in ring if entry.label == DEV_KEY_LABEL]
+    assert len(dev_keys) == 1
+    assert shown[0] == shown[1] and dev_keys[0].sha256 == keys.digest(shown[0])
+    kept = data_dir / SECRETS_DIR / DEV_KEY_FILE
+    assert kept.read_text(encoding="ascii") == shown[0]
+    assert kept.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_given_key_is_installed_once_beside_the_kept_dev_key(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    given = "o3k_operator-chosen-key-0123456789"
+    for api_key in (None, given, given):
+        with LocalStack(port=0, api_key=api_key, data_dir=data_dir):
+            pass
+    ring = FileKeyStore(data_dir / SECRETS_DIR / API_KEYS_FILE).load()
+    assert sorted(entry.label for entry in ring) == [DEV_KEY_LABEL, DEV_KEY_LABEL]
+    assert keys.digest(given) in {entry.sha256 for entry in ring}
