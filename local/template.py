@@ -711,6 +711,8 @@ def _expirations(lifecycle: dict[str, Any]) -> tuple[tuple[str, int], ...]:
         if not isinstance(rule, dict):  # a rule of a false condition (AWS::NoValue)
             continue
         days = rule.get("ExpirationInDays")
+        if isinstance(days, str) and days.isdigit():
+            days = int(days)  # a parameter's value (``!Ref``) resolves to its text
         if rule.get("Status") == "Enabled" and isinstance(days, int):
             found.append((str(rule.get("Prefix") or ""), days))
     return tuple(found)

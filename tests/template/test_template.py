@@ -550,7 +550,7 @@ def test_stored_studies_move_to_intelligent_tiering_only_when_asked() -> None:
     }
     (bucket,) = BUCKETS.values()
     rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
-    tiering = [r["Fn::If"] for r in rules if "Fn::If" in r]
+    tiering = [r["Fn::If"] for r in rules if "Fn::If" in r and r["Fn::If"][0] == "TierStudies"]
     assert len(tiering) == 1
     condition, rule, otherwise = tiering[0]
     assert condition == "TierStudies"

@@ -256,3 +256,36 @@ def test_a_signed_length_cannot_be_changed_or_removed(uploads: _Uploads) -> None
     assert requests.put(longer, data=b"payload!", timeout=5).status_code == 403
     unbounded = url.replace("&length=7", "")
     assert requests.put(unbounded, data=b"payload!", timeout=5).status_code == 403
+
+
+def test_the_template_bucket_expires_what_the_upload_path_writes() -> None:
+    defaults = next(iter(template.load().buckets.values())).expirations
+    assert {("quarantine/", 30), ("results/", 90), ("uploads/", 90)} <= set(defaults)
+    kept = template.load(
+        parameter_overrides={"QuarantineRetentionDays": "0", "UploadResultsRetentionDays": "7"}
+    )
+    rules = next(iter(kept.buckets.values())).expirations
+    assert not any(prefix == "quarantine/" for prefix, _ in rules)  # 0: kept for ever
+    assert {("results/", 7), ("uploads/", 7)} <= set(rules)
+
+
+def test_the_upload_path_s_retention_leaves_pending_uploads_and_the_archive(
+    tmp_path: Path,
+) -> None:
+    now = time.time()
+    expired = [
+        _file(tmp_path, "quarantine/DOE^JANE/a.dcm", 31, now),
+        _file(tmp_path, "results/uploads/0a1b.json", 91, now),
+        _file(tmp_path, "uploads/0a1b.json", 91, now),
+        _file(tmp_path, "uploads/owners/00ff/0a1b", 91, now),
+    ]
+    kept = [
+        _file(tmp_path, "quarantine/b.dcm", 29, now),
+        _file(tmp_path, "uploads/0c2d.json", 0.25, now),  # asked for 6 hours ago
+        _file(tmp_path, "incoming/uploads/0a1b", 91, now),  # never expired: ingested instead
+        _file(tmp_path, "dicom/1/2/3.dcm", 400, now),
+    ]
+    rules = next(iter(template.load().buckets.values())).expirations
+    assert objects.expire(tmp_path, rules, now) == len(expired)
+    assert not any(path.exists() for path in expired)
+    assert all(path.exists() for path in kept)

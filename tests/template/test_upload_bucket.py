@@ -1,0 +1,53 @@
+"""The bucket's rules for what the upload path writes: retention of quarantine/, results/ and
+uploads/ by parameter, and the Uploads and Ingest functions listing only their prefixes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.services import ingest
+from tests.template.test_template import BUCKETS, TPL
+
+DAY_S = 86400
+RETENTION = [
+    ("quarantine/", "QuarantineRetentionDays", "ExpireQuarantine", 30),
+    ("results/", "UploadResultsRetentionDays", "ExpireUploadResults", 90),
+    ("uploads/", "UploadResultsRetentionDays", "ExpireUploadResults", 90),
+]
+
+
+def _rules() -> list[Any]:
+    (bucket,) = BUCKETS.values()
+    rules: list[Any] = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    return rules
+
+
+@pytest.mark.parametrize(("prefix", "parameter", "condition", "default"), RETENTION)
+def test_what_the_upload_path_writes_expires_after_its_parameter(
+    prefix: str, parameter: str, condition: str, default: int
+) -> None:
+    declared = TPL["Parameters"][parameter]
+    assert (declared["Type"], declared["Default"], declared["MinValue"]) == ("Number", default, 0)
+    assert "0 = kept" in declared["Description"]
+    assert TPL["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, 0]}]}
+    (rule,) = [
+        r["Fn::If"][1]
+        for r in _rules()
+        if "Fn::If" in r and r["Fn::If"][0] == condition and r["Fn::If"][1]["Prefix"] == prefix
+    ]
+    assert rule["Status"] == "Enabled"
+    assert rule["ExpirationInDays"] == {"Ref": parameter}
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}  # versioned bucket
+
+
+def test_no_upload_record_expires_before_its_upload_could_complete() -> None:
+    shortest = min(
+        TPL["Parameters"][p]["MinValue"] or 1 for _, p, _, _ in RETENTION
+    )  # 0 keeps for ever: the shortest retention is 1 day
+    assert shortest * DAY_S >= ingest.UPLOAD_URL_TTL
+    (abort,) = [r for r in _rules() if r.get("Id") == "abort-incomplete-multipart-uploads"]
+    assert abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] * DAY_S >= (
+        ingest.UPLOAD_URL_TTL
+    )
