@@ -3,12 +3,13 @@ uploads/ by parameter, and the Uploads and Ingest functions listing only their p
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 import pytest
 
 from shared.services import ingest
-from tests.template.test_template import BUCKETS, TPL
+from tests.template.test_template import BUCKETS, FUNCTIONS, TPL
 
 DAY_S = 86400
 RETENTION = [
@@ -16,6 +17,22 @@ RETENTION = [
     ("results/", "UploadResultsRetentionDays", "ExpireUploadResults", 90),
     ("uploads/", "UploadResultsRetentionDays", "ExpireUploadResults", 90),
 ]
+#: Prefixes each function lists, or reads objects under that may be missing (S3 answers such
+#: a read 404 only with s3:ListBucket for the object's key as s3:prefix).
+LISTED = {
+    "UploadsFunction": [
+        ingest.RESULTS,
+        f"{ingest.UPLOAD_RECORDS}{ingest.OWNERS}0123abcd/",
+        f"{ingest.UPLOAD_RECORDS}0123abcd.json",
+        f"{ingest.INCOMING}{ingest.UPLOADED}0123abcd",
+    ],
+    "IngestFunction": [
+        ingest.INCOMING,
+        f"{ingest.INCOMING}site1/a.dcm",
+        f"{ingest.UPLOAD_RECORDS}0123abcd.json",
+        f"{ingest.RESULTS}site1/a.dcm.json",
+    ],
+}
 
 
 def _rules() -> list[Any]:
@@ -51,3 +68,22 @@ def test_no_upload_record_expires_before_its_upload_could_complete() -> None:
     assert abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] * DAY_S >= (
         ingest.UPLOAD_URL_TTL
     )
+
+
+@pytest.mark.parametrize("lid", sorted(LISTED))
+def test_the_upload_functions_list_only_their_prefixes(lid: str) -> None:
+    statements = [
+        s
+        for policy in FUNCTIONS[lid]["Properties"]["Policies"]
+        for s in policy["Statement"]
+        if "s3:ListBucket" in s["Action"]
+    ]
+    assert statements, f"{lid} lists nothing"
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        assert set(statement["Condition"]) == {"StringLike"}, "listing the whole bucket"
+        patterns = statement["Condition"]["StringLike"]["s3:prefix"]
+        assert all(p.endswith("/*") and p != "/*" for p in patterns), patterns
+        for needed in LISTED[lid]:
+            assert any(fnmatch.fnmatchcase(needed, p) for p in patterns), (lid, needed)
+        assert not any(fnmatch.fnmatchcase("dicom/1/2/3.dcm", p) for p in patterns)
