@@ -83,17 +83,23 @@ class KeyEntry:
     usage_plan_id: str = ""
 
 
+#: API Gateway holds a usage plan's burst and quota as 32-bit integers.
+MAX_COUNT = 2**31 - 1
+
+
 def checked_limits(rate: float, burst: int | None = None, quota: int | None = None) -> Limits:
     """Limits from the key tool's options; burst defaults to twice the rate (at least 1);
     a quota of 0 means none. ValueError for impossible values."""
-    if not rate > 0:
-        raise ValueError("--rate must be a positive number of requests per second")
+    if not (math.isfinite(rate) and 0 < rate <= MAX_COUNT / 2):
+        raise ValueError(
+            f"--rate must be a positive number of requests per second, at most {MAX_COUNT // 2}"
+        )
     if burst is None:
         burst = max(1, math.ceil(2 * rate))
-    if burst < 1:
-        raise ValueError("--burst must be at least 1 request")
-    if quota is not None and quota < 0:
-        raise ValueError("--quota must be 0 (none) or a number of requests per day")
+    if not 1 <= burst <= MAX_COUNT:
+        raise ValueError(f"--burst must be from 1 to {MAX_COUNT} requests")
+    if quota is not None and not 0 <= quota <= MAX_COUNT:
+        raise ValueError(f"--quota must be 0 (none) or a number of requests per day to {MAX_COUNT}")
     return Limits(rate=float(rate), burst=int(burst), quota=quota or None)
 
 

@@ -106,7 +106,17 @@ def test_checked_limits_defaults_and_refusals() -> None:
     assert keys.checked_limits(0.2) == keys.Limits(0.2, 1, None)
     assert keys.checked_limits(2, 3, 0) == keys.Limits(2.0, 3, None)
     assert keys.checked_limits(2, 3, 5).quota == 5
-    for bad in ((0, 1, None), (-1, 1, None), (1, 0, None), (1, 1, -5)):
+    for bad in (
+        (0, 1, None),
+        (-1, 1, None),
+        (1, 0, None),
+        (1, 1, -5),
+        (float("inf"), None, None),
+        (float("nan"), 1, None),
+        (8.9e307, None, None),  # twice the rate, the default burst, would be infinite
+        (1, 2**31, None),
+        (1, 1, 2**31),
+    ):
         with pytest.raises(ValueError, match="--"):
             keys.checked_limits(*bad)
 
