@@ -841,11 +841,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 return
             if not self.parse_request():
                 return
-            method = getattr(self, f"do_{self.command}", None)
-            if method is None:
-                self.send_error(HTTPStatus.NOT_IMPLEMENTED, "Unsupported method")
-                return
-            method()
+            self._serve()  # any method: the gateway answers those no route has (404)
             self.wfile.flush()
         except TimeoutError:
             self.close_connection = True
@@ -938,8 +934,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(response.body)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
     def log_message(self, format: str, *args: Any) -> None:
         """Send the access log to logging instead of stderr."""

@@ -159,7 +159,7 @@ def read_body(headers: Message, stream: Reader, limit: int) -> bytes:
 
 def content_length(headers: Message) -> int:
     """The declared length (0 when absent); BodyError unless every value is one number."""
-    values = {value.strip() for value in headers.get_all("Content-Length") or []}
+    values = {value.strip(" \t") for value in headers.get_all("Content-Length") or []}
     if not values:
         return 0
     if len(values) > 1:
