@@ -144,11 +144,11 @@ def _file_syntax(path: Path) -> str:
     """The Transfer Syntax UID of a file's File Meta Information ('' when unreadable)."""
     with path.open("rb") as source:
         source.seek(132)
-        try:
+        try:  # the value is decoded on access: a broken one raises there
             meta = _read_file_meta_info(source)
+            return str(meta.get("TransferSyntaxUID", "")).strip("\0 ")
         except Exception:  # noqa: BLE001 - dcmread reports a broken File Meta with its reason
             return ""
-    return str(meta.get("TransferSyntaxUID", "")).strip("\0 ")
 
 
 def _deferred(dataset: Dataset) -> dict[int, int]:

@@ -509,3 +509,12 @@ def test_a_prefix_that_cannot_name_objects_is_a_400(store, prefix) -> None:
         ingest.results(prefix, caller=ADMIN, store=store, base_url=BASE)
     with pytest.raises(BadRequest):
         ingest.results("", caller=ADMIN, store=store, base_url=BASE, after=prefix)
+
+
+def test_a_file_meta_value_that_cannot_be_decoded_is_quarantined_not_a_crash(store, index):
+    data = bytearray(dicom_files.with_new_uids())
+    at = data.index(b"\x02\x00\x10\x00UI")  # (0002,0010) Transfer Syntax UID, its VR
+    data[at + 4 : at + 6] = b"FD"  # 8-byte values: its length is not a multiple of 8
+    store.put("incoming/site/broken.dcm", bytes(data))
+    assert run("incoming/site/broken.dcm", store, index).status == "failed"
+    assert store.read("quarantine/site/broken.dcm") == bytes(data)
