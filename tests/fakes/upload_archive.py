@@ -1,6 +1,7 @@
 """An in-memory archive on a real HTTP socket speaking the importer's contract: STOW-RS
 (with the 4,500,000-byte body limit) and the presigned upload path (single PUT or
-multipart parts, complete, status polling), with knobs for throttling and failures.
+multipart parts, each URL taking exactly its declared length as S3 does, complete, status
+polling), with knobs for throttling and failures.
 
 It keeps the instances it stored (SOP Instance UID -> bytes), so a test asserts on state.
 """
@@ -121,6 +122,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path.startswith("/complete/"):
             upload = state.uploads[self.path.rsplit("/", 1)[1]]
             etags = {p["partNumber"]: p["etag"] for p in json.loads(body)["parts"]}
+            if sorted(etags) != list(range(1, len(self._part_sizes(upload)) + 1)):
+                self._send(400, {"message": "parts must list each part 1 to N once"})
+                return
             if etags != {n: hashlib.md5(d).hexdigest() for n, d in upload["parts"].items()}:  # noqa: S324
                 self._send(400, {"message": "ETag mismatch"})
                 return
@@ -202,12 +206,25 @@ class _Handler(BaseHTTPRequestHandler):
             return
         pieces = self.path.strip("/").split("/")
         upload = state.uploads[pieces[1]]
+        signed = (
+            upload["size"] if pieces[0] == "put" else self._part_sizes(upload)[int(pieces[2]) - 1]
+        )
+        if len(body) != signed:  # the URL signs content-length
+            message = f"the URL is signed for {signed} bytes, not {len(body)}"
+            self._send(403, {"code": "SignatureDoesNotMatch", "message": message})
+            return
         if pieces[0] == "put":
             upload["data"] = body
             self._send(200)
         else:
             upload["parts"][int(pieces[2])] = body
             self._send(200, headers={"ETag": hashlib.md5(body).hexdigest()})  # noqa: S324
+
+    def _part_sizes(self, upload: dict[str, Any]) -> list[int]:
+        """Each part's size: ``part_size``, the last one the remainder."""
+        size, part = upload["size"], self.state.part_size
+        count = -(-size // part)
+        return [part] * (count - 1) + [size - (count - 1) * part]
 
     def do_GET(self) -> None:
         state = self.state
