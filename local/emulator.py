@@ -801,6 +801,16 @@ class Gateway:
 
 # ---------------------------------------------------------------- HTTP server
 
+
+def _loggable(request_line: str) -> str:
+    """The request line for the access log: without the query string (QIDO values name
+    patients), at most 200 characters."""
+    words = request_line.rstrip("\r\n").split(" ")
+    if len(words) > 1:
+        words[1] = words[1].split("?", 1)[0]
+    return " ".join(words)[:200]
+
+
 #: What is read and dropped at most after an early answer, and for how long.
 _DRAIN_BYTES = 16 * 1024 * 1024
 _DRAIN_SECONDS = 2.0
@@ -852,7 +862,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.command = ""  # send_error reads it
         self.request_version = "HTTP/1.1"  # an error answer gets a status line and headers
         self.close_connection = True
-        self.requestline = str(request_line, "iso-8859-1").rstrip("\r\n")[:200]
+        self.requestline = _loggable(str(request_line, "iso-8859-1"))
         try:
             head = http1.read_head(request_line, self.rfile)
         except http1.HeadError as error:

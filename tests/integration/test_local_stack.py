@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -704,3 +705,19 @@ def test_a_given_key_is_installed_once_beside_the_kept_dev_key(tmp_path: Path) -
     ring = FileKeyStore(data_dir / SECRETS_DIR / API_KEYS_FILE).load()
     assert sorted(entry.label for entry in ring) == [DEV_KEY_LABEL, DEV_KEY_LABEL]
     assert keys.digest(given) in {entry.sha256 for entry in ring}
+
+
+# ---------------------------------------------------------------- the access log
+
+
+def test_the_access_log_holds_no_query_values_or_keys(
+    local_stack: LocalStack, api_headers: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="local.emulator")
+    url = f"{local_stack.base_url}/qido/AE/studies?PatientName=DOE%5EJANE&PatientID=PID-4711"
+    assert requests.get(url, headers=api_headers, timeout=30).status_code == 200
+    requests.get(url + "&x=" + "a" * 20_000, headers=api_headers, timeout=30)  # a 431
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "/qido/AE/studies" in logged
+    for secret in ("DOE", "PID-4711", local_stack.api_key):
+        assert secret not in logged
