@@ -1,9 +1,10 @@
 """API Gateway REST (v1) emulator with Lambda proxy integration, driven by template.yaml.
 
 Reproduces: routing on path templates, the TOKEN authorizer (with its result cache and
-policy evaluation), usage plans (per-key token bucket and daily quota, :mod:`local.usage`),
-gateway responses from the template, binary media types, the 10 MB
-request limit and Lambda's 6 MB invoke payload limits, and REST proxy events (format 1.0).
+policy evaluation; refusals are cached too), usage plans (per-key token bucket and daily
+quota, :mod:`local.usage`), gateway responses from the template, binary media types, the
+10,240-byte head limit and the 10 MB body limit (:mod:`local.http1`), Lambda's 6 MB invoke
+payload limits, and REST proxy events (format 1.0).
 Handlers run in-process, each module loaded from ``<CodeUri>/<module>.py``.
 See docs/local-stack.md for what is not reproduced.
 """
