@@ -1,21 +1,25 @@
 """The DICOM side: a Storage SCP (every storage SOP class pynetdicom knows, every transfer
-syntax the archive stores) and the Verification SCP (C-ECHO)."""
+syntax the archive stores) and the Verification SCP (C-ECHO), behind the PDU guard
+(:mod:`tools.gateway.guard`)."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
+from tools.gateway import aetitle
+from tools.gateway.guard import MAX_PDU, TIMEOUT, GuardedServer, Limits
 from tools.gateway.spool import Spool
 
 SUCCESS = 0x0000
+POLL_S = 0.1  # how often the server loop checks for shutdown
 OUT_OF_RESOURCES = 0xA700
 log = logging.getLogger("dicomweb-gateway")
 
@@ -55,15 +59,24 @@ TRANSFER_SYNTAXES = sorted(
 )
 
 
-def build_ae(ae_title: str, allowed_calling: list[str]) -> AE:
-    """The application entity with its contexts and association policy."""
+def build_ae(
+    ae_title: str,
+    allowed_calling: list[str],
+    *,
+    max_pdu: int = MAX_PDU,
+    timeout: float = TIMEOUT,
+) -> AE:
+    """The application entity with its contexts and association policy: ``max_pdu`` is the
+    Maximum Length it advertises (and the guard enforces), ``timeout`` the ACSE, DIMSE and
+    network (idle) timeout in seconds."""
     ae = AE(ae_title=ae_title)
     for context in AllStoragePresentationContexts:
         if context.abstract_syntax is not None:
             ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
     ae.require_calling_aet = allowed_calling  # empty: any calling AE
-    ae.maximum_pdu_size = 0  # no limit on what we receive
+    ae.maximum_pdu_size = max_pdu
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     return ae
 
 
@@ -90,21 +103,69 @@ def store_handler(spool: Spool, on_spooled: Callable[[], None]) -> Callable[[Any
     return handle
 
 
-def start(
-    ae: AE, address: tuple[str, int], spool: Spool, on_spooled: Callable[[], None]
-) -> ThreadedAssociationServer:
-    """Listen in background threads; returns the server (``server_address`` has the port)."""
+def start(  # noqa: PLR0913 - the server's settings are keyword-only
+    ae: AE,
+    address: tuple[str, int],
+    spool: Spool,
+    on_spooled: Callable[[], None],
+    *,
+    calling_in_url: bool = True,
+    connections: int = Limits.connections,
+) -> GuardedServer:
+    """Listen in a background thread; returns the server (``server_address`` has the port).
+
+    ``calling_in_url``: the calling AE title becomes the archive's STOW-RS path segment, so
+    ``.`` and ``..`` (which HTTP removes from a path) are rejected at association."""
     _config.STORE_RECV_CHUNKED_DATASET = True  # data sets to files, not memory
     handlers: list[Any] = [
         (evt.EVT_C_STORE, store_handler(spool, on_spooled)),
         (evt.EVT_C_ECHO, lambda _event: SUCCESS),
         (evt.EVT_ACCEPTED, _accepted),
         (evt.EVT_REJECTED, _rejected),
+        (evt.EVT_CONN_CLOSE, _closed),
     ]
-    server = ae.start_server(address, block=False, evt_handlers=handlers)
-    if server is None:  # only when block=True
-        raise RuntimeError("the association server did not start")
+    limits = Limits(
+        max_pdu=ae.maximum_pdu_size,
+        timeout=float(ae.acse_timeout or TIMEOUT),
+        connections=connections,
+    )
+
+    def calling_usable(title: str) -> bool:
+        return not (calling_in_url and title in aetitle.DOT_SEGMENTS)
+
+    server = cast(
+        GuardedServer,
+        ae.make_server(
+            address,
+            evt_handlers=handlers,
+            server_class=GuardedServer,
+            limits=limits,
+            calling_usable=calling_usable,
+        ),
+    )
+    threading.Thread(
+        target=server.serve_forever, args=(POLL_S,), name="gateway-server", daemon=True
+    ).start()
     return server
+
+
+def _closed(event: Any) -> None:
+    """The connection ended: clean up what pynetdicom leaves behind.
+
+    * A data set cut off mid-transfer: pynetdicom's chunked receive wrote it to a temporary
+      file that only a completed C-STORE removes; remove it (it holds patient data, and a
+      peer repeating this would fill the disk).
+    * No A-ASSOCIATE-RQ reached the association (the peer closed, stayed silent, sent
+      garbage, or the guard refused it): pynetdicom has its thread wait for one until the
+      ACSE timeout, counted against the association limit; wake it."""
+    assoc = event.assoc
+    message = getattr(assoc.dimse, "message", None)  # the DIMSE message being received
+    partial = getattr(message, "_data_set_file", None)
+    if partial is not None:
+        partial.close()
+        Path(partial.name).unlink(missing_ok=True)
+    if assoc.is_acceptor and assoc.requestor.primitive is None and assoc.dul.to_user_queue.empty():
+        assoc.dul.to_user_queue.put(None)  # receive_pdu() -> None: "no request came"
 
 
 def _accepted(event: Any) -> None:

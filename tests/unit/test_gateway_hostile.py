@@ -1,0 +1,456 @@
+"""The gateway against hostile peers on a raw socket: random bytes, truncated PDUs, huge
+declared lengths, unknown PDU types, garbage association requests, odd AE titles, P-DATA
+before association, an abort in the middle of a data set.
+
+Every connection is answered or closed within a few seconds (the gateway under test has a
+1 s timeout), declaring a 2 GB PDU costs no memory, no gateway thread dies of an exception,
+and a normal C-STORE still succeeds afterwards. ``bench/fuzz_gateway.py`` runs the same
+cases at any count.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pynetdicom import AE, build_context
+from pynetdicom.dimse_messages import C_STORE_RQ as C_STORE_MESSAGE
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode
+from pynetdicom.pdu import A_ASSOCIATE_RQ, P_DATA_TF
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    MaximumLengthNotification,
+)
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+
+from tests import dicom_files
+from tools.gateway import scp
+from tools.gateway.guard import MAX_PDU, OTHER_PDU_MAX, GuardedServer
+from tools.gateway.spool import Spool
+
+GATEWAY = "GATEWAY"
+TIMEOUT = 1.0  # the gateway's: a silent peer is dropped after this
+ANSWER_WITHIN = TIMEOUT + 3.0  # what a connection may wait for an answer or a close
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ABORT = 0x02, 0x03, 0x07
+HUGE = 2**31  # a 2 GB PDU
+
+
+# ---------------------------------------------------------------- PDUs on the wire
+
+
+def associate_rq(
+    calling: bytes = b"MODALITY",
+    called: bytes = GATEWAY.encode(),
+    *,
+    contexts: tuple[str, ...] = (Verification, CTImageStorage),
+    max_length: int = 16384,
+) -> bytes:
+    """An A-ASSOCIATE-RQ encoded by pynetdicom, with the title fields written as given
+    (16 bytes, space padded), so that titles pynetdicom would refuse can be sent."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = APPLICATION_CONTEXT
+    primitive.calling_ae_title = "PLACEHOLDER"
+    primitive.called_ae_title = "PLACEHOLDER"
+    length = MaximumLengthNotification()
+    length.maximum_length_received = max_length
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = "1.2.826.0.1.3680043.10.1"
+    primitive.user_information = [length, implementation]
+    proposed = []
+    for number, uid in enumerate(contexts):
+        context = build_context(uid, [EXPLICIT_LE])
+        context.context_id = 2 * number + 1
+        proposed.append(context)
+    primitive.presentation_context_definition_list = proposed
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    data = bytearray(pdu.encode())
+    data[10:26] = called[:16].ljust(16)
+    data[26:42] = calling[:16].ljust(16)
+    return bytes(data)
+
+
+def header(pdu_type: int, length: int) -> bytes:
+    return struct.pack(">BBL", pdu_type, 0, length)
+
+
+def p_data(context_id: int, fragments: list[tuple[int, bytes]]) -> bytes:
+    """A P-DATA-TF PDU of PDVs ``(control header, data)``."""
+    items = b"".join(
+        struct.pack(">LBB", len(data) + 2, context_id, control) + data
+        for control, data in fragments
+    )
+    return header(0x04, len(items)) + items
+
+
+def c_store_pdus(data: bytes, context_id: int = 3, max_pdu: int = 16384) -> list[bytes]:
+    """The P-DATA-TF PDUs of a C-STORE-RQ of the Part 10 file ``data`` (pynetdicom encodes)."""
+    import io
+
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    request = C_STORE()
+    request.MessageID = 1
+    request.AffectedSOPClassUID = ds.SOPClassUID
+    request.AffectedSOPInstanceUID = ds.SOPInstanceUID
+    request.Priority = 2
+    request.DataSet = io.BytesIO(encode(ds, False, True))  # explicit VR little endian
+    message = C_STORE_MESSAGE()
+    message.primitive_to_message(request)
+    pdus = []
+    for primitive in message.encode_msg(context_id, max_pdu):
+        pdu = P_DATA_TF()
+        pdu.from_primitive(primitive)
+        pdus.append(pdu.encode())
+    return pdus
+
+
+# ---------------------------------------------------------------- talking to the gateway
+
+
+@dataclass
+class Answer:
+    """What a connection got back: the first PDU type (0 if none), and how long it took for
+    the gateway to answer or close once everything was sent."""
+
+    first_type: int
+    seconds: float
+    data: bytes
+
+
+def exchange(
+    port: int, payload: bytes | list[bytes], *, hold: bool = False, wait: float = 10.0
+) -> Answer:
+    """Send ``payload`` (pieces in turn), then half-close (or, with ``hold``, keep the
+    connection open as a silent peer does) and read until the gateway answers or closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        pieces = payload if isinstance(payload, list) else [payload]
+        try:
+            for piece in pieces:
+                sock.sendall(piece)
+            if not hold:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the gateway closed first: what it sent is still readable
+        started = time.monotonic()
+        received = b""
+        try:
+            while len(received) < 6 or len(received) < 6 + struct.unpack(">L", received[2:6])[0]:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        except TimeoutError:
+            pass
+        except OSError:
+            pass  # reset: closed
+        return Answer(received[0] if received else 0, time.monotonic() - started, received)
+
+
+def associate(port: int, calling: bytes = b"MODALITY") -> tuple[socket.socket, bytes]:
+    """A raw connection with an accepted association (the A-ASSOCIATE-AC is returned)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(associate_rq(calling))
+    answer = b""
+    while len(answer) < 6 or len(answer) < 6 + struct.unpack(">L", answer[2:6])[0]:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before the A-ASSOCIATE-AC"
+        answer += chunk
+    assert answer[0] == A_ASSOCIATE_AC, answer[:10].hex()
+    return sock, answer
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+@dataclass
+class Gateway:
+    port: int
+    spool: Spool
+    server: GuardedServer
+    crashes: list[str] = field(default_factory=list)
+
+    def store_normally(self, calling: str = "MODALITY") -> int:
+        """A C-STORE by pynetdicom as requestor; the status."""
+        requestor = AE(ae_title=calling)
+        requestor.add_requested_context(CTImageStorage, EXPLICIT_LE)
+        assoc = requestor.associate("127.0.0.1", self.port, ae_title=GATEWAY)
+        assert assoc.is_established, "a normal association was not accepted"
+        try:
+            import io
+
+            import pydicom
+
+            ds = pydicom.dcmread(io.BytesIO(dicom_files.with_new_uids("CT_small.dcm")))
+            status = assoc.send_c_store(ds)
+        finally:
+            assoc.release()
+        return int(status.Status)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    """The gateway's SCP on a free loopback port (1 s timeout), spooling under tmp_path;
+    exceptions escaping any thread are collected."""
+    spool = Spool(tmp_path / "spool")
+    ae = scp.build_ae(GATEWAY, [], timeout=TIMEOUT)
+    server = scp.start(ae, ("127.0.0.1", 0), spool, lambda: None)
+    crashes: list[str] = []
+    previous = threading.excepthook
+
+    def record(args: Any) -> None:
+        crashes.append(f"{args.exc_type.__name__} in {getattr(args.thread, 'name', '?')}")
+
+    threading.excepthook = record
+    try:
+        yield Gateway(int(server.server_address[1]), spool, server, crashes)
+    finally:
+        threading.excepthook = previous
+        server.shutdown()
+
+
+def spooled(gateway: Gateway) -> list[Path]:
+    return sorted(gateway.spool.ready.rglob("*.dcm"))
+
+
+# ---------------------------------------------------------------- titles
+
+
+@pytest.mark.parametrize(
+    "title",
+    [b".", b"..", b"  ..  ", b"CT\\1", b"CT\x01", b"\x00" * 16, b" " * 16, "CTé".encode()],
+    ids=["dot", "dotdot", "dotdot-spaces", "backslash", "control", "nul", "spaces", "non-ascii"],
+)
+def test_an_unusable_calling_title_is_rejected_at_association(
+    gateway: Gateway, title: bytes
+) -> None:
+    """A-ASSOCIATE-RJ: rejected-permanent (1), service-user (1), calling AE title not
+    recognized (3); nothing spooled."""
+    answer = exchange(gateway.port, associate_rq(title))
+    assert answer.data[:10] == bytes([A_ASSOCIATE_RJ, 0, 0, 0, 0, 4, 0, 1, 1, 3])
+    assert answer.seconds < ANSWER_WITHIN
+    assert spooled(gateway) == []
+
+
+def test_an_unusable_called_title_is_rejected_at_association(gateway: Gateway) -> None:
+    answer = exchange(gateway.port, associate_rq(called=b"GW\x7f"))
+    assert answer.data[:10] == bytes([A_ASSOCIATE_RJ, 0, 0, 0, 0, 4, 0, 1, 1, 7])
+
+
+@pytest.mark.parametrize("title", ["/", "../x", "a/b", "%2E%2E", "ae=x", " CT "])
+def test_odd_but_valid_titles_are_spooled_inside_the_spool(gateway: Gateway, title: str) -> None:
+    assert gateway.store_normally(title) == 0x0000
+    [path] = spooled(gateway)
+    assert path.parent.parent == gateway.spool.ready
+    assert list(gateway.spool.pending()) == [title.strip()]
+
+
+def test_dot_titles_are_accepted_when_the_source_is_fixed(tmp_path: Path) -> None:
+    """With ``--forward-aet`` the calling title is not a URL segment: ``..`` may store."""
+    spool = Spool(tmp_path / "spool")
+    ae = scp.build_ae(GATEWAY, [], timeout=TIMEOUT)
+    server = scp.start(ae, ("127.0.0.1", 0), spool, lambda: None, calling_in_url=False)
+    try:
+        sock, _ = associate(int(server.server_address[1]), b"..")
+        sock.close()
+    finally:
+        server.shutdown()
+
+
+# ---------------------------------------------------------------- lengths
+
+
+def test_the_gateway_advertises_its_maximum_pdu_length(gateway: Gateway) -> None:
+    sock, accept = associate(gateway.port)
+    sock.close()
+    assert accept.find(struct.pack(">BBHL", 0x51, 0, 4, MAX_PDU)) > 0
+
+
+@pytest.mark.parametrize(
+    ("pdu_type", "length"),
+    [(0x01, HUGE), (0x04, HUGE), (0x05, HUGE), (0x01, OTHER_PDU_MAX + 1), (0x04, MAX_PDU + 1)],
+    ids=["associate-2GB", "p-data-2GB", "release-2GB", "associate-over-cap", "p-data-over-max"],
+)
+def test_a_pdu_longer_than_allowed_is_aborted_before_it_is_read(
+    gateway: Gateway, pdu_type: int, length: int
+) -> None:
+    """A-ABORT, source service-provider (2), invalid PDU parameter value (6), as soon as the
+    header is in: the body is never read."""
+    answer = exchange(gateway.port, header(pdu_type, length) + b"\0" * 1000, hold=True)
+    assert answer.data[:10] == bytes([A_ABORT, 0, 0, 0, 0, 4, 0, 0, 2, 6])
+    assert answer.seconds < 1.0
+
+
+def test_a_p_data_over_the_maximum_inside_an_association_is_aborted(gateway: Gateway) -> None:
+    sock, _ = associate(gateway.port)
+    with sock:
+        sock.sendall(header(0x04, MAX_PDU + 1))
+        data = sock.recv(100)
+    assert data[:10] == bytes([A_ABORT, 0, 0, 0, 0, 4, 0, 0, 2, 6])
+
+
+def test_declaring_a_2gb_pdu_costs_no_memory(gateway: Gateway) -> None:
+    """The peer declares 2 GB and keeps sending: the gateway closes at the header, so
+    sending fails quickly, and the process does not grow."""
+    before = rss_mb()
+    chunk = b"\0" * (1 << 20)
+    sent = 0
+    started = time.monotonic()
+    for pdu_type in (0x01, 0x04):
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+            sock.sendall(header(pdu_type, HUGE))
+            try:
+                while sent < 256 << 20:
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+            except OSError:
+                pass
+    assert sent < 64 << 20, f"the gateway kept reading: {sent:,} bytes accepted"
+    assert time.monotonic() - started < ANSWER_WITHIN
+    assert rss_mb() - before < 16
+
+
+# ---------------------------------------------------------------- time
+
+
+def test_a_silent_peer_is_dropped_after_the_timeout(gateway: Gateway) -> None:
+    """Nothing, half a header, or half an association request, then silence: closed after
+    the timeout (and the thread serving it ends), not held forever."""
+    for payload in (b"\x01\x00\x00", associate_rq()[:50], b""):
+        answer = exchange(gateway.port, payload, hold=True)
+        assert answer.first_type == 0
+        assert TIMEOUT - 0.5 < answer.seconds < ANSWER_WITHIN
+    deadline = time.monotonic() + ANSWER_WITHIN
+    while gateway.server.active_associations and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gateway.server.active_associations == []
+    assert gateway.server.open_connections == 0
+
+
+def test_connections_over_the_limit_are_closed_at_once(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    ae = scp.build_ae(GATEWAY, [], timeout=TIMEOUT)
+    server = scp.start(ae, ("127.0.0.1", 0), spool, lambda: None, connections=3)
+    port = int(server.server_address[1])
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        answer = exchange(port, associate_rq(), hold=True, wait=5)
+        assert answer.first_type == 0  # closed, not answered
+        assert answer.seconds < 1.0
+        held.pop().close()
+        time.sleep(0.3)
+        assert exchange(port, associate_rq(), hold=True, wait=5).first_type == A_ASSOCIATE_AC
+    finally:
+        for sock in held:
+            sock.close()
+        server.shutdown()
+
+
+# ---------------------------------------------------------------- sequences
+
+
+def test_p_data_before_association_is_aborted(gateway: Gateway) -> None:
+    answer = exchange(gateway.port, p_data(1, [(0x03, b"\0" * 20)]))
+    assert answer.first_type in {A_ABORT, 0}
+    assert answer.seconds < ANSWER_WITHIN
+
+
+def test_an_abort_in_the_middle_of_a_data_set_spools_nothing_and_leaves_no_file(
+    gateway: Gateway,
+) -> None:
+    """Command and half the data set, then the connection drops (or an A-ABORT comes): no
+    instance is spooled and pynetdicom's temporary file of the partial data set is gone."""
+    pdus = c_store_pdus(dicom_files.with_new_uids("CT_small.dcm"), max_pdu=4096)
+    assert len(pdus) > 4
+    temporary = Path(tempfile.gettempdir())
+    before = set(temporary.glob("tmp*.dcm"))
+    for ending in (b"", bytes([A_ABORT, 0, 0, 0, 0, 4, 0, 0, 0, 0])):
+        sock, _ = associate(gateway.port)
+        with sock:
+            for pdu in pdus[: len(pdus) // 2]:
+                sock.sendall(pdu)
+            sock.sendall(ending)
+            time.sleep(0.3)
+    deadline = time.monotonic() + ANSWER_WITHIN
+    while set(temporary.glob("tmp*.dcm")) - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert set(temporary.glob("tmp*.dcm")) - before == set()
+    assert spooled(gateway) == []
+    assert gateway.store_normally() == 0x0000
+
+
+# ---------------------------------------------------------------- random
+
+
+def hostile_case(rng: random.Random) -> tuple[str, list[bytes], bool]:
+    """One hostile connection: (kind, what to send, hold the connection open afterwards)."""
+    rq = associate_rq(
+        bytes(rng.choice([b".", b"..", b"/", b"\\", b"\x01", b"A" * 17, b" " * 16, b"CT"]))
+    )
+    kinds: dict[str, Callable[[], bytes]] = {
+        "random-bytes": lambda: rng.randbytes(rng.randint(0, 2000)),
+        "truncated-rq": lambda: rq[: rng.randint(0, len(rq) - 1)],
+        "huge-length": lambda: header(rng.randint(1, 7), rng.randint(MAX_PDU + 1, 2**32 - 1)),
+        "unknown-type": lambda: header(rng.choice([0, 8, 9, 0x41, 0xFF]), rng.randint(0, 99)),
+        "mutated-rq": lambda: bytes(
+            b if rng.random() > 0.02 else rng.randrange(256) for b in associate_rq()
+        ),
+        "odd-title-rq": lambda: rq,
+        "garbage-items-rq": lambda: (
+            header(0x01, 68 + 200) + associate_rq()[6:74] + rng.randbytes(200)
+        ),
+        "p-data-first": lambda: p_data(rng.randint(0, 255), [(rng.randrange(4), b"\0" * 30)]),
+        "release-first": lambda: header(0x05, 4) + b"\0\0\0\0",
+        "rq-then-garbage": lambda: associate_rq() + rng.randbytes(rng.randint(1, 500)),
+    }
+    kind = rng.choice(sorted(kinds))
+    return kind, [kinds[kind]()], rng.random() < 0.1
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(seed=st.integers(0, 2**32 - 1), raw=st.binary(max_size=300))
+def test_hostile_connections_are_answered_or_closed_in_time(
+    gateway: Gateway, seed: int, raw: bytes
+) -> None:
+    """A random hostile connection and raw bytes from hypothesis: each answered or closed
+    within the limit, no thread crashes."""
+    kind, payload, hold = hostile_case(random.Random(seed))
+    for pieces, held in ((payload, hold), ([raw], False)):
+        answer = exchange(gateway.port, pieces, hold=held)
+        assert answer.seconds < ANSWER_WITHIN, kind
+    assert gateway.crashes == []
+
+
+def test_after_all_that_a_normal_store_succeeds(gateway: Gateway) -> None:
+    rng = random.Random(7)
+    for _ in range(20):
+        kind, payload, _hold = hostile_case(rng)
+        assert exchange(gateway.port, payload).seconds < ANSWER_WITHIN, kind
+    assert gateway.store_normally() == 0x0000
+    assert len(spooled(gateway)) == 1
+    assert gateway.crashes == []

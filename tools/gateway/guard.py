@@ -1,0 +1,294 @@
+"""Checks on each PDU a peer sends, made from its 6-byte header before pynetdicom reads the
+rest (pynetdicom reads a PDU whole, whatever length the header declares).
+
+:class:`GuardedServer` is pynetdicom's threaded association server (``AE.make_server``
+with ``server_class``) that hands pynetdicom each connection wrapped in a
+:class:`PduGuard`. The guard follows the DICOM Upper Layer framing (PS3.8 §9.3: type,
+reserved byte, 32-bit length) and:
+
+* aborts (A-ABORT, source service-provider) a P-DATA-TF longer than the Maximum Length the
+  gateway advertises, any other PDU longer than ``other_pdu`` (an A-ASSOCIATE-RQ comes
+  before negotiation: nothing was advertised yet), and an unknown PDU type;
+* reads the first A-ASSOCIATE-RQ whole and rejects it (A-ASSOCIATE-RJ, rejected-permanent,
+  service-user, "calling AE title not recognized" or "called AE title not recognized") when
+  a title is not a PS3.5 AE value or the calling title is not usable;
+* gives each PDU header, and the whole first A-ASSOCIATE-RQ, ``timeout`` seconds to arrive,
+  and any read inside a PDU ``timeout`` seconds; a peer slower than that is disconnected;
+* keeps at most ``connections`` connections at a time; more are closed when accepted.
+
+What it refuses, pynetdicom never reads: it sees a closed connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import socketserver
+import struct
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
+from pynetdicom.transport import ThreadedAssociationServer
+
+from tools.gateway import aetitle
+
+log = logging.getLogger("dicomweb-gateway")
+
+MAX_PDU = 1 << 20  # 1 MiB: the Maximum Length advertised (PS3.8 Annex D.1)
+OTHER_PDU_MAX = 256 << 10  # 128 presentation contexts with every syntax + user identity fit
+TIMEOUT = 30.0
+MAX_CONNECTIONS = 32
+
+HEADER = struct.Struct(">BBL")
+A_ASSOCIATE_RQ, P_DATA_TF = 0x01, 0x04
+NAMES = {
+    0x01: "A-ASSOCIATE-RQ",
+    0x02: "A-ASSOCIATE-AC",
+    0x03: "A-ASSOCIATE-RJ",
+    0x04: "P-DATA-TF",
+    0x05: "A-RELEASE-RQ",
+    0x06: "A-RELEASE-RP",
+    0x07: "A-ABORT",
+}
+# A-ABORT reasons with source 2, DICOM UL service-provider (PS3.8 Table 9-26)
+UNRECOGNIZED_PDU, INVALID_PARAMETER_VALUE = 0x01, 0x06
+# A-ASSOCIATE-RJ reasons with source 1, DICOM UL service-user (PS3.8 Table 9-21)
+CALLING_NOT_RECOGNIZED, CALLED_NOT_RECOGNIZED = 0x03, 0x07
+# A-ASSOCIATE-RQ fixed fields (PS3.8 Table 9-11), as offsets in the PDU after its header
+CALLED, CALLING, RQ_FIXED = slice(4, 20), slice(20, 36), 68
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may send, and how slowly."""
+
+    max_pdu: int = MAX_PDU
+    other_pdu: int = OTHER_PDU_MAX
+    timeout: float = TIMEOUT
+    connections: int = MAX_CONNECTIONS
+
+
+class PduGuard:
+    """A connected socket, as pynetdicom uses it, that checks every PDU header first."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: str,
+        limits: Limits,
+        calling_usable: Callable[[str], bool],
+    ) -> None:
+        self._sock = sock
+        self._peer = peer
+        self._limits = limits
+        self._calling_usable = calling_usable
+        self._pending = b""  # bytes read ahead, handed out before the socket is read again
+        self._left = 0  # bytes of the current PDU's body not yet read
+        self._first = True
+        self._closed = False
+        sock.settimeout(limits.timeout)
+
+    # ------------------------------------------------------------ what pynetdicom calls
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes, never past a PDU the guard has not checked; b'' once the
+        connection is closed or refused."""
+        if self._pending:
+            out, self._pending = self._pending[:size], self._pending[size:]
+            return out
+        if self._closed:
+            return b""
+        if self._left:
+            data = self._read(min(size, self._left), time.monotonic() + self._limits.timeout)
+            self._left -= len(data)
+            return data
+        return self._next_pdu(size)
+
+    def send(self, data: bytes) -> int:
+        """Send as a socket does."""
+        return self._sock.send(data)
+
+    def sendall(self, data: bytes) -> None:
+        """Send all of ``data`` as a socket does."""
+        self._sock.sendall(data)
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed (by the guard, pynetdicom or the server)."""
+        return self._closed
+
+    def fileno(self) -> int:
+        """The socket's descriptor (for ``select``); -1 once closed."""
+        return self._sock.fileno()
+
+    def shutdown(self, how: int) -> None:
+        """Shut the socket down as a socket does."""
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._closed = True
+        self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    # ------------------------------------------------------------ checks
+
+    def _next_pdu(self, size: int) -> bytes:
+        deadline = time.monotonic() + self._limits.timeout
+        header = self._read_exactly(HEADER.size, deadline)
+        if len(header) < HEADER.size:
+            return self._drop("")  # closed by _read
+        pdu_type, _, length = HEADER.unpack(header)
+        name = NAMES.get(pdu_type)
+        if name is None:
+            return self._abort(UNRECOGNIZED_PDU, f"unknown PDU type 0x{pdu_type:02X}")
+        limit = self._limits.max_pdu if pdu_type == P_DATA_TF else self._limits.other_pdu
+        if length > limit:
+            return self._abort(
+                INVALID_PARAMETER_VALUE, f"{name} of {length:,} bytes declared, over {limit:,}"
+            )
+        first, self._first = self._first, False
+        if pdu_type == A_ASSOCIATE_RQ and first:
+            body = self._read_exactly(length, deadline)
+            if len(body) < length:
+                return self._drop("")  # closed by _read
+            refusal = self._refusal(body)
+            if refusal:
+                return self._reject(*refusal)
+            self._pending = header + body
+        else:
+            self._pending, self._left = header, length
+        return self.recv(size)
+
+    def _refusal(self, body: bytes) -> tuple[int, str] | None:
+        """Why an A-ASSOCIATE-RQ is rejected for its titles (None: pynetdicom decides the
+        rest; a request too short to hold them is its to refuse)."""
+        if len(body) < RQ_FIXED:
+            return None
+        calling = aetitle.from_field(body[CALLING])
+        if calling is None or not self._calling_usable(calling):
+            return CALLING_NOT_RECOGNIZED, f"calling AE title '{aetitle.shown(body[CALLING])}'"
+        if aetitle.from_field(body[CALLED]) is None:
+            return CALLED_NOT_RECOGNIZED, f"called AE title '{aetitle.shown(body[CALLED])}'"
+        return None
+
+    # ------------------------------------------------------------ reading
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        """One read of at most ``size`` bytes by ``deadline``; b'' (and the connection
+        closed) when the peer closed, failed or was too slow."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self._drop(f"silent for {self._limits.timeout:g} s inside a PDU")
+            return b""
+        try:
+            self._sock.settimeout(remaining)
+            data = self._sock.recv(size)
+        except TimeoutError:
+            data = b""
+            self._drop(f"silent for {self._limits.timeout:g} s inside a PDU")
+        except OSError:
+            data = b""
+            self._drop("connection failed")
+        if not data:
+            self._drop("")
+        return data
+
+    def _read_exactly(self, size: int, deadline: float) -> bytes:
+        """``size`` bytes by ``deadline``, or fewer when the connection ended first."""
+        parts: list[bytes] = []
+        count = 0
+        while count < size and not self._closed:
+            part = self._read(min(size - count, 1 << 16), deadline)
+            parts.append(part)
+            count += len(part)
+        return b"".join(parts)
+
+    # ------------------------------------------------------------ ending
+
+    def _abort(self, reason: int, why: str) -> bytes:
+        pdu = A_ABORT_RQ()
+        pdu.source, pdu.reason_diagnostic = 0x02, reason
+        log.warning("association from %s aborted: %s", self._peer, why)
+        return self._end(pdu.encode())
+
+    def _reject(self, reason: int, why: str) -> bytes:
+        pdu = A_ASSOCIATE_RJ()
+        pdu.result, pdu.source, pdu.reason_diagnostic = 0x01, 0x01, reason
+        log.warning("association from %s rejected: %s", self._peer, why)
+        return self._end(pdu.encode())
+
+    def _end(self, answer: bytes) -> bytes:
+        """Send ``answer`` and close; pynetdicom reads an ended connection."""
+        with contextlib.suppress(OSError):
+            self._sock.settimeout(self._limits.timeout)
+            self._sock.sendall(answer)
+        return self._drop("")
+
+    def _drop(self, why: str) -> bytes:
+        """Close the connection (once; ``why``, if any, is logged the first time)."""
+        if not self._closed:
+            if why:
+                log.info("connection from %s closed: %s", self._peer, why)
+            self._closed = True
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+        return b""
+
+
+class GuardedServer(ThreadedAssociationServer):
+    """pynetdicom's threaded association server with a :class:`PduGuard` on each connection
+    and at most ``limits.connections`` connections at a time."""
+
+    def __init__(  # noqa: PLR0913, PLR0917 - pynetdicom's server arguments, then ours
+        self,
+        ae: Any,
+        address: tuple[str, int],
+        ae_title: str,
+        contexts: list[Any],
+        ssl_context: Any = None,
+        evt_handlers: list[Any] | None = None,
+        *,
+        limits: Limits,
+        calling_usable: Callable[[str], bool],
+    ) -> None:
+        self.limits = limits
+        self.calling_usable = calling_usable
+        self._guards: weakref.WeakSet[PduGuard] = weakref.WeakSet()
+        super().__init__(ae, address, ae_title, contexts, ssl_context, evt_handlers)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not closed yet."""
+        return sum(not guard.closed for guard in list(self._guards))
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection and wrap it in a :class:`PduGuard`."""
+        sock, address = super().get_request()
+        guard = PduGuard(sock, str(address[0]), self.limits, self.calling_usable)
+        self._guards.add(guard)
+        return cast(socket.socket, guard), address  # pynetdicom uses it as a socket
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Refuse a connection (closed at once) when it is one over ``limits.connections``."""
+        if self.open_connections <= self.limits.connections:
+            return True
+        log.warning(
+            "connection from %s closed: %d connections already open",
+            client_address[0],
+            self.limits.connections,
+        )
+        return False
+
+    def shutdown(self) -> None:
+        """Stop serving and close the listening socket."""
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
