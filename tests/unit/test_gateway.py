@@ -5,14 +5,23 @@ reason) or known to the archive; a transient failure keeps it."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pynetdicom import build_context
 from pynetdicom.presentation import negotiate_as_acceptor
 
 from tests import dicom_files
 from tests.fakes.upload_archive import fake_archive
+from tools.gateway import cli
 from tools.gateway.forwarder import Forwarder
 from tools.gateway.scp import TRANSFER_SYNTAXES, build_ae
 from tools.gateway.spool import Spool
@@ -114,3 +123,191 @@ def test_an_instance_received_into_a_file_is_spooled_whole_and_durably(tmp_path:
     assert received.exists()
     assert spool.pending() == {"CT1": [path]}
     assert list((tmp_path / "spool" / "incoming").iterdir()) == []
+
+
+# ---------------------------------------------------------------- spool folders per calling AE
+
+AE_TITLES = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="\\"),
+    min_size=1,
+    max_size=16,
+).filter(str.strip)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(title=AE_TITLES | st.sampled_from([".", "..", "/", "../..", " .. ", "%2E", "a/b", "ae=x"]))
+def test_no_calling_title_leaves_the_spool(tmp_path: Path, title: str) -> None:
+    """Whatever the calling AE title, the instance lands in one folder of ``ready/`` and is
+    found again under that title."""
+    root = tmp_path / f"spool-{uuid.uuid4().hex}"
+    spool = Spool(root)
+    path = spool.put(title, b"data")
+    assert path.parent.parent == spool.ready
+    assert path.parent.name not in {".", ".."}
+    assert spool.pending() == {title.strip(): [path]}
+    assert Spool(root).recover() == 1
+
+
+def test_spool_folders_are_readable_and_old_ones_still_found(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    path = spool.put("CT_SCANNER-2", b"new")
+    assert path.parent.name.endswith("CT_SCANNER-2")
+    legacy = spool.ready / "CT%2F1"  # the percent-encoded folder of earlier versions
+    legacy.mkdir()
+    (legacy / "0001.dcm").write_bytes(b"old")
+    assert Spool(tmp_path / "spool").recover() == 2
+    assert {aet: len(paths) for aet, paths in spool.pending().items()} == {
+        "CT_SCANNER-2": 1,
+        "CT/1": 1,
+    }
+
+
+def test_files_spooled_outside_any_folder_are_set_aside_with_a_reason(tmp_path: Path) -> None:
+    """Instances an earlier version spooled for the calling AE titles ``.`` (into ``ready/``)
+    and ``..`` (into the spool root) are never forwarded: on start they move to ``failed/``,
+    each with a JSON reason, instead of staying unseen."""
+    root = tmp_path / "spool"
+    spool = Spool(root)
+    (spool.ready / "00000000000000000001-a.dcm").write_bytes(b"dot")
+    (root / "00000000000000000002-b.dcm").write_bytes(b"dotdot")
+    assert Spool(root).recover() == 0
+    assert sorted(p.read_bytes() for p in spool.failed.glob("*.dcm")) == [b"dot", b"dotdot"]
+    reasons = [json.loads(p.read_text()) for p in spool.failed.glob("*.json")]
+    assert len(reasons) == 2
+    assert all("calling AE title" in r["reason"] for r in reasons)
+    assert not list(spool.ready.glob("*.dcm"))
+    assert not list(root.glob("*.dcm"))
+
+
+# ---------------------------------------------------------------- one AE's failure is its own
+
+
+@contextmanager
+def refusing_archive(status: int) -> Iterator[str]:
+    """An HTTP server answering every request with ``status``; yields its base URL."""
+
+    class Refuse(BaseHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+        def _refuse(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = b'{"message": "not for this AE"}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = _refuse
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_ae_the_archive_refuses_does_not_stop_the_others(tmp_path: Path) -> None:
+    """The archive answers 403 for one calling AE (its key may not store as that AE): that
+    AE's files stay spooled, marked as stalled and retried later, and the other AEs are
+    forwarded in the same pass."""
+    spool = Spool(tmp_path / "spool")
+    locked = [spool.put("AAA_LOCKED", dicom_files.with_new_uids()) for _ in range(2)]
+    good = [dicom_files.with_new_uids() for _ in range(3)]
+    for data in good:
+        spool.put("ZZZ_OPEN", data)
+    now = [1000.0]
+    with fake_archive() as archive, refusing_archive(403) as refusing:
+
+        def sender_for(aet: str) -> Sender:
+            base = refusing if aet == "AAA_LOCKED" else archive.base
+            return Sender(base, "k", aet, retry=Retry(1, 0.0, 0.0), sleep=lambda _s: None)
+
+        forwarder = Forwarder(spool, sender_for, retry_every=5.0, clock=lambda: now[0])
+        assert forwarder.forward_once() == 2
+        assert sorted(archive.stored.values()) == sorted(good)
+        assert sorted(spool.pending()["AAA_LOCKED"]) == sorted(locked)
+        assert "403" in forwarder.stalled["AAA_LOCKED"]
+        assert not list(spool.failed.iterdir())
+
+
+def test_an_exception_for_one_ae_does_not_stop_the_others(tmp_path: Path) -> None:
+    """Anything raised while forwarding one AE's folder (a bug, a broken archive answer)
+    leaves that folder spooled and backs off; the next AE is still forwarded, and the
+    stalled AE is tried again once its delay has passed, not on every pass."""
+    spool = Spool(tmp_path / "spool")
+    spool.put("AAA_BROKEN", dicom_files.with_new_uids())
+    good = dicom_files.with_new_uids()
+    spool.put("ZZZ_FINE", good)
+    now = [1000.0]
+    asked: list[str] = []
+    with fake_archive() as archive:
+
+        def sender_for(aet: str) -> Sender:
+            asked.append(aet)
+            if aet == "AAA_BROKEN":
+                raise RuntimeError("boom")
+            return Sender(archive.base, "k", aet, retry=Retry(1, 0.0, 0.0))
+
+        forwarder = Forwarder(spool, sender_for, retry_every=5.0, clock=lambda: now[0])
+        assert forwarder.forward_once() == 1
+        assert list(archive.stored.values()) == [good]
+        assert forwarder.forward_once() == 1  # too soon: AAA_BROKEN is not asked again
+        assert asked.count("AAA_BROKEN") == 1
+        now[0] += 5.1
+        forwarder.forward_once()
+        assert asked.count("AAA_BROKEN") == 2
+        now[0] += 5.1  # the delay doubles after a second failure
+        forwarder.forward_once()
+        assert asked.count("AAA_BROKEN") == 2
+    assert "RuntimeError" in forwarder.stalled["AAA_BROKEN"]
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_the_gateway_listens_on_loopback_unless_told_otherwise() -> None:
+    assert cli.parser().parse_args([]).bind == "127.0.0.1"
+
+
+def test_no_allow_list_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stop = threading.Event()
+    stop.set()
+    argv = ["--key", "k", "--port", "0", "--spool", str(tmp_path / "spool")]
+    with caplog.at_level(logging.WARNING, logger="dicomweb-gateway"):
+        assert cli.main(argv, stopped=stop) == 0
+    assert "any calling AE title" in caplog.text
+    assert "listening on 127.0.0.1:" in capsys.readouterr().out
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dicomweb-gateway"):
+        assert cli.main([*argv, "--allow", "CT"], stopped=stop) == 0
+    assert "any calling AE title" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--ae-title", "BAD\\AE"],
+        ["--ae-title", "A" * 17],
+        ["--allow", "  "],
+        ["--allow", "CT\x01"],
+        ["--forward-aet", ".."],
+        ["--max-pdu", "100"],
+    ],
+    ids=["backslash", "too-long", "spaces", "control", "dot-segment", "tiny-pdu"],
+)
+def test_unusable_settings_are_refused_at_start(
+    tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    stop = threading.Event()
+    stop.set()
+    assert cli.main(["--key", "k", "--spool", str(tmp_path / "s"), *argv], stopped=stop) == 2
+    assert "dicomweb-gateway:" in capsys.readouterr().err

@@ -10,8 +10,9 @@ import sys
 import threading
 from pathlib import Path
 
-from tools.gateway import scp
+from tools.gateway import aetitle, scp
 from tools.gateway.forwarder import Forwarder
+from tools.gateway.guard import MAX_PDU, TIMEOUT
 from tools.gateway.spool import Spool
 from tools.importer.cli import DEFAULT_URL
 from tools.importer.sender import Retry, Sender
@@ -27,14 +28,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=os.environ.get("DICOMWEB_URL", DEFAULT_URL))
     p.add_argument("--key", help="API key (default: the DICOMWEB_API_KEY environment variable)")
     p.add_argument("--ae-title", default="DICOMWEB", help="this gateway's AE title")
-    p.add_argument("--bind", default="0.0.0.0", help="address to listen on (default all)")  # noqa: S104
+    p.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for all)",
+    )
     p.add_argument("--port", type=int, default=11112, help="DICOM port (default 11112)")
     p.add_argument(
         "--allow",
         action="append",
         default=[],
         metavar="AE",
-        help="calling AE title allowed to associate (repeat; default: any)",
+        help="calling AE title allowed to associate (repeat; default: any, with a warning)",
     )
     p.add_argument(
         "--spool",
@@ -48,15 +53,55 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=4, help="requests in flight (default 4)")
     p.add_argument("--retries", type=int, default=6, help="attempts per request on 429/5xx")
+    p.add_argument(
+        "--max-pdu",
+        type=int,
+        default=MAX_PDU,
+        help=f"Maximum Length advertised and enforced, bytes (default {MAX_PDU:,})",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=TIMEOUT,
+        help=f"seconds a peer may keep the gateway waiting (default {TIMEOUT:g})",
+    )
     p.add_argument("--verbose", action="store_true", help="log each association")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+PDU_RANGE = range(4096, (16 << 20) + 1)
+
+
+def refusal(args: argparse.Namespace) -> str:
+    """Why the settings cannot be used ('' when they can)."""
+    titles = [("--ae-title", args.ae_title)] + [("--allow", aet) for aet in args.allow]
+    if args.forward_aet is not None:
+        titles.append(("--forward-aet", args.forward_aet))
+    for option, title in titles:
+        why = aetitle.problem(title)
+        if why:
+            return f"{option} {title!r} is not an AE title: {why}"
+    in_url = [args.forward_aet] if args.forward_aet is not None else args.allow
+    for title in in_url:
+        if title.strip() in aetitle.DOT_SEGMENTS:
+            return f"{title!r} cannot be the archive's {{CALLING_AET}} path segment"
+    if args.max_pdu not in PDU_RANGE:
+        return f"--max-pdu must be {PDU_RANGE.start:,} to {PDU_RANGE.stop - 1:,} bytes"
+    if not 0 < args.timeout <= 3600:
+        return "--timeout must be more than 0 and at most 3600 seconds"
+    return ""
+
+
+def main(argv: list[str] | None = None, stopped: threading.Event | None = None) -> int:
+    """Run the gateway until SIGINT or SIGTERM (or until ``stopped`` is set)."""
     args = parser().parse_args(argv)
     key = args.key or os.environ.get("DICOMWEB_API_KEY", "")
     if not key:
         print("dicomweb-gateway: give --key or set DICOMWEB_API_KEY", file=sys.stderr)
+        return 2
+    problem = refusal(args)
+    if problem:
+        print(f"dicomweb-gateway: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -73,17 +118,30 @@ def main(argv: list[str] | None = None) -> int:
     forwarder.start()
     if waiting:
         forwarder.wake()
-    ae = scp.build_ae(args.ae_title, args.allow)
-    server = scp.start(ae, (args.bind, args.port), spool, forwarder.wake)
+    if not args.allow:
+        log.warning(
+            "no --allow: any calling AE title may store instances; "
+            "give --allow AE for each modality"
+        )
+    allowed = [title.strip() for title in args.allow]
+    ae = scp.build_ae(args.ae_title, allowed, max_pdu=args.max_pdu, timeout=args.timeout)
+    server = scp.start(
+        ae,
+        (args.bind, args.port),
+        spool,
+        forwarder.wake,
+        calling_in_url=args.forward_aet is None,
+    )
     host, port = server.server_address[:2]
     print(
         f"dicomweb-gateway {args.ae_title} listening on {host}:{port}, "
         f"{waiting} spooled instances to forward",
         flush=True,
     )
-    stopped = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopped.set())
+    if stopped is None:
+        stopped = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopped.set())
     while not stopped.wait(1.0):
         pass
     server.shutdown()
