@@ -117,6 +117,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def _not_allowed(self) -> None:
+        """A method presigned URLs never grant (S3: 405 MethodNotAllowed); the body is not
+        read."""
+        self.close_connection = True
+        self.send_response(405)
+        self.send_header("Allow", "GET, HEAD, PUT, OPTIONS")
+        payload = json.dumps(
+            {"code": "MethodNotAllowed", "message": "a presigned URL takes GET, HEAD or PUT"}
+        ).encode("utf-8")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_POST = do_DELETE = do_PATCH = _not_allowed
+
     def _store(self, key: str, part: tuple[str, int] | None, length: int) -> str:
         store = self.server.store
         if part is None:

@@ -9,10 +9,13 @@ The same seed gives the same cases.
 from __future__ import annotations
 
 import io
+import json
 import random
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from functools import cache
 
@@ -263,20 +266,24 @@ def cases(seed: int, count: int, corpus: list[bytes]) -> Iterator[tuple[str, byt
 
 # ----------------------------------------------------------------------------- over HTTP
 
-ROUTES = (
-    "/o3-dpacs-wado/stowRsListener/{a}/studies",
-    "/o3-dpacs-wado/stowRsListener/{a}/studies/{s}",
-    "/o3-dpacs-wado/qido/{a}/patients",
-    "/o3-dpacs-wado/qido/{a}/studies",
-    "/o3-dpacs-wado/qido/{a}/series",
-    "/o3-dpacs-wado/qido/{a}/instances",
-    "/o3-dpacs-wado/qido/{a}/studies/{s}/series",
-    "/o3-dpacs-wado/qido/{a}/studies/{s}/instances",
-    "/o3-dpacs-wado/qido/{a}/studies/{s}/series/{e}/instances",
-    "/o3-dpacs-wado/rs/studies/{s}",
-    "/o3-dpacs-wado/rs/studies/{s}/series/{e}",
-    "/o3-dpacs-wado/rs/studies/{s}/series/{e}/instances/{i}",
-    "/o3-dpacs-wado/wado",
+ROUTES = (  # (path template, the method it answers)
+    ("/o3-dpacs-wado/stowRsListener/{a}/studies", "POST"),
+    ("/o3-dpacs-wado/stowRsListener/{a}/studies/{s}", "POST"),
+    ("/o3-dpacs-wado/qido/{a}/patients", "GET"),
+    ("/o3-dpacs-wado/qido/{a}/studies", "GET"),
+    ("/o3-dpacs-wado/qido/{a}/series", "GET"),
+    ("/o3-dpacs-wado/qido/{a}/instances", "GET"),
+    ("/o3-dpacs-wado/qido/{a}/studies/{s}/series", "GET"),
+    ("/o3-dpacs-wado/qido/{a}/studies/{s}/instances", "GET"),
+    ("/o3-dpacs-wado/qido/{a}/studies/{s}/series/{e}/instances", "GET"),
+    ("/o3-dpacs-wado/rs/studies/{s}", "GET"),
+    ("/o3-dpacs-wado/rs/studies/{s}/series/{e}", "GET"),
+    ("/o3-dpacs-wado/rs/studies/{s}/series/{e}/instances/{i}", "GET"),
+    ("/o3-dpacs-wado/wado", "GET"),
+    ("/o3-dpacs-wado/stowRsListener/{a}/uploads", "POST"),
+    ("/o3-dpacs-wado/stowRsListener/{a}/uploads", "GET"),
+    ("/o3-dpacs-wado/stowRsListener/{a}/uploads/{u}", "GET"),
+    ("/o3-dpacs-wado/stowRsListener/{a}/uploads/{u}/complete", "POST"),
 )
 _SEGMENTS = (
     "AE1",
@@ -329,6 +336,8 @@ _QUERY_KEYS = (
     "region",
     "imageQuality",
     "charset",
+    "prefix",
+    "after",
     "x" * 200,
     "%",
     "",
@@ -364,6 +373,9 @@ _QUERY_VALUES = (
     "%E5%B1%B1%E7%94%B0",
     '""',
     "1.2.3\\1.2.4",
+    "DOE^JANE/",
+    "../",
+    "uploads/",
 )
 _ACCEPTS = (
     None,
@@ -403,14 +415,16 @@ class HttpCase:
 
 def _route_and_method(rng: random.Random) -> tuple[str, str]:
     """A route and, nine times in ten, the method it answers."""
-    route = rng.choice(ROUTES)
-    method = "POST" if "stowRsListener" in route else "GET"
+    route, method = rng.choice(ROUTES)
     return route, method if rng.random() < 0.9 else rng.choice(_OTHER_METHODS)
 
 
-def _path(rng: random.Random, route: str, uids: tuple[str, str, str]) -> str:
+def _path(rng: random.Random, route: str, uids: tuple[str, str, str], uploads: Seq[str]) -> str:
     for name, uid in zip(("{s}", "{e}", "{i}"), uids, strict=True):
         route = route.replace(name, rng.choice(_SEGMENTS) if rng.random() < 0.3 else uid)
+    if "{u}" in route:
+        known = rng.choice(uploads) if uploads and rng.random() < 0.6 else ""
+        route = route.replace("{u}", known or rng.choice((*_SEGMENTS, "u" + "0" * 31)))
     route = route.replace("{a}", rng.choice(_SEGMENTS) if rng.random() < 0.3 else "FUZZ")
     if rng.random() < 0.1:
         route += "/"
@@ -432,7 +446,50 @@ def _query(rng: random.Random, uids: tuple[str, str, str]) -> str:
     return "&".join(pairs)
 
 
-def _body(rng: random.Random, corpus: list[bytes]) -> tuple[bytes, str | None]:
+_JSON_VALUES: tuple[object, ...] = (
+    0,
+    -1,
+    1,
+    4096,
+    5 << 30,
+    (5 << 30) + 1,
+    10**30,
+    1.5,
+    "1000",
+    None,
+    True,
+    [],
+    {},
+    "a" * 64,
+    "\u0000",
+    "1.2.3",
+)
+
+
+def _json_body(rng: random.Random) -> bytes:
+    """An upload request or completion: plausible keys with hostile values, or broken JSON."""
+    kind = rng.random()
+    if kind < 0.1:
+        depth = rng.choice((10, 1000, 100_000))
+        return b"[" * depth + b"]" * (depth if rng.random() < 0.5 else 0)
+    if kind < 0.2:
+        return rng.choice((b"{", b"null", b"[]", b'"x"', b'{"size": }', b"\xff\xfe{}"))
+    if kind < 0.5:  # a request that is right, but for its size
+        return json.dumps({"size": rng.choice((1, 4096, 1 << 26, (1 << 26) + 1, 5 << 30))}).encode()
+    document: dict[str, object] = {}
+    for name in rng.sample(("size", "sha256", "studyInstanceUID", "parts", "x"), rng.randint(0, 4)):
+        document[name] = rng.choice(_JSON_VALUES)
+    if rng.random() < 0.3:
+        document["parts"] = [
+            {"partNumber": rng.choice(_JSON_VALUES), "etag": rng.choice(_JSON_VALUES)}
+            for _ in range(rng.randint(0, 5))
+        ]
+    return json.dumps(document).encode()
+
+
+def _body(rng: random.Random, corpus: list[bytes], route: str) -> tuple[bytes, str | None]:
+    if "/uploads" in route and rng.random() < 0.8:
+        return _json_body(rng), rng.choice(("application/json", None, "text/plain"))
     kind = rng.random()
     if kind < 0.3:
         return b"", rng.choice(_CONTENT_TYPES)
@@ -447,13 +504,25 @@ def _body(rng: random.Random, corpus: list[bytes]) -> tuple[bytes, str | None]:
     return rng.randbytes(rng.randint(1, 4096)), rng.choice(_CONTENT_TYPES)
 
 
+def _odd_headers(rng: random.Random) -> list[tuple[str, str]]:
+    """Non-Latin-1 values, heads around API Gateway's 10,240 bytes and far over, origins."""
+    odd = []
+    if rng.random() < 0.05:
+        odd.append(("X-Odd", "\xe9\xff" * rng.randint(1, 2000)))
+    if rng.random() < 0.03:
+        odd.append(("X-Big", "b" * rng.choice((9_000, 10_100, 10_300, 70_000))))
+    if rng.random() < 0.05:
+        odd.append(("Origin", rng.choice(("http://127.0.0.1:3001", "https://evil.example"))))
+    return odd
+
+
 def _headers_and_body(
-    rng: random.Random, method: str, key: str, corpus: list[bytes]
+    rng: random.Random, method: str, route: str, keys: Seq[str], corpus: list[bytes]
 ) -> tuple[list[tuple[str, str]], bytes]:
     headers = [("Host", "127.0.0.1"), ("Connection", "close")]
     auth = rng.random()
     if auth < 0.85:
-        headers.append(("Authorization", key))
+        headers.append(("Authorization", rng.choice(keys)))
     elif auth < 0.9:
         headers.append(("Authorization", "Bearer " + "x" * rng.randint(0, 3000)))
     accept = rng.choice(_ACCEPTS)
@@ -461,11 +530,10 @@ def _headers_and_body(
         headers.append(("Accept", accept))
     body = b""
     if method in ("POST", "PUT", "PATCH") or rng.random() < 0.05:
-        body, content_type = _body(rng, corpus)
+        body, content_type = _body(rng, corpus, route)
         if content_type is not None:
             headers.append(("Content-Type", content_type))
-    if rng.random() < 0.05:
-        headers.append(("X-Odd", "\xe9\xff" * rng.randint(1, 2000)))
+    headers += _odd_headers(rng)
     framing = rng.random()
     if framing < 0.03:
         headers.append(("Content-Length", rng.choice(("abc", "-1", "99999999999", ""))))
@@ -477,25 +545,29 @@ def _headers_and_body(
     return headers, body
 
 
-def http_cases(
+def http_cases(  # noqa: PLR0917 - the material a case is drawn from
     seed: int,
     count: int,
-    key: str,
+    key: str | Seq[str],
     corpus: list[bytes],
     stored: list[tuple[str, str, str]] | None = None,
+    uploads: Seq[str] = (),
 ) -> Iterator[HttpCase]:
     """``count`` hostile requests: paths, query strings, headers, bodies, framing; half of
-    them name ``stored`` objects (study, series, SOP UIDs) so that they reach the WADO code."""
+    them name ``stored`` objects (study, series, SOP UIDs) so that they reach the WADO code,
+    and upload routes name the ``uploads`` ids most of the time. ``key``: one API key, or
+    several (of different scopes) to choose from."""
     rng = random.Random(seed)
     known = stored or [("1.2.3", "1.2.3.4", "1.2.3.4.5")]
+    keys = (key,) if isinstance(key, str) else tuple(key)
     for _ in range(count):
         route, method = _route_and_method(rng)
         uids = rng.choice(known)
-        target = _path(rng, route, uids)
+        target = _path(rng, route, uids, uploads)
         query = _query(rng, uids)
         if query:
             target += "?" + query
-        headers, body = _headers_and_body(rng, method, key, corpus)
+        headers, body = _headers_and_body(rng, method, route, keys, corpus)
         lines = [f"{method} {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers]
         raw = "\r\n".join(lines).encode("latin-1", "replace") + b"\r\n\r\n" + body
         yield HttpCase(f"{method} {target[:80]}", raw)
@@ -526,3 +598,142 @@ def send_raw(port: int, raw: bytes, timeout: float = 20.0) -> tuple[int, float]:
     line = received.split(b"\r\n", 1)[0].split()
     status = int(line[1]) if len(line) >= 2 and line[1].isdigit() else 0
     return status, time.perf_counter() - started
+
+
+# ------------------------------------------------------------------ presigned object URLs
+
+_SIGNATURES = ("", "0" * 64, "é" * 10, "%C3%A9", "%FF", "%00", "a" * 5000, "%ZZ", "+/=")
+_OBJECT_METHODS = ("PUT", "PUT", "PUT", "GET", "HEAD", "DELETE", "POST", "OPTIONS")
+
+
+def object_cases(seed: int, count: int, urls: Seq[str]) -> Iterator[HttpCase]:
+    """``count`` hostile requests to the object server from presigned URLs (the upload path's
+    PUT and part URLs): altered or missing signature, expiry, length and key; other methods;
+    bodies of other lengths than signed; lying framing. ``urls``: at least one."""
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+    rng = random.Random(seed)
+    for _ in range(count):
+        parts = urlsplit(rng.choice(urls))
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        path = parts.path
+        for _ in range(rng.randint(0, 2)):
+            what = rng.random()
+            if what < 0.3:
+                query["signature"] = rng.choice(_SIGNATURES)
+            elif what < 0.45:
+                query.pop(rng.choice(sorted(query) or ["signature"]), None)
+            elif what < 0.6:
+                query[rng.choice(("expires", "length", "part", "upload"))] = rng.choice(
+                    ("-1", "0", "1", "9" * 30, "abc", "", "1e9", "%00")
+                )
+            elif what < 0.75:
+                path += rng.choice(("/..", "/../../etc/passwd", "%2F..", "%00", "/x", "/"))
+            else:
+                path = path.replace("incoming", rng.choice(("results", "..", "incoming%2F..")))
+        signed = int(query.get("length", "0")) if query.get("length", "").isdigit() else 0
+        size = rng.choice((signed, signed + 1, max(signed - 1, 0), 0, rng.randint(0, 4096)))
+        size = min(size, 1 << 20)
+        method = rng.choice(_OBJECT_METHODS)
+        body = rng.randbytes(size) if method in ("PUT", "POST") else b""
+        target = quote(path, safe="/%") + "?" + urlencode(query)
+        headers = [("Host", parts.netloc), ("Connection", "close")]
+        framing = rng.random()
+        if framing < 0.05:
+            headers.append(("Content-Length", rng.choice(("abc", "-1", "99999999999", ""))))
+        elif framing < 0.1:
+            headers.append(("Transfer-Encoding", "chunked"))
+            body = b"zz\r\n" + body[:10] + b"\r\n0\r\n\r\n"
+        elif framing < 0.15:
+            headers.append(("Content-Length", str(5 << 30)))  # declares 5 GB, sends little
+        else:
+            headers.append(("Content-Length", str(len(body))))
+        lines = [f"{method} {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers]
+        raw = "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + body
+        yield HttpCase(f"{method} {target[:80]}", raw)
+
+
+# ------------------------------------------------------------------ a stack to hunt in
+
+#: Corpus files stored before a hunt, so that half the requests reach the WADO code.
+STORED = (
+    "CT_small.dcm",
+    "MR_small_jp2klossless.dcm",
+    "SC_rgb_rle.dcm",
+    "test-SR.dcm",
+    "emri_small.dcm",
+    "JPEG2000.dcm",
+    "rtdose.dcm",
+    "liver_1frame.dcm",
+)
+
+
+@dataclass(frozen=True)
+class Hunt:
+    """What hostile requests are drawn from: stored objects (study, series, SOP UIDs), keys
+    of every scope, upload ids and their presigned URLs."""
+
+    stored: list[tuple[str, str, str]]
+    keys: tuple[str, ...]
+    uploads: tuple[str, ...]
+    object_urls: tuple[str, ...]
+
+
+def prepare(base_url: str, api_key: str, data_dir: object) -> Hunt:
+    """Store :data:`STORED` through STOW, add a key of each scope to the stack's key file
+    (``data_dir``: the embedded backend's), and ask for a single and a multipart upload."""
+    from pathlib import Path
+
+    import pydicom
+    import requests
+
+    from shared import keys as scopes
+    from shared.adapters.key_store import FileKeyStore
+    from shared.adapters.usage_plans import EntryLimits
+    from shared.wiring import API_KEYS_FILE, SECRETS_DIR
+    from tests import dicom_files
+    from tools import apikeys
+
+    stored = []
+    for name in STORED:
+        data = dicom_files.with_new_uids(name)
+        response = requests.post(
+            f"{base_url}/stowRsListener/FUZZ/studies",
+            data=data,
+            headers={"Authorization": api_key, "Content-Type": "application/dicom"},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        ds = pydicom.dcmread(io.BytesIO(data))
+        stored.append((ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID))
+    store = FileKeyStore(Path(str(data_dir)) / SECRETS_DIR / API_KEYS_FILE)
+    scoped = [
+        apikeys.create(store, f"fuzz {scope}", (scope,), plans=EntryLimits())[0]
+        for scope in scopes.SCOPES
+    ]
+    time.sleep(scopes.REFRESH_INTERVAL)  # as `apikeys create` waits: never refused, then cached
+    uploads, urls = [], []
+    for size in (1000, 200 << 20):  # one PUT; a multipart upload of four parts
+        answer = requests.post(
+            f"{base_url}/stowRsListener/FUZZ/uploads",
+            json={"size": size},
+            headers={"Authorization": api_key},
+            timeout=30,
+        )
+        assert answer.status_code == 201, answer.text
+        created = answer.json()
+        uploads.append(created["statusUrl"].rsplit("/", 1)[1])
+        if "upload" in created:
+            urls.append(created["upload"]["url"])
+        else:
+            urls += [part["url"] for part in created["multipart"]["parts"]]
+    return Hunt(stored, (api_key, *scoped), tuple(uploads), tuple(urls))
+
+
+def object_port(hunt: Hunt) -> int:
+    """The object server's port, from the presigned URLs."""
+    from urllib.parse import urlsplit
+
+    port = urlsplit(hunt.object_urls[0]).port
+    assert port is not None
+    return port

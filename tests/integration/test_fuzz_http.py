@@ -3,22 +3,21 @@
 
 2,000 seeded requests per run (``tests/fuzz.py``): paths with backticks, encoded slashes and
 NULs, very long or non-UTF-8 segments; query strings with repeated, empty, huge and
-malformed keys and values; odd Accept and Content-Type headers, bad keys, non-ASCII headers;
-mutated DICOM and random bytes as bodies; lying Content-Length and broken chunked framing.
-Half of them name objects stored first, so that they reach the WADO rendering and
-transcoding code with hostile parameters.
+malformed keys and values; odd Accept and Content-Type headers, bad keys and keys of every
+scope, non-ASCII headers and heads around API Gateway's 10,240 bytes; mutated DICOM, random
+bytes and hostile JSON as bodies; lying Content-Length and broken chunked framing. They go
+to every route, the upload routes included. Half of them name objects stored first, so that
+they reach the WADO rendering and transcoding code with hostile parameters. Then 500
+hostile requests to the object server, made from the upload path's presigned URLs.
 """
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import pydicom
 import pytest
-import requests
 
 from shared import keys
 from tests import dicom_files, fuzz
@@ -27,33 +26,8 @@ from tests.served import Served, served
 pytestmark = pytest.mark.integration
 
 CASES = 2_000
+OBJECT_CASES = 500
 SLOW_S = 10.0
-STORED = (
-    "CT_small.dcm",
-    "MR_small_jp2klossless.dcm",
-    "SC_rgb_rle.dcm",
-    "test-SR.dcm",
-    "emri_small.dcm",
-    "JPEG2000.dcm",
-    "rtdose.dcm",
-    "liver_1frame.dcm",
-)
-
-
-def _store(stack: Served) -> list[tuple[str, str, str]]:
-    stored = []
-    for name in STORED:
-        data = dicom_files.with_new_uids(name)
-        response = requests.post(
-            f"{stack.base_url}/stowRsListener/FUZZ/studies",
-            data=data,
-            headers={"Authorization": stack.api_key, "Content-Type": "application/dicom"},
-            timeout=60,
-        )
-        assert response.status_code == 200, response.text
-        ds = pydicom.dcmread(io.BytesIO(data))
-        stored.append((ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID))
-    return stored
 
 
 @pytest.fixture
@@ -65,16 +39,34 @@ def own_stack(tmp_path: Path) -> Iterator[Served]:
 
 
 def test_hostile_requests_get_an_answer_below_500_in_time(own_stack: Served) -> None:
-    local_stack = own_stack
+    stack = own_stack
     corpus = [dicom_files.data(n) for n in dicom_files.part10_files(max_size=100_000)[:40]]
-    stored = _store(local_stack)
+    hunt = fuzz.prepare(stack.base_url, stack.api_key, stack.data_dir)
     statuses: Counter[int] = Counter()
     failures = []
-    for case in fuzz.http_cases(7, CASES, local_stack.api_key, corpus, stored):
-        status, elapsed = fuzz.send_raw(local_stack.port, case.raw)
+    for case in fuzz.http_cases(7, CASES, hunt.keys, corpus, hunt.stored, hunt.uploads):
+        status, elapsed = fuzz.send_raw(stack.port, case.raw)
         statuses[status] += 1
         if status >= 500 or status == 0 or elapsed > SLOW_S:
             failures.append(f"{status} in {elapsed:.1f} s: {case.label}")
     assert not failures, failures[:20]
     # The requests reach the functions, not only the gateway's own answers.
     assert statuses[200] > 20 and statuses[400] > 100, statuses
+    assert statuses[201] > 0 and statuses[404] > 0, statuses  # uploads created, others' unseen
+
+
+def test_hostile_requests_to_presigned_urls_get_an_answer_below_500_in_time(
+    own_stack: Served,
+) -> None:
+    stack = own_stack
+    hunt = fuzz.prepare(stack.base_url, stack.api_key, stack.data_dir)
+    port = fuzz.object_port(hunt)
+    statuses: Counter[int] = Counter()
+    failures = []
+    for case in fuzz.object_cases(11, OBJECT_CASES, hunt.object_urls):
+        status, elapsed = fuzz.send_raw(port, case.raw)
+        statuses[status] += 1
+        if status >= 500 or status == 0 or elapsed > SLOW_S:
+            failures.append(f"{status} in {elapsed:.1f} s: {case.label}")
+    assert not failures, failures[:20]
+    assert statuses[403] > 50 and statuses[200] > 0, statuses

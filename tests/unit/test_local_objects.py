@@ -289,3 +289,16 @@ def test_the_upload_path_s_retention_leaves_pending_uploads_and_the_archive(
     assert objects.expire(tmp_path, rules, now) == len(expired)
     assert not any(path.exists() for path in expired)
     assert all(path.exists() for path in kept)
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE", "PATCH"])
+def test_a_method_no_presigned_url_grants_is_405_and_changes_nothing(
+    uploads: _Uploads, method: str
+) -> None:
+    uploads.store.put("retrieve/body", b"payload")
+    url = uploads.store.presign_get("retrieve/body", expires=60, content_type="x")
+    reply = requests.request(method, url, data=b"x" * 100, timeout=5)
+    assert reply.status_code == 405
+    assert reply.json()["code"] == "MethodNotAllowed"
+    assert "PUT" in reply.headers["Allow"]
+    assert (uploads.server.root / "retrieve" / "body").read_bytes() == b"payload"
