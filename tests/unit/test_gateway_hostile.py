@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pynetdicom import AE, build_context
+from pynetdicom import AE, AllStoragePresentationContexts, build_context
 from pynetdicom.dimse_messages import C_STORE_RQ as C_STORE_MESSAGE
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
@@ -33,6 +33,7 @@ from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
     ImplementationClassUIDNotification,
     MaximumLengthNotification,
+    UserIdentityNegotiation,
 )
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
@@ -299,6 +300,32 @@ def test_a_pdu_longer_than_allowed_is_aborted_before_it_is_read(
     answer = exchange(gateway.port, header(pdu_type, length) + b"\0" * 1000, hold=True)
     assert answer.data[:10] == bytes([A_ABORT, 0, 0, 0, 0, 4, 0, 0, 2, 6])
     assert answer.seconds < 1.0
+
+
+def test_the_largest_sensible_association_request_is_accepted(gateway: Gateway) -> None:
+    """128 presentation contexts, each proposing every transfer syntax the gateway takes, and
+    a 65,000-byte user identity token: about 200 KB, under the 256 KiB cap."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = APPLICATION_CONTEXT
+    primitive.calling_ae_title = "MODALITY"
+    primitive.called_ae_title = GATEWAY
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 0
+    identity = UserIdentityNegotiation()
+    identity.user_identity_type = 3  # a JSON web token... of 65,000 bytes
+    identity.primary_field = b"x" * 65_000
+    primitive.user_information = [length, identity]
+    contexts = []
+    for number, context in enumerate(AllStoragePresentationContexts[:128]):
+        proposed = build_context(context.abstract_syntax, scp.TRANSFER_SYNTAXES)
+        proposed.context_id = 2 * number + 1
+        contexts.append(proposed)
+    primitive.presentation_context_definition_list = contexts
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    request = pdu.encode()
+    assert 190_000 < len(request) < OTHER_PDU_MAX
+    assert exchange(gateway.port, request, hold=True).first_type == A_ASSOCIATE_AC
 
 
 def test_a_p_data_over_the_maximum_inside_an_association_is_aborted(gateway: Gateway) -> None:
