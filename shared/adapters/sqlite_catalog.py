@@ -258,19 +258,26 @@ def _text_where(query: Query, *, by_date: bool = False) -> _Where:
     return where
 
 
-def _identifier_where(query: Query, where: _Where) -> bool:
+def _identifier_where(query: Query, where: _Where) -> None:
     """AccessionNumber and PatientID: exact values, or the literal start of a wildcard
-    value as a range of their index; whether an exact value was given."""
-    exact = False
+    value as a range of their index."""
     for keyword, column in (("AccessionNumber", "accession"), ("PatientID", "pid")):
         value = query.exact(keyword)
         if value:
             where.add(f"s.{column} = ?", value)
-            exact = True
         start = literal_prefix(query, keyword)
         if start:
             where.add(f"s.{column} >= ? AND s.{column} < ?", start, _prefix_end(start))
-    return exact
+
+
+def _uses_text_index(query: Query) -> bool:
+    """Whether :func:`_study_where` consults the substring index: not when an exact
+    AccessionNumber or PatientID or a Study Instance UID names the studies (one or a few:
+    the postings of a common trigram, ``MRN`` in every PatientID, cost more than they are
+    worth, and grow with the archive)."""
+    if query.exact("AccessionNumber") or query.exact("PatientID"):
+        return False
+    return not query.uids("StudyInstanceUID") and query.study_uid is None
 
 
 def _narrowed_in_sql(query: Query) -> bool:
@@ -307,8 +314,8 @@ def _study_where(query: Query, *, with_series: bool, by_date: bool = False) -> _
     when an exact key is given (one or a few studies: reading its postings costs more).
     """
     where = _Where()
-    exact = _identifier_where(query, where)
-    if not exact and not query.uids("StudyInstanceUID") and query.study_uid is None:
+    _identifier_where(query, where)
+    if _uses_text_index(query):
         text = _text_where(query, by_date=by_date)
         if text.clauses:
             where.add(text.sql, *text.parameters)
@@ -501,8 +508,8 @@ class SqliteCatalog:
 
     def _many_candidates(self, query: Query) -> bool:
         """Whether the trigram index holds more than MANY_CANDIDATES studies for the query
-        (counted up to that number only)."""
-        match = text_match(query)
+        (counted up to that number only); False when the search does not use it."""
+        match = text_match(query) if _uses_text_index(query) else ""
         if not match:
             return False
         rows = self._db.query(

@@ -210,6 +210,48 @@ def test_a_condition_no_index_serves_is_not_walked_in_sql(
     )
 
 
+def _statements(catalog: SqliteCatalog, level: str, params: dict[str, str]) -> list[str]:
+    """The SQL a search sends (FTS5's own statements on its shadow tables left out)."""
+    sent: list[str] = []
+    connection = catalog._db.get()
+    connection.set_trace_callback(sent.append)
+    try:
+        _search(catalog, level, params)
+    finally:
+        connection.set_trace_callback(None)
+    return [s for s in sent if not s.startswith("--")]
+
+
+@pytest.mark.parametrize(
+    ("level", "params"),
+    [
+        ("STUDY", {"PatientID": "PID3"}),
+        ("STUDY", {"AccessionNumber": "A13"}),
+        ("STUDY", {"StudyInstanceUID": "1.2.826.0.1.3680043.8.498.77.3"}),
+        ("STUDY", {"PatientID": "PID3", "PatientName": "*ull*"}),
+        ("INSTANCE", {"PatientID": "PID3"}),
+        ("SERIES", {"AccessionNumber": "A13", "Modality": "CT"}),
+    ],
+)
+def test_a_lookup_by_identifier_never_reads_the_substring_index(
+    archive: tuple[Path, list[InstanceRecord]], level: str, params: dict[str, str]
+) -> None:
+    # The postings of a PatientID's trigrams ("PID", "MRN"...) grow with the archive:
+    # an exact identifier names one or a few studies, and its index serves them.
+    path, _ = archive
+    statements = _statements(SqliteCatalog(path), level, params)
+    assert statements
+    assert not [s for s in statements if "study_text" in s]
+
+
+def test_a_substring_search_still_reads_the_substring_index(
+    archive: tuple[Path, list[InstanceRecord]],
+) -> None:
+    path, _ = archive
+    statements = _statements(SqliteCatalog(path), "STUDY", {"PatientName": "*ull*"})
+    assert [s for s in statements if "study_text MATCH" in s]
+
+
 # ------------------------------------------------------------------ series.sdt
 
 
