@@ -7,12 +7,19 @@ private tags, no original identifying value appears anywhere in the anonymized b
 search in UTF-8 and UTF-16 (both byte orders), as written, upper and lower case. Pixel data,
 which the profile passes through untouched, is cut out of the searched bytes first. dciodvfy
 (dicom3tools) reports no error the original did not have.
+
+Short identifying values (2 to 5 characters: a name 'Li^Bo', an ID 'AB12', an institution
+'UCH', also as AE titles in the File Meta) are hunted as whole words in every value of the
+output and of the DICOM JSON ``anonymize_json`` returns, since a byte search would find
+them by chance; so are the words of every corpus file's identifying values.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+import re
+import string
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +27,11 @@ import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from shared.dicom import anonymize as anon
@@ -122,6 +131,15 @@ FIXED = Identity(
     "1.2.826.0.1.3680043.8.498.1003", "1.2.826.0.1.3680043.8.498.1004", "1.2.826.0.1.3680043.8.498.1005"),
 )  # fmt: skip
 
+FIXED_SHORT = Identity(
+    "Li", "Bo", "AB12", "Q7X", "19710203", "K3", "UCH", "Xu", "Ng",
+    tuple(f"1.2.826.0.1.3680043.8.498.200{n}" for n in range(5)),
+)  # fmt: skip
+_NEUTRAL = Identity(
+    "Neutral", "Person", "ID0", "000-00-0000", "19000101", "A0", "Nowhere", "Nobody",
+    "Nobody", tuple(generate_uid() for _ in range(5)),
+)  # fmt: skip
+
 
 # ----------------------------------------------------------------------------- placements
 
@@ -197,7 +215,13 @@ def _private(item: Dataset, identity: Identity, depth: int) -> Dataset:
     return inner
 
 
-def _place(ds: Dataset, identity: Identity, path: list[str], keyword: str) -> None:
+def _place(
+    ds: Dataset,
+    identity: Identity,
+    path: list[str],
+    keyword: str,
+    places: Mapping[str, str] = _PLACES,
+) -> None:
     if keyword in _ONLY_IN_CONTENT and "ContentSequence" not in path:
         path = ["ContentSequence", *path]
     item = ds
@@ -208,7 +232,7 @@ def _place(ds: Dataset, identity: Identity, path: list[str], keyword: str) -> No
         if container not in item or not item[container].value:
             setattr(item, container, Sequence([Dataset()]))
         item = item[container].value[0]
-    setattr(item, keyword, _value(identity, _PLACES[keyword]))
+    setattr(item, keyword, _value(identity, places[keyword]))
 
 
 _placements = st.lists(
@@ -485,12 +509,230 @@ _baselines: dict[str, bytes] = {}
 def _baseline(kind: str) -> bytes:
     """What the anonymizer writes for an object of this kind with a neutral identity."""
     if kind not in _baselines:
-        neutral = Identity(
-            "Neutral", "Person", "ID0", "000-00-0000", "19000101", "A0", "Nowhere", "Nobody",
-            "Nobody", tuple(generate_uid() for _ in range(5)),
-        )  # fmt: skip
-        _baselines[kind] = _without_pixels(anon.anonymize(_write(BUILDERS[kind](neutral)), KEY))
+        _baselines[kind] = _without_pixels(anon.anonymize(_write(BUILDERS[kind](_NEUTRAL)), KEY))
     return _baselines[kind]
+
+
+# ----------------------------------------------------------------------------- short values
+
+# Short identifying values (2 to 5 characters: 'Li^Bo', 'AB12', 'UCH') are too short for a
+# byte search, which would find them by chance in binary values and fixed text. They are
+# searched as whole tokens in the values of the output (every element at every depth, the
+# File Meta, private elements, binary values other than pixel data, and the DICOM JSON
+# that QIDO-RS answers), case-insensitively. A token the output of the same object with a
+# neutral identity also holds (a modality, a code value, a word of a kept description or of
+# the blank PDF) is fixed text and not counted; UID components are digits, so only tokens
+# holding a letter are searched.
+
+_TOKEN = re.compile(r"[^\W_]+")
+_SHORT_SCRIPTS = (*_SCRIPTS, "ÄÖÜäöüßÉéÈèÑñÇç")
+_PIXELS = {"PixelData", "FloatPixelData", "DoubleFloatPixelData"}
+_BINARY_VRS = {"OB", "OW", "OD", "OF", "OL", "OV", "UN"}
+
+
+@st.composite
+def _short(draw: st.DrawFn, letters: str = string.ascii_letters, scripts: bool = True) -> str:
+    """A token of 2 to 5 characters with a letter: random, so unlikely in any fixed text."""
+    if scripts and draw(st.integers(0, 4)) == 0:
+        alphabet = draw(st.sampled_from(_SHORT_SCRIPTS))
+        return draw(st.text(alphabet=alphabet, min_size=2, max_size=3))
+    token = draw(st.text(alphabet=letters, min_size=2, max_size=5))
+    return draw(st.sampled_from([c for c in letters if c.isalpha()])) + token[1:]
+
+
+@st.composite
+def short_identities(draw: st.DrawFn) -> Identity:
+    """An identity whose names, IDs and institution are single short words."""
+    upper_digits = string.ascii_uppercase + string.digits
+    return Identity(
+        family=draw(_short()),
+        given=draw(_short()),
+        patient_id=draw(_short(upper_digits)),
+        other_id=draw(_short(upper_digits)),
+        birth_date=draw(st.dates().map(lambda d: d.strftime("%Y%m%d"))),
+        accession=draw(_short(upper_digits)),
+        institution=draw(_short(string.ascii_uppercase, scripts=False)),  # also an AE title
+        physician=draw(_short()),
+        operator=draw(_short()),
+        uids=tuple(generate_uid() for _ in range(5)),
+    )
+
+
+def _short_needles(identity: Identity) -> set[str]:
+    values = (
+        identity.family,
+        identity.given,
+        identity.patient_id,
+        identity.other_id,
+        identity.accession,
+        identity.institution,
+        identity.physician,
+        identity.operator,
+    )
+    return {t.lower() for v in values for t in _TOKEN.findall(v) if not t.isdigit()}
+
+
+# Where else short identifying values are found in practice: AE titles, station and
+# department names, issuers; and person names Table E.1-1 does not list, which the product
+# replaces as any name. Each is in the table or a name (checked below): none may remain.
+_SHORT_PLACES: dict[str, str] = {
+    "EvaluatorName": "physician_pn",
+    "SecondaryReviewerName": "name",
+    "StationName": "institution",
+    "InstitutionalDepartmentName": "institution",
+    "IssuerOfPatientID": "institution",
+    "PerformedStationAETitle": "institution",
+    "ScheduledStationAETitle": "institution",
+    "RequestingService": "institution",
+    "OtherPatientNames": "name",
+    "RequestingPhysician": "physician_pn",
+    "PhysiciansOfRecord": "physician_pn",
+    "StudyID": "accession",
+    "AdmissionID": "other_id",
+    "DeviceSerialNumber": "other_id",
+    "ProtocolName": "free_text",
+}
+_META_PLACES = (
+    "SourceApplicationEntityTitle",
+    "SendingApplicationEntityTitle",
+    "ReceivingApplicationEntityTitle",
+)
+
+
+_short_placements = st.lists(
+    st.tuples(
+        st.lists(st.sampled_from(_CONTAINERS), max_size=3),
+        st.sampled_from(sorted({*_PLACES, *_SHORT_PLACES})),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+def _text_of(element: DataElement) -> list[str]:
+    """The values of a (non-sequence) element as text; binary values decoded as Latin-1."""
+    if element.keyword in _PIXELS or element.value is None:
+        return []
+    if element.VR in _BINARY_VRS:
+        raw = element.value if isinstance(element.value, bytes) else b""
+        return [raw.decode("latin-1")]
+    values = element.value if element.VM > 1 else [element.value]
+    return [str(v) for v in values]
+
+
+def output_tokens(data: bytes) -> set[str]:
+    """Every token of every value of a Part 10 file (pixel data aside), lower-case."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    tokens: set[str] = set()
+    for element in [*ds.file_meta, *_all_elements(ds)]:
+        for text in _text_of(element):
+            tokens |= {t.lower() for t in _TOKEN.findall(text)}
+    return tokens
+
+
+def json_tokens(document: object) -> set[str]:
+    """Every token of every string value of DICOM JSON (inline binary aside), lower-case."""
+    tokens: set[str] = set()
+    pending = [document]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            tokens |= {t.lower() for t in _TOKEN.findall(item)}
+        elif isinstance(item, dict):
+            pending.extend(v for k, v in item.items() if k not in ("InlineBinary", "vr"))
+        elif isinstance(item, list):
+            pending.extend(item)
+    return tokens
+
+
+def _with_meta_titles(data: bytes, title: str) -> bytes:
+    """The file with ``title`` as its File Meta source, sending and receiving AE titles."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for keyword in _META_PLACES:
+        setattr(ds.file_meta, keyword, title)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _all_elements(ds: Dataset) -> Iterator[DataElement]:
+    """Every element at every depth, private ones included (sequences themselves aside)."""
+    pending = [ds]
+    while pending:
+        item = pending.pop()
+        for element in item:
+            if element.VR == "SQ":
+                pending.extend(element.value)
+            else:
+                yield element
+
+
+def _json_of(ds: Dataset) -> dict[str, object]:
+    """The object's attributes in DICOM JSON, as the index keeps them (no pixel data)."""
+    copy = Dataset(ds)
+    for keyword in _PIXELS:
+        if keyword in copy:
+            del copy[keyword]
+    return copy.to_json_dict(bulk_data_threshold=1 << 30)
+
+
+_short_baselines: dict[str, set[str]] = {}
+
+
+def _short_baseline(kind: str) -> set[str]:
+    """Tokens the outputs of this kind of object hold with a neutral identity (fixed text)."""
+    if kind not in _short_baselines:
+        ds = BUILDERS[kind](_NEUTRAL)
+        _private(ds, _NEUTRAL, 0)
+        tokens = output_tokens(anon.anonymize(_write(ds), KEY))
+        tokens |= json_tokens(anon.anonymize_json(_json_of(ds), KEY))
+        _short_baselines[kind] = tokens
+    return _short_baselines[kind]
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+@settings(
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(identity=short_identities(), placements=_short_placements)
+def test_no_short_identifying_value_survives_as_a_word(
+    kind: str, identity: Identity, placements: list[tuple[list[str], str]]
+) -> None:
+    ds = BUILDERS[kind](identity)
+    for path, keyword in placements:
+        _place(ds, identity, path, keyword, {**_PLACES, **_SHORT_PLACES})
+    _private(ds, identity, 0)
+    data = _with_meta_titles(_write(ds), identity.institution)
+    needles = _short_needles(identity) - _short_baseline(kind)
+    assert needles  # the identity's tokens are random: fixed text rarely holds one
+    in_file = needles & output_tokens(anon.anonymize(data, KEY))
+    in_json = needles & json_tokens(anon.anonymize_json(_json_of(ds), KEY))
+    assert not in_file, (kind, sorted(in_file))
+    assert not in_json, (kind, sorted(in_json))
+
+
+def test_the_short_value_places_are_in_the_table_or_names() -> None:
+    table = anon.action_table()
+    for keyword in _SHORT_PLACES:
+        assert table.action(Tag(keyword)) is not None or dictionary_VR(keyword) == "PN", keyword
+
+
+def test_the_word_search_finds_a_short_value_left_anywhere() -> None:
+    output = anon.anonymize(_write(build_ko(FIXED_SHORT)), KEY)
+    assert not _short_needles(FIXED_SHORT) & output_tokens(output)
+    for keyword, depth in (("Manufacturer", 0), ("CodeMeaning", 2), ("PatientID", 1)):
+        leaked = pydicom.dcmread(io.BytesIO(output))
+        item = leaked
+        for _ in range(depth):
+            item.ReferencedStudySequence = [Dataset()]
+            item = item.ReferencedStudySequence[0]
+        setattr(item, keyword, f"{FIXED_SHORT.institution}-CT1")  # as a leak would leave it
+        out = io.BytesIO()
+        leaked.save_as(out, enforce_file_format=True)
+        assert FIXED_SHORT.institution.lower() in output_tokens(out.getvalue()), keyword
 
 
 def test_an_encapsulated_pdf_becomes_a_blank_page_with_its_length() -> None:
@@ -607,6 +849,55 @@ def test_no_identifying_value_of_a_corpus_file_survives(name: str) -> None:
     needles = {n for n in _corpus_needles(original) if n.lower() not in dummies}
     found = [n for n in leaks(needles, output) if _unexplained(n, original, output)]
     assert not found, name
+
+
+def _identifying_words(original: Dataset) -> set[str]:
+    """Words (with a letter) of the corpus file's identifying values (the identifying
+    attributes, person names anywhere, private elements, the File Meta AE titles) that no
+    other attribute of the file holds: those may only reappear through a leak."""
+    identifying: set[str] = set()
+    other: set[str] = set()
+    meta = [(e, e.tag in anon._META_REMOVED) for e in original.file_meta]
+    for element, removed in [*meta, *((e, False) for e in _all_elements(original))]:
+        words = {t.lower() for text in _text_of(element) for t in _TOKEN.findall(text)}
+        if (
+            removed
+            or element.keyword in _IDENTIFYING
+            or element.VR == "PN"
+            or element.tag.is_private
+        ):
+            identifying |= words
+        else:
+            other |= words
+    return {w for w in identifying - other - _FIXED_WORDS if not w.isdigit()}
+
+
+#: Text the anonymizer writes itself: dummies, the method and its code, the blank PDF.
+_FIXED_WORDS = {
+    t.lower()
+    for text in (
+        anon._TEXT,
+        *(str(v) for v in anon._DUMMIES.values()),
+        anon.METHOD,
+        *anon.PROFILE_CODE,
+        "YES",
+        "REMOVED",
+        anon.BLANK_PDF.decode("latin-1"),
+    )
+    for t in _TOKEN.findall(text)
+}
+
+
+@pytest.mark.parametrize("name", _CORPUS)
+def test_no_identifying_word_of_a_corpus_file_survives(name: str) -> None:
+    data = dicom_files.data(name)
+    try:
+        original = pydicom.dcmread(io.BytesIO(data))
+        output = anon.anonymize(data, KEY)
+    except (anon.NotPart10, anon.BurnedInAnnotation):
+        return  # refused: nothing served
+    words = _identifying_words(original)
+    assert not words & output_tokens(output), (name, sorted(words & output_tokens(output)))
 
 
 # ----------------------------------------------------------------------------- dciodvfy
