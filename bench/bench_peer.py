@@ -40,7 +40,7 @@ import requests
 
 from shared import keys
 from tests import dicom_files
-from tests.served import free_port, served
+from tests.served import served
 
 STUDIES, SLICES, CLIENTS = 50, 12, 4
 SOURCE = "693_UNCI.dcm"
@@ -132,55 +132,25 @@ def orthanc(
     """Orthanc 1.10 + DICOMweb plugin on free ports, storage in ``workdir``; ``dicomweb``
     replaces options of the plugin's section (``{"StudiesMetadata": "Full"}``);
     ``dicom_port`` fixes its DICOM port (AE title ORTHANC) for C-STORE."""
-    binary = ensure_orthanc()
-    port = free_port()
-    config = {
-        "Name": "peer",
-        "StorageDirectory": str(workdir / "db"),
-        "IndexDirectory": str(workdir / "db"),
-        "HttpPort": port,
-        "DicomPort": dicom_port or free_port(),
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "StorageCompression": False,
-        "HttpThreadsCount": 50,
-        "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
-        "DicomWeb": {
-            "Enable": True,
-            "Root": "/dicom-web/",
-            "StudiesMetadata": "MainDicomTags",
-            **(dicomweb or {}),
-        },
-    }
-    (workdir / "orthanc.json").write_text(json.dumps(config))
-    with (workdir / "orthanc.log").open("wb") as log:
-        process = subprocess.Popen([binary, str(workdir / "orthanc.json")], stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
+    from tests import orthanc as peer
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{base}/system", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise SystemExit(f"Orthanc did not start: {(workdir / 'orthanc.log').read_text()}")
-            time.sleep(0.2)
-        web = f"{base}/dicom-web"
-        yield Target(
-            "Orthanc",
-            f"{web}/studies",
-            web,
-            web,
-            {},
-            lambda s, sop, q: (
-                f"{web}/studies/{s.uid}/series/{s.series}/instances/{sop}/rendered{q}"
-            ),
-        )
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+        with peer.running(
+            workdir, ensure_orthanc(), dicomweb=dicomweb, dicom_port=dicom_port
+        ) as server:
+            web = server.dicomweb
+            yield Target(
+                "Orthanc",
+                f"{web}/studies",
+                web,
+                web,
+                {},
+                lambda s, sop, q: (
+                    f"{web}/studies/{s.uid}/series/{s.series}/instances/{sop}/rendered{q}"
+                ),
+            )
+    except peer.OrthancDidNotStart as exc:
+        raise SystemExit(f"Orthanc did not start: {exc}") from exc
 
 
 @contextmanager

@@ -40,6 +40,8 @@ class Settings:
     metrics: bool = True
     #: The usage identifier of keys stored before per-key limits (the stack's legacy plan).
     legacy_usage_key: str = ""
+    #: The calling AE title recorded for STOW-RS at the single root (``POST rs/studies``).
+    default_calling_aet: str = "DICOMWEB"
 
     @property
     def embedded(self) -> bool:
@@ -79,6 +81,7 @@ class Settings:
             local_url=env.get("DICOMWEB_LOCAL_URL", ""),
             metrics=env.get("POWERTOOLS_METRICS_DISABLED", "").strip().lower() != "true",
             legacy_usage_key=env.get("LEGACY_USAGE_KEY", ""),
+            default_calling_aet=env.get("DEFAULT_CALLING_AET", "") or "DICOMWEB",
         )
 
 

@@ -27,11 +27,13 @@ from pathlib import Path
 
 import pytest
 
+ORTHANC_DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 UPDATE_TIMEOUT_S = 300
 INSTALL_TIMEOUT_S = 1200
 LOCK_WAIT_S = 1800.0
 
-# binary -> Debian package, for every tool a test or ``make bench-peer`` runs.
+# binary (or an absolute path the package installs) -> Debian package, for every tool a
+# test runs.
 PACKAGES: dict[str, str] = {
     "dcmdump": "dcmtk",
     "chromium": "chromium",
@@ -39,6 +41,8 @@ PACKAGES: dict[str, str] = {
     "dciodvfy": "dicom3tools",
     "gdcmconv": "libgdcm-tools",
     "opj_decompress": "libopenjp2-tools",
+    "Orthanc": "orthanc",
+    ORTHANC_DICOMWEB_PLUGIN: "orthanc-dicomweb",
 }
 
 # Wait for a concurrent dpkg (unattended upgrades) instead of failing. apt's lists lock is
@@ -50,21 +54,29 @@ _lock = threading.Lock()
 _failed: dict[str, str] = {}  # package -> reason, so a failed install is not retried per test
 
 
+def _find(binary: str) -> str | None:
+    """The binary on the PATH (or in /usr/sbin), or an absolute path that exists."""
+    if binary.startswith("/"):
+        return binary if Path(binary).exists() else None
+    return shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
+
+
 def require_debian_tool(binary: str, package: str) -> str:
-    """Path of ``binary``; install Debian ``package`` if missing and possible, else skip."""
-    found = shutil.which(binary)
+    """Path of ``binary`` (a name, or an absolute path the package installs); install Debian
+    ``package`` if missing and possible, else skip."""
+    found = _find(binary)
     if found:
         return found
     with _lock:
-        found = shutil.which(binary)
+        found = _find(binary)
         if found:
             return found
         if package in _failed:
             _cannot_run(_failed[package])
         with _apt_lock():
-            found = shutil.which(binary)
+            found = _find(binary)
             reason = "" if found else install([package])
-        found = shutil.which(binary)
+        found = _find(binary)
         if found:
             return found
         _failed[package] = reason or f"{binary} not found after installing Debian package {package}"
@@ -148,7 +160,7 @@ def _run(command: list[str], env: dict[str, str], timeout: float) -> str:
 
 def missing_packages() -> list[str]:
     """Packages of :data:`PACKAGES` whose binary is not on the PATH, in a stable order."""
-    return sorted({package for binary, package in PACKAGES.items() if not shutil.which(binary)})
+    return sorted({package for binary, package in PACKAGES.items() if not _find(binary)})
 
 
 def main() -> int:

@@ -150,9 +150,11 @@ def rest_event(request: Request, *, authorized: bool, request_id: str) -> dict[s
 
 def stow_event(resource: str, study_uid: str, body: bytes, request_id: str) -> dict[str, Any]:
     """POST of a multipart/related body to one of the STOW-RS routes."""
-    params = {"CALLING_AET": CALLING_AET}
+    params = {"CALLING_AET": CALLING_AET} if "{CALLING_AET}" in resource else {}
     if "{STUDY_UID}" in resource:
         params["STUDY_UID"] = study_uid
+    if "{STUDY}" in resource:
+        params["STUDY"] = study_uid
     headers = {
         "Accept": "application/dicom+json",
         "Authorization": EXAMPLE_KEY,
@@ -468,6 +470,12 @@ def all_events() -> dict[str, dict[str, Any]]:
         ),
         "stow-study.json": stow_event(
             STUDY, study_uid, body, "c0ffee00-0000-4000-8000-000000000002"
+        ),
+        "stow-root-studies.json": stow_event(
+            f"{BASE}/rs/studies", study_uid, body, "c0ffee00-0000-4000-8000-000000000005"
+        ),
+        "stow-root-study.json": stow_event(
+            f"{BASE}/rs/studies/{{STUDY}}", study_uid, body, "c0ffee00-0000-4000-8000-000000000006"
         ),
         "stow-preflight.json": preflight_event(
             STUDIES, study_uid, "c0ffee00-0000-4000-8000-000000000003"

@@ -268,6 +268,24 @@ def _stow_checks(data: bytes) -> list[Check]:
             headers,
             body,
         ),
+        Check(
+            "STOW-RS store (rs root)",
+            "POST",
+            "/o3-dpacs-wado/rs/studies",
+            "rs/studies",
+            _stored,
+            headers,
+            body,
+        ),
+        Check(
+            "STOW-RS store in a study (rs root)",
+            "POST",
+            _R_STUDY,
+            f"rs/{_STUDY}",
+            _stored,
+            headers,
+            body,
+        ),
     ]
 
 

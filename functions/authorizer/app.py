@@ -52,6 +52,8 @@ _ROUTES = {
     keys.STORE: (
         ("POST", "o3-dpacs-wado/stowRsListener/*"),
         ("GET", "o3-dpacs-wado/stowRsListener/*"),
+        ("POST", "o3-dpacs-wado/rs/studies"),
+        ("POST", "o3-dpacs-wado/rs/studies/*"),
     ),
     keys.READ: _READ_ROUTES,
     keys.READ_DEIDENTIFIED: _READ_ROUTES,

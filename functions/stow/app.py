@@ -1,4 +1,6 @@
-"""STOW-RS: POST /o3-dpacs-wado/stowRsListener/{CALLING_AET}/studies[/{STUDY_UID}]."""
+"""STOW-RS: POST /o3-dpacs-wado/stowRsListener/{CALLING_AET}/studies[/{STUDY_UID}], and
+POST /o3-dpacs-wado/rs/studies[/{STUDY}] beside QIDO-RS and WADO-RS for clients that take one
+base URL (the calling AE recorded is the DefaultCallingAet parameter)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,20 @@ def store_instances(calling_aet: str) -> Response[str]:
 def store_study_instances(calling_aet: str, study_uid: str) -> Response[str]:
     """Store instances of one study; others fail with 0xC409."""
     return _store(calling_aet, stow_request.study_uid_from_path(study_uid))
+
+
+@app.post("/o3-dpacs-wado/rs/studies")
+def store_instances_at_root() -> Response[str]:
+    """Store instances of any studies, at the root QIDO-RS and WADO-RS share."""
+    return _store(config.settings().default_calling_aet, None)
+
+
+@app.post("/o3-dpacs-wado/rs/studies/<study_uid>")
+def store_study_instances_at_root(study_uid: str) -> Response[str]:
+    """Store instances of one study, at the root QIDO-RS and WADO-RS share."""
+    return _store(
+        config.settings().default_calling_aet, stow_request.study_uid_from_path(study_uid)
+    )
 
 
 def _store(calling_aet: str, study_uid: str | None) -> Response[str]:
