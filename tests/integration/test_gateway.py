@@ -2,6 +2,9 @@
 demand by tests/tools.py) in front and the local stack behind, each in its own process.
 
 * C-ECHO answers for an allowed calling AE; another AE is rejected at association.
+* Without ``--allow``: ``storescu -aet ..`` (``.``, ``CT/1``: titles the archive's URL cannot
+  carry) is rejected at association, an odd but usable title (``CT 1&(x)``) is stored and
+  forwarded, and the spool keeps nothing outside its AE folders.
 * A folder sent with ``storescu`` (one file per transfer syntax of the corpus) ends with every
   instance retrievable from the archive, and the spool empty.
 * The gateway killed with SIGKILL in the middle of a transfer loses nothing: every instance
@@ -36,10 +39,17 @@ GATEWAY_AE, MODALITY_AE = "GATEWAY", "MODALITY"
 
 @contextmanager
 def gateway(
-    workdir: Path, url: str, key: str, port: int, spool: Path
+    workdir: Path,
+    url: str,
+    key: str,
+    port: int,
+    spool: Path,
+    *,
+    allow: tuple[str, ...] = (MODALITY_AE, "ECHOSCU"),
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m tools.gateway`` on ``port``; ready once it prints its listening line."""
     log = workdir / f"gateway-{time.monotonic_ns()}.log"
+    allowed = [argument for title in allow for argument in ("--allow", title)]
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -54,10 +64,7 @@ def gateway(
                 "127.0.0.1",
                 "--port",
                 str(port),
-                "--allow",
-                MODALITY_AE,
-                "--allow",
-                "ECHOSCU",
+                *allowed,
                 "--spool",
                 str(spool),
                 "--retries",
@@ -149,13 +156,15 @@ def test_echo_and_the_calling_ae_policy(tmp_path: Path, stack: Served) -> None:
     assert b"Rejected" in stranger.stderr + stranger.stdout
 
 
-def storescu_run(storescu: str, port: int, folder: Path) -> subprocess.CompletedProcess[bytes]:
+def storescu_run(
+    storescu: str, port: int, folder: Path, calling: str = MODALITY_AE
+) -> subprocess.CompletedProcess[bytes]:
     """``storescu`` of a folder (``+sd``) in one association."""
     return subprocess.run(
         [
             storescu,
             "-aet",
-            MODALITY_AE,
+            calling,
             "-aec",
             GATEWAY_AE,
             "127.0.0.1",
@@ -167,6 +176,36 @@ def storescu_run(storescu: str, port: int, folder: Path) -> subprocess.Completed
         timeout=300,
         check=False,
     )
+
+
+def test_dot_titles_are_rejected_and_odd_ones_kept_inside_the_spool(
+    tmp_path: Path, stack: Served
+) -> None:
+    storescu = require_debian_tool("storescu", "dcmtk")
+    folder = tmp_path / "modality"
+    folder.mkdir()
+    data = dicom_files.with_new_uids("CT_small.dcm")
+    (folder / "1.dcm").write_bytes(data)
+    port, spool = free_port(), tmp_path / "spool"
+    with gateway(tmp_path, stack.base_url, stack.api_key, port, spool, allow=()) as running:
+        for title in ("..", ".", "CT/1"):
+            refused = storescu_run(storescu, port, folder, calling=title)
+            assert refused.returncode != 0, title
+            assert b"Calling AE Title Not Recognized" in refused.stderr + refused.stdout
+        stored = storescu_run(storescu, port, folder, calling="CT 1&(x)")
+        assert stored.returncode == 0, stored.stderr
+        wait_forwarded(spool)
+        running.terminate()
+        running.wait(timeout=30)
+    assert sorted(p.name for p in spool.iterdir()) == ["failed", "incoming", "ready"]
+    assert not list(spool.glob("*.dcm"))
+    assert not list((spool / "ready").glob("*.dcm"))
+    assert not list((spool / "failed").iterdir())
+    reply = retrieve(stack, data)
+    assert reply.status_code == 200
+    assert same_instance(reply.content, data)
+    log = next(tmp_path.glob("gateway-*.log")).read_text()
+    assert "no --allow" in log
 
 
 def test_storescu_folder_ends_retrievable(tmp_path: Path, stack: Served) -> None:

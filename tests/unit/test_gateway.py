@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from aws_lambda_powertools.event_handler import api_gateway
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pynetdicom import build_context
@@ -21,7 +23,7 @@ from pynetdicom.presentation import negotiate_as_acceptor
 
 from tests import dicom_files
 from tests.fakes.upload_archive import fake_archive
-from tools.gateway import cli
+from tools.gateway import aetitle, cli
 from tools.gateway.forwarder import Forwarder
 from tools.gateway.scp import TRANSFER_SYNTAXES, build_ae
 from tools.gateway.spool import Spool
@@ -181,6 +183,24 @@ def test_files_spooled_outside_any_folder_are_set_aside_with_a_reason(tmp_path: 
     assert not list(root.glob("*.dcm"))
 
 
+def test_titles_refused_in_the_url_are_those_the_archive_cannot_route() -> None:
+    """A calling AE title is refused as the STOW-RS {CALLING_AET} exactly when the archive's
+    route (Powertools' path parameter pattern) would not match it, or it is a dot segment."""
+    rule = re.sub(
+        api_gateway._DYNAMIC_ROUTE_PATTERN,
+        api_gateway._NAMED_GROUP_BOUNDARY_PATTERN,
+        "/stowRsListener/<aet>/studies",
+    )
+    for code in range(0x20, 0x7F):
+        title = f"A{chr(code)}B"
+        if aetitle.problem(title):
+            continue
+        routed = re.fullmatch(rule, f"/stowRsListener/{title}/studies") is not None
+        assert routed == (aetitle.path_problem(title) == ""), repr(title)
+    assert aetitle.path_problem("..") and aetitle.path_problem(" . ")
+    assert aetitle.path_problem("...") == ""
+
+
 # ---------------------------------------------------------------- one AE's failure is its own
 
 
@@ -300,9 +320,10 @@ def test_no_allow_list_is_warned_about(
         ["--allow", "  "],
         ["--allow", "CT\x01"],
         ["--forward-aet", ".."],
+        ["--allow", "CT/1"],
         ["--max-pdu", "100"],
     ],
-    ids=["backslash", "too-long", "spaces", "control", "dot-segment", "tiny-pdu"],
+    ids=["backslash", "too-long", "spaces", "control", "dot-segment", "slash", "tiny-pdu"],
 )
 def test_unusable_settings_are_refused_at_start(
     tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]

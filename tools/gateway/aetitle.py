@@ -5,9 +5,12 @@ significant, never all spaces."""
 from __future__ import annotations
 
 AE_TITLE_MAX = 16
-# RFC 3986 §5.2.4: HTTP clients and proxies remove these path segments, so neither can be
-# the archive's STOW-RS {CALLING_AET}.
+# HTTP clients and proxies remove these path segments (RFC 3986 §5.2.4).
 DOT_SEGMENTS = frozenset({".", ".."})
+# The archive's routes take a path parameter of the characters Powertools' resolver allows
+# (``aws_lambda_powertools.event_handler.api_gateway._NAMED_GROUP_BOUNDARY_PATTERN``): an
+# AE title holding one of these is answered 404 ("no resource matches this path").
+NOT_IN_PATH = frozenset('"#/?`')
 
 
 def problem(title: str) -> str:
@@ -20,6 +23,18 @@ def problem(title: str) -> str:
         return "not printable ASCII (control or non-ASCII characters)"
     if "\\" in title:
         return "contains a backslash"
+    return ""
+
+
+def path_problem(title: str) -> str:
+    """Why ``title`` cannot be the archive's STOW-RS ``{CALLING_AET}`` path segment ('' when
+    it can): a dot segment, or a character the archive's routes refuse."""
+    title = title.strip()
+    if title in DOT_SEGMENTS:
+        return f"'{title}' is a dot segment, which HTTP removes from a path"
+    refused = sorted(set(title) & NOT_IN_PATH)
+    if refused:
+        return f"the archive's URL cannot hold {' '.join(refused)}"
     return ""
 
 

@@ -83,8 +83,9 @@ def refusal(args: argparse.Namespace) -> str:
             return f"{option} {title!r} is not an AE title: {why}"
     in_url = [args.forward_aet] if args.forward_aet is not None else args.allow
     for title in in_url:
-        if title.strip() in aetitle.DOT_SEGMENTS:
-            return f"{title!r} cannot be the archive's {{CALLING_AET}} path segment"
+        why = aetitle.path_problem(title)
+        if why:
+            return f"{title!r} cannot be the archive's {{CALLING_AET}}: {why}"
     if args.max_pdu not in PDU_RANGE:
         return f"--max-pdu must be {PDU_RANGE.start:,} to {PDU_RANGE.stop - 1:,} bytes"
     if not 0 < args.timeout <= 3600:

@@ -115,7 +115,8 @@ def start(  # noqa: PLR0913 - the server's settings are keyword-only
     """Listen in a background thread; returns the server (``server_address`` has the port).
 
     ``calling_in_url``: the calling AE title becomes the archive's STOW-RS path segment, so
-    ``.`` and ``..`` (which HTTP removes from a path) are rejected at association."""
+    a title that cannot be one (:func:`tools.gateway.aetitle.path_problem`) is rejected at
+    association."""
     _config.STORE_RECV_CHUNKED_DATASET = True  # data sets to files, not memory
     handlers: list[Any] = [
         (evt.EVT_C_STORE, store_handler(spool, on_spooled)),
@@ -131,7 +132,7 @@ def start(  # noqa: PLR0913 - the server's settings are keyword-only
     )
 
     def calling_usable(title: str) -> bool:
-        return not (calling_in_url and title in aetitle.DOT_SEGMENTS)
+        return not (calling_in_url and aetitle.path_problem(title))
 
     server = cast(
         GuardedServer,
