@@ -127,21 +127,36 @@ def c_store_pdus(data: bytes, context_id: int = 3, max_pdu: int = 16384) -> list
 
 @dataclass
 class Answer:
-    """What a connection got back: the first PDU type (0 if none), and how long it took for
-    the gateway to answer or close once everything was sent."""
+    """What a connection got back: the first PDU type (0 if none), how long the gateway took
+    to answer or close once everything was sent, and whether it did (False: still waiting
+    when the client gave up)."""
 
     first_type: int
     seconds: float
     data: bytes
+    ended: bool = True
 
 
 def exchange(
-    port: int, payload: bytes | list[bytes], *, hold: bool = False, wait: float = 10.0
+    port: int,
+    payload: bytes | list[bytes],
+    *,
+    hold: bool = False,
+    handshake: bool = False,
+    wait: float = 10.0,
 ) -> Answer:
     """Send ``payload`` (pieces in turn), then half-close (or, with ``hold``, keep the
-    connection open as a silent peer does) and read until the gateway answers or closes."""
+    connection open as a silent peer does) and read until the gateway answers or closes.
+    With ``handshake``, the first piece is an association request: the rest is sent only
+    once the gateway has accepted it, and the answer is what comes after."""
     with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
         pieces = payload if isinstance(payload, list) else [payload]
+        if handshake:
+            sock.sendall(pieces[0])
+            accept = _read_pdu(sock)
+            if accept.first_type != A_ASSOCIATE_AC:
+                return accept
+            pieces = pieces[1:]
         try:
             for piece in pieces:
                 sock.sendall(piece)
@@ -149,19 +164,42 @@ def exchange(
                 sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the gateway closed first: what it sent is still readable
-        started = time.monotonic()
-        received = b""
+        return _read_pdu(sock)
+
+
+def _read_pdu(sock: socket.socket) -> Answer:
+    """Read one whole PDU, or until the gateway closes, or until the socket's timeout."""
+    started = time.monotonic()
+    received = b""
+    ended = True
+    try:
+        while len(received) < 6 or len(received) < 6 + struct.unpack(">L", received[2:6])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    except TimeoutError:
+        ended = False
+    except OSError:
+        pass  # reset: closed
+    seconds = time.monotonic() - started
+    return Answer(received[0] if received else 0, seconds, received, ended)
+
+
+def flood(port: int, pdu_type: int, up_to: int = 256 << 20) -> int:
+    """Declare a 2 GB PDU and send zeros until the gateway closes (or ``up_to`` bytes went);
+    returns how many bytes the connection took."""
+    chunk = b"\0" * (1 << 20)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         try:
-            while len(received) < 6 or len(received) < 6 + struct.unpack(">L", received[2:6])[0]:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
-        except TimeoutError:
-            pass
+            sock.sendall(header(pdu_type, HUGE))
+            while sent < up_to:
+                sock.sendall(chunk)
+                sent += len(chunk)
         except OSError:
-            pass  # reset: closed
-        return Answer(received[0] if received else 0, time.monotonic() - started, received)
+            pass
+    return sent
 
 
 def associate(port: int, calling: bytes = b"MODALITY") -> tuple[socket.socket, bytes]:
@@ -352,19 +390,10 @@ def test_declaring_a_2gb_pdu_costs_no_memory(gateway: Gateway) -> None:
     """The peer declares 2 GB and keeps sending: the gateway closes at the header, so
     sending fails quickly, and the process does not grow."""
     before = rss_mb()
-    chunk = b"\0" * (1 << 20)
-    sent = 0
     started = time.monotonic()
     for pdu_type in (0x01, 0x04):
-        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
-            sock.sendall(header(pdu_type, HUGE))
-            try:
-                while sent < 256 << 20:
-                    sock.sendall(chunk)
-                    sent += len(chunk)
-            except OSError:
-                pass
-    assert sent < 64 << 20, f"the gateway kept reading: {sent:,} bytes accepted"
+        sent = flood(gateway.port, pdu_type)
+        assert sent < 64 << 20, f"the gateway kept reading: {sent:,} bytes accepted"
     assert time.monotonic() - started < ANSWER_WITHIN
     assert rss_mb() - before < 16
 
@@ -409,6 +438,51 @@ def test_connections_over_the_limit_are_closed_at_once(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- sequences
 
 
+def test_a_request_pynetdicom_cannot_turn_into_a_primitive_is_aborted(gateway: Gateway) -> None:
+    """An even presentation context ID decodes, but pynetdicom's state machine raises on it
+    in a thread of its own; the guard aborts the request instead."""
+    request = bytearray(associate_rq())
+    item = request.index(bytes([0x20, 0]), 74)  # the first presentation context item
+    request[item + 4] = 2
+    answer = exchange(gateway.port, bytes(request), hold=True)
+    assert answer.data[:10] == bytes([A_ABORT, 0, 0, 0, 0, 4, 0, 0, 2, 6])
+    assert answer.seconds < 1.0
+    assert gateway.crashes == []
+
+
+def test_a_pdu_sent_before_the_answer_ends_the_connection_without_a_crash(
+    gateway: Gateway,
+) -> None:
+    """A requestor waits for the A-ASSOCIATE-AC; one that sends P-DATA right behind its
+    request made pynetdicom abort while still negotiating, then fail on its own accept
+    ("Invalid event 'Evt7' for the current state 'Sta13'") in the connection's thread."""
+    pdus = c_store_pdus(dicom_files.with_new_uids("CT_small.dcm"), max_pdu=4096)
+    for _ in range(10):
+        answer = exchange(gateway.port, [associate_rq() + b"".join(pdus[:2])], hold=True)
+        assert answer.first_type in {A_ASSOCIATE_AC, A_ABORT, 0}
+        assert answer.seconds < ANSWER_WITHIN
+    time.sleep(0.5)
+    assert gateway.crashes == []
+
+
+@pytest.mark.parametrize(
+    "fragments",
+    [[(0x03, b"\xff" * 50)], [(0x03, b"\x00" * 12)], [(0x02, b"\x08\x00" * 20)]],
+    ids=["garbage-command", "empty-command", "data-set-without-command"],
+)
+def test_a_dimse_message_pynetdicom_cannot_decode_aborts_the_association(
+    gateway: Gateway, fragments: list[tuple[int, bytes]]
+) -> None:
+    """pynetdicom decodes DIMSE messages inside its state machine; garbage raised there and
+    ended the connection's thread with a traceback. Now: A-ABORT, and the gateway goes on."""
+    answer = exchange(gateway.port, [associate_rq(), p_data(1, fragments)], handshake=True)
+    assert answer.first_type in {A_ABORT, 0}
+    assert answer.seconds < ANSWER_WITHIN
+    time.sleep(0.3)
+    assert gateway.crashes == []
+    assert gateway.store_normally() == 0x0000
+
+
 def test_p_data_before_association_is_aborted(gateway: Gateway) -> None:
     answer = exchange(gateway.port, p_data(1, [(0x03, b"\0" * 20)]))
     assert answer.first_type in {A_ABORT, 0}
@@ -442,8 +516,25 @@ def test_an_abort_in_the_middle_of_a_data_set_spools_nothing_and_leaves_no_file(
 # ---------------------------------------------------------------- random
 
 
-def hostile_case(rng: random.Random) -> tuple[str, list[bytes], bool]:
-    """One hostile connection: (kind, what to send, hold the connection open afterwards)."""
+_C_STORE = c_store_pdus(dicom_files.data("CT_small.dcm"), max_pdu=4096)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One hostile connection: what to send, whether to keep the connection open and silent
+    afterwards, and whether to wait for the A-ASSOCIATE-AC after the first piece."""
+
+    kind: str
+    pieces: list[bytes]
+    hold: bool = False
+    handshake: bool = False
+
+    def run(self, port: int, wait: float = ANSWER_WITHIN) -> Answer:
+        return exchange(port, self.pieces, hold=self.hold, handshake=self.handshake, wait=wait)
+
+
+def hostile_case(rng: random.Random) -> Case:
+    """A random hostile connection (a tenth of them held open and silent)."""
     rq = associate_rq(
         bytes(rng.choice([b".", b"..", b"/", b"\\", b"\x01", b"A" * 17, b" " * 16, b"CT"]))
     )
@@ -462,9 +553,29 @@ def hostile_case(rng: random.Random) -> tuple[str, list[bytes], bool]:
         "p-data-first": lambda: p_data(rng.randint(0, 255), [(rng.randrange(4), b"\0" * 30)]),
         "release-first": lambda: header(0x05, 4) + b"\0\0\0\0",
         "rq-then-garbage": lambda: associate_rq() + rng.randbytes(rng.randint(1, 500)),
+        "rq-then-p-data-at-once": lambda: associate_rq() + b"".join(_C_STORE[:2]),
     }
-    kind = rng.choice(sorted(kinds))
-    return kind, [kinds[kind]()], rng.random() < 0.1
+    # sent once the association is accepted
+    established: dict[str, Callable[[], list[bytes]]] = {
+        "garbage-p-data": lambda: [
+            p_data(
+                rng.choice([1, 3, 5, rng.randrange(256)]),
+                [(rng.randrange(4), rng.randbytes(rng.randint(0, 400)))],
+            )
+        ],
+        "garbage-after-accept": lambda: [rng.randbytes(rng.randint(1, 500))],
+        "c-store-cut-short": lambda: _C_STORE[: rng.randint(1, len(_C_STORE) - 1)],
+        "c-store-mutated": lambda: [
+            bytes(b if rng.random() > 0.01 else rng.randrange(256) for b in pdu) for pdu in _C_STORE
+        ],
+        "p-data-over-max": lambda: [header(0x04, MAX_PDU + 1) + b"\0" * 100],
+        "second-rq": lambda: [associate_rq()],
+    }
+    kind = rng.choice(sorted([*kinds, *established]))
+    hold = rng.random() < 0.1
+    if kind in established:
+        return Case(kind, [associate_rq(), *established[kind]()], hold, handshake=True)
+    return Case(kind, [kinds[kind]()], hold)
 
 
 @settings(
@@ -478,18 +589,20 @@ def test_hostile_connections_are_answered_or_closed_in_time(
 ) -> None:
     """A random hostile connection and raw bytes from hypothesis: each answered or closed
     within the limit, no thread crashes."""
-    kind, payload, hold = hostile_case(random.Random(seed))
-    for pieces, held in ((payload, hold), ([raw], False)):
-        answer = exchange(gateway.port, pieces, hold=held)
-        assert answer.seconds < ANSWER_WITHIN, kind
+    case = hostile_case(random.Random(seed))
+    for sent in (case, Case("hypothesis-bytes", [raw])):
+        answer = sent.run(gateway.port)
+        assert answer.ended, sent.kind
+        assert answer.seconds < ANSWER_WITHIN, sent.kind
+    time.sleep(0.1)
     assert gateway.crashes == []
 
 
 def test_after_all_that_a_normal_store_succeeds(gateway: Gateway) -> None:
     rng = random.Random(7)
     for _ in range(20):
-        kind, payload, _hold = hostile_case(rng)
-        assert exchange(gateway.port, payload).seconds < ANSWER_WITHIN, kind
+        case = hostile_case(rng)
+        assert case.run(gateway.port).seconds < ANSWER_WITHIN, case.kind
     assert gateway.store_normally() == 0x0000
     assert len(spooled(gateway)) == 1
     assert gateway.crashes == []

@@ -11,7 +11,8 @@ reserved byte, 32-bit length) and:
   before negotiation: nothing was advertised yet), and an unknown PDU type;
 * reads the first A-ASSOCIATE-RQ whole and rejects it (A-ASSOCIATE-RJ, rejected-permanent,
   service-user, "calling AE title not recognized" or "called AE title not recognized") when
-  a title is not a PS3.5 AE value or the calling title is not usable;
+  a title is not a PS3.5 AE value or the calling title is not usable, and aborts it when
+  pynetdicom cannot decode it (rather than let pynetdicom fail on it in its own thread);
 * gives each PDU header, and the whole first A-ASSOCIATE-RQ, ``timeout`` seconds to arrive,
   and any read inside a PDU ``timeout`` seconds; a peer slower than that is disconnected;
 * keeps at most ``connections`` connections at a time; more are closed when accepted.
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
+from pynetdicom.pdu import A_ASSOCIATE_RQ as A_ASSOCIATE_RQ_PDU
 from pynetdicom.transport import ThreadedAssociationServer
 
 from tools.gateway import aetitle
@@ -156,16 +158,23 @@ class PduGuard:
             )
         first, self._first = self._first, False
         if pdu_type == A_ASSOCIATE_RQ and first:
-            body = self._read_exactly(length, deadline)
-            if len(body) < length:
-                return self._drop("")  # closed by _read
-            refusal = self._refusal(body)
-            if refusal:
-                return self._reject(*refusal)
-            self._pending = header + body
+            self._pending = self._first_request(header, length, deadline)
         else:
             self._pending, self._left = header, length
         return self.recv(size)
+
+    def _first_request(self, header: bytes, length: int, deadline: float) -> bytes:
+        """The whole first A-ASSOCIATE-RQ, read by ``deadline`` and checked; b'' when it was
+        refused or did not arrive (the connection is then closed)."""
+        body = self._read_exactly(length, deadline)
+        if len(body) < length:
+            return self._drop("")  # closed by _read
+        refusal = self._refusal(body)
+        if refusal:
+            return self._reject(*refusal)
+        if not _decodes(header + body):
+            return self._abort(INVALID_PARAMETER_VALUE, "an A-ASSOCIATE-RQ that cannot be decoded")
+        return header + body
 
     def _refusal(self, body: bytes) -> tuple[int, str] | None:
         """Why an A-ASSOCIATE-RQ is rejected for its titles (None: pynetdicom decides the
@@ -242,6 +251,20 @@ class PduGuard:
                 self._sock.shutdown(socket.SHUT_RDWR)
             self._sock.close()
         return b""
+
+
+def _decodes(request: bytes) -> bool:
+    """Whether pynetdicom can decode an A-ASSOCIATE-RQ and turn it into its primitive. It
+    does both again once the guard hands the request on, the second in its state machine,
+    where an exception (an even presentation context ID, say) kills the connection's thread
+    and leaves the connection open until the ACSE timeout."""
+    pdu = A_ASSOCIATE_RQ_PDU()
+    try:
+        pdu.decode(request)
+        pdu.to_primitive()
+    except Exception:  # noqa: BLE001 - whatever pynetdicom raises, the request is refused
+        return False
+    return True
 
 
 class GuardedServer(ThreadedAssociationServer):

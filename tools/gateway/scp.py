@@ -1,6 +1,7 @@
 """The DICOM side: a Storage SCP (every storage SOP class pynetdicom knows, every transfer
 syntax the archive stores) and the Verification SCP (C-ECHO), behind the PDU guard
-(:mod:`tools.gateway.guard`)."""
+(:mod:`tools.gateway.guard`), with a state machine that ends an association rather than
+its thread when pynetdicom fails on what a peer sent (:mod:`tools.gateway.statemachine`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from tools.gateway import aetitle
+from tools.gateway import aetitle, statemachine
 from tools.gateway.guard import MAX_PDU, TIMEOUT, GuardedServer, Limits
 from tools.gateway.spool import Spool
 
@@ -123,6 +124,7 @@ def start(  # noqa: PLR0913 - the server's settings are keyword-only
         (evt.EVT_C_ECHO, lambda _event: SUCCESS),
         (evt.EVT_ACCEPTED, _accepted),
         (evt.EVT_REJECTED, _rejected),
+        (evt.EVT_CONN_OPEN, statemachine.install),
         (evt.EVT_CONN_CLOSE, _closed),
     ]
     limits = Limits(
