@@ -39,7 +39,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 from tests import dicom_files
 from tools.gateway import scp
-from tools.gateway.guard import MAX_PDU, OTHER_PDU_MAX, GuardedServer
+from tools.gateway.guard import MAX_PDU, OTHER_PDU_MAX, GuardedServer, Limits, PduGuard
 from tools.gateway.spool import Spool
 
 GATEWAY = "GATEWAY"
@@ -413,6 +413,18 @@ def test_a_silent_peer_is_dropped_after_the_timeout(gateway: Gateway) -> None:
         time.sleep(0.1)
     assert gateway.server.active_associations == []
     assert gateway.server.open_connections == 0
+
+
+def test_reads_leave_the_socket_with_the_full_timeout_for_sends() -> None:
+    """A read waits at most what is left of its deadline; pynetdicom's sends on the same
+    socket then wait the whole timeout, not the last read's remainder."""
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        guard = PduGuard(ours, "peer", Limits(timeout=5.0), lambda _title: True)
+        peer.sendall(header(0x05, 4) + b"\0\0\0\0")  # an A-RELEASE-RQ
+        assert guard.recv(6) == header(0x05, 4)
+        assert guard.recv(4) == b"\0\0\0\0"
+        assert ours.gettimeout() == 5.0
 
 
 def test_connections_over_the_limit_are_closed_at_once(tmp_path: Path) -> None:

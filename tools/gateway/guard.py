@@ -200,6 +200,7 @@ class PduGuard:
         try:
             self._sock.settimeout(remaining)
             data = self._sock.recv(size)
+            self._sock.settimeout(self._limits.timeout)  # what pynetdicom's sends wait
         except TimeoutError:
             data = b""
             self._drop(f"silent for {self._limits.timeout:g} s inside a PDU")
