@@ -12,8 +12,8 @@ more normal C-STORE, which must reach the archive.
 Reports connections sent, gateway crashes (the process died, or an exception escaped one of
 its threads), connections neither answered nor closed within ``timeout + 3`` s, the slowest
 answer, the gateway's peak RSS growth over the warmed-up process (VmHWM, reset after warm-up)
-and its growth once settled, threads and open descriptors left, and whether the last instance
-was forwarded.
+and its growth once settled, threads, open descriptors and temporary data set files left
+(the gateway's ``TMPDIR`` is private), and whether the last instance was forwarded.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def _fds(pid: int) -> int:
 
 def _start_gateway(workdir: Path, url: str, key: str, port: int) -> subprocess.Popen[bytes]:
     log = workdir / "gateway.log"
+    (workdir / "tmp").mkdir()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -66,7 +67,7 @@ def _start_gateway(workdir: Path, url: str, key: str, port: int) -> subprocess.P
                 *("--port", str(port), "--spool", str(workdir / "spool")),
                 *("--timeout", str(TIMEOUT_S), "--retries", "2"),
             ],
-            env={**os.environ, "DICOMWEB_API_KEY": key},
+            env={**os.environ, "DICOMWEB_API_KEY": key, "TMPDIR": str(workdir / "tmp")},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -212,6 +213,7 @@ def run(count: int, seed: int = 0, *, concurrency: int = 8) -> dict[str, Any]:
                 gateway.terminate()
                 gateway.wait(timeout=30)
         crashes = _crashes(workdir / "gateway.log")
+        partial_files = sum(1 for _ in (workdir / "tmp").iterdir())  # pynetdicom's receive
     slowest = max(results, key=lambda r: r[1])
     by_kind: dict[str, int] = {}
     for kind, *_ in results:
@@ -227,6 +229,7 @@ def run(count: int, seed: int = 0, *, concurrency: int = 8) -> dict[str, Any]:
         "rss_before_mb": round(before["VmRSS"] / 1024, 1),
         "flood_max_bytes_taken": max((r[3] for r in results if r[0] == "flood-2GB"), default=0),
         "threads_before_after": [before["Threads"], after["Threads"]],
+        "partial_files_left": partial_files,
         "open_fds_before_after": [fds_before, fds_after],
         "warm_up_store_status": warm,
         "final_store_status": last_status,

@@ -501,27 +501,38 @@ def test_p_data_before_association_is_aborted(gateway: Gateway) -> None:
     assert answer.seconds < ANSWER_WITHIN
 
 
-def test_an_abort_in_the_middle_of_a_data_set_spools_nothing_and_leaves_no_file(
-    gateway: Gateway,
+@pytest.mark.parametrize(
+    "ending",
+    [b"", bytes([A_ABORT, 0, 0, 0, 0, 4, 0, 0, 0, 0]), p_data(3, [(0x03, b"\xff" * 50)])],
+    ids=["connection-dropped", "a-abort", "garbage-pynetdicom-fails-on"],
+)
+def test_a_data_set_cut_off_spools_nothing_and_leaves_no_file(
+    gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: bytes
 ) -> None:
-    """Command and half the data set, then the connection drops (or an A-ABORT comes): no
-    instance is spooled and pynetdicom's temporary file of the partial data set is gone."""
+    """Command and half the data set, then the connection drops, an A-ABORT comes, or a
+    PDU pynetdicom fails on: no instance is spooled and pynetdicom's temporary file of the
+    partial data set (patient data) is gone."""
+    receiving = tmp_path / "receiving"
+    receiving.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(receiving))  # where pynetdicom writes
     pdus = c_store_pdus(dicom_files.with_new_uids("CT_small.dcm"), max_pdu=4096)
     assert len(pdus) > 4
-    temporary = Path(tempfile.gettempdir())
-    before = set(temporary.glob("tmp*.dcm"))
-    for ending in (b"", bytes([A_ABORT, 0, 0, 0, 0, 4, 0, 0, 0, 0])):
-        sock, _ = associate(gateway.port)
-        with sock:
-            for pdu in pdus[: len(pdus) // 2]:
-                sock.sendall(pdu)
-            sock.sendall(ending)
-            time.sleep(0.3)
+    sock, _ = associate(gateway.port)
+    with sock:
+        for pdu in pdus[: len(pdus) // 2]:
+            sock.sendall(pdu)
+        deadline = time.monotonic() + ANSWER_WITHIN
+        while not list(receiving.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(receiving.iterdir()), "pynetdicom did not start a temporary file"
+        sock.sendall(ending)
+        time.sleep(0.3)
     deadline = time.monotonic() + ANSWER_WITHIN
-    while set(temporary.glob("tmp*.dcm")) - before and time.monotonic() < deadline:
+    while list(receiving.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert set(temporary.glob("tmp*.dcm")) - before == set()
+    assert list(receiving.iterdir()) == []
     assert spooled(gateway) == []
+    assert gateway.crashes == []
     assert gateway.store_normally() == 0x0000
 
 

@@ -10,7 +10,8 @@ event the state has no transition for. Either way the thread ended with a traceb
 :class:`SturdyStateMachine` drops an event the current state has no transition for (it
 cannot apply any more), and when an action raises, it does what pynetdicom's reactor does
 for its own exceptions: an A-ABORT to the peer (pynetdicom has already stopped the DUL),
-then it closes the connection.
+then it closes the connection and fires ``EVT_CONN_CLOSE``, as pynetdicom's own closing
+actions do (the DUL, stopped, would not).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import logging
 from typing import Any
 
+from pynetdicom import evt
 from pynetdicom.fsm import InvalidEventError, StateMachine
 from pynetdicom.pdu import A_ABORT_RQ
 
@@ -47,6 +49,9 @@ class SturdyStateMachine(StateMachine):
                 socket.send(abort.encode())
             with contextlib.suppress(Exception):
                 socket.close()
+            assoc = self.dul.assoc
+            address = assoc.requestor.address_info
+            evt.trigger(assoc, evt.EVT_CONN_CLOSE, {"address": address and address.as_tuple})
 
 
 def install(event: Any) -> None:
