@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from shared.adapters.dynamo_keys import study_date_bounds
-from shared.adapters.sqlite_index import _Connections
+from shared.adapters.sqlite_index import TEXT_EDGE, _Connections
 from shared.dicom.uid_map import UidMap
 from shared.dicomweb.matching import matches
 from shared.dicomweb.query import Query
@@ -61,12 +63,18 @@ _JOINED_INSTANCE_COLUMNS = ", ".join(
     for c in map(str.strip, _INSTANCE_COLUMNS.split(","))
 )
 _PAGE = 200  # rows fetched per statement when a read is consumed lazily
-#: Above this many substring candidates, a search walks the date index and tests each
-#: study against them rather than sorting them all by date.
+#: A search gathers at most this many substring candidates (sorted by date); with more,
+#: it walks the text's date index (:func:`_text_where`).
 MANY_CANDIDATES = 2000
-#: ... and a page of up to this many rows past its offset tests each study's text in place.
-WALK_PAGE = 300
+#: Walking tests a study's text about this many times faster than gathering handles a
+#: candidate (at 100,000 studies: 0.13 us a study walked, 6 us a candidate gathered), so
+#: a page of p rows out of N studies walks when it has more than sqrt(p * N / this)
+#: candidates.
+WALK_SPEEDUP = 45
+#: Only a page of up to this many rows past its offset walks; deeper pages gather.
+WALK_PAGE = 1000
 _FIRST_PAGE_MAX = 1001  # a first page sized to what the search needs: up to a full QIDO page
+_WILDCARDS = re.compile(r"[*?]+")
 
 
 def _doc(text: str | None) -> dict[str, Any]:
@@ -164,19 +172,33 @@ def _marks(values: tuple[str, ...]) -> str:
 
 
 class _Where:
-    """AND-ed SQL conditions with their parameters."""
+    """AND-ed SQL conditions with their parameters, on the rows of ``source``: the studies
+    (``studies s``) or, when the substring index's text selects them, its rows in date
+    order (``study_terms t``, joined to ``studies s`` when a condition is on them);
+    ``keys`` is the alias that gives each row's ``study`` and ``sdt``."""
 
     def __init__(self) -> None:
         self.clauses: list[str] = []
         self.parameters: list[Any] = []
+        self.source = "studies s"
+        self.keys = "s"
 
     def add(self, clause: str, *parameters: Any) -> None:
         self.clauses.append(clause)
         self.parameters.extend(parameters)
 
+    def extend(self, other: _Where) -> None:
+        self.clauses += other.clauses
+        self.parameters += other.parameters
+
     @property
     def sql(self) -> str:
         return " AND ".join(self.clauses) if self.clauses else "1 = 1"
+
+    @property
+    def selected(self) -> str:
+        """The rows' keys, as ``study`` and ``sdt``, from ``source``."""
+        return f"{self.keys}.study AS study, {self.keys}.sdt AS sdt FROM {self.source}"
 
 
 def _series_where(query: Query, alias: str, *, probe: bool = False) -> _Where:
@@ -207,54 +229,60 @@ def _phrase(run: str) -> str:
     return '"' + run.replace('"', '""') + '"'
 
 
+def _edged_runs(query: Query) -> dict[str, tuple[str, ...]]:
+    """:func:`lookup_runs`, the literal start of a whole-value pattern preceded by the
+    separator and its literal end followed by it, as the trigram index reads each value
+    (``sqlite_index.TEXT_EDGE``): ``abc*def`` needs "\x1fabc" and "def\x1f", which only
+    the values that start and end so hold, and ``*ab`` gets a trigram, "ab\x1f"."""
+    runs = lookup_runs(query)
+    patterns = text_patterns(query)
+    for column in runs:
+        pattern = patterns.get(column, "")
+        if not pattern:
+            continue
+        parts = _WILDCARDS.split(pattern)
+        if len(parts) == 1:
+            runs[column] = (f"{TEXT_EDGE}{pattern}{TEXT_EDGE}",)
+            continue
+        head, middle, tail = parts[0], parts[1:-1], parts[-1]
+        edged = [f"{TEXT_EDGE}{head}"] if head else []
+        edged += [f"{tail}{TEXT_EDGE}"] if tail else []
+        runs[column] = tuple(sorted({*edged, *filter(None, middle)}, key=lambda r: (-len(r), r)))
+    return runs
+
+
 def text_match(query: Query) -> str:
-    """The FTS5 expression of the runs of at least a trigram that every match contains
-    ('' when there are none)."""
+    """The FTS5 expression of the runs of at least a trigram that every match contains,
+    value edges included (:func:`_edged_runs`; '' when there are none)."""
     expressions = []
-    for column, runs in lookup_runs(query).items():
+    for column, runs in _edged_runs(query).items():
         long_runs = [r for r in runs if len(r) >= NGRAM]
         if long_runs:
             expressions.append(f"{column} : ({' AND '.join(_phrase(r) for r in long_runs)})")
     return " AND ".join(expressions)
 
 
-def _text_where(query: Query, *, by_date: bool = False) -> _Where:
-    """The studies whose indexed text holds every run of the query: from the trigram index
-    when a run is long enough (then shorter runs filter its candidates), else by reading
-    the whole ``study_terms`` table in SQL (a bounded walk, no row leaves SQLite).
+def _text_where(query: Query, candidates: tuple[int, ...] | None) -> _Where:
+    """Conditions on ``study_terms t`` that the text of every match meets: it is one of
+    the trigram index's ``candidates`` (their ids; None: too many, or no run is long
+    enough), its text holds the query's shorter runs (all of them without candidates) and
+    a kept value matches each whole pattern; no row leaves SQLite.
 
-    ``by_date``: the candidates are many; walk the date index newest first and test each
-    study against them, so that the first page stops early. For a page of up to
-    :data:`WALK_PAGE` rows past the offset, each study's text is tested in place (its
-    ``study_terms`` row, by key): the page then costs what it walks, not what the trigram
-    index holds. Larger pages gather the trigram index's candidates first (measured at
-    100,000 studies: ``*HEAD*&limit=101`` p50 70 -> 22 ms walking, ``*abc*`` for 1,000
-    results 212 -> 257 ms).
+    Without candidates, the search walks ``study_terms_by_date`` newest first and tests
+    each study's text in place (the index holds it): a page costs what it walks, about
+    ``page / share of matches`` rows, whatever the archive's size. With candidates, it
+    reads their rows and sorts them by date.
     """
-    walk = by_date and query.offset + query.limit <= WALK_PAGE
     where = _Where()
-    inner = _Where()
-    match = text_match(query)
-    if match and not walk:
-        inner.add("t.id IN (SELECT rowid FROM study_text WHERE study_text MATCH ?)", match)
+    if candidates is not None:
+        where.add(f"t.id IN ({','.join(map(str, candidates))})")
     for column, runs in lookup_runs(query).items():
         for run in runs:
-            if walk or len(run) < NGRAM:
-                inner.add(f"instr(t.{column}, ?) > 0", run)
-    if inner.clauses:  # then the whole values, as the matcher will (any kept value)
+            if candidates is None or len(run) < NGRAM:
+                where.add(f"instr(t.{column}, ?) > 0", run)
+    if where.clauses:  # then the whole values, as the matcher will (any kept value)
         for column, pattern in text_patterns(query).items():
-            inner.add(f"qido_match(t.{column}, ?)", pattern)
-    if inner.clauses and walk:
-        where.add(
-            f"EXISTS (SELECT 1 FROM study_terms t WHERE t.study = s.study AND {inner.sql})",
-            *inner.parameters,
-        )
-    elif inner.clauses:
-        plus = "+" if by_date else ""  # no index on the left: the date order drives
-        where.add(
-            f"{plus}s.study IN (SELECT t.study FROM study_terms t WHERE {inner.sql})",
-            *inner.parameters,
-        )
+            where.add(f"qido_match(t.{column}, ?)", pattern)
     return where
 
 
@@ -305,30 +333,35 @@ def _narrowed_in_sql(query: Query) -> bool:
     return True
 
 
-def _study_where(query: Query, *, with_series: bool, by_date: bool = False) -> _Where:
-    """Every study-level key an index can serve, as conditions on ``studies s``; with
+def _study_where(
+    query: Query, *, with_series: bool, candidates: tuple[int, ...] | None = None
+) -> _Where:
+    """Every study-level key an index can serve, as conditions on the studies; with
     ``with_series``, studies must also hold a series the series-level keys accept.
 
-    SQLite picks the index among them: an exact AccessionNumber or PatientID, the substring
-    index (``study_text``), the name or the date index. The substring index is left out
-    when an exact key is given (one or a few studies: reading its postings costs more).
+    SQLite picks the index among them: an exact AccessionNumber or PatientID, the name or
+    the date index. When the text of the substring index narrows the search
+    (:func:`_text_where`), its rows drive (``study_terms t``, in date order, joined to
+    ``studies s`` for the conditions on them). It is left out when an exact key is given
+    (:func:`_uses_text_index`).
     """
     where = _Where()
-    _identifier_where(query, where)
     if _uses_text_index(query):
-        text = _text_where(query, by_date=by_date)
-        if text.clauses:
-            where.add(text.sql, *text.parameters)
+        where.extend(_text_where(query, candidates))
+    k = "t" if where.clauses else "s"
+    studies = _Where()  # conditions on the studies' own columns
+    _identifier_where(query, studies)
     prefix = query.name_prefix()
     if prefix:
-        where.add("s.name_key >= ? AND s.name_key < ?", prefix, _prefix_end(prefix))
+        studies.add("s.name_key >= ? AND s.name_key < ?", prefix, _prefix_end(prefix))
+    where.extend(studies)
     bounds = study_date_bounds(query)
     if bounds is not None:
-        where.add("s.sdt BETWEEN ? AND ?", bounds[0] or "0", bounds[1] or "~")
+        where.add(f"{k}.sdt BETWEEN ? AND ?", bounds[0] or "0", bounds[1] or "~")
     modalities = query.uids("ModalitiesInStudy")
     if modalities:
         where.add(
-            "EXISTS (SELECT 1 FROM study_modalities m WHERE m.study = s.study"
+            f"EXISTS (SELECT 1 FROM study_modalities m WHERE m.study = {k}.study"
             f" AND m.modality IN ({_marks(modalities)}))",
             *modalities,
         )
@@ -336,9 +369,13 @@ def _study_where(query: Query, *, with_series: bool, by_date: bool = False) -> _
         series = _series_where(query, "e", probe=True)
         if series.clauses:
             where.add(
-                f"EXISTS (SELECT 1 FROM series e WHERE e.study = s.study AND {series.sql})",
+                f"EXISTS (SELECT 1 FROM series e WHERE e.study = {k}.study AND {series.sql})",
                 *series.parameters,
             )
+    if k == "t":
+        where.keys = "t"
+        join = " CROSS JOIN studies s ON s.study = t.study" if studies.clauses else ""
+        where.source = f"study_terms t{join}"
     return where
 
 
@@ -468,8 +505,8 @@ class SqliteCatalog:
             return matches(query, json.loads(attrs))
 
         rows = self._db.query_with(
-            f"SELECT k.study FROM (SELECT s.study, s.sdt FROM studies s WHERE {where.sql}"
-            " ORDER BY s.sdt DESC LIMIT -1) k"
+            f"SELECT k.study FROM (SELECT {where.selected} WHERE {where.sql}"
+            f" ORDER BY {where.keys}.sdt DESC LIMIT -1) k"
             " WHERE qido_study((SELECT a.attrs FROM studies a WHERE a.study = k.study))"
             f" LIMIT {int(query.limit) + 1} OFFSET {int(query.offset)}",
             where.parameters,
@@ -488,7 +525,7 @@ class SqliteCatalog:
         uids = query.uids("StudyInstanceUID")
         if query.study_uid is not None:
             uids = (query.study_uid,)
-        where = _study_where(query, with_series=True, by_date=self._many_candidates(query))
+        where = _study_where(query, with_series=True, candidates=self._candidates(query))
         if uids:
             where.add(f"s.study IN ({_marks(uids)})", *uids)
         return where
@@ -498,26 +535,32 @@ class SqliteCatalog:
         study-level key or none narrows them)."""
         where = self._study_keys(query) or _Where()
         rows = self._pages(
-            f"SELECT s.study, s.sdt FROM studies s WHERE {where.sql} {{after}}",
+            f"SELECT {where.selected} WHERE {where.sql} {{after}}",
             where.parameters,
-            "s.sdt DESC",
-            lambda last: ("AND s.sdt < ?", (last["sdt"],)),
+            f"{where.keys}.sdt DESC",
+            lambda last: (f"AND {where.keys}.sdt < ?", (last["sdt"],)),
             (0, _first_page(query)),
         )
         return (r["study"] for r in rows)
 
-    def _many_candidates(self, query: Query) -> bool:
-        """Whether the trigram index holds more than MANY_CANDIDATES studies for the query
-        (counted up to that number only); False when the search does not use it."""
+    def _candidates(self, query: Query) -> tuple[int, ...] | None:
+        """The ids of the studies whose trigram index entry holds the query's runs, when
+        gathering them costs less than walking the date index (:data:`WALK_SPEEDUP`);
+        None otherwise, or when the search reads no trigram."""
         match = text_match(query) if _uses_text_index(query) else ""
         if not match:
-            return False
+            return None
+        limit = -1
+        page = query.offset + query.limit + 1
+        if page <= WALK_PAGE:
+            top = self._db.query("SELECT max(id) AS n FROM study_terms")[0]["n"] or 0
+            limit = min(MANY_CANDIDATES, math.isqrt(page * top // WALK_SPEEDUP)) + 1
         rows = self._db.query(
-            "SELECT COUNT(*) AS n FROM (SELECT rowid FROM study_text WHERE study_text MATCH ?"
-            " LIMIT ?)",
-            (match, MANY_CANDIDATES + 1),
+            "SELECT rowid FROM study_text WHERE study_text MATCH ? LIMIT ?", (match, limit)
         )
-        return bool(rows[0]["n"] > MANY_CANDIDATES)
+        if limit >= 0 and len(rows) >= limit:
+            return None
+        return tuple(r["rowid"] for r in rows)
 
     def _series(self, query: Query) -> Iterator[SeriesRow]:
         """Series of the studies the query's keys allow, in the studies' order, then
@@ -546,8 +589,8 @@ class SqliteCatalog:
         bound: tuple[str, ...] = ()
         while True:
             rows = self._fetch(
-                f"WITH k AS (SELECT s.study, s.sdt FROM studies s WHERE {where.sql} {after}"
-                f" ORDER BY s.sdt DESC LIMIT {size + 1})"
+                f"WITH k AS (SELECT {where.selected} WHERE {where.sql} {after}"
+                f" ORDER BY {where.keys}.sdt DESC LIMIT {size + 1})"
                 f" SELECT {_SERIES_COLUMNS}, k.study AS k_study, k.sdt AS k_sdt FROM k"
                 f" LEFT JOIN series e ON e.study = k.study AND {series.sql}"
                 f" ORDER BY k.sdt DESC, e.series LIMIT {size}",
@@ -566,7 +609,7 @@ class SqliteCatalog:
                 yield [_series_row(r, parents) for r in group if r["series"] is not None]
             if not full:
                 return
-            after, bound = "AND s.sdt < ?", (rows[-1]["k_sdt"],)
+            after, bound = f"AND {where.keys}.sdt < ?", (rows[-1]["k_sdt"],)
             size = _PAGE
 
     @staticmethod
@@ -674,8 +717,8 @@ class SqliteCatalog:
         bound: tuple[str, ...] = ()
         while True:
             rows = self._fetch(
-                f"WITH k AS (SELECT s.study, s.sdt FROM studies s WHERE {where.sql} {keys_after}"
-                f" ORDER BY s.sdt DESC LIMIT {size + 1})"
+                f"WITH k AS (SELECT {where.selected} WHERE {where.sql} {keys_after}"
+                f" ORDER BY {where.keys}.sdt DESC LIMIT {size + 1})"
                 f" SELECT {_JOINED_INSTANCE_COLUMNS}, i.sk, k.sdt AS k_sdt FROM k"
                 f" LEFT JOIN instances i ON {on.sql} {rows_after}"
                 f" ORDER BY k.sdt DESC, i.sk LIMIT {size}",
@@ -685,7 +728,7 @@ class SqliteCatalog:
             yield from (_instance_row(r, parents) for r in rows if r["sop"] is not None)
             if len(rows) < size:
                 return
-            keys_after = "AND s.sdt <= ?"
+            keys_after = f"AND {where.keys}.sdt <= ?"
             rows_after = "WHERE k.sdt < ? OR (k.sdt = ? AND i.sk > ?)"
             last = rows[-1]
             bound = (last["k_sdt"], last["k_sdt"], last["sk"])

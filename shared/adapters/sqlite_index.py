@@ -31,9 +31,12 @@ from shared.dicomweb.substring import TEXT_KEYS, merge_terms, part_matches, stud
 from shared.errors import StorageUnavailable
 from shared.ports import AddOutcome, InstanceRecord
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_S = 30.0
 MMAP_BYTES = 1 << 30
+#: Before and after each column's text as the trigram index reads it: the separator
+#: :mod:`shared.dicomweb.substring` puts between values, so every value sits between two.
+TEXT_EDGE = "\x1f"
 #: An item DynamoDB would refuse (400 KB) is refused here too, so both backends agree.
 MAX_ENTRY_BYTES = 400 * 1024
 
@@ -141,10 +144,16 @@ CREATE VIRTUAL TABLE study_text USING fts5(
 
 
 def _migrate_to_4(connection: sqlite3.Connection) -> None:
-    """Create the substring index and fill it from the studies already stored."""
+    """Create the substring index and fill it from the studies already stored (the text as
+    version 4 kept it: version 6 wraps it)."""
     _run_script(connection, _SCHEMA_V4)
-    for study, attrs in connection.execute("SELECT study, attrs FROM studies").fetchall():
-        _write_terms(connection, study, study_terms(json.loads(attrs)), None)
+    marks = ",".join("?" * (len(TEXT_KEYS) + 1))
+    rows = connection.execute("SELECT study, attrs FROM studies").fetchall()
+    connection.executemany(
+        f"INSERT INTO study_terms (study, {_TERM_COLUMNS}) VALUES ({marks})",
+        [(study, *study_terms(json.loads(attrs))) for study, attrs in rows],
+    )
+    connection.execute("INSERT INTO study_text (study_text) VALUES ('rebuild')")
 
 
 # Version 5: every series row carries its study's current ``sdt`` (``_add`` rewrites them
@@ -156,6 +165,90 @@ UPDATE series SET sdt = (SELECT s.sdt FROM studies s WHERE s.study = series.stud
 WHERE sdt <> (SELECT s.sdt FROM studies s WHERE s.study = series.study)
 """
 
+# Version 6 (docs/decisions/0006-qido-latency-at-scale.md):
+# * studies, series and patients become rowid tables. As WITHOUT ROWID tables their rows
+#   (about 1 KB of DICOM JSON) sat in the primary key's B-tree, whose interior pages hold
+#   whole rows: three studies to a page, eight levels at 100,000 studies, and an overflow
+#   page per series row. The key is now a small unique index, the rows sit in the rowid
+#   B-tree (hundreds of children per interior page), copied in date order; secondary
+#   indexes name what a search reads after them (study, sdt), so they stay covering.
+# * study_terms keeps its study's sdt, indexed with the text: a search on common text walks
+#   that index newest first, a scan instead of a lookup per study.
+# * the trigram index reads each column's text between two separators (the view
+#   study_text_source), so that the first and last characters of a value are trigrams of
+#   their own: ``abc*def`` looks up "\x1fabc" and "def\x1f", the values that start and
+#   end so, not every value holding "abc" and "def".
+_SCHEMA_V6 = """
+CREATE TABLE studies_v6 (
+    study TEXT PRIMARY KEY,
+    attrs TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    pid TEXT,
+    accession TEXT,
+    sdt TEXT NOT NULL,
+    name_key TEXT,
+    n_instances INTEGER NOT NULL
+);
+INSERT INTO studies_v6 (study, attrs, patient_id, pid, accession, sdt, name_key, n_instances)
+SELECT study, attrs, patient_id, pid, accession, sdt, name_key, n_instances FROM studies
+ORDER BY sdt;
+DROP TABLE studies;
+ALTER TABLE studies_v6 RENAME TO studies;
+CREATE INDEX studies_by_date ON studies (sdt, study);
+CREATE INDEX studies_by_patient ON studies (pid, sdt, study);
+CREATE INDEX studies_by_accession ON studies (accession, sdt, study);
+CREATE INDEX studies_by_name ON studies (name_key, sdt, study);
+CREATE TABLE series_v6 (
+    study TEXT NOT NULL,
+    series TEXT NOT NULL,
+    attrs TEXT NOT NULL,
+    study_attrs TEXT NOT NULL,
+    sdt TEXT NOT NULL,
+    modality TEXT,
+    n_instances INTEGER NOT NULL,
+    PRIMARY KEY (study, series)
+);
+INSERT INTO series_v6 (study, series, attrs, study_attrs, sdt, modality, n_instances)
+SELECT study, series, attrs, study_attrs, sdt, modality, n_instances FROM series
+ORDER BY sdt, study, series;
+DROP TABLE series;
+ALTER TABLE series_v6 RENAME TO series;
+CREATE INDEX series_by_uid ON series (series);
+CREATE INDEX series_by_modality ON series (modality, sdt, study, series);
+CREATE TABLE patients_v6 (
+    patient_id TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    attrs TEXT NOT NULL,
+    list_key TEXT NOT NULL,
+    name_key TEXT,
+    n_instances INTEGER NOT NULL,
+    PRIMARY KEY (patient_id, issuer)
+);
+INSERT INTO patients_v6 (patient_id, issuer, attrs, list_key, name_key, n_instances)
+SELECT patient_id, issuer, attrs, list_key, name_key, n_instances FROM patients
+ORDER BY list_key;
+DROP TABLE patients;
+ALTER TABLE patients_v6 RENAME TO patients;
+CREATE INDEX patients_by_list ON patients (list_key);
+CREATE INDEX patients_by_name ON patients (name_key);
+ALTER TABLE study_terms ADD COLUMN sdt TEXT;
+UPDATE study_terms SET sdt = (SELECT s.sdt FROM studies s WHERE s.study = study_terms.study);
+CREATE INDEX study_terms_by_date ON study_terms (sdt, study, {columns});
+DROP TABLE study_text;
+CREATE VIEW study_text_source AS SELECT id, {edged} FROM study_terms;
+CREATE VIRTUAL TABLE study_text USING fts5(
+    {columns}, content='study_text_source', content_rowid='id',
+    tokenize='trigram case_sensitive 1'
+);
+INSERT INTO study_text (study_text) VALUES ('rebuild')
+""".format(
+    columns=_TERM_COLUMNS,
+    edged=", ".join(
+        f"CASE WHEN {c} = '' THEN '' ELSE char(31) || {c} || char(31) END AS {c}"
+        for c in TEXT_KEYS.values()
+    ),
+)
+
 Migration = str | Callable[[sqlite3.Connection], None]
 # Each entry upgrades a database from the version before it (index: the version reached):
 # SQL statements separated by semicolons, or a function given the connection.
@@ -165,6 +258,7 @@ MIGRATIONS: dict[int, Migration] = {
     3: _SCHEMA_V3,
     4: _migrate_to_4,
     5: _SCHEMA_V5,
+    6: _SCHEMA_V6,
 }
 
 
@@ -459,31 +553,48 @@ def _add_deidentified(c: sqlite3.Connection, r: InstanceRecord, uid_map: UidMap 
 
 
 def _update_terms(c: sqlite3.Connection, r: InstanceRecord) -> None:
-    """The study's substring index entry, rewritten only when it gains a value.
+    """The study's substring index entry, rewritten only when it gains a value; its date
+    follows the study's.
 
     The entry keeps every value the study has had, not only the latest: series and
     instance rows carry their study's attributes as of their own latest instance, so a
     search at those levels may match a value the study no longer has.
     """
+    sdt = study_sort_key(r.study_date, r.study_time, r.study_uid)
     terms = study_terms(json.loads(r.study_json))
     row = c.execute(
-        f"SELECT id, {_TERM_COLUMNS} FROM study_terms WHERE study = ?", (r.study_uid,)
+        f"SELECT id, sdt, {_TERM_COLUMNS} FROM study_terms WHERE study = ?", (r.study_uid,)
     ).fetchone()
     if row is not None:
-        terms = tuple(merge_terms(old, new) for old, new in zip(row[1:], terms, strict=True))
-        if tuple(row[1:]) == terms:
+        kept = tuple(row[2:])
+        terms = tuple(merge_terms(old, new) for old, new in zip(kept, terms, strict=True))
+        if kept == terms:
+            if row[1] != sdt:
+                c.execute("UPDATE study_terms SET sdt = ? WHERE id = ?", (sdt, row[0]))
             return
-    _write_terms(c, r.study_uid, terms, row)
+    _write_terms(c, r.study_uid, sdt, terms, row)
+
+
+def _edged(text: str) -> str:
+    """A column's text as the trigram index reads it (``study_text_source``): its values
+    between separators."""
+    return f"{TEXT_EDGE}{text}{TEXT_EDGE}" if text else ""
 
 
 def _write_terms(
-    c: sqlite3.Connection, study: str, terms: tuple[str, ...], old: tuple[Any, ...] | None
+    c: sqlite3.Connection,
+    study: str,
+    sdt: str,
+    terms: tuple[str, ...],
+    old: tuple[Any, ...] | None,
 ) -> None:
+    """Write a study's text, its date and its trigram index entry; ``old``: its row (id,
+    sdt, text...) when it has one."""
     marks = ",".join("?" * len(terms))
     if old is None:
         cursor = c.execute(
-            f"INSERT INTO study_terms (study, {_TERM_COLUMNS}) VALUES (?, {marks})",
-            (study, *terms),
+            f"INSERT INTO study_terms (study, sdt, {_TERM_COLUMNS}) VALUES (?, ?, {marks})",
+            (study, sdt, *terms),
         )
         row_id = cursor.lastrowid
     else:
@@ -491,12 +602,15 @@ def _write_terms(
         c.execute(
             f"INSERT INTO study_text (study_text, rowid, {_TERM_COLUMNS})"
             f" VALUES ('delete', ?, {marks})",
-            tuple(old),
+            (row_id, *map(_edged, old[2:])),
         )
         assignments = ", ".join(f"{column} = ?" for column in TEXT_KEYS.values())
-        c.execute(f"UPDATE study_terms SET {assignments} WHERE id = ?", (*terms, row_id))
+        c.execute(
+            f"UPDATE study_terms SET sdt = ?, {assignments} WHERE id = ?", (sdt, *terms, row_id)
+        )
     c.execute(
-        f"INSERT INTO study_text (rowid, {_TERM_COLUMNS}) VALUES (?, {marks})", (row_id, *terms)
+        f"INSERT INTO study_text (rowid, {_TERM_COLUMNS}) VALUES (?, {marks})",
+        (row_id, *map(_edged, terms)),
     )
 
 

@@ -4,6 +4,7 @@ page boundaries, the rows they read, and the answers (always those of the matche
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom.validate import validate
 from shared.dicomweb.matching import matches
 from shared.dicomweb.query import parse
+from shared.dicomweb.substring import TEXT_KEYS, study_terms
 from shared.ports import AddOutcome, InstanceRecord, SeriesRow
 from shared.services import search as search_service
 from shared.services.store import _record
@@ -252,6 +254,52 @@ def test_a_substring_search_still_reads_the_substring_index(
     assert [s for s in statements if "study_text MATCH" in s]
 
 
+def test_a_value_s_start_and_end_are_looked_up_as_trigrams_of_their_own() -> None:
+    edge = sqlite_index.TEXT_EDGE
+    query = parse({"PatientName": ["MUL*ANN"]}, "STUDY")
+    assert sqlite_catalog.text_match(query) == f'name : ("{edge}mul" AND "ann{edge}")'
+    query = parse({"AccessionNumber": ["*13"]}, "STUDY")  # two letters: a trigram with the edge
+    assert sqlite_catalog.text_match(query) == f'acc : ("13{edge}")'
+
+
+@pytest.mark.parametrize("pattern", ["MUL*ANN", "*ANN", "*AN", "M*N", "*ULL*", "SMITH^JOHN*"])
+def test_edged_lookups_find_what_the_matcher_accepts(
+    archive: tuple[Path, list[InstanceRecord]], monkeypatch: pytest.MonkeyPatch, pattern: str
+) -> None:
+    path, records = archive
+    params = {"PatientName": pattern, "limit": "1000"}
+    expected = {r.study_uid for r in records if r.series_uid in _expected(records, "STUDY", params)}
+    for many in (sqlite_catalog.MANY_CANDIDATES, 0):  # gathered, then walked
+        monkeypatch.setattr(sqlite_catalog, "MANY_CANDIDATES", many)
+        assert set(_search(SqliteCatalog(path), "STUDY", params)) == expected
+
+
+def _plans(catalog: SqliteCatalog, statements: list[str]) -> str:
+    connection = catalog._db.get()
+    return " ".join(
+        str(row[3]) for s in statements for row in connection.execute(f"EXPLAIN QUERY PLAN {s}")
+    )
+
+
+def test_a_walk_through_common_text_scans_the_text_s_date_index(
+    archive: tuple[Path, list[InstanceRecord]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No lookup per study walked: the index holds each study's date and text.
+    path, _ = archive
+    monkeypatch.setattr(sqlite_catalog, "MANY_CANDIDATES", 0)
+    catalog = SqliteCatalog(path)
+    for level, params in (
+        ("STUDY", {"PatientName": "*ull*", "limit": "5"}),
+        ("SERIES", {"PatientName": "*ull*", "Modality": "CT", "limit": "5"}),
+        ("INSTANCE", {"StudyDescription": "*a*", "limit": "5"}),
+    ):
+        statements = [s for s in _statements(catalog, level, params) if "study_terms t" in s]
+        assert statements, level
+        plans = _plans(catalog, statements)
+        assert "SCAN t USING COVERING INDEX study_terms_by_date" in plans
+        assert "TEMP B-TREE" not in plans.split("SCAN k")[0]  # the keys come in date order
+
+
 # ------------------------------------------------------------------ series.sdt
 
 
@@ -271,6 +319,9 @@ def test_a_study_that_changes_date_moves_its_series_with_it(tmp_path: Path) -> N
         assert index.add(_record(validate(data), "AE", datetime.now(UTC))) is AddOutcome.STORED
     (sdt,) = _series_dates(path, study)
     assert sdt.startswith("20240101")
+    with sqlite3.connect(path) as connection:  # and the substring index's date
+        terms = connection.execute("SELECT sdt FROM study_terms WHERE study = ?", (study,))
+        assert terms.fetchall() == [(sdt,)]
     # The modality index lists its two series together, newest study first.
     got = _search(SqliteCatalog(path), "SERIES", {"Modality": "CT"})
     assert sorted(got) == [f"{study}.1", f"{study}.2"]
@@ -283,6 +334,7 @@ def test_a_version_4_file_gets_its_series_dates_realigned(
     study = "1.2.826.0.1.3680043.8.498.79"
     with monkeypatch.context() as patched:
         patched.setattr(sqlite_index, "SCHEMA_VERSION", 4)
+        patched.setattr(sqlite_index, "_update_terms", lambda *_: None)  # version 4's text
         index = SqliteIndex(path)
         for s, day in ((1, "20200101"), (2, "20240101")):
             data = dicom_files.with_new_uids(study=study, series=f"{study}.{s}", StudyDate=day)
@@ -295,6 +347,62 @@ def test_a_version_4_file_gets_its_series_dates_realigned(
             )
         assert len(_series_dates(path, study)) == 2
     SqliteCatalog(path)  # opens and migrates
-    assert sqlite_index.schema_version(path) == 5
+    assert sqlite_index.schema_version(path) == sqlite_index.SCHEMA_VERSION
     (sdt,) = _series_dates(path, study)
     assert sdt.startswith("20240101")
+
+
+# ------------------------------------------------------------------ version 6
+
+
+def _terms_version_5(c: sqlite3.Connection, r: InstanceRecord) -> None:
+    """What versions 4 and 5 wrote to the substring index: the text bare, no date."""
+    if c.execute("SELECT 1 FROM study_terms WHERE study = ?", (r.study_uid,)).fetchone():
+        return
+    terms = study_terms(json.loads(r.study_json))
+    assert tuple(TEXT_KEYS.values()) == ("name", "pid", "acc", "descr", "ref")
+    cursor = c.execute(
+        "INSERT INTO study_terms (study, name, pid, acc, descr, ref) VALUES (?, ?, ?, ?, ?, ?)",
+        (r.study_uid, *terms),
+    )
+    c.execute(
+        "INSERT INTO study_text (rowid, name, pid, acc, descr, ref) VALUES (?, ?, ?, ?, ?, ?)",
+        (cursor.lastrowid, *terms),
+    )
+
+
+def test_a_version_5_file_gets_rowid_tables_and_the_text_s_date_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "index.sqlite3"
+    with monkeypatch.context() as patched:
+        patched.setattr(sqlite_index, "SCHEMA_VERSION", 5)
+        patched.setattr(sqlite_index, "_update_terms", _terms_version_5)
+        records = _archive(SqliteIndex(path), 12)
+    with sqlite3.connect(path) as connection:
+        ddl = dict(connection.execute("SELECT name, sql FROM sqlite_master"))
+    assert "WITHOUT ROWID" in ddl["studies"]
+    catalog = SqliteCatalog(path)  # opens and migrates
+    assert sqlite_index.schema_version(path) == sqlite_index.SCHEMA_VERSION
+    with sqlite3.connect(path) as connection:
+        ddl = dict(connection.execute("SELECT name, sql FROM sqlite_master"))
+        assert not connection.execute(
+            "SELECT study FROM study_terms t WHERE sdt IS NOT"
+            " (SELECT sdt FROM studies s WHERE s.study = t.study)"
+        ).fetchall()
+        connection.execute("INSERT INTO study_text (study_text) VALUES ('integrity-check')")
+    for table in ("studies", "series", "patients"):
+        assert "WITHOUT ROWID" not in ddl[table]
+    assert "study_terms_by_date" in ddl
+    for level, params in (
+        ("STUDY", {"PatientName": "*ull*"}),
+        ("STUDY", {"PatientName": "MUL*ANN"}),
+        ("SERIES", {"PatientName": "*ull*", "Modality": "CT"}),
+        ("SERIES", {"Modality": "MR"}),
+    ):
+        expected = _expected(records, level, {**params, "limit": "1000"})
+        if level == "STUDY":
+            expected = {r.study_uid for r in records if r.series_uid in expected}
+        got = _search(catalog, level, {**params, "limit": "1000"})
+        assert len(got) == len(expected)
+        assert set(got) == expected, (level, params)
