@@ -20,7 +20,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -363,59 +363,75 @@ def schema_version(path: Path) -> int:
 
 
 class _Connections:
-    """One connection per thread to one database file (sqlite3 objects are per thread)."""
+    """Connections to one database file, kept for reuse whichever thread asks: a call
+    takes an idle one (or opens one) and puts it back, so a server that starts a thread
+    per request (the local stack's) does not open a connection per request, and each
+    connection keeps its page cache and compiled schema. There are as many as calls ever
+    ran at once."""
 
     def __init__(self, path: Path, uid_map: UidMap | None = None) -> None:
         self.path = path
-        self._local = threading.local()
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
         open_database(path, uid_map).close()  # create or migrate once, up front
 
-    def get(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[sqlite3.Connection]:
+        """A connection for the caller alone until the block ends (the last one put back
+        first: the warmest cache)."""
+        with self._lock:
+            connection = self._idle.pop() if self._idle else None
         if connection is None:
             connection = _connect(self.path)  # migrated by the constructor
-            self._local.connection = connection
-        return connection
+        try:
+            yield connection
+        finally:
+            with self._lock:
+                self._idle.append(connection)
 
     def run(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``work`` in one immediate transaction; a locked database is a 503."""
-        connection = self.get()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StorageUnavailable("the index is busy, retry later") from exc
-        try:
-            result = work(connection)
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        try:
-            connection.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            with contextlib.suppress(sqlite3.Error):
+        with self.lease() as connection:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StorageUnavailable("the index is busy, retry later") from exc
+            try:
+                result = work(connection)
+            except BaseException:
                 connection.execute("ROLLBACK")
-            raise StorageUnavailable("the index is busy, retry later") from exc
-        return result
+                raise
+            try:
+                connection.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+                raise StorageUnavailable("the index is busy, retry later") from exc
+            return result
 
     def query(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        connection = self.get()
-        connection.row_factory = sqlite3.Row
-        try:
-            return list(connection.execute(sql, tuple(parameters)))
-        except sqlite3.OperationalError as exc:
-            raise StorageUnavailable("the index is busy, retry later") from exc
+        with self.lease() as connection:
+            return _rows(connection, sql, parameters)
 
     def query_with(
         self, sql: str, parameters: Iterable[Any], name: str, function: Callable[[Any], Any]
     ) -> list[sqlite3.Row]:
         """:meth:`query` with ``function`` (of one argument) callable as ``name`` in ``sql``,
         for that statement only."""
-        connection = self.get()
-        connection.create_function(name, 1, function)
-        try:
-            return self.query(sql, parameters)
-        finally:
-            connection.create_function(name, 1, None)
+        with self.lease() as connection:
+            connection.create_function(name, 1, function)
+            try:
+                return _rows(connection, sql, parameters)
+            finally:
+                connection.create_function(name, 1, None)
+
+
+def _rows(connection: sqlite3.Connection, sql: str, parameters: Iterable[Any]) -> list[sqlite3.Row]:
+    connection.row_factory = sqlite3.Row
+    try:
+        return list(connection.execute(sql, tuple(parameters)))
+    except sqlite3.OperationalError as exc:
+        raise StorageUnavailable("the index is busy, retry later") from exc
 
 
 class SqliteIndex:

@@ -215,8 +215,8 @@ def test_a_condition_no_index_serves_is_not_walked_in_sql(
 def _statements(catalog: SqliteCatalog, level: str, params: dict[str, str]) -> list[str]:
     """The SQL a search sends (FTS5's own statements on its shadow tables left out)."""
     sent: list[str] = []
-    connection = catalog._db.get()
-    connection.set_trace_callback(sent.append)
+    with catalog._db.lease() as connection:  # the one the search takes next
+        connection.set_trace_callback(sent.append)
     try:
         _search(catalog, level, params)
     finally:
@@ -275,10 +275,10 @@ def test_edged_lookups_find_what_the_matcher_accepts(
 
 
 def _plans(catalog: SqliteCatalog, statements: list[str]) -> str:
-    connection = catalog._db.get()
-    return " ".join(
-        str(row[3]) for s in statements for row in connection.execute(f"EXPLAIN QUERY PLAN {s}")
-    )
+    with catalog._db.lease() as connection:
+        return " ".join(
+            str(row[3]) for s in statements for row in connection.execute(f"EXPLAIN QUERY PLAN {s}")
+        )
 
 
 def test_a_walk_through_common_text_scans_the_text_s_date_index(

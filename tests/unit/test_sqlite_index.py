@@ -110,3 +110,23 @@ def _add_version_1(c: sqlite3.Connection, r: Any, *_: Any) -> AddOutcome:
          r.instance_json, r.series_json, r.study_json),
     )  # fmt: skip
     return AddOutcome.STORED
+
+
+def test_one_connection_serves_one_thread_after_another(tmp_path: Path) -> None:
+    # A server that starts a thread per request (the local stack's) reuses it: no
+    # connection opened per request, its page cache kept.
+    import threading
+
+    path = tmp_path / "index.sqlite3"
+    record = _record_of(dicom_files.with_new_uids())
+    assert SqliteIndex(path).add(record) is AddOutcome.STORED
+    catalog = SqliteCatalog(path)
+    found = []
+    for _ in range(5):
+        thread = threading.Thread(
+            target=lambda: found.extend(catalog.studies_by_uid([record.study_uid]))
+        )
+        thread.start()
+        thread.join()
+    assert len(found) == 5
+    assert len(catalog._db._idle) == 1
