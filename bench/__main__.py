@@ -1,6 +1,7 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
 [--only stow,imports,qido,qido-scale,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import]
-[--import-files N] [--qido-scale-sizes 10000,100000] [--qido-scale-moto 10000].
+[--import-files N] [--qido-scale-sizes 10000,100000] [--qido-scale-kinds lookups,ohif]
+[--qido-scale-keep DIR] [--qido-scale-moto 10000].
 
 Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
 and keeps the others.
@@ -88,6 +89,19 @@ def main() -> None:
         help="qido-scale: SQLite archive sizes in studies (default 10000,100000)",
     )
     parser.add_argument(
+        "--qido-scale-kinds",
+        type=lambda text: tuple(w.strip() for w in text.split(",") if w.strip()),
+        default=(),
+        help="qido-scale: only these kinds: groups (lookups, ohif) or parts of names,"
+        " comma-separated (default: every kind)",
+    )
+    parser.add_argument(
+        "--qido-scale-keep",
+        type=Path,
+        default=None,
+        help="qido-scale: keep the SQLite indexes in this directory and reuse them",
+    )
+    parser.add_argument(
         "--qido-scale-moto",
         type=int,
         default=0,
@@ -106,7 +120,10 @@ def main() -> None:
         "imports": bench_imports.run,
         "qido": lambda: bench_qido.run(args.qido_sizes),
         "qido-scale": lambda: bench_qido_scale.run(
-            tuple(args.qido_scale_sizes), args.qido_scale_moto
+            tuple(args.qido_scale_sizes),
+            args.qido_scale_moto,
+            args.qido_scale_kinds,
+            args.qido_scale_keep,
         ),
         "wado": bench_wado.run,
         "render": bench_render.run,
