@@ -197,7 +197,8 @@ def test_dot_titles_are_rejected_and_odd_ones_kept_inside_the_spool(
         wait_forwarded(spool)
         running.terminate()
         running.wait(timeout=30)
-    assert sorted(p.name for p in spool.iterdir()) == ["failed", "incoming", "ready"]
+    assert sorted(p.name for p in spool.iterdir()) == ["failed", "incoming", "ready", "receiving"]
+    assert not list((spool / "receiving").iterdir())
     assert not list(spool.glob("*.dcm"))
     assert not list((spool / "ready").glob("*.dcm"))
     assert not list((spool / "failed").iterdir())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -292,10 +293,17 @@ def test_an_exception_for_one_ae_does_not_stop_the_others(tmp_path: Path) -> Non
 # ---------------------------------------------------------------- command line
 
 
+@pytest.fixture
+def temp_dir_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway points this process's temporary files at its spool: undone after."""
+    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)
+
+
 def test_the_gateway_listens_on_loopback_unless_told_otherwise() -> None:
     assert cli.parser().parse_args([]).bind == "127.0.0.1"
 
 
+@pytest.mark.usefixtures("temp_dir_restored")
 def test_no_allow_list_is_warned_about(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:

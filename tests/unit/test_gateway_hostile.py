@@ -10,6 +10,7 @@ cases at any count.
 
 from __future__ import annotations
 
+import queue
 import random
 import socket
 import struct
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -245,6 +247,12 @@ class Gateway:
         finally:
             assoc.release()
         return int(status.Status)
+
+
+@pytest.fixture(autouse=True)
+def _temp_dir_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``scp.start`` points this process's temporary files at the spool: undone after."""
+    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)
 
 
 @pytest.fixture
@@ -501,20 +509,25 @@ def test_p_data_before_association_is_aborted(gateway: Gateway) -> None:
     assert answer.seconds < ANSWER_WITHIN
 
 
+def wait_empty(folder: Path) -> list[Path]:
+    deadline = time.monotonic() + ANSWER_WITHIN
+    while list(folder.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return list(folder.iterdir())
+
+
 @pytest.mark.parametrize(
     "ending",
     [b"", bytes([A_ABORT, 0, 0, 0, 0, 4, 0, 0, 0, 0]), p_data(3, [(0x03, b"\xff" * 50)])],
     ids=["connection-dropped", "a-abort", "garbage-pynetdicom-fails-on"],
 )
 def test_a_data_set_cut_off_spools_nothing_and_leaves_no_file(
-    gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: bytes
+    gateway: Gateway, ending: bytes
 ) -> None:
     """Command and half the data set, then the connection drops, an A-ABORT comes, or a
-    PDU pynetdicom fails on: no instance is spooled and pynetdicom's temporary file of the
-    partial data set (patient data) is gone."""
-    receiving = tmp_path / "receiving"
-    receiving.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(receiving))  # where pynetdicom writes
+    PDU pynetdicom fails on: no instance is spooled and pynetdicom's file of the partial
+    data set (patient data, in the spool's receiving/) is gone."""
+    receiving = gateway.spool.receiving
     pdus = c_store_pdus(dicom_files.with_new_uids("CT_small.dcm"), max_pdu=4096)
     assert len(pdus) > 4
     sock, _ = associate(gateway.port)
@@ -524,16 +537,49 @@ def test_a_data_set_cut_off_spools_nothing_and_leaves_no_file(
         deadline = time.monotonic() + ANSWER_WITHIN
         while not list(receiving.iterdir()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert list(receiving.iterdir()), "pynetdicom did not start a temporary file"
+        assert list(receiving.iterdir()), "pynetdicom did not receive into receiving/"
         sock.sendall(ending)
         time.sleep(0.3)
-    deadline = time.monotonic() + ANSWER_WITHIN
-    while list(receiving.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert list(receiving.iterdir()) == []
+    assert wait_empty(receiving) == []
     assert spooled(gateway) == []
     assert gateway.crashes == []
     assert gateway.store_normally() == 0x0000
+
+
+def test_a_data_set_pynetdicom_lost_track_of_is_swept(gateway: Gateway) -> None:
+    """A command fragment in the middle of a data set makes pynetdicom start a second file
+    for the same message and forget the first; that file goes once no connection open when
+    it was written is left."""
+    receiving = gateway.spool.receiving
+    pdus = c_store_pdus(dicom_files.with_new_uids("CT_small.dcm"), max_pdu=4096)
+    exchange(gateway.port, [associate_rq(), pdus[0], pdus[1], *pdus], handshake=True)
+    time.sleep(0.3)
+    assert gateway.store_normally() == 0x0000  # a connection that closes after
+    assert wait_empty(receiving) == []
+    assert gateway.crashes == []
+
+
+def test_requests_left_unserved_when_the_connection_ends_leave_no_file(tmp_path: Path) -> None:
+    """A C-STORE received whole that no handler saw when the connection closes (pynetdicom's
+    association thread saw the abort first, a race under load, or returned early on a
+    context or SOP class it does not take) never got its response, so the requestor sends
+    it again; its temporary file is removed, not left in the temp dir."""
+
+    class Association:  # what the handlers read of pynetdicom's
+        is_acceptor = True
+        requestor = SimpleNamespace(primitive=object())
+        dimse = SimpleNamespace(message=None)
+        dul = SimpleNamespace(to_user_queue=queue.Queue())
+
+    assoc = Association()
+    files = [tmp_path / f"received-{n}.dcm" for n in range(3)]
+    for path in files:
+        path.write_bytes(b"instance")
+        message = SimpleNamespace(_data_set_path=path)  # as pynetdicom's chunked receive
+        scp._received_whole(SimpleNamespace(assoc=assoc, message=message))
+    files[0].unlink()  # this one a handler saw (pynetdicom removed it)
+    scp._closed(SimpleNamespace(assoc=assoc))
+    assert [path.exists() for path in files] == [False, False, False]
 
 
 # ---------------------------------------------------------------- random

@@ -93,6 +93,7 @@ class PduGuard:
         self._left = 0  # bytes of the current PDU's body not yet read
         self._first = True
         self._closed = False
+        self.opened = time.time()
         sock.settimeout(limits.timeout)
 
     # ------------------------------------------------------------ what pynetdicom calls
@@ -293,6 +294,10 @@ class GuardedServer(ThreadedAssociationServer):
     def open_connections(self) -> int:
         """Connections accepted and not closed yet."""
         return sum(not guard.closed for guard in list(self._guards))
+
+    def oldest_open(self) -> float | None:
+        """When the oldest connection still open was accepted (``time.time()``), if any."""
+        return min((g.opened for g in list(self._guards) if not g.closed), default=None)
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection and wrap it in a :class:`PduGuard`."""

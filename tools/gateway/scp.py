@@ -5,8 +5,11 @@ its thread when pynetdicom fails on what a peer sent (:mod:`tools.gateway.statem
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -115,17 +118,33 @@ def start(  # noqa: PLR0913 - the server's settings are keyword-only
 ) -> GuardedServer:
     """Listen in a background thread; returns the server (``server_address`` has the port).
 
+    pynetdicom receives each data set into a temporary file: in this process, temporary
+    files go to the spool's ``receiving/`` folder (the spool's disk, not a ``/tmp`` that may
+    be held in memory).
+
     ``calling_in_url``: the calling AE title becomes the archive's STOW-RS path segment, so
     a title that cannot be one (:func:`tools.gateway.aetitle.path_problem`) is rejected at
     association."""
     _config.STORE_RECV_CHUNKED_DATASET = True  # data sets to files, not memory
+    tempfile.tempdir = str(spool.receiving)  # where pynetdicom writes them
+    # pynetdicom's own notification handlers only log (at debug level, data sets included),
+    # and one that raises keeps the handlers bound after it from running
+    _config.LOG_HANDLER_LEVEL = "none"
+    server: GuardedServer | None = None
+
+    def closed(event: Any) -> None:
+        _closed(event)
+        if server is not None:
+            _sweep(spool.receiving, server.oldest_open())
+
     handlers: list[Any] = [
         (evt.EVT_C_STORE, store_handler(spool, on_spooled)),
         (evt.EVT_C_ECHO, lambda _event: SUCCESS),
         (evt.EVT_ACCEPTED, _accepted),
         (evt.EVT_REJECTED, _rejected),
         (evt.EVT_CONN_OPEN, statemachine.install),
-        (evt.EVT_CONN_CLOSE, _closed),
+        (evt.EVT_DIMSE_RECV, _received_whole),
+        (evt.EVT_CONN_CLOSE, closed),
     ]
     limits = Limits(
         max_pdu=ae.maximum_pdu_size,
@@ -152,12 +171,26 @@ def start(  # noqa: PLR0913 - the server's settings are keyword-only
     return server
 
 
+# Data sets pynetdicom received into temporary files, per association (EVT_DIMSE_RECV)
+_received: weakref.WeakKeyDictionary[Any, list[Path]] = weakref.WeakKeyDictionary()
+
+
+def _received_whole(event: Any) -> None:
+    """A DIMSE message came in whole: note its data set's temporary file, if it has one."""
+    path = getattr(event.message, "_data_set_path", None)  # pynetdicom's chunked receive
+    if path is not None:
+        _received.setdefault(event.assoc, []).append(Path(path))
+
+
 def _closed(event: Any) -> None:
     """The connection ended: clean up what pynetdicom leaves behind.
 
-    * A data set cut off mid-transfer: pynetdicom's chunked receive wrote it to a temporary
-      file that only a completed C-STORE removes; remove it (it holds patient data, and a
-      peer repeating this would fill the disk).
+    * Data sets received into temporary files that no C-STORE handler saw: the one cut off
+      mid-transfer, and whole requests the association's thread did not serve (it saw the
+      abort first, or returned early: a context or SOP class it does not take). pynetdicom
+      removes such a file only after the handler ran; these would stay, holding patient
+      data, and a peer repeating this would fill the disk. Their requestor never had a
+      response: it sends them again.
     * No A-ASSOCIATE-RQ reached the association (the peer closed, stayed silent, sent
       garbage, or the guard refused it): pynetdicom has its thread wait for one until the
       ACSE timeout, counted against the association limit; wake it."""
@@ -167,8 +200,20 @@ def _closed(event: Any) -> None:
     if partial is not None:
         partial.close()
         Path(partial.name).unlink(missing_ok=True)
+    for path in _received.pop(assoc, []):
+        path.unlink(missing_ok=True)  # gone already when the handler ran
     if assoc.is_acceptor and assoc.requestor.primitive is None and assoc.dul.to_user_queue.empty():
         assoc.dul.to_user_queue.put(None)  # receive_pdu() -> None: "no request came"
+
+
+def _sweep(receiving: Path, oldest_open: float | None) -> None:
+    """Remove received files last written before every open connection was accepted: their
+    connection has ended. They are data sets pynetdicom lost track of (a command fragment in
+    the middle of a data set makes it start a second file for the same message)."""
+    for path in receiving.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if oldest_open is None or path.stat().st_mtime < oldest_open:
+                path.unlink()
 
 
 def _accepted(event: Any) -> None:

@@ -3,6 +3,7 @@
 
 Layout under the spool root::
 
+    receiving/             pynetdicom's data sets as they arrive; removed on start
     incoming/              being written; never acknowledged, removed on start
     ready/ae=<calling AE>/ acknowledged, waiting to be forwarded
     failed/                refused by the archive: the file and <name>.json with the reason
@@ -52,18 +53,20 @@ class Spool:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.receiving = root / "receiving"
         self.incoming = root / "incoming"
         self.ready = root / "ready"
         self.failed = root / "failed"
-        for folder in (self.incoming, self.ready, self.failed):
+        for folder in (self.receiving, self.incoming, self.ready, self.failed):
             folder.mkdir(parents=True, exist_ok=True)
         _fsync_dir(root)
 
     def recover(self) -> int:
-        """Remove half-written files left by a crash (their sender never got a success, so it
-        sends them again); set aside, with a reason, files an earlier version spooled outside
-        any AE folder; return how many acknowledged files wait to be forwarded."""
-        for leftover in self.incoming.iterdir():
+        """Remove half-received and half-written files left by a crash (their sender never
+        got a success, so it sends them again); set aside, with a reason, files an earlier
+        version spooled outside any AE folder; return how many acknowledged files wait to be
+        forwarded."""
+        for leftover in [*self.receiving.iterdir(), *self.incoming.iterdir()]:
             leftover.unlink(missing_ok=True)
         strays = [(p, ".") for p in self.ready.glob("*.dcm")]
         strays += [(p, "..") for p in self.root.glob("*.dcm")]
