@@ -12,8 +12,9 @@ more normal C-STORE, which must reach the archive.
 Reports connections sent, gateway crashes (the process died, or an exception escaped one of
 its threads), connections neither answered nor closed within ``timeout + 3`` s, the slowest
 answer, the gateway's peak RSS growth over the warmed-up process (VmHWM, reset after warm-up)
-and its growth once settled, threads, open descriptors and temporary data set files left
-(the gateway's ``TMPDIR`` is private), and whether the last instance was forwarded.
+and its growth once settled, threads, open descriptors and received data set files left
+(in the spool's ``receiving/`` or the gateway's private ``TMPDIR``), and whether the last
+instance was forwarded.
 """
 
 from __future__ import annotations
@@ -213,7 +214,11 @@ def run(count: int, seed: int = 0, *, concurrency: int = 8) -> dict[str, Any]:
                 gateway.terminate()
                 gateway.wait(timeout=30)
         crashes = _crashes(workdir / "gateway.log")
-        partial_files = sum(1 for _ in (workdir / "tmp").iterdir())  # pynetdicom's receive
+        partial_files = sum(  # data sets pynetdicom received, left behind
+            1
+            for folder in (workdir / "tmp", workdir / "spool" / "receiving")
+            for _ in folder.iterdir()
+        )
     slowest = max(results, key=lambda r: r[1])
     by_kind: dict[str, int] = {}
     for kind, *_ in results:
