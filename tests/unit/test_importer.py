@@ -400,3 +400,12 @@ def test_the_archive_says_what_it_holds_or_the_run_goes_on_without_asking(
         assert [n.note for n in again.notes] == [
             "not checked which instances are stored: the API key may not search (HTTP 403)"
         ]
+
+
+@pytest.mark.parametrize("aet", ["..", ".", "A/B", "a" * 17, "A\\B", "   "])
+def test_an_ae_title_the_archive_url_cannot_carry_is_refused_before_sending(
+    tmp_path: Path, aet: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = cli.main([str(tmp_path), "--key", "k" * 20, "--aet", aet, "--no-journal"])
+    assert status == 2
+    assert "--aet is not a usable AE title" in capsys.readouterr().err

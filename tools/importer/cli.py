@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from tools.gateway import aetitle
 from tools.importer import journal as journal_module
 from tools.importer.run import import_paths
 from tools.importer.sender import Retry, Sender
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.workers < 1 or args.retries < 1:
         print("dicomweb-import: --workers and --retries must be at least 1", file=sys.stderr)
+        return 2
+    unusable = aetitle.problem(args.aet) or aetitle.path_problem(args.aet)
+    if unusable:
+        print(f"dicomweb-import: --aet is not a usable AE title: {unusable}", file=sys.stderr)
         return 2
     sender = Sender(
         args.url, key, args.aet, retry=Retry(attempts=args.retries), poll_timeout=args.poll_timeout
