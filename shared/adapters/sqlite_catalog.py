@@ -66,11 +66,10 @@ _PAGE = 200  # rows fetched per statement when a read is consumed lazily
 #: A search gathers at most this many substring candidates (sorted by date); with more,
 #: it walks the text's date index (:func:`_text_where`).
 MANY_CANDIDATES = 2000
-#: Walking tests a study's text about this many times faster than gathering handles a
-#: candidate (at 100,000 studies: 0.13 us a study walked, 6 us a candidate gathered), so
-#: a page of p rows out of N studies walks when it has more than sqrt(p * N / this)
-#: candidates.
-WALK_SPEEDUP = 45
+#: What a search on text costs per row, in microseconds (measured at 10,000 and 100,000
+#: studies): a study walked in the text's date index, a candidate gathered (its trigram
+#: posting, its row by id, its place in the date order), a wildcard test of its text.
+WALK_US, GATHER_US, MATCH_US = 0.2, 2.0, 1.2
 #: Only a page of up to this many rows past its offset walks; deeper pages gather.
 WALK_PAGE = 1000
 _FIRST_PAGE_MAX = 1001  # a first page sized to what the search needs: up to a full QIDO page
@@ -284,6 +283,15 @@ def _text_where(query: Query, candidates: tuple[int, ...] | None) -> _Where:
         for column, pattern in text_patterns(query).items():
             where.add(f"qido_match(t.{column}, ?)", pattern)
     return where
+
+
+def walk_threshold(page: int, studies: int) -> int:
+    """The number of candidates above which walking the text's date index for ``page``
+    matches costs less than gathering them: a walk tests about ``page * studies / c``
+    studies' text and matches ``page`` of them, gathering handles all ``c``
+    (:data:`WALK_US`, :data:`GATHER_US`, :data:`MATCH_US`)."""
+    a, b, c = GATHER_US + MATCH_US, MATCH_US * page, WALK_US * page * studies
+    return math.ceil((b + math.sqrt(b * b + 4 * a * c)) / (2 * a))
 
 
 def _identifier_where(query: Query, where: _Where) -> None:
@@ -545,16 +553,16 @@ class SqliteCatalog:
 
     def _candidates(self, query: Query) -> tuple[int, ...] | None:
         """The ids of the studies whose trigram index entry holds the query's runs, when
-        gathering them costs less than walking the date index (:data:`WALK_SPEEDUP`);
+        gathering them costs less than walking the date index (:func:`walk_threshold`);
         None otherwise, or when the search reads no trigram."""
         match = text_match(query) if _uses_text_index(query) else ""
         if not match:
             return None
         limit = -1
-        page = query.offset + query.limit + 1
-        if page <= WALK_PAGE:
+        if query.offset + query.limit <= WALK_PAGE:
             top = self._db.query("SELECT max(id) AS n FROM study_terms")[0]["n"] or 0
-            limit = min(MANY_CANDIDATES, math.isqrt(page * top // WALK_SPEEDUP)) + 1
+            page = query.offset + query.limit + 1
+            limit = min(MANY_CANDIDATES, walk_threshold(page, top)) + 1
         rows = self._db.query(
             "SELECT rowid FROM study_text WHERE study_text MATCH ? LIMIT ?", (match, limit)
         )

@@ -406,3 +406,11 @@ def test_a_version_5_file_gets_rowid_tables_and_the_text_s_date_index(
         got = _search(catalog, level, {**params, "limit": "1000"})
         assert len(got) == len(expected)
         assert set(got) == expected, (level, params)
+
+
+def test_text_walks_once_its_candidates_outnumber_what_a_walk_reads() -> None:
+    # Gathering a candidate costs about 16 studies walked: a page walks when its
+    # candidates are many for the archive, so a walk's length stays about page / share.
+    assert 250 < sqlite_catalog.walk_threshold(102, 10_000) < 300
+    assert 750 < sqlite_catalog.walk_threshold(102, 100_000) < 900
+    assert sqlite_catalog.walk_threshold(1001, 10_000) > sqlite_catalog.walk_threshold(102, 10_000)
