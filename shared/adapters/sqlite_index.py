@@ -33,7 +33,10 @@ from shared.ports import AddOutcome, InstanceRecord
 
 SCHEMA_VERSION = 6
 BUSY_TIMEOUT_S = 30.0
-MMAP_BYTES = 1 << 30
+#: The file's first bytes a connection reads through the OS page cache (memory-mapped):
+#: SQLite's build maximum (SQLITE_MAX_MMAP_SIZE), about 2 GB. Pages past it go through the
+#: connection's own cache (SQLite's default, 2 MB). Limits: docs/decisions/0006-*.md.
+MMAP_BYTES = 0x7FFF0000
 #: Before and after each column's text as the trigram index reads it: the separator
 #: :mod:`shared.dicomweb.substring` puts between values, so every value sits between two.
 TEXT_EDGE = "\x1f"
