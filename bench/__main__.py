@@ -1,7 +1,7 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
 [--only stow,imports,qido,qido-scale,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import]
 [--import-files N] [--qido-scale-sizes 10000,100000] [--qido-scale-kinds lookups,ohif]
-[--qido-scale-keep DIR] [--qido-scale-moto 10000].
+[--qido-scale-keep DIR] [--qido-scale-warm] [--qido-scale-moto 10000].
 
 Results go to bench/results/bench.json; a partial run (``--only``) updates its own sections
 and keeps the others.
@@ -102,6 +102,11 @@ def main() -> None:
         help="qido-scale: keep the SQLite indexes in this directory and reuse them",
     )
     parser.add_argument(
+        "--qido-scale-warm",
+        action="store_true",
+        help="qido-scale: read each index once into the OS page cache before measuring it",
+    )
+    parser.add_argument(
         "--qido-scale-moto",
         type=int,
         default=0,
@@ -124,6 +129,7 @@ def main() -> None:
             args.qido_scale_moto,
             args.qido_scale_kinds,
             args.qido_scale_keep,
+            args.qido_scale_warm,
         ),
         "wado": bench_wado.run,
         "render": bench_render.run,
