@@ -108,7 +108,7 @@ largest = 0
 for i in range(76):
     data = dicom_files.with_new_uids("693_UNCI.dcm", study=study, series=study + ".1")
     largest = max(largest, len(data))
-    store(StoreRequest([Part(data, {})], "BENCH", "http://bench"), blobs=blobs, index=index)
+    store(StoreRequest([Part(data, {})], "BENCH", "http://bench"), objects=blobs, index=index)
     del data
 rows = retrieve.locate(DynamoSearch(ddb, "bench-wado"), study)
 total = sum(r.size for r in rows)

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from local.template import REGION, StackTemplate
-from shared.ports import UploadStore
+from shared.ports import ObjectStore
 
 logger = logging.getLogger("local.events")
 
@@ -51,7 +51,7 @@ class EventSource:
     """Raises the template's S3 and schedule events for the local stack, in a thread."""
 
     template: StackTemplate
-    store: UploadStore
+    store: ObjectStore
     invoke: Invoke
     bucket: str
     #: Whether objects may appear half-written (a directory): then they must settle first.

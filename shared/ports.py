@@ -56,18 +56,26 @@ class AddOutcome(enum.Enum):
     REJECTED = "rejected"  # the index cannot hold this record (too large, invalid): permanent
 
 
-class BlobStore(Protocol):
-    """Part 10 files by key."""
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object's key, size and last modification (seconds since the epoch)."""
+
+    key: str
+    size: int
+    modified: float
+    etag: str = ""
+
+
+class ObjectStore(Protocol):
+    """Part 10 files and other objects by key: what STOW writes, what WADO reads and serves,
+    and what the upload path needs (presigned writes, multipart uploads, server-side
+    copies, listing, and a local file to read a large object from)."""
 
     def put(self, key: str, data: bytes) -> None:
         """Store bytes under key (overwriting identical content is harmless)."""
 
     def delete(self, key: str) -> None:
         """Remove the object under key, if any."""
-
-
-class ObjectStore(BlobStore, Protocol):
-    """Reading and serving stored objects (WADO)."""
 
     def get(self, key: str) -> bytes:
         """The whole object."""
@@ -85,21 +93,6 @@ class ObjectStore(BlobStore, Protocol):
 
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> None:
         """Write a body of any size from chunks."""
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """An object's key, size and last modification (seconds since the epoch)."""
-
-    key: str
-    size: int
-    modified: float
-    etag: str = ""
-
-
-class UploadStore(ObjectStore, Protocol):
-    """What the upload path needs beyond serving objects: presigned writes, multipart
-    uploads, server-side copies, listing, and a local file to read a large object from."""
 
     def presign_put(self, key: str, *, expires: int, content_type: str, size: int) -> str:
         """A short-lived URL to PUT one object of exactly ``size`` bytes under key (a PUT of

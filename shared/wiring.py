@@ -23,13 +23,11 @@ from shared.deadline import Deadline
 from shared.errors import Conflict, NotAcceptable, StorageUnavailable
 from shared.ports import (
     AuditSink,
-    BlobStore,
     Catalog,
     DeidentifiedLookup,
     InstanceIndex,
     KeyStore,
     ObjectStore,
-    UploadStore,
 )
 
 if TYPE_CHECKING:  # the authorizer imports this module: keep the retrieve service out of it
@@ -65,10 +63,10 @@ def objects() -> ObjectStore:
     return uploads()
 
 
-def uploads() -> UploadStore:
+def uploads() -> ObjectStore:
     """The object store with what the upload path needs (presigned PUTs, copies, lists)."""
 
-    def build() -> UploadStore:
+    def build() -> ObjectStore:
         settings = config.settings()
         if settings.embedded:
             from shared.adapters.file_blobs import FileBlobStore  # noqa: PLC0415
@@ -83,13 +81,13 @@ def uploads() -> UploadStore:
         client = _client("s3", config=_BOTO_CONFIG.merge(Config(signature_version="s3v4")))
         return S3BlobStore(client, settings.bucket)
 
-    store: UploadStore = _cached("objects", build)
+    store: ObjectStore = _cached("objects", build)
     return store
 
 
-def blobs() -> BlobStore:
+def blobs() -> ObjectStore:
     """The Part 10 object store, as STOW uses it."""
-    store: BlobStore = _overrides["blobs"] if "blobs" in _overrides else objects()
+    store: ObjectStore = _overrides["blobs"] if "blobs" in _overrides else objects()
     return store
 
 

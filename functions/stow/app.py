@@ -62,7 +62,7 @@ def _store(calling_aet: str, study_uid: str | None) -> Response[str]:
         memory_budget=budget.from_context(app.lambda_context),
         deadline=deadline.from_context(app.lambda_context),
     )
-    result = store.store(request, blobs=wiring.blobs(), index=wiring.index())
+    result = store.store(request, objects=wiring.blobs(), index=wiring.index())
     touched = http.touched(app)
     touched.add("studies", [s.study_uid for s in result.stored])
     touched.add("instances", [s.sop_instance_uid for s in result.stored])

@@ -1,4 +1,4 @@
-"""Part 10 files in S3."""
+"""Part 10 files in S3 (port :class:`shared.ports.ObjectStore`)."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ from shared.dicomweb import paths
 from shared.dicomweb.stow_result import Failed
 from shared.dicomweb.uids import valid_uid
 from shared.errors import BadRequest, Forbidden, NotFound, StorageUnavailable
-from shared.ports import InstanceIndex, UploadStore
+from shared.ports import InstanceIndex, ObjectStore
 from shared.services.store import commit
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def create_upload(
     request: UploadRequest,
     *,
     caller: Caller,
-    store: UploadStore,
+    store: ObjectStore,
     upload_root: str,
     clock: Callable[[], datetime] = _now,
 ) -> dict[str, Any]:
@@ -214,7 +214,7 @@ def create_upload(
 
 
 def complete_upload(
-    upload_id: str, body: bytes, *, caller: Caller, store: UploadStore
+    upload_id: str, body: bytes, *, caller: Caller, store: ObjectStore
 ) -> dict[str, Any]:
     """Assemble the caller's multipart upload from its parts' ETags (the 202 body)."""
     record = _record_of(_upload_id(upload_id), store)
@@ -271,7 +271,7 @@ def _owned(document: dict[str, Any], caller: Caller) -> bool:
     return bool(caller.key_id) and document.get("keyId") == caller.key_id
 
 
-def _record_of(upload_id: str, store: UploadStore) -> dict[str, Any]:
+def _record_of(upload_id: str, store: ObjectStore) -> dict[str, Any]:
     data = store.read(f"{UPLOAD_RECORDS}{upload_id}.json")
     if data is None:
         raise NotFound("no such upload")
@@ -279,7 +279,7 @@ def _record_of(upload_id: str, store: UploadStore) -> dict[str, Any]:
     return record
 
 
-def _result_of(upload_id: str, store: UploadStore) -> dict[str, Any] | None:
+def _result_of(upload_id: str, store: ObjectStore) -> dict[str, Any] | None:
     data = store.read(f"{RESULTS}{UPLOADED}{upload_id}.json")
     return None if data is None else dict(json.loads(data))
 
@@ -288,7 +288,7 @@ def status(
     upload_id: str,
     *,
     caller: Caller,
-    store: UploadStore,
+    store: ObjectStore,
     base_url: str,
     clock: Callable[[], datetime] = _now,
 ) -> dict[str, Any]:
@@ -320,7 +320,7 @@ def results(  # noqa: PLR0913 - keyword-only: who asks, where, and the page
     prefix: str,
     *,
     caller: Caller,
-    store: UploadStore,
+    store: ObjectStore,
     base_url: str,
     after: str = "",
     limit: int = 100,
@@ -363,7 +363,7 @@ def _check_key_text(name: str, value: str) -> None:
         raise BadRequest(f"{name} must be printable text of at most {_MAX_KEY} bytes")
 
 
-def _results_under(prefix: str, after: str, store: UploadStore) -> Iterator[str]:
+def _results_under(prefix: str, after: str, store: ObjectStore) -> Iterator[str]:
     """Relative keys of every result under ``incoming/{prefix}``, after ``after``."""
     start = f"{RESULTS}{after}.json" if after else ""
     for info in store.listing(f"{RESULTS}{prefix}", start):
@@ -371,7 +371,7 @@ def _results_under(prefix: str, after: str, store: UploadStore) -> Iterator[str]
             yield info.key[len(RESULTS) : -len(".json")]
 
 
-def _own(caller: Caller, prefix: str, after: str, store: UploadStore) -> Iterator[str]:
+def _own(caller: Caller, prefix: str, after: str, store: ObjectStore) -> Iterator[str]:
     """Relative keys (``uploads/{id}``) of the caller's uploads under ``incoming/{prefix}``,
     after ``after``, from its markers: other keys' uploads are never read."""
     if not caller.key_id:
@@ -431,7 +431,7 @@ class Outcome:
 def ingest(
     key: str,
     *,
-    store: UploadStore,
+    store: ObjectStore,
     index: InstanceIndex,
     inflate_limit: int,
     clock: Callable[[], datetime] = _now,
@@ -468,7 +468,7 @@ def ingest(
             instance,
             calling_aet=calling_aet,
             base_url="",
-            blobs=store,
+            objects=store,
             index=index,
             write=lambda final: store.copy(key, final),
             clock=clock,
@@ -528,7 +528,7 @@ def _validated(path: Path, declared: dict[str, Any], inflate_limit: int) -> Vali
 
 
 def _unasked(
-    key: str, relative: str, store: UploadStore, clock: Callable[[], datetime]
+    key: str, relative: str, store: ObjectStore, clock: Callable[[], datetime]
 ) -> Outcome | None:
     """An object under ``incoming/uploads/`` no upload was asked for (records are written
     before any URL is handed out): kept aside, never stored under a name it did not get."""
@@ -543,7 +543,7 @@ def _top(relative: str) -> str:
     return relative.split("/", 1)[0] if "/" in relative else ""
 
 
-def _upload_record(relative: str, store: UploadStore) -> dict[str, Any] | None:
+def _upload_record(relative: str, store: ObjectStore) -> dict[str, Any] | None:
     if not relative.startswith(UPLOADED):
         return None
     upload_id = relative[len(UPLOADED) :]
@@ -557,7 +557,7 @@ def _quarantine(  # noqa: PLR0913 - the object, why, where, and whose
     key: str,
     relative: str,
     failed: Failed,
-    store: UploadStore,
+    store: ObjectStore,
     clock: Callable[[], datetime],
     *,
     owner: dict[str, str] | None = None,
@@ -587,7 +587,7 @@ def _quarantine(  # noqa: PLR0913 - the object, why, where, and whose
 
 
 def stale(
-    store: UploadStore, *, older_than: float = SWEEP_AGE_S, now: float | None = None
+    store: ObjectStore, *, older_than: float = SWEEP_AGE_S, now: float | None = None
 ) -> Iterator[str]:
     """Keys under ``incoming/`` older than ``older_than`` seconds (the sweeper's work)."""
     moment = time.time() if now is None else now

@@ -15,7 +15,7 @@ from shared.dicomweb import paths
 from shared.dicomweb.multipart import Part
 from shared.dicomweb.stow_result import Failed, Stored, StoreResult
 from shared.errors import OutOfTime, StorageUnavailable
-from shared.ports import AddOutcome, BlobStore, InstanceIndex, InstanceRecord
+from shared.ports import AddOutcome, InstanceIndex, InstanceRecord, ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def blob_key(instance: ValidInstance) -> str:
 def store(
     request: StoreRequest,
     *,
-    blobs: BlobStore,
+    objects: ObjectStore,
     index: InstanceIndex,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> StoreResult:
@@ -79,7 +79,7 @@ def store(
             )
             result.failed += [_NOT_PROCESSED] * (len(request.parts) - number)
             break
-        outcome = _store_one(part, request, blobs, index, clock)
+        outcome = _store_one(part, request, objects, index, clock)
         if isinstance(outcome, Stored):
             result.stored.append(outcome)
         else:
@@ -99,7 +99,7 @@ def _all_outages(failed: Iterable[Failed]) -> bool:
 def _store_one(
     part: Part,
     request: StoreRequest,
-    blobs: BlobStore,
+    objects: ObjectStore,
     index: InstanceIndex,
     clock: Callable[[], datetime],
 ) -> Stored | Failed:
@@ -121,9 +121,9 @@ def _store_one(
         instance,
         calling_aet=request.calling_aet,
         base_url=request.base_url,
-        blobs=blobs,
+        objects=objects,
         index=index,
-        write=lambda key: blobs.put(key, instance.data),
+        write=lambda key: objects.put(key, instance.data),
         clock=clock,
     )
 
@@ -133,7 +133,7 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
     *,
     calling_aet: str,
     base_url: str,
-    blobs: BlobStore,
+    objects: ObjectStore,
     index: InstanceIndex,
     write: Callable[[str], None],
     clock: Callable[[], datetime],
@@ -153,7 +153,7 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
         return _failed(instance, failures.OUT_OF_RESOURCES, "storage unavailable")
     if outcome is AddOutcome.ALREADY_STORED:
         # Identical bytes, but the entry may name the object by an older form of the key.
-        _discard_unreferenced(blobs, index, record)
+        _discard_unreferenced(objects, index, record)
     if outcome in (AddOutcome.STORED, AddOutcome.ALREADY_STORED):
         url = paths.instance_url(
             base_url, instance.study_uid, instance.series_uid, instance.sop_instance_uid
@@ -166,7 +166,7 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
             already_stored=outcome is AddOutcome.ALREADY_STORED,
         )
     # The index positively refused this object: remove it unless an entry points at its key.
-    _discard_unreferenced(blobs, index, record)
+    _discard_unreferenced(objects, index, record)
     return _refused(instance, outcome)
 
 
@@ -192,13 +192,15 @@ def _failed(instance: ValidInstance, reason: int, message: str) -> Failed:
     return Failed(reason, message, instance.sop_class_uid, instance.sop_instance_uid)
 
 
-def _discard_unreferenced(blobs: BlobStore, index: InstanceIndex, record: InstanceRecord) -> None:
+def _discard_unreferenced(
+    objects: ObjectStore, index: InstanceIndex, record: InstanceRecord
+) -> None:
     """Delete an object no entry points at; keep it when in doubt (an orphan is never
     served)."""
     try:
         if index.references(record.sop_instance_uid, record.blob_key):
             return
-        blobs.delete(record.blob_key)
+        objects.delete(record.blob_key)
     except StorageUnavailable:
         logger.warning("kept an unindexed object", extra={"key": record.blob_key})
 

@@ -1,4 +1,4 @@
-"""The upload path's storage port (``UploadStore``), one contract for both adapters: S3 (moto
+"""The object store port (``ObjectStore``) on the upload path, one contract for both adapters: S3 (moto
 in-process, presigned URLs followed with requests) and files (the local object server).
 
 moto stores whatever a presigned URL sends without checking its signature; S3 does check it.

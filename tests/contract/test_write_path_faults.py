@@ -283,7 +283,7 @@ class WritePath(RuleBasedStateMachine):
     def _store(self, data: bytes) -> Any:
         request = StoreRequest([Part(data, {"content-type": "application/dicom"})], "AE", "h")
         try:
-            result = store(request, blobs=self.backend.blobs, index=self.backend.index)
+            result = store(request, objects=self.backend.blobs, index=self.backend.index)
         except StorageUnavailable:
             return 503, None
         return result.status, result
@@ -455,7 +455,7 @@ def test_lost_reply_of_the_index_write_reads_back_as_stored(
     backend.plan.armed[("transact", "after")] = "once"
     data = CONTENT[(SOPS[0], "a")]
     request = StoreRequest([Part(data, {"content-type": "application/dicom"})], "AE", "h")
-    assert store(request, blobs=backend.blobs, index=backend.index).status == 200
+    assert store(request, objects=backend.blobs, index=backend.index).status == 200
     assert backend.study_count(STUDY) == 1
 
 
@@ -464,10 +464,10 @@ def test_resending_identical_bytes_during_an_outage_keeps_the_object() -> None:
     backend = FakeBackend()
     data = CONTENT[(SOPS[0], "a")]
     request = StoreRequest([Part(data, {"content-type": "application/dicom"})], "AE", "h")
-    assert store(request, blobs=backend.blobs, index=backend.index).status == 200
+    assert store(request, objects=backend.blobs, index=backend.index).status == 200
     backend.plan.armed[("transact", "before")] = "always"
     with pytest.raises(StorageUnavailable):
-        store(request, blobs=backend.blobs, index=backend.index)
+        store(request, objects=backend.blobs, index=backend.index)
     ((sha, key, _),) = backend.entries().values()
     assert backend.object(key) is not None and _sha(backend.object(key) or b"") == sha
 

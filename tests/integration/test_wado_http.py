@@ -278,7 +278,7 @@ def large(local_stack: LocalStack) -> Stored:
     data = dicom_files.data("RG1_UNCR.dcm")
     blobs, index, _ = local_stack.adapters()
     result = store(
-        StoreRequest([Part(data, {})], "DIRECT", local_stack.base_url), blobs=blobs, index=index
+        StoreRequest([Part(data, {})], "DIRECT", local_stack.base_url), objects=blobs, index=index
     )
     assert result.status == 200
     return Stored("RG1_UNCR.dcm", data, *_uids(data))

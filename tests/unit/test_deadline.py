@@ -94,7 +94,7 @@ def _stored_study(store_: FakeObjectStore, count: int) -> list[InstanceRow]:
     for _ in range(count):
         data = dicom_files.with_new_uids(study=study)
         request = StoreRequest([Part(data, {"content-type": "application/dicom"})], "T", "h")
-        assert store(request, blobs=store_, index=index).status == 200
+        assert store(request, objects=store_, index=index).status == 200
     return [
         InstanceRow(
             r.study_uid,
@@ -159,7 +159,7 @@ def test_several_frames_stop_between_renderings() -> None:
     data = dicom_files.with_new_uids("emri_small.dcm")  # 10 frames
     request = StoreRequest([Part(data, {"content-type": "application/dicom"})], "T", "h")
     index = FakeIndex()
-    assert store(request, blobs=objects, index=index).status == 200
+    assert store(request, objects=objects, index=index).status == 200
     (record,) = index.instances.values()
     row = InstanceRow(
         record.study_uid, record.series_uid, record.sop_instance_uid, blob_key=record.blob_key
@@ -199,7 +199,7 @@ def test_stow_out_of_time_answers_what_it_stored_and_fails_the_rest_retryably() 
     clock = Clock()
     blobs, index = _SlowBlobs(clock, seconds=3.0), FakeIndex()
     request = StoreRequest(_parts(5), "T", "h", deadline=Deadline.after(5.0, clock))
-    result = store(request, blobs=blobs, index=index)
+    result = store(request, objects=blobs, index=index)
     assert result.status == 202
     assert len(result.stored) == 2  # 0 s and 3 s began in time; 6 s did not
     assert [f.reason for f in result.failed] == [failures.OUT_OF_RESOURCES] * 3
@@ -211,7 +211,7 @@ def test_stow_out_of_time_before_anything_is_stored_is_503() -> None:
     request = StoreRequest(_parts(2), "T", "h", deadline=Deadline.after(0.0, clock))
     blobs, index = FakeObjectStore(), FakeIndex()
     with pytest.raises(OutOfTime):
-        store(request, blobs=blobs, index=index)
+        store(request, objects=blobs, index=index)
     assert blobs.objects == {}
     assert index.instances == {}
 

@@ -86,7 +86,7 @@ def test_a_deflate_bomb_at_stow_is_refused_within_the_budget(inflates_to_mb: int
 def _stored(data: bytes) -> tuple[FakeObjectStore, FakeCatalog, InstanceRow]:
     objects, index = FakeObjectStore(), FakeIndex()
     request = StoreRequest([Part(data, {"content-type": "application/dicom"})], "MEM", "h")
-    assert store(request, blobs=objects, index=index).status == 200
+    assert store(request, objects=objects, index=index).status == 200
     (record,) = index.instances.values()
     row = InstanceRow(
         record.study_uid,

@@ -26,7 +26,7 @@ def adapters() -> tuple[FakeBlobStore, FakeIndex]:
 
 def run(adapters, req):
     blobs, index = adapters
-    return store(req, blobs=blobs, index=index)
+    return store(req, objects=blobs, index=index)
 
 
 def test_one_instance_is_stored_with_urls(adapters) -> None:
