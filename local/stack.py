@@ -34,11 +34,13 @@ from typing import Any
 import boto3
 
 from local import moto_fixes
-from local.emulator import EmulatorServer, Gateway
+from local.api_gateway import Gateway
+from local.api_gateway.usage import Meter, UsagePlans
 from local.events import EventSource
+from local.lambda_runtime import LambdaRuntime
 from local.objects import ObjectServer
+from local.server import ApiServer
 from local.template import DEFAULT_TEMPLATE, PROJECT_ROOT, REGION, StackTemplate, load
-from local.usage import Meter, UsagePlans
 from shared import keys
 from shared.adapters.key_store import FileKeyStore, SecretsManagerKeyStore
 from shared.ports import KeyStore
@@ -100,7 +102,7 @@ def _moto_server() -> Any:
     return _SerialMotoServer()
 
 
-def _become_worker(server: EmulatorServer, objects: ObjectServer | None) -> None:
+def _become_worker(server: ApiServer, objects: ObjectServer | None) -> None:
     """The life of a forked worker: serve until told to stop, then leave at once."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -178,7 +180,7 @@ class LocalStack:
         self._moto: Any = None
         self._objects: ObjectServer | None = None
         self._events: EventSource | None = None
-        self._server: EmulatorServer | None = None
+        self._server: ApiServer | None = None
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ properties
@@ -226,7 +228,7 @@ class LocalStack:
         werkzeug_log = logging.getLogger("werkzeug")  # moto's per-request access log
         if werkzeug_log.level == logging.NOTSET:
             werkzeug_log.setLevel(logging.WARNING)
-        self._server = EmulatorServer((self.host, self.requested_port), None)
+        self._server = ApiServer((self.host, self.requested_port), None)
         try:
             if self.storage == "moto":
                 self.api_key = self.api_key or keys.generate(DEV_KEY_LABEL)[0]
@@ -239,21 +241,25 @@ class LocalStack:
                 self._prepare_data_dir()
                 self._objects = self._object_server()
             self.environment = self._function_environment()
-            self._server.gateway = Gateway(
-                self.template,
+            runtime = LambdaRuntime(
+                self.template.functions,
                 self.environment,
                 on_environment_change=_clear_settings_cache,
+            )
+            if self.owns_process:
+                runtime.environment.pin()
+            self._server.gateway = Gateway(
+                self.template,
+                runtime.invoke,
                 usage_plans=self._usage_plans(),
                 on_request=self._api_used,
             )
-            if self.owns_process:
-                self._server.gateway.environment.pin()
             if self._objects is not None:
                 # Handlers loaded once, before the fork: no worker pays a cold start.
-                self._server.gateway.warm()
+                runtime.warm()
                 self._fork_workers()  # before this process starts any thread
                 self._objects.start()
-            self._events = self._event_source(self._server.gateway)
+            self._events = self._event_source(runtime)
             self._events.start()
         except BaseException:
             self._server.server_close()
@@ -314,13 +320,13 @@ class LocalStack:
                 _become_worker(server, self._objects)
             self._children.append(pid)
 
-    def _event_source(self, gateway: Gateway) -> EventSource:
+    def _event_source(self, runtime: LambdaRuntime) -> EventSource:
         """S3 "Object Created" events and schedules of the template, raised locally."""
         bucket = next(iter(self.template.buckets.values()), None)
         return EventSource(
             template=self.template,
             store=self.adapters()[0],
-            invoke=gateway.invoke,
+            invoke=runtime.invoke,
             bucket=bucket.name if bucket is not None else "",
             settle=self.storage == "local",
         )

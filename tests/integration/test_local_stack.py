@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from local.emulator import LAMBDA_REQUEST_LIMIT
+from local.lambda_runtime import LAMBDA_REQUEST_LIMIT
 from local.stack import DEV_KEY_FILE, DEV_KEY_LABEL, LocalStack
 from local.template import PROJECT_ROOT
 from shared import keys
@@ -713,7 +713,7 @@ def test_a_given_key_is_installed_once_beside_the_kept_dev_key(tmp_path: Path) -
 def test_the_access_log_holds_no_query_values_or_keys(
     local_stack: LocalStack, api_headers: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="local.emulator")
+    caplog.set_level(logging.INFO, logger="local.server")
     url = f"{local_stack.base_url}/qido/AE/studies?PatientName=DOE%5EJANE&PatientID=PID-4711"
     assert requests.get(url, headers=api_headers, timeout=30).status_code == 200
     requests.get(url + "&x=" + "a" * 20_000, headers=api_headers, timeout=30)  # a 431

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from local import template
-from local.emulator import Router, _policy_allows, is_binary
+from local.api_gateway.authorizer import policy_allows
+from local.api_gateway.proxy import is_binary
+from local.api_gateway.router import Router
 
 STOW = "/o3-dpacs-wado/stowRsListener/{CALLING_AET}/studies"
 
@@ -148,11 +150,11 @@ def test_policy_evaluation_needs_an_allow_and_honours_deny() -> None:
     arn = "arn:aws:execute-api:us-east-1:123456789012:api/v1/POST/o3-dpacs-wado/x"
     allow = {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "arn:*/v1/*/*"}
     deny = {"Effect": "Deny", "Action": "execute-api:*", "Resource": [arn]}
-    assert _policy_allows({"Statement": [allow]}, arn)
-    assert not _policy_allows({"Statement": [allow, deny]}, arn)
-    assert not _policy_allows({"Statement": []}, arn)
+    assert policy_allows({"Statement": [allow]}, arn)
+    assert not policy_allows({"Statement": [allow, deny]}, arn)
+    assert not policy_allows({"Statement": []}, arn)
     other_stage = {**allow, "Resource": "arn:*/v2/*/*"}
-    assert not _policy_allows({"Statement": [other_stage]}, arn)
+    assert not policy_allows({"Statement": [other_stage]}, arn)
 
 
 _KEYED = """

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from local import usage
+from local.api_gateway import usage
 from local.template import UsagePlan, load
 from shared import keys
 

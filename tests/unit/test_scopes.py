@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from local.emulator import _policy_allows
+from local.api_gateway.authorizer import policy_allows
 from local.template import load as load_template
 from shared import config, keys, wiring
 from tests.handlers import Context, load
@@ -73,7 +73,7 @@ def test_the_policy_opens_exactly_the_routes_of_the_key_s_scopes(scopes, monkeyp
     for function, method, path in ROUTES:
         arn = f"{STAGE_ARN}/{method}{_sample_path(path)}"
         expected = bool(set(_required(function, method, path)) & set(scopes))
-        assert _policy_allows(decision["policyDocument"], arn) is expected, (scopes, method, path)
+        assert policy_allows(decision["policyDocument"], arn) is expected, (scopes, method, path)
     assert decision["context"]["scopes"] == ",".join(sorted(scopes))
 
 
