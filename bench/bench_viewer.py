@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from local.api_gateway.proxy import ProxyRequest, Stage, proxy_event
 from tests import dicom_files
 
 SOURCE = "693_UNCI.dcm"  # pydicom-data: a 512x512 CT slice, 526 KB
@@ -47,19 +48,9 @@ def _load(data_dir: Path) -> tuple[str, str, str]:
 
 
 def _event(path: str, accept: str) -> dict[str, Any]:
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": "GET",
-        "headers": {"Accept": accept, "Host": "127.0.0.1", "Accept-Encoding": "gzip"},
-        "multiValueHeaders": {"Accept": [accept], "Host": ["127.0.0.1"]},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
-        "requestContext": {"stage": "local", "path": path, "requestId": "bench"},
-        "isBase64Encoded": False,
-        "body": None,
-    }
+    headers = [("Accept", accept), ("Host", "127.0.0.1"), ("Accept-Encoding", "gzip")]
+    request = ProxyRequest("GET", path, path, headers=headers, request_id="bench")
+    return proxy_event(request, Stage("local"))
 
 
 class _Context:

@@ -1,4 +1,5 @@
-"""Load a function's app.py the way Lambda does (by file), and build REST proxy events."""
+"""Load a function's app.py the way Lambda does (by file), and build REST proxy events
+(with the one builder, :func:`local.api_gateway.proxy.proxy_event`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from local.api_gateway.proxy import ProxyRequest, Stage, proxy_event
+
 ROOT = Path(__file__).resolve().parent.parent
+#: The stage of the events built here: in AWS, ``requestContext.path`` starts with it.
+STAGE = Stage(
+    "v1",
+    api_id="example",
+    domain_name="example.execute-api.us-east-1.amazonaws.com",
+    domain_prefix="example",
+    path_has_stage=True,
+)
 
 
 def load(function: str) -> ModuleType:
@@ -46,28 +57,17 @@ def rest_event(
     path_parameters: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A REST API (v1) proxy event with a base64 body, as API Gateway sends binary media."""
-    all_headers = {"Host": "example.execute-api.us-east-1.amazonaws.com", **(headers or {})}
-    return {
-        "resource": resource,
-        "path": path,
-        "httpMethod": method,
-        "headers": all_headers,
-        "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": path_parameters,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": resource,
-            "httpMethod": method,
-            "path": "/v1" + path,
-            "stage": "v1",
-            "requestId": "req-1",
-            "identity": {"sourceIp": "127.0.0.1"},
-        },
-        "body": base64.b64encode(body).decode() if body else None,
-        "isBase64Encoded": bool(body),
-    }
+    all_headers = {"Host": STAGE.domain_name, **(headers or {})}
+    request = ProxyRequest(
+        method,
+        resource,
+        path,
+        headers=list(all_headers.items()),
+        path_parameters=path_parameters,
+        body=body,
+        request_id="req-1",
+    )
+    return proxy_event(request, STAGE)
 
 
 def json_body(response: dict[str, Any]) -> Any:

@@ -3,7 +3,9 @@
 Usage: ``python -m tools.make_events`` to (re)write them, ``--check`` to fail when a file
 differs from what this script makes (tests/template runs the check).
 
-The STOW bodies are real ``multipart/related; type="application/dicom"`` messages holding
+Each REST event is built by the emulator's own builder
+(:func:`local.api_gateway.proxy.proxy_event`), here with a deployed stage's values. The STOW
+bodies are real ``multipart/related; type="application/dicom"`` messages holding
 pydicom's bundled ``CT_small.dcm``, base64-encoded with ``isBase64Encoded: true`` as API
 Gateway (REST, ``BinaryMediaTypes: ["*~1*"]``) delivers them. Every value is fixed (ids,
 times, boundary) so the output is byte-for-byte reproducible. The API key is a made-up
@@ -13,17 +15,18 @@ example that no deployment accepts.
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import json
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pydicom
 from pydicom.data import get_testdata_file
 
+from local.api_gateway.proxy import ProxyRequest, Stage, proxy_event
 from shared.dicomweb.multipart import build_related
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,8 +43,25 @@ ORIGIN = "https://viewer.example.org"
 EXAMPLE_KEY = "o3k_EXAMPLE-not-a-real-key-accepted-by-no-deployment"
 BOUNDARY = "DICOMwebBoundary-5e2d8f0a"
 SAMPLE_FILE = "CT_small.dcm"
-REQUEST_TIME = "25/Nov/2026:12:00:00 +0000"
-REQUEST_EPOCH_MS = 1795608000000
+REQUEST_TIME = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+SOURCE_IP = "198.51.100.10"
+#: The deployed stage the sample events come from.
+DEPLOYED = Stage(
+    STAGE,
+    api_id=API_ID,
+    account_id=ACCOUNT,
+    domain_name=DOMAIN,
+    domain_prefix=API_ID,
+    path_has_stage=True,
+)
+#: What API Gateway adds after our TOKEN authorizer allowed the key (see its context).
+AUTHORIZER_CONTEXT = {
+    "principalId": "apikey:0a1b2c3d",
+    "integrationLatency": 12,
+    "keyId": "0a1b2c3d",
+    "keyLabel": "example",
+    "scopes": "read,store",
+}
 
 STUDIES = f"{BASE}/stowRsListener/{{CALLING_AET}}/studies"
 STUDY = f"{STUDIES}/{{STUDY_UID}}"
@@ -62,90 +82,53 @@ def multipart_related(parts: list[bytes]) -> bytes:
     return build_related([(part, "application/dicom") for part in parts], BOUNDARY)
 
 
-def _headers_pair(headers: dict[str, str]) -> dict[str, Any]:
-    return {"headers": headers, "multiValueHeaders": {k: [v] for k, v in headers.items()}}
-
-
 @dataclass(frozen=True)
 class Request:
-    """What a client sends: method, route (resource), path parameters, headers, body."""
+    """What a client sends: method, route (resource), path parameters, headers, body, query."""
 
     method: str
     resource: str
-    path_parameters: dict[str, str]
+    path_parameters: dict[str, str] | None
     headers: dict[str, str]
     body: bytes | None = None
+    query: dict[str, list[str]] | None = None
 
 
 def rest_event(request: Request, *, authorized: bool, request_id: str) -> dict[str, Any]:
     """Return an API Gateway REST proxy event (payload format 1.0) for one request."""
-    method, resource, body = request.method, request.resource, request.body
-    path = resource
-    for name, value in request.path_parameters.items():
+    path = request.resource
+    for name, value in (request.path_parameters or {}).items():
         path = path.replace("{" + name + "}", value)
     base_headers = {
         "Host": DOMAIN,
         "User-Agent": "dicomweb-client/0.59",
         "X-Amzn-Trace-Id": f"Root=1-6925a8c0-{request_id.replace('-', '')[:24]}",
-        "X-Forwarded-For": "198.51.100.10",
+        "X-Forwarded-For": SOURCE_IP,
         "X-Forwarded-Port": "443",
         "X-Forwarded-Proto": "https",
     }
     all_headers = {**base_headers, **request.headers}
-    if body is not None:
-        all_headers["Content-Length"] = str(len(body))
-    context: dict[str, Any] = {
-        "resourceId": "k3x9q1",
-        "resourcePath": resource,
-        "httpMethod": method,
-        "extendedRequestId": request_id[:8] + "=",
-        "requestTime": REQUEST_TIME,
-        "path": f"/{STAGE}{path}",
-        "accountId": ACCOUNT,
-        "protocol": "HTTP/1.1",
-        "stage": STAGE,
-        "domainPrefix": API_ID,
-        "requestTimeEpoch": REQUEST_EPOCH_MS,
-        "requestId": request_id,
-        "identity": {
-            "cognitoIdentityPoolId": None,
-            "accountId": None,
-            "cognitoIdentityId": None,
-            "caller": None,
-            "sourceIp": "198.51.100.10",
-            "principalOrgId": None,
-            "accessKey": None,
-            "cognitoAuthenticationType": None,
-            "cognitoAuthenticationProvider": None,
-            "userArn": None,
-            "userAgent": all_headers["User-Agent"],
-            "user": None,
-        },
-        "domainName": DOMAIN,
-        "apiId": API_ID,
-    }
-    if authorized:
-        # What API Gateway adds after our TOKEN authorizer allowed the key (see its context).
-        context["authorizer"] = {
-            "principalId": "apikey:0a1b2c3d",
-            "integrationLatency": 12,
-            "keyId": "0a1b2c3d",
-            "keyLabel": "example",
-            "scopes": "read,store",
-        }
-    return {
-        "resource": resource,
-        "path": path,
-        "httpMethod": method,
-        **_headers_pair(all_headers),
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": request.path_parameters,
-        "stageVariables": None,
-        "requestContext": context,
-        "body": None if body is None else base64.b64encode(body).decode("ascii"),
-        "isBase64Encoded": body is not None,
-    }
+    if request.body is not None:
+        all_headers["Content-Length"] = str(len(request.body))
+    query = request.query or {}
+    return proxy_event(
+        ProxyRequest(
+            method=request.method,
+            resource=request.resource,
+            path=path,
+            headers=list(all_headers.items()),
+            query=[(name, value) for name, values in query.items() for value in values],
+            path_parameters=request.path_parameters,
+            body=request.body,
+            request_id=request_id,
+            source_ip=SOURCE_IP,
+            time=REQUEST_TIME,
+            resource_id="k3x9q1",
+            extended_request_id=request_id[:8] + "=",
+            authorizer=AUTHORIZER_CONTEXT if authorized else None,
+        ),
+        DEPLOYED,
+    )
 
 
 def stow_event(resource: str, study_uid: str, body: bytes, request_id: str) -> dict[str, Any]:
@@ -221,16 +204,19 @@ def qido_params(resource: str, study_uid: str, series_uid: str) -> dict[str, str
 
 
 def qido_event(
-    resource: str, path_params: dict[str, str], query: dict[str, list[str]], request_id: str
+    resource: str,
+    path_params: dict[str, str] | None,
+    query: dict[str, list[str]],
+    request_id: str,
+    accept: str = "application/dicom+json",
 ) -> dict[str, Any]:
     """GET of a QIDO-RS route with query parameters (decoded, as API Gateway passes them)."""
-    headers = {"Accept": "application/dicom+json", "Authorization": EXAMPLE_KEY}
-    event = rest_event(
-        Request("GET", resource, path_params, headers), authorized=True, request_id=request_id
+    headers = {"Accept": accept, "Authorization": EXAMPLE_KEY}
+    return rest_event(
+        Request("GET", resource, path_params, headers, query=query),
+        authorized=True,
+        request_id=request_id,
     )
-    event["queryStringParameters"] = {k: v[-1] for k, v in query.items()} or None
-    event["multiValueQueryStringParameters"] = query or None
-    return event
 
 
 def qido_preflight_event(
@@ -301,6 +287,8 @@ WADO_URI_VARIANTS = {
 def _wado_uri_variant(
     base: dict[str, Any], accept: str, query: dict[str, list[str]], request_id: str
 ) -> dict[str, Any]:
+    """A copy of the WADO-URI event (the same trace and extended request ids) with another
+    Accept, query and request id."""
     event: dict[str, Any] = json.loads(json.dumps(base))
     uids = {k: v for k, v in base["multiValueQueryStringParameters"].items() if k != "contentType"}
     multi = {**uids, **query}
@@ -322,6 +310,12 @@ _ACCEPT = {
 }
 
 
+def _wado_accept(name: str) -> str:
+    if name == "wado-uri":
+        return "application/dicom"
+    return _ACCEPT.get(name.rsplit("-", 1)[-1], 'multipart/related; type="application/dicom"')
+
+
 def wado_events(uids: dict[str, str]) -> dict[str, dict[str, Any]]:
     """GETs of the WADO routes and their preflights."""
     uids = {**uids, "FRAMES": "1", "PATH": "7FE00010"}
@@ -329,19 +323,13 @@ def wado_events(uids: dict[str, str]) -> dict[str, dict[str, Any]]:
     for number, (name, (resource, query)) in enumerate(WADO_ROUTES.items(), start=1):
         params = {k: v for k, v in uids.items() if "{" + k + "}" in resource}
         filled = {k: [v.format(**uids) for v in vs] for k, vs in query.items()}
-        event = qido_event(
-            resource, params, filled, f"c0ffee00-0000-4000-8000-0000000003{number:02d}"
+        events[f"{name}.json"] = qido_event(
+            resource,
+            params or None,
+            filled,
+            f"c0ffee00-0000-4000-8000-0000000003{number:02d}",
+            accept=_wado_accept(name),
         )
-        kind = name.rsplit("-", 1)[-1]
-        event["headers"]["Accept"] = _ACCEPT.get(
-            kind, 'multipart/related; type="application/dicom"'
-        )
-        event["multiValueHeaders"]["Accept"] = [event["headers"]["Accept"]]
-        if name == "wado-uri":
-            event["headers"]["Accept"] = "application/dicom"
-            event["multiValueHeaders"]["Accept"] = ["application/dicom"]
-            event["pathParameters"] = None
-        events[f"{name}.json"] = event
         events[f"{name}-preflight.json"] = qido_preflight_event(
             resource, params, f"c0ffee00-0000-4000-8000-0000000004{number:02d}"
         )
