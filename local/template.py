@@ -1,4 +1,8 @@
-"""Read template.yaml (SAM + CloudFormation short tags) into plain data for the local stack.
+"""Read template.yaml (SAM + CloudFormation short tags): the project's one CloudFormation loader.
+
+:func:`load_yaml` returns the raw document, each short tag in its JSON form (``!Ref X`` is
+``{"Ref": "X"}``) and nothing resolved: what the template tests and tools inspect.
+:func:`load` returns what the local stack needs, as plain data.
 
 Nothing about routes or resources is hard-coded here: routes come from each function's ``Api``
 events, the authorizer and gateway responses from the ``AWS::Serverless::Api``, and the table,
@@ -87,7 +91,12 @@ _CfnLoader.yaml_implicit_resolvers = {
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
-    """Parse a CloudFormation/SAM template, short tags included, into plain Python data."""
+    """Parse a CloudFormation/SAM template into plain Python data, intrinsics unresolved.
+
+    Short tags become CloudFormation's JSON form (``!GetAtt A.B`` is
+    ``{"Fn::GetAtt": ["A", "B"]}``, ``!Condition C`` is ``{"Condition": "C"}``); dates such
+    as ``2010-09-09`` stay strings, as CloudFormation reads them.
+    """
     with path.open(encoding="utf-8") as handle:
         document = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
     if not isinstance(document, dict):

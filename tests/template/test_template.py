@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from local.template import load, load_yaml
 from shared import deadline
 
 pytestmark = [pytest.mark.template, pytest.mark.xdist_group("template")]
@@ -55,31 +55,8 @@ MIN_REASON_LENGTH = 15
 # --------------------------------------------------------------------------- loading
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """A SafeLoader that reads CloudFormation short-form intrinsics (!Ref, !Sub, ...)."""
-
-
-def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _intrinsic)
-
-
-def _load_template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
-
-
-TPL = _load_template()
+#: The raw document, intrinsic functions unresolved (local.template is the one loader).
+TPL = load_yaml(TEMPLATE)
 RESOURCES: dict[str, dict[str, Any]] = TPL["Resources"]
 GLOBAL_FUNCTION: dict[str, Any] = TPL.get("Globals", {}).get("Function", {})
 
@@ -829,8 +806,6 @@ def test_upload_events_carry_a_base64_json_body(name: str) -> None:
 
 
 def test_ingest_function_receives_object_created_events_of_incoming_and_a_sweep() -> None:
-    from local.template import load
-
     ingest = load(TEMPLATE).functions["IngestFunction"]
     assert ingest.object_created == ("incoming/",)
     assert len(ingest.schedules) == 1
