@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from shared import config, keys, wiring
+from shared._generated.routes import SCOPE_ROUTES
 
 logger = logging.getLogger("authorizer")
 logger.setLevel(logging.INFO)
@@ -38,27 +39,9 @@ def _key_ring() -> keys.KeyRingCache:
     return ring
 
 
-#: The routes each scope opens (method, path under the stage); functions check again.
-_READ_ROUTES = (
-    ("GET", "o3-dpacs-wado/qido/*"),
-    ("GET", "o3-dpacs-wado/rs/*"),
-    ("GET", "o3-dpacs-wado/wado"),
-    ("GET", "o3-dpacs-wado/wado/*"),
-)
-#: ``read-deidentified`` opens the read routes: their functions serve such a key the
-#: de-identified view (``shared.services.deidentified``). ``admin`` opens the listing of
-#: upload results, where it sees the objects dropped under incoming/ by other tools.
-_ROUTES = {
-    keys.STORE: (
-        ("POST", "o3-dpacs-wado/stowRsListener/*"),
-        ("GET", "o3-dpacs-wado/stowRsListener/*"),
-        ("POST", "o3-dpacs-wado/rs/studies"),
-        ("POST", "o3-dpacs-wado/rs/studies/*"),
-    ),
-    keys.READ: _READ_ROUTES,
-    keys.READ_DEIDENTIFIED: _READ_ROUTES,
-    keys.ADMIN: (("GET", "o3-dpacs-wado/stowRsListener/*/uploads"),),
-}
+#: The routes each scope opens (method, path pattern under the stage), generated from
+#: template.yaml by tools/make_routes.py; functions check the scope again.
+_ROUTES = SCOPE_ROUTES
 
 
 def _resource_arns(method_arn: str, scopes: tuple[str, ...]) -> list[str]:

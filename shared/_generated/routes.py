@@ -1,0 +1,29 @@
+"""The routes each API key scope opens: (method, path pattern under the stage).
+
+GENERATED: do not edit. Generator: tools/make_routes.py; source: the Api events of
+template.yaml and the scopes each function requires (tools/make_routes.py).
+"""
+
+SCOPE_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
+    "store": (
+        ("POST", "o3-dpacs-wado/stowRsListener/*"),
+        ("GET", "o3-dpacs-wado/stowRsListener/*"),
+        ("POST", "o3-dpacs-wado/rs/studies"),
+        ("POST", "o3-dpacs-wado/rs/studies/*"),
+    ),
+    "read": (
+        ("GET", "o3-dpacs-wado/qido/*"),
+        ("GET", "o3-dpacs-wado/rs/*"),
+        ("GET", "o3-dpacs-wado/wado"),
+        ("GET", "o3-dpacs-wado/wado/*"),
+    ),
+    "admin": (
+        ("GET", "o3-dpacs-wado/stowRsListener/*/uploads"),
+    ),
+    "read-deidentified": (
+        ("GET", "o3-dpacs-wado/qido/*"),
+        ("GET", "o3-dpacs-wado/rs/*"),
+        ("GET", "o3-dpacs-wado/wado"),
+        ("GET", "o3-dpacs-wado/wado/*"),
+    ),
+}
