@@ -287,9 +287,9 @@ def measure(target: Target, studies: list[Study]) -> dict[str, Any]:
 def scale(sizes: tuple[int, ...] = (1_000, 10_000)) -> dict[str, Any]:
     """Indexed QIDO p50 of this archive with ``sizes`` studies in its index."""
     from shared.adapters.sqlite_index import SqliteIndex
+    from shared.bootstrap import INDEX_FILE
     from shared.dicom.validate import validate
     from shared.services.store import _record
-    from shared.wiring import INDEX_FILE
 
     results: dict[str, Any] = {}
     for size in sizes:

@@ -627,7 +627,7 @@ class _Runner:
     """Calls the QIDO handler with a DynamoSearch whose reads and time it observes."""
 
     def __init__(self, client: Any) -> None:
-        from shared import wiring
+        from shared import bootstrap, config
         from shared.adapters.dynamo_search import DynamoSearch
 
         self.calls: Counter[str] = Counter()
@@ -637,8 +637,8 @@ class _Runner:
             lambda event_name, **_: self.calls.update([event_name.split(".")[-1]]),
         )
         self.search = DynamoSearch(_Timed(client, self.storage), TABLE)
-        wiring.override(catalog=self.search)
         self.module = load("qido")
+        self.module.archive.set(bootstrap.build(config.settings(), catalog=self.search))
 
     def __call__(self, request: Request) -> Sample:
         event = request.event()
@@ -716,7 +716,7 @@ def at_size(n: int) -> dict[str, Any]:
     from moto import mock_aws
 
     from local import template as local_template
-    from shared import config, wiring
+    from shared import config
 
     os.environ.update(
         AWS_DEFAULT_REGION="us-east-1",
@@ -741,10 +741,7 @@ def at_size(n: int) -> dict[str, Any]:
             f"({loaded['load_ms_per_instance']:.2f} ms/instance)",
             flush=True,
         )
-        try:
-            kinds = _measure(archive, boto3.client("dynamodb"))
-        finally:
-            wiring.override()
+        kinds = _measure(archive, boto3.client("dynamodb"))
     return {"load": loaded, "kinds": kinds}
 
 

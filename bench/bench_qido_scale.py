@@ -418,10 +418,10 @@ class _Handler:
     """The QIDO handler over a catalog whose reads are counted by ``items``."""
 
     def __init__(self, catalog: Any, items: Callable[[], int], reset: Callable[[], None]) -> None:
-        from shared import wiring
+        from shared import bootstrap, config
 
-        wiring.override(catalog=catalog)
         self.module = load("qido")
+        self.module.archive.set(bootstrap.build(config.settings(), catalog=catalog))
         self.items, self.reset = items, reset
 
     def __call__(self, request: Request) -> Sample:
@@ -500,7 +500,6 @@ def sqlite_at(
     """Load n studies into a new SQLite index in ``work`` (with ``keep``: reuse the one a
     previous run left there, same seed and size) and measure every kind (or ``kinds``);
     with ``warm``, the file is read once first (see :func:`_read_through`)."""
-    from shared import wiring
     from shared.adapters import sqlite_catalog
     from shared.adapters.sqlite_catalog import SqliteCatalog
 
@@ -533,12 +532,9 @@ def sqlite_at(
 
     drawn = plans(a, REPEATS, kinds)
     del a
-    try:
-        measured = _measure(
-            _Handler(catalog, lambda: catalog.rows_read, reset), drawn, sqlite_catalog._PAGE
-        )
-    finally:
-        wiring.override()
+    measured = _measure(
+        _Handler(catalog, lambda: catalog.rows_read, reset), drawn, sqlite_catalog._PAGE
+    )
     return {"studies": n, **loaded, **sizes, "kinds": measured}
 
 
@@ -635,7 +631,7 @@ def moto_at(n: int) -> dict[str, Any]:
     from moto import mock_aws
 
     from local import template as local_template
-    from shared import config, wiring
+    from shared import config
     from shared.adapters import dynamo_search
     from shared.adapters.dynamo_search import DynamoSearch
 
@@ -665,12 +661,9 @@ def moto_at(n: int) -> dict[str, Any]:
 
         drawn = plans(a, MOTO_REPEATS)
         del a
-        try:
-            kinds = _measure(
-                _Handler(search, lambda: search.items_read, reset), drawn, dynamo_search.MAX_PAGE
-            )
-        finally:
-            wiring.override()
+        kinds = _measure(
+            _Handler(search, lambda: search.items_read, reset), drawn, dynamo_search.MAX_PAGE
+        )
     return {"studies": n, "load": loaded, "kinds": kinds}
 
 

@@ -2,7 +2,7 @@
 
 * ours: the WADO-URI Lambda handler (functions/wado_uri/app.py) called in-process with
   events shaped like events/wado-uri.json; the catalog and the object store are in-memory
-  fakes (``shared.wiring.override``), so the time is the handler's own: parsing the query,
+  fakes (``shared.bootstrap.build``), so the time is the handler's own: parsing the query,
   locating the row, reading the file from memory, decoding, rendering or transcoding,
   building the (base64) response. No S3 or DynamoDB time is included.
 * theirs: the same conversion of the same file by ``dcmj2pnm``, ``dcmcjpeg``, ``dcmconv``
@@ -282,16 +282,15 @@ def _event(
 
 
 def _handler() -> tuple[Callable[[dict[str, Any]], dict[str, Any]], _Store, _Catalog]:
-    from shared import config, wiring
+    from shared import bootstrap, config
     from tests.handlers import Context, load
 
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "bench")
     os.environ["LOG_LEVEL"] = "WARNING"
     config.settings.cache_clear()
     store, catalog = _Store(), _Catalog()
-    wiring.override()
-    wiring.override(objects=store, catalog=catalog)
     module = load("wado_uri")
+    module.archive.set(bootstrap.build(config.settings(), objects=store, catalog=catalog))
 
     def call(event: dict[str, Any]) -> dict[str, Any]:
         response: dict[str, Any] = module.lambda_handler(event, Context())
@@ -542,9 +541,6 @@ def run() -> dict[str, Any]:
                 continue
             event = _event(template, uids, case.query)
             results[case.key] = _measure(case, call, event, reasons, Path(work))
-    from shared import wiring
-
-    wiring.override()
     targets = _targets(results)
     _print(results, targets)
     load = {"before": load_before, "after": round(os.getloadavg()[0], 2)}

@@ -80,7 +80,7 @@ def in_process(datas: list[bytes]) -> dict[str, Any]:
     from moto import mock_aws
 
     from local import template as local_template
-    from shared import config, wiring
+    from shared import bootstrap, config
 
     os.environ.update(
         AWS_DEFAULT_REGION="us-east-1",
@@ -99,16 +99,19 @@ def in_process(datas: list[bytes]) -> dict[str, Any]:
         dynamodb = boto3.client("dynamodb")
         dynamodb.create_table(TableName="bench-table", **stack.tables["IndexTable"].create_args)
         boto3.client("s3").create_bucket(Bucket="bench-bucket")
-        wiring.override()
         calls: Counter[str] = Counter()
         storage = [0.0]
-        blobs, index = wiring.blobs(), wiring.index()
+        real = bootstrap.build(config.settings())
+        blobs, index = real.objects, real.index
         for client in (blobs._client, index._client):  # type: ignore[attr-defined]
             client.meta.events.register(
                 "before-call.*.*", lambda event_name, **_: calls.update([event_name.split(".")[-1]])
             )
-        wiring.override(blobs=_Timed(blobs, storage), index=_Timed(index, storage))
+        timed = bootstrap.build(
+            config.settings(), objects=_Timed(blobs, storage), index=_Timed(index, storage)
+        )
         module = load("stow")
+        module.archive.set(timed)
         events = [_event(d) for d in datas]
         module.lambda_handler(_event(dicom_files.with_new_uids(SOURCE)), Context())  # warm-up
         calls.clear()
@@ -122,7 +125,6 @@ def in_process(datas: list[bytes]) -> dict[str, Any]:
                 raise RuntimeError(f"STOW failed: {response['body']}")
             totals.append(elapsed * 1000)
             computes.append((elapsed - storage[0]) * 1000)
-        wiring.override()
     n = len(events)
     return {
         "instances": n,

@@ -29,9 +29,9 @@ TARGETS = {"metadata_ms": 150.0, "metadata_reads": 3, "frame_ms": 30.0, "thumbna
 def _load(data_dir: Path) -> tuple[str, str, str]:
     from shared.adapters.file_blobs import FileBlobStore
     from shared.adapters.sqlite_index import SqliteIndex
+    from shared.bootstrap import INDEX_FILE, OBJECTS_DIR
     from shared.dicom.validate import validate
     from shared.services.store import _record
-    from shared.wiring import INDEX_FILE, OBJECTS_DIR
 
     study, series = "1.2.826.0.1.3680043.8.498.777", "1.2.826.0.1.3680043.8.498.777.1"
     blobs, index = FileBlobStore(data_dir / OBJECTS_DIR), SqliteIndex(data_dir / INDEX_FILE)
@@ -77,13 +77,13 @@ def run() -> dict[str, Any]:
                 "POWERTOOLS_LOG_LEVEL": "WARNING",
             }
         )
-        from shared import config, wiring
+        from shared import bootstrap, config
 
         config.settings.cache_clear()
         from functions.wado_rs import app
 
-        catalog = wiring.catalog()
-        store = wiring.blobs()
+        catalog = bootstrap.current().catalog
+        store = bootstrap.current().objects
         counts = {"sql": 0, "objects": 0}
         fetch, get = catalog._fetch, store.get  # type: ignore[attr-defined]
 

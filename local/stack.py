@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from local import moto_fixes
 from local.api_gateway import Gateway
@@ -41,9 +42,8 @@ from local.lambda_runtime import LambdaRuntime
 from local.objects import ObjectServer
 from local.server import ApiServer
 from local.template import DEFAULT_TEMPLATE, PROJECT_ROOT, REGION, StackTemplate, load
-from shared import keys
-from shared.adapters.key_store import FileKeyStore, SecretsManagerKeyStore
-from shared.ports import KeyStore
+from shared import bootstrap, config, keys
+from shared.bootstrap import SECRETS_DIR, URL_SIGNING_KEY_FILE
 
 logger = logging.getLogger("local.stack")
 
@@ -133,8 +133,6 @@ def parse_overrides(text: str) -> dict[str, str]:
 
 def _clear_settings_cache() -> None:
     """Forget settings cached by shared.config, so they are re-read from the environment."""
-    from shared import config  # noqa: PLC0415 - keep the import local to the stack
-
     config.settings.cache_clear()
 
 
@@ -177,6 +175,7 @@ class LocalStack:
         self.state_file = state_file
         self.moto_endpoint = ""
         self.environment: dict[str, str] = {}
+        self._archive: bootstrap.Archive | None = None
         self._moto: Any = None
         self._objects: ObjectServer | None = None
         self._events: EventSource | None = None
@@ -212,7 +211,7 @@ class LocalStack:
 
     # ------------------------------------------------------------ lifecycle
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, client_config: Config | None = None) -> Any:
         """Return a boto3 client for moto (explicit endpoint: needs no environment)."""
         factory: Any = boto3.client  # the stubs want a literal service name
         return factory(
@@ -221,7 +220,19 @@ class LocalStack:
             region_name=REGION,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",  # noqa: S106 - moto's dummy credentials
+            config=client_config,
         )
+
+    @property
+    def archive(self) -> bootstrap.Archive:
+        """This stack's archive, as its functions see it (``shared.bootstrap``): the same
+        settings, built in this process (for tests and tools)."""
+        if not self.environment:
+            raise RuntimeError("the local stack is not running")
+        if self._archive is None:
+            settings = config.Settings.from_mapping(self.environment)
+            self._archive = bootstrap.build(settings, clients=self.client)
+        return self._archive
 
     def start(self) -> LocalStack:
         """Start the backend, install the dev key and serve the API."""
@@ -283,20 +294,12 @@ class LocalStack:
         """Usage plans of the template and the key store's entries (their usage identifiers
         and own limits); counters in the data directory, shared by the workers (local
         backend), or in memory (moto: one process)."""
-        store: KeyStore
-        if self.storage == "moto":
-            store = SecretsManagerKeyStore(self.client("secretsmanager"), self.secret_id)
-            meter = Meter(None)
-        else:
-            from shared.wiring import API_KEYS_FILE, SECRETS_DIR  # noqa: PLC0415
-
-            store = FileKeyStore(self.data_dir / SECRETS_DIR / API_KEYS_FILE)
-            meter = Meter(self.data_dir / USAGE_FILE)
+        meter = Meter(None) if self.storage == "moto" else Meter(self.data_dir / USAGE_FILE)
         return UsagePlans(
             plans=self.template.usage_plans,
             api_keys=self.template.api_keys,
             default_plan=self.template.outputs.get("DefaultUsagePlanId"),
-            entries=store.load,
+            entries=self.archive.key_store.load,
             meter=meter,
         )
 
@@ -325,7 +328,7 @@ class LocalStack:
         bucket = next(iter(self.template.buckets.values()), None)
         return EventSource(
             template=self.template,
-            store=self.adapters()[0],
+            store=self.archive.objects,
             invoke=runtime.invoke,
             bucket=bucket.name if bucket is not None else "",
             settle=self.storage == "local",
@@ -426,30 +429,28 @@ class LocalStack:
         """
         from shared.adapters.local_secrets import secret  # noqa: PLC0415
         from shared.adapters.sqlite_index import open_database  # noqa: PLC0415
-        from shared.wiring import API_KEYS_FILE, INDEX_FILE, SECRETS_DIR  # noqa: PLC0415
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        open_database(self.data_dir / INDEX_FILE).close()
+        open_database(self.data_dir / bootstrap.INDEX_FILE).close()
         if not self.api_key:
             self.key_file = self.data_dir / SECRETS_DIR / DEV_KEY_FILE
             kept = secret(self.key_file, lambda: keys.generate()[0].encode("ascii"))
             self.api_key = kept.decode("ascii", "replace").strip()
-        store = FileKeyStore(self.data_dir / SECRETS_DIR / API_KEYS_FILE)
+        local = config.Settings(storage="local", data_dir=str(self.data_dir))
+        store = bootstrap.build(local).key_store
         entry = keys.entry_for(self.api_key, DEV_KEY_LABEL)
         if not any(e.sha256 == entry.sha256 for e in store.load()):
             store.add(entry)
 
     def _signing_key(self) -> bytes:
-        from shared.adapters.local_secrets import secret  # noqa: PLC0415
-        from shared.wiring import SECRETS_DIR  # noqa: PLC0415
+        from shared.adapters.local_secrets import FileSecret  # noqa: PLC0415
 
-        return secret(self.data_dir / SECRETS_DIR / "url-signing.key")
+        return FileSecret(self.data_dir / SECRETS_DIR / URL_SIGNING_KEY_FILE).value()
 
     def _object_server(self) -> ObjectServer:
         """What answers presigned object URLs for the local backend: a server of its own, on
         another port, so a redirect to it leaves the API's origin as one to S3 does."""
         from shared.adapters.local_urls import UrlSigner  # noqa: PLC0415
-        from shared.wiring import OBJECTS_DIR  # noqa: PLC0415
 
         signer = UrlSigner(self._signing_key(), "")
         bucket = next(iter(self.template.buckets.values()), None)
@@ -458,7 +459,7 @@ class LocalStack:
         return ObjectServer(
             (self.host, 0),
             signer,
-            self.data_dir / OBJECTS_DIR,
+            self.data_dir / bootstrap.OBJECTS_DIR,
             expirations,
             origins,
             on_created=self._object_created,
@@ -468,34 +469,6 @@ class LocalStack:
     def objects_url(self) -> str:
         """The root of presigned object URLs (local backend)."""
         return self._objects.base_url if self._objects is not None else ""
-
-    def adapters(self) -> tuple[Any, Any, Any]:
-        """(object store, index, catalog) of this stack's backend, for tests and tools."""
-        if self.storage == "moto":
-            from shared.adapters.dynamo_index import DynamoInstanceIndex  # noqa: PLC0415
-            from shared.adapters.dynamo_search import DynamoSearch  # noqa: PLC0415
-            from shared.adapters.s3_blobs import S3BlobStore  # noqa: PLC0415
-
-            bucket = next(iter(self.template.buckets.values())).name
-            table = self.template.tables["IndexTable"].name
-            dynamodb = self.client("dynamodb")
-            return (
-                S3BlobStore(self.client("s3"), bucket),
-                DynamoInstanceIndex(dynamodb, table),
-                DynamoSearch(dynamodb, table),
-            )
-        from shared.adapters.file_blobs import FileBlobStore  # noqa: PLC0415
-        from shared.adapters.local_urls import UrlSigner  # noqa: PLC0415
-        from shared.adapters.sqlite_catalog import SqliteCatalog  # noqa: PLC0415
-        from shared.adapters.sqlite_index import SqliteIndex  # noqa: PLC0415
-        from shared.wiring import INDEX_FILE, OBJECTS_DIR  # noqa: PLC0415
-
-        signer = UrlSigner(self._signing_key(), self.objects_url)
-        return (
-            FileBlobStore(self.data_dir / OBJECTS_DIR, signer),
-            SqliteIndex(self.data_dir / INDEX_FILE),
-            SqliteCatalog(self.data_dir / INDEX_FILE),
-        )
 
     def _create_resources(self) -> None:
         s3 = self.client("s3")
@@ -516,7 +489,8 @@ class LocalStack:
                 SecretString=secret.secret_string or "{}",
             )
         if self.template.secrets:
-            store = SecretsManagerKeyStore(secretsmanager, self.secret_id)
+            keys_secret = config.Settings(keys_secret_id=self.secret_id)
+            store = bootstrap.build(keys_secret, clients=self.client).key_store
             store.add(keys.entry_for(self.api_key, DEV_KEY_LABEL))
 
     def state(self) -> dict[str, Any]:

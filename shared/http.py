@@ -1,4 +1,16 @@
-"""HTTP helpers for the handlers: resolver factory, error mapping, bodies, responses."""
+"""The edge: what every API function does with a request besides calling its service.
+
+* :func:`make_resolver`: Powertools' REST resolver with CORS, our error mapping, the key's
+  scope check, and one middleware that, per request, writes the audit record
+  (``shared.audit``), the metrics (``shared.metrics``) and the one log line (duration,
+  outcome, and the fields the route added with :func:`log_fields`).
+* The request, read through ``app.current_event``: headers, body, the key's scopes, the base
+  URL; :func:`reader` and :func:`delivery` hand the services what the key may read and how
+  bodies leave the function.
+* Answers: JSON, a search page (its ``Warning``), and retrieval outcomes, whose headers
+  (Content-Type with its multipart parameters, Content-Disposition, ETag, Vary,
+  Content-Encoding) are written here from the values the services return.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +18,26 @@ import binascii
 import json
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pybase64
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
-from shared import audit, config, keys, metrics, wiring
+from shared import audit, budget, config, deadline, keys, logs, metrics
+from shared.dicomweb import paths, qido_response
 from shared.errors import BadRequest, DicomWebError, Forbidden
-from shared.services.retrieve import NotModified, Outcome, Redirect
+from shared.services import reader as readers
+from shared.services.retrieve import Delivery, Media, NotModified, Outcome, Redirect
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Archive
+    from shared.services.search import SearchResult
 
 logger = logging.getLogger(__name__)
+request_logger = logs.get_logger()
 
 DICOM_JSON = "application/dicom+json"
 EXPOSE_HEADERS = [
@@ -31,45 +51,66 @@ EXPOSE_HEADERS = [
     "Retry-After",
 ]
 ALLOW_HEADERS = ["Authorization", "Content-Type", "Accept", "Range", "If-None-Match"]
+#: The message of each transaction's request line (others: the transaction in lower case).
+_LINE_MESSAGES = {"QIDO-RS": "qido", "STOW-RS": "stow"}
 
 
-def granted_scopes(event: Mapping[str, Any]) -> tuple[str, ...]:
+# ------------------------------------------------------------------ the key
+
+
+def _authorizer(request: APIGatewayProxyEvent) -> Mapping[str, Any]:
+    """What the authorizer passed on about the request's key (nothing without a context)."""
+    if not request.get("requestContext"):
+        return {}
+    return request.request_context.authorizer
+
+
+def granted_scopes(request: APIGatewayProxyEvent) -> tuple[str, ...]:
     """The scopes the authorizer found on the request's key (its context's ``scopes``).
 
     A context without them comes from a decision cached before scopes existed: such keys
     keep full access, as every key stored before then does.
     """
-    context = (event.get("requestContext") or {}).get("authorizer") or {}
-    text = context.get("scopes")
+    text = _authorizer(request).get("scopes")
     if text is None:
         return keys.LEGACY_SCOPES
     return tuple(s for s in str(text).split(",") if s)
 
 
-def require_scope(event: Mapping[str, Any], scope: str | tuple[str, ...]) -> None:
+def key_id(request: APIGatewayProxyEvent) -> str:
+    """The id of the request's key (empty when the authorizer named none)."""
+    return str(_authorizer(request).get("keyId") or "")
+
+
+def require_scope(request: APIGatewayProxyEvent, scope: str | tuple[str, ...]) -> None:
     """403 unless the request's key has ``scope`` (a tuple: any one of them)."""
     wanted = (scope,) if isinstance(scope, str) else scope
-    if not set(wanted) & set(granted_scopes(event)):
+    if not set(wanted) & set(granted_scopes(request)):
         raise Forbidden(
             f"this API key does not have the {' or '.join(wanted)} scope this request needs"
         )
 
 
-def deidentified(event: Mapping[str, Any]) -> bool:
+def deidentified(request: APIGatewayProxyEvent) -> bool:
     """Whether the request's key sees the de-identified view (``keys.deidentified_view``)."""
-    return keys.deidentified_view(granted_scopes(event))
+    return keys.deidentified_view(granted_scopes(request))
+
+
+# ------------------------------------------------------------------ what a request leaves
 
 
 def touched(app: APIGatewayRestResolver) -> audit.Touched:
-    """The UIDs this request's audit record will name; handlers add what they answered."""
+    """The UIDs this request's audit record will name; readers add what they read."""
     found = app.context.get("audit")
     return found if isinstance(found, audit.Touched) else audit.Touched()
 
 
-def _body_size(body: object) -> int:
-    if isinstance(body, bytes | bytearray):
-        return len(body)
-    return len(body.encode("utf-8")) if isinstance(body, str) else 0
+def log_fields(app: APIGatewayRestResolver, **fields: Any) -> None:
+    """Add fields to the request's log line: names, numbers and UIDs only (never patient
+    names or IDs, nor the values of a query)."""
+    found = app.context.get("log")
+    if isinstance(found, dict):
+        found.update(fields)
 
 
 def count(app: APIGatewayRestResolver, name: str, value: int) -> None:
@@ -78,59 +119,84 @@ def count(app: APIGatewayRestResolver, name: str, value: int) -> None:
     counts[name] = counts.get(name, 0) + value
 
 
-def _observed(transaction: str) -> Any:
-    """Middleware: one audit record (``shared.audit``) and one set of metrics
-    (``shared.metrics``) per request, whatever its outcome."""
+def _body_size(body: object) -> int:
+    if isinstance(body, bytes | bytearray):
+        return len(body)
+    return len(body.encode("utf-8")) if isinstance(body, str) else 0
+
+
+def _observed(transaction: str, archive: Callable[[], Archive]) -> Any:
+    """Middleware: per request, whatever its outcome, one audit record, one set of metrics
+    and one log line."""
+    message = _LINE_MESSAGES.get(transaction, transaction.lower())
 
     def middleware(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
         if app.current_event.http_method == "OPTIONS":
             preflight: Response[Any] = next_middleware(app)
             return preflight
-        started = time.perf_counter()
-        found = audit.Touched()
-        app.context["audit"] = found
-        status, size = 500, 0
-        try:
-            response: Response[Any] = next_middleware(app)
-            status, size = response.status_code, _body_size(response.body)
-            return response
-        except DicomWebError as error:
-            status = error.status
-            raise
-        finally:
-            record = audit.build(
-                app.current_event.raw_event,
-                transaction=transaction,
-                status=status,
-                size=size,
-                started=started,
-                touched=found,
-            )
+        with logs.line(request_logger, message, transaction=transaction) as fields:
+            started = time.perf_counter()
+            found = audit.Touched()
+            app.context["audit"], app.context["log"] = found, fields
+            status, size = 500, 0
             try:
-                wiring.audit_sink().write(record.as_dict())
-            except Exception:
-                logger.exception("the audit record could not be written")
-            metrics.emit(
-                metrics.documents(
-                    transaction,
+                response: Response[Any] = next_middleware(app)
+                status, size = response.status_code, _body_size(response.body)
+                return response
+            except DicomWebError as error:
+                status = error.status
+                raise
+            finally:
+                fields["outcome"] = status
+                record = audit.build(
+                    app.current_event.raw_event,
+                    transaction=transaction,
                     status=status,
-                    duration_ms=record.durationMs,
                     size=size,
-                    counts=app.context.get("metrics"),
-                ),
-                enabled=config.settings().metrics,
-            )
+                    started=started,
+                    touched=found,
+                )
+                _account(app, transaction, record, archive)
 
     return middleware
 
 
+def _account(
+    app: APIGatewayRestResolver,
+    transaction: str,
+    record: audit.AuditRecord,
+    archive: Callable[[], Archive],
+) -> None:
+    """Write the request's audit record and emit its metrics."""
+    settings = config.settings()
+    try:
+        current = archive()
+        settings = current.settings
+        current.audit.write(record.as_dict())
+    except Exception:
+        logger.exception("the audit record could not be written")
+    metrics.emit(
+        metrics.documents(
+            transaction,
+            status=record.status,
+            duration_ms=record.durationMs,
+            size=record.bytes,
+            counts=app.context.get("metrics"),
+        ),
+        enabled=settings.metrics,
+    )
+
+
 def make_resolver(
-    scope: str | tuple[str, ...] | None = None, transaction: str = ""
+    archive: Callable[[], Archive],
+    *,
+    transaction: str,
+    scope: str | tuple[str, ...] | None = None,
 ) -> APIGatewayRestResolver:
-    """A REST resolver with CORS on every response and our error mapping; with ``scope``,
-    every request but a CORS preflight needs a key that has it, or one of them when it is
-    a tuple (403 otherwise); with ``transaction``, every request leaves an audit record and
-    its metrics."""
+    """A REST resolver with CORS on every response and our error mapping; every request
+    leaves an audit record (in ``archive()``'s sink), its metrics and its log line; with
+    ``scope``, every request but a CORS preflight needs a key that has it, or one of them
+    when it is a tuple (403 otherwise)."""
     cors = CORSConfig(
         allow_origin=config.settings().cors_allow_origin,
         allow_headers=ALLOW_HEADERS,
@@ -157,19 +223,78 @@ def make_resolver(
         logger.exception("unhandled error", exc_info=error)
         return error_response(500, "internal error")
 
-    middlewares: list[Any] = [_observed(transaction)] if transaction else []
+    middlewares: list[Any] = [_observed(transaction, archive)]
     if scope is not None:
 
         def _scoped(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
             if app.current_event.http_method != "OPTIONS":
-                require_scope(app.current_event.raw_event, scope)
+                require_scope(app.current_event, scope)
             response: Response[Any] = next_middleware(app)
             return response
 
         middlewares.append(_scoped)
-    if middlewares:
-        app.use(middlewares=middlewares)
+    app.use(middlewares=middlewares)
     return app
+
+
+# ------------------------------------------------------------------ the request
+
+
+def header(request: APIGatewayProxyEvent, name: str) -> str | None:
+    """A request header, matched case-insensitively; repeated values joined with commas."""
+    values = request.multi_value_headers.get(name)
+    if values:
+        return ", ".join(str(v) for v in values)
+    value = request.headers.get(name)
+    return None if value is None else str(value)
+
+
+def body_bytes(request: APIGatewayProxyEvent) -> bytes:
+    """The raw request body (API Gateway base64-encodes binary media types; decoded here
+    with a SIMD codec: Powertools' ``decoded_body`` is text)."""
+    body = request.body
+    if body is None:
+        return b""
+    if request.is_base64_encoded:
+        try:
+            return pybase64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadRequest("request body is not valid base64") from exc
+    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+
+def base_url(request: APIGatewayProxyEvent, base_path: str) -> str:
+    """The API's base URL as the client reached it (``paths.base_url``)."""
+    return paths.base_url(request.raw_event, base_path)
+
+
+def reader(app: APIGatewayRestResolver, archive: Archive) -> readers.Reader:
+    """What the request's key reads (the catalog, or its de-identified view), recording
+    the UIDs it reads in the request's audit record."""
+    return readers.reader(
+        catalog=archive.catalog,
+        lookup=archive.deidentified,
+        deidentifier=archive.anonymizer,
+        deidentified_view=deidentified(app.current_event),
+        touched=touched(app),
+    )
+
+
+def delivery(app: APIGatewayRestResolver, archive: Archive) -> Delivery:
+    """How this request's answer leaves: the archive's object store, inline limit,
+    presigning and anonymizer, and the memory and time the Lambda context leaves it."""
+    context = app.lambda_context
+    return Delivery(
+        store=archive.objects,
+        inline_limit=archive.settings.inline_limit,
+        presign_ttl=archive.settings.presign_ttl,
+        anonymizer=archive.anonymizer,
+        memory_budget=budget.from_context(context),
+        deadline=deadline.from_context(context),
+    )
+
+
+# ------------------------------------------------------------------ answers
 
 
 def error_response(status: int, message: str) -> Response[str]:
@@ -190,39 +315,41 @@ def json_response(status: int, document: Any, content_type: str = DICOM_JSON) ->
     )
 
 
-def header(event: Mapping[str, Any], name: str) -> str | None:
-    """A request header, matched case-insensitively; repeated values joined with commas."""
-    wanted = name.lower()
-    multi = event.get("multiValueHeaders") or {}
-    for key, values in multi.items():
-        if key.lower() == wanted and values:
-            return ", ".join(str(v) for v in values)
-    for key, value in (event.get("headers") or {}).items():
-        if key.lower() == wanted:
-            return None if value is None else str(value)
-    return None
+def search_response(result: SearchResult, media_type: str) -> Response[str]:
+    """A QIDO-RS page; ``Warning: 299`` when more results exist or the search's budget cut
+    it (with the offset that continues it)."""
+    response = json_response(200, result.datasets, media_type)
+    if result.next_offset is not None:
+        warning = qido_response.budget_warning(result.examined, result.next_offset)
+        response.headers["Warning"] = warning
+    elif result.more:
+        response.headers["Warning"] = qido_response.MORE_RESULTS_WARNING
+    return response
 
 
-def body_bytes(event: Mapping[str, Any]) -> bytes:
-    """The raw request body (API Gateway base64-encodes binary media types)."""
-    body = event.get("body")
-    if body is None:
-        return b""
-    if event.get("isBase64Encoded"):
-        try:
-            return pybase64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise BadRequest("request body is not valid base64") from exc
-    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
-
-
-def outcome_response(outcome: Outcome) -> Response[Any]:
-    """An inline body, or 303 See Other to a presigned URL (``services.retrieve``)."""
+def outcome_response(app: APIGatewayRestResolver, outcome: Outcome) -> Response[Any]:
+    """A retrieval's answer: the body inline, 303 See Other to a presigned URL, or 304;
+    the log line says whether it redirected."""
+    log_fields(app, redirect=isinstance(outcome, Redirect))
     if isinstance(outcome, Redirect):
         return Response(status_code=303, headers={"Location": outcome.url}, body="")
     if isinstance(outcome, NotModified):
         return Response(status_code=304, headers={"ETag": outcome.etag}, body="")
-    return binary_response(outcome.body, outcome.content_type, dict(outcome.headers))
+    return binary_response(outcome.body, outcome.media.content_type, media_headers(outcome.media))
+
+
+def media_headers(media: Media) -> dict[str, str]:
+    """The headers that say what a body is, besides its Content-Type."""
+    headers: dict[str, str] = {}
+    if media.attachment:
+        headers["Content-Disposition"] = f'attachment; filename="{media.filename}"'
+    if media.etag:
+        headers["ETag"] = media.etag
+    if media.varies_by_encoding:
+        headers["Vary"] = "Accept-Encoding"
+    if media.gzipped:
+        headers["Content-Encoding"] = "gzip"
+    return headers
 
 
 def binary_response(body: bytes, content_type: str, headers: dict[str, str]) -> Response[Any]:

@@ -156,6 +156,13 @@ class KeyStore(Protocol):
         """Remove the entry with this id; whether one was removed."""
 
 
+class Secret(Protocol):
+    """A deployment secret (the anonymization key, the URL-signing key), read once."""
+
+    def value(self) -> bytes:
+        """The secret's bytes; ``StorageUnavailable`` when it cannot be read."""
+
+
 class InstanceIndex(Protocol):
     """The patient/study/series/instance index."""
 

@@ -690,7 +690,7 @@ def prepare(base_url: str, api_key: str, data_dir: object) -> Hunt:
     from shared import keys as scopes
     from shared.adapters.key_store import FileKeyStore
     from shared.adapters.usage_plans import EntryLimits
-    from shared.wiring import API_KEYS_FILE, SECRETS_DIR
+    from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
     from tests import dicom_files
     from tools import apikeys
 

@@ -44,15 +44,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:  # `python tools/apikeys.py` puts only tools/ on the path
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from shared import keys  # noqa: E402 - needs the project root on sys.path
-from shared.adapters.key_store import FileKeyStore, SecretsManagerKeyStore  # noqa: E402
+from shared import bootstrap, config, keys  # noqa: E402 - needs the project root on sys.path
+from shared.adapters.key_store import SecretsManagerKeyStore  # noqa: E402
 from shared.adapters.usage_plans import (  # noqa: E402
     ApiGatewayUsagePlans,
     EntryLimits,
     UsagePlanAdmin,
 )
 from shared.ports import KeyStore  # noqa: E402
-from shared.wiring import API_KEYS_FILE, SECRETS_DIR  # noqa: E402
 
 DEFAULT_STATE_FILE = PROJECT_ROOT / ".local-stack.json"
 SECRET_OUTPUT = "ApiKeysSecretArn"  # noqa: S105 - an output name, not a password
@@ -108,11 +107,12 @@ def _store(args: argparse.Namespace) -> KeyStore:
     if args.local:
         state = _local_state(args.state_file)
         if state.get("storage", "moto") == "local":
-            return FileKeyStore(Path(state["data_dir"]) / SECRETS_DIR / API_KEYS_FILE)
+            local = config.Settings(storage="local", data_dir=str(state["data_dir"]))
+            return bootstrap.build(local).key_store
         client, secret_id = local_target(args.state_file)
         return SecretsManagerKeyStore(client, secret_id)
     secret_id = args.secret_id or secret_from_stack(args.stack)
-    return SecretsManagerKeyStore(_client("secretsmanager"), secret_id)
+    return bootstrap.build(config.Settings(keys_secret_id=secret_id)).key_store
 
 
 def _plans(args: argparse.Namespace) -> UsagePlanAdmin | None:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from local.stack import DEFAULT_DATA_DIR
+from shared.bootstrap import AUDIT_FILE
 from shared.dicomweb.uids import valid_uid
-from shared.wiring import AUDIT_FILE
 
 INSIGHTS = """fields @timestamp, keyId, keyLabel, sourceIp, event, action, status, method, route
 | filter ispresent(audit) and @message like '"{uid}"'

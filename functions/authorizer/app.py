@@ -20,23 +20,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared import config, keys, wiring
+from shared import bootstrap, config, keys
 from shared._generated.routes import SCOPE_ROUTES
 
 logger = logging.getLogger("authorizer")
 logger.setLevel(logging.INFO)
-
-_rings: dict[config.Settings, keys.KeyRingCache] = {}
-
-
-def _key_ring() -> keys.KeyRingCache:
-    """This container's cached key list, for the current settings."""
-    settings = config.settings()
-    ring = _rings.get(settings)
-    if ring is None:
-        ring = keys.KeyRingCache(lambda: wiring.key_store().load(), settings.key_cache_ttl)
-        _rings[settings] = ring
-    return ring
+#: This container's archive: its key ring is the cached key list.
+archive = bootstrap.Provider()
 
 
 #: The routes each scope opens (method, path pattern under the stage), generated from
@@ -60,7 +50,7 @@ def _resource_arns(method_arn: str, scopes: tuple[str, ...]) -> list[str]:
 def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     """Return an Allow policy for a valid key; raise Unauthorized otherwise."""
     token = keys.token_from_header(event.get("authorizationToken"))
-    entry = _key_ring().match(token) if token else None
+    entry = archive().key_ring.match(token) if token else None
     if entry is None:
         logger.info("authorization refused: %s", "missing key" if not token else "unknown key")
         raise Exception("Unauthorized")

@@ -7,16 +7,16 @@ order) and on a schedule for objects whose event never came; both run
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote_plus
 
-from shared import budget, logs, wiring
+from shared import bootstrap, budget, logs
 from shared.dicom.validate import PEAK_PER_INFLATED_BYTE
 from shared.services import ingest
 
 logger = logs.get_logger()
+archive = bootstrap.Provider()
 #: The sweeper stops taking objects when less than this is left of its time.
 _SWEEP_RESERVE_MS = 120_000
 
@@ -32,11 +32,12 @@ def _keys(event: dict[str, Any]) -> Iterator[str]:
 
 def _ingest(key: str, context: Any) -> str:
     outcome = None
+    current = archive()
     for candidate in dict.fromkeys((key, unquote_plus(key))):
         outcome = ingest.ingest(
             candidate,
-            store=wiring.uploads(),
-            index=wiring.index(),
+            store=current.objects,
+            index=current.index,
             inflate_limit=budget.from_context(context) // PEAK_PER_INFLATED_BYTE,
         )
         if outcome is not None:
@@ -46,25 +47,17 @@ def _ingest(key: str, context: Any) -> str:
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Ingest the event's objects, or sweep incoming/ on the schedule."""
-    started = time.monotonic()
+    """Ingest the event's objects, or sweep incoming/ on the schedule; one log line."""
     counts: dict[str, int] = {}
-    if event.get("detail-type") == "Scheduled Event":
-        for key in ingest.stale(wiring.uploads()):
-            if context.get_remaining_time_in_millis() < _SWEEP_RESERVE_MS:
-                break
-            state = _ingest(key, context)
-            counts[state] = counts.get(state, 0) + 1
-    else:
-        for key in _keys(event):
-            state = _ingest(key, context)
-            counts[state] = counts.get(state, 0) + 1
-    logger.info(
-        "ingest",
-        extra={
-            "transaction": "ingest",
-            "outcomes": counts,
-            "duration_ms": round((time.monotonic() - started) * 1000, 1),
-        },
-    )
+    with logs.line(logger, "ingest", transaction="ingest", outcomes=counts):
+        if event.get("detail-type") == "Scheduled Event":
+            for key in ingest.stale(archive().objects):
+                if context.get_remaining_time_in_millis() < _SWEEP_RESERVE_MS:
+                    break
+                state = _ingest(key, context)
+                counts[state] = counts.get(state, 0) + 1
+        else:
+            for key in _keys(event):
+                state = _ingest(key, context)
+                counts[state] = counts.get(state, 0) + 1
     return {"outcomes": counts}

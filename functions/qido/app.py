@@ -4,22 +4,21 @@ study- and series-scoped forms (PS3.18 §10.6); the same searches under the WADO
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import config, http, keys, logs, wiring
+from shared import bootstrap, http, keys, logs
 from shared.dicom.levels import Level
-from shared.dicomweb import paths, qido_response, query, uids
+from shared.dicomweb import qido_response, query, uids
 from shared.services import search
 
 logger = logs.get_logger()
-app = http.make_resolver(scope=(keys.READ, keys.READ_DEIDENTIFIED), transaction="QIDO-RS")
+archive = bootstrap.Provider()
+app = http.make_resolver(archive, transaction="QIDO-RS", scope=(keys.READ, keys.READ_DEIDENTIFIED))
 _PREFIX = "/o3-dpacs-wado/qido/<aet>"
 _ROOT = "/o3-dpacs-wado/rs"  # one DICOMweb root: QIDO beside WADO-RS (no AE title)
-_AUDITED = (("0020000D", "studies"), ("0020000E", "series"), ("00080018", "instances"))
 
 
 @app.get(f"{_PREFIX}/patients")
@@ -71,49 +70,30 @@ def search_series_instances(study: str, series: str, aet: str = "") -> Response[
 
 
 def _search(level: Level, *, study: str | None = None, series: str | None = None) -> Response[str]:
-    started = time.perf_counter()
-    event = app.current_event.raw_event
-    media_type = qido_response.negotiate(http.header(event, "accept"))
+    request = app.current_event
+    media_type = qido_response.negotiate(http.header(request, "accept"))
     parsed = query.parse(
-        event.get("multiValueQueryStringParameters"),
+        request.multi_value_query_string_parameters,
         level,
         study_uid=uids.path_uid(study),
         series_uid=uids.path_uid(series),
     )
-    base = paths.base_url(event, config.settings().base_path)
-    touched = http.touched(app)
-    budget = search.SearchBudget.from_lambda_context(app.lambda_context)
-    if http.deidentified(event):  # every result de-identified, UIDs the de-identified ones
-        found = wiring.deidentified_view().search(parsed, base, budget)
-        result = found.result
-        for kind, originals in found.originals.items():
-            touched.add(kind, originals)  # the audit names what was read: the stored UIDs
-    else:
-        result = search.search(parsed, wiring.catalog(), base, budget)
-        for tag, kind in _AUDITED:
-            touched.add(kind, [v for d in result.datasets for v in d.get(tag, {}).get("Value", [])])
-    logger.info(
-        "qido",
-        extra={
-            "transaction": "QIDO-RS",
-            "level": level,
-            "keys": sorted(c.keyword for c in parsed.conditions),  # names only, never values
-            "results": len(result.datasets),
-            "more": result.more,
-            "examined": result.examined,
-            "budget_exhausted": result.exhausted,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-            "outcome": 200,
-        },
+    current = archive()
+    result = http.reader(app, current).search(
+        parsed,
+        http.base_url(request, current.settings.base_path),
+        search.SearchBudget.from_lambda_context(app.lambda_context),
     )
-    response = http.json_response(200, result.datasets, media_type)
-    if result.next_offset is not None:
-        response.headers["Warning"] = qido_response.budget_warning(
-            result.examined, result.next_offset
-        )
-    elif result.more:
-        response.headers["Warning"] = qido_response.MORE_RESULTS_WARNING
-    return response
+    http.log_fields(
+        app,
+        level=level,
+        keys=sorted(c.keyword for c in parsed.conditions),  # names only, never values
+        results=len(result.datasets),
+        more=result.more,
+        examined=result.examined,
+        budget_exhausted=result.exhausted,
+    )
+    return http.search_response(result, media_type)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

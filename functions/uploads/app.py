@@ -13,31 +13,30 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import config, http, keys, logs, wiring
-from shared.dicomweb import paths, stow_request
+from shared import bootstrap, http, keys, logs
+from shared.dicomweb import stow_request
 from shared.errors import BadRequest
 from shared.services import ingest
 
 logger = logs.get_logger()
-app = http.make_resolver(scope=(keys.STORE, keys.ADMIN), transaction="uploads")
+archive = bootstrap.Provider()
+app = http.make_resolver(archive, transaction="uploads", scope=(keys.STORE, keys.ADMIN))
 _ROOT = "/o3-dpacs-wado/stowRsListener/<calling_aet>/uploads"
 _JSON = "application/json"
 
 
 def _base() -> str:
-    return paths.base_url(app.current_event.raw_event, config.settings().base_path)
+    return http.base_url(app.current_event, archive().settings.base_path)
 
 
 def _caller(*, storing: bool = True) -> ingest.Caller:
     """The request's key (its id from the authorizer's context) and its admin scope; 403
     without the ``store`` scope when ``storing``."""
-    event = app.current_event.raw_event
+    request = app.current_event
     if storing:
-        http.require_scope(event, keys.STORE)
-    context = (event.get("requestContext") or {}).get("authorizer") or {}
+        http.require_scope(request, keys.STORE)
     return ingest.Caller(
-        key_id=str(context.get("keyId") or ""),
-        admin=keys.ADMIN in http.granted_scopes(event),
+        key_id=http.key_id(request), admin=keys.ADMIN in http.granted_scopes(request)
     )
 
 
@@ -46,11 +45,11 @@ def create(calling_aet: str) -> Response[str]:
     """Ask for an upload: where to PUT the object (or its parts)."""
     caller = _caller()
     aet = stow_request.calling_aet(calling_aet)
-    request = ingest.UploadRequest.from_json(http.body_bytes(app.current_event.raw_event), aet)
+    request = ingest.UploadRequest.from_json(http.body_bytes(app.current_event), aet)
     answer = ingest.create_upload(
         request,
         caller=caller,
-        store=wiring.uploads(),
+        store=archive().objects,
         upload_root=f"{_base()}/stowRsListener/{calling_aet}/uploads",
     )
     return http.json_response(201, answer, _JSON)
@@ -61,9 +60,9 @@ def complete(calling_aet: str, upload_id: str) -> Response[str]:
     """Assemble a multipart upload from its parts."""
     answer = ingest.complete_upload(
         upload_id,
-        http.body_bytes(app.current_event.raw_event),
+        http.body_bytes(app.current_event),
         caller=_caller(),
-        store=wiring.uploads(),
+        store=archive().objects,
     )
     answer["statusUrl"] = f"{_base()}/stowRsListener/{calling_aet}/uploads/{upload_id}"
     return http.json_response(202, answer, _JSON)
@@ -72,7 +71,7 @@ def complete(calling_aet: str, upload_id: str) -> Response[str]:
 @app.get(f"{_ROOT}/<upload_id>")
 def status(calling_aet: str, upload_id: str) -> Response[str]:
     """Pending, stored, duplicate or failed, with the STOW failure reason."""
-    answer = ingest.status(upload_id, caller=_caller(), store=wiring.uploads(), base_url=_base())
+    answer = ingest.status(upload_id, caller=_caller(), store=archive().objects, base_url=_base())
     return http.json_response(200, answer, _JSON)
 
 
@@ -87,7 +86,7 @@ def listing(calling_aet: str) -> Response[str]:
     answer = ingest.results(
         query.get("prefix", ""),
         caller=_caller(storing=False),
-        store=wiring.uploads(),
+        store=archive().objects,
         base_url=_base(),
         after=query.get("after", ""),
         limit=limit,

@@ -4,20 +4,21 @@ resources viewers use below them: metadata, frames, bulk data, rendered, thumbna
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from shared import budget, config, deadline, http, keys, logs, wiring
-from shared.dicomweb import paths, uids, wado
+from shared import bootstrap, http, keys, logs
+from shared.dicomweb import uids, wado
 from shared.errors import BadRequest
 from shared.ports import InstanceRow
-from shared.services import deidentified, retrieve, viewer
+from shared.services import retrieve, viewer
+from shared.services.reader import Reader
 
 logger = logs.get_logger()
-app = http.make_resolver(scope=(keys.READ, keys.READ_DEIDENTIFIED), transaction="WADO-RS")
+archive = bootstrap.Provider()
+app = http.make_resolver(archive, transaction="WADO-RS", scope=(keys.READ, keys.READ_DEIDENTIFIED))
 _STUDY = "/o3-dpacs-wado/rs/studies/<study>"
 _SERIES = f"{_STUDY}/series/<series>"
 _INSTANCE = f"{_SERIES}/instances/<instance>"
@@ -42,30 +43,20 @@ def retrieve_instance(study: str, series: str, instance: str) -> Response[Any]:
 
 
 def _retrieve(study: str, series: str | None = None, instance: str | None = None) -> Response[Any]:
-    started = time.perf_counter()
-    event = app.current_event.raw_event
-    transfer_syntax = wado.negotiate_rs(http.header(event, "accept"))
-    anonymize = _anonymize(event)
+    transfer_syntax = wado.negotiate_rs(http.header(app.current_event, "accept"))
+    anonymize = _anonymize()
     rows = _locate(study, series, instance)
     outcome = retrieve.retrieve_rs(
-        rows,
-        transfer_syntax=transfer_syntax,
+        rows, transfer_syntax=transfer_syntax, anonymize=anonymize, delivery=_delivery()
+    )
+    http.log_fields(
+        app,
+        instances=len(rows),
+        bytes=sum(r.size for r in rows),
+        transfer_syntax=transfer_syntax or "",
         anonymize=anonymize,
-        delivery=_delivery(),
     )
-    logger.info(
-        "wado-rs",
-        extra={
-            "transaction": "WADO-RS",
-            "instances": len(rows),
-            "bytes": sum(r.size for r in rows),
-            "transfer_syntax": transfer_syntax or "",
-            "anonymize": anonymize,
-            "redirect": isinstance(outcome, retrieve.Redirect),
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-        },
-    )
-    return http.outcome_response(outcome)
+    return http.outcome_response(app, outcome)
 
 
 # ------------------------------------------------------------------ metadata
@@ -90,19 +81,18 @@ def instance_metadata(study: str, series: str, instance: str) -> Response[Any]:
 
 
 def _metadata(study: str, series: str | None = None, instance: str | None = None) -> Response[Any]:
-    started = time.perf_counter()
-    event = app.current_event.raw_event
-    wado.negotiate_metadata(http.header(event, "accept"))
+    request = app.current_event
+    wado.negotiate_metadata(http.header(request, "accept"))
     rows = _locate(study, series, instance)
-    request = viewer.MetadataRequest(
-        base_url=paths.base_url(event, config.settings().base_path),
-        anonymize=_anonymize(event),
-        accepts_gzip=_accepts_gzip(event),
-        if_none_match=http.header(event, "if-none-match"),
+    asked = viewer.MetadataRequest(
+        base_url=http.base_url(request, archive().settings.base_path),
+        anonymize=_anonymize(),
+        accepts_gzip=_accepts_gzip(),
+        if_none_match=http.header(request, "if-none-match"),
     )
-    outcome = viewer.metadata(rows, request, _delivery())
-    _log("metadata", rows, started, outcome)
-    return http.outcome_response(outcome)
+    outcome = viewer.metadata(rows, asked, _delivery())
+    http.log_fields(app, resource="metadata", instances=len(rows))
+    return http.outcome_response(app, outcome)
 
 
 # ------------------------------------------------------------------ frames and bulk data
@@ -111,27 +101,23 @@ def _metadata(study: str, series: str | None = None, instance: str | None = None
 @app.get(f"{_INSTANCE}/frames/<frames>")
 def instance_frames(study: str, series: str, instance: str, frames: str) -> Response[Any]:
     """Pixel data of the listed frames, one part per frame."""
-    started = time.perf_counter()
-    event = app.current_event.raw_event
     numbers = wado.frame_numbers(frames)
-    accept = wado.negotiate_frames(http.header(event, "accept"))
-    accept = dataclasses.replace(accept, gzip=_accepts_gzip(event))
+    accept = wado.negotiate_frames(http.header(app.current_event, "accept"))
+    accept = dataclasses.replace(accept, gzip=_accepts_gzip())
     (row,) = _locate(study, series, instance)
-    outcome = viewer.frames(row, numbers, accept, anonymize=_anonymize(event), delivery=_delivery())
-    _log("frames", [row], started, outcome)
-    return http.outcome_response(outcome)
+    outcome = viewer.frames(row, numbers, accept, anonymize=_anonymize(), delivery=_delivery())
+    http.log_fields(app, resource="frames", instances=1)
+    return http.outcome_response(app, outcome)
 
 
 @app.get(f"{_INSTANCE}/bulk/<path>")
 def instance_bulk(study: str, series: str, instance: str, path: str) -> Response[Any]:
     """The value behind a BulkDataURI of the metadata."""
-    started = time.perf_counter()
-    event = app.current_event.raw_event
-    wado.negotiate_frames(http.header(event, "accept"))
+    wado.negotiate_frames(http.header(app.current_event, "accept"))
     (row,) = _locate(study, series, instance)
-    outcome = viewer.bulk(row, path, anonymize=_anonymize(event), delivery=_delivery())
-    _log("bulk", [row], started, outcome)
-    return http.outcome_response(outcome)
+    outcome = viewer.bulk(row, path, anonymize=_anonymize(), delivery=_delivery())
+    http.log_fields(app, resource="bulk", instances=1)
+    return http.outcome_response(app, outcome)
 
 
 # ------------------------------------------------------------------ rendered and thumbnails
@@ -191,21 +177,25 @@ def frames_thumbnail(study: str, series: str, instance: str, frames: str) -> Res
 def _rendered(
     rows: list[InstanceRow], thumbnail: bool, frames: tuple[int, ...] = ()
 ) -> Response[Any]:
-    started = time.perf_counter()
-    event = app.current_event.raw_event
-    request = wado.parse_rendered(
-        event.get("multiValueQueryStringParameters"),
-        http.header(event, "accept"),
+    request = app.current_event
+    rendering = wado.parse_rendered(
+        request.multi_value_query_string_parameters,
+        http.header(request, "accept"),
         thumbnail=thumbnail,
     )
-    request = dataclasses.replace(request, anonymize=_anonymize(event))
+    rendering = dataclasses.replace(rendering, anonymize=_anonymize())
     row = rows[0] if len(rows) == 1 else viewer.representative(rows)
-    outcome = viewer.rendered(row, request, frames, _delivery())
-    _log("thumbnail" if thumbnail else "rendered", [row], started, outcome)
-    return http.outcome_response(outcome)
+    outcome = viewer.rendered(row, rendering, frames, _delivery())
+    http.log_fields(app, resource="thumbnail" if thumbnail else "rendered", instances=1)
+    return http.outcome_response(app, outcome)
 
 
 # ------------------------------------------------------------------ shared
+
+
+def _reader() -> Reader:
+    """The catalog as the request's key reads it (``http.reader``)."""
+    return http.reader(app, archive())
 
 
 def _locate(
@@ -213,52 +203,21 @@ def _locate(
 ) -> list[InstanceRow]:
     """The instances the path names; a read-deidentified key names them by their
     de-identified UIDs (an original UID finds nothing: 404)."""
-    path = (uids.path_uid(study), uids.path_uid(series), uids.path_uid(instance))
-    if http.deidentified(app.current_event.raw_event):
-        rows = wiring.deidentified_view().locate(*path)
-        _audit_originals(rows)
-        return rows
-    return retrieve.locate(wiring.catalog(), path[0] or "", path[1], path[2])
+    return _reader().locate(uids.path_uid(study), uids.path_uid(series), uids.path_uid(instance))
 
 
-def _audit_originals(rows: list[InstanceRow]) -> None:
-    """The audit record of a de-identified request names the stored UIDs it read too."""
-    touched = http.touched(app)
-    touched.add("studies", [r.study_uid for r in rows])
-    touched.add("series", [r.series_uid for r in rows])
-    touched.add("instances", [r.sop_instance_uid for r in rows])
+def _accepts_gzip() -> bool:
+    return "gzip" in (http.header(app.current_event, "accept-encoding") or "").lower()
 
 
-def _accepts_gzip(event: dict[str, Any]) -> bool:
-    return "gzip" in (http.header(event, "accept-encoding") or "").lower()
-
-
-def _anonymize(event: dict[str, Any]) -> bool:
+def _anonymize() -> bool:
     """``anonymize``; always on for a read-deidentified key (403 if it asks for it off)."""
-    params = event.get("multiValueQueryStringParameters") or {}
-    asked = wado.anonymize_flag(params.get("anonymize"), "true", "false")
-    if http.deidentified(event):
-        deidentified.forced_anonymize(params.get("anonymize"), "false")
-        return True
-    return asked
+    values = app.current_event.multi_value_query_string_parameters.get("anonymize")
+    return _reader().anonymize(wado.anonymize_flag(values, "true", "false"), values, "false")
 
 
 def _delivery() -> retrieve.Delivery:
-    context = app.lambda_context
-    return wiring.delivery(budget.from_context(context), deadline.from_context(context))
-
-
-def _log(resource: str, rows: list[InstanceRow], started: float, outcome: retrieve.Outcome) -> None:
-    logger.info(
-        "wado-rs",
-        extra={
-            "transaction": "WADO-RS",
-            "resource": resource,
-            "instances": len(rows),
-            "redirect": isinstance(outcome, retrieve.Redirect),
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-        },
-    )
+    return http.delivery(app, archive())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -1,1 +1,1 @@
-"""AWS adapters behind the ports of :mod:`shared.ports`; only ``wiring`` imports them."""
+"""Adapters behind the ports of :mod:`shared.ports`, built by ``shared.bootstrap``."""

@@ -34,3 +34,18 @@ def secret(path: Path, generate: Callable[[], bytes] = _random) -> bytes:
         os.link(temporary, path)  # fails if another process made it first: keep theirs
     temporary.unlink()
     return path.read_bytes()
+
+
+class FileSecret:
+    """A secret of the embedded backend (port :class:`shared.ports.Secret`): the file
+    ``path``, created on first use, read once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._value: bytes | None = None
+
+    def value(self) -> bytes:
+        """The secret's bytes (created if absent)."""
+        if self._value is None:
+            self._value = secret(self.path)
+        return self._value

@@ -121,6 +121,11 @@ def new_boundary() -> str:
     return "dcm-" + secrets.token_hex(16)
 
 
+def related_type(media_type: str, boundary: str) -> str:
+    """The Content-Type of a multipart/related body of ``media_type`` parts (RFC 2387)."""
+    return f'multipart/related; type="{media_type}"; boundary={boundary}'
+
+
 def part_header(boundary: str, content_type: str) -> bytes:
     """The delimiter and headers that open a body part."""
     return f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("ascii")

@@ -66,7 +66,6 @@ MATCHABLE = frozenset(
     }
 )
 _RETRIEVE_URL = "00081190"
-_AUDITED = (("0020000D", "studies"), ("0020000E", "series"), ("00080018", "instances"))
 
 
 class Deidentifier(Protocol):
@@ -152,10 +151,7 @@ class View:
         if resolved is None:
             return Found(search.SearchResult([], more=False))
         found = search.search(resolved, self.catalog, base_url, budget)
-        originals = {
-            kind: [v for d in found.datasets for v in d.get(tag, {}).get("Value", [])]
-            for tag, kind in _AUDITED
-        }
+        originals = search.answered_uids(found.datasets)
         page = [self._deidentified(d, base_url) for d in found.datasets]
         return Found(dataclasses.replace(found, datasets=page), originals)
 

@@ -37,12 +37,38 @@ TRANSCODE_BUDGET = 256 << 20
 
 
 @dataclass(frozen=True)
+class Media:
+    """What a body is: the values ``shared.http`` writes as the answer's headers, and the
+    type and name an object assembled for a redirect is served with."""
+
+    media_type: str
+    #: Set for a multipart/related body of ``media_type`` parts, delimited by it.
+    boundary: str = ""
+    #: The name a download is saved under.
+    filename: str = ""
+    #: Whether an inline answer names ``filename`` too: a file to save, not to show.
+    attachment: bool = False
+    #: A strong validator of the body (``If-None-Match`` compares with it).
+    etag: str = ""
+    #: The body is gzip-compressed.
+    gzipped: bool = False
+    #: The body depends on whether the client accepts gzip.
+    varies_by_encoding: bool = False
+
+    @property
+    def content_type(self) -> str:
+        """The body's media type, with its multipart parameters."""
+        if self.boundary:
+            return multipart.related_type(self.media_type, self.boundary)
+        return self.media_type
+
+
+@dataclass(frozen=True)
 class Inline:
     """A body returned by the function."""
 
     body: bytes
-    content_type: str
-    headers: dict[str, str] = field(default_factory=dict)
+    media: Media
 
 
 @dataclass(frozen=True)
@@ -197,10 +223,9 @@ def retrieve_rs(
 ) -> Outcome:
     """multipart/related; type="application/dicom" of the instances (PS3.18 §10.4)."""
     _check_transfer_syntax(rows, transfer_syntax)
-    boundary = multipart.new_boundary()
-    content_type = f'multipart/related; type="{DICOM}"; boundary={boundary}'
-    chunks = _multipart(rows, boundary, anonymize, transfer_syntax, delivery)
-    return deliver(chunks, content_type, "retrieve.multipart", {}, delivery)
+    media = Media(DICOM, boundary=multipart.new_boundary(), filename="retrieve.multipart")
+    chunks = _multipart(rows, media.boundary, anonymize, transfer_syntax, delivery)
+    return deliver(chunks, media, delivery)
 
 
 def _multipart(
@@ -225,13 +250,7 @@ def _multipart(
     return multipart.stream_related(parts, boundary)
 
 
-def deliver(
-    chunks: Iterator[bytes],
-    content_type: str,
-    filename: str,
-    headers: dict[str, str],
-    delivery: Delivery,
-) -> Outcome:
+def deliver(chunks: Iterator[bytes], media: Media, delivery: Delivery) -> Outcome:
     """Inline when the whole body fits the limit, else the body assembled in S3 and a
     redirect: chunks are buffered up to the limit, then streamed (one instance in memory)."""
     buffered: list[bytes] = []
@@ -240,41 +259,39 @@ def deliver(
         buffered.append(chunk)
         size += len(chunk)
         if size > delivery.inline_limit:
-            return _assembled(itertools.chain(buffered, chunks), content_type, filename, delivery)
-    return Inline(b"".join(buffered), content_type, headers)
+            return _assembled(itertools.chain(buffered, chunks), media, delivery)
+    return Inline(b"".join(buffered), media)
 
 
-def _assembled(
-    chunks: Iterator[bytes], content_type: str, filename: str, delivery: Delivery
-) -> Redirect:
+def _assembled(chunks: Iterator[bytes], media: Media, delivery: Delivery) -> Redirect:
     key = f"{ASSEMBLED_PREFIX}{uuid.uuid4()}"
-    delivery.store.put_stream(key, chunks, content_type)
+    delivery.store.put_stream(key, chunks, media.content_type)
     url = delivery.store.presign_get(
-        key, expires=delivery.presign_ttl, content_type=content_type, filename=filename
+        key, expires=delivery.presign_ttl, content_type=media.content_type, filename=media.filename
     )
     return Redirect(url)
 
 
 def retrieve_uri(row: InstanceRow, request: UriRequest, delivery: Delivery) -> Outcome:
     """One instance as a Part 10 file or a rendered image (WADO-URI, PS3.18 §9)."""
-    media = request.choose(image=_is_image(row), single_frame=_frames(row) <= 1)
-    if media != DICOM:
-        return _rendered(row, request, media, delivery)
+    chosen = request.choose(image=_is_image(row), single_frame=_frames(row) <= 1)
+    if chosen != DICOM:
+        return _rendered(row, request, chosen, delivery)
     transfer_syntax = request.transfer_syntax
     if transfer_syntax == row.transfer_syntax:
         transfer_syntax = None
     _check_transfer_syntax([row], transfer_syntax)
     filename = f"{_download_uid(row, request.anonymize, delivery)}.dcm"
-    disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    download = Media(DICOM, filename=filename, attachment=True)
     if not request.anonymize and transfer_syntax is None:
         if row.size <= delivery.inline_limit:
-            return Inline(delivery.store.get(row.blob_key), DICOM, disposition)
+            return Inline(delivery.store.get(row.blob_key), download)
         url = delivery.store.presign_get(
             row.blob_key, expires=delivery.presign_ttl, content_type=DICOM, filename=filename
         )
         return Redirect(url)
     data = _instance_bytes(row, request.anonymize, transfer_syntax, delivery)
-    return deliver(iter([data]), DICOM, filename, disposition, delivery)
+    return deliver(iter([data]), download, delivery)
 
 
 def _rendered(row: InstanceRow, request: UriRequest, media: str, delivery: Delivery) -> Outcome:
@@ -286,7 +303,7 @@ def _rendered(row: InstanceRow, request: UriRequest, media: str, delivery: Deliv
     body = render.render_bytes(data, request.rendering, media, memory_budget=delivery.memory_budget)
     extension = "png" if media == PNG else "jpg"
     name = f"{_download_uid(row, request.anonymize, delivery)}.{extension}"
-    return deliver(iter([body]), media, name, {}, delivery)
+    return deliver(iter([body]), Media(media, filename=name), delivery)
 
 
 def _download_uid(row: InstanceRow, anonymize: bool, delivery: Delivery) -> str:

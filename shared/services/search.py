@@ -80,6 +80,18 @@ class SearchBudget:
         return cls(extra_items=items, deadline=time.monotonic() + max(seconds, 0.0))
 
 
+#: The UIDs an audit record names of a search's results: (tag, level).
+AUDITED = (("0020000D", "studies"), ("0020000E", "series"), ("00080018", "instances"))
+
+
+def answered_uids(datasets: list[Dataset]) -> dict[str, list[str]]:
+    """The study, series and instance UIDs the results hold, by level (``AUDITED``)."""
+    return {
+        level: [v for d in datasets for v in d.get(tag, {}).get("Value", [])]
+        for tag, level in AUDITED
+    }
+
+
 @dataclass(frozen=True)
 class SearchResult:
     """One page of matches; ``more`` when further matches exist (Warning 299).

@@ -32,7 +32,7 @@ from shared.dicomweb import multipart, paths
 from shared.dicomweb.wado import DICOM_JSON, FRAME_MEDIA, OCTET_STREAM, FrameAccept
 from shared.errors import NotAcceptable, NotFound
 from shared.ports import InstanceRow
-from shared.services.retrieve import Delivery, NotModified, Outcome, deliver, read_whole
+from shared.services.retrieve import Delivery, Media, NotModified, Outcome, deliver, read_whole
 
 if TYPE_CHECKING:
     from shared.dicomweb.wado import RenderedRequest
@@ -85,14 +85,12 @@ def metadata(rows: list[InstanceRow], request: MetadataRequest, delivery: Delive
             delivery.deadline.check("building the metadata")
         parts.append(_instance_text(row, request.base_url, request.anonymize, delivery))
     body = ("[" + ",".join(parts) + "]").encode("utf-8")
-    headers = {"ETag": tag, "Vary": "Accept-Encoding"}
+    media = Media(DICOM_JSON, filename="metadata.json", etag=tag, varies_by_encoding=True)
     if request.accepts_gzip:
         packed = gzip.compress(body, 6)
         if len(packed) <= delivery.inline_limit:  # decided on the compressed size
-            return deliver(iter([packed]), DICOM_JSON, "metadata.json", {
-                **headers, "Content-Encoding": "gzip"
-            }, delivery)  # fmt: skip
-    return deliver(iter([body]), DICOM_JSON, "metadata.json", headers, delivery)
+            return deliver(iter([packed]), dataclasses.replace(media, gzipped=True), delivery)
+    return deliver(iter([body]), media, delivery)
 
 
 def _matches(header: str, tag: str) -> bool:
@@ -270,24 +268,25 @@ def bulk(row: InstanceRow, path: str, *, anonymize: bool, delivery: Delivery) ->
 def _gzipped_multipart(
     parts: Iterator[tuple[str, Iterator[bytes]]], kind: str, delivery: Delivery
 ) -> Outcome:
-    boundary = multipart.new_boundary()
-    content_type = f'multipart/related; type="{kind.split(";", 1)[0]}"; boundary={boundary}'
-    body = b"".join(multipart.stream_related(parts, boundary))
+    media = _related(kind)
+    body = b"".join(multipart.stream_related(parts, media.boundary))
     packed = gzip.compress(body, 1)
     if len(packed) <= delivery.inline_limit:  # else the plain body, as metadata does
-        headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-        return deliver(iter([packed]), content_type, "frames", headers, delivery)
-    return deliver(iter([body]), content_type, "frames", {}, delivery)
+        packed_media = dataclasses.replace(media, gzipped=True, varies_by_encoding=True)
+        return deliver(iter([packed]), packed_media, delivery)
+    return deliver(iter([body]), media, delivery)
 
 
 def _multipart(
     parts: Iterator[tuple[str, Iterator[bytes]]], kind: str, delivery: Delivery
 ) -> Outcome:
-    boundary = multipart.new_boundary()
-    media = kind.split(";", 1)[0]
-    content_type = f'multipart/related; type="{media}"; boundary={boundary}'
-    chunks = multipart.stream_related(parts, boundary)
-    return deliver(chunks, content_type, "frames", {}, delivery)
+    media = _related(kind)
+    return deliver(multipart.stream_related(parts, media.boundary), media, delivery)
+
+
+def _related(kind: str) -> Media:
+    """A multipart/related body whose parts are of the media type of ``kind``."""
+    return Media(kind.split(";", 1)[0], boundary=multipart.new_boundary(), filename="frames")
 
 
 # ------------------------------------------------------------------ rendered and thumbnails
@@ -327,7 +326,7 @@ def rendered(
     extension = "png" if request.media == PNG else "jpg"
     if len(frames_asked) <= 1:
         body = image(frames_asked[0] if frames_asked else 1)
-        return deliver(iter([body]), request.media, f"image.{extension}", {}, delivery)
+        return deliver(iter([body]), Media(request.media, filename=f"image.{extension}"), delivery)
     parts = ((request.media, iter([image(n)])) for n in _in_time(frames_asked, delivery))
     return _multipart(parts, request.media, delivery)
 

@@ -171,7 +171,9 @@ def test_one_put_one_read_and_one_transaction_per_new_instance(aws: dict[str, An
     parts = [
         Part(dicom_files.with_new_uids(), {"content-type": "application/dicom"}) for _ in range(n)
     ]
-    result = store(StoreRequest(parts, "AE1", "https://h/o3-dpacs-wado"), objects=blobs, index=index)
+    result = store(
+        StoreRequest(parts, "AE1", "https://h/o3-dpacs-wado"), objects=blobs, index=index
+    )
     assert result.status == 200
     grams = calls.pop("UpdateItem")
     assert calls == Counter({"PutObject": n, "TransactWriteItems": n, "GetItem": n})

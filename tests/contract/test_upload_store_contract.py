@@ -76,7 +76,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
             region_name=REGION,
             aws_access_key_id=CREDENTIALS.access_key,
             aws_secret_access_key=CREDENTIALS.secret_key,
-            config=Config(signature_version="s3v4"),  # as shared.wiring builds it
+            config=Config(signature_version="s3v4"),  # as shared.bootstrap builds it
         )
         client.create_bucket(Bucket=BUCKET)
         yield S3BlobStore(client, BUCKET)

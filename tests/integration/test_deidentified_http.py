@@ -18,9 +18,9 @@ from local.stack import LocalStack
 from shared import keys
 from shared.adapters.key_store import FileKeyStore
 from shared.adapters.local_secrets import secret
+from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
 from shared.dicom.uid_map import map_uid
 from shared.dicomweb.multipart import build_related, new_boundary
-from shared.wiring import API_KEYS_FILE, SECRETS_DIR
 from tests import dicom_files
 
 pytestmark = pytest.mark.integration

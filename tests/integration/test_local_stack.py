@@ -28,7 +28,7 @@ from local.stack import DEV_KEY_FILE, DEV_KEY_LABEL, LocalStack
 from local.template import PROJECT_ROOT
 from shared import keys
 from shared.adapters.key_store import FileKeyStore
-from shared.wiring import API_KEYS_FILE, SECRETS_DIR
+from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
 from tests.served import Served
 from tests.served import served as serve
 

@@ -123,7 +123,7 @@ def test_metadata_on_dynamodb_is_read_from_the_index(
     moto_stack: LocalStack, stored: tuple[str, str, str]
 ) -> None:
     study, series, sop = stored
-    catalog = moto_stack.adapters()[2]
+    catalog = moto_stack.archive.catalog
     (row,) = catalog.instances_by_uid([sop])
     assert row.metadata  # kept in the instance item (binary attribute "meta")
     response = requests.get(

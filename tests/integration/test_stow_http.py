@@ -40,12 +40,12 @@ def stow(
 
 def study_row(stack: LocalStack, study_uid: str) -> StudyRow:
     """The study as the stack's index holds it (read through the Catalog port)."""
-    (row,) = stack.adapters()[2].studies_by_uid([study_uid])
+    (row,) = stack.archive.catalog.studies_by_uid([study_uid])
     return row
 
 
 def instance_row(stack: LocalStack, sop_uid: str) -> InstanceRow:
-    (row,) = stack.adapters()[2].instances_by_uid([sop_uid])
+    (row,) = stack.archive.catalog.instances_by_uid([sop_uid])
     return row
 
 
@@ -72,7 +72,7 @@ def test_every_transfer_syntax_stores(local_stack: LocalStack, ts: str, name: st
     sha = hashlib.sha256(data).hexdigest()
     key = instance_row(local_stack, sop_uid).blob_key
     assert key.endswith(f"/{sop_uid}.{sha}.dcm")
-    assert local_stack.adapters()[0].get(key) == data
+    assert local_stack.archive.objects.get(key) == data
 
 
 @pytest.mark.parametrize("case", dicom_files.REJECTED, ids=lambda c: c.name)

@@ -16,8 +16,8 @@ from pydicom.uid import generate_uid
 from local.stack import LocalStack
 from shared import keys
 from shared.adapters.key_store import FileKeyStore
+from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
 from shared.dicom import failures
-from shared.wiring import API_KEYS_FILE, SECRETS_DIR
 from tests import dicom_files, uploads
 
 pytestmark = pytest.mark.integration

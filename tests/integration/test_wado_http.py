@@ -276,9 +276,11 @@ def large(local_stack: LocalStack) -> Stored:
     """pydicom-data's 7.2 MB RG1_UNCR.dcm, stored through the storage layer directly
     (STOW takes at most 4.5 MB per request)."""
     data = dicom_files.data("RG1_UNCR.dcm")
-    blobs, index, _ = local_stack.adapters()
+    archive = local_stack.archive
     result = store(
-        StoreRequest([Part(data, {})], "DIRECT", local_stack.base_url), objects=blobs, index=index
+        StoreRequest([Part(data, {})], "DIRECT", local_stack.base_url),
+        objects=archive.objects,
+        index=archive.index,
     )
     assert result.status == 200
     return Stored("RG1_UNCR.dcm", data, *_uids(data))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from shared import config, keys, wiring
+from shared import bootstrap, config, keys
 from tests.handlers import ROOT, load
 
 ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/v1/POST/o3-dpacs-wado/stowRsListener/A/studies"
@@ -34,15 +34,20 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return now
 
 
+def container(store: FakeStore):
+    """An authorizer module (a container) whose archive holds ``store``."""
+    module = load("authorizer")
+    settings = config.Settings(key_cache_ttl=60)
+    return module, module.archive.using(bootstrap.build(settings, key_store=store))
+
+
 @pytest.fixture
 def authorizer(monkeypatch: pytest.MonkeyPatch, clock: list[float]):
-    module = load("authorizer")
     store = FakeStore()
-    wiring.override()
-    wiring.override(key_store=store)
+    module, archive = container(store)
     monkeypatch.setattr(config, "settings", lambda: config.Settings(key_cache_ttl=60))
-    yield module, store
-    wiring.override()
+    with archive:
+        yield module, store
 
 
 def event(token: object) -> dict[str, object]:
@@ -135,15 +140,16 @@ def test_a_flood_of_unknown_keys_reads_the_list_at_most_once_a_second(authorizer
 
 def test_the_refresh_limit_is_shared_by_the_containers_of_a_process(authorizer, clock) -> None:
     module, store = authorizer
-    other = load("authorizer")  # a second container: its own module, the same process
+    other, its_archive = container(store)  # a second container: the same process
     store.entries.append(keys.generate()[1])
-    for container in (module, other):
-        with pytest.raises(Exception, match="Unauthorized"):
-            container.lambda_handler(event("o3k_wrong-key-0123456789"), None)
-    clock[0] += 0.5
-    for container in (module, other):
-        with pytest.raises(Exception, match="Unauthorized"):
-            container.lambda_handler(event("o3k_other-wrong-key-0123"), None)
+    with its_archive:
+        for one in (module, other):
+            with pytest.raises(Exception, match="Unauthorized"):
+                one.lambda_handler(event("o3k_wrong-key-0123456789"), None)
+        clock[0] += 0.5
+        for one in (module, other):
+            with pytest.raises(Exception, match="Unauthorized"):
+                one.lambda_handler(event("o3k_other-wrong-key-0123"), None)
     assert store.loads == 2  # each container's first read; no refresh within the second
 
 

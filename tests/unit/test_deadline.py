@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared import deadline, wiring
+from shared import bootstrap, config, deadline
 from shared.deadline import Deadline
 from shared.dicom import failures
 from shared.dicomweb import wado
@@ -16,6 +16,7 @@ from shared.dicomweb.multipart import Part
 from shared.errors import OutOfTime
 from shared.ports import InstanceRow
 from shared.services import retrieve, viewer
+from shared.services.anonymizer import Anonymizer
 from shared.services.store import StoreRequest, store
 from tests import dicom_files
 from tests.fakes import FakeCatalog, FakeIndex, FakeObjectStore
@@ -237,13 +238,15 @@ def test_the_wado_rs_handler_answers_503_with_retry_after_not_a_timeout() -> Non
         f"/o3-dpacs-wado/rs/studies/{study}",
         path_parameters={"STUDY": study},
     )
-    wiring.override(objects=objects, catalog=FakeCatalog(rows), anonymization_key=b"k")
-    try:
-        with quiet(module):
-            response = module.lambda_handler(event, _NearlyOut())
-            in_time = module.lambda_handler(event, Context())
-    finally:
-        wiring.override()
+    fakes = bootstrap.build(
+        config.settings(),
+        objects=objects,
+        catalog=FakeCatalog(rows),
+        anonymizer=Anonymizer(lambda: b"k"),
+    )
+    with module.archive.using(fakes), quiet(module):
+        response = module.lambda_handler(event, _NearlyOut())
+        in_time = module.lambda_handler(event, Context())
     assert response["statusCode"] == 503
     assert response["multiValueHeaders"]["Retry-After"] == ["5"]
     assert "did not finish" in json_body(response)["message"]
@@ -263,12 +266,9 @@ def test_the_stow_handler_answers_503_with_retry_after_not_a_timeout() -> None:
         headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'},
         path_parameters={"CALLING_AET": "T"},
     )
-    wiring.override(blobs=FakeObjectStore(), index=FakeIndex())
-    try:
-        with quiet(module):
-            response = module.lambda_handler(event, _NearlyOut())
-    finally:
-        wiring.override()
+    fakes = bootstrap.build(config.settings(), objects=FakeObjectStore(), index=FakeIndex())
+    with module.archive.using(fakes), quiet(module):
+        response = module.lambda_handler(event, _NearlyOut())
     assert response["statusCode"] == 503
     assert response["multiValueHeaders"]["Retry-After"] == ["5"]
     assert json.loads(response["body"])["message"].startswith("no instance could be stored")

@@ -43,7 +43,7 @@ from moto import mock_aws
 from pydicom.dataset import Dataset
 
 from local.template import load as load_template
-from shared import config, keys, wiring
+from shared import bootstrap, config, keys
 from shared.dicom.uid_map import DICOM_UID_ROOT, map_uid
 from shared.services import deidentified
 from tests import dicom_files
@@ -183,6 +183,15 @@ def backend(kind: str, data_dir: Path, patch: pytest.MonkeyPatch) -> Iterator[co
         )
 
 
+@contextlib.contextmanager
+def serving(built: bootstrap.Archive) -> Iterator[bootstrap.Archive]:
+    """Every function these tests call answering from ``built``."""
+    with contextlib.ExitStack() as stack:
+        for name in (*_FUNCTIONS.values(), "stow"):
+            stack.enter_context(_module(name).archive.using(built))
+        yield built
+
+
 @pytest.fixture(scope="module", params=["local", "moto"])
 def archive(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -191,14 +200,13 @@ def archive(
     try:
         with backend(request.param, tmp_path_factory.mktemp("deid"), patch) as chosen:
             patch.setattr(config, "settings", lambda: chosen)
-            wiring.override()
-            yield _stored_archive()
+            with serving(bootstrap.build(chosen)) as built:
+                yield _stored_archive(built)
     finally:
-        wiring.override()
         patch.undo()
 
 
-def _stored_archive() -> Archive:
+def _stored_archive(built: bootstrap.Archive) -> Archive:
     study = pydicom.uid.generate_uid()
     series = pydicom.uid.generate_uid()
     files, stored = [], []
@@ -213,11 +221,11 @@ def _stored_archive() -> Archive:
         stored.append(item)
     event = stow_event(STUDIES, "", multipart_related(files), "deid-stow")
     event["requestContext"]["authorizer"]["scopes"] = keys.STORE
-    stow = load("stow")
+    stow = _module("stow")
     with quiet(stow):
         response = stow.lambda_handler(event, Context())
     assert response["statusCode"] == 200, response["body"]
-    key = wiring.anonymization_key()
+    key = built.anonymizer.key()
     with_deid = [
         Stored(
             s.uids,
@@ -568,12 +576,9 @@ def test_the_audit_names_the_stored_uids_a_deidentified_request_read(archive: Ar
     path = {level: item.deid[level] for level in ("STUDY", "SERIES", "INSTANCE")}
     records: list[dict[str, Any]] = []
     sink = type("Sink", (), {"write": lambda self, record: records.append(record)})()
-    wiring.override(audit_sink=sink)
-    try:
+    with serving(bootstrap.build(config.settings(), audit=sink)):
         assert call("wado_rs", resource + "/metadata", path, None)["statusCode"] == 200
         assert _qido("studies", {"StudyInstanceUID": [item.deid["STUDY"]]})["statusCode"] == 200
-    finally:
-        wiring._overrides.pop("audit_sink", None)
     wado, qido = records
     assert item.uids["INSTANCE"] in wado["instances"]
     assert item.deid["INSTANCE"] in wado["instances"]

@@ -30,10 +30,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from shared import config, keys, wiring
+from shared import bootstrap, config, keys
 from shared.adapters.key_store import FileKeyStore
 from shared.adapters.usage_plans import EntryLimits
-from shared.wiring import API_KEYS_FILE, SECRETS_DIR
+from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
 from tests.handlers import load
 from tools import apikeys
 
@@ -216,12 +216,10 @@ def authorizer():
             return [entry]
 
     saved = config.settings
-    wiring.override()
-    wiring.override(key_store=Store())
     config.settings = lambda: config.Settings(key_cache_ttl=60)  # type: ignore[method-assign]
-    yield module, key
+    with module.archive.using(bootstrap.build(config.settings(), key_store=Store())):
+        yield module, key
     config.settings = saved  # type: ignore[method-assign]
-    wiring.override()
 
 
 @settings(

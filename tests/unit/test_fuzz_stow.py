@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from shared import wiring
+from shared import bootstrap, config
 from tests import dicom_files, fuzz
 from tests.fakes import FakeBlobStore, FakeIndex
 from tests.handlers import Context, load, quiet, rest_event
@@ -64,27 +64,24 @@ def run(seed: int, count: int, retrieve_limit: int = RETRIEVED_PER_CHUNK) -> Fin
     module = load("stow")
     handler = module.lambda_handler
     blobs, index = FakeBlobStore(), FakeIndex()
-    wiring.override(blobs=blobs, index=index)
     found = Findings()
-    try:
-        with quiet(module):
-            for name, data in fuzz.cases(seed, count, corpus()):
-                started = time.perf_counter()
-                try:
-                    status = int(handler(_event(data), Context())["statusCode"])
-                except Exception as exc:  # noqa: BLE001 - a crash is what we look for
-                    status = 599
-                    found.server_errors.append(f"{name}: raised {type(exc).__name__}")
-                elapsed = time.perf_counter() - started
-                found.cases += 1
-                found.by_status[status] = found.by_status.get(status, 0) + 1
-                found.slowest = max(found.slowest, elapsed)
-                if status >= 500 and status != 599:
-                    found.server_errors.append(f"{name}: {status}")
-                if elapsed > SLOW_S:
-                    found.slow.append(f"{name}: {elapsed:.1f} s")
-    finally:
-        wiring.override()
+    fakes = bootstrap.build(config.settings(), objects=blobs, index=index)
+    with module.archive.using(fakes), quiet(module):
+        for name, data in fuzz.cases(seed, count, corpus()):
+            started = time.perf_counter()
+            try:
+                status = int(handler(_event(data), Context())["statusCode"])
+            except Exception as exc:  # noqa: BLE001 - a crash is what we look for
+                status = 599
+                found.server_errors.append(f"{name}: raised {type(exc).__name__}")
+            elapsed = time.perf_counter() - started
+            found.cases += 1
+            found.by_status[status] = found.by_status.get(status, 0) + 1
+            found.slowest = max(found.slowest, elapsed)
+            if status >= 500 and status != 599:
+                found.server_errors.append(f"{name}: {status}")
+            if elapsed > SLOW_S:
+                found.slow.append(f"{name}: {elapsed:.1f} s")
     for data in _stored(blobs, retrieve_limit):
         found.retrieved += 1
         found.retrieve_errors += _retrieve_errors(data)

@@ -29,7 +29,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from local.objects import ObjectServer
-from shared import keys, wiring
+from shared import bootstrap, config, keys
 from shared.adapters.file_blobs import FileBlobStore
 from shared.adapters.local_urls import PATH_PREFIX, UrlRefused, UrlSigner
 from shared.adapters.sqlite_index import SqliteIndex
@@ -92,12 +92,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     for key in ingest.stale(store, older_than=0):
         ingest.ingest(key, store=store, index=index, inflate_limit=1 << 28)
     module = load("uploads")
-    wiring.override(objects=store, audit_sink=Audit())
-    try:
-        with quiet(module):
-            yield World(module, store, upload_ids)
-    finally:
-        wiring.override()
+    fakes = bootstrap.build(config.settings(), objects=store, audit=Audit())
+    with module.archive.using(fakes), quiet(module):
+        yield World(module, store, upload_ids)
 
 
 def _call(

@@ -17,10 +17,11 @@ from typing import Any
 import pydicom
 import pytest
 
-from shared import budget, wiring
+from shared import bootstrap, budget, config
 from shared.dicomweb import stow_result
 from shared.dicomweb.multipart import Part
 from shared.ports import InstanceRow
+from shared.services.anonymizer import Anonymizer
 from shared.services.store import StoreRequest, store
 from tests import dicom_files, fuzz
 from tests.fakes import FakeCatalog, FakeIndex, FakeObjectStore
@@ -59,12 +60,9 @@ def _stow(data: bytes, memory_mb: int) -> dict[str, Any]:
         headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'},
         path_parameters={"CALLING_AET": "MEM"},
     )
-    wiring.override(blobs=FakeObjectStore(), index=FakeIndex())
-    try:
-        with quiet(module):
-            response: dict[str, Any] = module.lambda_handler(event, SizedContext(memory_mb))
-    finally:
-        wiring.override()
+    fakes = bootstrap.build(config.settings(), objects=FakeObjectStore(), index=FakeIndex())
+    with module.archive.using(fakes), quiet(module):
+        response: dict[str, Any] = module.lambda_handler(event, SizedContext(memory_mb))
     return response
 
 
@@ -115,12 +113,11 @@ def _wado_uri(data: bytes, memory_mb: int, **params: str) -> dict[str, Any]:
     event = rest_event("GET", "/o3-dpacs-wado/wado", "/o3-dpacs-wado/wado")
     event["queryStringParameters"] = query
     event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
-    wiring.override(objects=objects, catalog=catalog, anonymization_key=b"k")
-    try:
-        with quiet(module):
-            response: dict[str, Any] = module.lambda_handler(event, SizedContext(memory_mb))
-    finally:
-        wiring.override()
+    fakes = bootstrap.build(
+        config.settings(), objects=objects, catalog=catalog, anonymizer=Anonymizer(lambda: b"k")
+    )
+    with module.archive.using(fakes), quiet(module):
+        response: dict[str, Any] = module.lambda_handler(event, SizedContext(memory_mb))
     return response
 
 

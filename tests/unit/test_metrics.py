@@ -58,29 +58,28 @@ def test_stow_reports_instances_stored_and_latency(
     from shared import config
 
     monkeypatch.setattr(config, "settings", lambda: config.Settings(metrics=True))
-    from shared import wiring
+    from shared import bootstrap
     from tests import dicom_files
     from tests.fakes import FakeBlobStore, FakeIndex
 
-    wiring.override(
-        blobs=FakeBlobStore(),
+    fakes = bootstrap.build(
+        config.settings(),
+        objects=FakeBlobStore(),
         index=FakeIndex(),
-        audit_sink=type("S", (), {"write": lambda self, r: None})(),
+        audit=type("S", (), {"write": lambda self, r: None})(),
     )
-    try:
-        module = load("stow")
-        event = rest_event(
-            "POST",
-            "/o3-dpacs-wado/stowRsListener/{CALLING_AET}/studies",
-            "/o3-dpacs-wado/stowRsListener/M1/studies",
-            body=dicom_files.with_new_uids(),
-            headers={"Content-Type": "application/dicom"},
-            path_parameters={"CALLING_AET": "M1"},
-        )
-        capsys.readouterr()
+    module = load("stow")
+    event = rest_event(
+        "POST",
+        "/o3-dpacs-wado/stowRsListener/{CALLING_AET}/studies",
+        "/o3-dpacs-wado/stowRsListener/M1/studies",
+        body=dicom_files.with_new_uids(),
+        headers={"Content-Type": "application/dicom"},
+        path_parameters={"CALLING_AET": "M1"},
+    )
+    capsys.readouterr()
+    with module.archive.using(fakes):
         assert module.lambda_handler(event, Context())["statusCode"] == 200
-    finally:
-        wiring.override()
     emitted = [
         json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line
     ]

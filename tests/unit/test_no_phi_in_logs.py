@@ -19,12 +19,12 @@ SECRET_ACCESSION = "ACC-55555-SECRET"
 
 @pytest.fixture
 def stow(monkeypatch):
-    from shared import wiring
+    from shared import bootstrap, config
 
     blobs, index = FakeBlobStore(), FakeIndex()
-    wiring.override(blobs=blobs, index=index)
-    yield load("stow"), blobs, index
-    wiring.override()
+    module = load("stow")
+    with module.archive.using(bootstrap.build(config.settings(), objects=blobs, index=index)):
+        yield module, blobs, index
 
 
 def post(module, *datas: bytes):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from local.api_gateway.authorizer import policy_allows
 from local.template import load as load_template
-from shared import config, keys, wiring
+from shared import bootstrap, config, keys
 from tests.handlers import Context, load
 
 STAGE_ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/v1"
@@ -61,15 +61,13 @@ def test_every_api_function_has_a_required_scope() -> None:
 def test_the_policy_opens_exactly_the_routes_of_the_key_s_scopes(scopes, monkeypatch) -> None:
     module = load("authorizer")
     key, entry = keys.generate("k", scopes)
-    wiring.override()
-    wiring.override(key_store=type("S", (), {"load": lambda self: [entry]})())
+    store = type("S", (), {"load": lambda self: [entry]})()
     monkeypatch.setattr(config, "settings", lambda: config.Settings(key_cache_ttl=0))
-    try:
+    fakes = bootstrap.build(config.settings(), key_store=store)
+    with module.archive.using(fakes):
         decision = module.lambda_handler(
             {"type": "TOKEN", "authorizationToken": key, "methodArn": f"{STAGE_ARN}/GET/x"}, None
         )
-    finally:
-        wiring.override()
     for function, method, path in ROUTES:
         arn = f"{STAGE_ARN}/{method}{_sample_path(path)}"
         expected = bool(set(_required(function, method, path)) & set(scopes))

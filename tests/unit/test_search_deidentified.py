@@ -18,15 +18,16 @@ from typing import Any
 
 import pytest
 
-from shared import config, wiring
+from shared import bootstrap, config
 from shared.dicom.uid_map import map_uid
 from shared.dicom.validate import validate
 from shared.dicomweb.query import Query, parse
 from shared.ports import AddOutcome, Candidates, Catalog
 from shared.services import search
+from shared.services.deidentified import View
 from shared.services.store import _record
 from tests import dicom_files
-from tests.unit.test_deidentified_view import backend, body_of, call
+from tests.unit.test_deidentified_view import backend, body_of, call, serving
 
 BASE = "https://h/o3-dpacs-wado"
 SERIES = 14
@@ -37,10 +38,16 @@ SERIES_RESOURCE = "/o3-dpacs-wado/qido/{AET}/series"
 
 @dataclasses.dataclass(frozen=True)
 class Indexed:
-    """The original Series Instance UIDs stored with SeriesNumber 7, and the key."""
+    """The original Series Instance UIDs stored with SeriesNumber 7, the key, and the
+    archive the functions answer from."""
 
     matching: frozenset[str]
     key: bytes
+    archive: bootstrap.Archive
+
+    def view(self) -> View:
+        """The read-deidentified view of the archive."""
+        return View(self.archive.catalog, self.archive.deidentified, self.archive.anonymizer)
 
 
 @pytest.fixture(scope="module", params=["local", "moto"])
@@ -51,18 +58,17 @@ def indexed(
     try:
         with backend(request.param, tmp_path_factory.mktemp("deid-budget"), patch) as chosen:
             patch.setattr(config, "settings", lambda: chosen)
-            wiring.override()
-            matching = set()
-            for number in range(SERIES):
-                series_number = 7 if number in MATCHING else 8
-                data = dicom_files.with_new_uids(SeriesNumber=series_number)
-                record = _record(validate(data), "AE", datetime.now(UTC))
-                assert wiring.index().add(record) is AddOutcome.STORED
-                if series_number == 7:
-                    matching.add(record.series_uid)
-            yield Indexed(frozenset(matching), wiring.anonymization_key())
+            with serving(bootstrap.build(chosen)) as built:
+                matching = set()
+                for number in range(SERIES):
+                    series_number = 7 if number in MATCHING else 8
+                    data = dicom_files.with_new_uids(SeriesNumber=series_number)
+                    record = _record(validate(data), "AE", datetime.now(UTC))
+                    assert built.index.add(record) is AddOutcome.STORED
+                    if series_number == 7:
+                        matching.add(record.series_uid)
+                yield Indexed(frozenset(matching), built.anonymizer.key(), built)
     finally:
-        wiring.override()
         patch.undo()
 
 
@@ -124,8 +130,7 @@ def test_a_cut_deidentified_search_answers_warning_299_and_the_offset(
 def test_a_never_matching_deidentified_search_stops_at_the_budget(
     indexed: Indexed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counting = CountingCatalog(wiring.catalog())
-    wiring.override(catalog=counting)
+    counting = CountingCatalog(indexed.archive.catalog)
     budgets: list[search.SearchBudget] = []
 
     def on_a_fake_clock(cls: type, context: object, **kw: Any) -> search.SearchBudget:
@@ -133,11 +138,9 @@ def test_a_never_matching_deidentified_search_stops_at_the_budget(
         return budgets[-1]
 
     monkeypatch.setattr(search.SearchBudget, "from_lambda_context", classmethod(on_a_fake_clock))
-    try:
+    with serving(bootstrap.build(config.settings(), catalog=counting)):
         params = {"SeriesNumber": ["999"]}
         response = call("qido", SERIES_RESOURCE, {"AET": "AET"}, params)
-    finally:
-        wiring._overrides.pop("catalog", None)
     assert response["statusCode"] == 200
     assert _json(response) == []
     assert budgets  # the handler made the budget the view searched under
@@ -159,8 +162,8 @@ def _json(response: dict[str, Any]) -> list[dict[str, Any]]:
 def test_following_the_offsets_gives_the_plain_answer_deidentified_once(
     indexed: Indexed, limit: int
 ) -> None:
-    view = wiring.deidentified_view()
-    plain = search.search(_page(100, 0), wiring.catalog(), BASE)
+    view = indexed.view()
+    plain = search.search(_page(100, 0), indexed.archive.catalog, BASE)
     assert plain.next_offset is None and not plain.more
     assert set(_series(plain.datasets)) == indexed.matching
     whole = view.search(_page(100, 0), BASE).result.datasets  # no cut: the uncut answer
@@ -187,7 +190,7 @@ def test_following_the_offsets_gives_the_plain_answer_deidentified_once(
 
 
 def test_a_deidentified_search_past_its_deadline_is_cut_with_the_offset(indexed: Indexed) -> None:
-    view = wiring.deidentified_view()
+    view = indexed.view()
     found = view.search(_page(100, 2), BASE, ticking(deadline_after=6)).result
     assert found.exhausted and not found.more
     assert found.next_offset == 2 + len(found.datasets)
@@ -195,8 +198,8 @@ def test_a_deidentified_search_past_its_deadline_is_cut_with_the_offset(indexed:
 
 
 def test_unknown_deidentified_uids_read_nothing(indexed: Indexed) -> None:
-    counting = CountingCatalog(wiring.catalog())
-    view = dataclasses.replace(wiring.deidentified_view(), catalog=counting)
+    counting = CountingCatalog(indexed.archive.catalog)
+    view = dataclasses.replace(indexed.view(), catalog=counting)
     query = parse({"SeriesInstanceUID": ["2.25.1"]}, "SERIES")
     found = view.search(query, BASE, ticking(deadline_after=100)).result
     assert found.datasets == [] and not found.exhausted and counting.read == 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared import wiring
+from shared import bootstrap, config
 from shared.adapters import sqlite_catalog, sqlite_index
 from shared.adapters.sqlite_catalog import SqliteCatalog, text_match
 from shared.adapters.sqlite_index import SqliteIndex
@@ -293,20 +293,17 @@ def test_the_handler_answers_a_cut_search_with_warning_299_and_the_offset(
     path = tmp_path / "index.sqlite3"
     _store(SqliteIndex(path), 12)
     monkeypatch.setattr(search_service, "EXTRA_ITEMS", 3)
-    wiring.override(catalog=SqliteCatalog(path))
-    try:
-        module = load("qido")
-        event = rest_event(
-            "GET",
-            "/o3-dpacs-wado/qido/{AET}/studies",
-            "/o3-dpacs-wado/qido/AE/studies",
-            headers={"Accept": "application/dicom+json"},
-            path_parameters={"AET": "AE"},
-        )
-        event["multiValueQueryStringParameters"] = {"PatientSex": ["F"], "limit": ["5"]}
+    module = load("qido")
+    event = rest_event(
+        "GET",
+        "/o3-dpacs-wado/qido/{AET}/studies",
+        "/o3-dpacs-wado/qido/AE/studies",
+        headers={"Accept": "application/dicom+json"},
+        path_parameters={"AET": "AE"},
+    )
+    event["multiValueQueryStringParameters"] = {"PatientSex": ["F"], "limit": ["5"]}
+    with module.archive.using(bootstrap.build(config.settings(), catalog=SqliteCatalog(path))):
         response = module.lambda_handler(event, Context())
-    finally:
-        wiring.override()
     assert response["statusCode"] == 200
     (warning,) = response["multiValueHeaders"]["Warning"]
     body = json_body(response)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import pydicom
 import pytest
 
+from shared import http
 from shared.dicom.validate import validate
 from shared.dicomweb.wado import FrameAccept, parse_rendered
 from shared.errors import NotAcceptable, NotFound
@@ -83,7 +84,7 @@ def test_gzip_is_decided_before_the_inline_limit() -> None:
     request = viewer.MetadataRequest(BASE, accepts_gzip=True)
     outcome = viewer.metadata(rows, request, _delivery(store, limit))
     assert isinstance(outcome, retrieve.Inline)
-    assert outcome.headers["Content-Encoding"] == "gzip"
+    assert http.media_headers(outcome.media)["Content-Encoding"] == "gzip"
     assert gzip.decompress(outcome.body) == plain.body
     tiny = viewer.metadata(rows, request, _delivery(store, 100))
     assert isinstance(tiny, retrieve.Redirect)
