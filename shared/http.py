@@ -29,11 +29,11 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from shared import audit, budget, config, deadline, keys, logs, metrics
 from shared.dicomweb import paths, qido_response
 from shared.errors import BadRequest, DicomWebError, Forbidden
-from shared.services import reader as readers
 from shared.services.retrieve import Delivery, Media, NotModified, Outcome, Redirect
 
 if TYPE_CHECKING:
     from shared.bootstrap import Archive
+    from shared.services.reader import Reader
     from shared.services.search import SearchResult
 
 logger = logging.getLogger(__name__)
@@ -268,9 +268,11 @@ def base_url(request: APIGatewayProxyEvent, base_path: str) -> str:
     return paths.base_url(request.raw_event, base_path)
 
 
-def reader(app: APIGatewayRestResolver, archive: Archive) -> readers.Reader:
+def reader(app: APIGatewayRestResolver, archive: Archive) -> Reader:
     """What the request's key reads (the catalog, or its de-identified view), recording
     the UIDs it reads in the request's audit record."""
+    from shared.services import reader as readers  # noqa: PLC0415 - STOW never reads
+
     return readers.reader(
         catalog=archive.catalog,
         lookup=archive.deidentified,
