@@ -45,7 +45,6 @@ if str(PROJECT_ROOT) not in sys.path:  # `python tools/apikeys.py` puts only too
     sys.path.insert(0, str(PROJECT_ROOT))
 
 from shared import bootstrap, config, keys  # noqa: E402 - needs the project root on sys.path
-from shared.adapters.key_store import SecretsManagerKeyStore  # noqa: E402
 from shared.adapters.usage_plans import (  # noqa: E402
     ApiGatewayUsagePlans,
     EntryLimits,
@@ -110,7 +109,8 @@ def _store(args: argparse.Namespace) -> KeyStore:
             local = config.Settings(storage="local", data_dir=str(state["data_dir"]))
             return bootstrap.build(local).key_store
         client, secret_id = local_target(args.state_file)
-        return SecretsManagerKeyStore(client, secret_id)
+        moto = config.Settings(keys_secret_id=secret_id)
+        return bootstrap.build(moto, clients=lambda service, _: client).key_store
     secret_id = args.secret_id or secret_from_stack(args.stack)
     return bootstrap.build(config.Settings(keys_secret_id=secret_id)).key_store
 
