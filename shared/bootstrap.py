@@ -11,7 +11,7 @@ nothing else); building an archive opens no connection.
 Handlers take their archive from a :class:`Provider`: the one of the current settings
 (:func:`current`, built once per container), unless a test gave it another, made by
 ``build(settings, objects=fake, ...)``. The local stack, tools and benchmarks build theirs
-with :func:`build` too. This module and the local stack are the only importers of
+with :func:`build` too. Of the code the functions run, only this module imports
 ``shared.adapters``.
 """
 
