@@ -597,23 +597,24 @@ def _sqlite_sizes(path: Path, n: int) -> dict[str, Any]:
 
 def dynamo_postings(n: int) -> dict[str, Any]:
     """What the DynamoDB substring index writes per new study of the synthetic archive:
-    postings (the writer's own ``_text_index``) and their bytes as DynamoDB sizes items
+    postings (the writer's own ``posting_items``) and their bytes as DynamoDB sizes items
     (attribute names and values, plus 100 bytes of overhead per item)."""
 
-    from shared.adapters.dynamo_index import _Seen, _text_index
-    from shared.adapters.dynamo_keys import study_sort_key
+    from shared.adapters.dynamo_index import posting_items
     from shared.dicomweb.substring import study_terms
+    from shared.index.order import study_sort_key
+    from shared.index.writes import TextWrite
 
     counts, sizes = [], []
     for study in archive(n).studies:
         r = next(iter(bench_qido.records(study)))
         sdt = study_sort_key(r.study_date, r.study_time, r.study_uid)
-        postings = _text_index(_Seen(exists=False), study_terms(json.loads(r.study_json)), sdt)
-        counts.append(len(postings.postings))
+        postings = posting_items(TextWrite(study_terms(json.loads(r.study_json)), sdt))
+        counts.append(len(postings))
         sizes.append(
             sum(
                 100 + sum(len(k.encode()) + len(v["S"].encode()) for k, v in item.items())
-                for item in postings.postings
+                for item in postings
             )
         )
     return {

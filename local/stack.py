@@ -428,7 +428,7 @@ class LocalStack:
         the first start), so starts do not pile up keys.
         """
         from shared.adapters.local_secrets import secret  # noqa: PLC0415
-        from shared.adapters.sqlite_index import open_database  # noqa: PLC0415
+        from shared.adapters.sqlite_schema import open_database  # noqa: PLC0415
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         open_database(self.data_dir / bootstrap.INDEX_FILE).close()

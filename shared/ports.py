@@ -2,58 +2,24 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+# The index's domain types, re-exported (``X as X``) with the port that speaks them.
+from shared.index.records import AddOutcome as AddOutcome  # noqa: PLC0414
+from shared.index.records import Change as Change  # noqa: PLC0414
+from shared.index.records import ChangePage as ChangePage  # noqa: PLC0414
+from shared.index.records import Entry as Entry  # noqa: PLC0414
+from shared.index.records import InstanceRecord as InstanceRecord  # noqa: PLC0414
+from shared.index.records import Replacement as Replacement  # noqa: PLC0414
+from shared.index.records import ReplaceOutcome as ReplaceOutcome  # noqa: PLC0414
 from shared.keys import KeyEntry
 
 if TYPE_CHECKING:
     from shared.dicomweb.query import Query
-
-
-@dataclass(frozen=True)
-class InstanceRecord:
-    """Everything the index keeps about one stored instance and its parents."""
-
-    study_uid: str
-    series_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax: str
-    sha256: str
-    size: int
-    blob_key: str
-    calling_aet: str
-    received: str
-    patient_id: str
-    issuer_of_patient_id: str
-    patient_name: str
-    study_date: str
-    study_time: str
-    accession_number: str
-    modality: str
-    instance_number: str
-    study_json: str
-    series_json: str
-    instance_json: str
-    patient_json: str
-    #: The whole instance as compressed DICOM JSON (``shared.dicom.metadata``); empty when
-    #: too large to keep in the index entry.
-    metadata: bytes = b""
-
-
-class AddOutcome(enum.Enum):
-    """What the index did with an instance."""
-
-    STORED = "stored"
-    ALREADY_STORED = "already-stored"  # identical content under the same SOP Instance UID
-    DIFFERENT_CONTENT = "different-content"  # same SOP Instance UID, other bytes: refused
-    PATIENT_MISMATCH = "patient-mismatch"  # the study is stored with another PatientID
-    REJECTED = "rejected"  # the index cannot hold this record (too large, invalid): permanent
 
 
 @dataclass(frozen=True)
@@ -164,14 +130,36 @@ class Secret(Protocol):
 
 
 class InstanceIndex(Protocol):
-    """The patient/study/series/instance index."""
+    """The patient/study/series/instance index: its write side, a lifecycle of changes.
+
+    Each change (an instance added, removed or replaced) commits whole, with its series',
+    study's and patient's counters and aggregates, the study's substring index, the
+    de-identified lookups and one entry of the change log (what each writes is computed
+    by :mod:`shared.index.writes`). Every method raises
+    :class:`~shared.errors.StorageUnavailable` when the outcome is unknown (the change may
+    or may not have committed): the caller must then keep every object it wrote.
+    """
 
     def add(self, record: InstanceRecord) -> AddOutcome:
-        """Add an instance atomically with its parents' counters and aggregates.
+        """Add an instance atomically with its parents' counters and aggregates."""
 
-        Raises :class:`~shared.errors.StorageUnavailable` when the outcome is unknown (the
-        write may or may not have happened): the caller must then keep the object it wrote.
-        """
+    def remove(
+        self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None
+    ) -> tuple[Entry, ...]:
+        """Remove a study, a series of it, or an instance of it from the index, one change
+        per instance (a series or study goes with its last instance); the entries removed,
+        none when there was nothing. The objects they name are the caller's to sweep, once
+        no entry names them. Removing many instances may stop part-way (each removal is
+        whole): calling again goes on."""
+
+    def replace(self, record: InstanceRecord) -> Replacement:
+        """Replace the record of the stored instance with the record's SOP Instance UID
+        (its attributes, and its object when the bytes changed), in place: same study and
+        series. The previous entry names the object to sweep when it changed."""
+
+    def changes(self, after: str = "", limit: int = 100) -> ChangePage:
+        """Up to ``limit`` committed changes after the cursor ``after`` ('' : from the
+        first), in commit order, and the cursor to go on from (opaque)."""
 
     def references(self, sop_instance_uid: str, blob_key: str) -> bool:
         """Whether the index entry of this SOP Instance UID points at ``blob_key``.

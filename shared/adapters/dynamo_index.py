@@ -1,12 +1,17 @@
-"""Writes to the hierarchical index in one DynamoDB table (layout: ``dynamo_keys``).
+"""The write side of the hierarchical index in one DynamoDB table (layout: ``dynamo_keys``).
 
-A new instance is one ``TransactWriteItems``: the guard put (condition: absent), the
-instance put, and ``ADD`` updates of the series, study and patient items; with a study's
-first instance (or one that changes its indexed text), the postings of the substring index
-(issue 13: one item per trigram of the study's text, up to DynamoDB's 100 items, the rest
-written just before). Counts of distinct children are kept as string sets of short UID
-digests (``ADD`` of a set member is idempotent), so the transaction never needs to know
-whether a series or study is new.
+Each change (an instance added, removed or replaced) reads what the table holds of the
+study, asks :mod:`shared.index.writes` what it writes, and persists that description as
+one ``TransactWriteItems``: the SOP guard and the instance item, the series, study and
+patient items (counters by ``ADD``, distinct children as string sets of short UID digests,
+so adding a member twice is harmless), the de-identified UIDs (``duid``) on the study,
+series and instance items, the change log's entry and its shard's counter, and the
+postings of the study's substring index up to DynamoDB's 100 items (the rest are written
+just before). The transaction is conditioned on what was read: the guard (absent for an
+add, the same content for a removal or a replacement), the study as read (its patient,
+its substring index state, for a removal or a replacement its count) and, for the change
+log, the shard's last id below this entry's (:meth:`DynamoInstanceIndex._log_items`). A
+failed condition is read again and retried; trigram counts are updated after the commit.
 Series and instance items carry their parents' attributes, so that a search at any level
 reads one item per result.
 """
@@ -17,34 +22,50 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.adapters.dynamo_keys import (
+    CHANGE_COUNTER_SK,
+    CHANGE_ID_DIGITS,
+    CHANGE_SHARDS,
     GRAM_COUNT_SK,
+    INSTANCE_PREFIX,
     LIST_PATIENTS,
     LIST_STUDIES,
+    SERIES_PREFIX,
     STUDY_SK,
+    change_pk,
+    change_shard,
     gram_pk,
     guard_pk,
-    instance_sk,
     pack_texts,
     patient_pk,
     patient_sk,
     series_sk,
     study_pk,
-    study_sort_key,
     uid_digest,
     unpack_texts,
 )
-from shared.dicom.normalize import person_name_key
 from shared.dicom.uid_map import UidMap
-from shared.dicomweb.substring import TEXT_KEYS, merge_terms, ngrams, study_terms
+from shared.dicomweb.substring import study_terms
 from shared.errors import StorageUnavailable
-from shared.ports import AddOutcome, InstanceRecord
+from shared.index import writes
+from shared.index.order import study_sort_key
+from shared.index.records import (
+    AddOutcome,
+    Change,
+    ChangeKind,
+    ChangePage,
+    Entry,
+    InstanceRecord,
+    Replacement,
+    ReplaceOutcome,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +82,9 @@ _RETRYABLE_ERRORS = {
 # retrying cannot help, so these are a refusal of the instance, not a 503.
 _PERMANENT_REASONS = {"ValidationError", "ItemCollectionSizeLimitExceeded"}
 _PERMANENT_ERRORS = {"ValidationException", "ItemCollectionSizeLimitExceededException"}
-_GUARD, _STUDY = 0, 3
-_UNKNOWN = object()  # a cancellation reason this adapter does not know
+
+MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit on one TransactWriteItems
+COUNT_WORKERS = 8  # parallel UpdateItem calls for trigram counts
 
 
 def _s(value: str) -> dict[str, str]:
@@ -73,85 +95,104 @@ def _n(value: int) -> dict[str, str]:
     return {"N": str(value)}
 
 
-MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit on one TransactWriteItems
-COUNT_WORKERS = 8  # parallel UpdateItem calls for trigram counts
+def _ss(values: Iterable[str]) -> dict[str, list[str]]:
+    return {"SS": sorted(set(values))}
 
 
-@dataclass(frozen=True)
-class _Seen:
-    """What a writer read of a study item before its transaction."""
-
-    exists: bool
-    patient_id: str = ""
-    texts: str | None = None  # ``tx``: the indexed texts, packed (None: never indexed)
-    gsdt: str | None = None  # the date-time key its postings are filed under
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-@dataclass(frozen=True)
-class _TextIndex:
-    """What an instance writes to the substring index of its study."""
+class _Update:
+    """An UpdateExpression built clause by clause, with its values."""
 
-    packed: str | None = None  # the study's new ``tx`` (None: unchanged)
-    postings: list[dict[str, Any]] = field(default_factory=list)
-    new_grams: list[tuple[str, str]] = field(default_factory=list)  # (column, trigram)
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self._clauses: dict[str, list[str]] = {"SET": [], "ADD": [], "DELETE": [], "REMOVE": []}
 
+    def set(self, path: str, name: str, value: dict[str, Any]) -> None:
+        self._clauses["SET"].append(f"{path} = {name}")
+        self.values[name] = value
 
-def _text_index(seen: _Seen, terms: tuple[str, ...], sdt: str) -> _TextIndex:
-    """The postings to (re)write: every trigram of each column whose text the instance
-    extends (with the merged text, which each posting carries), or of every column when
-    the study's date-time moved (postings are keyed by it); none when nothing changed."""
-    columns = tuple(TEXT_KEYS.values())
-    stored = unpack_texts(seen.texts, len(columns))
-    merged = tuple(merge_terms(old, new) for old, new in zip(stored, terms, strict=True))
-    moved = seen.gsdt != sdt
-    changed = [i for i in range(len(columns)) if moved or merged[i] != stored[i]]
-    if not changed and seen.texts is not None:
-        return _TextIndex()
-    postings, new_grams = [], []
-    for i in changed:
-        grams = ngrams(merged[i])
-        postings += [
-            {"PK": _s(gram_pk(columns[i], g)), "SK": _s(sdt), "t": _s(merged[i])}
-            for g in sorted(grams)
-        ]
-        new_grams += [(columns[i], g) for g in sorted(grams - ngrams(stored[i]))]
-    return _TextIndex(pack_texts(merged), postings, new_grams)
+    def members(self, verb: str, path: str, name: str, values: Iterable[str]) -> None:
+        """ADD or DELETE set members (nothing when there are none)."""
+        members = sorted(set(values))
+        if members:
+            self._clauses[verb].append(f"{path} {name}")
+            self.values[name] = {"SS": members}
 
+    def add(self, path: str, name: str, step: int) -> None:
+        if step:
+            self._clauses["ADD"].append(f"{path} {name}")
+            self.values[name] = _n(step)
 
-def _study_condition(seen: _Seen, text: _TextIndex, values: dict[str, Any]) -> str:
-    """The study update's condition: the item is as the writer read it (its patient, and
-    the substring index state the writer's postings were chosen from)."""
-    if not seen.exists:
-        return "attribute_not_exists(PK)"
-    clauses = ["patient_id = :patient"]
-    if seen.gsdt is None:
-        clauses.append("attribute_not_exists(gsdt)")
-    else:
-        clauses.append("gsdt = :seen_gsdt")
-        values[":seen_gsdt"] = _s(seen.gsdt)
-    if text.packed is not None:
-        if seen.texts is None:
-            clauses.append("attribute_not_exists(tx)")
+    def whole(
+        self, path: str, name: str, values: tuple[str, ...] | None, added: Iterable[str]
+    ) -> None:
+        """A set replaced whole when ``values`` is given (removed when empty), else grown."""
+        if values is None:
+            self.members("ADD", path, name, added)
+        elif values:
+            self.set(path, name, _ss(values))
         else:
-            clauses.append("tx = :seen_tx")
-            values[":seen_tx"] = _s(seen.texts)
-    return " AND ".join(clauses)
+            self._clauses["REMOVE"].append(path)
+
+    def expression(self) -> str:
+        return " ".join(f"{verb} {', '.join(c)}" for verb, c in self._clauses.items() if c)
+
+
+class _Rejected(Exception):
+    """DynamoDB refused the items themselves (too large, invalid): permanent."""
+
+
+def posting_items(text: writes.TextWrite) -> list[dict[str, Any]]:
+    """The posting items of a study's substring index (``GRAM#<column>#<trigram>`` under its
+    date key, each with the column's whole text, ``t``)."""
+    return [
+        {"PK": _s(gram_pk(column, gram)), "SK": _s(text.sort_key), "t": _s(value)}
+        for column, gram, value in text.postings()
+    ]
+
+
+def _seen_of(item: dict[str, Any] | None) -> writes.StudyState:
+    """A study item as :class:`writes.StudyState`."""
+    if item is None:
+        return writes.StudyState()
+    packed = item.get("tx", {}).get("S")
+    return writes.StudyState(
+        exists=True,
+        patient_id=item.get("patient_id", {}).get("S", ""),
+        issuer=writes.issuer_of(item.get("attrs", {}).get("S", "")),
+        sort_key=item.get("sdt", {}).get("S"),
+        texts=unpack_texts(packed, len(writes.COLUMNS)) if packed is not None else None,
+        texts_sort_key=item.get("gsdt", {}).get("S"),
+        instances=int(item.get("n_instances", {}).get("N", "0")),
+    )
 
 
 class DynamoInstanceIndex:
-    """InstanceIndex on one DynamoDB table.
+    """InstanceIndex on one DynamoDB table (port :class:`shared.ports.InstanceIndex`).
 
     With ``uid_map`` (the deployment key), the study, series and instance items carry their
     de-identified UID (``duid``, the ``ByDeidentifiedUid`` index) for the read-deidentified
     view: the same transaction, no extra item."""
 
     def __init__(
-        self, client: Any, table: str, sleep: Any = time.sleep, uid_map: UidMap | None = None
+        self,
+        client: Any,
+        table: str,
+        sleep: Callable[[float], None] = time.sleep,
+        uid_map: UidMap | None = None,
+        clock: Callable[[], str] = _now,
     ) -> None:
         self._client = client
         self._table = table
         self._sleep = sleep
         self._uid_map = uid_map
+        self._clock = clock
+        self._last_id = 0  # the last change log id this writer used or saw
+
+    # ----------------------------------------------------------------- add
 
     def add(self, record: InstanceRecord) -> AddOutcome:
         """Add an instance; retry conflicts, throttling and lost replies with jittered backoff.
@@ -159,209 +200,290 @@ class DynamoInstanceIndex:
         A retry after a reply was lost is safe: the guard item makes a committed transaction
         fail its condition the second time, which reads back as ``ALREADY_STORED``.
 
-        Each attempt first reads the study item (one consistent GetItem) to learn what the
-        substring index holds for it, and conditions the transaction on what it read: the
-        index is written with the study's first instance and again only when a value (or
-        the study's date-time) changes.
+        Each attempt first reads the study item (one consistent GetItem) to learn its
+        patient and what its substring index holds, and conditions the transaction on
+        what it read: the index is written with the study's first instance and again only
+        when a value (or the study's date-time) changes.
         """
-        terms = study_terms(json.loads(record.study_json))
-        sdt = study_sort_key(record.study_date, record.study_time, record.study_uid)
         for attempt in range(MAX_ATTEMPTS):
-            seen = self._seen(record.study_uid)
-            text = _text_index(seen, terms, sdt)
-            items = self._transaction(record, seen, text)
-            room = MAX_TRANSACTION_ITEMS - len(items)
-            # Postings that do not fit are written first: a committed study is always
-            # indexed; postings of a study that then fails to commit only add candidates.
-            self._put_all(text.postings[room:])
-            items += [{"Put": {"TableName": self._table, "Item": p}} for p in text.postings[:room]]
+            seen = _seen_of(self._study_item(record.study_uid))
+            plan = writes.add(record, seen, self._uid_map, self._clock())
+            if isinstance(plan, AddOutcome):
+                return plan
             try:
-                self._client.transact_write_items(TransactItems=items)
-            except ClientError as exc:
-                outcome = self._on_error(exc, record)
-                if outcome is not None:
-                    return outcome
-            except BotoCoreError:
-                pass  # connection lost or timed out: the transaction may have committed
-            else:
-                self._count(text.new_grams)
+                failed = self._commit(plan)
+            except _Rejected:
+                return AddOutcome.REJECTED
+            if failed is None:
                 return AddOutcome.STORED
-            self._sleep(min(1.0, 0.02 * 2**attempt) * random.random())  # noqa: S311
+            if "guard" in failed:
+                existing = self._guard(record.sop_instance_uid, "sha256", None)
+                if existing is not None:  # absent: removed meanwhile, try again
+                    return writes.existing(record, existing.get("sha256", {}).get("S", ""))
+            elif "study" in failed:  # another patient's, or changed since it was read
+                again = _seen_of(self._study_item(record.study_uid))
+                if again.exists and again.patient_id != record.patient_id:
+                    return AddOutcome.PATIENT_MISMATCH
+            self._backoff(attempt)
         raise StorageUnavailable("the index is busy, retry later")
 
-    def index_text(self, study_uid: str) -> bool:
-        """File a study stored before the substring index (no ``tx``) under the trigrams of
-        the attributes its item holds; False when it is filed already or gone."""
-        try:
-            item = self._client.get_item(
-                TableName=self._table,
-                Key={"PK": _s(study_pk(study_uid)), "SK": _s(STUDY_SK)},
-                ConsistentRead=True,
-            ).get("Item")
-        except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable("the index is unavailable, retry later") from exc
-        if item is None or "tx" in item:
-            return False
-        terms = study_terms(json.loads(item.get("attrs", {}).get("S") or "{}"))
-        sdt = item.get("sdt", {}).get("S") or study_sort_key("", "", study_uid)
-        text = _text_index(_Seen(exists=True), terms, sdt)
-        self._put_all(text.postings)
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key={"PK": _s(study_pk(study_uid)), "SK": _s(STUDY_SK)},
-                UpdateExpression="SET tx = :tx, gsdt = :sdt",
-                ConditionExpression="attribute_exists(PK) AND attribute_not_exists(tx)",
-                ExpressionAttributeValues={":tx": _s(text.packed or ""), ":sdt": _s(sdt)},
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False  # an instance stored meanwhile filed it
-            raise StorageUnavailable("the index is unavailable, retry later") from exc
-        self._count(text.new_grams)
-        return True
+    # ----------------------------------------------------------------- remove
 
-    def _seen(self, study_uid: str) -> _Seen:
-        """The study item's patient and substring-index state (consistent read)."""
-        request = {
-            "TableName": self._table,
-            "Key": {"PK": _s(study_pk(study_uid)), "SK": _s(STUDY_SK)},
-            "ConsistentRead": True,
-            "ProjectionExpression": "#p, #t, #g",
-            "ExpressionAttributeNames": {"#p": "patient_id", "#t": "tx", "#g": "gsdt"},
-        }
-        try:
-            item = self._client.get_item(**request).get("Item")
-        except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable("the index is unavailable, retry later") from exc
-        if item is None:
-            return _Seen(exists=False)
-        return _Seen(
-            exists=True,
-            patient_id=item.get("patient_id", {}).get("S", ""),
-            texts=item.get("tx", {}).get("S"),
-            gsdt=item.get("gsdt", {}).get("S"),
-        )
+    def remove(
+        self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None
+    ) -> tuple[Entry, ...]:
+        """Remove a study, a series or an instance: one transaction per instance, each
+        with its change log entry. The study's members are read once (one Query of its
+        partition) and followed from change to change; a failed condition reads them
+        again. An instance gone meanwhile counts as removed."""
+        holding, entries = self._holding(study_uid)
+        targets = [
+            e
+            for e in entries.values()
+            if series_uid in (None, e.series_uid) and sop_instance_uid in (None, e.sop_instance_uid)
+        ]
+        removed = []
+        current: writes.Holding | None = holding
+        for entry in sorted(targets, key=lambda e: e.sort_key):
+            current = self._remove_one(entry, current)
+            removed.append(entry)
+        return tuple(removed)
 
-    def _put_all(self, items: list[dict[str, Any]]) -> None:
-        """Put items (idempotent) in batches of 25, retrying what DynamoDB left unprocessed."""
-        for start in range(0, len(items), 25):
-            pending = {
-                self._table: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]
-            }
-            for attempt in range(MAX_ATTEMPTS):
-                try:
-                    reply = self._client.batch_write_item(RequestItems=pending)
-                except (BotoCoreError, ClientError) as exc:
-                    raise StorageUnavailable("the index is unavailable, retry later") from exc
-                pending = reply.get("UnprocessedItems") or {}
-                if not pending:
-                    break
-                self._sleep(min(1.0, 0.02 * 2**attempt) * random.random())  # noqa: S311
-            else:
-                raise StorageUnavailable("the index is busy, retry later")
-
-    def _count(self, grams: list[tuple[str, str]]) -> None:
-        """Add the study to the count of each trigram new to it. Best effort: the counts
-        only steer the planner to the rarest trigram, and every posting is already written."""
-
-        def add_one(key: tuple[str, str]) -> bool:
+    def _remove_one(self, entry: Entry, holding: writes.Holding | None) -> writes.Holding | None:
+        for attempt in range(MAX_ATTEMPTS):
+            if holding is None or not holding.consistent():
+                holding, entries = self._holding(entry.study_uid)
+                if entries.get(entry.sop_instance_uid) != entry:
+                    return None  # removed or replaced meanwhile: read again for the next
+            plan = writes.remove(entry, holding, self._uid_map, self._clock())
             try:
-                self._client.update_item(
-                    TableName=self._table,
-                    Key={"PK": _s(gram_pk(*key)), "SK": _s(GRAM_COUNT_SK)},
-                    UpdateExpression="ADD n :one",
-                    ExpressionAttributeValues={":one": _n(1)},
-                )
-            except (BotoCoreError, ClientError):
-                return False
-            return True
+                failed = self._commit(plan)
+            except _Rejected as exc:
+                raise StorageUnavailable("the index refused a removal") from exc
+            if failed is None:
+                return holding.without(entry)
+            holding = None
+            self._backoff(attempt)
+        raise StorageUnavailable("the index is busy, retry later")
 
-        if not grams:
-            return
-        with ThreadPoolExecutor(max_workers=min(COUNT_WORKERS, len(grams))) as pool:
-            failed = sum(not ok for ok in pool.map(add_one, grams))
-        if failed:
-            logger.warning("trigram counts not updated", extra={"failed": failed})
+    # ----------------------------------------------------------------- replace
 
-    def references(self, sop_instance_uid: str, blob_key: str) -> bool:
-        """Whether the instance's guard item names ``blob_key`` (consistent read)."""
-        item = self._guard(sop_instance_uid, "#k", {"#k": "key"})
-        return item is not None and item.get("key", {}).get("S") == blob_key
+    def replace(self, record: InstanceRecord) -> Replacement:
+        """Replace the record of the stored instance with this SOP Instance UID: its guard
+        names the study, whose members are read; the transaction is conditioned on the
+        guard's content and the study's count."""
+        for attempt in range(MAX_ATTEMPTS):
+            guard = self._guard(record.sop_instance_uid, "study", None)
+            if guard is None:
+                return Replacement(ReplaceOutcome.NOT_FOUND)
+            holding, entries = self._holding(guard["study"]["S"])
+            entry = entries.get(record.sop_instance_uid)
+            if entry is not None and holding.consistent():
+                plan = writes.replace(entry, record, holding, self._uid_map, self._clock())
+                if isinstance(plan, ReplaceOutcome):
+                    return Replacement(plan)
+                try:
+                    failed = self._commit(plan)
+                except _Rejected:
+                    return Replacement(ReplaceOutcome.REJECTED)
+                if failed is None:
+                    return Replacement(ReplaceOutcome.REPLACED, entry)
+            self._backoff(attempt)
+        raise StorageUnavailable("the index is busy, retry later")
 
-    def _on_error(self, exc: ClientError, record: InstanceRecord) -> AddOutcome | None:
-        """Map a failed transaction to an outcome, or None to retry."""
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code == "TransactionCanceledException":
-            reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
-            outcome = self._on_cancelled(reasons, record)
-            if outcome is not _UNKNOWN:
-                return outcome if isinstance(outcome, AddOutcome) else None
-        elif code in _RETRYABLE_ERRORS:
-            return None
-        elif code in _PERMANENT_ERRORS:
-            return AddOutcome.REJECTED
-        raise StorageUnavailable("the index is unavailable, retry later") from exc
+    # ----------------------------------------------------------------- change log
 
-    def _on_cancelled(self, reasons: list[str], record: InstanceRecord) -> object:
-        """The outcome of a cancelled transaction, None to retry, or ``_UNKNOWN``."""
-        if len(reasons) > _GUARD and reasons[_GUARD] == "ConditionalCheckFailed":
-            return self._existing(record)
-        if len(reasons) > _STUDY and reasons[_STUDY] == "ConditionalCheckFailed":
-            # Another patient's study, or its item changed since it was read: see which.
-            seen = self._seen(record.study_uid)
-            if seen.exists and seen.patient_id != record.patient_id:
-                return AddOutcome.PATIENT_MISMATCH
-            return None
-        if set(reasons) & _PERMANENT_REASONS:
-            return AddOutcome.REJECTED
-        if set(reasons) - {"None"} <= _RETRYABLE_REASONS:
-            return None
-        return _UNKNOWN
+    def changes(self, after: str = "", limit: int = 100) -> ChangePage:
+        """Committed changes after the cursor, in commit order within each shard (so each
+        study's changes in their order) and by id across shards. The cursor holds the last
+        id read of each shard; each page reads every shard (consistent Query)."""
+        positions = _positions(after)
+        found: list[tuple[str, int, dict[str, Any]]] = []
+        for shard in range(CHANGE_SHARDS):
+            for item in self._shard_entries(shard, positions[shard], limit):
+                found.append((item["SK"]["S"], shard, item))
+        found.sort(key=lambda f: (f[0], f[1]))
+        changes = []
+        for entry_id, shard, item in found[: max(0, limit)]:
+            positions[shard] = entry_id
+            changes.append(_change_of(item, _cursor(positions)))
+        return ChangePage(tuple(changes), changes[-1].position if changes else after)
 
-    def _existing(self, record: InstanceRecord) -> AddOutcome | None:
-        item = self._guard(record.sop_instance_uid, "sha256", None)
-        if item is None:
-            return None  # removed meanwhile: try again
-        same = item.get("sha256", {}).get("S") == record.sha256
-        return AddOutcome.ALREADY_STORED if same else AddOutcome.DIFFERENT_CONTENT
-
-    def _guard(
-        self, sop_instance_uid: str, projection: str, names: dict[str, str] | None
-    ) -> dict[str, Any] | None:
+    def _shard_entries(self, shard: int, after: str, limit: int) -> list[dict[str, Any]]:
         request: dict[str, Any] = {
             "TableName": self._table,
-            "Key": {"PK": _s(guard_pk(sop_instance_uid)), "SK": _s("SOP")},
+            "KeyConditionExpression": "PK = :pk AND SK > :after",
+            "ExpressionAttributeValues": {":pk": _s(change_pk(shard)), ":after": _s(after)},
             "ConsistentRead": True,
-            "ProjectionExpression": projection,
+            "Limit": max(1, limit),
         }
-        if names:
-            request["ExpressionAttributeNames"] = names
         try:
-            reply = self._client.get_item(**request)
+            items: list[dict[str, Any]] = self._client.query(**request).get("Items", [])
         except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailable("the index is unavailable, retry later") from exc
-        item: dict[str, Any] | None = reply.get("Item")
-        return item
+        return items
 
-    def _transaction(
-        self, r: InstanceRecord, seen: _Seen, text: _TextIndex
-    ) -> list[dict[str, Any]]:
-        pk = study_pk(r.study_uid)
-        sdt = study_sort_key(r.study_date, r.study_time, r.study_uid)
-        sk = instance_sk(r.series_uid, r.instance_number, r.sop_instance_uid)
-        guard = {
-            "PK": _s(guard_pk(r.sop_instance_uid)),
-            "SK": _s("SOP"),
-            "study": _s(r.study_uid),
-            "series": _s(r.series_uid),
-            "sk": _s(sk),
-            "sha256": _s(r.sha256),
-            "key": _s(r.blob_key),
-        }
-        instance: dict[str, Any] = {
+    def _next_id(self) -> str:
+        """An id for the next change log entry: time-ordered (microseconds), above every
+        id this writer used or saw."""
+        self._last_id = max(time.time_ns() // 1000, self._last_id + 1)
+        return f"{self._last_id:0{CHANGE_ID_DIGITS}d}"
+
+    def _log_items(self, change: Change) -> list[dict[str, Any]]:
+        """The change's entry and its shard's counter update: the counter's ``last`` must
+        be below the entry's id, so a shard's entries commit in id order (a reader that
+        has read up to an id never misses a later commit below it)."""
+        pk = change_pk(change_shard(change.study_uid))
+        entry_id = self._next_id()
+        item = {
             "PK": _s(pk),
-            "SK": _s(sk),
+            "SK": _s(entry_id),
+            "kind": _s(change.kind),
+            "study": _s(change.study_uid),
+            "series": _s(change.series_uid),
+            "sop": _s(change.sop_instance_uid),
+            "key": _s(change.blob_key),
+            "at": _s(change.at),
+        }
+        if change.previous_key:
+            item["previous_key"] = _s(change.previous_key)
+        return [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": {"PK": _s(pk), "SK": _s(CHANGE_COUNTER_SK)},
+                    "UpdateExpression": "SET #l = :id",
+                    "ConditionExpression": "attribute_not_exists(#l) OR #l < :id",
+                    "ExpressionAttributeNames": {"#l": "last"},
+                    "ExpressionAttributeValues": {":id": _s(entry_id)},
+                }
+            },
+            {"Put": {"TableName": self._table, "Item": item}},
+        ]
+
+    def _saw_counter(self, study_uid: str) -> None:
+        """Catch up with the shard's counter after its condition failed."""
+        pk = change_pk(change_shard(study_uid))
+        item = self._get({"PK": _s(pk), "SK": _s(CHANGE_COUNTER_SK)}, "#l", {"#l": "last"})
+        if item is not None:
+            self._last_id = max(self._last_id, int(item["last"]["S"]))
+
+    # ----------------------------------------------------------------- the transaction
+
+    def _commit(self, plan: writes.Writes) -> set[str] | None:
+        """Persist a change in one transaction; None when it committed, else the parts
+        whose condition failed (empty: retry as it is). Postings that do not fit are
+        written first: a committed study is always indexed; postings of a study that then
+        fails to commit only add candidates. Trigram counts follow the commit."""
+        parts = self._items(plan)
+        text = plan.study.text
+        postings = posting_items(text) if text is not None else []
+        room = MAX_TRANSACTION_ITEMS - len(parts)
+        self._put_all(postings[room:])
+        parts += [
+            ("posting", {"Put": {"TableName": self._table, "Item": p}}) for p in postings[:room]
+        ]
+        failed = self._transact([item for _, item in parts], [role for role, _ in parts])
+        if failed is None:
+            if text is not None:
+                self._count(text.new_grams(), 1)
+            if plan.study.text_removed is not None:
+                self._drop_text(plan.study.study_uid, plan.study.text_removed)
+        elif "log" in failed:
+            self._saw_counter(plan.change.study_uid)
+        return failed
+
+    def _transact(self, items: list[dict[str, Any]], roles: list[str]) -> set[str] | None:
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            error = exc.response.get("Error", {}).get("Code", "")
+            if error == "TransactionCanceledException":
+                reasons = [
+                    r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])
+                ]
+                failed = {
+                    roles[i]
+                    for i, reason in enumerate(reasons)
+                    if reason == "ConditionalCheckFailed" and i < len(roles)
+                }
+                if failed:
+                    return failed
+                if set(reasons) & _PERMANENT_REASONS:
+                    raise _Rejected from exc
+                if set(reasons) - {"None"} <= _RETRYABLE_REASONS:
+                    return set()
+            elif error in _RETRYABLE_ERRORS:
+                return set()
+            elif error in _PERMANENT_ERRORS:
+                raise _Rejected from exc
+            raise StorageUnavailable("the index is unavailable, retry later") from exc
+        except BotoCoreError:
+            return set()  # connection lost or timed out: the transaction may have committed
+        return None
+
+    def _items(self, plan: writes.Writes) -> list[tuple[str, dict[str, Any]]]:
+        """The transaction's items, each with the part it writes: guard, instance, series,
+        study first (their places are known), then patients, an instance item left, the
+        change log."""
+        parts = [("guard", self._guard_item(plan))]
+        if plan.put is not None:
+            parts.append(("instance", self._instance_put(plan)))
+        elif plan.removed is not None:
+            parts.append(("instance", self._instance_delete(plan.removed)))
+        parts += [("series", self._series_item(s)) for s in plan.series]
+        parts.append(("study", self._study_item_write(plan.study)))
+        parts += [("patient", self._patient_item(p)) for p in plan.patients]
+        moved = plan.removed is not None and plan.put is not None
+        if moved and plan.removed is not None and plan.removed.sort_key != plan.put_sort_key:
+            parts.append(("instance", self._instance_delete(plan.removed)))
+        parts += [("log", item) for item in self._log_items(plan.change)]
+        return parts
+
+    def _guard_item(self, plan: writes.Writes) -> dict[str, Any]:
+        removed, r = plan.removed, plan.put
+        if r is None:
+            assert removed is not None  # noqa: S101 - a change puts or removes an entry
+            return {
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": {"PK": _s(guard_pk(removed.sop_instance_uid)), "SK": _s("SOP")},
+                    "ConditionExpression": "sha256 = :sha AND #k = :key",
+                    "ExpressionAttributeNames": {"#k": "key"},
+                    "ExpressionAttributeValues": {
+                        ":sha": _s(removed.sha256),
+                        ":key": _s(removed.blob_key),
+                    },
+                }
+            }
+        put: dict[str, Any] = {
+            "TableName": self._table,
+            "Item": {
+                "PK": _s(guard_pk(r.sop_instance_uid)),
+                "SK": _s("SOP"),
+                "study": _s(r.study_uid),
+                "series": _s(r.series_uid),
+                "sk": _s(plan.put_sort_key),
+                "sha256": _s(r.sha256),
+                "key": _s(r.blob_key),
+            },
+            "ConditionExpression": "attribute_not_exists(PK)",
+        }
+        if removed is not None:  # a replacement: the entry as it was read
+            put["ConditionExpression"] = "sha256 = :sha AND #k = :key"
+            put["ExpressionAttributeNames"] = {"#k": "key"}
+            put["ExpressionAttributeValues"] = {
+                ":sha": _s(removed.sha256),
+                ":key": _s(removed.blob_key),
+            }
+        return {"Put": put}
+
+    def _instance_put(self, plan: writes.Writes) -> dict[str, Any]:
+        r = plan.put
+        assert r is not None  # noqa: S101 - called for a put
+        instance: dict[str, Any] = {
+            "PK": _s(study_pk(r.study_uid)),
+            "SK": _s(plan.put_sort_key),
             "sop_class": _s(r.sop_class_uid),
             "ts": _s(r.transfer_syntax),
             "sha256": _s(r.sha256),
@@ -375,121 +497,386 @@ class DynamoInstanceIndex:
         }
         if r.metadata:
             instance["meta"] = {"B": r.metadata}
-        if self._uid_map is not None:
-            instance["duid"] = _s(self._uid_map(r.sop_instance_uid))
-        items: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": guard,
-                    "ConditionExpression": "attribute_not_exists(PK)",
-                }
-            },
-            {"Put": {"TableName": self._table, "Item": instance}},
-            self._series_update(r, pk, sdt),
-            self._study_update(r, pk, sdt, seen, text),
-        ]
-        if r.patient_id:
-            items.append(self._patient_update(r))
-        return items
+        if plan.deidentified("INSTANCE"):
+            instance["duid"] = _s(plan.deidentified("INSTANCE"))
+        return {"Put": {"TableName": self._table, "Item": instance}}
 
-    def _series_update(self, r: InstanceRecord, pk: str, sdt: str) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            ":attrs": _s(r.series_json),
-            ":study_attrs": _s(r.study_json),
-            ":sdt": _s(sdt),
-            ":seu": _s(r.series_uid),
-            ":one": _n(1),
-        }
-        sets = ["attrs = :attrs", "study_attrs = :study_attrs", "sdt = :sdt", "seu = :seu"]
-        if self._uid_map is not None:
+    def _instance_delete(self, entry: Entry) -> dict[str, Any]:
+        key = {"PK": _s(study_pk(entry.study_uid)), "SK": _s(entry.sort_key)}
+        return {"Delete": {"TableName": self._table, "Key": key}}
+
+    def _series_item(self, s: writes.SeriesWrite) -> dict[str, Any]:
+        key = {"PK": _s(study_pk(s.study_uid)), "SK": _s(series_sk(s.series_uid))}
+        if s.gone:
+            return {"Delete": {"TableName": self._table, "Key": key}}
+        values: dict[str, Any] = {}
+        names: dict[str, str] = {}
+        sets = []
+        if s.attrs is not None:
+            sets += ["attrs = :attrs", "study_attrs = :study_attrs", "sdt = :sdt", "seu = :seu"]
+            values |= {
+                ":attrs": _s(s.attrs),
+                ":study_attrs": _s(s.study_attrs or "{}"),
+                ":sdt": _s(s.sort_key or ""),
+                ":seu": _s(s.series_uid),
+            }
+        if s.deidentified:
             sets.append("duid = :duid")
-            values[":duid"] = _s(self._uid_map(r.series_uid))
-        if r.modality:
+            values[":duid"] = _s(s.deidentified)
+        if s.modality:
             sets.append("#mod = :mod")
-            values[":mod"] = _s(r.modality)
+            values[":mod"] = _s(s.modality)
+            names["#mod"] = "mod"
+        expression = f"SET {', '.join(sets)}" if sets else ""
+        if s.instances:
+            expression += " ADD n_instances :n"
+            values[":n"] = _n(s.instances)
         update: dict[str, Any] = {
             "TableName": self._table,
-            "Key": {"PK": _s(pk), "SK": _s(series_sk(r.series_uid))},
-            "UpdateExpression": f"SET {', '.join(sets)} ADD n_instances :one",
+            "Key": key,
+            "UpdateExpression": expression.strip(),
             "ExpressionAttributeValues": values,
         }
-        if r.modality:
-            update["ExpressionAttributeNames"] = {"#mod": "mod"}
+        if names:
+            update["ExpressionAttributeNames"] = names
         return {"Update": update}
 
-    def _study_update(
-        self, r: InstanceRecord, pk: str, sdt: str, seen: _Seen, text: _TextIndex
-    ) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            ":attrs": _s(r.study_json),
-            ":patient": _s(r.patient_id),
-            ":sdt": _s(sdt),
-            ":list": _s(LIST_STUDIES),
-            ":one": _n(1),
-            ":series": {"SS": [uid_digest(r.series_uid)]},
-            ":classes": {"SS": [r.sop_class_uid]},
-        }
-        sets = [
-            "attrs = :attrs",
-            "patient_id = :patient",
-            "sdt = :sdt",
-            "lst = :list",
-            "lsk = :sdt",
-        ]
-        adds = ["n_instances :one", "series_keys :series", "sop_classes :classes"]
-        if r.patient_id:
-            sets.append("pid = :patient")
-        if self._uid_map is not None:
-            sets.append("duid = :duid")
-            values[":duid"] = _s(self._uid_map(r.study_uid))
-        if r.accession_number:
-            sets.append("acc = :acc")
-            values[":acc"] = _s(r.accession_number)
-        name_key = person_name_key(r.patient_name)
-        if name_key:
-            sets += ["pnk = :pnk", "pnn = :pnn"]
-            values[":pnk"] = _s(f"S#{name_key[0]}")
-            values[":pnn"] = _s(f"{name_key}#{r.study_uid}")
-        if r.modality:
-            adds.append("modalities :mods")
-            values[":mods"] = {"SS": [r.modality]}
-        if text.packed is not None:
-            sets += ["tx = :tx", "gsdt = :sdt"]
-            values[":tx"] = _s(text.packed)
+    def _study_item_write(self, s: writes.StudyWrite) -> dict[str, Any]:
+        key = {"PK": _s(study_pk(s.study_uid)), "SK": _s(STUDY_SK)}
+        values: dict[str, Any] = {}
+        condition = _study_condition(s, values)
+        if s.gone:
+            return {
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": key,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeValues": values,
+                }
+            }
         return {
             "Update": {
                 "TableName": self._table,
-                "Key": {"PK": _s(pk), "SK": _s(STUDY_SK)},
-                "UpdateExpression": f"SET {', '.join(sets)} ADD {', '.join(adds)}",
-                "ConditionExpression": _study_condition(seen, text, values),
+                "Key": key,
+                "UpdateExpression": _study_update(s, values).expression(),
+                "ConditionExpression": condition,
                 "ExpressionAttributeValues": values,
             }
         }
 
-    def _patient_update(self, r: InstanceRecord) -> dict[str, Any]:
-        pk, sk = patient_pk(r.patient_id), patient_sk(r.issuer_of_patient_id)
-        name_key = person_name_key(r.patient_name)
-        values: dict[str, Any] = {
-            ":attrs": _s(r.patient_json),
-            ":one": _n(1),
-            ":studies": {"SS": [uid_digest(r.study_uid)]},
-            ":series": {"SS": [uid_digest(r.series_uid)]},
-            ":list": _s(LIST_PATIENTS),
-            ":lsk": _s(f"{name_key}#{r.patient_id}\\{r.issuer_of_patient_id}"),
+    def _patient_item(self, p: writes.PatientWrite) -> dict[str, Any]:
+        key = {"PK": _s(patient_pk(p.patient_id)), "SK": _s(patient_sk(p.issuer))}
+        values: dict[str, Any] = {}
+        condition = ""
+        if p.expect is not None:
+            condition = "n_instances = :seen_n"
+            values[":seen_n"] = _n(p.expect)
+        if p.gone:
+            delete: dict[str, Any] = {"TableName": self._table, "Key": key}
+            if condition:
+                delete["ConditionExpression"] = condition
+                delete["ExpressionAttributeValues"] = values
+            return {"Delete": delete}
+        update = _Update(values)
+        if p.attrs is not None:
+            update.set("attrs", ":attrs", _s(p.attrs))
+            update.set("lst", ":list", _s(LIST_PATIENTS))
+            update.set("lsk", ":lsk", _s(p.list_key))
+            if p.name_key:
+                update.set("pnk", ":pnk", _s(f"P#{p.name_key[0]}"))
+                update.set("pnn", ":lsk", _s(p.list_key))
+        update.add("n_instances", ":n", p.instances)
+        update.members("ADD", "study_keys", ":studies", map(uid_digest, p.studies_added))
+        update.members("ADD", "series_keys", ":series", map(uid_digest, p.series_added))
+        update.members("DELETE", "study_keys", ":gone_studies", map(uid_digest, p.studies_removed))
+        update.members("DELETE", "series_keys", ":gone_series", map(uid_digest, p.series_removed))
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": key,
+            "UpdateExpression": update.expression(),
+            "ExpressionAttributeValues": values,
         }
-        sets = ["attrs = :attrs", "lst = :list", "lsk = :lsk"]
-        if name_key:
-            sets += ["pnk = :pnk", "pnn = :lsk"]
-            values[":pnk"] = _s(f"P#{name_key[0]}")
-        return {
-            "Update": {
-                "TableName": self._table,
-                "Key": {"PK": _s(pk), "SK": _s(sk)},
-                "UpdateExpression": (
-                    f"SET {', '.join(sets)} "
-                    "ADD n_instances :one, study_keys :studies, series_keys :series"
-                ),
-                "ExpressionAttributeValues": values,
-            }
+        if condition:
+            request["ConditionExpression"] = condition
+        return {"Update": request}
+
+    # ----------------------------------------------------------------- reads
+
+    def _study_item(self, study_uid: str) -> dict[str, Any] | None:
+        """The study item's patient, count and substring-index state (consistent read)."""
+        return self._get(
+            {"PK": _s(study_pk(study_uid)), "SK": _s(STUDY_SK)},
+            "#p, #t, #g, #s, #n",
+            {"#p": "patient_id", "#t": "tx", "#g": "gsdt", "#s": "sdt", "#n": "n_instances"},
+        )
+
+    def _holding(self, study_uid: str) -> tuple[writes.Holding, dict[str, Entry]]:
+        """What the table holds of a study (consistent reads: its item, its instance and
+        series items' keys, its patient's count) and its entries by SOP Instance UID."""
+        item = self._get(
+            {"PK": _s(study_pk(study_uid)), "SK": _s(STUDY_SK)},
+            "#p, #t, #g, #s, #n, attrs",
+            {"#p": "patient_id", "#t": "tx", "#g": "gsdt", "#s": "sdt", "#n": "n_instances"},
+        )
+        state = _seen_of(item)
+        entries: dict[str, Entry] = {}
+        members: dict[str, writes.Member] = {}
+        for i in self._partition(study_uid, INSTANCE_PREFIX, "SK, sop_class, sha256, #k"):
+            sk = i["SK"]["S"]
+            series, _, rest = sk.removeprefix(INSTANCE_PREFIX).partition("#")
+            sop = rest.partition("#")[2]
+            sop_class = i.get("sop_class", {}).get("S", "")
+            members[sop] = writes.Member(series, sop_class)
+            entries[sop] = Entry(
+                study_uid,
+                series,
+                sop,
+                sop_class,
+                i.get("sha256", {}).get("S", ""),
+                i.get("key", {}).get("S", ""),
+                sk,
+            )
+        modalities = {
+            i["SK"]["S"].removeprefix(SERIES_PREFIX): i.get("mod", {}).get("S", "")
+            for i in self._partition(study_uid, SERIES_PREFIX, "SK, #k")
         }
+        patient = 0
+        if state.patient_id:
+            found = self._get(
+                {"PK": _s(patient_pk(state.patient_id)), "SK": _s(patient_sk(state.issuer))},
+                "n_instances",
+                None,
+            )
+            patient = int(found["n_instances"]["N"]) if found and "n_instances" in found else 0
+        return writes.Holding(state, members, modalities, patient), entries
+
+    def _partition(self, study_uid: str, prefix: str, projection: str) -> list[dict[str, Any]]:
+        """Items of a study's partition whose SK starts with ``prefix`` (``#k``: ``key``
+        for instances, ``mod`` for series), consistently."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
+            "ExpressionAttributeValues": {":pk": _s(study_pk(study_uid)), ":prefix": _s(prefix)},
+            "ProjectionExpression": projection,
+            "ExpressionAttributeNames": {"#k": "key" if prefix == INSTANCE_PREFIX else "mod"},
+            "ConsistentRead": True,
+        }
+        items: list[dict[str, Any]] = []
+        while True:
+            try:
+                reply = self._client.query(**request)
+            except (BotoCoreError, ClientError) as exc:
+                raise StorageUnavailable("the index is unavailable, retry later") from exc
+            items += reply.get("Items", [])
+            if not reply.get("LastEvaluatedKey"):
+                return items
+            request["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+    def _get(
+        self, key: dict[str, Any], projection: str, names: dict[str, str] | None
+    ) -> dict[str, Any] | None:
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": key,
+            "ConsistentRead": True,
+            "ProjectionExpression": projection,
+        }
+        if names:
+            request["ExpressionAttributeNames"] = names
+        try:
+            reply = self._client.get_item(**request)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable("the index is unavailable, retry later") from exc
+        item: dict[str, Any] | None = reply.get("Item")
+        return item
+
+    def _guard(
+        self, sop_instance_uid: str, projection: str, names: dict[str, str] | None
+    ) -> dict[str, Any] | None:
+        return self._get({"PK": _s(guard_pk(sop_instance_uid)), "SK": _s("SOP")}, projection, names)
+
+    def references(self, sop_instance_uid: str, blob_key: str) -> bool:
+        """Whether the instance's guard item names ``blob_key`` (consistent read)."""
+        item = self._guard(sop_instance_uid, "#k", {"#k": "key"})
+        return item is not None and item.get("key", {}).get("S") == blob_key
+
+    # ----------------------------------------------------------------- substring index
+
+    def index_text(self, study_uid: str) -> bool:
+        """File a study stored before the substring index (no ``tx``) under the trigrams of
+        the attributes its item holds; False when it is filed already or gone."""
+        item = self._get(
+            {"PK": _s(study_pk(study_uid)), "SK": _s(STUDY_SK)}, "attrs, sdt, tx", None
+        )
+        if item is None or "tx" in item:
+            return False
+        terms = study_terms(json.loads(item.get("attrs", {}).get("S") or "{}"))
+        sdt = item.get("sdt", {}).get("S") or study_sort_key("", "", study_uid)
+        text = writes.TextWrite(terms, sdt)
+        self._put_all(posting_items(text))
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"PK": _s(study_pk(study_uid)), "SK": _s(STUDY_SK)},
+                UpdateExpression="SET tx = :tx, gsdt = :sdt",
+                ConditionExpression="attribute_exists(PK) AND attribute_not_exists(tx)",
+                ExpressionAttributeValues={":tx": _s(pack_texts(text.texts)), ":sdt": _s(sdt)},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False  # an instance stored meanwhile filed it
+            raise StorageUnavailable("the index is unavailable, retry later") from exc
+        self._count(text.new_grams(), 1)
+        return True
+
+    def _drop_text(self, study_uid: str, text: writes.TextRemoval) -> None:
+        """After a study's removal committed: delete its postings, lower its trigrams'
+        counts, and re-file the study if it was stored again meanwhile (its postings may
+        have had the same keys). Best effort: a posting left behind only adds a candidate
+        whose study the search no longer finds."""
+        keys = [
+            {"PK": _s(gram_pk(column, gram)), "SK": _s(text.sort_key)}
+            for column, gram in text.grams()
+        ]
+        try:
+            self._batch(("DeleteRequest", "Key"), keys)
+        except StorageUnavailable:
+            logger.warning("postings of a removed study left", extra={"postings": len(keys)})
+        self._count(text.grams(), -1)
+        back = self._get({"PK": _s(study_pk(study_uid)), "SK": _s(STUDY_SK)}, "tx, gsdt", None)
+        if back is not None and "tx" in back and "gsdt" in back:
+            texts = unpack_texts(back["tx"]["S"], len(writes.COLUMNS))
+            self._put_all(posting_items(writes.TextWrite(texts, back["gsdt"]["S"])))
+
+    def _put_all(self, items: list[dict[str, Any]]) -> None:
+        """Put items (idempotent) in batches of 25, retrying what DynamoDB left unprocessed."""
+        self._batch(("PutRequest", "Item"), items)
+
+    def _batch(self, request: tuple[str, str], items: list[dict[str, Any]]) -> None:
+        kind, field = request
+        for start in range(0, len(items), 25):
+            pending = {self._table: [{kind: {field: i}} for i in items[start : start + 25]]}
+            for attempt in range(MAX_ATTEMPTS):
+                try:
+                    reply = self._client.batch_write_item(RequestItems=pending)
+                except (BotoCoreError, ClientError) as exc:
+                    raise StorageUnavailable("the index is unavailable, retry later") from exc
+                pending = reply.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                self._backoff(attempt)
+            else:
+                raise StorageUnavailable("the index is busy, retry later")
+
+    def _count(self, grams: list[tuple[str, str]], step: int) -> None:
+        """Add ``step`` to the study count of each trigram. Best effort: the counts only
+        steer the planner to the rarest trigram, and every posting is already written."""
+
+        def add_one(key: tuple[str, str]) -> bool:
+            try:
+                self._client.update_item(
+                    TableName=self._table,
+                    Key={"PK": _s(gram_pk(*key)), "SK": _s(GRAM_COUNT_SK)},
+                    UpdateExpression="ADD n :step",
+                    ExpressionAttributeValues={":step": _n(step)},
+                )
+            except (BotoCoreError, ClientError):
+                return False
+            return True
+
+        if not grams:
+            return
+        with ThreadPoolExecutor(max_workers=min(COUNT_WORKERS, len(grams))) as pool:
+            failed = sum(not ok for ok in pool.map(add_one, grams))
+        if failed:
+            logger.warning("trigram counts not updated", extra={"failed": failed})
+
+    def _backoff(self, attempt: int) -> None:
+        self._sleep(min(1.0, 0.02 * 2**attempt) * random.random())  # noqa: S311
+
+
+def _study_condition(s: writes.StudyWrite, values: dict[str, Any]) -> str:
+    """The study write's condition: the item is as the writer read it (its patient, its
+    substring index state, and for a removal or a replacement its count)."""
+    seen = s.seen
+    if not seen.exists:
+        return "attribute_not_exists(PK)"
+    clauses = ["patient_id = :seen_patient"]
+    values[":seen_patient"] = _s(seen.patient_id)
+    if seen.texts_sort_key is None:
+        clauses.append("attribute_not_exists(gsdt)")
+    else:
+        clauses.append("gsdt = :seen_gsdt")
+        values[":seen_gsdt"] = _s(seen.texts_sort_key)
+    if s.text is not None:
+        if seen.texts is None:
+            clauses.append("attribute_not_exists(tx)")
+        else:
+            clauses.append("tx = :seen_tx")
+            values[":seen_tx"] = _s(pack_texts(seen.texts))
+    if s.counted:
+        clauses.append("n_instances = :seen_n")
+        values[":seen_n"] = _n(seen.instances)
+    return " AND ".join(clauses)
+
+
+def _study_update(s: writes.StudyWrite, values: dict[str, Any]) -> _Update:
+    """The study's update, values set when given, counters and sets added to."""
+    update = _Update(values)
+    if s.attrs is not None:
+        update.set("attrs", ":attrs", _s(s.attrs))
+        update.set("patient_id", ":patient", _s(s.patient_id))
+        update.set("sdt", ":sdt", _s(s.sort_key or ""))
+        update.set("lst", ":list", _s(LIST_STUDIES))
+        update.set("lsk", ":sdt", _s(s.sort_key or ""))
+        if s.patient_id:
+            update.set("pid", ":patient", _s(s.patient_id))
+    optional = (
+        ("duid", ":duid", s.deidentified),
+        ("acc", ":acc", s.accession),
+        ("pnk", ":pnk", f"S#{s.name_key[0]}" if s.name_key else ""),
+        ("pnn", ":pnn", s.name_key),
+    )
+    for path, name, value in optional:
+        if value:
+            update.set(path, name, _s(value))
+    if s.text is not None:
+        update.set("tx", ":tx", _s(pack_texts(s.text.texts)))
+        update.set("gsdt", ":gsdt", _s(s.text.sort_key))
+    update.add("n_instances", ":n", s.instances)
+    update.members("ADD", "series_keys", ":series", map(uid_digest, s.series_added))
+    update.members("DELETE", "series_keys", ":gone_series", map(uid_digest, s.series_removed))
+    update.whole("sop_classes", ":sop_classes", s.sop_classes, s.sop_classes_added)
+    update.whole("modalities", ":modalities", s.modalities, s.modalities_added)
+    return update
+
+
+def _positions(cursor: str) -> list[str]:
+    """The last id read of each change log shard ('0': none)."""
+    parts = cursor.split(".") if cursor else ["0"] * CHANGE_SHARDS
+    if len(parts) != CHANGE_SHARDS or not all(p.isdigit() for p in parts):
+        raise ValueError("not a change log cursor of this index")
+    return [p.zfill(CHANGE_ID_DIGITS) for p in parts]
+
+
+def _cursor(positions: list[str]) -> str:
+    return ".".join(p.lstrip("0") or "0" for p in positions)
+
+
+_KINDS: dict[str, ChangeKind] = {"add": "add", "remove": "remove", "replace": "replace"}
+
+
+def _change_of(item: dict[str, Any], position: str) -> Change:
+    def text(name: str) -> str:
+        return str(item.get(name, {}).get("S", ""))
+
+    return Change(
+        _KINDS[text("kind")],
+        text("study"),
+        text("series"),
+        text("sop"),
+        text("key"),
+        text("previous_key"),
+        text("at"),
+        position,
+    )

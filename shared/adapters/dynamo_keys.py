@@ -1,4 +1,5 @@
 """The DynamoDB key layout, shared by the write and read adapters (docs/access-patterns.md).
+Sort keys that order studies and instances are the domain's (``shared.index.order``).
 
 Items (PK / SK):
 
@@ -10,6 +11,8 @@ Items (PK / SK):
 * ``GRAM#<column>#<trigram>`` / ``<sdt>``: a posting of the substring index: a study whose
   indexed text (``t``) of that column holds the trigram, keyed by the study's date-time.
 * ``GRAM#<column>#<trigram>`` / ``#``: how many studies hold it (``n``, for planning).
+* ``CHANGES#<shard>`` / ``<id>``: an entry of the change log, in its shard's commit order.
+* ``CHANGES#<shard>`` / ``#``: the shard's last id (``last``), conditioning each change.
 """
 
 from __future__ import annotations
@@ -18,15 +21,13 @@ import base64
 import hashlib
 import json
 
-from shared.dicom.normalize import date_key, time_key
-from shared.dicomweb.query import Query, normalise
+from shared.index import order
 
 STUDY_SK = "STUDY"
 SERIES_PREFIX = "SERIES#"
-INSTANCE_PREFIX = "INSTANCE#"
+INSTANCE_PREFIX = order.INSTANCE_PREFIX  # instance items' SK: order.instance_sort_key
 LIST_STUDIES = "STUDY"
 LIST_PATIENTS = "PATIENT"
-_MAX_INSTANCE_NUMBER = 10**10
 #: Sort key of a trigram's count item: before every posting (their keys start with a digit).
 GRAM_COUNT_SK = "#"
 
@@ -44,16 +45,6 @@ def study_pk(study_uid: str) -> str:
 def series_sk(series_uid: str) -> str:
     """Sort key of a series item."""
     return f"{SERIES_PREFIX}{series_uid}"
-
-
-def instance_sk(series_uid: str, instance_number: str, sop_uid: str) -> str:
-    """Sort key of an instance: by series, then InstanceNumber (unnumbered last), then UID."""
-    try:
-        number = int(str(instance_number).strip())
-    except ValueError:
-        number = -1
-    ordinal = f"{number:010d}" if 0 <= number < _MAX_INSTANCE_NUMBER else "~"
-    return f"{INSTANCE_PREFIX}{series_uid}#{ordinal}#{sop_uid}"
 
 
 def guard_pk(sop_uid: str) -> str:
@@ -88,24 +79,18 @@ def unpack_texts(packed: str | None, columns: int) -> tuple[str, ...]:
     return tuple(parts[:columns]) + ("",) * (columns - len(parts))
 
 
-def study_sort_key(study_date: str, study_time: str, study_uid: str) -> str:
-    """``sdt``: study date + time then UID, the sort key of every study-ordered index."""
-    date = date_key(study_date) or "00000000"
-    clock = time_key(study_time) or "000000.000000"
-    return f"{date}{clock}#{study_uid}"
+#: Partitions of the change log: a study's changes all go to one (:func:`change_shard`).
+CHANGE_SHARDS = 8
+#: Sort key of a change log shard's counter item: before every entry (digits).
+CHANGE_COUNTER_SK = "#"
+CHANGE_ID_DIGITS = 16  # microseconds since the epoch, zero-padded
 
 
-def study_date_bounds(query: Query) -> tuple[str, str] | None:
-    """``sdt`` bounds of a query's StudyDate (with StudyTime when they form one range)."""
-    date = query.condition("StudyDate")
-    if date is None or date.kind not in ("single", "range"):
-        return None
-    time = query.condition("StudyTime") if query.combined_datetime else None
-    if date.kind == "single":
-        day = normalise("DA", date.value)
-        return f"{day}000000.000000", f"{day}235959.999999#~"
-    low = f"{date.low}{time.low if time and time.low else '000000.000000'}" if date.low else ""
-    high = (
-        f"{date.high}{time.high if time and time.high else '235959.999999'}#~" if date.high else ""
-    )
-    return low, high
+def change_shard(study_uid: str) -> int:
+    """The change log shard of a study's changes."""
+    return int.from_bytes(hashlib.sha256(study_uid.encode()).digest()[:4], "big") % CHANGE_SHARDS
+
+
+def change_pk(shard: int) -> str:
+    """Partition key of a change log shard (its entries and its counter)."""
+    return f"CHANGES#{shard}"

@@ -14,9 +14,9 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from shared.adapters.dynamo_keys import study_date_bounds
 from shared.dicomweb.query import Query
 from shared.dicomweb.substring import TEXT_KEYS, holds, lookup_runs, run_ngrams, value_pattern
+from shared.index.order import study_date_bounds
 from shared.ports import Candidates, InstanceRow, PatientRow, SeriesRow
 
 if TYPE_CHECKING:

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from shared.adapters.dynamo_keys import study_date_bounds
-from shared.adapters.sqlite_index import TEXT_EDGE, _Connections
+from shared.adapters.sqlite_connections import Connections
+from shared.adapters.sqlite_schema import TEXT_EDGE, prepare
 from shared.dicom.uid_map import UidMap
 from shared.dicomweb.matching import matches
 from shared.dicomweb.query import Query
@@ -37,6 +37,7 @@ from shared.dicomweb.substring import (
     text_patterns,
     text_runs,
 )
+from shared.index.order import study_date_bounds
 from shared.ports import Candidates, InstanceRow, PatientRow, SeriesRow, StudyRow
 
 _STUDY_COLUMNS = (
@@ -231,7 +232,7 @@ def _phrase(run: str) -> str:
 def _edged_runs(query: Query) -> dict[str, tuple[str, ...]]:
     """:func:`lookup_runs`, the literal start of a whole-value pattern preceded by the
     separator and its literal end followed by it, as the trigram index reads each value
-    (``sqlite_index.TEXT_EDGE``): ``abc*def`` needs "\x1fabc" and "def\x1f", which only
+    (``sqlite_schema.TEXT_EDGE``): ``abc*def`` needs "\x1fabc" and "def\x1f", which only
     the values that start and end so hold, and ``*ab`` gets a trigram, "ab\x1f"."""
     runs = lookup_runs(query)
     patterns = text_patterns(query)
@@ -394,7 +395,8 @@ class SqliteCatalog:
     """
 
     def __init__(self, path: Path, uid_map: UidMap | None = None) -> None:
-        self._db = _Connections(path, uid_map)  # with the key: de-identified UIDs backfilled
+        prepare(path, uid_map)  # with the key: de-identified UIDs backfilled
+        self._db = Connections(path)
         self.rows_read = 0
 
     def _fetch(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:

@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from local import template as local_template
-from shared.adapters import sqlite_index
+from shared.adapters import sqlite_index, sqlite_schema
 from shared.adapters.dynamo_index import DynamoInstanceIndex
 from shared.adapters.dynamo_search import DynamoSearch
 from shared.adapters.sqlite_catalog import SqliteCatalog
@@ -89,13 +89,15 @@ def test_a_version_2_index_migrates_and_backfills(tmp_path: Path, monkeypatch) -
     path = tmp_path / "index.sqlite3"
     record = _record_of(dicom_files.with_new_uids())
     with monkeypatch.context() as patched:
-        patched.setattr(sqlite_index, "SCHEMA_VERSION", 2)
+        patched.setattr(sqlite_schema, "SCHEMA_VERSION", 2)
         patched.setattr(sqlite_index, "_add_deidentified", lambda *_: None)
-        patched.setattr(sqlite_index, "_update_terms", lambda *_: None)  # version 4's
+        patched.setattr(sqlite_index, "_filed_text", lambda *_: (None, None))  # version 4's
+        patched.setattr(sqlite_index, "_write_terms", lambda *_: None)
+        patched.setattr(sqlite_index, "_log", lambda *_: None)  # version 7's
         SqliteIndex(path).add(record)
-    assert sqlite_index.schema_version(path) == 2
+    assert sqlite_schema.schema_version(path) == 2
     catalog = SqliteCatalog(path, UidMap(KEY))
-    assert sqlite_index.schema_version(path) == sqlite_index.SCHEMA_VERSION
+    assert sqlite_schema.schema_version(path) == sqlite_schema.SCHEMA_VERSION
     mapped = map_uid(record.series_uid, KEY)
     assert catalog.original_uids("SERIES", [mapped]) == {mapped: record.series_uid}
     with sqlite3.connect(path) as connection:

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from dataclasses import replace as copy
+from datetime import UTC, datetime
+from typing import Any
 
-from shared.adapters.dynamo_keys import instance_sk, study_sort_key, uid_digest
 from shared.dicom.normalize import person_name_key
 from shared.dicomweb.query import Query
 from shared.errors import StorageUnavailable
+from shared.index import writes
+from shared.index.order import instance_sort_key, study_sort_key
 from shared.ports import (
     AddOutcome,
     Candidates,
+    Change,
+    ChangePage,
+    Entry,
     InstanceRecord,
     InstanceRow,
     PatientRow,
+    Replacement,
+    ReplaceOutcome,
     SeriesRow,
     StudyRow,
 )
@@ -42,45 +51,175 @@ class FakeBlobStore:
 
 @dataclass
 class FakeIndex:
+    """The InstanceIndex port in memory: each change is computed by
+    :mod:`shared.index.writes` and persisted here, under one lock (its transaction)."""
+
     instances: dict[str, InstanceRecord] = field(default_factory=dict)
-    studies: dict[str, dict[str, object]] = field(default_factory=dict)
+    studies: dict[str, dict[str, Any]] = field(default_factory=dict)
     series: dict[str, int] = field(default_factory=dict)
+    patients: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    lookups: dict[tuple[str, str], str] = field(default_factory=dict)
+    log: list[Change] = field(default_factory=list)
+    uid_map: Callable[[str], str] | None = None
     fail: bool = False
-    max_item_bytes: int = 400 * 1024  # DynamoDB's item size limit
+    max_item_bytes: int = writes.MAX_ENTRY_BYTES  # DynamoDB's item size limit
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, record: InstanceRecord) -> AddOutcome:
-        if self.fail:
-            raise StorageUnavailable("the index is unavailable, retry later")
-        size = sum(len(v) for v in (record.instance_json, record.series_json, record.study_json))
-        size += len(record.metadata)
+        self._available()
         with self._lock:
-            if size > self.max_item_bytes:
+            if writes.entry_size(record) > self.max_item_bytes:
                 return AddOutcome.REJECTED
             existing = self.instances.get(record.sop_instance_uid)
             if existing is not None:
-                if existing.sha256 == record.sha256:
-                    return AddOutcome.ALREADY_STORED
-                return AddOutcome.DIFFERENT_CONTENT
-            study = self.studies.get(record.study_uid)
-            if study is not None and study["patient_id"] != record.patient_id:
-                return AddOutcome.PATIENT_MISMATCH
-            if study is None:
-                study = {"patient_id": record.patient_id, "instances": 0, "series": set()}
-                self.studies[record.study_uid] = study
-            study["instances"] = int(str(study["instances"])) + 1
-            series_keys = study["series"]
-            assert isinstance(series_keys, set)
-            series_keys.add(uid_digest(record.series_uid))
-            self.series[record.series_uid] = self.series.get(record.series_uid, 0) + 1
-            self.instances[record.sop_instance_uid] = record
+                return writes.existing(record, existing.sha256)
+            plan = writes.add(record, self._state(record.study_uid), self.uid_map, _now())
+            if isinstance(plan, AddOutcome):
+                return plan
+            self._persist(plan)
             return AddOutcome.STORED
 
+    def remove(
+        self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None
+    ) -> tuple[Entry, ...]:
+        self._available()
+        with self._lock:
+            entries = sorted(
+                (
+                    writes.entry_of(r)
+                    for r in self.instances.values()
+                    if r.study_uid == study_uid
+                    and series_uid in (None, r.series_uid)
+                    and sop_instance_uid in (None, r.sop_instance_uid)
+                ),
+                key=lambda e: e.sort_key,
+            )
+            for entry in entries:
+                self._persist(writes.remove(entry, self._holding(study_uid), self.uid_map, _now()))
+            return tuple(entries)
+
+    def replace(self, record: InstanceRecord) -> Replacement:
+        self._available()
+        with self._lock:
+            stored = self.instances.get(record.sop_instance_uid)
+            if stored is None:
+                return Replacement(ReplaceOutcome.NOT_FOUND)
+            entry = writes.entry_of(stored)
+            holding = self._holding(stored.study_uid)
+            plan = writes.replace(entry, record, holding, self.uid_map, _now())
+            if isinstance(plan, ReplaceOutcome):
+                return Replacement(plan)
+            self._persist(plan)
+            return Replacement(ReplaceOutcome.REPLACED, entry)
+
+    def changes(self, after: str = "", limit: int = 100) -> ChangePage:
+        self._available()
+        start = int(after) if after else 0
+        found = tuple(self.log[start : start + max(0, limit)])
+        return ChangePage(found, found[-1].position if found else after)
+
     def references(self, sop_instance_uid: str, blob_key: str) -> bool:
-        if self.fail:
-            raise StorageUnavailable("the index is unavailable, retry later")
+        self._available()
         existing = self.instances.get(sop_instance_uid)
         return existing is not None and existing.blob_key == blob_key
+
+    def _available(self) -> None:
+        if self.fail:
+            raise StorageUnavailable("the index is unavailable, retry later")
+
+    def _state(self, study_uid: str) -> writes.StudyState:
+        study = self.studies.get(study_uid)
+        if study is None:
+            return writes.StudyState()
+        return writes.StudyState(
+            exists=True,
+            patient_id=study["patient_id"],
+            issuer=writes.issuer_of(study["attrs"]),
+            sort_key=study["sort_key"],
+            texts=study["texts"],
+            texts_sort_key=study["texts_sort_key"],
+            instances=study["instances"],
+        )
+
+    def _holding(self, study_uid: str) -> writes.Holding:
+        state = self._state(study_uid)
+        mine = [r for r in self.instances.values() if r.study_uid == study_uid]
+        study = self.studies.get(study_uid, {})
+        patient = self.patients.get((state.patient_id, state.issuer), {})
+        return writes.Holding(
+            state,
+            {r.sop_instance_uid: writes.Member(r.series_uid, r.sop_class_uid) for r in mine},
+            dict(study.get("modalities_of", {})),
+            patient.get("instances", 0),
+        )
+
+    def _persist(self, w: writes.Writes) -> None:
+        if w.removed is not None:
+            del self.instances[w.removed.sop_instance_uid]
+        if w.put is not None:
+            self.instances[w.put.sop_instance_uid] = w.put
+        self._persist_study(w.study)
+        self._persist_parts(w)
+        for lookup in w.lookups_removed:
+            self.lookups.pop((lookup.level, lookup.deidentified), None)
+        for lookup in w.lookups_added:
+            self.lookups[(lookup.level, lookup.deidentified)] = lookup.uid
+        self.log.append(copy(w.change, position=str(len(self.log) + 1)))
+
+    def _persist_study(self, s: writes.StudyWrite) -> None:
+        if s.gone:
+            self.studies.pop(s.study_uid, None)
+        else:
+            study = self.studies.setdefault(
+                s.study_uid,
+                {"instances": 0, "series": set(), "modalities": set(), "sop_classes": set(),
+                 "modalities_of": {}, "texts": None, "texts_sort_key": None},
+            )  # fmt: skip
+            if s.attrs is not None:
+                study.update(attrs=s.attrs, patient_id=s.patient_id, sort_key=s.sort_key)
+            study["instances"] += s.instances
+            study["series"] |= set(s.series_added)
+            study["series"] -= set(s.series_removed)
+            for name, added, whole in (
+                ("modalities", s.modalities_added, s.modalities),
+                ("sop_classes", s.sop_classes_added, s.sop_classes),
+            ):
+                study[name] = set(whole) if whole is not None else study[name] | set(added)
+            if s.text is not None:
+                study.update(texts=s.text.texts, texts_sort_key=s.text.sort_key)
+
+    def _persist_parts(self, w: writes.Writes) -> None:
+        for e in w.series:
+            if e.gone:
+                self.series.pop(e.series_uid, None)
+                self.studies.get(e.study_uid, {}).get("modalities_of", {}).pop(e.series_uid, None)
+                continue
+            self.series[e.series_uid] = self.series.get(e.series_uid, 0) + e.instances
+            if e.modality:
+                self.studies[e.study_uid]["modalities_of"][e.series_uid] = e.modality
+            else:
+                self.studies[e.study_uid]["modalities_of"].setdefault(e.series_uid, "")
+        for p in w.patients:
+            key = (p.patient_id, p.issuer)
+            if p.gone:
+                self.patients.pop(key, None)
+                continue
+            patient = self.patients.setdefault(
+                key, {"instances": 0, "studies": set(), "series": set()}
+            )
+            patient["instances"] += p.instances
+            patient["studies"] = (patient["studies"] | set(p.studies_added)) - set(
+                p.studies_removed
+            )
+            patient["series"] = (patient["series"] | set(p.series_added)) - set(p.series_removed)
+
+    def original_uids(self, level: str, deidentified: Iterable[str]) -> dict[str, str]:
+        """The de-identified lookup (port ``DeidentifiedLookup``) this index keeps."""
+        return {d: self.lookups[(level, d)] for d in deidentified if (level, d) in self.lookups}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -222,7 +361,9 @@ class FakeSearchCatalog:
             for r in self._records()
             if r.study_uid == study_uid and series_uid in (None, r.series_uid)
         ]
-        mine.sort(key=lambda r: instance_sk(r.series_uid, r.instance_number, r.sop_instance_uid))
+        mine.sort(
+            key=lambda r: instance_sort_key(r.series_uid, r.instance_number, r.sop_instance_uid)
+        )
         return iter([instance_row(r) for r in mine])
 
     def instances_by_uid(self, sop_uids: Iterable[str]) -> Iterator[InstanceRow]:

@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from shared.adapters import sqlite_catalog, sqlite_index
+from shared.adapters import sqlite_catalog, sqlite_index, sqlite_schema
 from shared.adapters.sqlite_catalog import SqliteCatalog
 from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom.validate import validate
 from shared.dicomweb.matching import matches
 from shared.dicomweb.query import parse
-from shared.dicomweb.substring import TEXT_KEYS, study_terms
+from shared.dicomweb.substring import TEXT_KEYS
+from shared.index.writes import TextWrite
 from shared.ports import AddOutcome, InstanceRecord, SeriesRow
 from shared.services import search as search_service
 from shared.services.store import _record
@@ -75,7 +76,6 @@ def _expected(records: list[InstanceRecord], level: str, params: dict[str, str])
     query = parse({k: [v] for k, v in params.items()}, level)  # type: ignore[arg-type]
     found = set()
     for r in records:
-        import json
 
         dataset = {**json.loads(r.study_json), **json.loads(r.series_json)}
         if level == "INSTANCE":
@@ -255,7 +255,7 @@ def test_a_substring_search_still_reads_the_substring_index(
 
 
 def test_a_value_s_start_and_end_are_looked_up_as_trigrams_of_their_own() -> None:
-    edge = sqlite_index.TEXT_EDGE
+    edge = sqlite_schema.TEXT_EDGE
     query = parse({"PatientName": ["MUL*ANN"]}, "STUDY")
     assert sqlite_catalog.text_match(query) == f'name : ("{edge}mul" AND "ann{edge}")'
     query = parse({"AccessionNumber": ["*13"]}, "STUDY")  # two letters: a trigram with the edge
@@ -333,8 +333,10 @@ def test_a_version_4_file_gets_its_series_dates_realigned(
     path = tmp_path / "index.sqlite3"
     study = "1.2.826.0.1.3680043.8.498.79"
     with monkeypatch.context() as patched:
-        patched.setattr(sqlite_index, "SCHEMA_VERSION", 4)
-        patched.setattr(sqlite_index, "_update_terms", lambda *_: None)  # version 4's text
+        patched.setattr(sqlite_schema, "SCHEMA_VERSION", 4)
+        patched.setattr(sqlite_index, "_filed_text", lambda *_: (None, None))  # version 4's
+        patched.setattr(sqlite_index, "_write_terms", lambda *_: None)  # text
+        patched.setattr(sqlite_index, "_log", lambda *_: None)
         index = SqliteIndex(path)
         for s, day in ((1, "20200101"), (2, "20240101")):
             data = dicom_files.with_new_uids(study=study, series=f"{study}.{s}", StudyDate=day)
@@ -347,7 +349,7 @@ def test_a_version_4_file_gets_its_series_dates_realigned(
             )
         assert len(_series_dates(path, study)) == 2
     SqliteCatalog(path)  # opens and migrates
-    assert sqlite_index.schema_version(path) == sqlite_index.SCHEMA_VERSION
+    assert sqlite_schema.schema_version(path) == sqlite_schema.SCHEMA_VERSION
     (sdt,) = _series_dates(path, study)
     assert sdt.startswith("20240101")
 
@@ -355,15 +357,15 @@ def test_a_version_4_file_gets_its_series_dates_realigned(
 # ------------------------------------------------------------------ version 6
 
 
-def _terms_version_5(c: sqlite3.Connection, r: InstanceRecord) -> None:
+def _terms_version_5(c: sqlite3.Connection, study: str, text: TextWrite) -> None:
     """What versions 4 and 5 wrote to the substring index: the text bare, no date."""
-    if c.execute("SELECT 1 FROM study_terms WHERE study = ?", (r.study_uid,)).fetchone():
+    if c.execute("SELECT 1 FROM study_terms WHERE study = ?", (study,)).fetchone():
         return
-    terms = study_terms(json.loads(r.study_json))
+    terms = text.texts
     assert tuple(TEXT_KEYS.values()) == ("name", "pid", "acc", "descr", "ref")
     cursor = c.execute(
         "INSERT INTO study_terms (study, name, pid, acc, descr, ref) VALUES (?, ?, ?, ?, ?, ?)",
-        (r.study_uid, *terms),
+        (study, *terms),
     )
     c.execute(
         "INSERT INTO study_text (rowid, name, pid, acc, descr, ref) VALUES (?, ?, ?, ?, ?, ?)",
@@ -376,14 +378,16 @@ def test_a_version_5_file_gets_rowid_tables_and_the_text_s_date_index(
 ) -> None:
     path = tmp_path / "index.sqlite3"
     with monkeypatch.context() as patched:
-        patched.setattr(sqlite_index, "SCHEMA_VERSION", 5)
-        patched.setattr(sqlite_index, "_update_terms", _terms_version_5)
+        patched.setattr(sqlite_schema, "SCHEMA_VERSION", 5)
+        patched.setattr(sqlite_index, "_filed_text", lambda *_: (None, None))
+        patched.setattr(sqlite_index, "_write_terms", _terms_version_5)
+        patched.setattr(sqlite_index, "_log", lambda *_: None)
         records = _archive(SqliteIndex(path), 12)
     with sqlite3.connect(path) as connection:
         ddl = dict(connection.execute("SELECT name, sql FROM sqlite_master"))
     assert "WITHOUT ROWID" in ddl["studies"]
     catalog = SqliteCatalog(path)  # opens and migrates
-    assert sqlite_index.schema_version(path) == sqlite_index.SCHEMA_VERSION
+    assert sqlite_schema.schema_version(path) == sqlite_schema.SCHEMA_VERSION
     with sqlite3.connect(path) as connection:
         ddl = dict(connection.execute("SELECT name, sql FROM sqlite_master"))
         assert not connection.execute(

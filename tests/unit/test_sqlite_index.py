@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from shared.adapters import sqlite_index
+from shared.adapters import sqlite_index, sqlite_schema
 from shared.adapters.sqlite_catalog import SqliteCatalog
-from shared.adapters.sqlite_index import SCHEMA_VERSION, SqliteIndex
+from shared.adapters.sqlite_index import SqliteIndex
+from shared.adapters.sqlite_schema import SCHEMA_VERSION
 from shared.dicom.validate import validate
 from shared.ports import AddOutcome
 from shared.services.store import _record
@@ -28,7 +29,7 @@ def _record_of(data: bytes):
 def test_a_new_file_gets_the_current_schema_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "index.sqlite3"
     SqliteIndex(path)
-    assert sqlite_index.schema_version(path) == SCHEMA_VERSION
+    assert sqlite_schema.schema_version(path) == SCHEMA_VERSION
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -45,15 +46,15 @@ def test_data_survives_reopening(tmp_path: Path) -> None:
 def test_an_older_file_is_migrated_on_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "index.sqlite3"
     SqliteIndex(path)  # the current version
-    monkeypatch.setattr(sqlite_index, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(sqlite_schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     monkeypatch.setitem(
-        sqlite_index.MIGRATIONS,
+        sqlite_schema.MIGRATIONS,
         SCHEMA_VERSION + 1,
         "ALTER TABLE instances ADD COLUMN note TEXT;"
         " CREATE INDEX instances_by_note ON instances (note)",
     )
     SqliteIndex(path)
-    assert sqlite_index.schema_version(path) == SCHEMA_VERSION + 1
+    assert sqlite_schema.schema_version(path) == SCHEMA_VERSION + 1
     with sqlite3.connect(path) as connection:
         columns = [row[1] for row in connection.execute("PRAGMA table_info(instances)")]
     assert "note" in columns
@@ -83,16 +84,16 @@ def test_a_version_1_index_gains_metadata_and_keeps_its_instances(
     import dataclasses
 
     path = tmp_path / "index.sqlite3"
-    monkeypatch.setattr(sqlite_index, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(sqlite_schema, "SCHEMA_VERSION", 1)
     old = dataclasses.replace(_record_of(dicom_files.with_new_uids()), metadata=b"")
     with monkeypatch.context() as patched:
         patched.setattr(sqlite_index, "_add", _add_version_1)
         assert SqliteIndex(path).add(old) is AddOutcome.STORED
-    assert sqlite_index.schema_version(path) == 1
-    monkeypatch.setattr(sqlite_index, "SCHEMA_VERSION", SCHEMA_VERSION)
+    assert sqlite_schema.schema_version(path) == 1
+    monkeypatch.setattr(sqlite_schema, "SCHEMA_VERSION", SCHEMA_VERSION)
     new = _record_of(dicom_files.with_new_uids())
     assert SqliteIndex(path).add(new) is AddOutcome.STORED
-    assert sqlite_index.schema_version(path) == SCHEMA_VERSION
+    assert sqlite_schema.schema_version(path) == SCHEMA_VERSION
     catalog = SqliteCatalog(path)
     (before,) = catalog.instances_by_uid([old.sop_instance_uid])
     (after,) = catalog.instances_by_uid([new.sop_instance_uid])

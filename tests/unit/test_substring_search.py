@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared import bootstrap, config
-from shared.adapters import sqlite_catalog, sqlite_index
+from shared.adapters import sqlite_catalog, sqlite_index, sqlite_schema
 from shared.adapters.sqlite_catalog import SqliteCatalog, text_match
 from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom.validate import validate
@@ -202,16 +202,18 @@ def test_a_version_2_file_holding_studies_gains_the_substring_index(  # and deid
 ) -> None:
     path = tmp_path / "index.sqlite3"
     with monkeypatch.context() as patched:
-        patched.setattr(sqlite_index, "SCHEMA_VERSION", 2)
-        patched.setattr(sqlite_index, "_update_terms", lambda c, r: None)  # version 2's _add
+        patched.setattr(sqlite_schema, "SCHEMA_VERSION", 2)
+        patched.setattr(sqlite_index, "_filed_text", lambda *_: (None, None))  # version 2's add
+        patched.setattr(sqlite_index, "_write_terms", lambda *_: None)
         patched.setattr(sqlite_index, "_add_deidentified", lambda *_: None)
+        patched.setattr(sqlite_index, "_log", lambda *_: None)
         records = _store(SqliteIndex(path), 6)
-    assert sqlite_index.schema_version(path) == 2
+    assert sqlite_schema.schema_version(path) == 2
     with sqlite3.connect(path) as connection:
         tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master")}
     assert "study_terms" not in tables
     catalog = SqliteCatalog(path)  # opens, migrates and backfills
-    assert sqlite_index.schema_version(path) == sqlite_index.SCHEMA_VERSION
+    assert sqlite_schema.schema_version(path) == sqlite_schema.SCHEMA_VERSION
     expected = sorted(r.study_uid for r in records if "mit" in r.patient_name)
     assert expected
     assert _uids(catalog, {"PatientName": ["*MIT*"]}) == expected
