@@ -304,6 +304,14 @@ def issuer_of(study_attrs: str) -> str:
     return str(values[0] or "")
 
 
+def _uids(record: InstanceRecord) -> dict[str, str]:
+    return {
+        "STUDY": record.study_uid,
+        "SERIES": record.series_uid,
+        "INSTANCE": record.sop_instance_uid,
+    }
+
+
 def _lookups(uid_map: UidMap | None, uids: Mapping[str, str]) -> tuple[Lookup, ...]:
     if uid_map is None:
         return ()
@@ -357,14 +365,7 @@ def add(
         return AddOutcome.PATIENT_MISMATCH
     sort_key = study_sort_key(record.study_date, record.study_time, record.study_uid)
     entry = entry_of(record)
-    lookups = _lookups(
-        uid_map,
-        {
-            "STUDY": record.study_uid,
-            "SERIES": record.series_uid,
-            "INSTANCE": record.sop_instance_uid,
-        },
-    )
+    lookups = _lookups(uid_map, _uids(record))
     writes = Writes(
         change=_change("add", entry, at),
         put=record,
@@ -545,22 +546,25 @@ def replace(
         if record.patient_id:
             patients.append(_patient_gains(record, 1, study=True))
     new_entry = entry_of(record)
-    return Writes(
-        change=_change("replace", new_entry, at, previous=entry.blob_key),
-        study=study,
-        series=(
-            SeriesWrite(
-                record.study_uid,
-                record.series_uid,
-                attrs=record.series_json,
-                study_attrs=record.study_json,
-                sort_key=sort_key,
-                modality=record.modality,
+    return _with_deidentified(
+        Writes(
+            change=_change("replace", new_entry, at, previous=entry.blob_key),
+            study=study,
+            series=(
+                SeriesWrite(
+                    record.study_uid,
+                    record.series_uid,
+                    attrs=record.series_json,
+                    study_attrs=record.study_json,
+                    sort_key=sort_key,
+                    modality=record.modality,
+                ),
             ),
-        ),
-        patients=tuple(patients),
-        put=record,
-        put_sort_key=new_entry.sort_key,
-        removed=entry,
-        keyed=uid_map is not None,
+            patients=tuple(patients),
+            put=record,
+            put_sort_key=new_entry.sort_key,
+            removed=entry,
+            keyed=uid_map is not None,
+            lookups_added=_lookups(uid_map, _uids(record)),  # the same: kept with the items
+        )
     )

@@ -255,3 +255,21 @@ def test_a_long_posting_read_stops_at_the_deadline_with_what_it_found(client: An
     unbounded = search_service.search(query, DynamoSearch(client, TABLE), BASE)
     assert len(unbounded.datasets) == 1
     assert not unbounded.exhausted
+
+
+def test_a_removed_study_takes_its_postings_and_their_counts_with_it(client: Any) -> None:
+    index = DynamoInstanceIndex(client, TABLE)
+    gone = _record_of(PatientName="Kowalski^Jan")
+    kept = _record_of(PatientName="Kowalczyk^Ewa")
+    for record in (gone, kept):
+        assert index.add(record) is AddOutcome.STORED
+    assert _count(client, "name", "kow") == 2
+    assert [e.sop_instance_uid for e in index.remove(gone.study_uid)] == [gone.sop_instance_uid]
+    assert _count(client, "name", "kow") == 1
+    assert _count(client, "name", "jan") == 0
+    owners = {p["SK"]["S"].partition("#")[2] for p in _with_trigrams(client)}
+    assert owners == {kept.study_uid}
+    assert _studies(client, PatientName="*owal*") == [kept.study_uid]
+    assert index.add(gone) is AddOutcome.STORED  # stored again: filed again
+    assert _studies(client, PatientName="*owals*") == [gone.study_uid]
+    assert _count(client, "name", "kow") == 2

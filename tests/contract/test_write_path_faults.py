@@ -20,6 +20,7 @@ import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,12 @@ from shared.adapters.dynamo_keys import study_pk
 from shared.adapters.file_blobs import FileBlobStore
 from shared.adapters.s3_blobs import S3BlobStore
 from shared.adapters.sqlite_index import SqliteIndex
+from shared.dicom.validate import validate
 from shared.dicomweb import stow_result
 from shared.dicomweb.multipart import Part
 from shared.errors import StorageUnavailable
-from shared.services.store import StoreRequest, store
+from shared.ports import ReplaceOutcome
+from shared.services.store import StoreRequest, _record, store
 from tests.fakes import FakeBlobStore, FakeIndex
 
 TABLE, BUCKET = "faults-table", "faults-bucket"
@@ -132,6 +135,18 @@ class FaultyIndex:
         self.plan.hit("read", "after")
         return found
 
+    def remove(self, *uids: str | None) -> Any:
+        self.plan.hit("transact", "before")
+        removed = self.inner.remove(*uids)
+        self.plan.hit("transact", "after")
+        return removed
+
+    def replace(self, record: Any) -> Any:
+        self.plan.hit("transact", "before")
+        replaced = self.inner.replace(record)
+        self.plan.hit("transact", "after")
+        return replaced
+
 
 def _storage_fault() -> None:
     raise StorageUnavailable("injected fault")
@@ -146,6 +161,7 @@ class Backend:
 
     blobs: Any
     index: Any
+    raw_index: Any
     plan: FaultPlan
 
     def entries(self) -> dict[str, tuple[str, str, str]]:
@@ -157,6 +173,16 @@ class Backend:
 
     def study_count(self, study: str) -> int:
         raise NotImplementedError
+
+    def changes(self) -> list[Any]:
+        """Every entry of the change log, read page by page."""
+        found, cursor = [], ""
+        while True:
+            page = self.raw_index.changes(after=cursor, limit=4)
+            if not page.changes:
+                return found
+            found += page.changes
+            cursor = page.cursor
 
 
 class FakeBackend(Backend):
@@ -221,7 +247,7 @@ class MotoBackend(Backend):
         self.plan = FaultPlan(raise_fault=_connection_fault)
         self.s3, self.dynamodb = s3, dynamodb
         self.blobs = S3BlobStore(s3, BUCKET)
-        self.index = DynamoInstanceIndex(dynamodb, TABLE, sleep=lambda _: None)
+        self.index = self.raw_index = DynamoInstanceIndex(dynamodb, TABLE, sleep=lambda _: None)
         for op, (service, operation) in _BOTO_OPS.items():
             client = s3 if service == "s3" else dynamodb
             for phase in PHASES:
@@ -258,6 +284,10 @@ class MotoBackend(Backend):
                 TableName=TABLE, Key={"PK": {"S": study_pk(study)}, "SK": {"S": "STUDY"}}
             ).get("Item")
         return 0 if item is None else int(item["n_instances"]["N"])
+
+    def changes(self) -> list[Any]:
+        with self._quiet():
+            return super().changes()
 
     @contextmanager
     def _quiet(self) -> Iterator[None]:
@@ -378,6 +408,78 @@ class WritePath(RuleBasedStateMachine):
             assert outcome["other"] in (200, 409, 503)
             self._acknowledge(other_sop, other_data, outcome["other"])
 
+    @rule(
+        sop=st.sampled_from(SOPS),
+        fault=st.none()
+        | st.tuples(st.sampled_from(OPS), st.sampled_from(PHASES), st.sampled_from(["once"]))
+        | st.tuples(st.sampled_from(OPS), st.sampled_from(PHASES), st.just("always")),
+    )
+    def remove_with_fault(self, sop: str, fault: tuple[str, str, str] | None) -> None:
+        """The index's part of a deletion: the entry goes whole or not at all."""
+        before = self.backend.entries()
+        if fault is not None:
+            self.backend.plan.armed[(fault[0], fault[1])] = fault[2]
+        try:
+            removed = self.backend.index.remove(STUDY, SERIES, sop)
+        except StorageUnavailable:
+            removed = None
+        self.backend.plan.armed.clear()
+        after = self.backend.entries()
+        if removed is not None:
+            assert sop not in after
+            assert [e.sop_instance_uid for e in removed] == ([sop] if sop in before else [])
+        if sop not in after:
+            self.acknowledged.pop(sop, None)
+        else:
+            assert after[sop] == before[sop], "a failed removal changed the entry"
+
+    @rule(
+        sop=st.sampled_from(SOPS),
+        variant=st.sampled_from(VARIANTS),
+        fault=st.none()
+        | st.tuples(st.sampled_from(OPS), st.sampled_from(PHASES), st.sampled_from(["once"])),
+    )
+    def replace_with_fault(
+        self, sop: str, variant: str, fault: tuple[str, str, str] | None
+    ) -> None:
+        """A metadata update: the new bytes first, then the index switched in one change."""
+        data = CONTENT[(sop, variant)]
+        record = _record(validate(data), "AE", datetime.now(UTC))
+        before = self.backend.entries()
+        if fault is not None:
+            self.backend.plan.armed[(fault[0], fault[1])] = fault[2]
+        try:
+            self.backend.blobs.put(record.blob_key, data)
+            outcome = self.backend.index.replace(record).outcome
+        except StorageUnavailable:
+            outcome = None
+        self.backend.plan.armed.clear()
+        after = self.backend.entries()
+        if sop not in before:
+            assert after == before
+            return
+        if outcome is ReplaceOutcome.REPLACED:
+            assert after[sop][:2] == (_sha(data), record.blob_key)
+        elif outcome is not None:
+            assert after == before
+        assert after[sop] in (before[sop], (_sha(data), record.blob_key, STUDY))
+        if sop in self.acknowledged:
+            self.acknowledged[sop] = after[sop][0]
+
+    @invariant()
+    def the_change_log_replays_to_the_entries(self) -> None:
+        """An entry of the change log exists if and only if its change committed, in the
+        order of the commits: replaying it gives the index's entries."""
+        replayed: dict[str, str] = {}
+        for change in self.backend.changes():
+            if change.kind == "remove":
+                assert replayed.pop(change.sop_instance_uid) == change.blob_key
+            else:
+                assert (change.kind == "add") == (change.sop_instance_uid not in replayed)
+                assert replayed.get(change.sop_instance_uid, "") == change.previous_key
+                replayed[change.sop_instance_uid] = change.blob_key
+        assert replayed == {sop: key for sop, (_, key, _) in self.backend.entries().items()}
+
     @invariant()
     def every_entry_has_its_object(self) -> None:
         for sop, (sha, key, _) in self.backend.entries().items():
@@ -482,3 +584,22 @@ def test_write_path_on_files_and_sqlite(tmp_path: Path) -> None:
         backend_factory = staticmethod(fresh)
 
     _run(OnLocal, examples=60, steps=10)
+
+
+def test_lost_reply_of_a_removal_reads_back_as_removed(moto_clients: tuple[Any, Any]) -> None:
+    """A removal that committed but whose reply was lost is retried: the entry is gone, so
+    it reads back as removed, and the change log holds it once."""
+    s3, dynamodb = moto_clients
+    dynamodb.create_table(TableName=TABLE, **local_template.load().tables["IndexTable"].create_args)
+    s3.create_bucket(Bucket=BUCKET)
+    backend = MotoBackend(s3, dynamodb)
+    data = CONTENT[(SOPS[0], "a")]
+    request = StoreRequest([Part(data, {"content-type": "application/dicom"})], "AE", "h")
+    assert store(request, objects=backend.blobs, index=backend.index).status == 200
+    backend.plan.armed[("transact", "after")] = "once"
+    (removed,) = backend.index.remove(STUDY, SERIES, SOPS[0])
+    assert removed.sop_instance_uid == SOPS[0]
+    assert backend.entries() == {}
+    assert backend.study_count(STUDY) == 0
+    assert [c.kind for c in backend.changes()] == ["add", "remove"]
+    assert backend.object(removed.blob_key) == data  # the bytes are the sweep's to remove

@@ -344,3 +344,18 @@ def test_many_candidates_walk_the_date_index_with_the_same_answer(
     # Small pages test each study's text in place; large ones gather candidates first.
     monkeypatch.setattr(sqlite_catalog, "WALK_PAGE", 10)
     assert pages(4) == pages(1000) == in_order
+
+
+def test_a_removed_study_leaves_the_substring_index(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    index = SqliteIndex(path)
+    records = _store(index, 6)
+    gone = records[0]
+    catalog = SqliteCatalog(path)
+    index.remove(gone.study_uid)
+    with sqlite3.connect(path) as connection:
+        studies = [r[0] for r in connection.execute("SELECT study FROM study_terms")]
+        connection.execute("INSERT INTO study_text (study_text) VALUES ('integrity-check')")
+    assert gone.study_uid not in studies
+    assert len(studies) == len({r.study_uid for r in records}) - 1
+    assert _uids(catalog, {"PatientName": ["*mit*"]}) == [records[5].study_uid]  # Smith, again
