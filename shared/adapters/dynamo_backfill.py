@@ -87,8 +87,8 @@ def backfill(
 
 
 def backfill_substring_index(index: DynamoInstanceIndex, client: Any, table: str) -> int:
-    """File every study item without ``tx`` under its trigrams (the substring index of
-    issue 13, ``tools/substring_backfill.py``); return how many studies were filed.
+    """File every study item without ``tx`` under its trigrams (the substring index,
+    ``tools/substring_backfill.py``); return how many studies were filed.
 
     Until a study is filed, substring searches (``*abc*``) do not find it; an instance
     stored into it files it too. One Scan (study items without ``tx``, keys only), then per

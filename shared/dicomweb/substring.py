@@ -1,4 +1,4 @@
-"""Substring keys of study-level text attributes, for n-gram (trigram) indexes (issue 13).
+"""Substring keys of study-level text attributes, for n-gram (trigram) indexes.
 
 An index that can find every stored value containing a given string turns wildcard and
 fuzzy queries into reads of candidates: ``*abc*``, ``abc*def``, ``*ab?c*`` and fuzzy name
