@@ -487,7 +487,7 @@ def _patient_loses(
         holding.study.issuer,
         instances=-1,
         gone=count <= 1,
-        expect=count,
+        expect=count if count > 0 else None,  # none held: nothing to condition on
         studies_removed=(entry.study_uid,) if study_gone else (),
         series_removed=(entry.series_uid,) if series_gone else (),
     )
