@@ -1,7 +1,8 @@
 """The upload path: POST/GET /o3-dpacs-wado/stowRsListener/{CALLING_AET}/uploads[/{id}].
 
 Instances too large for STOW-RS's request body go straight to the bucket through presigned
-URLs; the ingest function stores them with STOW's own code (``shared.services.ingest``).
+URLs (``shared.services.uploads``); the ingest function stores them with STOW's own code
+(``shared.services.ingest``).
 Asking for, completing and following an upload needs the ``store`` scope; the listing of
 results answers ``store`` keys their own uploads and ``admin`` keys the dropped objects too.
 """
@@ -16,7 +17,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from shared import bootstrap, http, keys, logs
 from shared.dicomweb import stow_request
 from shared.errors import BadRequest
-from shared.services import ingest
+from shared.services import uploads
 
 logger = logs.get_logger()
 archive = bootstrap.Provider()
@@ -29,13 +30,13 @@ def _base() -> str:
     return http.base_url(app.current_event, archive().settings.base_path)
 
 
-def _caller(*, storing: bool = True) -> ingest.Caller:
+def _caller(*, storing: bool = True) -> uploads.Caller:
     """The request's key (its id from the authorizer's context) and its admin scope; 403
     without the ``store`` scope when ``storing``."""
     request = app.current_event
     if storing:
         http.require_scope(request, keys.STORE)
-    return ingest.Caller(
+    return uploads.Caller(
         key_id=http.key_id(request), admin=keys.ADMIN in http.granted_scopes(request)
     )
 
@@ -45,8 +46,8 @@ def create(calling_aet: str) -> Response[str]:
     """Ask for an upload: where to PUT the object (or its parts)."""
     caller = _caller()
     aet = stow_request.calling_aet(calling_aet)
-    request = ingest.UploadRequest.from_json(http.body_bytes(app.current_event), aet)
-    answer = ingest.create_upload(
+    request = uploads.UploadRequest.from_json(http.body_bytes(app.current_event), aet)
+    answer = uploads.create_upload(
         request,
         caller=caller,
         store=archive().objects,
@@ -58,7 +59,7 @@ def create(calling_aet: str) -> Response[str]:
 @app.post(f"{_ROOT}/<upload_id>/complete")
 def complete(calling_aet: str, upload_id: str) -> Response[str]:
     """Assemble a multipart upload from its parts."""
-    answer = ingest.complete_upload(
+    answer = uploads.complete_upload(
         upload_id,
         http.body_bytes(app.current_event),
         caller=_caller(),
@@ -71,7 +72,7 @@ def complete(calling_aet: str, upload_id: str) -> Response[str]:
 @app.get(f"{_ROOT}/<upload_id>")
 def status(calling_aet: str, upload_id: str) -> Response[str]:
     """Pending, stored, duplicate or failed, with the STOW failure reason."""
-    answer = ingest.status(upload_id, caller=_caller(), store=archive().objects, base_url=_base())
+    answer = uploads.status(upload_id, caller=_caller(), store=archive().objects, base_url=_base())
     return http.json_response(200, answer, _JSON)
 
 
@@ -83,7 +84,7 @@ def listing(calling_aet: str) -> Response[str]:
         limit = int(query.get("limit", "100"))
     except ValueError as exc:
         raise BadRequest("limit must be a whole number") from exc
-    answer = ingest.results(
+    answer = uploads.results(
         query.get("prefix", ""),
         caller=_caller(storing=False),
         store=archive().objects,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.services import ingest
+from shared.services import ingest, uploads
 from tests.template.test_template import BUCKETS, FUNCTIONS, TPL
 
 DAY_S = 86400
@@ -63,10 +63,10 @@ def test_no_upload_record_expires_before_its_upload_could_complete() -> None:
     shortest = min(
         TPL["Parameters"][p]["MinValue"] or 1 for _, p, _, _ in RETENTION
     )  # 0 keeps for ever: the shortest retention is 1 day
-    assert shortest * DAY_S >= ingest.UPLOAD_URL_TTL
+    assert shortest * DAY_S >= uploads.UPLOAD_URL_TTL
     (abort,) = [r for r in _rules() if r.get("Id") == "abort-incomplete-multipart-uploads"]
     assert abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] * DAY_S >= (
-        ingest.UPLOAD_URL_TTL
+        uploads.UPLOAD_URL_TTL
     )
 
 

@@ -34,7 +34,7 @@ from shared.adapters.file_blobs import FileBlobStore
 from shared.adapters.local_urls import PATH_PREFIX, UrlRefused, UrlSigner
 from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom import failures
-from shared.services import ingest
+from shared.services import ingest, uploads
 from tests import dicom_files, fuzz
 from tests.handlers import Context, json_body, load, quiet, rest_event
 
@@ -80,9 +80,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     upload_ids = {}
     for key_id, name in ((OWNER, "CT_small.dcm"), (OTHER, "MR_small.dcm")):
         data = dicom_files.with_new_uids(name)
-        answer = ingest.create_upload(
-            ingest.UploadRequest(size=len(data), calling_aet="AE"),
-            caller=ingest.Caller(key_id),
+        answer = uploads.create_upload(
+            uploads.UploadRequest(size=len(data), calling_aet="AE"),
+            caller=uploads.Caller(key_id),
             store=store,
             upload_root="https://h/uploads",
         )
@@ -133,7 +133,7 @@ _json_values = st.recursive(
 )
 _sizes = st.one_of(
     st.integers(min_value=-(1 << 70), max_value=1 << 70),
-    st.sampled_from([0, 1, ingest.SINGLE_PUT_LIMIT, ingest.SINGLE_PUT_LIMIT + 1, 5 << 30]),
+    st.sampled_from([0, 1, uploads.SINGLE_PUT_LIMIT, uploads.SINGLE_PUT_LIMIT + 1, 5 << 30]),
     _json_values,
 )
 _create_bodies = st.one_of(
@@ -185,10 +185,10 @@ _complete_bodies = st.one_of(
 @FUZZ
 @given(body=_complete_bodies, key_id=_key_ids)
 def test_any_complete_request_is_a_202_or_a_clear_4xx(world, body, key_id) -> None:
-    size = ingest.SINGLE_PUT_LIMIT + 10
-    created = ingest.create_upload(
-        ingest.UploadRequest(size=size, calling_aet="AE"),
-        caller=ingest.Caller(OWNER),
+    size = uploads.SINGLE_PUT_LIMIT + 10
+    created = uploads.create_upload(
+        uploads.UploadRequest(size=size, calling_aet="AE"),
+        caller=uploads.Caller(OWNER),
         store=world.store,
         upload_root="https://h/uploads",
     )
@@ -327,9 +327,9 @@ def test_any_truncated_or_flipped_upload_ends_stored_or_quarantined(
     data = bytes(original[: int(cut * len(original))]) + extra
     if not data:
         data = b"\x00"
-    answer = ingest.create_upload(
-        ingest.UploadRequest(size=len(data), calling_aet="AE"),
-        caller=ingest.Caller(OWNER),
+    answer = uploads.create_upload(
+        uploads.UploadRequest(size=len(data), calling_aet="AE"),
+        caller=uploads.Caller(OWNER),
         store=store,
         upload_root="https://h/uploads",
     )
@@ -337,8 +337,8 @@ def test_any_truncated_or_flipped_upload_ends_stored_or_quarantined(
     store.put(key, data)
     outcome = ingest.ingest(key, store=store, index=index, inflate_limit=32 << 20)
     _assert_kept(store, key, data, outcome)
-    status = ingest.status(
-        answer["uploadId"], caller=ingest.Caller(OWNER), store=store, base_url="https://h"
+    status = uploads.status(
+        answer["uploadId"], caller=uploads.Caller(OWNER), store=store, base_url="https://h"
     )
     assert status["status"] == outcome.status
 

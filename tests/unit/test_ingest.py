@@ -20,14 +20,14 @@ from shared.adapters.local_urls import UrlSigner
 from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom import failures
 from shared.errors import BadRequest, Forbidden, NotFound, StorageUnavailable
-from shared.services import ingest
+from shared.services import ingest, uploads
 from tests import dicom_files
 
 BASE = "https://example.org/v1/o3-dpacs-wado"
 ROOT = f"{BASE}/stowRsListener/MODALITY1/uploads"
 LIMIT = 256 << 20
-OWNER = ingest.Caller("key-a")
-ADMIN = ingest.Caller("key-admin", admin=True)
+OWNER = uploads.Caller("key-a")
+ADMIN = uploads.Caller("key-admin", admin=True)
 
 
 @pytest.fixture
@@ -42,8 +42,8 @@ def index(tmp_path: Path) -> SqliteIndex:
 
 def upload(store: FileBlobStore, data: bytes, **declared: object) -> str:
     """Ask for an upload and write the object where the URL would have."""
-    request = ingest.UploadRequest(size=len(data), calling_aet="MODALITY1", **declared)  # type: ignore[arg-type]
-    answer = ingest.create_upload(request, caller=OWNER, store=store, upload_root=ROOT)
+    request = uploads.UploadRequest(size=len(data), calling_aet="MODALITY1", **declared)  # type: ignore[arg-type]
+    answer = uploads.create_upload(request, caller=OWNER, store=store, upload_root=ROOT)
     store.put(f"incoming/uploads/{answer['uploadId']}", data)
     return str(answer["uploadId"])
 
@@ -53,7 +53,7 @@ def run(key: str, store: FileBlobStore, index: SqliteIndex) -> ingest.Outcome | 
 
 
 def status(upload_id: str, store: FileBlobStore) -> dict:
-    return ingest.status(upload_id, caller=OWNER, store=store, base_url=BASE)
+    return uploads.status(upload_id, caller=OWNER, store=store, base_url=BASE)
 
 
 # ---------------------------------------------------------------- asking for an upload
@@ -77,7 +77,7 @@ def status(upload_id: str, store: FileBlobStore) -> dict:
 )
 def test_a_malformed_upload_request_is_a_400(body: bytes) -> None:
     with pytest.raises(BadRequest):
-        ingest.UploadRequest.from_json(body, "AET")
+        uploads.UploadRequest.from_json(body, "AET")
 
 
 @given(
@@ -86,15 +86,15 @@ def test_a_malformed_upload_request_is_a_400(body: bytes) -> None:
 )
 def test_any_body_is_parsed_or_refused_with_400(body: bytes) -> None:
     try:
-        request = ingest.UploadRequest.from_json(body, "AET")
+        request = uploads.UploadRequest.from_json(body, "AET")
     except BadRequest:
         return
-    assert 0 < request.size <= ingest.MAX_UPLOAD
+    assert 0 < request.size <= uploads.MAX_UPLOAD
 
 
 def test_a_small_upload_is_one_presigned_put(store: FileBlobStore) -> None:
-    answer = ingest.create_upload(
-        ingest.UploadRequest(size=1000, calling_aet="A"),
+    answer = uploads.create_upload(
+        uploads.UploadRequest(size=1000, calling_aet="A"),
         caller=OWNER,
         store=store,
         upload_root=ROOT,
@@ -107,30 +107,30 @@ def test_a_small_upload_is_one_presigned_put(store: FileBlobStore) -> None:
 
 
 def test_a_large_upload_is_multipart_with_a_url_per_part(store: FileBlobStore) -> None:
-    size = 2 * ingest.PART_SIZE + 1
-    answer = ingest.create_upload(
-        ingest.UploadRequest(size=size, calling_aet="A"),
+    size = 2 * uploads.PART_SIZE + 1
+    answer = uploads.create_upload(
+        uploads.UploadRequest(size=size, calling_aet="A"),
         caller=OWNER,
         store=store,
         upload_root=ROOT,
     )
     multipart = answer["multipart"]
     assert [p["partNumber"] for p in multipart["parts"]] == [1, 2, 3]
-    assert multipart["partSize"] == ingest.PART_SIZE
+    assert multipart["partSize"] == uploads.PART_SIZE
     assert multipart["completeUrl"] == f"{ROOT}/{answer['uploadId']}/complete"
 
 
 @pytest.fixture
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Multipart from 9 bytes on, in parts of 6 bytes (the service's rule, at a test's scale)."""
-    monkeypatch.setattr(ingest, "SINGLE_PUT_LIMIT", 8)
-    monkeypatch.setattr(ingest, "PART_SIZE", 6)
+    monkeypatch.setattr(uploads, "SINGLE_PUT_LIMIT", 8)
+    monkeypatch.setattr(uploads, "PART_SIZE", 6)
 
 
 def _multipart(store: FileBlobStore, size: int) -> tuple[str, str, str]:
     """(upload id, key, multipart upload id) of a new multipart upload of ``size`` bytes."""
-    answer = ingest.create_upload(
-        ingest.UploadRequest(size=size, calling_aet="A"),
+    answer = uploads.create_upload(
+        uploads.UploadRequest(size=size, calling_aet="A"),
         caller=OWNER,
         store=store,
         upload_root=ROOT,
@@ -150,13 +150,15 @@ def test_multipart_parts_are_assembled_in_order(store: FileBlobStore, small_part
         for n, chunk in ((2, b"world"), (1, b"hello "))
     ]
     body = _complete_body(tags)
-    assert ingest.complete_upload(upload_id, body, caller=OWNER, store=store)["status"] == "pending"
+    assert (
+        uploads.complete_upload(upload_id, body, caller=OWNER, store=store)["status"] == "pending"
+    )
     assert store.read(key) == b"hello world"
     # A retried complete is harmless; a wrong ETag for a new upload is a 400.
-    ingest.complete_upload(upload_id, body, caller=OWNER, store=store)
+    uploads.complete_upload(upload_id, body, caller=OWNER, store=store)
     other, _, _ = _multipart(store, 11)
     with pytest.raises(BadRequest):
-        ingest.complete_upload(
+        uploads.complete_upload(
             other,
             b'{"parts": [{"partNumber": 1, "etag": "x"}, {"partNumber": 2, "etag": "y"}]}',
             caller=OWNER,
@@ -165,16 +167,16 @@ def test_multipart_parts_are_assembled_in_order(store: FileBlobStore, small_part
 
 
 def test_part_urls_are_signed_for_each_part_s_size(store: FileBlobStore, small_parts) -> None:
-    answer = ingest.create_upload(
-        ingest.UploadRequest(size=20, calling_aet="A"), caller=OWNER, store=store, upload_root=ROOT
+    answer = uploads.create_upload(
+        uploads.UploadRequest(size=20, calling_aet="A"), caller=OWNER, store=store, upload_root=ROOT
     )
     lengths = [
         dict(parse_qsl(urlsplit(part["url"]).query))["length"]
         for part in answer["multipart"]["parts"]
     ]
     assert lengths == ["6", "6", "6", "2"]
-    single = ingest.create_upload(
-        ingest.UploadRequest(size=7, calling_aet="A"), caller=OWNER, store=store, upload_root=ROOT
+    single = uploads.create_upload(
+        uploads.UploadRequest(size=7, calling_aet="A"), caller=OWNER, store=store, upload_root=ROOT
     )
     assert dict(parse_qsl(urlsplit(single["upload"]["url"]).query))["length"] == "7"
 
@@ -193,7 +195,7 @@ def test_parts_that_do_not_add_up_to_the_declared_size_are_refused_at_complete(
     upload_id, key, multipart = _multipart(store, 11)
     tags = [(n, store.write_part(key, multipart, n, io.BytesIO(c), len(c))) for n, c in chunks]
     with pytest.raises(BadRequest, match="declared 11"):
-        ingest.complete_upload(upload_id, _complete_body(tags), caller=OWNER, store=store)
+        uploads.complete_upload(upload_id, _complete_body(tags), caller=OWNER, store=store)
     assert store.stat(key) is None  # nothing assembled, nothing ingested
 
 
@@ -203,7 +205,7 @@ def test_complete_must_list_every_part_once(store: FileBlobStore, small_parts, n
     for n, chunk in ((1, b"hello "), (2, b"world")):
         store.write_part(key, multipart, n, io.BytesIO(chunk), len(chunk))
     with pytest.raises(BadRequest):
-        ingest.complete_upload(
+        uploads.complete_upload(
             upload_id, _complete_body([(n, "e") for n in numbers]), caller=OWNER, store=store
         )
     assert store.stat(key) is None
@@ -299,8 +301,8 @@ def test_a_refused_upload_is_quarantined_with_its_reason(
 
 def test_an_object_of_another_size_than_declared_is_quarantined(store, index) -> None:
     data = dicom_files.with_new_uids()
-    request = ingest.UploadRequest(size=len(data) + 1, calling_aet="A")
-    upload_id = ingest.create_upload(request, caller=OWNER, store=store, upload_root=ROOT)[
+    request = uploads.UploadRequest(size=len(data) + 1, calling_aet="A")
+    upload_id = uploads.create_upload(request, caller=OWNER, store=store, upload_root=ROOT)[
         "uploadId"
     ]
     store.put(f"incoming/uploads/{upload_id}", data)
@@ -326,11 +328,11 @@ def test_a_storage_outage_keeps_the_object_for_a_retry(store, index, monkeypatch
 
 
 def test_expired_uploads_without_an_object_fail(store) -> None:
-    answer = ingest.create_upload(
-        ingest.UploadRequest(size=10, calling_aet="A"), caller=OWNER, store=store, upload_root=ROOT
+    answer = uploads.create_upload(
+        uploads.UploadRequest(size=10, calling_aet="A"), caller=OWNER, store=store, upload_root=ROOT
     )
-    later = datetime.now(UTC) + timedelta(seconds=ingest.UPLOAD_URL_TTL + 60)
-    found = ingest.status(
+    later = datetime.now(UTC) + timedelta(seconds=uploads.UPLOAD_URL_TTL + 60)
+    found = uploads.status(
         answer["uploadId"], caller=OWNER, store=store, base_url=BASE, clock=lambda: later
     )
     assert found["status"] == "failed"
@@ -344,7 +346,7 @@ def test_dropped_objects_are_ingested_and_listed_per_prefix(store, index, tmp_pa
     store.put("incoming/site2/x.dcm", dicom_files.with_new_uids())
     for key in ingest.stale(store, older_than=0):
         run(key, store, index)
-    listed = ingest.results("site1/", caller=ADMIN, store=store, base_url=BASE)["results"]
+    listed = uploads.results("site1/", caller=ADMIN, store=store, base_url=BASE)["results"]
     assert [r["key"] for r in listed] == [
         "site1/0.dcm",
         "site1/1.dcm",
@@ -352,9 +354,9 @@ def test_dropped_objects_are_ingested_and_listed_per_prefix(store, index, tmp_pa
         "site1/readme.txt",
     ]
     assert [r["status"] for r in listed] == ["stored", "stored", "stored", "failed"]
-    page = ingest.results("site1/", caller=ADMIN, store=store, base_url=BASE, limit=2)
+    page = uploads.results("site1/", caller=ADMIN, store=store, base_url=BASE, limit=2)
     assert page["next"] == "site1/1.dcm"
-    rest = ingest.results(
+    rest = uploads.results(
         "site1/", caller=ADMIN, store=store, base_url=BASE, after=page["next"], limit=2
     )
     assert [r["key"] for r in rest["results"]] == ["site1/2.dcm", "site1/readme.txt"]
@@ -392,25 +394,25 @@ def test_any_damaged_upload_ends_stored_or_quarantined_never_lost(store, index, 
 
 # ---------------------------------------------------------------- who sees what
 
-OTHER = ingest.Caller("key-b")
-ADMIN_ONLY = ingest.Caller("key-c", admin=True)
+OTHER = uploads.Caller("key-b")
+ADMIN_ONLY = uploads.Caller("key-c", admin=True)
 
 
-def _uploaded_by(caller: ingest.Caller, store, index, data: bytes) -> str:
-    request = ingest.UploadRequest(size=len(data), calling_aet="MODALITY1")
+def _uploaded_by(caller: uploads.Caller, store, index, data: bytes) -> str:
+    request = uploads.UploadRequest(size=len(data), calling_aet="MODALITY1")
     upload_id = str(
-        ingest.create_upload(request, caller=caller, store=store, upload_root=ROOT)["uploadId"]
+        uploads.create_upload(request, caller=caller, store=store, upload_root=ROOT)["uploadId"]
     )
     store.put(f"incoming/uploads/{upload_id}", data)
     run(f"incoming/uploads/{upload_id}", store, index)
     return upload_id
 
 
-def _listed(caller: ingest.Caller, store, prefix: str = "", limit: int = 1000) -> list[dict]:
+def _listed(caller: uploads.Caller, store, prefix: str = "", limit: int = 1000) -> list[dict]:
     """Every result the caller is answered, following ``next`` page after page."""
     found, after = [], ""
     while True:
-        page = ingest.results(
+        page = uploads.results(
             prefix, caller=caller, store=store, base_url=BASE, after=after, limit=limit
         )
         found += page["results"]
@@ -438,21 +440,21 @@ def archive(store, index) -> dict[str, str]:
 def test_a_key_follows_its_own_uploads_and_others_are_told_there_is_none(
     store, index, archive
 ) -> None:
-    found = ingest.status(archive["a"], caller=OWNER, store=store, base_url=BASE)
+    found = uploads.status(archive["a"], caller=OWNER, store=store, base_url=BASE)
     assert found["status"] == "stored"
-    for caller in (OTHER, ADMIN_ONLY, ingest.Caller("")):
+    for caller in (OTHER, ADMIN_ONLY, uploads.Caller("")):
         with pytest.raises(NotFound, match="no such upload"):
-            ingest.status(archive["a"], caller=caller, store=store, base_url=BASE)
-    pending = ingest.create_upload(
-        ingest.UploadRequest(size=ingest.SINGLE_PUT_LIMIT + 1, calling_aet="A"),
+            uploads.status(archive["a"], caller=caller, store=store, base_url=BASE)
+    pending = uploads.create_upload(
+        uploads.UploadRequest(size=uploads.SINGLE_PUT_LIMIT + 1, calling_aet="A"),
         caller=OWNER,
         store=store,
         upload_root=ROOT,
     )["uploadId"]
     with pytest.raises(NotFound):
-        ingest.status(pending, caller=OTHER, store=store, base_url=BASE)
+        uploads.status(pending, caller=OTHER, store=store, base_url=BASE)
     with pytest.raises(NotFound):
-        ingest.complete_upload(
+        uploads.complete_upload(
             pending, b'{"parts": [{"partNumber": 1, "etag": "x"}]}', caller=OTHER, store=store
         )
 
@@ -479,7 +481,7 @@ def test_dropped_objects_are_listed_to_admin_keys_only_with_their_names(store, a
     statuses = {r["key"]: r["status"] for r in listed}
     assert statuses == {"DOE^JANE/scan.dcm": "stored", "uploads/DOE_JOHN.dcm": "failed"}
     # An admin key that also stores sees its own uploads besides, never another key's.
-    both = ingest.Caller(OWNER.key_id, admin=True)
+    both = uploads.Caller(OWNER.key_id, admin=True)
     keys_seen = sorted(r["key"] for r in _listed(both, store))
     own = [f"uploads/{archive['a']}", f"uploads/{archive['a-bad']}"]
     assert keys_seen == sorted(["DOE^JANE/scan.dcm", "uploads/DOE_JOHN.dcm", *own])
@@ -492,9 +494,9 @@ def test_pages_of_one_result_add_up_to_the_whole_listing(store, archive, caller)
 
 def test_an_upload_needs_a_key_to_belong_to(store) -> None:
     with pytest.raises(Forbidden):
-        ingest.create_upload(
-            ingest.UploadRequest(size=10, calling_aet="A"),
-            caller=ingest.Caller(""),
+        uploads.create_upload(
+            uploads.UploadRequest(size=10, calling_aet="A"),
+            caller=uploads.Caller(""),
             store=store,
             upload_root=ROOT,
         )
@@ -506,9 +508,9 @@ def test_an_upload_needs_a_key_to_belong_to(store) -> None:
 )
 def test_a_prefix_that_cannot_name_objects_is_a_400(store, prefix) -> None:
     with pytest.raises(BadRequest):
-        ingest.results(prefix, caller=ADMIN, store=store, base_url=BASE)
+        uploads.results(prefix, caller=ADMIN, store=store, base_url=BASE)
     with pytest.raises(BadRequest):
-        ingest.results("", caller=ADMIN, store=store, base_url=BASE, after=prefix)
+        uploads.results("", caller=ADMIN, store=store, base_url=BASE, after=prefix)
 
 
 def test_a_file_meta_value_that_cannot_be_decoded_is_quarantined_not_a_crash(store, index):
