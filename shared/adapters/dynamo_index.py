@@ -207,7 +207,7 @@ class DynamoInstanceIndex:
         """
         for attempt in range(MAX_ATTEMPTS):
             seen = _seen_of(self._study_item(record.study_uid))
-            plan = writes.add(record, seen, self._uid_map, self._clock())
+            plan = writes.add(record, seen, self._uid_map)
             if isinstance(plan, AddOutcome):
                 return plan
             try:

@@ -149,7 +149,7 @@ def _add(
     existing = found.fetchone()
     if existing is not None:
         return writes.existing(r, existing[0])
-    plan = writes.add(r, _study_state(c, r.study_uid), uid_map, clock())
+    plan = writes.add(r, _study_state(c, r.study_uid), uid_map)
     if isinstance(plan, AddOutcome):
         return plan
     _persist(c, plan)

@@ -3,7 +3,7 @@ series then InstanceNumber, patients and studies by normalised name."""
 
 from __future__ import annotations
 
-from shared.dicom.normalize import date_key, person_name_key, time_key
+from shared.dicom.normalize import date_key, time_key
 from shared.dicomweb.query import Query, normalise
 
 _MAX_INSTANCE_NUMBER = 10**10
@@ -28,16 +28,17 @@ def instance_sort_key(series_uid: str, instance_number: str, sop_uid: str) -> st
     return f"{INSTANCE_PREFIX}{series_uid}#{ordinal}#{sop_uid}"
 
 
-def study_name_key(patient_name: str, study_uid: str) -> str:
-    """A study's place in a name index: normalised PatientName, then its UID ('' when
-    the name is empty: not in the index)."""
-    name = person_name_key(patient_name)
+def study_name_key(name: str, study_uid: str) -> str:
+    """A study's place in a name index: ``name`` (its PatientName's
+    :func:`~shared.dicom.normalize.person_name_key`), then its UID; '' without a name (not
+    in the index)."""
     return f"{name}#{study_uid}" if name else ""
 
 
-def patient_list_key(patient_name: str, patient_id: str, issuer: str) -> str:
-    """A patient's place in the patient list: normalised name, PatientID, issuer."""
-    return f"{person_name_key(patient_name)}#{patient_id}\\{issuer}"
+def patient_list_key(name: str, patient_id: str, issuer: str) -> str:
+    """A patient's place in the patient list: ``name`` (as for :func:`study_name_key`),
+    PatientID, issuer."""
+    return f"{name}#{patient_id}\\{issuer}"
 
 
 def study_date_bounds(query: Query) -> tuple[str, str] | None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from dataclasses import replace as copy
 
+from shared.dicom.normalize import person_name_key
 from shared.dicomweb.substring import TEXT_KEYS, merge_terms, ngrams, study_terms
 from shared.index.order import (
     instance_sort_key,
@@ -263,7 +264,7 @@ class Writes:
 
     def deidentified(self, level: str) -> str:
         """The de-identified UID written for ``level`` ('' when none is)."""
-        return next((lk.deidentified for lk in self.lookups_added if lk.level == level), "")
+        return _deidentified(self.lookups_added, level)
 
 
 # ------------------------------------------------------------------ helpers
@@ -335,16 +336,15 @@ def _change(kind: ChangeKind, entry: Entry, at: str, previous: str = "") -> Chan
     )  # fmt: skip
 
 
-def _patient_gains(record: InstanceRecord, instances: int, study: bool) -> PatientWrite:
-    list_key = patient_list_key(record.patient_name, record.patient_id, record.issuer_of_patient_id)
-    named = study_name_key(record.patient_name, "")
+def _patient_gains(record: InstanceRecord, name: str, instances: int, study: bool) -> PatientWrite:
+    list_key = patient_list_key(name, record.patient_id, record.issuer_of_patient_id)
     return PatientWrite(
         record.patient_id,
         record.issuer_of_patient_id,
         instances=instances,
         attrs=record.patient_json,
         list_key=list_key,
-        name_key=list_key if named else "",
+        name_key=list_key if name else "",
         studies_added=(record.study_uid,) if study else (),
         series_added=(record.series_uid,) if study else (),
     )
@@ -353,12 +353,11 @@ def _patient_gains(record: InstanceRecord, instances: int, study: bool) -> Patie
 # ------------------------------------------------------------------ the three changes
 
 
-def add(
-    record: InstanceRecord, seen: StudyState, uid_map: UidMap | None, at: str
-) -> Writes | AddOutcome:
+def add(record: InstanceRecord, seen: StudyState, uid_map: UidMap | None) -> Writes | AddOutcome:
     """What adding a new instance writes, given its study as read; an outcome instead when
     the index must refuse it (too large, or the study is another patient's). Whether the
-    SOP Instance UID is new is the guard's condition (:func:`existing` when it fails)."""
+    SOP Instance UID is new is the guard's condition (:func:`existing` when it fails). The
+    change is dated when the instance was received."""
     if entry_size(record) > MAX_ENTRY_BYTES:
         return AddOutcome.REJECTED
     if seen.exists and seen.patient_id != record.patient_id:
@@ -366,8 +365,9 @@ def add(
     sort_key = study_sort_key(record.study_date, record.study_time, record.study_uid)
     entry = entry_of(record)
     lookups = _lookups(uid_map, _uids(record))
-    writes = Writes(
-        change=_change("add", entry, at),
+    name = person_name_key(record.patient_name)
+    return Writes(
+        change=_change("add", entry, record.received),
         put=record,
         put_sort_key=entry.sort_key,
         keyed=uid_map is not None,
@@ -380,34 +380,37 @@ def add(
             patient_id=record.patient_id,
             sort_key=sort_key,
             accession=record.accession_number,
-            name_key=study_name_key(record.patient_name, record.study_uid),
+            name_key=study_name_key(name, record.study_uid),
             series_added=(record.series_uid,),
             modalities_added=(record.modality,) if record.modality else (),
             sop_classes_added=(record.sop_class_uid,),
             text=_text(record, seen, sort_key),
+            deidentified=_deidentified(lookups, "STUDY"),
         ),
-        series=(
-            SeriesWrite(
-                record.study_uid,
-                record.series_uid,
-                instances=1,
-                attrs=record.series_json,
-                study_attrs=record.study_json,
-                sort_key=sort_key,
-                modality=record.modality,
-            ),
-        ),
-        patients=(_patient_gains(record, 1, study=True),) if record.patient_id else (),
+        series=(_series_takes(record, sort_key, 1, lookups),),
+        patients=(_patient_gains(record, name, 1, study=True),) if record.patient_id else (),
     )
-    return _with_deidentified(writes)
 
 
-def _with_deidentified(writes: Writes) -> Writes:
-    """The study's and series' de-identified UIDs on their parts too (a backend keeping
-    them on the study and series items reads them there)."""
-    series = tuple(copy(s, deidentified=writes.deidentified("SERIES")) for s in writes.series)
-    study = copy(writes.study, deidentified=writes.deidentified("STUDY"))
-    return copy(writes, series=series, study=study)
+def _series_takes(
+    record: InstanceRecord, sort_key: str, instances: int, lookups: tuple[Lookup, ...]
+) -> SeriesWrite:
+    """The record's series with its attributes (and ``instances`` more)."""
+    return SeriesWrite(
+        record.study_uid,
+        record.series_uid,
+        instances=instances,
+        attrs=record.series_json,
+        study_attrs=record.study_json,
+        sort_key=sort_key,
+        modality=record.modality,
+        deidentified=_deidentified(lookups, "SERIES"),
+    )
+
+
+def _deidentified(lookups: tuple[Lookup, ...], level: str) -> str:
+    """The de-identified UID of ``level`` among ``lookups`` ('' when none)."""
+    return next((lk.deidentified for lk in lookups if lk.level == level), "")
 
 
 def remove(entry: Entry, holding: Holding, uid_map: UidMap | None, at: str) -> Writes:
@@ -517,6 +520,8 @@ def replace(
     classes = sorted({m.sop_class_uid for m in others.values()} | {record.sop_class_uid})
     dropped_class = entry.sop_class_uid not in classes
     drops_modality = not set(modalities) >= set(_held(holding))
+    lookups = _lookups(uid_map, _uids(record))  # the same UIDs: kept with the items
+    name = person_name_key(record.patient_name)
     study = StudyWrite(
         record.study_uid,
         state,
@@ -525,12 +530,13 @@ def replace(
         patient_id=record.patient_id,
         sort_key=sort_key,
         accession=record.accession_number,
-        name_key=study_name_key(record.patient_name, record.study_uid),
+        name_key=study_name_key(name, record.study_uid),
         modalities_added=() if drops_modality or not record.modality else (record.modality,),
         modalities=modalities if drops_modality else None,
         sop_classes_added=() if dropped_class else (record.sop_class_uid,),
         sop_classes=tuple(classes) if dropped_class else None,
         text=_text(record, state, sort_key),
+        deidentified=_deidentified(lookups, "STUDY"),
     )
     patients: list[PatientWrite] = []
     same_patient = (state.patient_id, state.issuer) == (
@@ -539,32 +545,21 @@ def replace(
     )
     if same_patient:
         if record.patient_id:
-            patients.append(_patient_gains(record, 0, study=False))
+            patients.append(_patient_gains(record, name, 0, study=False))
     else:
         if state.patient_id:
             patients.append(_patient_loses(holding, entry, series_gone=True, study_gone=True))
         if record.patient_id:
-            patients.append(_patient_gains(record, 1, study=True))
+            patients.append(_patient_gains(record, name, 1, study=True))
     new_entry = entry_of(record)
-    return _with_deidentified(
-        Writes(
-            change=_change("replace", new_entry, at, previous=entry.blob_key),
-            study=study,
-            series=(
-                SeriesWrite(
-                    record.study_uid,
-                    record.series_uid,
-                    attrs=record.series_json,
-                    study_attrs=record.study_json,
-                    sort_key=sort_key,
-                    modality=record.modality,
-                ),
-            ),
-            patients=tuple(patients),
-            put=record,
-            put_sort_key=new_entry.sort_key,
-            removed=entry,
-            keyed=uid_map is not None,
-            lookups_added=_lookups(uid_map, _uids(record)),  # the same: kept with the items
-        )
+    return Writes(
+        change=_change("replace", new_entry, at, previous=entry.blob_key),
+        study=study,
+        series=(_series_takes(record, sort_key, 0, lookups),),
+        patients=tuple(patients),
+        put=record,
+        put_sort_key=new_entry.sort_key,
+        removed=entry,
+        keyed=uid_map is not None,
+        lookups_added=lookups,
     )

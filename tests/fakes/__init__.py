@@ -73,7 +73,7 @@ class FakeIndex:
             existing = self.instances.get(record.sop_instance_uid)
             if existing is not None:
                 return writes.existing(record, existing.sha256)
-            plan = writes.add(record, self._state(record.study_uid), self.uid_map, _now())
+            plan = writes.add(record, self._state(record.study_uid), self.uid_map)
             if isinstance(plan, AddOutcome):
                 return plan
             self._persist(plan)

@@ -26,7 +26,7 @@ def _record_of(**values: object) -> InstanceRecord:
 def _holding(*records: InstanceRecord, patient: int | None = None) -> writes.Holding:
     last = records[-1]
     sort_key = study_sort_key(last.study_date, last.study_time, STUDY)
-    texts = writes.add(last, writes.StudyState(), None, AT)
+    texts = writes.add(last, writes.StudyState(), None)
     assert isinstance(texts, writes.Writes) and texts.study.text is not None
     state = writes.StudyState(
         exists=True,
@@ -46,7 +46,7 @@ def _holding(*records: InstanceRecord, patient: int | None = None) -> writes.Hol
 
 def test_a_new_study_s_first_instance_writes_every_level_its_text_and_its_lookups() -> None:
     record = _record_of(Modality="CT", PatientName="Kowalski^Jan")
-    w = writes.add(record, writes.StudyState(), UidMap(b"k"), AT)
+    w = writes.add(record, writes.StudyState(), UidMap(b"k"))
     assert isinstance(w, writes.Writes)
     assert w.put == record and w.removed is None
     assert w.put_sort_key == instance_sort_key(
@@ -67,13 +67,13 @@ def test_a_new_study_s_first_instance_writes_every_level_its_text_and_its_lookup
     assert (w.change.kind, w.change.sop_instance_uid, w.change.at) == (
         "add",
         record.sop_instance_uid,
-        AT,
+        record.received,
     )
 
 
 def test_an_instance_with_nothing_new_writes_no_text() -> None:
     first = _record_of(PatientName="Kowalski^Jan")
-    w = writes.add(_record_of(PatientName="Kowalski^Jan"), _holding(first).study, None, AT)
+    w = writes.add(_record_of(PatientName="Kowalski^Jan"), _holding(first).study, None)
     assert isinstance(w, writes.Writes)
     assert w.study.text is None and not w.lookups_added and not w.keyed
 
@@ -81,9 +81,9 @@ def test_an_instance_with_nothing_new_writes_no_text() -> None:
 def test_an_add_the_index_must_refuse_is_an_outcome() -> None:
     first = _record_of()
     other = dataclasses.replace(_record_of(), patient_id="P-999")
-    assert writes.add(other, _holding(first).study, None, AT) is AddOutcome.PATIENT_MISMATCH
+    assert writes.add(other, _holding(first).study, None) is AddOutcome.PATIENT_MISMATCH
     huge = dataclasses.replace(first, instance_json="x" * writes.MAX_ENTRY_BYTES)
-    assert writes.add(huge, writes.StudyState(), None, AT) is AddOutcome.REJECTED
+    assert writes.add(huge, writes.StudyState(), None) is AddOutcome.REJECTED
     assert writes.existing(first, first.sha256) is AddOutcome.ALREADY_STORED
     assert writes.existing(first, "other") is AddOutcome.DIFFERENT_CONTENT
 
