@@ -59,7 +59,7 @@ class SqliteIndex:
         """Add an instance and update its parents, all or nothing."""
         if writes.entry_size(record) > writes.MAX_ENTRY_BYTES:
             return AddOutcome.REJECTED
-        outcome: AddOutcome = self._db.run(lambda c: _add(c, record, self._uid_map, self._clock))
+        outcome: AddOutcome = self._db.run(lambda c: _add(c, record, self._uid_map))
         return outcome
 
     def add_many(self, records: Iterable[InstanceRecord]) -> list[AddOutcome]:
@@ -70,7 +70,7 @@ class SqliteIndex:
             return [
                 AddOutcome.REJECTED
                 if writes.entry_size(r) > writes.MAX_ENTRY_BYTES
-                else _add(c, r, self._uid_map, self._clock)
+                else _add(c, r, self._uid_map)
                 for r in records
             ]
 
@@ -143,7 +143,6 @@ def _add(
     c: sqlite3.Connection,
     r: InstanceRecord,
     uid_map: UidMap | None,
-    clock: Callable[[], str],
 ) -> AddOutcome:
     found = c.execute("SELECT sha256 FROM instances WHERE sop = ?", (r.sop_instance_uid,))
     existing = found.fetchone()
