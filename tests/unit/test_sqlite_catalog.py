@@ -76,7 +76,6 @@ def _expected(records: list[InstanceRecord], level: str, params: dict[str, str])
     query = parse({k: [v] for k, v in params.items()}, level)  # type: ignore[arg-type]
     found = set()
     for r in records:
-
         dataset = {**json.loads(r.study_json), **json.loads(r.series_json)}
         if level == "INSTANCE":
             dataset.update(json.loads(r.instance_json))
