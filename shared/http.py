@@ -1,6 +1,7 @@
 """The edge: what every API function does with a request besides calling its service.
 
-* :func:`make_resolver`: Powertools' REST resolver with CORS, our error mapping, the key's
+* :func:`make_resolver`: Powertools' REST resolver (:class:`Resolver`: its request per
+  thread) with CORS, our error mapping, the key's
   scope check, and one middleware that, per request, writes the audit record
   (``shared.audit``), the metrics (``shared.metrics``) and the one log line (duration,
   outcome, and the fields the route added with :func:`log_fields`).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -187,6 +189,46 @@ def _account(
     )
 
 
+class Resolver(APIGatewayRestResolver):
+    """Powertools' REST resolver, whose current event and Lambda context belong to the
+    thread resolving them.
+
+    Powertools keeps both on a class (``BaseRouter``) that every resolver in the process
+    shares. On Lambda a process runs one invocation at a time; the local stack runs
+    concurrent invocations in threads of one process (each in a container of its own), and
+    a shared event would let one request read another's body: a STOW would store one
+    client's instance under another client's reply.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._invocation = threading.local()
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def current_event(self) -> APIGatewayProxyEvent:
+        event: APIGatewayProxyEvent = self._invocation.event
+        return event
+
+    @current_event.setter
+    def current_event(self, value: APIGatewayProxyEvent) -> None:
+        self._invocation.event = value
+
+    @property
+    def lambda_context(self) -> Any:
+        return self._invocation.context
+
+    @lambda_context.setter
+    def lambda_context(self, value: Any) -> None:
+        self._invocation.context = value
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        raw = dict(event.raw_event if isinstance(event, APIGatewayProxyEvent) else event)
+        self.current_event = APIGatewayProxyEvent(raw)
+        self.lambda_context = context
+        result: dict[str, Any] = super().resolve(event, context)
+        return result
+
+
 def make_resolver(
     archive: Callable[[], Archive],
     *,
@@ -203,7 +245,7 @@ def make_resolver(
         expose_headers=EXPOSE_HEADERS,
         max_age=600,
     )
-    app = APIGatewayRestResolver(cors=cors)
+    app = Resolver(cors=cors)
 
     @app.exception_handler(DicomWebError)  # type: ignore[untyped-decorator]
     def _dicomweb_error(error: DicomWebError) -> Response[str]:

@@ -89,7 +89,10 @@ def _children(pid: int) -> list[int]:
     """The processes ``pid`` forked (its API workers)."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
+        try:
+            text = (task / "children").read_text().split()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
         found += [int(child) for child in text]
     return found
 

@@ -4,10 +4,13 @@ through Powertools' event."""
 
 from __future__ import annotations
 
+import base64
 import logging
+import threading
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from shared import bootstrap, config, http
@@ -82,3 +85,51 @@ def test_headers_are_read_case_insensitively_repeated_ones_joined() -> None:
     assert http.body_bytes(APIGatewayProxyEvent(rest_event("POST", "/r", "/r", body=b"\0"))) == (
         b"\0"
     )
+
+
+def test_concurrent_invocations_in_one_process_each_read_their_own_request() -> None:
+    """Powertools keeps the current event on a class shared by every resolver in the process.
+    Lambda runs one invocation per process; the local stack runs several in threads (each
+    in a container of its own): each must read its own request, or a STOW stores one client's
+    instance under another's reply."""
+    fakes = bootstrap.build(config.settings(), objects=FakeBlobStore(), index=FakeIndex())
+    both_inside = threading.Barrier(2, timeout=10)
+
+    def container() -> Any:
+        app = http.make_resolver(lambda: fakes, transaction="STOW-RS")
+
+        @app.post("/o3-dpacs-wado/stowRsListener/<calling_aet>/studies")
+        def echo(calling_aet: str) -> Response[str]:
+            both_inside.wait()  # the other invocation has started meanwhile
+            body = http.body_bytes(app.current_event).decode()
+            name = app.lambda_context.function_name
+            return Response(200, "text/plain", f"{calling_aet} {body} {name}")
+
+        return app
+
+    answers: dict[str, str] = {}
+
+    def invoke(app: Any, name: str) -> None:
+        event = rest_event(
+            "POST",
+            RESOURCE,
+            f"/o3-dpacs-wado/stowRsListener/{name}/studies",
+            body=name.encode(),
+            headers={"Content-Type": "text/plain"},
+            path_parameters={"CALLING_AET": name},
+        )
+        context = Context()
+        context.function_name = name
+        response = app.resolve(event, context)
+        answers[name] = (
+            base64.b64decode(response["body"]).decode()
+            if response.get("isBase64Encoded")
+            else response["body"]
+        )
+
+    threads = [threading.Thread(target=invoke, args=(container(), n)) for n in ("AE1", "AE2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert answers == {"AE1": "AE1 AE1 AE1", "AE2": "AE2 AE2 AE2"}
