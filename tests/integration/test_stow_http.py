@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pydicom
 import pytest
 import requests
 
@@ -136,9 +138,20 @@ def test_twenty_concurrent_stows_into_one_study_leave_exact_counts(local_stack: 
     with ThreadPoolExecutor(max_workers=20) as pool:
         responses = list(pool.map(lambda d: stow(local_stack, d), datas + datas[:5]))
     assert [r.status_code for r in responses] == [200] * 25
+    # Each reply names the instance its own request carried (concurrent invocations share
+    # one process in the local stack: none may read another's request).
+    sent = [_sop(d) for d in datas + datas[:5]]
+    answered = [[r["00081155"]["Value"][0] for r in referenced(x)] for x in responses]
+    assert answered == [[sop] for sop in sent]
     row = study_row(local_stack, study)
     assert row.n_instances == 20
     assert row.n_series == 4
+    for data in datas:
+        assert instance_row(local_stack, _sop(data)).study_uid == study
+
+
+def _sop(data: bytes) -> str:
+    return str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
 
 
 def test_calling_aet_is_recorded(local_stack: LocalStack) -> None:
