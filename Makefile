@@ -34,7 +34,7 @@ test: $(STAMP) $(TOOLS_STAMP)  ## lint, type-check, then every test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m tests.tools  # Debian tools the tests run, installed once before they start
+	$(BIN)/python -m tests.support.debian_tools  # Debian tools the tests run, installed once before they start
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 unit: $(STAMP)

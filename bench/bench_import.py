@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from shared import keys
-from tests import dicom_files
-from tests.served import free_port, served
+from tests.support import dicom_files
+from tests.support.served import free_port, served
 
 SLICES = ("CT_small.dcm", "MR_small.dcm", "693_UNCI.dcm", "emri_small.dcm", "SC_rgb.dcm")
 SLICES += ("US1_UNCR.dcm",)

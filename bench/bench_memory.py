@@ -16,7 +16,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 from shared.dicom import pixels, render, transcode
 from shared.dicom.render_params import RenderParameters
 from shared.dicom.validate import validate
-from tests import dicom_files
+from tests.support import dicom_files
 
 IMAGES = (
     "CT_small.dcm",

@@ -55,7 +55,7 @@ from typing import Any
 import requests
 
 from bench import bench_peer
-from tests import dicom_files
+from tests.support import dicom_files
 from tools import viewer
 
 SOURCE = "693_UNCI.dcm"  # pydicom-data: a 512x512 CT slice, 526 KB
@@ -310,7 +310,7 @@ def chromium_paths() -> tuple[str, str]:
     """Debian's chromium and chromedriver, installed as the browser test does when missing."""
     import pytest
 
-    from tests.tools import require_debian_tool
+    from tests.support.debian_tools import require_debian_tool
 
     try:
         return (

@@ -39,8 +39,8 @@ from typing import Any
 import requests
 
 from shared import keys
-from tests import dicom_files
-from tests.served import served
+from tests.support import dicom_files
+from tests.support.served import served
 
 STUDIES, SLICES, CLIENTS = 50, 12, 4
 SOURCE = "693_UNCI.dcm"
@@ -132,7 +132,7 @@ def orthanc(
     """Orthanc 1.10 + DICOMweb plugin on free ports, storage in ``workdir``; ``dicomweb``
     replaces options of the plugin's section (``{"StudiesMetadata": "Full"}``);
     ``dicom_port`` fixes its DICOM port (AE title ORTHANC) for C-STORE."""
-    from tests import orthanc as peer
+    from tests.support import orthanc as peer
 
     try:
         with peer.running(

@@ -35,13 +35,13 @@ from datetime import date, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from bench.bench_stow import _Timed
+from bench.bench_stow import Timed
 from shared._generated.dictionary import ATTRIBUTES
 from shared.dicom import attributes
 from shared.dicom.normalize import time_key
 from shared.dicomweb.query import DEFAULT_LIMIT
 from shared.ports import AddOutcome, InstanceRecord
-from tests.handlers import Context, json_body, load, rest_event
+from tests.support.handlers import Context, json_body, load, rest_event
 
 SEED = 20240611
 TABLE = "bench-qido"
@@ -412,9 +412,9 @@ class Request:
         return event
 
 
-def _request(
-    resource: str, params: dict[str, str], expected: int, **uids: str
-) -> Request:  # resource like "studies/{STUDY}/series"
+def qido_request(resource: str, params: dict[str, str], expected: int, **uids: str) -> Request:
+    """A QIDO-RS request of ``resource`` (like ``"studies/{STUDY}/series"``, ``uids`` filling
+    its placeholders) expecting ``expected`` matches."""
     template = f"/o3-dpacs-wado/qido/{{AET}}/{resource}"
     path = f"/o3-dpacs-wado/qido/{AET}/{resource}"
     for name, value in uids.items():
@@ -435,7 +435,7 @@ def _month(rng: random.Random, archive: Archive) -> Request:
     last = calendar.monthrange(int(month[:4]), int(month[4:]))[1]
     low, high = f"{month}01", f"{month}{last:02d}"
     count = sum(low <= s.date <= high for s in archive.studies)
-    return _request("studies", {"StudyDate": f"{low}-{high}"}, _capped(count))
+    return qido_request("studies", {"StudyDate": f"{low}-{high}"}, _capped(count))
 
 
 def _week_and_hours(rng: random.Random, archive: Archive) -> Request:
@@ -445,37 +445,37 @@ def _week_and_hours(rng: random.Random, archive: Archive) -> Request:
     low, high = f"{first}080000.000000", f"{last}170000.999999"
     count = sum(low <= s.datetime_key <= high for s in archive.studies)
     params = {"StudyDate": f"{first}-{last}", "StudyTime": "080000-170000"}
-    return _request("studies", params, _capped(count))
+    return qido_request("studies", params, _capped(count))
 
 
 def _studies_by_name(rng: random.Random, archive: Archive) -> Request:
     prefix = _name_prefix(rng, archive)
     count = sum(s.patient.name.upper().startswith(prefix) for s in archive.studies)
-    return _request("studies", {"PatientName": f"{prefix}*"}, _capped(count))
+    return qido_request("studies", {"PatientName": f"{prefix}*"}, _capped(count))
 
 
 def _modalities_in_study(rng: random.Random, archive: Archive) -> Request:
     modality = rng.choice(rng.choice(archive.studies).series).modality
     count = sum(any(x.modality == modality for x in s.series) for s in archive.studies)
-    return _request("studies", {"ModalitiesInStudy": modality}, _capped(count))
+    return qido_request("studies", {"ModalitiesInStudy": modality}, _capped(count))
 
 
 def _series_by_modality(rng: random.Random, archive: Archive) -> Request:
     modality = rng.choice(rng.choice(archive.studies).series).modality
     count = sum(x.modality == modality for s in archive.studies for x in s.series)
-    return _request("series", {"Modality": modality, "limit": "101"}, _capped(count, 101))
+    return qido_request("series", {"Modality": modality, "limit": "101"}, _capped(count, 101))
 
 
 def _patients_by_name(rng: random.Random, archive: Archive) -> Request:
     prefix = _name_prefix(rng, archive)
     count = sum(p.name.upper().startswith(prefix) for p in archive.patients)
-    return _request("patients", {"PatientName": f"{prefix}*"}, _capped(count))
+    return qido_request("patients", {"PatientName": f"{prefix}*"}, _capped(count))
 
 
 def _infix(rng: random.Random, archive: Archive) -> Request:
     infix = rng.choice(("ITH", "SON", "LLER"))
     count = sum(infix in s.patient.name.upper() for s in archive.studies)
-    return _request("studies", {"PatientName": f"*{infix.lower()}*"}, _capped(count))
+    return qido_request("studies", {"PatientName": f"*{infix.lower()}*"}, _capped(count))
 
 
 def _study(rng: random.Random, archive: Archive) -> Study:
@@ -484,22 +484,22 @@ def _study(rng: random.Random, archive: Archive) -> Study:
 
 def _by_patient_id(rng: random.Random, archive: Archive) -> Request:
     patient_id = _study(rng, archive).patient.patient_id
-    return _request("studies", {"PatientID": patient_id}, len(archive.by_patient[patient_id]))
+    return qido_request("studies", {"PatientID": patient_id}, len(archive.by_patient[patient_id]))
 
 
 def _series_by_uid(rng: random.Random, archive: Archive) -> Request:
     series = rng.choice(_study(rng, archive).series)
-    return _request("series", {"SeriesInstanceUID": series.uid}, 1)
+    return qido_request("series", {"SeriesInstanceUID": series.uid}, 1)
 
 
 def _instance_by_uid(rng: random.Random, archive: Archive) -> Request:
     sop_uid = rng.choice(rng.choice(_study(rng, archive).series).sop_uids)
-    return _request("instances", {"SOPInstanceUID": sop_uid}, 1)
+    return qido_request("instances", {"SOPInstanceUID": sop_uid}, 1)
 
 
 def _offset_page(rng: random.Random, archive: Archive) -> Request:
     expected = max(0, min(50, len(archive.studies) - 200))
-    return _request("studies", {"offset": "200", "limit": "50"}, expected)
+    return qido_request("studies", {"offset": "200", "limit": "50"}, expected)
 
 
 Draw = Callable[[random.Random, Archive], Request]
@@ -507,26 +507,26 @@ Draw = Callable[[random.Random, Archive], Request]
 # name, indexed, draw
 KINDS: tuple[tuple[str, bool, Draw], ...] = (
     ("studies?StudyInstanceUID", True,
-     lambda r, a: _request("studies", {"StudyInstanceUID": _study(r, a).uid}, 1)),
+     lambda r, a: qido_request("studies", {"StudyInstanceUID": _study(r, a).uid}, 1)),
     ("studies?PatientID", True, _by_patient_id),
     ("studies?AccessionNumber", True,
-     lambda r, a: _request("studies", {"AccessionNumber": _study(r, a).accession}, 1)),
+     lambda r, a: qido_request("studies", {"AccessionNumber": _study(r, a).accession}, 1)),
     ("studies?PatientName=ABC*", True, _studies_by_name),
     ("studies?StudyDate=<month>", True, _month),
     ("studies?StudyDate=<week>&StudyTime", True, _week_and_hours),
     ("studies?ModalitiesInStudy", True, _modalities_in_study),
     ("studies?limit=101", True,
-     lambda r, a: _request("studies", {"limit": "101"}, _capped(len(a.studies), 101))),
+     lambda r, a: qido_request("studies", {"limit": "101"}, _capped(len(a.studies), 101))),
     ("studies?offset=200&limit=50", True, _offset_page),
     ("series?Modality&limit=101", True, _series_by_modality),
     ("series?SeriesInstanceUID", True, _series_by_uid),
     ("studies/{s}/series", True,
-     lambda r, a: _request("studies/{STUDY}/series", {}, 2, STUDY=_study(r, a).uid)),
+     lambda r, a: qido_request("studies/{STUDY}/series", {}, 2, STUDY=_study(r, a).uid)),
     ("instances?SOPInstanceUID", True, _instance_by_uid),
     ("studies/{s}/instances", True,
-     lambda r, a: _request("studies/{STUDY}/instances", {}, 4, STUDY=_study(r, a).uid)),
+     lambda r, a: qido_request("studies/{STUDY}/instances", {}, 4, STUDY=_study(r, a).uid)),
     ("patients?PatientID", True,
-     lambda r, a: _request("patients", {"PatientID": _study(r, a).patient.patient_id}, 1)),
+     lambda r, a: qido_request("patients", {"PatientID": _study(r, a).patient.patient_id}, 1)),
     ("patients?PatientName=ABC*", True, _patients_by_name),
     ("studies?PatientName=*abc* (NON-INDEXED)", False, _infix),
 )  # fmt: skip
@@ -536,7 +536,7 @@ KINDS: tuple[tuple[str, bool, Draw], ...] = (
 
 
 @contextlib.contextmanager
-def _moto_shortcuts() -> Iterator[None]:
+def moto_shortcuts() -> Iterator[None]:
     """Two of moto's whole-table costs skipped; what DynamoDB returns is unchanged.
 
     * Before each TransactWriteItems moto deep-copies the whole table, only to roll back a
@@ -568,7 +568,8 @@ def _moto_shortcuts() -> Iterator[None]:
         Table.all_items = real_all_items  # type: ignore[method-assign]
 
 
-def _load(archive: Archive, client: Any) -> dict[str, Any]:
+def load_table(archive: Archive, client: Any) -> dict[str, Any]:
+    """Every instance of ``archive`` added to the DynamoDB table; what the load cost."""
     from shared.adapters.dynamo_index import DynamoInstanceIndex
 
     calls: Counter[str] = Counter()
@@ -636,7 +637,7 @@ class _Runner:
             "before-call.*.*",
             lambda event_name, **_: self.calls.update([event_name.split(".")[-1]]),
         )
-        self.search = DynamoSearch(_Timed(client, self.storage), TABLE)
+        self.search = DynamoSearch(Timed(client, self.storage), TABLE)
         self.module = load("qido")
         self.module.archive.set(bootstrap.build(config.settings(), catalog=self.search))
 
@@ -730,11 +731,11 @@ def at_size(n: int) -> dict[str, Any]:
         os.environ.pop(name, None)
     config.settings.cache_clear()
     archive = synthesise(n)
-    with mock_aws(), _moto_shortcuts():
+    with mock_aws(), moto_shortcuts():
         stack = local_template.load()
         client = boto3.client("dynamodb")
         client.create_table(TableName=TABLE, **stack.tables["IndexTable"].create_args)
-        loaded = _load(archive, client)
+        loaded = load_table(archive, client)
         print(
             f"  loaded {n:,} studies ({loaded['instances']:,} instances, "
             f"{loaded['table_items']:,} items) in {loaded['load_s']:.1f} s "

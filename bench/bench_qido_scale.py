@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import bench_qido
-from bench.bench_qido import Archive, Request, Study, _request
-from tests.handlers import Context, json_body, load
+from bench.bench_qido import Archive, Request, Study, qido_request
+from tests.support.handlers import Context, json_body, load
 
 SEED = 20261127
 REPEATS = 20
@@ -157,7 +157,7 @@ def _name_kind(level: str, per_study: int, pattern: Callable[[random.Random, Arc
         value = pattern(rng, a)
         params = {"PatientName": value, **(extra or {})}
         count = _studies_where(a, params, lambda s: _name_matches(value, s.patient.name), per_study)
-        return _request(level, params, count)
+        return qido_request(level, params, count)
 
     return draw
 
@@ -192,7 +192,7 @@ def _fuzzy(rng: random.Random, a: Archive) -> Request:
     words = f"{parts[0][:4].lower()} {parts[1][:3].lower()}" if len(parts) > 1 else parts[0][:4]
     params = {"PatientName": words, "fuzzymatching": "true", "limit": "101"}
     count = _studies_where(a, params, lambda s: _fuzzy_matches(words, s.patient.name))
-    return _request("studies", params, count)
+    return qido_request("studies", params, count)
 
 
 def _text_kind(
@@ -204,7 +204,7 @@ def _text_kind(
         compiled = _pattern(pattern, fold=False)
         params = {keyword: pattern, **(extra or {})}
         count = _studies_where(a, params, lambda s: bool(compiled.fullmatch(field(s))))
-        return _request("studies", params, count)
+        return qido_request("studies", params, count)
 
     return draw
 
@@ -224,14 +224,14 @@ def _short(rng: random.Random, a: Archive) -> str:
 
 
 def _unfiltered(level: str, per_study: int, params: dict[str, str]) -> Draw:
-    return lambda r, a: _request(level, params, _capped(per_study * len(a.studies), params))
+    return lambda r, a: qido_request(level, params, _capped(per_study * len(a.studies), params))
 
 
 def _in_study(rng: random.Random, a: Archive) -> Request:
     study = rng.choice(a.studies)
     prefix = f"{_alphabetic(study.patient.name)[:3]}*"
     expected = 2 if _name_matches(prefix, study.patient.name) else 0
-    return _request("series", {"StudyInstanceUID": study.uid, "PatientName": prefix}, expected)
+    return qido_request("series", {"StudyInstanceUID": study.uid, "PatientName": prefix}, expected)
 
 
 def _series_name_modality(rng: random.Random, a: Archive) -> Request:
@@ -242,12 +242,12 @@ def _series_name_modality(rng: random.Random, a: Archive) -> Request:
         for s in a.studies
         if _name_matches(pattern, s.patient.name)
     )
-    return _request("series", params, _capped(count, params))
+    return qido_request("series", params, _capped(count, params))
 
 
 def _instances_by_patient(rng: random.Random, a: Archive) -> Request:
     patient_id = rng.choice(a.studies).patient.patient_id
-    return _request("instances", {"PatientID": patient_id}, 4 * len(a.by_patient[patient_id]))
+    return qido_request("instances", {"PatientID": patient_id}, 4 * len(a.by_patient[patient_id]))
 
 
 def _month_range(month: str) -> str:
@@ -259,7 +259,7 @@ def _series_month(rng: random.Random, a: Archive) -> Request:
     month = rng.choice(a.studies).date[:6]
     params = {"StudyDate": _month_range(month), "limit": "101"}
     count = sum(2 for s in a.studies if s.date[:6] == month)
-    return _request("series", params, _capped(count, params))
+    return qido_request("series", params, _capped(count, params))
 
 
 def _ohif(extra: Callable[[random.Random, Archive], tuple[dict[str, str], Callable[[Study], bool]]],
@@ -267,7 +267,7 @@ def _ohif(extra: Callable[[random.Random, Archive], tuple[dict[str, str], Callab
     def draw(rng: random.Random, a: Archive) -> Request:
         filters, keep = extra(rng, a)
         params = {**filters, **OHIF, "offset": offset}
-        return _request("studies", params, _studies_where(a, params, keep))
+        return qido_request("studies", params, _studies_where(a, params, keep))
 
     return draw
 
@@ -321,7 +321,7 @@ _DESCRIPTION = _text_kind(
     lambda s: s.description,
     {"limit": "101"},
 )
-_PHYSICIAN: Draw = lambda r, a: _request(  # noqa: E731 - one table row
+_PHYSICIAN: Draw = lambda r, a: qido_request(  # noqa: E731 - one table row
     "studies",
     {"ReferringPhysicianName": "*kild*", "limit": "101"},
     _capped(sum(s.physician.startswith("KILDARE") for s in a.studies), {"limit": "101"}),
@@ -648,12 +648,12 @@ def moto_at(n: int) -> dict[str, Any]:
         os.environ.pop(name, None)
     config.settings.cache_clear()
     a = archive(n)
-    with mock_aws(), bench_qido._moto_shortcuts():
+    with mock_aws(), bench_qido.moto_shortcuts():
         client = boto3.client("dynamodb")
         client.create_table(
             TableName=bench_qido.TABLE, **local_template.load().tables["IndexTable"].create_args
         )
-        loaded = bench_qido._load(a, client)
+        loaded = bench_qido.load_table(a, client)
         print(f"  moto: loaded {n:,} studies in {loaded['load_s']:.0f} s", flush=True)
         search = DynamoSearch(boto3.client("dynamodb"), bench_qido.TABLE)
 

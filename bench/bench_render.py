@@ -15,7 +15,8 @@
   runs; medians (and minimums) are reported.
 
 Debian packages dcmtk and libgdcm-tools are installed with apt-get when missing and
-possible (tests/tools.py); a tool that is still missing makes its row "not available".
+possible (tests/support/debian_tools.py); a tool that is still missing makes its row "not
+available".
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests import dicom_files
+from tests.support import dicom_files
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 15
@@ -283,7 +284,7 @@ def _event(
 
 def _handler() -> tuple[Callable[[dict[str, Any]], dict[str, Any]], _Store, _Catalog]:
     from shared import bootstrap, config
-    from tests.handlers import Context, load
+    from tests.support.handlers import Context, load
 
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "bench")
     os.environ["LOG_LEVEL"] = "WARNING"
@@ -348,13 +349,14 @@ def _available(tool: Tool, reasons: dict[str, str]) -> str:
 
 
 def _install(binary: str) -> str:
-    """Install the Debian package of ``binary`` (tests/tools.py); '' or the reason it failed."""
+    """Install the Debian package of ``binary`` (tests/support/debian_tools.py); '' or the
+    reason it failed."""
     package = PACKAGES.get(binary)
     if package is None:
         return f"{binary} not installed (no Debian package provides it)"
     import pytest
 
-    from tests.tools import require_debian_tool
+    from tests.support.debian_tools import require_debian_tool
 
     try:
         require_debian_tool(binary, package)

@@ -21,8 +21,8 @@ from typing import Any
 import requests
 
 from shared.dicomweb.multipart import build_related, new_boundary
-from tests import dicom_files
-from tests.handlers import Context, load, rest_event
+from tests.support import dicom_files
+from tests.support.handlers import Context, load, rest_event
 
 SOURCE = "693_UNCI.dcm"
 RESOURCE = "/o3-dpacs-wado/stowRsListener/{CALLING_AET}/studies"
@@ -55,7 +55,7 @@ def _event(data: bytes) -> dict[str, Any]:
     )
 
 
-class _Timed:
+class Timed:
     """Wraps an adapter and adds the time spent in its methods to a shared total."""
 
     def __init__(self, inner: Any, total: list[float]) -> None:
@@ -108,7 +108,7 @@ def in_process(datas: list[bytes]) -> dict[str, Any]:
                 "before-call.*.*", lambda event_name, **_: calls.update([event_name.split(".")[-1]])
             )
         timed = bootstrap.build(
-            config.settings(), objects=_Timed(blobs, storage), index=_Timed(index, storage)
+            config.settings(), objects=Timed(blobs, storage), index=Timed(index, storage)
         )
         module = load("stow")
         module.archive.set(timed)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from local.stack import LocalStack
-from tests import dicom_files, uploads
+from tests.support import dicom_files, uploads
 
 LARGE = 150 * 1000 * 1000
 RUNS = 3

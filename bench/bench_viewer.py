@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from local.api_gateway.proxy import ProxyRequest, Stage, proxy_event
-from tests import dicom_files
+from tests.support import dicom_files
 
 SOURCE = "693_UNCI.dcm"  # pydicom-data: a 512x512 CT slice, 526 KB
 SERIES_SIZE = 300

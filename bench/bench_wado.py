@@ -23,7 +23,7 @@ from typing import Any
 import requests
 
 from shared.dicomweb.multipart import build_related, new_boundary
-from tests import dicom_files
+from tests.support import dicom_files
 
 SOURCE = "693_UNCI.dcm"
 MB = 1_000_000  # decimal megabytes, as the issue counts them
@@ -95,7 +95,7 @@ from shared.adapters.s3_blobs import S3BlobStore
 from shared.dicomweb.multipart import Part
 from shared.services import retrieve
 from shared.services.store import StoreRequest, store
-from tests import dicom_files
+from tests.support import dicom_files
 
 endpoint = sys.argv[1]
 s3 = boto3.client("s3", endpoint_url=endpoint)

@@ -1,8 +1,9 @@
 """Seeded fuzzing at any count: ``python -m bench.fuzz --cases 200000 --http 20000``.
 
-The same cases as the test suite (``tests/fuzz.py``): mutated corpus files through the STOW
-handler in-process (chunks of 1,000 on every core, each followed by anonymizing, rendering
-and transcoding what was stored); hostile requests over HTTP through ``python -m local`` to
+The same cases as the test suite (``tests/support/fuzz.py``, ``fuzz_stow.py`` and
+``gateway_peer.py``): mutated corpus files through the STOW handler in-process (chunks of
+1,000 on every core, each followed by anonymizing, rendering and transcoding what was
+stored); hostile requests over HTTP through ``python -m local`` to
 every route (uploads included, keys of every scope) and to the object server's presigned
 URLs; hostile associations and PDUs to the C-STORE gateway (``bench/fuzz_gateway.py``).
 Reports cases, answers by status, answers >= 500 or none, the slowest answer and retrieval
@@ -25,7 +26,7 @@ CHUNK = 1_000
 
 
 def _chunk(seed: int) -> dict[str, Any]:
-    from tests.unit.test_fuzz_stow import run
+    from tests.support.fuzz_stow import run
 
     found = run(seed=seed, count=CHUNK)
     return {
@@ -67,8 +68,8 @@ def over_http(cases: int, seed: int = 7, object_cases: int | None = None) -> dic
     route with keys of every scope, then ``object_cases`` (default a quarter) to the object
     server's presigned URLs."""
     from shared import keys
-    from tests import dicom_files, fuzz
-    from tests.served import served
+    from tests.support import dicom_files, fuzz
+    from tests.support.served import served
 
     key, _ = keys.generate("fuzz")
     corpus = [dicom_files.data(n) for n in dicom_files.part10_files(max_size=100_000)[:40]]

@@ -3,7 +3,7 @@
 Starts the local stack (``python -m local``) and the gateway, each a process of its own
 (``python -m tools.gateway --bind 127.0.0.1 --timeout 2``, no ``--allow``), stores one
 instance normally to warm it up, then opens ``count`` hostile connections over raw sockets,
-``concurrency`` at a time: the seeded cases of ``tests/unit/test_gateway_hostile.py`` (random
+``concurrency`` at a time: the seeded cases of ``tests/support/gateway_peer.py`` (random
 bytes, truncated and mutated association requests, huge declared lengths, unknown PDU types,
 odd AE titles, P-DATA or A-RELEASE before association, a tenth of them left open and silent),
 and every 50th a declared 2 GB PDU followed by as many zeros as the gateway takes. Then one
@@ -134,7 +134,7 @@ Result = tuple[str, float, bool, int]  # kind, seconds, answered or closed, byte
 
 def _hostile(port: int, count: int, seed: int, concurrency: int) -> list[Result]:
     """Send the connections, ``concurrency`` at a time."""
-    from tests.unit.test_gateway_hostile import flood, hostile_case
+    from tests.support.gateway_peer import flood, hostile_case
 
     rng = random.Random(seed)
     cases = [hostile_case(rng) for _ in range(count)]
@@ -181,8 +181,8 @@ class _Sampler:
 def run(count: int, seed: int = 0, *, concurrency: int = 8) -> dict[str, Any]:
     """``count`` hostile connections against a fresh gateway; the counts (see module doc)."""
     from shared import keys
-    from tests import dicom_files
-    from tests.served import free_port, served
+    from tests.support import dicom_files
+    from tests.support.served import free_port, served
 
     key, _ = keys.generate("bench-fuzz-gateway")
     with tempfile.TemporaryDirectory(prefix="fuzz-gateway-") as scratch:

@@ -3,7 +3,8 @@ receives and the answer it gives back, built and read in this one place.
 
 :func:`proxy_event` builds the event API Gateway sends for one request. The emulator builds
 every routed request's event with it, and so do the sample events (``tools/make_events.py``),
-the handler tests (``tests/handlers.py``) and the benchmarks that call handlers in-process.
+the handler tests (``tests/support/handlers.py``) and the benchmarks that call handlers
+in-process.
 :func:`read_response` reads a function's answer as API Gateway does; :func:`is_binary`
 decides, from the API's binary media types, whether a body travels base64-encoded.
 """

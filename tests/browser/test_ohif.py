@@ -1,18 +1,18 @@
 """The OHIF Viewer, end to end, in headless Chromium.
 
-One local stack (``python -m local`` via ``tests/served.py``, CORS limited to the viewer's
-origin) gets three real studies through STOW: a CT series (three slices of ``CT_small.dcm``),
-an Enhanced MR multi-frame (``emri_small.dcm``) and a colour US (``US1_J2KR.dcm``, JPEG 2000),
-each with fresh UIDs and a patient name carrying a per-run token. OHIF's prebuilt app
-(``tools/viewer.py``: pinned, cached in ``.viewer/``) is served with the generated
-``app-config.js``; Selenium drives Chromium through the study list as a user would: types a
-patient-name filter, opens each study in the Basic Viewer. The browser's performance log
-(Chrome DevTools network events) tells which DICOMweb requests were sent, with which
-``Authorization`` header, and how they were answered.
+One local stack (``python -m local`` via ``tests/support/served.py``, CORS limited to the
+viewer's origin) gets three real studies through STOW: a CT series (three slices of
+``CT_small.dcm``), an Enhanced MR multi-frame (``emri_small.dcm``) and a colour US
+(``US1_J2KR.dcm``, JPEG 2000), each with fresh UIDs and a patient name carrying a per-run
+token. OHIF's prebuilt app (``tools/viewer.py``: pinned, cached in ``.viewer/``) is served
+with the generated ``app-config.js``; Selenium drives Chromium through the study list as a
+user would: types a patient-name filter, opens each study in the Basic Viewer. The browser's
+performance log (Chrome DevTools network events) tells which DICOMweb requests were sent,
+with which ``Authorization`` header, and how they were answered.
 
 Screenshots and the browser console go to ``.artifacts/browser/``. Chromium and
-chromedriver come from Debian (installed on demand by ``tests/tools.py``; in CI a missing
-tool fails the test instead of skipping it).
+chromedriver come from Debian (installed on demand by ``tests/support/debian_tools.py``; in
+CI a missing tool fails the test instead of skipping it).
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 from local.template import PROJECT_ROOT
 from shared import keys
 from shared.dicomweb.multipart import build_related, new_boundary
-from tests import dicom_files
-from tests.served import Served, free_port, served
-from tests.tools import _cannot_run, require_debian_tool
+from tests.support import dicom_files
+from tests.support.debian_tools import cannot_run, require_debian_tool
+from tests.support.served import Served, free_port, served
 from tools import viewer
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
@@ -211,7 +211,7 @@ def _chrome() -> webdriver.Chrome:
     try:
         return webdriver.Chrome(options=options, service=Service(chromedriver))
     except WebDriverException as exc:
-        _cannot_run(f"Chromium did not start: {exc.msg}")
+        cannot_run(f"Chromium did not start: {exc.msg}")
         raise
 
 
@@ -220,7 +220,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     try:
         dist = viewer.fetch_ohif()
     except viewer.ViewerError as exc:
-        _cannot_run(f"OHIF {viewer.OHIF_VERSION} not available: {exc}")
+        cannot_run(f"OHIF {viewer.OHIF_VERSION} not available: {exc}")
     workdir = tmp_path_factory.mktemp("browser")
     viewer_port = free_port()
     origin = f"http://127.0.0.1:{viewer_port}"

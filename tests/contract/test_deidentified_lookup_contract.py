@@ -21,7 +21,7 @@ from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom.uid_map import UidMap, map_uid
 from shared.dicom.validate import validate
 from shared.services.store import _record
-from tests import dicom_files
+from tests.support import dicom_files
 
 TABLE = "index-table"
 KEY = b"lookup contract key"

@@ -28,7 +28,7 @@ from shared.dicomweb.substring import ngrams, study_terms
 from shared.ports import AddOutcome, InstanceRecord
 from shared.services import search as search_service
 from shared.services.store import _record
-from tests import dicom_files
+from tests.support import dicom_files
 
 TABLE = "substring-table"
 BASE = "https://h/o3-dpacs-wado"

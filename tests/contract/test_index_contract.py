@@ -24,8 +24,8 @@ from shared.dicom.validate import validate
 from shared.dicomweb.multipart import Part
 from shared.ports import AddOutcome
 from shared.services.store import StoreRequest, _record, store
-from tests import dicom_files
 from tests.fakes import FakeIndex
+from tests.support import dicom_files
 
 TABLE, BUCKET = "index-table", "dicom-bucket"
 

@@ -27,8 +27,8 @@ from shared.dicomweb.query import parse
 from shared.ports import AddOutcome, InstanceRecord, ReplaceOutcome
 from shared.services import search as search_service
 from shared.services.store import _record
-from tests import dicom_files
 from tests.fakes import FakeIndex, FakeSearchCatalog
+from tests.support import dicom_files
 
 TABLE = "lifecycle-table"
 KEY = b"lifecycle contract key"

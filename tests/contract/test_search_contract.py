@@ -33,8 +33,8 @@ from shared.dicomweb.query import MAX_LIMIT, Query, parse
 from shared.ports import InstanceRecord, InstanceRow, PatientRow, SeriesRow, StudyRow
 from shared.services import search as search_service
 from shared.services.store import _record
-from tests import dicom_files
 from tests.fakes import FakeIndex, FakeSearchCatalog
+from tests.support import dicom_files
 
 TABLE = "qido-table"
 BASE = "https://h/o3-dpacs-wado"

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from local.stack import LocalStack
-from tests import dicom_files
+from tests.support import dicom_files
 from tools import audit as audit_tool
 
 pytestmark = pytest.mark.integration

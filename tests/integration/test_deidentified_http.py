@@ -21,7 +21,7 @@ from shared.adapters.local_secrets import secret
 from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
 from shared.dicom.uid_map import map_uid
 from shared.dicomweb.multipart import build_related, new_boundary
-from tests import dicom_files
+from tests.support import dicom_files
 
 pytestmark = pytest.mark.integration
 

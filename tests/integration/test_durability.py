@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from shared import keys
-from tests import dicom_files
-from tests.served import Served, served
+from tests.support import dicom_files
+from tests.support.served import Served, served
 
 pytestmark = pytest.mark.integration
 

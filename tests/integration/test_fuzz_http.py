@@ -1,8 +1,8 @@
 """Hostile requests over HTTP through the local stack: no answer >= 500, none slower than
 10 s, and always an answer.
 
-2,000 seeded requests per run (``tests/fuzz.py``): paths with backticks, encoded slashes and
-NULs, very long or non-UTF-8 segments; query strings with repeated, empty, huge and
+2,000 seeded requests per run (``tests/support/fuzz.py``): paths with backticks, encoded
+slashes and NULs, very long or non-UTF-8 segments; query strings with repeated, empty, huge and
 malformed keys and values; odd Accept and Content-Type headers, bad keys and keys of every
 scope, non-ASCII headers and heads around API Gateway's 10,240 bytes; mutated DICOM, random
 bytes and hostile JSON as bodies; lying Content-Length and broken chunked framing. They go
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from shared import keys
-from tests import dicom_files, fuzz
-from tests.served import Served, served
+from tests.support import dicom_files, fuzz
+from tests.support.served import Served, served
 
 pytestmark = pytest.mark.integration
 

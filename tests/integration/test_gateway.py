@@ -1,5 +1,6 @@
 """``dicomweb-gateway`` with dcmtk's ``storescu``/``echoscu`` (Debian dcmtk, installed on
-demand by tests/tools.py) in front and the local stack behind, each in its own process.
+demand by tests/support/debian_tools.py) in front and the local stack behind, each in its
+own process.
 
 * C-ECHO answers for an allowed calling AE; another AE is rejected at association.
 * Without ``--allow``: ``storescu -aet ..`` (``.``, ``CT/1``: titles the archive's URL cannot
@@ -28,9 +29,9 @@ import pytest
 import requests
 
 from shared import keys
-from tests import dicom_files
-from tests.served import Served, free_port, served
-from tests.tools import require_debian_tool
+from tests.support import dicom_files
+from tests.support.debian_tools import require_debian_tool
+from tests.support.served import Served, free_port, served
 
 pytestmark = [pytest.mark.integration, pytest.mark.tools, pytest.mark.xdist_group("gateway")]
 

@@ -19,8 +19,8 @@ import pytest
 
 from shared import keys
 from shared.dicom.validate import InstanceRejected, validate
-from tests import dicom_files
-from tests.served import served
+from tests.support import dicom_files
+from tests.support.served import served
 from tools.importer.batching import fits_alone
 from tools.importer.walk import MAGIC, PREAMBLE, is_dicomdir
 
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("import")]
 
 def copy_corpus(target: Path, small_only: bool) -> Path:
     """Both packages' test-file folders, side by side (DICOMDIR file sets intact)."""
-    for number, root in enumerate(dicom_files._roots()):
+    for number, root in enumerate(dicom_files.roots()):
         shutil.copytree(
             root,
             target / f"root{number}",

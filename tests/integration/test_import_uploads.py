@@ -23,7 +23,7 @@ from tests.integration.test_import import (
     sources,
     stack_dir,
 )
-from tests.served import served
+from tests.support.served import served
 from tools.importer.batching import fits_alone
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("import")]

@@ -29,8 +29,8 @@ from local.template import PROJECT_ROOT
 from shared import keys
 from shared.adapters.key_store import FileKeyStore
 from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
-from tests.served import Served
-from tests.served import served as serve
+from tests.support.served import Served
+from tests.support.served import served as serve
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from local.stack import LocalStack
-from tests import dicom_files
+from tests.support import dicom_files
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from pydicom.uid import generate_uid
 
 from local.stack import LocalStack
 from shared.dicomweb.multipart import build_related, new_boundary
-from tests import dicom_files
+from tests.support import dicom_files
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ import requests
 from local.stack import LocalStack
 from shared.dicomweb import media_types
 from shared.dicomweb.multipart import build_related, new_boundary, parse_related
-from tests import dicom_files, orthanc
 from tests.integration.test_stow_http import instance_row
-from tests.tools import ORTHANC_DICOMWEB_PLUGIN, require_debian_tool
+from tests.support import dicom_files, orthanc
+from tests.support.debian_tools import ORTHANC_DICOMWEB_PLUGIN, require_debian_tool
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import pytest
 
 from local.template import PROJECT_ROOT
 from shared import keys
-from tests.served import Served, served
+from tests.support.served import Served, served
 
 pytestmark = pytest.mark.integration
 

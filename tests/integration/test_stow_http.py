@@ -14,7 +14,7 @@ import requests
 from local.stack import LocalStack
 from shared.dicomweb.multipart import build_related, new_boundary
 from shared.ports import InstanceRow, StudyRow
-from tests import dicom_files
+from tests.support import dicom_files
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from shared import keys
 from shared.adapters.key_store import FileKeyStore
 from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
 from shared.dicom import failures
-from tests import dicom_files, uploads
+from tests.support import dicom_files, uploads
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from local.stack import LocalStack
 from shared.dicom import metadata
 from shared.dicomweb import media_types
 from shared.dicomweb.multipart import parse_related
-from tests import dicom_files
+from tests.support import dicom_files
 
 pytestmark = pytest.mark.integration
 

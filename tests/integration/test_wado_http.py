@@ -15,7 +15,7 @@ from local.stack import LocalStack
 from shared.dicomweb import media_types
 from shared.dicomweb.multipart import Part, parse_related
 from shared.services.store import StoreRequest, store
-from tests import dicom_files
+from tests.support import dicom_files
 
 pytestmark = pytest.mark.integration
 

@@ -35,8 +35,8 @@ from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from shared.dicom import anonymize as anon
-from tests import dicom_files
-from tests.tools import dciodvfy_errors, require_debian_tool
+from tests.support import dicom_files
+from tests.support.debian_tools import dciodvfy_errors, require_debian_tool
 
 KEY = b"invariant test key"
 

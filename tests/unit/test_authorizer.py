@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from shared import bootstrap, config, keys
-from tests.handlers import ROOT, load
+from tests.support.handlers import ROOT, load
 
 ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/v1/POST/o3-dpacs-wado/stowRsListener/A/studies"
 

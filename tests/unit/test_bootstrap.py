@@ -17,8 +17,8 @@ from shared.adapters.local_secrets import FileSecret
 from shared.adapters.secrets_manager import SecretsManagerSecret
 from shared.errors import Conflict, NotAcceptable, StorageUnavailable
 from shared.services.anonymizer import Anonymizer
-from tests import dicom_files
 from tests.fakes import FakeCatalog, FakeIndex
+from tests.support import dicom_files
 
 AWS = config.Settings(
     bucket="b",

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from shared.config import DEFAULT_INLINE_LIMIT, LAMBDA_EVENT_LIMIT, Settings
-from tests.handlers import ROOT
+from tests.support.handlers import ROOT
 
 
 def test_only_config_reads_the_environment() -> None:

@@ -18,9 +18,9 @@ from shared.ports import InstanceRow
 from shared.services import retrieve, viewer
 from shared.services.anonymizer import Anonymizer
 from shared.services.store import StoreRequest, store
-from tests import dicom_files
 from tests.fakes import FakeCatalog, FakeIndex, FakeObjectStore
-from tests.handlers import Context, json_body, load, quiet, rest_event
+from tests.support import dicom_files
+from tests.support.handlers import Context, json_body, load, quiet, rest_event
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""tests/tools.py: Debian tools installed once before the tests, apt never run twice at once."""
+"""tests/support/debian_tools.py: Debian tools installed once before the tests, apt never run
+twice at once."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests import tools
+from tests.support import debian_tools
 
 
 def _hold(lock_file: str, log: str, hold_s: float) -> None:
-    tools._LOCK_FILE = Path(lock_file)
-    with tools._apt_lock():
+    debian_tools.LOCK_FILE = Path(lock_file)
+    with debian_tools.apt_lock():
         start = time.monotonic()
         time.sleep(hold_s)
         with Path(log).open("a") as out:
@@ -43,20 +44,22 @@ def test_the_apt_lock_holds_across_processes(tmp_path: Path) -> None:
 def test_main_installs_every_missing_package_in_one_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(tools, "_LOCK_FILE", tmp_path / "apt.lock")
-    monkeypatch.setattr(tools, "PACKAGES", {"no-such-tool-a": "pkg-a", "no-such-tool-b": "pkg-b"})
+    monkeypatch.setattr(debian_tools, "LOCK_FILE", tmp_path / "apt.lock")
+    monkeypatch.setattr(
+        debian_tools, "PACKAGES", {"no-such-tool-a": "pkg-a", "no-such-tool-b": "pkg-b"}
+    )
     calls: list[list[str]] = []
-    monkeypatch.setattr(tools, "install", lambda packages: calls.append(packages) or "")
-    assert tools.main() == 0
+    monkeypatch.setattr(debian_tools, "install", lambda packages: calls.append(packages) or "")
+    assert debian_tools.main() == 0
     assert calls == [["pkg-a", "pkg-b"]]
 
 
 def test_main_installs_nothing_when_every_tool_is_there(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(tools, "PACKAGES", {"sh": "dash"})
-    monkeypatch.setattr(tools, "install", lambda packages: pytest.fail("apt-get was run"))
-    assert tools.main() == 0
+    monkeypatch.setattr(debian_tools, "PACKAGES", {"sh": "dash"})
+    monkeypatch.setattr(debian_tools, "install", lambda packages: pytest.fail("apt-get was run"))
+    assert debian_tools.main() == 0
 
 
 @pytest.mark.parametrize(("ci", "status"), [("true", 1), ("", 0)])
@@ -64,10 +67,10 @@ def test_a_failed_install_fails_only_in_ci(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ci: str, status: int
 ) -> None:
     monkeypatch.setenv("CI", ci)
-    monkeypatch.setattr(tools, "_LOCK_FILE", tmp_path / "apt.lock")
-    monkeypatch.setattr(tools, "PACKAGES", {"no-such-tool-a": "pkg-a"})
-    monkeypatch.setattr(tools, "install", lambda packages: "not running as root")
-    assert tools.main() == status
+    monkeypatch.setattr(debian_tools, "LOCK_FILE", tmp_path / "apt.lock")
+    monkeypatch.setattr(debian_tools, "PACKAGES", {"no-such-tool-a": "pkg-a"})
+    monkeypatch.setattr(debian_tools, "install", lambda packages: "not running as root")
+    assert debian_tools.main() == status
 
 
 def test_every_tool_a_test_requires_is_installed_before_the_tests() -> None:
@@ -81,4 +84,4 @@ def test_every_tool_a_test_requires_is_installed_before_the_tests() -> None:
         for package in re.findall(r'require_debian_tool\("[^"]+", "([^"]+)"\)', path.read_text()):
             wanted.add(package)
     assert wanted, "no require_debian_tool call found"
-    assert wanted <= set(tools.PACKAGES.values())
+    assert wanted <= set(debian_tools.PACKAGES.values())

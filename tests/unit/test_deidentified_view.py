@@ -46,8 +46,8 @@ from local.template import load as load_template
 from shared import bootstrap, config, keys
 from shared.dicom.uid_map import DICOM_UID_ROOT, map_uid
 from shared.services import deidentified
-from tests import dicom_files
-from tests.handlers import Context, load, quiet
+from tests.support import dicom_files
+from tests.support.handlers import Context, load, quiet
 from tools.make_events import STUDIES, multipart_related, stow_event
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

@@ -15,9 +15,9 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from shared import bootstrap, config, http
 from shared.services.retrieve import Media
-from tests import dicom_files
 from tests.fakes import FakeBlobStore, FakeIndex
-from tests.handlers import Context, load, rest_event
+from tests.support import dicom_files
+from tests.support.handlers import Context, load, rest_event
 
 RESOURCE = "/o3-dpacs-wado/stowRsListener/{CALLING_AET}/studies"
 

@@ -34,7 +34,7 @@ from shared import bootstrap, config, keys
 from shared.adapters.key_store import FileKeyStore
 from shared.adapters.usage_plans import EntryLimits
 from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
-from tests.handlers import load
+from tests.support.handlers import load
 from tools import apikeys
 
 ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/v1/GET/o3-dpacs-wado/qido/A/studies"

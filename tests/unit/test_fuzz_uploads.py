@@ -35,8 +35,8 @@ from shared.adapters.local_urls import PATH_PREFIX, UrlRefused, UrlSigner
 from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom import failures
 from shared.services import ingest, uploads
-from tests import dicom_files, fuzz
-from tests.handlers import Context, json_body, load, quiet, rest_event
+from tests.support import dicom_files, fuzz
+from tests.support.handlers import Context, json_body, load, quiet, rest_event
 
 ROOT = "/o3-dpacs-wado/stowRsListener/{CALLING_AET}/uploads"
 CLEAR_4XX = {400, 403, 404, 409, 413, 415}
@@ -386,7 +386,7 @@ def test_a_large_object_is_ingested_in_bounded_memory(archive, written, stored) 
 
 def test_a_deflate_bomb_is_quarantined_within_the_budget(archive) -> None:
     store, index = archive
-    data = fuzz._deflate_bomb(64)  # the 64 MB bomb, built once per process
+    data = fuzz.deflated_data_set(64)  # the 64 MB bomb, built once per process
     store.put("incoming/bomb.dcm", data)
     tracemalloc.start()
     try:

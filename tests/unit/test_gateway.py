@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from pynetdicom import build_context
 from pynetdicom.presentation import negotiate_as_acceptor
 
-from tests import dicom_files
 from tests.fakes.upload_archive import fake_archive
+from tests.support import dicom_files
 from tools.gateway import aetitle, cli
 from tools.gateway.forwarder import Forwarder
 from tools.gateway.scp import TRANSFER_SYNTAXES, build_ae

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.dicomweb.multipart import parse_related
-from tests import dicom_files
 from tests.fakes.upload_archive import LIMIT, fake_archive
+from tests.support import dicom_files
 from tools.importer import batching, cli
 from tools.importer.journal import Journal
 from tools.importer.run import import_paths

@@ -12,7 +12,7 @@ from shared.index import writes
 from shared.index.order import instance_sort_key, study_sort_key
 from shared.ports import AddOutcome, InstanceRecord, ReplaceOutcome
 from shared.services.store import _record
-from tests import dicom_files
+from tests.support import dicom_files
 
 STUDY = "1.2.826.0.1.3680043.8.498.620"
 AT = "2026-12-07T00:00:00.000000Z"

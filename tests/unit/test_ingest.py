@@ -21,7 +21,7 @@ from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom import failures
 from shared.errors import BadRequest, Forbidden, NotFound, StorageUnavailable
 from shared.services import ingest, uploads
-from tests import dicom_files
+from tests.support import dicom_files
 
 BASE = "https://example.org/v1/o3-dpacs-wado"
 ROOT = f"{BASE}/stowRsListener/MODALITY1/uploads"

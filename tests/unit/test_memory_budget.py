@@ -23,9 +23,9 @@ from shared.dicomweb.multipart import Part
 from shared.ports import InstanceRow
 from shared.services.anonymizer import Anonymizer
 from shared.services.store import StoreRequest, store
-from tests import dicom_files, fuzz
 from tests.fakes import FakeCatalog, FakeIndex, FakeObjectStore
-from tests.handlers import Context, json_body, load, quiet, rest_event
+from tests.support import dicom_files, fuzz
+from tests.support.handlers import Context, json_body, load, quiet, rest_event
 
 MB = 1 << 20
 
@@ -68,7 +68,7 @@ def _stow(data: bytes, memory_mb: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("inflates_to_mb", [64, 256, 1024])
 def test_a_deflate_bomb_at_stow_is_refused_within_the_budget(inflates_to_mb: int) -> None:
-    bomb = fuzz._deflate_bomb(inflates_to_mb)
+    bomb = fuzz.deflated_data_set(inflates_to_mb)
     memory = 128  # the smallest Lambda: budget 76 MB, inflated data sets up to 25 MB
     response, peak = _peak(lambda: _stow(bomb, memory))
     assert response["statusCode"] == 409

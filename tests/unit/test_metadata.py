@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
 from shared.dicom import metadata
-from tests import dicom_files
+from tests.support import dicom_files
 
 BASE = "https://h/v1/o3-dpacs-wado/rs/studies/1/series/2/instances/3"
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared import metrics
-from tests.handlers import Context, load, rest_event
+from tests.support.handlers import Context, load, rest_event
 
 
 def _valid_emf(document: dict) -> None:
@@ -59,8 +59,8 @@ def test_stow_reports_instances_stored_and_latency(
 
     monkeypatch.setattr(config, "settings", lambda: config.Settings(metrics=True))
     from shared import bootstrap
-    from tests import dicom_files
     from tests.fakes import FakeBlobStore, FakeIndex
+    from tests.support import dicom_files
 
     fakes = bootstrap.build(
         config.settings(),

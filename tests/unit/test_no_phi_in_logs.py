@@ -8,9 +8,9 @@ import pytest
 
 from shared.dicomweb.multipart import build_related
 from shared.errors import StorageUnavailable
-from tests import dicom_files
 from tests.fakes import FakeBlobStore, FakeIndex
-from tests.handlers import Context, load, rest_event
+from tests.support import dicom_files
+from tests.support.handlers import Context, load, rest_event
 
 SECRET_NAME = "Zyxwvut^Qponmlk"
 SECRET_ID = "PID-98765-SECRET"

@@ -12,7 +12,7 @@ from pydicom.pixels.utils import pixel_array
 
 from shared.dicom import pixels
 from shared.errors import NotAcceptable
-from tests import dicom_files
+from tests.support import dicom_files
 
 # (compressed or re-encoded file, the same pixels uncompressed): lossless pairs must be equal.
 LOSSLESS_PAIRS = [

@@ -14,7 +14,7 @@ from pydicom import Dataset
 from shared.dicom import pixels, render
 from shared.dicom.render_params import JPEG, PNG, RenderParameters
 from shared.errors import BadRequest, NotAcceptable
-from tests import dicom_files
+from tests.support import dicom_files
 
 # Corpus files with pixel data that cannot be decoded (damaged on purpose by their authors).
 BROKEN = {

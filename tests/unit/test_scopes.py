@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from local.api_gateway.authorizer import policy_allows
 from local.template import load as load_template
 from shared import bootstrap, config, keys
-from tests.handlers import Context, load
+from tests.support.handlers import Context, load
 
 STAGE_ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/v1"
 #: The scopes each API function accepts (any one of them).

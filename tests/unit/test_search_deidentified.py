@@ -26,7 +26,7 @@ from shared.ports import AddOutcome, Candidates, Catalog
 from shared.services import search
 from shared.services.deidentified import View
 from shared.services.store import _record
-from tests import dicom_files
+from tests.support import dicom_files
 from tests.unit.test_deidentified_view import backend, body_of, call, serving
 
 BASE = "https://h/o3-dpacs-wado"

@@ -23,7 +23,7 @@ from shared.index.writes import TextWrite
 from shared.ports import AddOutcome, InstanceRecord, SeriesRow
 from shared.services import search as search_service
 from shared.services.store import _record
-from tests import dicom_files
+from tests.support import dicom_files
 
 BASE = "https://h/o3-dpacs-wado"
 NAMES = ("Smith^John", "Müller^Jürgen", "Muller^Hans", "Yamada^Tarou=山田^太郎", "Mullins^Ann")

@@ -19,7 +19,7 @@ from shared.adapters.sqlite_schema import SCHEMA_VERSION
 from shared.dicom.validate import validate
 from shared.ports import AddOutcome
 from shared.services.store import _record
-from tests import dicom_files
+from tests.support import dicom_files
 
 
 def _record_of(data: bytes):

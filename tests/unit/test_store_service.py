@@ -8,8 +8,8 @@ from shared.dicomweb import stow_result
 from shared.dicomweb.multipart import Part
 from shared.errors import StorageUnavailable
 from shared.services.store import StoreRequest, store
-from tests import dicom_files
 from tests.fakes import FakeBlobStore, FakeIndex
+from tests.support import dicom_files
 
 BASE = "https://example.org/v1/o3-dpacs-wado"
 

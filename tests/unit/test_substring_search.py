@@ -20,8 +20,8 @@ from shared.dicomweb.substring import part_matches, required_runs, study_terms
 from shared.ports import AddOutcome, InstanceRecord
 from shared.services import search as search_service
 from shared.services.store import _record
-from tests import dicom_files
-from tests.handlers import Context, json_body, load, rest_event
+from tests.support import dicom_files
+from tests.support.handlers import Context, json_body, load, rest_event
 
 BASE = "https://h/o3-dpacs-wado"
 NAMES = ("Smith^John", "Johnson^Mary", "Müller^Jürgen", "Yamada^Tarou=山田^太郎", "Ng^Al")

@@ -30,8 +30,8 @@ from pydicom.encaps import generate_fragments, parse_basic_offsets
 from shared.dicom import syntaxes
 from shared.dicom.transcode import transcode_bytes
 from shared.errors import NotAcceptable
-from tests import dicom_files
-from tests.tools import require_debian_tool
+from tests.support import dicom_files
+from tests.support.debian_tools import require_debian_tool
 
 Array = npt.NDArray[Any]
 

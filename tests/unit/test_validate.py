@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from shared.dicom import metadata
 from shared.dicom.validate import InstanceRejected, is_deferred, validate, validate_file
 from shared.dicomweb import stow_result
-from tests import dicom_files
+from tests.support import dicom_files
 
 
 @pytest.mark.parametrize(("ts", "name"), sorted(dicom_files.BY_TRANSFER_SYNTAX.items()))
@@ -127,7 +127,7 @@ def _peak_refusing(bomb: bytes, tmp_path: Path) -> tuple[int, str, int]:
 def test_a_deflate_bomb_is_refused_with_the_numbers_before_it_is_inflated(tmp_path) -> None:
     import random
 
-    from tests import fuzz
+    from tests.support import fuzz
 
     bomb = fuzz.deflate_bomb(random.Random(1), b"")  # 1 KB..1 MB inflating to 64 MB..1 GB
     reason, message, peak = _peak_refusing(bomb, tmp_path)
@@ -142,7 +142,7 @@ def test_a_deflated_file_within_the_limit_is_accepted() -> None:
 
 @pytest.mark.parametrize("depth", [65, 300, 3000])
 def test_sequences_nested_too_deeply_are_refused(depth: int) -> None:
-    from tests import fuzz
+    from tests.support import fuzz
 
     data = dicom_files.with_new_uids() + fuzz.nested_sequences(depth)
     error = _rejected(data)
@@ -151,7 +151,7 @@ def test_sequences_nested_too_deeply_are_refused(depth: int) -> None:
 
 
 def test_sequences_nested_64_deep_are_accepted() -> None:
-    from tests import fuzz
+    from tests.support import fuzz
 
     assert validate(dicom_files.with_new_uids() + fuzz.nested_sequences(64)).sop_instance_uid
 
@@ -189,7 +189,7 @@ def test_a_value_json_cannot_carry_is_kept_without_value_in_the_index() -> None:
 def test_a_deflate_bomb_is_refused_whatever_its_meta_group_length_says(tmp_path) -> None:
     import random
 
-    from tests import fuzz
+    from tests.support import fuzz
 
     bomb = bytearray(fuzz.deflate_bomb(random.Random(2), b""))
     assert bomb[132:140] == b"\x02\x00\x00\x00UL\x04\x00"

@@ -19,8 +19,8 @@ from shared.errors import NotAcceptable, NotFound
 from shared.ports import InstanceRow
 from shared.services import retrieve, viewer
 from shared.services.store import _record
-from tests import dicom_files
 from tests.fakes import FakeObjectStore, instance_row
+from tests.support import dicom_files
 
 BASE = "https://h/v1/o3-dpacs-wado"
 

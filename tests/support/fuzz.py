@@ -139,11 +139,12 @@ def nested_sequences(depth: int) -> bytes:
 
 def deflate_bomb(rng: random.Random, data: bytes) -> bytes:
     """A small Deflated Explicit VR file whose data set inflates about 1000:1."""
-    return _deflate_bomb(rng.choice((64, 256, 1024)))
+    return deflated_data_set(rng.choice((64, 256, 1024)))
 
 
 @cache
-def _deflate_bomb(megabytes: int) -> bytes:
+def deflated_data_set(megabytes: int) -> bytes:
+    """A Deflated Explicit VR file whose data set inflates to ``megabytes`` MB and more."""
     rng = random.Random(megabytes)
     ds = _base(rng)
     plain = io.BytesIO()
@@ -691,7 +692,7 @@ def prepare(base_url: str, api_key: str, data_dir: object) -> Hunt:
     from shared.adapters.key_store import FileKeyStore
     from shared.adapters.usage_plans import EntryLimits
     from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
-    from tests import dicom_files
+    from tests.support import dicom_files
     from tools import apikeys
 
     stored = []

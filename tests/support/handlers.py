@@ -14,7 +14,7 @@ from typing import Any
 
 from local.api_gateway.proxy import ProxyRequest, Stage, proxy_event
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: The stage of the events built here: in AWS, ``requestContext.path`` starts with it.
 STAGE = Stage(
     "v1",

@@ -1,13 +1,13 @@
 """Command-line tools from Debian packages, installed for the tests that need them.
 
-``make test`` runs ``python -m tests.tools`` before pytest starts: every package of
-:data:`PACKAGES` whose binary is missing is installed in one ``apt-get install`` (as root on
-a Debian-like machine with ``apt-get``, a fresh CI runner), so parallel test workers never
-run apt. ``require_debian_tool("dciodvfy", "dicom3tools")`` then returns the binary's path;
-if it is still missing (a test run without ``make``), it installs the package itself under a
-lock file held across processes. When nothing can install it, the calling test is skipped
-with the reason, so a developer machine without root still runs the rest of the suite; in
-CI (``CI=true``) it fails instead: a check that cannot run must not pass.
+``make test`` runs ``python -m tests.support.debian_tools`` before pytest starts: every
+package of :data:`PACKAGES` whose binary is missing is installed in one ``apt-get install``
+(as root on a Debian-like machine with ``apt-get``, a fresh CI runner), so parallel test
+workers never run apt. ``require_debian_tool("dciodvfy", "dicom3tools")`` then returns the
+binary's path; if it is still missing (a test run without ``make``), it installs the package
+itself under a lock file held across processes. When nothing can install it, the calling
+test is skipped with the reason, so a developer machine without root still runs the rest of
+the suite; in CI (``CI=true``) it fails instead: a check that cannot run must not pass.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ PACKAGES: dict[str, str] = {
 # Wait for a concurrent dpkg (unattended upgrades) instead of failing. apt's lists lock is
 # not covered by this option: the lock file below serialises this project's own apt runs.
 _LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=300")
-_LOCK_FILE = Path(tempfile.gettempdir()) / "dicomweb-pacs-apt.lock"
+LOCK_FILE = Path(tempfile.gettempdir()) / "dicomweb-pacs-apt.lock"
 
 _lock = threading.Lock()
 _failed: dict[str, str] = {}  # package -> reason, so a failed install is not retried per test
@@ -72,19 +72,19 @@ def require_debian_tool(binary: str, package: str) -> str:
         if found:
             return found
         if package in _failed:
-            _cannot_run(_failed[package])
-        with _apt_lock():
+            cannot_run(_failed[package])
+        with apt_lock():
             found = _find(binary)
             reason = "" if found else install([package])
         found = _find(binary)
         if found:
             return found
         _failed[package] = reason or f"{binary} not found after installing Debian package {package}"
-        _cannot_run(_failed[package])
+        cannot_run(_failed[package])
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _cannot_run(reason: str) -> None:
+def cannot_run(reason: str) -> None:
     """Skip on a developer's machine; fail in CI, where every check must run."""
     if _in_ci():
         pytest.fail(f"CI=true and the check cannot run: {reason}")
@@ -96,9 +96,9 @@ def _in_ci() -> bool:
 
 
 @contextmanager
-def _apt_lock() -> Iterator[None]:
+def apt_lock() -> Iterator[None]:
     """Hold a lock file shared by every process of this project that runs apt-get."""
-    with _LOCK_FILE.open("a") as handle:
+    with LOCK_FILE.open("a") as handle:
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
             try:
@@ -106,7 +106,7 @@ def _apt_lock() -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{_LOCK_FILE} held for {LOCK_WAIT_S:.0f} s") from None
+                    raise TimeoutError(f"{LOCK_FILE} held for {LOCK_WAIT_S:.0f} s") from None
                 time.sleep(0.5)
         try:
             yield
@@ -172,7 +172,7 @@ def main() -> int:
         f"installing Debian packages for the tests: {' '.join(missing)}", flush=True
     )
     started = time.monotonic()
-    with _apt_lock():
+    with apt_lock():
         missing = missing_packages()
         reason = install(missing) if missing else ""
     if reason:

@@ -2,7 +2,8 @@
 
 ``running(workdir, binary)`` starts it on free ports of 127.0.0.1, storage in ``workdir``,
 no authentication, and yields its HTTP root once ``/system`` answers; it stops it on exit.
-The binary and the plugin come from ``tests.tools`` (tests) or ``bench.bench_peer``.
+The binary and the plugin come from ``tests.support.debian_tools`` (tests) or
+``bench.bench_peer``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import requests
 
-from tests.served import free_port
+from tests.support.served import free_port
 
 PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 START_TIMEOUT_S = 60

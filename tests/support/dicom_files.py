@@ -55,21 +55,22 @@ BY_TRANSFER_SYNTAX = {
 }
 
 
-def _roots() -> list[Path]:
-    roots = [Path(pydicom.__file__).parent / "data" / "test_files"]
+def roots() -> list[Path]:
+    """The folders of test files: pydicom's own, then pydicom-data's when installed."""
+    found = [Path(pydicom.__file__).parent / "data" / "test_files"]
     try:
         import data_store  # pydicom-data
 
-        roots.append(Path(data_store.__file__).parent / "data")
+        found.append(Path(data_store.__file__).parent / "data")
     except ImportError:  # pragma: no cover - dev extras missing
         pass
-    return roots
+    return found
 
 
 @cache
 def _index() -> dict[str, Path]:
     found: dict[str, Path] = {}
-    for root in _roots():
+    for root in roots():
         for path in sorted(root.rglob("*")):
             if path.is_file():
                 found.setdefault(path.name, path)

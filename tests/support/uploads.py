@@ -18,7 +18,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from local.stack import LocalStack
 from local.template import PROJECT_ROOT
-from tests import dicom_files
+from tests.support import dicom_files
 
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
