@@ -1,12 +1,14 @@
-"""``python -m local``: run the local stack on 127.0.0.1 until SIGINT or SIGTERM.
+"""``dicomweb-serve`` (``make serve``): run the local stack until SIGINT or SIGTERM.
 
 Environment: ``PORT`` (default 3000), ``DICOMWEB_API_KEY`` (dev key; if unset, the data
 directory's own, made on the first start and reused: ``secrets/dev-api-key``),
 ``DICOMWEB_STORAGE`` (``local``, the default: files and SQLite in ``DICOMWEB_DATA_DIR``,
-default ``.local-data``; or ``moto``: in memory), ``LOCAL_PARAMETER_OVERRIDES``
+default the checkout's ``.local-data``; or ``moto``: in memory), ``LOCAL_PARAMETER_OVERRIDES``
 (``Key=Value`` pairs for template parameters, e.g. ``AuthorizerCacheTtl=0 KeyCacheTtl=0``),
 ``LOCAL_STACK_STATE`` (state file path), ``LOCAL_WORKERS`` (processes serving the API with
-the local backend; default one per CPU).
+the local backend; default one per CPU). The commands that read what the stack keeps
+(``dicomweb-audit``, ``dicomweb-apikeys --local``) choose the data directory and the state
+file the same way (:mod:`local.settings`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from local.stack import DEFAULT_DATA_DIR, DEFAULT_STATE_FILE, STORAGES, LocalStack, parse_overrides
+from local import settings
+from local.stack import STORAGES, LocalStack, parse_overrides
+
+DESCRIPTION = "Run the local stack on 127.0.0.1 until SIGINT or SIGTERM."
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dicomweb-serve", description=DESCRIPTION)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
     parser.add_argument(
         "--parameter-overrides",
@@ -34,7 +39,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--state-file",
         type=Path,
-        default=Path(os.environ.get("LOCAL_STACK_STATE", str(DEFAULT_STATE_FILE))),
+        default=settings.state_file(os.environ),
+        help="where the running stack says how to reach it (default .local-stack.json)",
     )
     parser.add_argument(
         "--storage",
@@ -45,7 +51,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("DICOMWEB_DATA_DIR") or DEFAULT_DATA_DIR),
+        default=settings.data_dir(os.environ),
         help="where the local backend keeps its data (default .local-data)",
     )
     parser.add_argument(
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Try:\n  curl -i -X POST -H 'Authorization: {stack.api_key}' "
             f"-H 'Content-Type: application/dicom' --data-binary @file.dcm "
             f"{stack.base_url}/stowRsListener/MYAET/studies\n"
-            f"Keys: python tools/apikeys.py --local list\n"
+            f"Keys: dicomweb-apikeys --local list\n"
             "Ctrl-C to stop.",
             flush=True,
         )

@@ -41,14 +41,13 @@ from local.events import EventSource
 from local.lambda_runtime import LambdaRuntime
 from local.objects import ObjectServer
 from local.server import ApiServer
-from local.template import DEFAULT_TEMPLATE, PROJECT_ROOT, REGION, StackTemplate, load
+from local.settings import DEFAULT_DATA_DIR
+from local.template import DEFAULT_TEMPLATE, REGION, StackTemplate, load
 from shared import bootstrap, config, keys
 from shared.bootstrap import SECRETS_DIR, URL_SIGNING_KEY_FILE
 
 logger = logging.getLogger("local.stack")
 
-DEFAULT_STATE_FILE = PROJECT_ROOT / ".local-stack.json"
-DEFAULT_DATA_DIR = PROJECT_ROOT / ".local-data"
 DEV_KEY_LABEL = "local dev key"
 #: The dev key of a data directory (under its secrets), when none is given.
 DEV_KEY_FILE = "dev-api-key"
@@ -161,7 +160,7 @@ class LocalStack:
         # moto answers one request at a time from this process: extra workers would only
         # queue behind it. The local backend shares files and SQLite between processes.
         self.workers = max(1, workers) if storage == "local" else 1
-        # Serving is all this process does (python -m local): the functions' environment
+        # Serving is all this process does (dicomweb-serve): the functions' environment
         # is set once rather than swapped in and out around every request.
         self.owns_process = owns_process
         self._children: list[int] = []
@@ -494,7 +493,7 @@ class LocalStack:
             store.add(keys.entry_for(self.api_key, DEV_KEY_LABEL))
 
     def state(self) -> dict[str, Any]:
-        """What tools/apikeys.py --local needs to reach this stack."""
+        """What ``dicomweb-apikeys --local`` needs to reach this stack."""
         return {
             "pid": os.getpid(),
             "storage": self.storage,

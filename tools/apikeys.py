@@ -14,23 +14,26 @@ until ``migrate`` puts each one on the default plan.
 
 Usage::
 
-    python tools/apikeys.py --stack o3-dpacs create --label "viewer ward 3"
-    python tools/apikeys.py --stack o3-dpacs create --label script \\
+    dicomweb-apikeys --stack o3-dpacs create --label "viewer ward 3"
+    dicomweb-apikeys --stack o3-dpacs create --label script \\
         --rate 20 --burst 40 --quota 100000
-    python tools/apikeys.py --stack o3-dpacs limits 1a2b3c4d --rate 5 --quota 10000
-    python tools/apikeys.py --stack o3-dpacs limits 1a2b3c4d --default
-    python tools/apikeys.py --stack o3-dpacs migrate   # keys from before per-key limits
-    python tools/apikeys.py --stack o3-dpacs list
-    python tools/apikeys.py --secret-id arn:aws:... --usage-plan-id abc123 revoke 1a2b3c4d
-    python tools/apikeys.py --local list          # the stack started by `make serve`
+    dicomweb-apikeys --stack o3-dpacs limits 1a2b3c4d --rate 5 --quota 10000
+    dicomweb-apikeys --stack o3-dpacs limits 1a2b3c4d --default
+    dicomweb-apikeys --stack o3-dpacs migrate   # keys from before per-key limits
+    dicomweb-apikeys --stack o3-dpacs list
+    dicomweb-apikeys --secret-id arn:aws:... --usage-plan-id abc123 revoke 1a2b3c4d
+    dicomweb-apikeys --local list          # the running local stack (make serve)
 
 AWS credentials and region come from the usual boto3 sources (AWS_PROFILE, AWS_REGION...).
+``--local`` finds the running local stack by its state file, as ``dicomweb-serve`` names it
+(``LOCAL_STACK_STATE``, else the checkout's ``.local-stack.json``; :mod:`local.settings`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -40,19 +43,11 @@ from typing import Any
 
 import boto3
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-if str(PROJECT_ROOT) not in sys.path:  # `python tools/apikeys.py` puts only tools/ on the path
-    sys.path.insert(0, str(PROJECT_ROOT))
+from local import settings
+from shared import bootstrap, config, keys
+from shared.adapters.usage_plans import ApiGatewayUsagePlans, EntryLimits, UsagePlanAdmin
+from shared.ports import KeyStore
 
-from shared import bootstrap, config, keys  # noqa: E402 - needs the project root on sys.path
-from shared.adapters.usage_plans import (  # noqa: E402
-    ApiGatewayUsagePlans,
-    EntryLimits,
-    UsagePlanAdmin,
-)
-from shared.ports import KeyStore  # noqa: E402
-
-DEFAULT_STATE_FILE = PROJECT_ROOT / ".local-stack.json"
 SECRET_OUTPUT = "ApiKeysSecretArn"  # noqa: S105 - an output name, not a password
 PLAN_OUTPUT = "DefaultUsagePlanId"
 
@@ -85,7 +80,7 @@ def _local_state(state_file: Path) -> dict[str, Any]:
     try:
         state: dict[str, Any] = json.loads(state_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UsageError(f"{state_file} not found: is `make serve` running?") from None
+        raise UsageError(f"{state_file} not found: is the local stack running?") from None
     return state
 
 
@@ -281,13 +276,13 @@ def _add_limit_options(command: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python tools/apikeys.py",
+        prog="dicomweb-apikeys",
         description="Create, list and revoke DICOMweb API keys.",
     )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--stack", help="CloudFormation stack name (reads ApiKeysSecretArn)")
     target.add_argument("--secret-id", help="secret name or ARN")
-    target.add_argument("--local", action="store_true", help="the local stack (make serve)")
+    target.add_argument("--local", action="store_true", help="the running local stack")
     parser.add_argument(
         "--usage-plan-id",
         help="the stack's DefaultUsagePlanId (with --secret-id; --stack reads it)",
@@ -295,8 +290,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--state-file",
         type=Path,
-        default=DEFAULT_STATE_FILE,
-        help="local stack state file (default: .local-stack.json)",
+        default=settings.state_file(os.environ),
+        help="the local stack's state file (default: LOCAL_STACK_STATE, else .local-stack.json)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     create_cmd = commands.add_parser("create", help="create a key and print it once")

@@ -1,23 +1,26 @@
 """Who accessed a study: read the audit trail (docs/audit.md).
 
-    python -m tools.audit --study 1.2.3            # the local stack's trail (.local-data)
-    python -m tools.audit --study 1.2.3 --json     # the records themselves, one per line
-    python -m tools.audit --study 1.2.3 --insights # the CloudWatch Logs Insights query
+    dicomweb-audit --study 1.2.3            # the local stack's trail
+    dicomweb-audit --study 1.2.3 --json     # the records themselves, one per line
+    dicomweb-audit --study 1.2.3 --insights # the CloudWatch Logs Insights query
 
-Locally the trail is ``{data dir}/audit.jsonl``; in AWS the records are in the functions'
-log groups, found by the printed Logs Insights query.
+Locally the trail is ``{data dir}/audit.jsonl``, the data directory chosen as
+``dicomweb-serve`` chooses it (``DICOMWEB_DATA_DIR``, else the checkout's ``.local-data``;
+:mod:`local.settings`) unless ``--data-dir`` names one. In AWS the records are in the
+functions' log groups, found by the printed Logs Insights query.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from local.stack import DEFAULT_DATA_DIR
+from local import settings
 from shared.bootstrap import AUDIT_FILE
 from shared.dicomweb.uids import valid_uid
 
@@ -52,9 +55,14 @@ def _row(record: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Print who accessed the study; the exit status is 1 when nobody did."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dicomweb-audit", description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True, help="Study Instance UID")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=settings.data_dir(os.environ),
+        help="the local stack's data directory (default: DICOMWEB_DATA_DIR, else .local-data)",
+    )
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument("--json", action="store_true", help="print the records as JSON lines")
     shape.add_argument("--insights", action="store_true", help="print the AWS query")
