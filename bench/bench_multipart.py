@@ -1,7 +1,7 @@
 """multipart/related parsing throughput: one 4.5 MB part, and 100,000 tiny parts in 4.5 MB.
 
-The parser is linear in the body whatever the number of parts (issue 9: it used to copy the
-rest of the body for every part, 1 MB of 100k parts took ~9 s). Medians of 5 runs.
+The parser is linear in the body whatever the number of parts (a parser that copied the rest
+of the body for every part would be quadratic; figures in docs/limits.md). Medians of 5 runs.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""QIDO at archive scale (issue 13): 10,000 and 100,000 studies in the embedded SQLite index,
-10,000 in moto's DynamoDB; items read per result and p50/p95 latency per query kind.
+"""QIDO at archive scale: 10,000 and 100,000 studies in the embedded SQLite index, 10,000 in
+moto's DynamoDB; items read per result and p50/p95 latency per query kind.
 
 * Data: ``bench_qido.synthesise`` (2 series x 2 instances per study, census-weighted
   surnames, accented names, returning patients, ten years of dates, a realistic modality

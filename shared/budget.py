@@ -3,7 +3,7 @@
 Every decode, inflate or transcode first compares what the input *declares* (rows x columns
 x samples x bytes x frames, a codestream's own header, an inflated length) times the
 measured peak of the operation with this budget, and refuses with 413 and the numbers
-instead of being killed for running out of memory (issue 9; factors in docs/limits.md).
+instead of being killed for running out of memory (the factors are in docs/limits.md).
 """
 
 from __future__ import annotations

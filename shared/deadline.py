@@ -5,7 +5,7 @@ our headers; Lambda kills a function at its timeout. A handler that loops over m
 (instances of a study, parts of a STOW request, search pages) asks its :class:`Deadline`
 between items and stops in time to answer something of its own: a 503 with ``Retry-After``
 (:class:`OutOfTime`), or what it has where the protocol allows a partial answer (STOW's
-failed instances, QIDO's ``Warning: 299``). Issue 14; the figures are in docs/limits.md.
+failed instances, QIDO's ``Warning: 299``). The figures are in docs/limits.md.
 """
 
 from __future__ import annotations

@@ -42,9 +42,10 @@ class StoreRequest:
 def blob_key(instance: ValidInstance) -> str:
     """S3 key of a stored file: UIDs plus content hash, so other bytes never overwrite.
 
-    One name per instance in its series' folder (a folder per instance, as before
-    2026-11-27, cost the file backend a directory and an fsync more per instance); the
-    index keeps each entry's key, so objects stored under the old form are still read.
+    One name per instance in its series' folder: a folder per instance would cost the file
+    backend a directory and an fsync more per instance (docs/performance.md). The index keeps
+    each entry's key, so objects stored under the older form (``{sop}/{sha}.dcm``) are still
+    read.
     """
     return (
         f"dicom/{instance.study_uid}/{instance.series_uid}/"

@@ -1,4 +1,4 @@
-"""The substring index on DynamoDB (issue 13): trigram postings written with a study's
+"""The substring index on DynamoDB: trigram postings written with a study's
 first instance and when its text or date-time changes, counts beside them, and searches
 that read the rarest trigram's postings. Correctness against the reference matcher for
 generated data and queries is in ``test_search_contract``; these pin the costs and the
@@ -226,7 +226,7 @@ def test_a_study_stored_before_the_index_is_found_after_the_backfill(client: Any
     index = DynamoInstanceIndex(client, TABLE)
     old = _record_of(PatientName="Legacy^Study")
     index.add(old)
-    for item in _with_trigrams(client):  # as the writer before issue 13 left it
+    for item in _with_trigrams(client):  # as a writer without the substring index leaves it
         client.delete_item(TableName=TABLE, Key={"PK": item["PK"], "SK": item["SK"]})
     client.update_item(
         TableName=TABLE,

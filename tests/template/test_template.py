@@ -453,7 +453,7 @@ def test_legacy_keys_share_the_legacy_api_key_the_authorizer_names() -> None:
     assert plan_key["KeyId"] == {"Ref": "LegacyUsageKey"}
     assert plan_key["UsagePlanId"] == {"Ref": "LegacyUsagePlan"}
     legacy = RESOURCES["LegacyUsagePlan"]["Properties"]
-    assert "Throttle" not in legacy and "Quota" not in legacy  # as before the upgrade
+    assert "Throttle" not in legacy and "Quota" not in legacy  # only the stage's limits
 
 
 @pytest.mark.parametrize("kind", ["THROTTLED", "QUOTA_EXCEEDED"])
@@ -472,7 +472,7 @@ def test_over_a_limit_is_429_json_with_a_reason_and_cors(kind: str) -> None:
 def test_access_logging_has_the_account_role_it_needs_or_is_off() -> None:
     """A REST stage with an access log fails to deploy unless the account (per region) has
     API Gateway's CloudWatch role: created by the stack (the default), said to exist, or no
-    access log at all (issue 14)."""
+    access log at all."""
     parameter = TPL["Parameters"]["ApiGatewayLoggingRole"]
     assert parameter["Default"] == "create"
     assert set(parameter["AllowedValues"]) == {"create", "existing", "none"}

@@ -1,4 +1,4 @@
-"""Handlers stop their own work before API Gateway's 29 s (issue 14): our 503 with
+"""Handlers stop their own work before API Gateway's 29 s: our 503 with
 Retry-After, or the part of the answer the protocol allows, never a bare 504."""
 
 from __future__ import annotations

@@ -319,8 +319,9 @@ def test_a_pdu_sent_before_the_answer_ends_the_connection_without_a_crash(
     gateway: Gateway,
 ) -> None:
     """A requestor waits for the A-ASSOCIATE-AC; one that sends P-DATA right behind its
-    request made pynetdicom abort while still negotiating, then fail on its own accept
-    ("Invalid event 'Evt7' for the current state 'Sta13'") in the connection's thread."""
+    request makes pynetdicom abort while still negotiating, and unguarded it then fails on
+    its own accept ("Invalid event 'Evt7' for the current state 'Sta13'") in the
+    connection's thread."""
     pdus = c_store_pdus(dicom_files.with_new_uids("CT_small.dcm"), max_pdu=4096)
     for _ in range(10):
         answer = exchange(gateway.port, [associate_rq() + b"".join(pdus[:2])], hold=True)
@@ -338,8 +339,9 @@ def test_a_pdu_sent_before_the_answer_ends_the_connection_without_a_crash(
 def test_a_dimse_message_pynetdicom_cannot_decode_aborts_the_association(
     gateway: Gateway, fragments: list[tuple[int, bytes]]
 ) -> None:
-    """pynetdicom decodes DIMSE messages inside its state machine; garbage raised there and
-    ended the connection's thread with a traceback. Now: A-ABORT, and the gateway goes on."""
+    """pynetdicom decodes DIMSE messages inside its state machine, where garbage raises and
+    would end the connection's thread with a traceback: the gateway answers A-ABORT instead
+    and goes on."""
     answer = exchange(gateway.port, [associate_rq(), p_data(1, fragments)], handshake=True)
     assert answer.first_type in {A_ABORT, 0}
     assert answer.seconds < ANSWER_WITHIN

@@ -1,4 +1,4 @@
-"""Plans of the SQLite catalog (issue 13): series from the series' own indexes, series and
+"""Plans of the SQLite catalog: series from the series' own indexes, series and
 instances of the selected studies in one joined read, a study offset skipped in SQL; their
 page boundaries, the rows they read, and the answers (always those of the matcher)."""
 

@@ -63,7 +63,8 @@ def test_identical_resend_keeps_one_object(adapters) -> None:
 def test_resend_of_an_instance_stored_under_the_older_key_form_leaves_no_orphan(
     adapters,
 ) -> None:
-    """Before 2026-11-27 a key had a folder per instance (``{sop}/{sha}.dcm``)."""
+    """The older key form has a folder per instance (``{sop}/{sha}.dcm``); the index still
+    names such objects, and a resend keeps the one it names."""
     import dataclasses
 
     data = dicom_files.with_new_uids()

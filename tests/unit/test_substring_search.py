@@ -1,4 +1,4 @@
-"""Substring search (issue 13): the trigram index of the SQLite backend, its migration, the
+"""Substring search: the trigram index of the SQLite backend, its migration, the
 runs a query requires, and the per-search budget with its Warning 299."""
 
 from __future__ import annotations
