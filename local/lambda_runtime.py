@@ -155,7 +155,7 @@ class EnvironmentScope:
 
     Outside invocations the process environment is left as it was, so tests sharing the
     process (pytest workers) do not see the local endpoints and resource names. A process
-    that serves nothing but the stack (``python -m local``) pins them instead: set once,
+    that serves nothing but the stack (``dicomweb-serve``) pins them instead: set once,
     never swapped per request.
     """
 

@@ -1,9 +1,9 @@
 """Monthly AWS bill of this archive for a workload, and of AWS HealthImaging for the same.
 
-    python -m tools.cost --studies-per-month 1500 --instances-per-study 20 \\
+    dicomweb-cost --studies-per-month 1500 --instances-per-study 20 \\
         --mb-per-instance 1 --reads-per-study 3 --months-kept 84 [--tiering-after-days 30]
-    python -m tools.cost --table      # the three reference workloads (README, docs/cost.md)
-    python -m tools.cost --prices     # the price list with its sources
+    dicomweb-cost --table      # the three reference workloads (README, docs/cost.md)
+    dicomweb-cost --prices     # the price list with its sources
 
 The bill is the one of a month in which the archive holds ``months_kept`` months of studies
 (the steady state of a retention period). Each operation is priced by the AWS calls its code
@@ -48,7 +48,7 @@ STOW_WRITE_UNITS = 2 * sum(STOW_ITEM_KB)
 GSI_WRITES_PER_STUDY = 5 + 2
 GSI_WRITES_PER_SERIES = 3
 GSI_WRITES_PER_INSTANCE = 1
-#: The substring index (issue 13), once per new study: one posting per distinct trigram of
+#: The substring index, once per new study: one posting per distinct trigram of
 #: its text, in its first transaction (items under 1 KB: 2 units each), and one UpdateItem
 #: of each trigram's count (1 unit). Trigrams per study: 52, measured on the synthetic
 #: archive of ``python -m bench --only qido-scale`` (``dynamo_postings``: 52.2 per study).
@@ -443,7 +443,7 @@ def _price_table() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="dicomweb-cost", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--studies-per-month", type=float)
     parser.add_argument("--instances-per-study", type=float)
     parser.add_argument("--mb-per-instance", type=float)

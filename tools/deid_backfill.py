@@ -3,8 +3,8 @@ UIDs (``shared/adapters/dynamo_backfill.py``), so that such keys can find them.
 
 Usage::
 
-    python tools/deid_backfill.py --table <IndexTableName> --secret-id <anonymization secret>
-    python tools/deid_backfill.py ... --all      # every item again (after a key rotation)
+    dicomweb-deid-backfill --table <IndexTableName> --secret-id <anonymization secret>
+    dicomweb-deid-backfill ... --all      # every item again (after a key rotation)
 
 The embedded backend (SQLite) needs no tool: it backfills when it is opened with the key.
 AWS credentials and region come from the usual boto3 sources (AWS_PROFILE, AWS_REGION...).
@@ -15,22 +15,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import boto3
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-if str(PROJECT_ROOT) not in sys.path:  # `python tools/deid_backfill.py` puts only tools/ on it
-    sys.path.insert(0, str(PROJECT_ROOT))
-
-from shared.adapters.dynamo_backfill import backfill  # noqa: E402 - needs the project root
-from shared.dicom.uid_map import UidMap  # noqa: E402
+from shared.adapters.dynamo_backfill import backfill
+from shared.dicom.uid_map import UidMap
 
 
 def main(argv: list[str] | None = None, clients: Any = boto3.client) -> int:
     """Run the command line; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python tools/deid_backfill.py", description=__doc__)
+    parser = argparse.ArgumentParser(prog="dicomweb-deid-backfill", description=__doc__)
     parser.add_argument("--table", required=True, help="the index table (IndexTableName)")
     parser.add_argument("--secret-id", required=True, help="the anonymization key's secret")
     parser.add_argument("--all", action="store_true", help="rewrite every item's UID")

@@ -9,7 +9,7 @@ where it was seen and how far that source can be trusted (``seen``):
   project knew it. Check these on the pricing page before relying on them.
 
 Prices change: re-check the URLs and update ``CHECKED`` with this table. docs/cost.md shows
-the table as the model prints it (``python -m tools.cost --prices``).
+the table as the model prints it (``dicomweb-cost --prices``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Smoke test of a deployed (or local) archive: every route once, pass or fail per route.
 
-    python -m tools.smoke --url https://{api}.execute-api.{region}.amazonaws.com/v1/o3-dpacs-wado \\
+    dicomweb-smoke --url https://{api}.execute-api.{region}.amazonaws.com/v1/o3-dpacs-wado \\
         --key o3k_...
 
 It stores one small synthetic CT image (generated here with pydicom: 64 x 64 pixels,
@@ -629,9 +629,9 @@ def routes_covered() -> set[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: print one line per check, exit 1 when any failed."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="dicomweb-smoke", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--url", required=True, help="base URL, ending in /o3-dpacs-wado")
-    parser.add_argument("--key", required=True, help="an API key (tools/apikeys.py create)")
+    parser.add_argument("--key", required=True, help="an API key (dicomweb-apikeys create)")
     parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     args = parser.parse_args(argv)
     outcomes = list(run(args.url, args.key))

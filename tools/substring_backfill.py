@@ -3,7 +3,7 @@
 
 Usage::
 
-    python tools/substring_backfill.py --table <IndexTableName>
+    dicomweb-substring-backfill --table <IndexTableName>
 
 The embedded backend (SQLite) needs no tool: it backfills when it is opened. AWS
 credentials and region come from the usual boto3 sources (AWS_PROFILE, AWS_REGION...).
@@ -16,22 +16,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import boto3
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-if str(PROJECT_ROOT) not in sys.path:  # `python tools/substring_backfill.py` puts only tools/ on it
-    sys.path.insert(0, str(PROJECT_ROOT))
-
-from shared.adapters.dynamo_backfill import backfill_substring_index  # noqa: E402
-from shared.adapters.dynamo_index import DynamoInstanceIndex  # noqa: E402
+from shared.adapters.dynamo_backfill import backfill_substring_index
+from shared.adapters.dynamo_index import DynamoInstanceIndex
 
 
 def main(argv: list[str] | None = None, clients: Any = boto3.client) -> int:
     """Run the command line; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python tools/substring_backfill.py", description=__doc__)
+    parser = argparse.ArgumentParser(prog="dicomweb-substring-backfill", description=__doc__)
     parser.add_argument("--table", required=True, help="the index table (IndexTableName)")
     args = parser.parse_args(argv)
     client = clients("dynamodb")

@@ -9,7 +9,7 @@ identifier that is on no plan gets 403 (INVALID_API_KEY).
 
 Which plan an identifier is on: the template's own API keys (``AWS::ApiGateway::ApiKey``
 with a ``Value`` and its ``UsagePlanKey``: the legacy key) first, then the key entries of
-the stack's key store: a key's own limits (``tools/apikeys.py --local limits``) or the
+the stack's key store: a key's own limits (``dicomweb-apikeys --local limits``) or the
 default plan (the ``DefaultUsagePlanId`` output), re-read every second and whenever an
 identifier is on none (a key just made). The counters live in one SQLite file that every
 worker process of the local stack shares, so limits hold whatever process answers.

@@ -25,7 +25,6 @@ import requests
 
 from local.lambda_runtime import LAMBDA_REQUEST_LIMIT
 from local.stack import DEV_KEY_FILE, DEV_KEY_LABEL, LocalStack
-from local.template import PROJECT_ROOT
 from shared import keys
 from shared.adapters.key_store import FileKeyStore
 from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
@@ -482,10 +481,10 @@ def test_python_m_local_serves_and_exits_0_on_sigterm(served: Served) -> None:
 
 
 def apikeys(served: Served, *args: str) -> str:
-    command = [sys.executable, "tools/apikeys.py", "--local", "--state-file"]
+    command = [str(Path(sys.executable).parent / "dicomweb-apikeys"), "--local", "--state-file"]
     result = subprocess.run(
         [*command, str(served.state_file), *args],
-        cwd=PROJECT_ROOT,
+        cwd=served.data_dir.parent,
         capture_output=True,
         text=True,
         timeout=60,
