@@ -1,12 +1,12 @@
-"""The commands a user runs, as console scripts of the virtual environment (``[project.scripts]``
-in pyproject.toml): each runs one module's ``main`` with this checkout's code, from any
-directory.
+"""The commands a user runs, as console scripts of the virtual environment
+(``[project.scripts]`` in pyproject.toml): each runs one module's ``main`` with this
+checkout's code, from any directory.
 
 This package is installed as ``o3_dpacs``, the one importable name the project installs.
 The code the commands run (``shared``, ``local``, ``tools``) is imported from the checkout,
 put first on ``sys.path`` in the command's own process only: a virtual environment gains no
-``tools`` or ``local`` of ours (docs/architecture.md, "Installed names"). Developers'
-generators stay ``python -m tools.<name>``, run from the checkout.
+``tools`` or ``local`` of ours (docs/architecture.md, "Commands and installed names").
+Developers' generators stay ``python -m tools.<name>``, run from the checkout.
 """
 
 from __future__ import annotations
