@@ -24,11 +24,11 @@ $(TOOLS_STAMP): tools/requirements-tools.txt
 	touch $@
 
 serve: $(STAMP)  ## start the local stack on 127.0.0.1:$(PORT)
-	PORT=$(PORT) exec $(BIN)/python -m local
+	PORT=$(PORT) exec $(BIN)/dicomweb-serve
 
 .PHONY: viewer
 viewer: $(STAMP)  ## OHIF Viewer on 127.0.0.1:3001 (VIEWER_PORT) over the local stack on $(PORT); docs/viewer.md
-	PORT=$(PORT) exec $(BIN)/python -m tools.viewer
+	PORT=$(PORT) exec $(BIN)/dicomweb-viewer
 
 test: $(STAMP) $(TOOLS_STAMP)  ## lint, type-check, then every test
 	$(BIN)/ruff format --check .
