@@ -137,4 +137,4 @@ def test_every_price_names_its_source_and_how_it_was_seen() -> None:
 def test_the_documented_table_is_what_the_model_prints(document: str) -> None:
     text = (Path(__file__).resolve().parents[2] / document).read_text(encoding="utf-8")
     for row in cost.reference_table().splitlines()[2:]:
-        assert row in text, f"{document}'s table is stale: python -m tools.cost --table\n{row}"
+        assert row in text, f"{document}'s table is stale: dicomweb-cost --table\n{row}"
