@@ -3,9 +3,9 @@
 moto's ``transact_write_items`` takes a rollback snapshot of the table by deep-copying it
 once per item of the transaction: a transaction of n items over a table of m items costs
 n x m. The substring index's postings make a new study's transaction about 60 items, so
-that cost grew 12-fold (a contract test went from seconds to minutes). :func:`install`
-makes each transaction copy each table once: the same snapshot, since nothing changes
-while it is taken.
+that copying would dominate the contract tests (minutes where seconds suffice).
+:func:`install` makes each transaction copy each table once: the same snapshot, since
+nothing changes while it is taken.
 
 Every ``Query`` also starts from ``Table.all_items()``: the whole table, sorted by key
 (comparisons of moto's Python value objects), only to keep one partition (or the items of
