@@ -12,7 +12,8 @@ moto's DynamoDB; items read per result and p50/p95 latency per query kind.
 * Queries: every kind of ``bench_qido``'s table, plus substring, cross-level, unfiltered and
   OHIF study-list queries as OHIF 3 sends them (``limit=101``, ``offset``,
   ``fuzzymatching=false``, ``includefield=00081030,00080060,00080090,00100030``, each filter
-  typed ``*value*``). Each is sent ``REPEATS`` times with values drawn from the data through
+  typed ``*value*``). Each is sent ``REPEATS`` times in a row, in ``PASSES`` passes over
+  every kind (the pass with the lowest median counts), with values drawn from the data through
   the QIDO Lambda handler in-process (API Gateway REST events); results are checked against
   the count the synthetic data gives.
 * Measured per request: handler time (p50, p95), results, items read (SQLite: rows the
@@ -51,6 +52,8 @@ from tests.support.handlers import Context, json_body, load
 
 SEED = 20261127
 REPEATS = 20
+#: SQLite: passes over every kind; each kind keeps its pass with the lowest median.
+PASSES = 3
 MOTO_REPEATS = 3  # moto answers each Query in O(table): fewer requests there
 SIZES = (10_000, 100_000)
 P95_TARGET_MS = 300.0
@@ -477,16 +480,29 @@ def plans(a: Archive, repeats: int, kinds: tuple[str, ...] = ()) -> dict[str, li
     return drawn
 
 
-def _measure(run: _Handler, drawn: dict[str, list[Request]], page: int) -> dict[str, Any]:
-    """Every request through the handler. The caller has let go of the synthetic archive
-    (a Lambda holds none): with 100,000 studies' objects alive, the same requests on a
-    10,000-study index took 20-27% longer (a larger heap to allocate in), which grew with
-    the archive measured."""
+def _measure(
+    run: _Handler, drawn: dict[str, list[Request]], page: int, passes: int = 1
+) -> dict[str, Any]:
+    """Every request through the handler, each kind's requests one after another, in
+    ``passes`` passes over every kind; a kind's figures are those of its pass with the
+    lowest median. Other processes only ever add time, and on a small shared VM a burst
+    of them (two vCPUs may be one core's two threads) moved single medians of
+    sub-millisecond lookups by up to 1.7x from one run to the next.
+
+    The caller has let go of the synthetic archive (a Lambda holds none): with 100,000
+    studies' objects alive, the same requests on a 10,000-study index took 20-27% longer
+    (a larger heap to allocate in), which grew with the archive measured."""
     gc.collect()
     gc.freeze()
     for requests in drawn.values():  # warm-up: imports, regexes, first pages in the cache
         run(requests[0])
-    return {name: _summary([run(r) for r in requests], page) for name, requests in drawn.items()}
+    best: dict[str, dict[str, Any]] = {}
+    for _ in range(passes):
+        for name, requests in drawn.items():
+            found = _summary([run(r) for r in requests], page)
+            if name not in best or found["p50_ms"] < best[name]["p50_ms"]:
+                best[name] = found
+    return {name: {**found, "passes": passes} for name, found in best.items()}
 
 
 def _records(a: Archive) -> Iterator[Any]:
@@ -533,7 +549,10 @@ def sqlite_at(
     drawn = plans(a, REPEATS, kinds)
     del a
     measured = _measure(
-        _Handler(catalog, lambda: catalog.rows_read, reset), drawn, sqlite_catalog._PAGE
+        _Handler(catalog, lambda: catalog.rows_read, reset),
+        drawn,
+        sqlite_catalog._PAGE,
+        passes=PASSES,
     )
     return {"studies": n, **loaded, **sizes, "kinds": measured}
 
