@@ -12,7 +12,7 @@ The answer names the key's usage identifier (``usageIdentifierKey``): the API's 
 is AUTHORIZER, so API Gateway meters the request against that API key's usage plan (rate,
 burst, daily quota) and answers 429 itself past a limit. Keys stored before per-key limits
 have no identifier of their own and share the stack's legacy one (``LEGACY_USAGE_KEY``,
-a plan without limits) until ``tools/apikeys.py migrate`` gives them one.
+a plan without limits) until ``dicomweb-apikeys migrate`` gives them one.
 """
 
 from __future__ import annotations

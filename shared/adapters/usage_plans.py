@@ -1,4 +1,4 @@
-"""Per-key limits: each API key's usage plan, kept by the key tool (tools/apikeys.py).
+"""Per-key limits: each API key's usage plan, kept by the key tool (dicomweb-apikeys).
 
 A deployed stack meters every key with API Gateway: the key has an API Gateway API key
 whose value is its usage identifier (the authorizer returns it as ``usageIdentifierKey``),
@@ -89,7 +89,7 @@ class ApiGatewayUsagePlans:
     def _own_plan(self, entry: keys.KeyEntry, limits: keys.Limits) -> str:
         arguments: dict[str, Any] = {
             "name": f"{self._prefix()}-key-{entry.id}",
-            "description": f"Own limits of API key {entry.id} (tools/apikeys.py)",
+            "description": f"Own limits of API key {entry.id} (dicomweb-apikeys)",
             "apiStages": self._default_plan().get("apiStages", []),
             "throttle": _throttle(limits),
         }

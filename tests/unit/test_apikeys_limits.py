@@ -1,4 +1,4 @@
-"""tools/apikeys.py with per-key limits against API Gateway (moto): API keys and usage plans."""
+"""dicomweb-apikeys with per-key limits against API Gateway (moto): API keys and usage plans."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ def test_a_key_created_after_the_list_was_cached_is_allowed_at_once(authorizer, 
     module.lambda_handler(event(old_key), None)  # the key list is now cached for 60 s
     clock[0] += 5
     new_key, new = keys.generate("new")
-    store.entries.append(new)  # tools/apikeys.py create
+    store.entries.append(new)  # dicomweb-apikeys create
     assert module.lambda_handler(event(new_key), None)["principalId"] == f"apikey:{new.id}"
     assert store.loads == 2
 

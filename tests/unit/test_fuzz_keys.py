@@ -1,6 +1,6 @@
 """Hypothesis over the key tools and the authorizer.
 
-``tools/apikeys.py`` create / revoke / scopes / limits with random labels, scopes and rates,
+``dicomweb-apikeys`` create / revoke / scopes / limits with random labels, scopes and rates,
 through its functions and its command line, on the local key file: nothing but a refusal
 (exit 2) or a success, the key list stays parseable, a revoked key never authorizes, a
 created key authorizes a second after it is stored even with the key list cached. The
