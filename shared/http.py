@@ -55,6 +55,9 @@ EXPOSE_HEADERS = [
 ALLOW_HEADERS = ["Authorization", "Content-Type", "Accept", "Range", "If-None-Match"]
 #: The message of each transaction's request line (others: the transaction in lower case).
 _LINE_MESSAGES = {"QIDO-RS": "qido", "STOW-RS": "stow"}
+#: What ``json.dumps(document, ensure_ascii=False, separators=(",", ":"))`` makes, without
+#: building an encoder per answer.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 # ------------------------------------------------------------------ the key
@@ -350,7 +353,7 @@ def json_response(status: int, document: Any, content_type: str = DICOM_JSON) ->
     return Response(
         status_code=status,
         content_type=content_type,
-        body=json.dumps(document, ensure_ascii=False, separators=(",", ":")),
+        body=_JSON.encode(document),
     )
 
 
