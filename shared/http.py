@@ -282,11 +282,22 @@ def make_resolver(
 
 def header(request: APIGatewayProxyEvent, name: str) -> str | None:
     """A request header, matched case-insensitively; repeated values joined with commas."""
-    values = request.multi_value_headers.get(name)
+    values = _named(request.get("multiValueHeaders"), name)
     if values:
         return ", ".join(str(v) for v in values)
-    value = request.headers.get(name)
+    value = _named(request.get("headers"), name)
     return None if value is None else str(value)
+
+
+def _named(fields: Mapping[str, Any] | None, name: str) -> Any:
+    """The value of ``name`` in the event's header map, case-insensitively (the last of
+    names differing in case only), as Powertools' ``CaseInsensitiveDict`` finds it without
+    building one per call."""
+    wanted, found = name.lower(), None
+    for key, value in (fields or {}).items():
+        if key.lower() == wanted:
+            found = value
+    return found
 
 
 def body_bytes(request: APIGatewayProxyEvent) -> bytes:
