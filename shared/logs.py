@@ -19,7 +19,24 @@ from aws_lambda_powertools.shared.functions import powertools_dev_is_set
 
 def get_logger() -> Logger:
     """Return the Powertools logger (service and level from POWERTOOLS_* / LOG_LEVEL)."""
-    return Logger(log_uncaught_exceptions=True, json_serializer=_serializer())
+    return Logger(
+        log_uncaught_exceptions=True,
+        json_serializer=_serializer(),
+        json_deserializer=_message_document,
+    )
+
+
+#: The characters a JSON text may start with, after white space.
+_JSON_STARTS = frozenset('{["-0123456789tfnNI')
+
+
+def _message_document(message: Any) -> Any:
+    """What Powertools' formatter makes of a message that is JSON text (``json.loads``):
+    a message that cannot be (a word: "qido") is refused at its first character, without
+    the decoder's error."""
+    if isinstance(message, str) and message.lstrip(" \t\n\r")[:1] not in _JSON_STARTS:
+        raise ValueError("not a JSON text")
+    return json.loads(message)
 
 
 def _serializer() -> Callable[[dict[str, Any]], str]:
