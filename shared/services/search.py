@@ -338,21 +338,34 @@ def _project(dataset: Dataset, order: tuple[str, ...]) -> Dataset:
 def _ascii(value: Any) -> bool:
     """Whether every string value in DICOM JSON is ASCII (its keys are: tags and names).
 
-    Strings are tested where they are found; only containers wait their turn.
+    A dataset's attributes (``{"vr": ..., "Value": [...]}``) are read in place, their
+    values in the same loop; person names and sequence items, deeper, by recursion.
     """
+    if not isinstance(value, dict):
+        return _ascii_value(value)
+    for element in value.values():
+        for part in element.values() if type(element) is dict else (element,):
+            for item in part if type(part) is list else (part,):
+                if type(item) is str:
+                    if not item.isascii():
+                        return False
+                elif type(item) not in _PLAIN and not _ascii_value(item):
+                    return False
+    return True
+
+
+#: Values that hold no string.
+_PLAIN = (int, float, bool, type(None))
+
+
+def _ascii_value(value: Any) -> bool:
+    """:func:`_ascii` of any value: a string, a dataset, a list of values or anything else."""
     if isinstance(value, str):
         return value.isascii()
-    if not isinstance(value, (dict, list, tuple)):
-        return True
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        for child in item.values() if isinstance(item, dict) else item:
-            if isinstance(child, str):
-                if not child.isascii():
-                    return False
-            elif isinstance(child, (dict, list, tuple)):
-                pending.append(child)
+    if isinstance(value, dict):
+        return _ascii(value)
+    if isinstance(value, (list, tuple)):
+        return all(_ascii_value(item) for item in value)
     return True
 
 
