@@ -56,8 +56,9 @@ ALLOW_HEADERS = ["Authorization", "Content-Type", "Accept", "Range", "If-None-Ma
 #: The message of each transaction's request line (others: the transaction in lower case).
 _LINE_MESSAGES = {"QIDO-RS": "qido", "STOW-RS": "stow"}
 #: What ``json.dumps(document, ensure_ascii=False, separators=(",", ":"))`` makes, without
-#: building an encoder per answer.
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+#: building an encoder per answer, nor tracking the containers it enters: an answer is a
+#: tree built for the request (the same values may appear twice, never inside themselves).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 
 # ------------------------------------------------------------------ the key
