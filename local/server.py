@@ -93,6 +93,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
     timeout = 30  # seconds a client may stay silent (a declared body that never comes)
     #: Answered before the whole request was read: drain what follows before closing.
     _unread = False
+    #: The head being written (``BaseHTTPRequestHandler`` makes it on the first line).
+    _headers_buffer: list[bytes]
 
     def handle_one_request(self) -> None:
         """Read one request line (at most :data:`http1.READ_LIMIT` bytes) and serve it."""
