@@ -64,6 +64,8 @@ class EventSource:
     _thread: threading.Thread | None = None
     _next_run: dict[tuple[str, float], float] = field(default_factory=dict)
     _interval: float = POLL_S
+    #: The API was used since the last poll: the polls keep their pace.
+    _in_use: bool = False
 
     @property
     def targets(self) -> list[tuple[str, str]]:
@@ -96,17 +98,26 @@ class EventSource:
         """An object was written whole (the object server's PUT): announce it now."""
         with self._lock:
             self._announced.add(key)
-        self.wake()
-
-    def wake(self) -> None:
-        """Poll now and often again (the API is in use: objects may be on their way)."""
         self._interval = POLL_S
         self._wake.set()
+
+    def wake(self) -> None:
+        """The API is in use (objects may be on their way): poll every :data:`POLL_S`.
+
+        When the polls had slowed down, poll now; while they keep their pace, the next one
+        is at most :data:`POLL_S` away, and a request only keeps them from slowing down
+        (waking the thread for every request would list the prefixes once per request).
+        """
+        self._in_use = True
+        if self._interval > POLL_S:
+            self._interval = POLL_S
+            self._wake.set()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
             woken = self._wake.wait(self._interval)
             self._wake.clear()
+            self._in_use, in_use = False, self._in_use
             if self._stopping.is_set():
                 return
             try:
@@ -118,7 +129,7 @@ class EventSource:
             pending = any(
                 not s.delivered and s.attempts < MAX_ATTEMPTS for s in self._seen.values()
             )
-            if not (woken or delivered or pending):
+            if not (woken or in_use or delivered or pending):
                 self._interval = min(self._interval * 2, IDLE_POLL_S)
 
     def poll(self) -> int:

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 #: What is read and dropped at most after an early answer, and for how long.
 _DRAIN_BYTES = 16 * 1024 * 1024
 _DRAIN_SECONDS = 2.0
+#: A body up to this size leaves in the same write as the head.
+_WITH_HEAD_BYTES = 64 * 1024
 
 
 def _loggable(request_line: str) -> str:
@@ -82,12 +84,17 @@ class Answering(Protocol):
 class _RequestHandler(BaseHTTPRequestHandler):
     server: ApiServer
     protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes: without TCP_NODELAY a keep-alive client's
-    # delayed ACK holds the second one back 40 ms (Nagle), whatever the handler's speed.
+    # A large body goes out in a second write after the head: without TCP_NODELAY a
+    # keep-alive client's delayed ACK holds it back 40 ms (Nagle), whatever the handler's
+    # speed. A small one shares the head's write (one segment, one wake-up of the client).
     disable_nagle_algorithm = True
+    #: The Date header of the current second (second, value), shared by the handlers.
+    _date: tuple[int, str] = (0, "")
     timeout = 30  # seconds a client may stay silent (a declared body that never comes)
     #: Answered before the whole request was read: drain what follows before closing.
     _unread = False
+    #: The head being written (``BaseHTTPRequestHandler`` makes it on the first line).
+    _headers_buffer: list[bytes]
 
     def handle_one_request(self) -> None:
         """Read one request line (at most :data:`http1.READ_LIMIT` bytes) and serve it."""
@@ -188,13 +195,34 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(response.body)))
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
+        self._end_headers_with(response.body if self.command != "HEAD" else b"")
+
+    def _end_headers_with(self, body: bytes) -> None:
+        """End the head and send ``body``: with the head in one write when it is small."""
+        if len(body) > _WITH_HEAD_BYTES or self.request_version == "HTTP/0.9":
+            self.end_headers()
+            if body:
+                self.wfile.write(body)
+            return
+        self._headers_buffer.append(b"\r\n")
+        self._headers_buffer.append(body)
+        self.flush_headers()
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header's value; for now, formatted once a second."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        second = int(time.time())
+        cached = self._date
+        if cached[0] != second:
+            cached = (second, super().date_time_string(second))
+            _RequestHandler._date = cached
+        return cached[1]
 
     def log_message(self, format: str, *args: Any) -> None:
         """Send the access log to logging instead of stderr."""
-        logger.info("%s %s", self.address_string(), format % args)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s %s", self.address_string(), format % args)
 
 
 class ApiServer(ThreadingHTTPServer):

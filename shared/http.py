@@ -55,6 +55,10 @@ EXPOSE_HEADERS = [
 ALLOW_HEADERS = ["Authorization", "Content-Type", "Accept", "Range", "If-None-Match"]
 #: The message of each transaction's request line (others: the transaction in lower case).
 _LINE_MESSAGES = {"QIDO-RS": "qido", "STOW-RS": "stow"}
+#: What ``json.dumps(document, ensure_ascii=False, separators=(",", ":"))`` makes, without
+#: building an encoder per answer, nor tracking the containers it enters: an answer is a
+#: tree built for the request (the same values may appear twice, never inside themselves).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 
 # ------------------------------------------------------------------ the key
@@ -127,9 +131,12 @@ def _body_size(body: object) -> int:
     return len(body.encode("utf-8")) if isinstance(body, str) else 0
 
 
-def _observed(transaction: str, archive: Callable[[], Archive]) -> Any:
+def _observed(
+    transaction: str, archive: Callable[[], Archive], scope: str | tuple[str, ...] | None
+) -> Any:
     """Middleware: per request, whatever its outcome, one audit record, one set of metrics
-    and one log line."""
+    and one log line; with ``scope``, a 403 first unless the key has it (one frame for both:
+    each middleware frame costs the resolver some work on every request)."""
     message = _LINE_MESSAGES.get(transaction, transaction.lower())
 
     def middleware(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
@@ -142,6 +149,8 @@ def _observed(transaction: str, archive: Callable[[], Archive]) -> Any:
             app.context["audit"], app.context["log"] = found, fields
             status, size = 500, 0
             try:
+                if scope is not None:
+                    require_scope(app.current_event, scope)
                 response: Response[Any] = next_middleware(app)
                 status, size = response.status_code, _body_size(response.body)
                 return response
@@ -177,16 +186,16 @@ def _account(
         current.audit.write(record.as_dict())
     except Exception:
         logger.exception("the audit record could not be written")
-    metrics.emit(
-        metrics.documents(
-            transaction,
-            status=record.status,
-            duration_ms=record.durationMs,
-            size=record.bytes,
-            counts=app.context.get("metrics"),
-        ),
-        enabled=settings.metrics,
-    )
+    if settings.metrics:  # off in the local stack: its documents are not even built
+        metrics.emit(
+            metrics.documents(
+                transaction,
+                status=record.status,
+                duration_ms=record.durationMs,
+                size=record.bytes,
+                counts=app.context.get("metrics"),
+            )
+        )
 
 
 class Resolver(APIGatewayRestResolver):
@@ -265,17 +274,7 @@ def make_resolver(
         logger.exception("unhandled error", exc_info=error)
         return error_response(500, "internal error")
 
-    middlewares: list[Any] = [_observed(transaction, archive)]
-    if scope is not None:
-
-        def _scoped(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
-            if app.current_event.http_method != "OPTIONS":
-                require_scope(app.current_event, scope)
-            response: Response[Any] = next_middleware(app)
-            return response
-
-        middlewares.append(_scoped)
-    app.use(middlewares=middlewares)
+    app.use(middlewares=[_observed(transaction, archive, scope)])
     return app
 
 
@@ -284,11 +283,22 @@ def make_resolver(
 
 def header(request: APIGatewayProxyEvent, name: str) -> str | None:
     """A request header, matched case-insensitively; repeated values joined with commas."""
-    values = request.multi_value_headers.get(name)
+    values = _named(request.get("multiValueHeaders"), name)
     if values:
         return ", ".join(str(v) for v in values)
-    value = request.headers.get(name)
+    value = _named(request.get("headers"), name)
     return None if value is None else str(value)
+
+
+def _named(fields: Mapping[str, Any] | None, name: str) -> Any:
+    """The value of ``name`` in the event's header map, case-insensitively (the last of
+    names differing in case only), as Powertools' ``CaseInsensitiveDict`` finds it without
+    building one per call."""
+    wanted, found = name.lower(), None
+    for key, value in (fields or {}).items():
+        if key.lower() == wanted:
+            found = value
+    return found
 
 
 def body_bytes(request: APIGatewayProxyEvent) -> bytes:
@@ -355,7 +365,7 @@ def json_response(status: int, document: Any, content_type: str = DICOM_JSON) ->
     return Response(
         status_code=status,
         content_type=content_type,
-        body=json.dumps(document, ensure_ascii=False, separators=(",", ":")),
+        body=_JSON.encode(document),
     )
 
 

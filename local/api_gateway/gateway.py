@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -33,7 +33,12 @@ from local.api_gateway.proxy import (
 )
 from local.api_gateway.responses import GatewayError, HttpResponse
 from local.api_gateway.router import Router
-from local.lambda_runtime import LAMBDA_REQUEST_LIMIT, LAMBDA_RESPONSE_LIMIT, payload_size
+from local.lambda_runtime import (
+    LAMBDA_REQUEST_LIMIT,
+    LAMBDA_RESPONSE_LIMIT,
+    oversize,
+    payload_size,
+)
 from local.template import ACCOUNT_ID, REGION, Api, Route, StackTemplate
 
 logger = logging.getLogger(__name__)
@@ -58,14 +63,13 @@ class Request:
     headers: list[tuple[str, str]]
     body: bytes
     source_ip: str
+    _last_values: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def header(self, name: str) -> str | None:
         """Return the last value of a header (case-insensitive), or None."""
-        found = None
-        for key, value in self.headers:
-            if key.lower() == name.lower():
-                found = value
-        return found
+        if self._last_values is None:  # the headers are read several times per request
+            self._last_values = {key.lower(): value for key, value in self.headers}
+        return self._last_values.get(name.lower())
 
 
 def _with_forwarded(request: Request) -> list[tuple[str, str]]:
@@ -210,11 +214,11 @@ class Gateway:
             raise GatewayError("LAMBDA_REQUEST_TOO_LARGE", "Request Too Long", status=413)
         try:
             output = self._invoke(route.function, event)
-            output_size = payload_size(output)
+            output_size = oversize(output, LAMBDA_RESPONSE_LIMIT)
         except Exception as exc:
             logger.exception("function %s failed", route.function)
             raise GatewayError("INTEGRATION_FAILURE", "Internal server error") from exc
-        if output_size > LAMBDA_RESPONSE_LIMIT:
+        if output_size is not None:
             logger.error(
                 "Lambda response of %d bytes exceeds %d", output_size, LAMBDA_RESPONSE_LIMIT
             )

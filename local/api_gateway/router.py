@@ -7,6 +7,7 @@ and greedy routes come last.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -54,9 +55,15 @@ class Router:
     def __init__(self, routes: list[Route]) -> None:
         compiled = [_compile(route) for route in routes]
         self._routes = sorted(compiled, key=lambda c: (c.greedy, -c.literal_segments))
+        # The routes are tried in turn: the answers for the paths asked lately are kept.
+        self._recent = functools.lru_cache(maxsize=1024)(self._match)
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """Return the route and raw path parameters, or None (API Gateway's 403/404)."""
+        found = self._recent(method, path)
+        return None if found is None else (found[0], dict(found[1]))
+
+    def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         if len(path) > 1:
             path = path.rstrip("/")
         for compiled in self._routes:

@@ -16,9 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+#: ``json.dumps(record, separators=(",", ":"), ensure_ascii=False)``, one encoder for all.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 
 def _line(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    return (_JSON.encode(record) + "\n").encode()
 
 
 class LogAuditSink:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from shared.dicomweb import media_types
 from shared.errors import NotAcceptable
 
@@ -21,6 +23,7 @@ def budget_warning(examined: int, next_offset: int) -> str:
     )
 
 
+@functools.lru_cache(maxsize=256)  # clients send the same few Accept headers
 def negotiate(accept: str | None) -> str:
     """The response media type: DICOM JSON, or plain JSON for clients asking only for it.
 

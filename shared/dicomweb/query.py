@@ -7,6 +7,7 @@ API Gateway has already percent-decoded the values (``%2A`` arrives as ``*``).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -138,6 +139,15 @@ def matching_keywords(level: Level, study_uid: str | None, series_uid: str | Non
     return keys
 
 
+@functools.cache
+def _matching_keywords(level: Level, any_study: bool, any_series: bool) -> frozenset[str]:
+    """:func:`matching_keywords` of a resource path (which UIDs it names, not their
+    values), made once."""
+    return frozenset(
+        matching_keywords(level, None if any_study else "", None if any_series else "")
+    )
+
+
 def parse(
     params: Mapping[str, Sequence[str]] | None,
     level: Level,
@@ -147,7 +157,7 @@ def parse(
 ) -> Query:
     """Validate QIDO parameters; raise :class:`BadRequest` with the reason."""
     params = params or {}
-    allowed = matching_keywords(level, study_uid, series_uid)
+    allowed = _matching_keywords(level, study_uid is None, series_uid is None)
     conditions: list[Condition] = []
     seen: set[str] = set()
     for name, values in params.items():
@@ -181,7 +191,9 @@ def parse(
     )
 
 
-def _condition(name: str, values: Sequence[str], level: Level, allowed: set[str]) -> Condition:
+def _condition(
+    name: str, values: Sequence[str], level: Level, allowed: frozenset[str]
+) -> Condition:
     keyword, _, item = name.partition(".")
     keyword = _keyword(keyword)
     if len(values) != 1:

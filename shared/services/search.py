@@ -33,7 +33,6 @@ from shared.ports import (
     SearchTimeUp,
     SeriesRow,
     StudyRow,
-    TimeBounded,
 )
 
 Dataset = dict[str, Any]
@@ -120,6 +119,7 @@ def search(
     cut: list[SearchTimeUp] = []
     rows, skipped = _rows(query, catalog, base_url, budget, cut)  # skipped: matches passed
     returned = _returned_tags(query)
+    order = tuple(sorted(returned))  # the order of a result's attributes
     parents = _Parents(query, catalog, returned)
     page: list[Dataset] = []
     more = False
@@ -141,7 +141,7 @@ def search(
             else:
                 if not early:
                     dataset = parents.complete(dataset, study_uid, series_uid)
-                page.append(_project(dataset, returned))
+                page.append(_project(dataset, order))
         # Cut on items only once the page holds a result (each continuation makes
         # progress); on time, always.
         if (examined_in_page >= allowed and page) or (
@@ -160,8 +160,11 @@ def _rows(
 ) -> tuple[Iterator[Any], int]:
     """The catalog's candidates for the query, ending early when its time is up (noted in
     ``cut``), and how many matches it passed over already."""
-    if isinstance(catalog, TimeBounded):
-        catalog.stop_reading_at(budget.deadline, budget.clock)
+    # A TimeBounded catalog: the test ``isinstance`` makes of a runtime-checkable protocol
+    # (the method is there and not None), without walking the protocol's members each time.
+    stop_reading_at = getattr(catalog, "stop_reading_at", None)
+    if stop_reading_at is not None:
+        stop_reading_at(budget.deadline, budget.clock)
     found = catalog.search(query)
     return _until_time_up(_candidates(query, found.rows, base_url), cut), found.skipped
 
@@ -323,8 +326,9 @@ def _returned_tags(query: Query) -> frozenset[str]:
     return frozenset(wanted & available)
 
 
-def _project(dataset: Dataset, tags: frozenset[str]) -> Dataset:
-    result = {tag: dataset[tag] for tag in sorted(tags) if tag in dataset}
+def _project(dataset: Dataset, order: tuple[str, ...]) -> Dataset:
+    """The attributes of ``order`` (sorted tags) that ``dataset`` has, in that order."""
+    result = {tag: dataset[tag] for tag in order if tag in dataset}
     if not _ascii(result):
         result[_SPECIFIC_CHARACTER_SET] = {"vr": "CS", "Value": ["ISO_IR 192"]}
         result = dict(sorted(result.items()))
@@ -332,17 +336,36 @@ def _project(dataset: Dataset, tags: frozenset[str]) -> Dataset:
 
 
 def _ascii(value: Any) -> bool:
-    """Whether every string value in DICOM JSON is ASCII (its keys are: tags and names)."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if not item.isascii():
-                return False
-        elif isinstance(item, dict):
-            pending.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            pending.extend(item)
+    """Whether every string value in DICOM JSON is ASCII (its keys are: tags and names).
+
+    A dataset's attributes (``{"vr": ..., "Value": [...]}``) are read in place, their
+    values in the same loop; person names and sequence items, deeper, by recursion.
+    """
+    if not isinstance(value, dict):
+        return _ascii_value(value)
+    for element in value.values():
+        for part in element.values() if type(element) is dict else (element,):
+            for item in part if type(part) is list else (part,):
+                if type(item) is str:
+                    if not item.isascii():
+                        return False
+                elif type(item) not in _PLAIN and not _ascii_value(item):
+                    return False
+    return True
+
+
+#: Values that hold no string.
+_PLAIN = (int, float, bool, type(None))
+
+
+def _ascii_value(value: Any) -> bool:
+    """:func:`_ascii` of any value: a string, a dataset, a list of values or anything else."""
+    if isinstance(value, str):
+        return value.isascii()
+    if isinstance(value, dict):
+        return _ascii(value)
+    if isinstance(value, (list, tuple)):
+        return all(_ascii_value(item) for item in value)
     return True
 
 
