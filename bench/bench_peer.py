@@ -219,21 +219,37 @@ def p50(session: requests.Session, url: str, headers: dict[str, str], **kwargs: 
     return round(statistics.median(times) * 1000, 2)
 
 
-def qido(target: Target, studies: list[Study]) -> dict[str, float]:
-    """p50 of the five QIDO kinds."""
-    session = requests.Session()
+def _qido_queries(studies: list[Study]) -> dict[str, tuple[str, dict[str, str]]]:
     one = studies[len(studies) // 2]
-    queries = {
+    return {
         "PatientID": ("studies", {"PatientID": one.patient_id}),
         "StudyDate range": ("studies", {"StudyDate": "20200301-20200430"}),
         "PatientName prefix": ("studies", {"PatientName": "Tay*"}),
         "studies?limit=50": ("studies", {"limit": "50"}),
         "studies/{s}/series": (f"studies/{one.uid}/series", {}),
     }
+
+
+def qido(target: Target, studies: list[Study]) -> dict[str, float]:
+    """p50 of the five QIDO kinds."""
+    session = requests.Session()
     return {
         label: p50(session, f"{target.qido}/{path}", target.headers, params=params)
-        for label, (path, params) in queries.items()
+        for label, (path, params) in _qido_queries(studies).items()
     }
+
+
+def qido_results(target: Target, studies: list[Study]) -> dict[str, int]:
+    """How many results each QIDO kind answers: a latency is compared only between equal
+    answers (Orthanc 1.10.1's DICOMweb plugin answers every PatientName filter with [],
+    while its own /tools/find finds the same studies)."""
+    session = requests.Session()
+    counts = {}
+    for label, (path, params) in _qido_queries(studies).items():
+        reply = session.get(f"{target.qido}/{path}", headers=target.headers, params=params)
+        reply.raise_for_status()
+        counts[label] = len(reply.json()) if reply.content else 0
+    return counts
 
 
 def wado(target: Target, studies: list[Study]) -> dict[str, float]:
@@ -276,6 +292,7 @@ def measure(target: Target, studies: list[Study]) -> dict[str, Any]:
     return {
         "stow": stow(target, studies),
         "qido_p50_ms": qido(target, studies),
+        "qido_results": qido_results(target, studies),
         "wado": wado(target, studies),
         "render": render(target, studies),
     }
@@ -352,6 +369,8 @@ def table(peer: dict[str, Any], mine: dict[str, Any]) -> str:
     rows = ["| figure | Orthanc | this archive | ratio | target |", "|---|---|---|---|---|"]
     theirs, own = _flat(peer), _flat(mine)
     for metric, value in own.items():
+        if metric.startswith("qido_results."):
+            continue
         other = theirs[metric]
         ratio = value / other if other else float("inf")
         higher, goal = TARGETS.get(metric, (metric.endswith("_per_s"), 1.0))
@@ -359,10 +378,12 @@ def table(peer: dict[str, Any], mine: dict[str, Any]) -> str:
             higher, goal = False, 1.0
         met = ratio >= goal if higher else ratio <= goal
         sign = ">=" if higher else "<="
-        rows.append(
-            f"| {metric} | {other} | {value} | {ratio:.2f}x | {sign} {goal}x: "
-            f"{'pass' if met else 'miss'} |"
-        )
+        verdict = "pass" if met else "miss"
+        kind = metric.removeprefix("qido_p50_ms.")
+        answered = (theirs.get(f"qido_results.{kind}"), own.get(f"qido_results.{kind}"))
+        if metric.startswith("qido_p50_ms.") and answered[0] != answered[1]:
+            verdict = f"not comparable: Orthanc answered {answered[0]}, this archive {answered[1]}"
+        rows.append(f"| {metric} | {other} | {value} | {ratio:.2f}x | {sign} {goal}x: {verdict} |")
     return "\n".join(rows)
 
 
