@@ -1,0 +1,333 @@
+"""Delete and restore a study, a series or an instance (``admin`` keys), with a restore window.
+
+A deletion removes the index entries first (:meth:`InstanceIndex.remove`: one transaction
+on SQLite, one per instance on DynamoDB, each whole), so that from the answer on no search
+or retrieval finds them; then it *sweeps* the target's objects: each object under the
+target's folder of ``dicom/`` that no index entry names is moved to ``deleted/`` (same key
+after the prefix) and removed from ``dicom/``, or only removed when the restore window is
+0 days. The bucket's lifecycle rule (``DeletedRetentionDays``) purges ``deleted/``.
+
+A deletion first writes its job record (``jobs/delete/...``: when it began), removed once
+its sweep is done. One cut off after the index changed (a crash, the time of a request)
+leaves objects under ``dicom/`` that no entry names (never served): the next DELETE of the
+same target finds the record and sweeps every object older than it; a restore takes them
+too. So that a sweep never takes the object of a STOW in flight (written before its index
+entry), it takes an unnamed object only when this deletion removed its entry, when it was
+there before a cut-off deletion began, or when it is older than :data:`SWEEP_GRACE_S`.
+
+A restore takes each instance of the target found under ``deleted/`` (the newest copy of
+each SOP Instance UID), or under ``dicom/`` with no entry naming it, re-validates its
+bytes and stores it with STOW's own code path (``store.commit``): the object is copied back
+byte for byte and the index entry rebuilt from the bytes, with every count, substring
+posting and de-identified lookup an add writes. An instance stored again meanwhile with
+other content is a conflict (the stored one is kept).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from shared.deadline import Deadline
+from shared.dicom import failures
+from shared.dicom.validate import InstanceRejected, validate
+from shared.dicomweb.stow_result import Stored
+from shared.errors import NotFound
+from shared.ports import Entry, InstanceIndex, ObjectInfo, ObjectStore
+from shared.services import store
+
+logger = logging.getLogger(__name__)
+
+STORED_PREFIX = "dicom/"
+DELETED_PREFIX = "deleted/"
+JOBS_PREFIX = "jobs/delete/"
+#: An object under ``dicom/`` that no entry names and that this deletion did not unindex is
+#: swept only once older than this (seconds): a STOW writes its object before its index
+#: entry, and a STOW lasts at most a Lambda's 15 minutes.
+SWEEP_GRACE_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """A study, one of its series, or one of that series' instances."""
+
+    study_uid: str
+    series_uid: str | None = None
+    sop_instance_uid: str | None = None
+
+    @property
+    def level(self) -> str:
+        """STUDY, SERIES or INSTANCE."""
+        if self.sop_instance_uid is not None:
+            return "INSTANCE"
+        return "SERIES" if self.series_uid is not None else "STUDY"
+
+    def folder(self, prefix: str = STORED_PREFIX) -> str:
+        """The key prefix under which the target's objects lie (an instance's: its series'
+        folder and its UID, which :meth:`holds` then checks)."""
+        key = f"{prefix}{self.study_uid}/"
+        if self.series_uid is not None:
+            key += f"{self.series_uid}/"
+            if self.sop_instance_uid is not None:
+                key += self.sop_instance_uid
+        return key
+
+    def holds(self, uids: tuple[str, str, str]) -> bool:
+        """Whether an object of these (study, series, SOP Instance) UIDs is the target's."""
+        study, series, sop = uids
+        return (
+            study == self.study_uid
+            and self.series_uid in (None, series)
+            and self.sop_instance_uid in (None, sop)
+        )
+
+
+def object_uids(key: str, prefix: str = STORED_PREFIX) -> tuple[str, str, str] | None:
+    """(study, series, SOP Instance UID) of an object key, in STOW's form
+    (``dicom/{study}/{series}/{sop}.{sha256}.dcm``) or the older one
+    (``dicom/{study}/{series}/{sop}/{sha256}.dcm``); None for any other key."""
+    if not key.startswith(prefix):
+        return None
+    parts = key[len(prefix) :].split("/")
+    if len(parts) == 4:  # the older form: a folder per instance
+        return parts[0], parts[1], parts[2]
+    if len(parts) != 3 or not parts[2].endswith(".dcm"):
+        return None
+    sop, dot, _ = parts[2].removesuffix(".dcm").rpartition(".")
+    return (parts[0], parts[1], sop) if dot and sop else None
+
+
+def deleted_key(key: str) -> str:
+    """Where a deleted object is kept during the restore window."""
+    return DELETED_PREFIX + key.removeprefix(STORED_PREFIX)
+
+
+def stored_key(key: str) -> str:
+    """The key under ``dicom/`` of an object kept under ``deleted/``."""
+    return STORED_PREFIX + key.removeprefix(DELETED_PREFIX)
+
+
+# ------------------------------------------------------------------ delete
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What one DELETE did: the index entries it removed, the objects it moved to
+    ``deleted/`` (or purged), and whether every object of the target was swept (False:
+    the time ran out; the same DELETE goes on)."""
+
+    removed: tuple[Entry, ...]
+    swept: int
+    done: bool
+    retention_days: int
+
+    @property
+    def instances(self) -> tuple[str, ...]:
+        """SOP Instance UIDs whose entries this deletion removed."""
+        return tuple(e.sop_instance_uid for e in self.removed)
+
+
+def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the request's context
+    target: Target,
+    *,
+    objects: ObjectStore,
+    index: InstanceIndex,
+    retention_days: int,
+    deadline: Deadline | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Deletion:
+    """Delete the target: its index entries, then its objects (kept under ``deleted/`` for
+    ``retention_days``; 0: removed). 404 when the index holds nothing of it and no object
+    is left to sweep. ``StorageUnavailable`` (503) when storage fails: every object not yet
+    swept is kept, and the same DELETE goes on where this one stopped (its job record,
+    :func:`job_key`, says when the first began)."""
+    until = deadline or Deadline.never()
+    started, fresh = _job(objects, target, clock)
+    removed = index.remove(target.study_uid, target.series_uid, target.sop_instance_uid)
+    named = {e.blob_key for e in removed}
+    swept, done = 0, True
+    for info in _objects_of(objects, target, STORED_PREFIX):
+        if until.expired():
+            done = False
+            break
+        uids = object_uids(info.key)
+        if uids is None or not _sweepable(info, named, started, fresh, clock()):
+            continue
+        if index.references(uids[2], info.key):
+            continue  # stored again meanwhile
+        if retention_days > 0:
+            objects.copy(info.key, deleted_key(info.key))
+        objects.delete(info.key)
+        swept += 1
+    if done:
+        objects.delete(job_key(target))
+    if not removed and not swept and done and fresh:
+        raise NotFound(f"no {target.level.lower()} with this UID is stored")
+    logger.info(
+        "deleted",
+        extra={"level": target.level, "removed": len(removed), "swept": swept, "done": done},
+    )
+    return Deletion(removed, swept, done, retention_days)
+
+
+def job_key(target: Target) -> str:
+    """The record of a deletion under way (its start), kept until its sweep is done."""
+    return f"{JOBS_PREFIX}{target.folder('').rstrip('/')}.json"
+
+
+def _job(objects: ObjectStore, target: Target, clock: Callable[[], float]) -> tuple[float, bool]:
+    """When the deletion of ``target`` began (the record of one cut off, else now, then
+    recorded) and whether it begins now."""
+    kept = objects.read(job_key(target))
+    if kept is not None:
+        try:
+            return float(json.loads(kept)["started"]), False
+        except (ValueError, KeyError, TypeError):
+            pass  # unreadable: begin again
+    now = clock()
+    record = {"started": now, "level": target.level}
+    objects.put(job_key(target), json.dumps(record).encode())
+    return now, True
+
+
+def _sweepable(info: ObjectInfo, named: set[str], started: float, fresh: bool, now: float) -> bool:
+    """Whether an object of the target no entry may name any more can be swept: the entry
+    this call removed named it, or it is older than a STOW lasts, or it was there when a
+    deletion cut off began (whose STOWs in flight have long since added their entries)."""
+    if info.key in named or now - info.modified >= SWEEP_GRACE_S:
+        return True
+    return not fresh and info.modified <= started
+
+
+def _objects_of(objects: ObjectStore, target: Target, prefix: str) -> Iterator[ObjectInfo]:
+    """The target's objects under ``prefix`` (``dicom/`` or ``deleted/``), in key order."""
+    for info in objects.listing(target.folder(prefix)):
+        uids = object_uids(info.key, prefix)
+        if uids is not None and target.holds(uids):
+            yield info
+
+
+# ------------------------------------------------------------------ restore
+
+
+@dataclass
+class Restoration:
+    """What one restore did: SOP Instance UIDs stored again, already stored (nothing to
+    do), in conflict (stored again meanwhile with other content: kept), failed (the kept
+    bytes are no longer a valid instance, or storage failed); ``done`` False when the time
+    ran out (the same restore goes on)."""
+
+    restored: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    done: bool = True
+
+    def as_json(self) -> dict[str, object]:
+        """The answer's body."""
+        return {
+            "restored": len(self.restored),
+            "alreadyStored": len(self.already),
+            "conflicts": self.conflicts,
+            "failed": self.failed,
+            "done": self.done,
+        }
+
+
+def restore(  # noqa: PLR0913 - keyword-only: the target, the ports and the request's context
+    target: Target,
+    *,
+    objects: ObjectStore,
+    index: InstanceIndex,
+    calling_aet: str,
+    base_url: str,
+    deadline: Deadline | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Restoration:
+    """Store again, byte for byte, the target's instances kept since their deletion. 404
+    when none is kept (never deleted, or purged)."""
+    until = deadline or Deadline.never()
+    found = _kept(objects, index, target)
+    if not found:
+        raise NotFound(f"no deleted {target.level.lower()} with this UID is kept")
+    result = Restoration()
+    for sop, key in sorted(found.items()):
+        if until.expired():
+            result.done = False
+            break
+        outcome = _restore_one(key, objects, index, calling_aet, base_url, clock)
+        getattr(result, outcome).append(sop)
+        if outcome in ("restored", "already") and key.startswith(DELETED_PREFIX):
+            objects.delete(key)
+    logger.info(
+        "restored",
+        extra={
+            "level": target.level,
+            "restored": len(result.restored),
+            "conflicts": len(result.conflicts),
+            "failed": len(result.failed),
+            "done": result.done,
+        },
+    )
+    return result
+
+
+def _kept(objects: ObjectStore, index: InstanceIndex, target: Target) -> dict[str, str]:
+    """SOP Instance UID -> the key of its newest kept copy: under ``deleted/``, else an
+    object under ``dicom/`` that no entry names (a deletion cut off before its sweep),
+    copied under ``deleted/`` to restore from."""
+    newest: dict[str, ObjectInfo] = {}
+    for info in _objects_of(objects, target, DELETED_PREFIX):
+        uids = object_uids(info.key, DELETED_PREFIX)
+        if uids is None:
+            continue
+        held = newest.get(uids[2])
+        if held is None or info.modified >= held.modified:
+            newest[uids[2]] = info
+    found = {sop: info.key for sop, info in newest.items()}
+    for info in _objects_of(objects, target, STORED_PREFIX):
+        uids = object_uids(info.key)
+        if uids is not None and uids[2] not in found and not index.references(uids[2], info.key):
+            # Kept under deleted/ first: a refused restore removes the object it wrote.
+            found[uids[2]] = deleted_key(info.key)
+            objects.copy(info.key, found[uids[2]])
+    return found
+
+
+def _restore_one(  # noqa: PLR0913, PLR0917 - one instance and where it goes
+    key: str,
+    objects: ObjectStore,
+    index: InstanceIndex,
+    calling_aet: str,
+    base_url: str,
+    clock: Callable[[], datetime],
+) -> str:
+    """Store one kept object again; which list of :class:`Restoration` it belongs to."""
+    try:
+        instance = validate(objects.get(key))
+    except InstanceRejected:
+        logger.warning("a kept object is not a valid instance", extra={"key": key})
+        return "failed"
+
+    def write(final: str) -> None:
+        if final != key:
+            objects.copy(key, final)
+
+    outcome = store.commit(
+        instance,
+        calling_aet=calling_aet,
+        base_url=base_url,
+        objects=objects,
+        index=index,
+        write=write,
+        clock=clock,
+    )
+    if isinstance(outcome, Stored):
+        return "already" if outcome.already_stored else "restored"
+    if outcome.reason == failures.DUPLICATE_SOP_INSTANCE:
+        return "conflicts"
+    return "failed"
