@@ -15,11 +15,11 @@ too. So that a sweep never takes the object of a STOW in flight (written before 
 entry), it takes an unnamed object only when this deletion removed its entry, when it was
 there before a cut-off deletion began, or when it is older than :data:`SWEEP_GRACE_S`.
 
-A restore takes each instance of the target found under ``deleted/`` (the newest copy of
-each SOP Instance UID), or under ``dicom/`` with no entry naming it, re-validates its
-bytes and stores it with STOW's own code path (``store.commit``): the object is copied back
-byte for byte and the index entry rebuilt from the bytes, with every count, substring
-posting and de-identified lookup an add writes. An instance stored again meanwhile with
+A restore takes the newest kept copy of each instance of the target: under ``deleted/``,
+or under ``dicom/`` with no entry naming it; it re-validates the bytes and stores them with
+STOW's own code path (``store.commit``): the object is copied back byte for byte and the
+index entry rebuilt from the bytes, with every count, substring posting and de-identified
+lookup an add writes. An instance stored again meanwhile with
 other content is a conflict (the stored one is kept).
 """
 
@@ -147,9 +147,11 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
     :func:`job_key`, says when the first began)."""
     until = deadline or Deadline.never()
     started, fresh = _job(objects, target, clock)
-    removed = index.remove(target.study_uid, target.series_uid, target.sop_instance_uid)
+    removed = index.remove(
+        target.study_uid, target.series_uid, target.sop_instance_uid, until=until.expired
+    )
     named = {e.blob_key for e in removed}
-    swept, done = 0, True
+    swept, done = 0, not until.expired()  # expired: the removal may have stopped part-way
     for info in _objects_of(objects, target, STORED_PREFIX):
         if until.expired():
             done = False
@@ -177,6 +179,25 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
 def job_key(target: Target) -> str:
     """The record of a deletion under way (its start), kept until its sweep is done."""
     return f"{JOBS_PREFIX}{target.folder('').rstrip('/')}.json"
+
+
+def target_of_job(key: str) -> Target | None:
+    """The target of a deletion's job record (:func:`job_key`); None for another key."""
+    if not key.startswith(JOBS_PREFIX) or not key.endswith(".json"):
+        return None
+    parts = key[len(JOBS_PREFIX) : -len(".json")].split("/")
+    if not 1 <= len(parts) <= 3 or not all(parts):
+        return None
+    return Target(*parts)
+
+
+def pending(objects: ObjectStore) -> Iterator[Target]:
+    """Targets of deletions cut off before their sweep was done (their job records): a
+    DELETE of each finishes it."""
+    for info in objects.listing(JOBS_PREFIX):
+        target = target_of_job(info.key)
+        if target is not None:
+            yield target
 
 
 def _job(objects: ObjectStore, target: Target, clock: Callable[[], float]) -> tuple[float, bool]:
@@ -277,24 +298,24 @@ def restore(  # noqa: PLR0913 - keyword-only: the target, the ports and the requ
 
 
 def _kept(objects: ObjectStore, index: InstanceIndex, target: Target) -> dict[str, str]:
-    """SOP Instance UID -> the key of its newest kept copy: under ``deleted/``, else an
-    object under ``dicom/`` that no entry names (a deletion cut off before its sweep),
-    copied under ``deleted/`` to restore from."""
+    """SOP Instance UID -> the key under ``deleted/`` of its newest kept copy: one kept
+    there, or an object under ``dicom/`` that no entry names (a deletion cut off before its
+    sweep), copied there first (a refused restore removes the object it wrote)."""
     newest: dict[str, ObjectInfo] = {}
-    for info in _objects_of(objects, target, DELETED_PREFIX):
-        uids = object_uids(info.key, DELETED_PREFIX)
-        if uids is None:
-            continue
-        held = newest.get(uids[2])
-        if held is None or info.modified >= held.modified:
-            newest[uids[2]] = info
-    found = {sop: info.key for sop, info in newest.items()}
-    for info in _objects_of(objects, target, STORED_PREFIX):
-        uids = object_uids(info.key)
-        if uids is not None and uids[2] not in found and not index.references(uids[2], info.key):
-            # Kept under deleted/ first: a refused restore removes the object it wrote.
-            found[uids[2]] = deleted_key(info.key)
-            objects.copy(info.key, found[uids[2]])
+    for prefix in (DELETED_PREFIX, STORED_PREFIX):
+        for info in _objects_of(objects, target, prefix):
+            uids = object_uids(info.key, prefix)
+            if uids is None or (prefix == STORED_PREFIX and index.references(uids[2], info.key)):
+                continue
+            held = newest.get(uids[2])
+            if held is None or info.modified > held.modified:
+                newest[uids[2]] = info
+    found = {}
+    for sop, info in newest.items():
+        found[sop] = info.key
+        if info.key.startswith(STORED_PREFIX):
+            found[sop] = deleted_key(info.key)
+            objects.copy(info.key, found[sop])
     return found
 
 

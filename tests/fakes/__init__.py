@@ -115,8 +115,14 @@ class FakeIndex:
             return AddOutcome.STORED
 
     def remove(
-        self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        *,
+        until: Callable[[], bool] | None = None,
     ) -> tuple[Entry, ...]:
+        """As DynamoDB removes: one change per instance, asking ``until`` after each."""
         self._available()
         with self._lock:
             entries = sorted(
@@ -129,9 +135,13 @@ class FakeIndex:
                 ),
                 key=lambda e: e.sort_key,
             )
+            removed: list[Entry] = []
             for entry in entries:
+                if removed and until is not None and until():
+                    break
                 self._persist(writes.remove(entry, self._holding(study_uid), self.uid_map, _now()))
-            return tuple(entries)
+                removed.append(entry)
+            return tuple(removed)
 
     def replace(self, record: InstanceRecord) -> Replacement:
         self._available()

@@ -201,15 +201,18 @@ def test_the_sweep_never_takes_the_object_of_a_stow_in_flight(archive) -> None:
     assert key in objects.objects
 
 
-def test_out_of_time_the_delete_answers_what_is_left(archive) -> None:
+def test_out_of_time_the_delete_stops_between_instances_and_the_next_goes_on(archive) -> None:
     objects, index, _ = archive
     deletion = lifecycle.delete(
         Target(STUDY), objects=objects, index=index, retention_days=30, deadline=Deadline(0.0)
     )
     assert not deletion.done
-    assert index.instances == {}, "the index part is whole"
+    assert len(deletion.removed) == 1 and len(index.instances) == 3, "one removal, each whole"
+    assert index.studies[STUDY]["instances"] == 3
     deletion = _delete(objects, index, Target(STUDY))
-    assert deletion.done and deletion.swept == 4
+    assert deletion.done and len(deletion.removed) == 3
+    assert not [k for k in objects.objects if k.startswith(("dicom/", "jobs/"))]
+    assert len([k for k in objects.objects if k.startswith("deleted/")]) == 4
 
 
 @pytest.mark.parametrize(
@@ -223,3 +226,24 @@ def test_out_of_time_the_delete_answers_what_is_left(archive) -> None:
 )
 def test_object_keys_name_their_uids(key: str, uids: tuple[str, str, str] | None) -> None:
     assert lifecycle.object_uids(key) == uids
+
+
+@pytest.mark.parametrize(
+    "target", [Target(STUDY), Target(STUDY, SERIES[0]), Target(STUDY, SERIES[0], f"{SERIES[0]}.1")]
+)
+def test_a_job_record_names_its_target(target: Target) -> None:
+    assert lifecycle.target_of_job(lifecycle.job_key(target)) == target
+
+
+def test_pending_deletions_are_listed_until_done(archive) -> None:
+    objects, index, _ = archive
+    lifecycle.delete(
+        Target(STUDY, SERIES[1]),
+        objects=objects,
+        index=index,
+        retention_days=30,
+        deadline=Deadline(0.0),
+    )
+    assert list(lifecycle.pending(objects)) == [Target(STUDY, SERIES[1])]
+    _delete(objects, index, Target(STUDY, SERIES[1]))
+    assert list(lifecycle.pending(objects)) == []
