@@ -16,6 +16,7 @@ from shared import keys
 from shared.adapters.key_store import FileKeyStore
 from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
 from tests import dicom_files
+from tools import lifecycle as lifecycle_tool
 
 pytestmark = pytest.mark.integration
 
@@ -160,6 +161,9 @@ def test_delete_hides_everywhere_and_restore_brings_back_the_same_bytes(keyed, s
     substring = {"PatientName": "*yxwht*", "fuzzymatching": "false"}
     assert len(_qido(stack, "studies", **substring)) == 1
 
+    deidentified = len(_qido(stack, "studies", key=deid, limit="100"))
+    assert deidentified >= 1
+
     victim = next(iter(sent.values()))
     assert _call(stack, "DELETE", _instance_path(victim)).status_code == 204
     _absent_everywhere(stack, victim, deid)
@@ -177,6 +181,7 @@ def test_delete_hides_everywhere_and_restore_brings_back_the_same_bytes(keyed, s
     assert _count(stack) == 0
     assert _qido(stack, "studies", **substring) == []
     assert _qido(stack, "studies", PatientID=PATIENT) == []
+    assert len(_qido(stack, "studies", key=deid, limit="100")) == deidentified - 1
     for data in sent.values():
         _absent_everywhere(stack, data, deid)
 
@@ -185,6 +190,7 @@ def test_delete_hides_everywhere_and_restore_brings_back_the_same_bytes(keyed, s
     assert response.json()["restored"] == 4
     assert _count(stack) == 4
     assert len(_qido(stack, "studies", **substring)) == 1
+    assert len(_qido(stack, "studies", key=deid, limit="100")) == deidentified
     for sop, data in sent.items():
         assert _wado_uri(stack, _series_of(data), sop).content == data
     assert _call(stack, "POST", f"restore/studies/{STUDY}").status_code == 404
@@ -198,3 +204,18 @@ def test_a_stow_after_a_delete_stores_the_instance_again(keyed, sent) -> None:
     assert _stow(stack, data) == 200
     sop = _instance_path(data).rsplit("/", 1)[1]
     assert _wado_uri(stack, _series_of(data), sop).content == data
+
+
+def test_the_admin_tool_deletes_and_restores_through_the_api(keyed, sent) -> None:
+    stack, _, _ = keyed
+    data = next(iter(sent.values()))
+    assert _stow(stack, data) == 200
+    ds = pydicom.dcmread(io.BytesIO(data))
+    target = lifecycle_tool.Target(STUDY, str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+    code, _ = lifecycle_tool.run("delete", target, url=stack.base_url, key=stack.api_key)
+    assert code == 0
+    assert _wado_uri(stack, target.series or "", target.instance or "").status_code == 404
+    assert lifecycle_tool.run("delete", target, url=stack.base_url, key=stack.api_key)[0] == 1
+    code, line = lifecycle_tool.run("restore", target, url=stack.base_url, key=stack.api_key)
+    assert code == 0 and '"restored": 1' in line
+    assert _wado_uri(stack, target.series or "", target.instance or "").content == data
