@@ -446,6 +446,17 @@ def lifecycle_events(uids: dict[str, str]) -> dict[str, dict[str, Any]]:
         context = event["requestContext"]
         context["authorizer"] = {**context["authorizer"], "scopes": "admin"}
         events[f"{name}.json"] = event
+    events["lifecycle-finish.json"] = {
+        "version": "0",
+        "id": "c0ffee00-0000-4000-8000-000000000901",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": "2026-11-25T12:00:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/dicomweb-LifecycleFinishDeletions"],
+        "detail": {},
+    }
     return events
 
 

@@ -2,9 +2,10 @@
 {SERIES}[/instances/{INSTANCE}]] and POST /o3-dpacs-wado/rs/restore/studies/... of the same
 paths (docs/conformance-statement.md, section 12).
 
-A DELETE answers 204 once the target is gone, or 202 when its time ran out before every
-object was moved (send the same DELETE again: it goes on); a restore answers 200 with what
-it stored again (202 likewise)."""
+A DELETE answers 204 once the target is gone, or 202 when its time ran out first (send the
+same DELETE again: it goes on; the schedule goes on with it too); a restore answers 200
+with what it stored again (202 likewise). On its schedule (EventBridge), the function goes
+on with every deletion cut off before it was done (``lifecycle.finish_pending``)."""
 
 from __future__ import annotations
 
@@ -126,7 +127,22 @@ def _restore(study: str, series: str | None = None, instance: str | None = None)
     return http.json_response(status, result.as_json(), content_type="application/json")
 
 
+def _finish_pending(context: Any) -> dict[str, Any]:
+    current = archive()
+    with logs.line(logger, "lifecycle", transaction="lifecycle-schedule") as fields:
+        counts = lifecycle.finish_pending(
+            objects=current.objects,
+            index=current.index,
+            retention_days=current.settings.deleted_retention_days,
+            deadline=deadline.from_context(context),
+        )
+        fields.update(counts)
+    return counts
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda entry point."""
+    """Lambda entry point: an API request, or the schedule."""
+    if event.get("detail-type") == "Scheduled Event":
+        return _finish_pending(context)
     return app.resolve(event, context)

@@ -176,6 +176,38 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
     return Deletion(removed, swept, done, retention_days)
 
 
+def finish_pending(
+    *,
+    objects: ObjectStore,
+    index: InstanceIndex,
+    retention_days: int,
+    deadline: Deadline | None = None,
+) -> dict[str, int]:
+    """Go on with every deletion cut off before it was done (its job record), as the same
+    DELETE sent again would, until the deadline: the scheduled part of a deletion, so that
+    one cut off finishes even when no client sends it again. Counts of deletions
+    ``finished`` and still ``pending``."""
+    until = deadline or Deadline.never()
+    counts = {"finished": 0, "pending": 0}
+    for target in list(pending(objects)):
+        if until.expired():
+            counts["pending"] += 1
+            continue
+        try:
+            deletion = delete(
+                target,
+                objects=objects,
+                index=index,
+                retention_days=retention_days,
+                deadline=until,
+            )
+        except NotFound:  # an unreadable record: begun again, and nothing was left
+            counts["finished"] += 1
+            continue
+        counts["finished" if deletion.done else "pending"] += 1
+    return counts
+
+
 def job_key(target: Target) -> str:
     """The record of a deletion under way (its start), kept until its sweep is done."""
     return f"{JOBS_PREFIX}{target.folder('').rstrip('/')}.json"

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
+from shared import bootstrap, config
 from shared.deadline import Deadline
 from shared.dicomweb.multipart import Part
 from shared.errors import NotFound, StorageUnavailable
 from shared.services import lifecycle
 from shared.services.lifecycle import Target
 from shared.services.store import StoreRequest, store
+from tests import handlers
 from tests.fakes import FakeIndex, FakeObjectStore
 
 STUDY = "1.2.826.0.1.3680043.8.498.700"
 SERIES = (f"{STUDY}.1", f"{STUDY}.2")
+EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 
 def _instance(series: str, number: int, description: str = "") -> bytes:
@@ -247,3 +252,33 @@ def test_pending_deletions_are_listed_until_done(archive) -> None:
     assert list(lifecycle.pending(objects)) == [Target(STUDY, SERIES[1])]
     _delete(objects, index, Target(STUDY, SERIES[1]))
     assert list(lifecycle.pending(objects)) == []
+
+
+def test_the_schedule_finishes_a_deletion_no_client_sent_again(archive) -> None:
+    objects, index, _ = archive
+    lifecycle.delete(
+        Target(STUDY), objects=objects, index=index, retention_days=30, deadline=Deadline(0.0)
+    )
+    assert len(index.instances) == 3
+    counts = lifecycle.finish_pending(objects=objects, index=index, retention_days=30)
+    assert counts == {"finished": 1, "pending": 0}
+    assert index.instances == {}
+    assert not [k for k in objects.objects if k.startswith(("dicom/", "jobs/"))]
+    assert lifecycle.finish_pending(objects=objects, index=index, retention_days=30) == {
+        "finished": 0,
+        "pending": 0,
+    }
+
+
+def test_the_lifecycle_function_runs_the_schedule(archive) -> None:
+    objects, index, _ = archive
+    lifecycle.delete(
+        Target(STUDY), objects=objects, index=index, retention_days=30, deadline=Deadline(0.0)
+    )
+    module = handlers.load("lifecycle")
+    event = json.loads((EVENTS / "lifecycle-finish.json").read_text())
+    with module.archive.using(
+        bootstrap.build(config.Settings(storage="local"), objects=objects, index=index)
+    ):
+        assert module.lambda_handler(event, handlers.Context()) == {"finished": 1, "pending": 0}
+    assert index.instances == {}
