@@ -80,6 +80,7 @@ def _delete(study: str, series: str | None = None, instance: str | None = None) 
         index=current.index,
         retention_days=current.settings.deleted_retention_days,
         deadline=deadline.from_context(app.lambda_context),
+        catalog=current.catalog,
     )
     touched = http.touched(app)
     touched.add("series", sorted({e.series_uid for e in deletion.removed}))
@@ -135,6 +136,7 @@ def _finish_pending(context: Any) -> dict[str, Any]:
             index=current.index,
             retention_days=current.settings.deleted_retention_days,
             deadline=deadline.from_context(context),
+            catalog=current.catalog,
         )
         fields.update(counts)
     return counts

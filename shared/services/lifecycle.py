@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from shared.deadline import Deadline
@@ -37,7 +37,7 @@ from shared.dicom import failures
 from shared.dicom.validate import InstanceRejected, validate
 from shared.dicomweb.stow_result import Stored
 from shared.errors import NotFound
-from shared.ports import Entry, InstanceIndex, ObjectInfo, ObjectStore
+from shared.ports import Catalog, Entry, InstanceIndex, InstanceRow, ObjectInfo, ObjectStore
 from shared.services import store
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ JOBS_PREFIX = "jobs/delete/"
 #: swept only once older than this (seconds): a STOW writes its object before its index
 #: entry, and a STOW lasts at most a Lambda's 15 minutes.
 SWEEP_GRACE_S = 3600.0
+#: An instance is read whole to give its series or study its attributes again; larger
+#: ones (from the upload path) are not, and the parent keeps what it had.
+MAX_REFRESH_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -139,17 +142,22 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
     retention_days: int,
     deadline: Deadline | None = None,
     clock: Callable[[], float] = time.time,
+    catalog: Catalog | None = None,
 ) -> Deletion:
     """Delete the target: its index entries, then its objects (kept under ``deleted/`` for
     ``retention_days``; 0: removed). 404 when the index holds nothing of it and no object
     is left to sweep. ``StorageUnavailable`` (503) when storage fails: every object not yet
     swept is kept, and the same DELETE goes on where this one stopped (its job record,
-    :func:`job_key`, says when the first began)."""
+    :func:`job_key`, says when the first began). With ``catalog``, a study or series that
+    remains takes again the attributes of an instance it holds when they were those of an
+    instance removed (:func:`refresh_parents`)."""
     until = deadline or Deadline.never()
     started, fresh = _job(objects, target, clock)
     removed = index.remove(
         target.study_uid, target.series_uid, target.sop_instance_uid, until=until.expired
     )
+    if catalog is not None and removed and target.series_uid is not None:
+        refresh_parents(target.study_uid, removed, objects=objects, index=index, catalog=catalog)
     named = {e.blob_key for e in removed}
     swept, done = 0, not until.expired()  # expired: the removal may have stopped part-way
     for info in _objects_of(objects, target, STORED_PREFIX):
@@ -176,12 +184,55 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
     return Deletion(removed, swept, done, retention_days)
 
 
+def refresh_parents(
+    study_uid: str,
+    removed: tuple[Entry, ...],
+    *,
+    objects: ObjectStore,
+    index: InstanceIndex,
+    catalog: Catalog,
+) -> int:
+    """After instances of a study were removed and others remain: a series' and the
+    study's attributes are those of the instance stored last in it; when that instance was
+    removed they hold values no remaining instance has (a wrongly sent instance's
+    description, or name). Each such parent takes again the attributes of one of its
+    remaining instances (its record rebuilt from its bytes: ``index.replace``). How many
+    instances were so replaced."""
+    rows = list(catalog.instances(study_uid))
+    if not rows:
+        return 0
+    series = {s.series_uid: s for s in catalog.series_of_study(study_uid)}
+    again: list[InstanceRow] = []
+    for series_uid in sorted({e.series_uid for e in removed}):
+        members = [r for r in rows if r.series_uid == series_uid]
+        held = series.get(series_uid)
+        if members and held is not None and all(m.series_attrs != held.attrs for m in members):
+            again.append(members[-1])
+    study = next(iter(catalog.studies_by_uid([study_uid])), None)
+    if study is not None and all(r.study_attrs != study.attrs for r in rows):
+        again.append(rows[-1])  # the last: the study takes its attributes
+    done = 0
+    for row in again:
+        if row.size > MAX_REFRESH_BYTES:
+            logger.warning("attributes of a removed instance kept", extra={"study": study_uid})
+            continue
+        try:
+            instance = validate(objects.get(row.blob_key))
+        except InstanceRejected:
+            continue
+        record = store.record_of(instance, row.calling_aet, datetime.now(UTC))
+        index.replace(replace(record, blob_key=row.blob_key))
+        done += 1
+    return done
+
+
 def finish_pending(
     *,
     objects: ObjectStore,
     index: InstanceIndex,
     retention_days: int,
     deadline: Deadline | None = None,
+    catalog: Catalog | None = None,
 ) -> dict[str, int]:
     """Go on with every deletion cut off before it was done (its job record), as the same
     DELETE sent again would, until the deadline: the scheduled part of a deletion, so that
@@ -200,6 +251,7 @@ def finish_pending(
                 index=index,
                 retention_days=retention_days,
                 deadline=until,
+                catalog=catalog,
             )
         except NotFound:  # an unreadable record: begun again, and nothing was left
             counts["finished"] += 1

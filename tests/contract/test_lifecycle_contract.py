@@ -27,6 +27,7 @@ from shared.dicom.validate import validate
 from shared.dicomweb.query import parse
 from shared.errors import StorageUnavailable
 from shared.services import lifecycle
+from shared.services import search as search_service
 from shared.services.lifecycle import Target
 from shared.services.store import _record
 from tests import dicom_files
@@ -153,3 +154,64 @@ def test_a_delete_cut_off_mid_sweep_is_finished_by_the_schedule(archive) -> None
         Target(STUDY), objects=objects, index=index, calling_aet="AE", base_url="h"
     )
     assert restored.failed == [], "every kept copy is a valid instance"
+
+
+@pytest.fixture(params=["fake", "sqlite", "dynamodb"])
+def backend(
+    request: pytest.FixtureRequest, mocked_aws: None, tmp_path: Path
+) -> tuple[Any, Any, Callable[[], Any]]:
+    """(objects, index, catalog factory) of one backend, empty."""
+    if request.param == "fake":
+        index: Any = FakeIndex()
+        return FakeObjectStore(), index, lambda: FakeSearchCatalog(index)
+    if request.param == "sqlite":
+        path = tmp_path / "index.sqlite3"
+        return FileBlobStore(tmp_path / "objects"), SqliteIndex(path), lambda: SqliteCatalog(path)
+    dynamodb, s3 = boto3.client("dynamodb"), boto3.client("s3")
+    dynamodb.create_table(TableName=TABLE, **local_template.load().tables["IndexTable"].create_args)
+    s3.create_bucket(Bucket=BUCKET)
+    index = DynamoInstanceIndex(dynamodb, TABLE, sleep=lambda _: None)
+    return S3BlobStore(s3, BUCKET), index, lambda: DynamoSearch(dynamodb, TABLE)
+
+
+@pytest.mark.parametrize("level", ["SERIES", "INSTANCE"])
+def test_no_attribute_of_a_deleted_instance_stays_on_its_study_or_series(backend, level) -> None:
+    """The study and series take the attributes of the instance stored last; when a DELETE
+    removes that one (a wrongly sent instance, another description), they take those of
+    an instance that remains, and no search finds the deleted values."""
+    objects, index, catalog = backend
+    study, kept_series, wrong_series = f"{STUDY}1", f"{STUDY}1.1", f"{STUDY}1.2"
+    datas = [
+        dicom_files.with_new_uids(
+            study=study, series=kept_series, patient_id="P-7501", StudyDescription="CT HEAD"
+        ),
+        dicom_files.with_new_uids(
+            study=study, series=wrong_series, patient_id="P-7501", StudyDescription="CT HEAD"
+        ),
+        dicom_files.with_new_uids(
+            study=study,
+            series=wrong_series,
+            patient_id="P-7501",
+            StudyDescription="WRONG KNEE",
+            SeriesDescription="WRONG SERIES",
+        ),
+    ]
+    records = [_record(validate(d), "AE", datetime.now(UTC)) for d in datas]
+    for record, data in zip(records, datas, strict=True):
+        objects.put(record.blob_key, data)
+        index.add(record)
+    wrong = records[-1]
+    target = Target(
+        study, wrong.series_uid, wrong.sop_instance_uid if level == "INSTANCE" else None
+    )
+    lifecycle.delete(target, objects=objects, index=index, retention_days=0, catalog=catalog())
+
+    def found(level: str, **params: str) -> list[Any]:
+        query = parse({k: [v] for k, v in params.items()}, level)
+        return list(search_service.search(query, catalog(), "https://h").datasets)
+
+    assert found("STUDY", StudyDescription="*KNEE*") == []
+    assert found("STUDY", StudyDescription="CT HEAD") != []
+    if level == "INSTANCE":
+        assert found("SERIES", SeriesInstanceUID=wrong_series, SeriesDescription="*WRONG*") == []
+        assert len(found("SERIES", SeriesInstanceUID=wrong_series)) == 1

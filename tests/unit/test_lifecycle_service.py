@@ -19,7 +19,7 @@ from shared.services import lifecycle
 from shared.services.lifecycle import Target
 from shared.services.store import StoreRequest, store
 from tests import handlers
-from tests.fakes import FakeIndex, FakeObjectStore
+from tests.fakes import FakeIndex, FakeObjectStore, FakeSearchCatalog
 
 STUDY = "1.2.826.0.1.3680043.8.498.700"
 SERIES = (f"{STUDY}.1", f"{STUDY}.2")
@@ -277,8 +277,9 @@ def test_the_lifecycle_function_runs_the_schedule(archive) -> None:
     )
     module = handlers.load("lifecycle")
     event = json.loads((EVENTS / "lifecycle-finish.json").read_text())
-    with module.archive.using(
-        bootstrap.build(config.Settings(storage="local"), objects=objects, index=index)
-    ):
+    fakes = bootstrap.build(
+        config.Settings(), objects=objects, index=index, catalog=FakeSearchCatalog(index)
+    )
+    with module.archive.using(fakes):
         assert module.lambda_handler(event, handlers.Context()) == {"finished": 1, "pending": 0}
     assert index.instances == {}

@@ -90,11 +90,13 @@ def test_modules_that_read_datasets_silence_pydicom_value_warnings(module: str) 
 
 def test_deletes_and_restores_never_log_patient_values(caplog, capsys) -> None:
     from shared import bootstrap, config
-    from tests.fakes import FakeObjectStore
+    from tests.fakes import FakeObjectStore, FakeSearchCatalog
 
     objects, index = FakeObjectStore(), FakeIndex()
     stow_module, lifecycle_module = load("stow"), load("lifecycle")
-    archive = bootstrap.build(config.settings(), objects=objects, index=index)
+    archive = bootstrap.build(
+        config.settings(), objects=objects, index=index, catalog=FakeSearchCatalog(index)
+    )
     data = dicom_files.with_new_uids(
         patient_id=SECRET_ID, PatientName=SECRET_NAME, AccessionNumber=SECRET_ACCESSION
     )
