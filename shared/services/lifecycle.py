@@ -31,13 +31,24 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from shared.deadline import Deadline
 from shared.dicom import failures
 from shared.dicom.validate import InstanceRejected, validate
+from shared.dicomweb.query import parse
 from shared.dicomweb.stow_result import Stored
 from shared.errors import NotFound
-from shared.ports import Catalog, Entry, InstanceIndex, InstanceRow, ObjectInfo, ObjectStore
+from shared.ports import (
+    Catalog,
+    Entry,
+    InstanceIndex,
+    InstanceRow,
+    ObjectInfo,
+    ObjectStore,
+    PatientRow,
+    StudyRow,
+)
 from shared.services import store
 
 logger = logging.getLogger(__name__)
@@ -52,6 +63,7 @@ SWEEP_GRACE_S = 3600.0
 #: An instance is read whole to give its series or study its attributes again; larger
 #: ones (from the upload path) are not, and the parent keeps what it had.
 MAX_REFRESH_BYTES = 64 << 20
+PATIENT_ID = "00100020"
 
 
 @dataclass(frozen=True)
@@ -153,11 +165,12 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
     instance removed (:func:`refresh_parents`)."""
     until = deadline or Deadline.never()
     started, fresh = _job(objects, target, clock)
+    patient = _patient_of(catalog, target.study_uid) if catalog is not None else ""
     removed = index.remove(
         target.study_uid, target.series_uid, target.sop_instance_uid, until=until.expired
     )
-    if catalog is not None and removed and target.series_uid is not None:
-        refresh_parents(target.study_uid, removed, objects=objects, index=index, catalog=catalog)
+    if catalog is not None and removed:
+        _refresh(target, removed, patient, objects, index, catalog)
     named = {e.blob_key for e in removed}
     swept, done = 0, not until.expired()  # expired: the removal may have stopped part-way
     for info in _objects_of(objects, target, STORED_PREFIX):
@@ -182,6 +195,21 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
         extra={"level": target.level, "removed": len(removed), "swept": swept, "done": done},
     )
     return Deletion(removed, swept, done, retention_days)
+
+
+def _refresh(  # noqa: PLR0913, PLR0917 - what was removed and the ports
+    target: Target,
+    removed: tuple[Entry, ...],
+    patient: str,
+    objects: ObjectStore,
+    index: InstanceIndex,
+    catalog: Catalog,
+) -> None:
+    """The study, series and patient left by a removal no longer show its values."""
+    if target.series_uid is not None:
+        refresh_parents(target.study_uid, removed, objects=objects, index=index, catalog=catalog)
+    if patient:
+        refresh_patient(patient, objects=objects, index=index, catalog=catalog)
 
 
 def refresh_parents(
@@ -211,19 +239,64 @@ def refresh_parents(
     study = next(iter(catalog.studies_by_uid([study_uid])), None)
     if study is not None and all(r.study_attrs != study.attrs for r in rows):
         again.append(rows[-1])  # the last: the study takes its attributes
-    done = 0
-    for row in again:
-        if row.size > MAX_REFRESH_BYTES:
-            logger.warning("attributes of a removed instance kept", extra={"study": study_uid})
+    return sum(_store_again(row, objects, index) for row in again)
+
+
+def refresh_patient(
+    patient_id: str, *, objects: ObjectStore, index: InstanceIndex, catalog: Catalog
+) -> int:
+    """After instances of a patient were removed: the patient takes the attributes of the
+    instance stored last for it; when no remaining instance has them (that one was
+    removed), it takes those of an instance of its newest study. How many instances were
+    so replaced (0 or 1)."""
+    patients = [
+        p
+        for p in catalog.search(parse({"PatientID": [patient_id]}, "PATIENT")).rows
+        if isinstance(p, PatientRow) and _text(p.attrs, PATIENT_ID) == patient_id
+    ]
+    if len(patients) != 1:  # none left, or several issuers: leave them
+        return 0
+    held = patients[0].attrs
+    newest: InstanceRow | None = None
+    for study in catalog.search(parse({"PatientID": [patient_id]}, "STUDY")).rows:
+        if not isinstance(study, StudyRow) or _text(study.attrs, PATIENT_ID) != patient_id:
             continue
-        try:
-            instance = validate(objects.get(row.blob_key))
-        except InstanceRejected:
-            continue
-        record = store.record_of(instance, row.calling_aet, datetime.now(UTC))
-        index.replace(replace(record, blob_key=row.blob_key))
-        done += 1
-    return done
+        rows = list(catalog.instances(study.study_uid))
+        if any(_patient_part(r.study_attrs, held) == held for r in rows):
+            return 0  # the patient's attributes are an instance's that remains
+        newest = newest or (rows[-1] if rows else None)
+    return _store_again(newest, objects, index) if newest is not None else 0
+
+
+def _text(attrs: dict[str, Any], tag: str) -> str:
+    values = (attrs.get(tag) or {}).get("Value") or [""]
+    return str(values[0] or "")
+
+
+def _patient_part(study_attrs: dict[str, Any], patient_attrs: dict[str, Any]) -> dict[str, Any]:
+    """The patient's attributes as an instance's study attributes hold them (the study
+    level repeats the patient's)."""
+    return {tag: study_attrs.get(tag) for tag in patient_attrs}
+
+
+def _patient_of(catalog: Catalog, study_uid: str) -> str:
+    study = next(iter(catalog.studies_by_uid([study_uid])), None)
+    return _text(study.attrs, PATIENT_ID) if study is not None else ""
+
+
+def _store_again(row: InstanceRow, objects: ObjectStore, index: InstanceIndex) -> int:
+    """Replace an instance's record by one rebuilt from its bytes (its parents take its
+    attributes again); 1 when done."""
+    if row.size > MAX_REFRESH_BYTES:
+        logger.warning("attributes of a removed instance kept", extra={"study": row.study_uid})
+        return 0
+    try:
+        instance = validate(objects.get(row.blob_key))
+    except InstanceRejected:
+        return 0
+    record = store.record_of(instance, row.calling_aet, datetime.now(UTC))
+    index.replace(replace(record, blob_key=row.blob_key))
+    return 1
 
 
 def finish_pending(

@@ -215,3 +215,32 @@ def test_no_attribute_of_a_deleted_instance_stays_on_its_study_or_series(backend
     if level == "INSTANCE":
         assert found("SERIES", SeriesInstanceUID=wrong_series, SeriesDescription="*WRONG*") == []
         assert len(found("SERIES", SeriesInstanceUID=wrong_series)) == 1
+
+
+def test_a_patient_never_keeps_the_name_of_a_deleted_study(backend) -> None:
+    """A study sent under the wrong name for an existing PatientID, then deleted: the
+    patient shows the name of its remaining study again, and no search by the wrong name
+    finds it."""
+    objects, index, catalog = backend
+    right = dicom_files.with_new_uids(
+        study=f"{STUDY}2", patient_id="P-7502", PatientName="Right^Name"
+    )
+    wrong = dicom_files.with_new_uids(
+        study=f"{STUDY}3", patient_id="P-7502", PatientName="Wrongly^Sent"
+    )
+    for data in (right, wrong):
+        record = _record(validate(data), "AE", datetime.now(UTC))
+        objects.put(record.blob_key, data)
+        index.add(record)
+
+    def patients(**params: str) -> list[Any]:
+        query = parse({k: [v] for k, v in params.items()}, "PATIENT")
+        return list(search_service.search(query, catalog(), "https://h").datasets)
+
+    assert patients(PatientName="Wrongly*") != []
+    lifecycle.delete(
+        Target(f"{STUDY}3"), objects=objects, index=index, retention_days=0, catalog=catalog()
+    )
+    assert patients(PatientName="Wrongly*") == []
+    (found,) = patients(PatientID="P-7502")
+    assert found["00100010"]["Value"][0]["Alphabetic"] == "Right^Name"
