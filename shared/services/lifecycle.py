@@ -164,21 +164,23 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
     remains takes again the attributes of an instance it holds when they were those of an
     instance removed (:func:`refresh_parents`)."""
     until = deadline or Deadline.never()
-    started, fresh = _job(objects, target, clock)
+    job = _job(objects, target, clock)
     patient = _patient_of(catalog, target.study_uid) if catalog is not None else ""
     removed = index.remove(
         target.study_uid, target.series_uid, target.sop_instance_uid, until=until.expired
     )
+    named = job.keys | {e.blob_key for e in removed}
+    if removed:  # a copy made by the sweep may date the original anew: name it
+        objects.put(job_key(target), replace(job, keys=named).dump(target.level))
     if catalog is not None and removed:
         _refresh(target, removed, patient, objects, index, catalog)
-    named = {e.blob_key for e in removed}
     swept, done = 0, not until.expired()  # expired: the removal may have stopped part-way
     for info in _objects_of(objects, target, STORED_PREFIX):
         if until.expired():
             done = False
             break
         uids = object_uids(info.key)
-        if uids is None or not _sweepable(info, named, started, fresh, clock()):
+        if uids is None or not _sweepable(info, named, job, clock()):
             continue
         if index.references(uids[2], info.key):
             continue  # stored again meanwhile
@@ -188,7 +190,7 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
         swept += 1
     if done:
         objects.delete(job_key(target))
-    if not removed and not swept and done and fresh:
+    if not removed and not swept and done and job.fresh:
         raise NotFound(f"no {target.level.lower()} with this UID is stored")
     logger.info(
         "deleted",
@@ -357,28 +359,42 @@ def pending(objects: ObjectStore) -> Iterator[Target]:
             yield target
 
 
-def _job(objects: ObjectStore, target: Target, clock: Callable[[], float]) -> tuple[float, bool]:
-    """When the deletion of ``target`` began (the record of one cut off, else now, then
-    recorded) and whether it begins now."""
+@dataclass(frozen=True)
+class _Job:
+    """A deletion's record: when it began, the object keys of the entries it removed."""
+
+    started: float
+    keys: frozenset[str] = frozenset()
+    fresh: bool = True  # begun by this call
+
+    def dump(self, level: str) -> bytes:
+        return json.dumps(
+            {"started": self.started, "level": level, "keys": sorted(self.keys)}
+        ).encode()
+
+
+def _job(objects: ObjectStore, target: Target, clock: Callable[[], float]) -> _Job:
+    """The record of a deletion of ``target`` cut off before it was done, else a new one
+    (written)."""
     kept = objects.read(job_key(target))
     if kept is not None:
         try:
-            return float(json.loads(kept)["started"]), False
+            found = json.loads(kept)
+            return _Job(float(found["started"]), frozenset(found.get("keys") or ()), fresh=False)
         except (ValueError, KeyError, TypeError):
             pass  # unreadable: begin again
-    now = clock()
-    record = {"started": now, "level": target.level}
-    objects.put(job_key(target), json.dumps(record).encode())
-    return now, True
+    job = _Job(clock())
+    objects.put(job_key(target), job.dump(target.level))
+    return job
 
 
-def _sweepable(info: ObjectInfo, named: set[str], started: float, fresh: bool, now: float) -> bool:
-    """Whether an object of the target no entry may name any more can be swept: the entry
-    this call removed named it, or it is older than a STOW lasts, or it was there when a
+def _sweepable(info: ObjectInfo, named: frozenset[str], job: _Job, now: float) -> bool:
+    """Whether an object of the target no entry may name any more can be swept: an entry
+    this deletion removed named it, or it is older than a STOW lasts, or it was there when a
     deletion cut off began (whose STOWs in flight have long since added their entries)."""
     if info.key in named or now - info.modified >= SWEEP_GRACE_S:
         return True
-    return not fresh and info.modified <= started
+    return not job.fresh and info.modified <= job.started
 
 
 def _objects_of(objects: ObjectStore, target: Target, prefix: str) -> Iterator[ObjectInfo]:
