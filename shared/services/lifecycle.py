@@ -19,8 +19,13 @@ A restore takes the newest kept copy of each instance of the target: under ``del
 or under ``dicom/`` with no entry naming it; it re-validates the bytes and stores them with
 STOW's own code path (``store.commit``): the object is copied back byte for byte and the
 index entry rebuilt from the bytes, with every count, substring posting and de-identified
-lookup an add writes. An instance stored again meanwhile with
-other content is a conflict (the stored one is kept).
+lookup an add writes. An instance stored again meanwhile with other content is a conflict
+(the stored one is kept).
+
+A study, series and patient carry the attributes of the instance stored last in them:
+when a deletion removes that one, each parent that remains takes those of an instance it
+still holds (:func:`refresh_parents`, :func:`refresh_patient`), so that no search finds a
+value only a deleted instance had.
 """
 
 from __future__ import annotations
