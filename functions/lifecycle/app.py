@@ -89,16 +89,19 @@ def _delete(study: str, series: str | None = None, instance: str | None = None) 
     http.log_fields(app, level=target.level, removed=len(deletion.removed), swept=deletion.swept)
     if deletion.done:
         return Response(status_code=204, body="")
-    return http.json_response(
+    pending = http.json_response(
         202,
         {
             "status": "pending",
             "removed": len(deletion.removed),
             "moved": deletion.swept,
-            "message": "the index no longer holds them; send the same DELETE again to finish",
+            "message": "not finished in the time of one request: send the same DELETE again"
+            " (the archive also goes on with it within 15 minutes)",
         },
         content_type="application/json",
     )
+    pending.headers["Retry-After"] = "1"
+    return pending
 
 
 def _restore(study: str, series: str | None = None, instance: str | None = None) -> Response[str]:

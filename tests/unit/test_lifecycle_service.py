@@ -283,3 +283,28 @@ def test_the_lifecycle_function_runs_the_schedule(archive) -> None:
     with module.archive.using(fakes):
         assert module.lambda_handler(event, handlers.Context()) == {"finished": 1, "pending": 0}
     assert index.instances == {}
+
+
+class _LittleTime(handlers.Context):
+    def get_remaining_time_in_millis(self) -> int:
+        return 1_000  # less than the 3 s a handler keeps to answer: out of time at once
+
+
+def test_a_delete_out_of_time_answers_202_with_retry_after_and_goes_on(archive) -> None:
+    objects, index, _ = archive
+    module = handlers.load("lifecycle")
+    fakes = bootstrap.build(
+        config.Settings(), objects=objects, index=index, catalog=FakeSearchCatalog(index)
+    )
+    event = json.loads((EVENTS / "delete-study.json").read_text())
+    event["pathParameters"]["STUDY"] = STUDY
+    event["path"] = event["requestContext"]["path"] = f"/o3-dpacs-wado/rs/studies/{STUDY}"
+    with module.archive.using(fakes):
+        first = module.lambda_handler(event, _LittleTime())
+        assert first["statusCode"] == 202
+        assert first["multiValueHeaders"]["Retry-After"] == ["1"]
+        assert json.loads(first["body"])["status"] == "pending"
+        assert len(index.instances) == 3
+        again = module.lambda_handler(event, handlers.Context())
+        assert again["statusCode"] == 204
+    assert index.instances == {}
