@@ -2,7 +2,8 @@
 
 Modelled on the DICOM audit messages of PS3.15 Annex A.5: ``Query`` (DCM 110112) for
 QIDO-RS, ``DICOM Instances Accessed`` (DCM 110103) for metadata, ``DICOM Instances
-Transferred`` (DCM 110104) for stores (action C) and retrievals (action R); outcome 0
+Transferred`` (DCM 110104) for stores and restores (action C) and retrievals (action R),
+``DICOM Study Deleted`` (DCM 110105) for deletions (action D); outcome 0
 (success), 4 (minor failure: the request was refused) or 8 (serious failure). A record
 names the key (id and label), the source IP, the route, the study/series/instance UIDs the
 request named or the answer held, the attribute *names* a search used (never their values),
@@ -26,6 +27,9 @@ from shared.dicomweb.uids import valid_uid
 QUERY = ("Query", "110112")
 ACCESSED = ("DICOM Instances Accessed", "110103")
 TRANSFERRED = ("DICOM Instances Transferred", "110104")
+#: A DELETE of a study, a series or an instance (action D); a restore is a transfer into
+#: the archive (110104, action C) on a route under ``rs/restore/``.
+DELETED = ("DICOM Study Deleted", "110105")
 #: At most this many UIDs of each level are kept per record (a search of 1,000 studies
 #: records the first 100 and the count).
 MAX_UIDS = 100
@@ -107,6 +111,8 @@ _RECORD_FIELDS = tuple(f.name for f in fields(AuditRecord))
 def _event_of(transaction: str, method: str, route: str) -> tuple[tuple[str, str], str]:
     if transaction == "QIDO-RS":
         return QUERY, "E"
+    if method == "DELETE":
+        return DELETED, "D"
     if method == "POST":
         return TRANSFERRED, "C"
     if route.endswith("/metadata") or "/uploads" in route:

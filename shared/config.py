@@ -42,6 +42,9 @@ class Settings:
     legacy_usage_key: str = ""
     #: The calling AE title recorded for STOW-RS at the single root (``POST rs/studies``).
     default_calling_aet: str = "DICOMWEB"
+    #: Days a deleted instance is kept under ``deleted/`` for a restore (0: purged at once;
+    #: the bucket's lifecycle rule purges the rest, ``DeletedRetentionDays``).
+    deleted_retention_days: int = 30
 
     @property
     def embedded(self) -> bool:
@@ -55,13 +58,16 @@ class Settings:
             ttl = float(env.get("KEY_CACHE_TTL", "60"))
             limit = int(env.get("INLINE_PAYLOAD_LIMIT", str(DEFAULT_INLINE_LIMIT)))
             presign_ttl = int(env.get("PRESIGN_TTL", "300"))
+            retention = int(env.get("DELETED_RETENTION_DAYS", "30") or "30")
         except ValueError as exc:
             raise ValueError(
-                "KEY_CACHE_TTL, INLINE_PAYLOAD_LIMIT and PRESIGN_TTL must be numbers"
+                "KEY_CACHE_TTL, INLINE_PAYLOAD_LIMIT, PRESIGN_TTL and DELETED_RETENTION_DAYS"
+                " must be numbers"
             ) from exc
-        if ttl < 0 or limit <= 0 or not 1 <= presign_ttl <= 3600:
+        if ttl < 0 or limit <= 0 or not 1 <= presign_ttl <= 3600 or retention < 0:
             raise ValueError(
-                "KEY_CACHE_TTL must be >= 0, INLINE_PAYLOAD_LIMIT > 0, PRESIGN_TTL 1..3600"
+                "KEY_CACHE_TTL must be >= 0, INLINE_PAYLOAD_LIMIT > 0, PRESIGN_TTL 1..3600,"
+                " DELETED_RETENTION_DAYS >= 0"
             )
         storage = env.get("DICOMWEB_STORAGE", "aws") or "aws"
         if storage not in STORAGES:
@@ -82,6 +88,7 @@ class Settings:
             metrics=env.get("POWERTOOLS_METRICS_DISABLED", "").strip().lower() != "true",
             legacy_usage_key=env.get("LEGACY_USAGE_KEY", ""),
             default_calling_aet=env.get("DEFAULT_CALLING_AET", "") or "DICOMWEB",
+            deleted_retention_days=retention,
         )
 
 

@@ -144,13 +144,20 @@ class InstanceIndex(Protocol):
         """Add an instance atomically with its parents' counters and aggregates."""
 
     def remove(
-        self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        *,
+        until: Callable[[], bool] | None = None,
     ) -> tuple[Entry, ...]:
         """Remove a study, a series of it, or an instance of it from the index, one change
         per instance (a series or study goes with its last instance); the entries removed,
         none when there was nothing. The objects they name are the caller's to sweep, once
         no entry names them. Removing many instances may stop part-way (each removal is
-        whole): calling again goes on."""
+        whole): calling again goes on. ``until`` is asked between two removals: once it
+        answers True, the removal stops there (a backend that removes everything in one
+        transaction may ignore it)."""
 
     def replace(self, record: InstanceRecord) -> Replacement:
         """Replace the record of the stored instance with the record's SOP Instance UID

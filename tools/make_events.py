@@ -421,6 +421,45 @@ def upload_events() -> dict[str, dict[str, Any]]:
     return events
 
 
+LIFECYCLE_ROUTES = {
+    "delete-study": ("DELETE", "/studies/{STUDY}"),
+    "delete-series": ("DELETE", "/studies/{STUDY}/series/{SERIES}"),
+    "delete-instance": ("DELETE", "/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}"),
+    "restore-study": ("POST", "/restore/studies/{STUDY}"),
+    "restore-series": ("POST", "/restore/studies/{STUDY}/series/{SERIES}"),
+    "restore-instance": ("POST", "/restore/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}"),
+}
+
+
+def lifecycle_events(uids: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """An admin key's DELETE and restore of a study, a series and an instance."""
+    headers = {"Accept": "application/json", "Authorization": EXAMPLE_KEY}
+    events = {}
+    for number, (name, (method, tail)) in enumerate(LIFECYCLE_ROUTES.items(), start=1):
+        resource = f"{BASE}/rs{tail}"
+        params = {k: v for k, v in uids.items() if "{" + k + "}" in resource}
+        event = rest_event(
+            Request(method, resource, params, headers),
+            authorized=True,
+            request_id=f"c0ffee00-0000-4000-8000-0000000008{number:02d}",
+        )
+        context = event["requestContext"]
+        context["authorizer"] = {**context["authorizer"], "scopes": "admin"}
+        events[f"{name}.json"] = event
+    events["lifecycle-finish.json"] = {
+        "version": "0",
+        "id": "c0ffee00-0000-4000-8000-000000000901",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": "2026-11-25T12:00:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/dicomweb-LifecycleFinishDeletions"],
+        "detail": {},
+    }
+    return events
+
+
 def authorizer_event() -> dict[str, Any]:
     """The TOKEN authorizer's input for a STOW request."""
     return {
@@ -453,6 +492,7 @@ def all_events() -> dict[str, dict[str, Any]]:
         **qido,
         **wado,
         **upload_events(),
+        **lifecycle_events({"STUDY": study_uid, "SERIES": series_uid, "INSTANCE": sop_uid}),
         "stow-studies.json": stow_event(
             STUDIES, study_uid, body, "c0ffee00-0000-4000-8000-000000000001"
         ),

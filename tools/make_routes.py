@@ -38,6 +38,7 @@ FUNCTION_SCOPES: dict[str, tuple[str, ...]] = {
     "QidoFunction": _READING,
     "WadoRsFunction": _READING,
     "WadoUriFunction": _READING,
+    "LifecycleFunction": (keys.ADMIN,),
 }
 #: Routes (function, event name) that open to more scopes than their function's: ``admin``
 #: lists the upload results, where it sees the objects dropped under incoming/ by other tools.

@@ -18,6 +18,8 @@ SCOPE_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
         ("GET", "o3-dpacs-wado/wado/*"),
     ),
     "admin": (
+        ("DELETE", "o3-dpacs-wado/rs/studies/*"),
+        ("POST", "o3-dpacs-wado/rs/restore/studies/*"),
         ("GET", "o3-dpacs-wado/stowRsListener/*/uploads"),
     ),
     "read-deidentified": (

@@ -230,21 +230,29 @@ class DynamoInstanceIndex:
     # ----------------------------------------------------------------- remove
 
     def remove(
-        self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        *,
+        until: Callable[[], bool] | None = None,
     ) -> tuple[Entry, ...]:
         """Remove a study, a series or an instance: one transaction per instance, each
         with its change log entry. The study's members are read once (one Query of its
         partition) and followed from change to change; a failed condition reads them
-        again. An instance gone meanwhile counts as removed."""
+        again. An instance gone meanwhile counts as removed. Once ``until()`` answers True
+        (asked after each removal), the rest is left for the next call."""
         holding, entries = self._holding(study_uid)
         targets = [
             e
             for e in entries.values()
             if series_uid in (None, e.series_uid) and sop_instance_uid in (None, e.sop_instance_uid)
         ]
-        removed = []
+        removed: list[Entry] = []
         current: writes.Holding | None = holding
         for entry in sorted(targets, key=lambda e: e.sort_key):
+            if removed and until is not None and until():
+                break
             current = self._remove_one(entry, current)
             removed.append(entry)
         return tuple(removed)

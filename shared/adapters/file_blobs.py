@@ -264,7 +264,7 @@ class FileBlobStore:
 
     def copy(self, source: str, target: str) -> None:
         """A hard link when both are on one file system (no bytes copied), else a copy;
-        atomic and durable either way."""
+        atomic and durable either way; the copy is dated now."""
         origin, destination = self.path(source), self.path(target)
         try:
             _make_directory(destination.parent, durable=True)
@@ -272,6 +272,9 @@ class FileBlobStore:
             try:
                 try:
                     os.link(origin, temporary)
+                    # A copy is an object written now, as S3 dates one, and the lifecycle
+                    # rules count from then (the link shares the source's time: both move).
+                    os.utime(temporary)
                 except OSError:
                     shutil.copyfile(origin, temporary)
                     with temporary.open("rb+") as copied:

@@ -78,10 +78,16 @@ class SqliteIndex:
         return outcomes
 
     def remove(
-        self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        *,
+        until: Callable[[], bool] | None = None,
     ) -> tuple[Entry, ...]:
         """Remove a study, a series or an instance, one change per instance, in one
-        transaction; the entries removed (none when there was nothing)."""
+        transaction (whole or not at all, so ``until`` is not asked); the entries removed
+        (none when there was nothing)."""
 
         def work(c: sqlite3.Connection) -> tuple[Entry, ...]:
             entries = _entries(c, study_uid, series_uid, sop_instance_uid)

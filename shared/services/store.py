@@ -214,6 +214,11 @@ def _alphabetic(name: object) -> str:
         return ""
 
 
+def record_of(instance: ValidInstance, calling_aet: str, now: datetime) -> InstanceRecord:
+    """What the index keeps of a validated instance stored now by ``calling_aet``."""
+    return _record(instance, calling_aet, now)
+
+
 def _record(instance: ValidInstance, calling_aet: str, now: datetime) -> InstanceRecord:
     ds = instance.dataset
     alphabetic = _alphabetic(ds.get("PatientName"))

@@ -184,6 +184,22 @@ def test_removing_a_study_removes_every_level_its_text_and_its_lookups(
     assert backend.index.remove(STUDY) == ()
 
 
+def test_a_removal_told_to_stop_leaves_whole_instances_and_goes_on(backend: Backend) -> None:
+    """``until`` stops a removal between two instances (SQLite removes all in one
+    transaction); what is left is counted exactly, and the next call removes the rest."""
+    _study(backend)
+    first = backend.index.remove(STUDY, until=lambda: True)
+    left = 3 - len(first)
+    assert len(first) == (3 if isinstance(backend.index, SqliteIndex) else 1)
+    if left:
+        (study,) = backend.search("STUDY", StudyInstanceUID=STUDY)
+        assert _value(study, STUDY_INSTANCES) == left
+        assert len(_sops(backend, StudyInstanceUID=STUDY)) == left
+    rest = backend.index.remove(STUDY)
+    assert len(rest) == left
+    assert backend.search("STUDY", StudyInstanceUID=STUDY) == []
+
+
 def test_a_removed_study_can_be_stored_again(backend: Backend) -> None:
     datas = _study(backend)
     backend.index.remove(STUDY)

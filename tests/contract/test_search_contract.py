@@ -30,10 +30,13 @@ from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom.validate import validate
 from shared.dicomweb.matching import matches
 from shared.dicomweb.query import MAX_LIMIT, Query, parse
+from shared.errors import NotFound
 from shared.ports import InstanceRecord, InstanceRow, PatientRow, SeriesRow, StudyRow
+from shared.services import lifecycle
 from shared.services import search as search_service
+from shared.services.lifecycle import Target
 from shared.services.store import _record
-from tests.fakes import FakeIndex, FakeSearchCatalog
+from tests.fakes import FakeIndex, FakeObjectStore, FakeSearchCatalog
 from tests.support import dicom_files
 
 TABLE = "qido-table"
@@ -508,3 +511,93 @@ def test_store_corpus_pn_round_trip(aws: Any) -> None:
         for d in result.datasets
         if not d["00100020"]["Value"][0].startswith("SCS")
     )
+
+
+# ------------------------------------------------------------------ after deletions
+
+
+def _kept_in(
+    index: Any, specs: list[dict[str, Any]], objects: FakeObjectStore
+) -> list[InstanceRecord]:
+    """As :func:`_stored_in`, the bytes kept in ``objects`` too (a DELETE sweeps them)."""
+    records = []
+    for number, spec in enumerate(specs, start=1):
+        for instance in _instances(spec, number):
+            record = _record(validate(instance), "AE", datetime.now(UTC))
+            objects.put(record.blob_key, instance)
+            index.add(record)
+            records.append(record)
+    return records
+
+
+def _delete_some(
+    index: Any, catalog: Any, records: list[InstanceRecord], data: st.DataObject, objects: Any
+) -> list[InstanceRecord]:
+    """DELETE a few studies, series and instances (the delete service); the records that
+    remain, in the order they were stored: the reference's data."""
+    picks = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(records), st.sampled_from(["STUDY", "SERIES", "INSTANCE"])),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    gone: list[Target] = []
+    for record, level in picks:
+        target = Target(
+            record.study_uid,
+            record.series_uid if level != "STUDY" else None,
+            record.sop_instance_uid if level == "INSTANCE" else None,
+        )
+        with contextlib.suppress(NotFound):
+            lifecycle.delete(
+                target, objects=objects, index=index, retention_days=0, catalog=catalog
+            )
+        gone.append(target)
+    return [
+        r
+        for r in records
+        if not any(t.holds((r.study_uid, r.series_uid, r.sop_instance_uid)) for t in gone)
+    ]
+
+
+@settings(
+    max_examples=4,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+@given(specs=st.lists(study_strategy, min_size=4, max_size=10), data=st.data())
+def test_dynamodb_search_after_deletions_agrees_with_the_reference(
+    aws: Any, specs: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    _new_table(aws)
+    index, objects = DynamoInstanceIndex(aws, TABLE, sleep=lambda _: None), FakeObjectStore()
+    records = _kept_in(index, specs, objects)
+    left = _delete_some(index, DynamoSearch(aws, TABLE), records, data, objects)
+    _agrees_with_the_reference(left, DynamoSearch(aws, TABLE), data)
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(specs=st.lists(study_strategy, min_size=4, max_size=10), data=st.data())
+def test_sqlite_and_fake_search_after_deletions_agree_with_the_reference(
+    specs: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "index.sqlite3"
+        index, objects = SqliteIndex(path), FakeObjectStore()
+        records = _kept_in(index, specs, objects)
+        left = _delete_some(index, SqliteCatalog(path), records, data, objects)
+        _agrees_with_the_reference(left, SqliteCatalog(path), data)
+    fake, objects = FakeIndex(), FakeObjectStore()
+    records = _kept_in(fake, specs, objects)
+    left = _delete_some(fake, FakeSearchCatalog(fake), records, data, objects)
+    _agrees_with_the_reference(left, FakeSearchCatalog(fake), data)

@@ -15,8 +15,11 @@ hooks, so the DynamoDB adapter's own retries and read-backs are exercised (fewer
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,8 +45,10 @@ from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom.validate import validate
 from shared.dicomweb import stow_result
 from shared.dicomweb.multipart import Part
-from shared.errors import StorageUnavailable
+from shared.errors import NotFound, StorageUnavailable
 from shared.ports import ReplaceOutcome
+from shared.services import lifecycle
+from shared.services.lifecycle import Target
 from shared.services.store import StoreRequest, _record, store
 from tests.fakes import FakeBlobStore, FakeIndex
 
@@ -54,6 +59,19 @@ SOPS = tuple(f"1.2.826.0.1.3680043.8.498.900.1.{i}" for i in range(1, 4))
 VARIANTS = ("a", "b", "other-patient")
 OPS = ("put", "delete", "transact", "read")
 PHASES = ("before", "after")
+LEVELS = ("STUDY", "SERIES", "INSTANCE")
+#: A step's fault: none, or one op failing once before or after it happens.
+ONE_FAULT = st.none() | st.tuples(
+    st.sampled_from(OPS), st.sampled_from(PHASES), st.sampled_from(["once"])
+)
+
+
+def _target(level: str, sop: str) -> Target:
+    return Target(
+        STUDY,
+        SERIES if level != "STUDY" else None,
+        sop if level == "INSTANCE" else None,
+    )
 
 
 def _instance(sop: str, variant: str) -> bytes:
@@ -118,6 +136,14 @@ class FaultyBlobs:
         self.inner.delete(key)
         self.plan.hit("delete", "after")
 
+    def copy(self, source: str, target: str) -> None:
+        self.plan.hit("put", "before")
+        self.inner.copy(source, target)
+        self.plan.hit("put", "after")
+
+    def __getattr__(self, name: str) -> Any:  # reads: get, read, stat, listing
+        return getattr(self.inner, name)
+
 
 class FaultyIndex:
     def __init__(self, inner: FakeIndex, plan: FaultPlan) -> None:
@@ -135,9 +161,9 @@ class FaultyIndex:
         self.plan.hit("read", "after")
         return found
 
-    def remove(self, *uids: str | None) -> Any:
+    def remove(self, *uids: str | None, **options: Any) -> Any:
         self.plan.hit("transact", "before")
-        removed = self.inner.remove(*uids)
+        removed = self.inner.remove(*uids, **options)
         self.plan.hit("transact", "after")
         return removed
 
@@ -174,6 +200,22 @@ class Backend:
     def study_count(self, study: str) -> int:
         raise NotImplementedError
 
+    #: Whether object times order two writes within a second (S3's LastModified does not).
+    precise_times = True
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every object key under prefix (no faults)."""
+        quiet, self.plan.quiet = self.plan.quiet, True
+        try:
+            return [info.key for info in self.raw_blobs.listing(prefix)]
+        finally:
+            self.plan.quiet = quiet
+
+    def residue(self) -> list[str]:
+        """What the index holds besides its change log and trigram counts (names of what is
+        left), read when it has no entry: none may be left."""
+        raise NotImplementedError
+
     def changes(self) -> list[Any]:
         """Every entry of the change log, read page by page."""
         found, cursor = [], ""
@@ -204,13 +246,16 @@ class FakeBackend(Backend):
         found = self.raw_index.studies.get(study)
         return 0 if found is None else int(str(found["instances"]))
 
+    def residue(self) -> list[str]:
+        index = self.raw_index
+        parts = ("instances", "studies", "series", "patients", "lookups")
+        return [name for name in parts if getattr(index, name, None)]
+
 
 class LocalBackend(Backend):
     """Files and SQLite (the embedded backend), faults around each of their calls."""
 
     def __init__(self, root: Path) -> None:
-        import sqlite3
-
         self.plan = FaultPlan(raise_fault=_storage_fault)
         self.raw_blobs = FileBlobStore(root / "objects")
         self.raw_index = SqliteIndex(root / "index.sqlite3")
@@ -231,6 +276,13 @@ class LocalBackend(Backend):
         found = row.fetchone()
         return 0 if found is None else int(found[0])
 
+    def residue(self) -> list[str]:
+        tables = (
+            "instances", "series", "studies", "study_terms", "study_modalities",
+            "study_sop_classes", "patients", "patient_studies", "patient_series", "deid_uids",
+        )  # fmt: skip
+        return [t for t in tables if self._db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()]  # noqa: S608 - our table names
+
 
 _BOTO_OPS = {
     "put": ("s3", "PutObject"),
@@ -246,7 +298,7 @@ class MotoBackend(Backend):
     def __init__(self, s3: Any, dynamodb: Any) -> None:
         self.plan = FaultPlan(raise_fault=_connection_fault)
         self.s3, self.dynamodb = s3, dynamodb
-        self.blobs = S3BlobStore(s3, BUCKET)
+        self.blobs = self.raw_blobs = S3BlobStore(s3, BUCKET)
         self.index = self.raw_index = DynamoInstanceIndex(dynamodb, TABLE, sleep=lambda _: None)
         for op, (service, operation) in _BOTO_OPS.items():
             client = s3 if service == "s3" else dynamodb
@@ -289,6 +341,19 @@ class MotoBackend(Backend):
         with self._quiet():
             return super().changes()
 
+    precise_times = False
+
+    def residue(self) -> list[str]:
+        left = []
+        with self._quiet():
+            for page in self.dynamodb.get_paginator("scan").paginate(TableName=TABLE):
+                for item in page["Items"]:
+                    pk, sk = item["PK"]["S"], item["SK"]["S"]
+                    if pk.startswith("CHANGES#") or (pk.startswith("GRAM#") and sk == "#"):
+                        continue
+                    left.append(f"{pk} {sk}")
+        return left
+
     @contextmanager
     def _quiet(self) -> Iterator[None]:
         self.plan.quiet = True
@@ -309,6 +374,9 @@ class WritePath(RuleBasedStateMachine):
         super().__init__()
         self.backend = type(self).backend_factory()
         self.acknowledged: dict[str, str] = {}  # SOP Instance UID -> sha256 answered with 200
+        self.deleted: dict[str, str] = {}  # SOP Instance UID -> sha256 of its entry deleted
+        self.stray: set[str] = set()  # SOP Instance UIDs whose store or update may have
+        # left other bytes under dicom/ (a refusal or a fault), which a restore may take
 
     def _store(self, data: bytes) -> Any:
         request = StoreRequest([Part(data, {"content-type": "application/dicom"})], "AE", "h")
@@ -318,7 +386,9 @@ class WritePath(RuleBasedStateMachine):
             return 503, None
         return result.status, result
 
-    def _acknowledge(self, sop: str, data: bytes, status: int) -> None:
+    def _acknowledge(self, sop: str, data: bytes, status: int, faulty: bool = True) -> None:
+        if status != 200 and (faulty or status == 503):  # a refusal alone leaves no object
+            self.stray.add(sop)
         if status == 200:
             self.acknowledged.setdefault(sop, _sha(data))
             assert self.acknowledged[sop] == _sha(data), "200 for content other than the stored"
@@ -339,7 +409,7 @@ class WritePath(RuleBasedStateMachine):
         status, result = self._store(data)
         self.backend.plan.armed.clear()
         assert status in (200, 409, 503), status
-        self._acknowledge(sop, data, status)
+        self._acknowledge(sop, data, status, faulty=fault is not None)
         after = self.backend.entries()
         if fault is None:
             self._check_prediction(sop, variant, data, before, after, status, result)
@@ -430,6 +500,8 @@ class WritePath(RuleBasedStateMachine):
             assert [e.sop_instance_uid for e in removed] == ([sop] if sop in before else [])
         if sop not in after:
             self.acknowledged.pop(sop, None)
+            if sop in before:
+                self.deleted[sop] = before[sop][0]
         else:
             assert after[sop] == before[sop], "a failed removal changed the entry"
 
@@ -446,6 +518,7 @@ class WritePath(RuleBasedStateMachine):
         data = CONTENT[(sop, variant)]
         record = _record(validate(data), "AE", datetime.now(UTC))
         before = self.backend.entries()
+        self.stray.add(sop)
         if fault is not None:
             self.backend.plan.armed[(fault[0], fault[1])] = fault[2]
         try:
@@ -465,6 +538,108 @@ class WritePath(RuleBasedStateMachine):
         assert after[sop] in (before[sop], (_sha(data), record.blob_key, STUDY))
         if sop in self.acknowledged:
             self.acknowledged[sop] = after[sop][0]
+
+    @rule(level=st.sampled_from(LEVELS), sop=st.sampled_from(SOPS), fault=ONE_FAULT)
+    def delete_with_fault(self, level: str, sop: str, fault: tuple[str, str, str] | None) -> None:
+        """A DELETE: its entries leave the index (each whole), then its objects move to
+        deleted/; 404 only when nothing of it was indexed; a fault keeps every object."""
+        target = _target(level, sop)
+        before = self.backend.entries()
+        hit = [s for s in before if target.holds((STUDY, SERIES, s))]
+        if fault is not None:
+            self.backend.plan.armed[(fault[0], fault[1])] = fault[2]
+        outcome = "done"
+        try:
+            lifecycle.delete(
+                target, objects=self.backend.blobs, index=self.backend.index, retention_days=30
+            )
+        except NotFound:
+            outcome = "404"
+        except StorageUnavailable:
+            outcome = "503"
+        self.backend.plan.armed.clear()
+        after = self.backend.entries()
+        if outcome == "done":
+            assert not [s for s in hit if s in after], "a deleted instance is still indexed"
+        if outcome == "404":
+            assert not hit, "404 for a target the index held"
+        assert {s: e for s, e in after.items() if s not in hit} == {
+            s: e for s, e in before.items() if s not in hit
+        }, "a delete changed another instance"
+        for s in hit:
+            if s in after:
+                assert after[s] == before[s]
+            else:
+                self.acknowledged.pop(s, None)
+                self.deleted[s] = before[s][0]
+
+    @rule(level=st.sampled_from(LEVELS), sop=st.sampled_from(SOPS), fault=ONE_FAULT)
+    def restore_with_fault(self, level: str, sop: str, fault: tuple[str, str, str] | None) -> None:
+        """A restore stores kept bytes again: the same bytes as the entry deleted, and never
+        changes an entry the index holds."""
+        target = _target(level, sop)
+        before = self.backend.entries()
+        if fault is not None:
+            self.backend.plan.armed[(fault[0], fault[1])] = fault[2]
+        try:
+            result = lifecycle.restore(
+                target,
+                objects=self.backend.blobs,
+                index=self.backend.index,
+                calling_aet="AE",
+                base_url="h",
+            )
+        except (NotFound, StorageUnavailable):
+            result = None
+        self.backend.plan.armed.clear()
+        after = self.backend.entries()
+        assert {s: after.get(s) for s in before} == before, "a restore changed a stored entry"
+        restored = result.restored if result is not None else []
+        for s in restored:
+            assert s in after, "a restored instance is not indexed"
+            self.acknowledged[s] = after[s][0]
+            if s in self.deleted and s not in self.stray and self.backend.precise_times:
+                assert after[s][0] == self.deleted[s], "a restore brought back other bytes"
+
+    @rule()
+    def purge(self) -> None:
+        """Cut-off deletes finished (their job records, then a late sweep), then the
+        restore window ends (the lifecycle rule expires deleted/): nothing is left of a
+        purged instance: no object, index entry, posting or lookup."""
+        self.backend.plan.quiet = True
+        try:
+            for target in list(lifecycle.pending(self.backend.blobs)):
+                self._finish(target, time.time)  # the client sends its DELETE again
+            entries = self.backend.entries()
+            for sop in SOPS:
+                if sop not in entries:  # a sweep an hour later takes any unnamed object
+                    self._finish(Target(STUDY, SERIES, sop), lambda: time.time() + 7200)
+            for key in self.backend.keys(lifecycle.DELETED_PREFIX):
+                self.backend.raw_blobs.delete(key)
+        finally:
+            self.backend.plan.quiet = False
+        entries = self.backend.entries()
+        for sop in [s for s in self.acknowledged if s not in entries]:
+            del self.acknowledged[sop]  # deleted by a DELETE sent again
+        left = self.backend.keys("")
+        for sop in SOPS:
+            if sop not in entries:
+                assert not [k for k in left if f"/{sop}." in k or f"/{sop}/" in k], left
+        assert not self.backend.keys(lifecycle.JOBS_PREFIX)
+        if not entries:
+            assert self.backend.residue() == []
+        self.deleted.clear()
+        self.stray = {s for s in self.stray if s in entries}
+
+    def _finish(self, target: Target, clock: Callable[[], float]) -> None:
+        with contextlib.suppress(NotFound):
+            lifecycle.delete(
+                target,
+                objects=self.backend.blobs,
+                index=self.backend.index,
+                retention_days=30,
+                clock=clock,
+            )
 
     @invariant()
     def the_change_log_replays_to_the_entries(self) -> None:
@@ -603,3 +778,51 @@ def test_lost_reply_of_a_removal_reads_back_as_removed(moto_clients: tuple[Any, 
     assert backend.study_count(STUDY) == 0
     assert [c.kind for c in backend.changes()] == ["add", "remove"]
     assert backend.object(removed.blob_key) == data  # the bytes are the sweep's to remove
+
+
+def _fresh_moto(s3: Any, dynamodb: Any) -> Backend:
+    dynamodb.create_table(TableName=TABLE, **local_template.load().tables["IndexTable"].create_args)
+    s3.create_bucket(Bucket=BUCKET)
+    return MotoBackend(s3, dynamodb)
+
+
+@pytest.mark.parametrize("where", ["fake", "local", "moto"])
+@pytest.mark.parametrize("cut_off", [False, True])
+def test_a_restore_brings_back_the_bytes_deleted_last(
+    where: str, cut_off: bool, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Stored with one content, deleted, stored with another, deleted again (its sweep
+    cut off, or not): a restore brings back the second content, byte for byte."""
+    if where == "fake":
+        backend: Backend = FakeBackend()
+    elif where == "local":
+        backend = LocalBackend(tmp_path)
+    else:
+        backend = _fresh_moto(*request.getfixturevalue("moto_clients"))
+    sop, target = SOPS[0], Target(STUDY, SERIES, SOPS[0])
+
+    def store_and_delete(variant: str, fault: bool) -> None:
+        request = StoreRequest(
+            [Part(CONTENT[(sop, variant)], {"content-type": "application/dicom"})], "AE", "h"
+        )
+        assert store(request, objects=backend.blobs, index=backend.index).status == 200
+        if fault:
+            backend.plan.armed[("delete", "before")] = "once"
+        try:
+            lifecycle.delete(target, objects=backend.blobs, index=backend.index, retention_days=30)
+        except StorageUnavailable:
+            assert fault
+        backend.plan.armed.clear()
+        assert sop not in backend.entries()
+
+    store_and_delete("a", fault=False)
+    if not backend.precise_times:
+        time.sleep(1.1)  # S3 dates objects to the second
+    store_and_delete("b", fault=cut_off)
+    result = lifecycle.restore(
+        target, objects=backend.blobs, index=backend.index, calling_aet="AE", base_url="h"
+    )
+    assert result.restored == [sop]
+    sha, key, _ = backend.entries()[sop]
+    assert sha == _sha(CONTENT[(sop, "b")])
+    assert backend.object(key) == CONTENT[(sop, "b")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from dataclasses import replace as copy
@@ -23,6 +24,7 @@ from shared.ports import (
     Entry,
     InstanceRecord,
     InstanceRow,
+    ObjectInfo,
     PatientRow,
     Replacement,
     ReplaceOutcome,
@@ -42,11 +44,44 @@ class FakeBlobStore:
             raise StorageUnavailable("object storage is unavailable, retry later")
         self.puts += 1
         self.objects[key] = data
+        self.modified[key] = self.now()
 
     def delete(self, key: str) -> None:
         if self.fail:
             raise StorageUnavailable("object storage is unavailable, retry later")
         self.objects.pop(key, None)
+        self.modified.pop(key, None)
+
+    # The listing side (objects in key order, with the time each was written).
+    modified: dict[str, float] = field(default_factory=dict)
+    now: Callable[[], float] = field(default=time.time)
+
+    def copy(self, source: str, target: str) -> None:
+        data = self.get(source)
+        self.put(target, data)
+
+    def get(self, key: str) -> bytes:
+        if self.fail:
+            raise StorageUnavailable("object storage is unavailable, retry later")
+        return self.objects[key]
+
+    def read(self, key: str) -> bytes | None:
+        if self.fail:
+            raise StorageUnavailable("object storage is unavailable, retry later")
+        return self.objects.get(key)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        if key not in self.objects:
+            return None
+        return ObjectInfo(key, len(self.objects[key]), self.modified.get(key, 0.0))
+
+    def listing(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        if self.fail:
+            raise StorageUnavailable("object storage is unavailable, retry later")
+        for key in sorted(k for k in self.objects if k.startswith(prefix) and k > start_after):
+            info = self.stat(key)
+            if info is not None:
+                yield info
 
 
 @dataclass
@@ -80,8 +115,14 @@ class FakeIndex:
             return AddOutcome.STORED
 
     def remove(
-        self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        *,
+        until: Callable[[], bool] | None = None,
     ) -> tuple[Entry, ...]:
+        """As DynamoDB removes: one change per instance, asking ``until`` after each."""
         self._available()
         with self._lock:
             entries = sorted(
@@ -94,9 +135,13 @@ class FakeIndex:
                 ),
                 key=lambda e: e.sort_key,
             )
+            removed: list[Entry] = []
             for entry in entries:
+                if removed and until is not None and until():
+                    break
                 self._persist(writes.remove(entry, self._holding(study_uid), self.uid_map, _now()))
-            return tuple(entries)
+                removed.append(entry)
+            return tuple(removed)
 
     def replace(self, record: InstanceRecord) -> Replacement:
         self._available()

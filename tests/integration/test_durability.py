@@ -9,11 +9,13 @@ and the counters agree with the entries.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -176,3 +178,84 @@ def test_kill_9_during_four_concurrent_stow_streams_loses_nothing_acknowledged(
         every = {_uids(d)[2]: d for s in streams for d in s}
         for sop in listed:  # entries of instances whose reply was lost: whole too
             assert _instance(stack, every[sop]) == every[sop]
+
+
+def _delete(stack: Served, study: str) -> int:
+    return requests.delete(
+        f"{stack.base_url}/rs/studies/{study}",
+        headers={"Authorization": stack.api_key},
+        timeout=120,
+    ).status_code
+
+
+def _kill_when(stack: Served, ready: Callable[[], bool], timeout: float = 60) -> None:
+    """SIGKILL the stack and its workers (they run the handlers) once ``ready()``."""
+    workers = _children(stack.process.pid)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, "the delete never got there"
+        time.sleep(0.0005)
+    for pid in [*workers, stack.process.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _wait_gone(workers, timeout=60)
+
+
+@pytest.mark.parametrize("moment", ["began", "sweeping"])
+def test_kill_9_during_the_delete_of_a_large_study_leaves_it_whole_or_gone(
+    tmp_path: Path, moment: str
+) -> None:
+    """The index part of a DELETE is one transaction on SQLite: after a SIGKILL of the
+    server and its workers mid-delete (as it begins: its job record written; or while it
+    moves the objects) and a restart, the study is listed whole or not at all; the DELETE
+    sent again finishes (its job record lets it sweep what the killed one left), and a
+    restore brings every instance back byte for byte."""
+    key, _ = keys.generate("durable")
+    study = "1.2.826.0.1.3680043.8.498.7003"
+    datas = [
+        dicom_files.with_new_uids(study=study, series=f"{study}.{s}")
+        for s in range(4)
+        for _ in range(75)
+    ]
+    with served(tmp_path, key) as stack:
+        assert all(_stow(stack, d) == 200 for d in datas)
+        assert _study_count(stack, study) == len(datas)
+        objects = stack.data_dir / "objects"
+        job = objects / "jobs" / "delete" / f"{study}.json"
+        kept = objects / "deleted" / study
+
+        def ready() -> bool:
+            if moment == "began":
+                return job.exists()
+            return kept.exists() and any(kept.rglob("*.dcm"))
+
+        def send() -> None:
+            with contextlib.suppress(requests.RequestException):
+                _delete(stack, study)  # no answer: the server is killed under it
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        _kill_when(stack, ready)
+        sender.join(timeout=120)
+    with served(tmp_path, key) as stack:
+        listed = _instances_listed(stack, study)
+        assert len(listed) in (0, len(datas)), f"half-visible: {len(listed)} of {len(datas)}"
+        if moment == "sweeping":
+            assert not listed, "the objects move only once the index has committed"
+        if listed:
+            assert _study_count(stack, study) == len(datas)
+            assert all(_instance(stack, d) == d for d in datas[:: len(datas) // 10])
+        assert _delete(stack, study) == 204, "the DELETE sent again finishes the killed one"
+        assert _instances_listed(stack, study) == []
+        left = stack.data_dir / "objects" / "dicom" / study
+        assert not [p for p in left.rglob("*") if p.is_file()], "objects left under dicom/"
+        assert not job.exists()
+        restored = requests.post(
+            f"{stack.base_url}/rs/restore/studies/{study}",
+            headers={"Authorization": stack.api_key},
+            timeout=120,
+        )
+        assert restored.status_code == 200, restored.text
+        assert restored.json()["restored"] == len(datas)
+        assert _study_count(stack, study) == len(datas)
+        assert all(_instance(stack, d) == d for d in datas)

@@ -49,6 +49,19 @@ def test_every_sample_request_gives_a_record_with_its_key_route_and_uids(name: s
             "/rs/studies/{STUDY}/metadata",
             ("DICOM Instances Accessed", "110103", "R"),
         ),
+        ("LIFECYCLE", "DELETE", "/rs/studies/{STUDY}", ("DICOM Study Deleted", "110105", "D")),
+        (
+            "LIFECYCLE",
+            "DELETE",
+            "/rs/studies/{STUDY}/series/{SERIES}",
+            ("DICOM Study Deleted", "110105", "D"),
+        ),
+        (
+            "LIFECYCLE",
+            "POST",
+            "/rs/restore/studies/{STUDY}",
+            ("DICOM Instances Transferred", "110104", "C"),
+        ),
     ],
 )
 def test_events_follow_ps3_15_annex_a5(transaction, method, route, expected) -> None:

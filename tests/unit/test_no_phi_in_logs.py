@@ -86,3 +86,37 @@ def test_modules_that_read_datasets_silence_pydicom_value_warnings(module: str) 
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_deletes_and_restores_never_log_patient_values(caplog, capsys) -> None:
+    from shared import bootstrap, config
+    from tests.fakes import FakeObjectStore, FakeSearchCatalog
+
+    objects, index = FakeObjectStore(), FakeIndex()
+    stow_module, lifecycle_module = load("stow"), load("lifecycle")
+    archive = bootstrap.build(
+        config.settings(), objects=objects, index=index, catalog=FakeSearchCatalog(index)
+    )
+    data = dicom_files.with_new_uids(
+        patient_id=SECRET_ID, PatientName=SECRET_NAME, AccessionNumber=SECRET_ACCESSION
+    )
+    caplog.set_level(logging.DEBUG)
+    with stow_module.archive.using(archive), lifecycle_module.archive.using(archive):
+        assert post(stow_module, data)["statusCode"] == 200
+        study = next(iter(index.instances.values())).study_uid
+        for method, resource, path in (
+            ("DELETE", "/o3-dpacs-wado/rs/studies/{STUDY}", f"/o3-dpacs-wado/rs/studies/{study}"),
+            (
+                "POST",
+                "/o3-dpacs-wado/rs/restore/studies/{STUDY}",
+                f"/o3-dpacs-wado/rs/restore/studies/{study}",
+            ),
+        ):
+            event = rest_event(method, resource, path, path_parameters={"STUDY": study})
+            event["requestContext"]["authorizer"] = {"scopes": "admin", "keyId": "k"}
+            assert lifecycle_module.lambda_handler(event, Context())["statusCode"] in (200, 204)
+    captured = capsys.readouterr()
+    text = caplog.text + captured.out + captured.err
+    assert "deleted" in text and "restored" in text
+    for secret in (SECRET_NAME, "Zyxwvut", SECRET_ID, SECRET_ACCESSION):
+        assert secret not in text

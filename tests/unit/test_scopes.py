@@ -25,6 +25,7 @@ REQUIRED = {
     "QidoFunction": _READING,
     "WadoRsFunction": _READING,
     "WadoUriFunction": _READING,
+    "LifecycleFunction": (keys.ADMIN,),
 }
 #: Routes that accept other scopes than their function's: the listing of upload
 #: results answers ``admin`` keys too (the objects dropped under incoming/).
@@ -93,6 +94,7 @@ def test_every_function_refuses_a_key_without_its_scope(name: str) -> None:
             "QidoFunction": "qido",
             "WadoRsFunction": "wado_rs",
             "WadoUriFunction": "wado_uri",
+            "LifecycleFunction": "lifecycle",
         }[function]
     )
     others = [s for s in keys.SCOPES if s not in required]

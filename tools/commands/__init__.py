@@ -30,6 +30,7 @@ COMMANDS = {
     "dicomweb-cost": "tools.cost",
     "dicomweb-deid-backfill": "tools.deid_backfill",
     "dicomweb-substring-backfill": "tools.substring_backfill",
+    "dicomweb-lifecycle": "tools.lifecycle",
 }
 
 
@@ -65,3 +66,4 @@ smoke = _command("dicomweb-smoke")
 cost = _command("dicomweb-cost")
 deid_backfill = _command("dicomweb-deid-backfill")
 substring_backfill = _command("dicomweb-substring-backfill")
+lifecycle = _command("dicomweb-lifecycle")

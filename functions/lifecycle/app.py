@@ -1,0 +1,153 @@
+"""Delete and restore (``admin`` keys): DELETE /o3-dpacs-wado/rs/studies/{STUDY}[/series/
+{SERIES}[/instances/{INSTANCE}]] and POST /o3-dpacs-wado/rs/restore/studies/... of the same
+paths (docs/conformance-statement.md, section 12).
+
+A DELETE answers 204 once the target is gone, or 202 when its time ran out first (send the
+same DELETE again: it goes on; the schedule goes on with it too); a restore answers 200
+with what it stored again (202 likewise). On its schedule (EventBridge), the function goes
+on with every deletion cut off before it was done (``lifecycle.finish_pending``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.logging import correlation_paths
+
+from shared import bootstrap, deadline, http, keys, logs
+from shared.dicomweb import uids
+from shared.services import lifecycle
+
+logger = logs.get_logger()
+archive = bootstrap.Provider()
+app = http.make_resolver(archive, transaction="LIFECYCLE", scope=keys.ADMIN)
+_STUDY = "/o3-dpacs-wado/rs/studies/<study>"
+_SERIES = f"{_STUDY}/series/<series>"
+_INSTANCE = f"{_SERIES}/instances/<instance>"
+#: Restores mirror the DELETEs under rs/restore/: a POST under rs/studies/ is STOW's, and
+#: the authorizer's policy for ``store`` keys opens every POST below it.
+_RESTORE = "/o3-dpacs-wado/rs/restore"
+
+
+@app.delete(_STUDY)
+def delete_study(study: str) -> Response[str]:
+    """Delete a study."""
+    return _delete(study)
+
+
+@app.delete(_SERIES)
+def delete_series(study: str, series: str) -> Response[str]:
+    """Delete a series."""
+    return _delete(study, series)
+
+
+@app.delete(_INSTANCE)
+def delete_instance(study: str, series: str, instance: str) -> Response[str]:
+    """Delete an instance."""
+    return _delete(study, series, instance)
+
+
+@app.post(f"{_RESTORE}/studies/<study>")
+def restore_study(study: str) -> Response[str]:
+    """Restore a deleted study (within the restore window)."""
+    return _restore(study)
+
+
+@app.post(f"{_RESTORE}/studies/<study>/series/<series>")
+def restore_series(study: str, series: str) -> Response[str]:
+    """Restore a deleted series."""
+    return _restore(study, series)
+
+
+@app.post(f"{_RESTORE}/studies/<study>/series/<series>/instances/<instance>")
+def restore_instance(study: str, series: str, instance: str) -> Response[str]:
+    """Restore a deleted instance."""
+    return _restore(study, series, instance)
+
+
+def _target(study: str, series: str | None, instance: str | None) -> lifecycle.Target:
+    return lifecycle.Target(
+        str(uids.path_uid(study)), uids.path_uid(series), uids.path_uid(instance)
+    )
+
+
+def _delete(study: str, series: str | None = None, instance: str | None = None) -> Response[str]:
+    current = archive()
+    target = _target(study, series, instance)
+    deletion = lifecycle.delete(
+        target,
+        objects=current.objects,
+        index=current.index,
+        retention_days=current.settings.deleted_retention_days,
+        deadline=deadline.from_context(app.lambda_context),
+        catalog=current.catalog,
+    )
+    touched = http.touched(app)
+    touched.add("series", sorted({e.series_uid for e in deletion.removed}))
+    touched.add("instances", deletion.instances)
+    http.count(app, "InstancesDeleted", len(deletion.removed))
+    http.log_fields(app, level=target.level, removed=len(deletion.removed), swept=deletion.swept)
+    if deletion.done:
+        return Response(status_code=204, body="")
+    pending = http.json_response(
+        202,
+        {
+            "status": "pending",
+            "removed": len(deletion.removed),
+            "moved": deletion.swept,
+            "message": "not finished in the time of one request: send the same DELETE again"
+            " (the archive also goes on with it within 15 minutes)",
+        },
+        content_type="application/json",
+    )
+    pending.headers["Retry-After"] = "1"
+    return pending
+
+
+def _restore(study: str, series: str | None = None, instance: str | None = None) -> Response[str]:
+    current = archive()
+    request = app.current_event
+    target = _target(study, series, instance)
+    result = lifecycle.restore(
+        target,
+        objects=current.objects,
+        index=current.index,
+        calling_aet=current.settings.default_calling_aet,
+        base_url=http.base_url(request, current.settings.base_path),
+        deadline=deadline.from_context(app.lambda_context),
+    )
+    touched = http.touched(app)
+    touched.add("instances", result.restored)
+    http.count(app, "InstancesRestored", len(result.restored))
+    http.log_fields(
+        app, level=target.level, restored=len(result.restored), conflicts=len(result.conflicts)
+    )
+    if not result.done:
+        status = 202
+    elif not result.restored and not result.already and result.conflicts:
+        status = 409
+    else:
+        status = 200
+    return http.json_response(status, result.as_json(), content_type="application/json")
+
+
+def _finish_pending(context: Any) -> dict[str, Any]:
+    current = archive()
+    with logs.line(logger, "lifecycle", transaction="lifecycle-schedule") as fields:
+        counts = lifecycle.finish_pending(
+            objects=current.objects,
+            index=current.index,
+            retention_days=current.settings.deleted_retention_days,
+            deadline=deadline.from_context(context),
+            catalog=current.catalog,
+        )
+        fields.update(counts)
+    return counts
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point: an API request, or the schedule."""
+    if event.get("detail-type") == "Scheduled Event":
+        return _finish_pending(context)
+    return app.resolve(event, context)

@@ -1,0 +1,56 @@
+"""The restore window in the template: deleted/ purged after DeletedRetentionDays (the local
+stack's object server applying the same rule), and the Lifecycle function reaching only the
+prefixes it moves objects between."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from local import template as local_template
+from shared.services import lifecycle
+from tests.template.test_template import BUCKETS, FUNCTIONS, TPL
+
+
+def _rules() -> list[Any]:
+    (bucket,) = BUCKETS.values()
+    rules: list[Any] = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    return rules
+
+
+def test_deleted_objects_are_purged_after_the_restore_window() -> None:
+    declared = TPL["Parameters"]["DeletedRetentionDays"]
+    assert (declared["Type"], declared["Default"], declared["MinValue"]) == ("Number", 30, 0)
+    assert "0 = purged at once" in declared["Description"]
+    assert TPL["Conditions"]["KeepDeleted"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "DeletedRetentionDays"}, 0]}]
+    }
+    (rule,) = [
+        r["Fn::If"][1] for r in _rules() if "Fn::If" in r and r["Fn::If"][0] == "KeepDeleted"
+    ]
+    assert rule["Prefix"] == lifecycle.DELETED_PREFIX
+    assert rule["ExpirationInDays"] == {"Ref": "DeletedRetentionDays"}
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}  # versioned bucket
+    function = FUNCTIONS["LifecycleFunction"]["Properties"]
+    assert function["Environment"]["Variables"]["DELETED_RETENTION_DAYS"] == {
+        "Ref": "DeletedRetentionDays"
+    }
+
+
+def test_the_local_object_server_applies_the_same_window() -> None:
+    (bucket,) = local_template.load().buckets.values()
+    assert (lifecycle.DELETED_PREFIX, 30) in bucket.expirations
+    (bucket,) = local_template.load(
+        parameter_overrides={"DeletedRetentionDays": "0"}
+    ).buckets.values()
+    assert not [p for p, _ in bucket.expirations if p == lifecycle.DELETED_PREFIX]
+
+
+def test_the_lifecycle_function_reaches_only_its_prefixes() -> None:
+    statements = FUNCTIONS["LifecycleFunction"]["Properties"]["Policies"][0]["Statement"]
+    objects = next(s for s in statements if "s3:DeleteObject" in s["Action"])
+    reached = sorted(r["Fn::Sub"].split("/", 1)[1] for r in objects["Resource"])
+    assert reached == ["deleted/*", "dicom/*", "jobs/*"]
+    listing = next(s for s in statements if s["Action"] == ["s3:ListBucket"])
+    assert listing["Condition"]["StringLike"]["s3:prefix"] == ["dicom/*", "deleted/*", "jobs/*"]
+    for prefix in (lifecycle.STORED_PREFIX, lifecycle.DELETED_PREFIX, lifecycle.JOBS_PREFIX):
+        assert f"{prefix.split('/', 1)[0]}/*" in reached
