@@ -494,6 +494,34 @@ def _upload_checks() -> list[Check]:
     ]
 
 
+#: A study no archive holds: the lifecycle checks delete and restore nothing.
+UNKNOWN_UID = "2.25.238271178713418356386409545102347658600"
+
+
+def _lifecycle_checks() -> list[Check]:
+    """DELETE and restore, on UIDs nothing holds (the smoke study stays): 404 with an
+    ``admin`` key, 403 with any other (the route and the authorizer answered either way)."""
+    study = f"studies/{UNKNOWN_UID}"
+    series = f"{study}/series/{UNKNOWN_UID}.1"
+    instance = f"{series}/instances/{UNKNOWN_UID}.1.1"
+    answered = _all(_status(404, 403), _json_fields("message"))
+    levels = (("study", _R_STUDY, study), ("series", _R_SERIES, series))
+    levels += (("instance", _R_INSTANCE, instance),)
+    restore = "/o3-dpacs-wado/rs/restore/"
+    return [
+        *(
+            Check(f"DELETE an unknown {level} (404; 403 without admin)", "DELETE", route,
+                  f"rs/{path}", answered)
+            for level, route, path in levels
+        ),
+        *(
+            Check(f"Restore an unknown {level} (404; 403 without admin)", "POST",
+                  route.replace("/o3-dpacs-wado/rs/", restore), f"rs/restore/{path}", answered)
+            for level, route, path in levels
+        ),
+    ]  # fmt: skip
+
+
 def _auth_checks() -> list[Check]:
     studies = f"rs/{_STUDY}/metadata"
     preflight = {
@@ -573,6 +601,7 @@ def checks(data: bytes | None = None) -> list[Check]:
         *_qido_checks(),
         *_wado_checks(),
         *_upload_checks(),
+        *_lifecycle_checks(),
         *_auth_checks(),
     ]
 
