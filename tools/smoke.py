@@ -505,8 +505,8 @@ def _lifecycle_checks() -> list[Check]:
     series = f"{study}/series/{UNKNOWN_UID}.1"
     instance = f"{series}/instances/{UNKNOWN_UID}.1.1"
     answered = _all(_status(404, 403), _json_fields("message"))
-    levels = (("study", _R_STUDY, study), ("series", _R_SERIES, series))
-    levels += (("instance", _R_INSTANCE, instance),)
+    levels = [("study", _R_STUDY, study), ("series", _R_SERIES, series)]
+    levels.append(("instance", _R_INSTANCE, instance))
     restore = "/o3-dpacs-wado/rs/restore/"
     return [
         *(
