@@ -168,6 +168,13 @@ class InstanceIndex(Protocol):
         """Up to ``limit`` committed changes after the cursor ``after`` ('' : from the
         first), in commit order, and the cursor to go on from (opaque)."""
 
+    def changes_after(self, sequence: int) -> str:
+        """The cursor of ``changes`` that reads the changes numbered above ``sequence``
+        (``Change.sequence``; 0: from the first)."""
+
+    def latest_change(self) -> Change | None:
+        """The last committed change (the highest ``sequence``), None when there is none."""
+
     def references(self, sop_instance_uid: str, blob_key: str) -> bool:
         """Whether the index entry of this SOP Instance UID points at ``blob_key``.
 

@@ -317,6 +317,36 @@ class DynamoInstanceIndex:
             changes.append(_change_of(item, _cursor(positions)))
         return ChangePage(tuple(changes), changes[-1].position if changes else after)
 
+    def changes_after(self, sequence: int) -> str:
+        """The cursor after every entry whose id is at most ``sequence`` in every shard
+        (an entry's id is its ``sequence``, docs/decisions/0008-change-feed.md)."""
+        return _cursor([str(sequence)] * CHANGE_SHARDS) if sequence > 0 else ""
+
+    def latest_change(self) -> Change | None:
+        """The entry with the highest id across the shards (one Query per shard)."""
+        found: list[tuple[str, int, dict[str, Any]]] = []
+        for shard in range(CHANGE_SHARDS):
+            request: dict[str, Any] = {
+                "TableName": self._table,
+                "KeyConditionExpression": "PK = :pk AND SK > :counter",
+                "ExpressionAttributeValues": {
+                    ":pk": _s(change_pk(shard)),
+                    ":counter": _s(CHANGE_COUNTER_SK),
+                },
+                "ConsistentRead": True,
+                "ScanIndexForward": False,
+                "Limit": 1,
+            }
+            try:
+                items = self._client.query(**request).get("Items", [])
+            except (BotoCoreError, ClientError) as exc:
+                raise StorageUnavailable("the index is unavailable, retry later") from exc
+            found += [(item["SK"]["S"], shard, item) for item in items]
+        if not found:
+            return None
+        entry_id, _, item = max(found, key=lambda f: (f[0], f[1]))
+        return _change_of(item, self.changes_after(int(entry_id)))
+
     def _shard_entries(self, shard: int, after: str, limit: int) -> list[dict[str, Any]]:
         request: dict[str, Any] = {
             "TableName": self._table,
@@ -887,4 +917,5 @@ def _change_of(item: dict[str, Any], position: str) -> Change:
         text("previous_key"),
         text("at"),
         position,
+        int(text("SK")),
     )

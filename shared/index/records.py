@@ -81,7 +81,9 @@ class Change:
 
     ``blob_key``: the object the entry names after an add or a replacement, or named before
     a removal; ``previous_key``: a replacement's object before (the one to sweep when no
-    entry names it any more). ``position``: the cursor just after this change."""
+    entry names it any more). ``position``: the cursor just after this change;
+    ``sequence``: the change's number in the log (SQLite: its row number; DynamoDB: its
+    entry's id, microseconds; see docs/decisions/0008-change-feed.md)."""
 
     kind: ChangeKind
     study_uid: str
@@ -91,6 +93,7 @@ class Change:
     previous_key: str = ""
     at: str = ""
     position: str = ""
+    sequence: int = 0
 
 
 @dataclass(frozen=True)

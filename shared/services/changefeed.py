@@ -1,0 +1,163 @@
+"""The change feed (Azure DICOM service's v1 shape): the index's change log, read.
+
+``GET /changefeed?offset=&limit=&includeMetadata=`` answers the entries numbered above
+``offset`` (``Sequence``), in commit order; ``GET /changefeed/latest`` the last one. The
+entries come from ``InstanceIndex.changes`` (written with each change, in its
+transaction); their ``State`` and ``Metadata`` from the catalog as it is now. A
+``read-deidentified`` key sees de-identified UIDs and never Metadata (403 when asked).
+See docs/decisions/0008-change-feed.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.dicom import metadata as instance_metadata
+from shared.errors import BadRequest, Forbidden, NotFound
+from shared.ports import Catalog, Change, InstanceIndex, InstanceRow
+
+DEFAULT_LIMIT, MAX_LIMIT = 10, 100
+ACTIONS = {"add": "create", "replace": "update", "remove": "delete"}
+CURRENT, REPLACED, DELETED = "current", "replaced", "deleted"
+
+#: A stored UID to the UID the key sees (the identity for ``read`` keys).
+UidView = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class FeedRequest:
+    """A feed read: entries numbered above ``offset``, at most ``limit``; Metadata as
+    asked (None: not said, which is yes for ``read`` keys and no for the de-identified
+    view)."""
+
+    offset: int = 0
+    limit: int = DEFAULT_LIMIT
+    include_metadata: bool | None = None
+
+
+def parse(params: Mapping[str, str | None] | None) -> FeedRequest:
+    """The request's query parameters; 400 for a value out of Azure's bounds."""
+    params = params or {}
+    offset = _integer(params.get("offset"), "offset", 0)
+    limit = _integer(params.get("limit"), "limit", DEFAULT_LIMIT)
+    if offset < 0:
+        raise BadRequest("offset must be 0 or more")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    return FeedRequest(offset, limit, _boolean(params.get("includeMetadata")))
+
+
+@dataclass(frozen=True)
+class Feed:
+    """Entries as answered, and the stored UIDs they name (for the audit record)."""
+
+    entries: list[dict[str, Any]]
+    stored_uids: dict[str, list[str]]
+
+
+def read(
+    index: InstanceIndex, catalog: Catalog, request: FeedRequest, view: UidView | None = None
+) -> Feed:
+    """The entries of one page, in commit order; ``view`` None: the stored UIDs."""
+    metadata = _wants_metadata(request.include_metadata, view)
+    page = index.changes(index.changes_after(request.offset), request.limit)
+    return Feed(_entries(page.changes, catalog, metadata, view), _uids(page.changes))
+
+
+def latest(
+    index: InstanceIndex,
+    catalog: Catalog,
+    include_metadata: bool | None = None,
+    view: UidView | None = None,
+) -> Feed:
+    """The last entry (one in ``entries``); 404 when nothing was ever stored."""
+    metadata = _wants_metadata(include_metadata, view)
+    change = index.latest_change()
+    if change is None:
+        raise NotFound("the change feed is empty")
+    return Feed(_entries((change,), catalog, metadata, view), _uids((change,)))
+
+
+def _uids(changes: Iterable[Change]) -> dict[str, list[str]]:
+    """The stored UIDs the changes name, by audit level."""
+    changes = list(changes)
+    return {
+        "studies": [c.study_uid for c in changes],
+        "series": [c.series_uid for c in changes],
+        "instances": [c.sop_instance_uid for c in changes],
+    }
+
+
+def _entries(
+    changes: tuple[Change, ...], catalog: Catalog, metadata: bool, view: UidView | None
+) -> list[dict[str, Any]]:
+    rows = {
+        r.sop_instance_uid: r
+        for r in catalog.instances_by_uid({c.sop_instance_uid for c in changes})
+    }
+    last = {c.sop_instance_uid: c.sequence for c in changes}  # a later one in the page
+    see = view or (lambda uid: uid)
+    entries = []
+    for change in changes:
+        row = rows.get(change.sop_instance_uid)
+        state = _state(change, row, last[change.sop_instance_uid])
+        entry: dict[str, Any] = {
+            "Sequence": change.sequence,
+            "StudyInstanceUID": see(change.study_uid),
+            "SeriesInstanceUID": see(change.series_uid),
+            "SOPInstanceUID": see(change.sop_instance_uid),
+            "Action": ACTIONS[change.kind],
+            "Timestamp": change.at,
+            "State": state,
+        }
+        if metadata and state == CURRENT and row is not None:
+            entry["Metadata"] = _metadata(row)
+        entries.append(entry)
+    return entries
+
+
+def _state(change: Change, row: InstanceRow | None, last_in_page: int) -> str:
+    """``deleted`` when the index lists the instance no more; ``current`` when this is its
+    latest change (none later in the page, and the entry names this change's object);
+    ``replaced`` otherwise."""
+    if row is None:
+        return DELETED
+    if change.kind == "remove" or change.sequence != last_in_page:
+        return REPLACED
+    return CURRENT if row.blob_key == change.blob_key else REPLACED
+
+
+def _metadata(row: InstanceRow) -> dict[str, Any]:
+    """The instance's DICOM JSON as kept in the index, else the attributes it indexes."""
+    if row.metadata:
+        document: dict[str, Any] = json.loads(instance_metadata.unpack(row.metadata))
+        return document
+    return {**row.study_attrs, **row.series_attrs, **row.attrs}
+
+
+def _wants_metadata(asked: bool | None, view: UidView | None) -> bool:
+    if view is None:
+        return asked is not False
+    if asked:
+        raise Forbidden("a read-deidentified key reads the change feed without Metadata")
+    return False
+
+
+def _integer(value: str | None, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+
+
+def _boolean(value: str | None) -> bool | None:
+    if value is None or value == "":
+        return None
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise BadRequest("includeMetadata must be true or false")
