@@ -39,15 +39,17 @@ class FeedRequest:
 
 
 def parse(params: Mapping[str, str | None] | None) -> FeedRequest:
-    """The request's query parameters; 400 for a value out of Azure's bounds."""
-    params = params or {}
+    """The request's query parameters, their names in any case (Azure's documentation
+    writes ``includemetadata``, its clients ``includeMetadata``); 400 for a value out of
+    Azure's bounds."""
+    params = {name.lower(): value for name, value in (params or {}).items()}
     offset = _integer(params.get("offset"), "offset", 0)
     limit = _integer(params.get("limit"), "limit", DEFAULT_LIMIT)
     if offset < 0:
         raise BadRequest("offset must be 0 or more")
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    return FeedRequest(offset, limit, _boolean(params.get("includeMetadata")))
+    return FeedRequest(offset, limit, _boolean(params.get("includemetadata")))
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ def _sops(datas: list[bytes]) -> list[str]:
         ({}, FeedRequest(0, 10, None)),
         ({"offset": "5", "limit": "100", "includeMetadata": "False"}, FeedRequest(5, 100, False)),
         ({"limit": "1", "includeMetadata": "true"}, FeedRequest(0, 1, True)),
+        ({"Offset": "2", "includemetadata": "false"}, FeedRequest(2, 10, False)),
         (None, FeedRequest()),
     ],
 )
