@@ -2,8 +2,8 @@
 
 moto delivers no S3 events and a directory has none, so the local stack raises them itself
 for the functions whose template events ask for them (``EventBridgeRule`` on ``aws.s3``
-"Object Created" with a key prefix; ``Schedule`` with ``rate(...)``), running the very same
-handlers:
+"Object Created" with a key prefix; ``Schedule`` with ``rate(...)``; ``DynamoDB`` streams,
+as an empty batch on every poll), running the very same handlers:
 
 * an object written through the local object server (a presigned PUT, a completed multipart
   upload) is announced at once;
@@ -76,13 +76,18 @@ class EventSource:
             for prefix in function.object_created
         ]
 
+    @property
+    def stream_readers(self) -> list[str]:
+        """Functions that read the index table's stream (``DynamoDB`` events)."""
+        return [f.logical_id for f in self.template.functions.values() if f.streams]
+
     def start(self) -> None:
         """Poll and run schedules in a daemon thread (nothing to do: no thread)."""
         now = time.monotonic()
         for function in self.template.functions.values():
             for period in function.schedules:
                 self._next_run[(function.logical_id, period)] = now + period
-        if not self.targets and not self._next_run:
+        if not self.targets and not self._next_run and not self.stream_readers:
             return
         self._thread = threading.Thread(target=self._run, name="events", daemon=True)
         self._thread.start()
@@ -122,6 +127,7 @@ class EventSource:
                 return
             try:
                 delivered = self.poll()
+                self._run_streams()
                 self._run_schedules()
             except Exception:  # a bad poll must not end event delivery
                 logger.exception("event delivery failed; retrying on the next poll")
@@ -179,6 +185,15 @@ class EventSource:
         }
         return _event("Object Created", "aws.s3", [f"arn:aws:s3:::{self.bucket}"], detail)
 
+    def _run_streams(self) -> None:
+        """What a table's stream does for its readers: each poll (every 0.5 to 2 s) invokes
+        them, to read what was committed since (they keep their own cursor)."""
+        for function in self.stream_readers:
+            try:
+                self.invoke(function, stream_event())
+            except Exception:
+                logger.exception("%s failed on the stream; retrying on the next poll", function)
+
     def _run_schedules(self) -> None:
         now = time.monotonic()
         for (function, period), due in list(self._next_run.items()):
@@ -189,6 +204,12 @@ class EventSource:
                 self.invoke(function, scheduled_event())
             except Exception:
                 logger.exception("scheduled %s failed", function)
+
+
+def stream_event() -> dict[str, Any]:
+    """A DynamoDB stream batch, without records: a reader of the local stack's stream reads
+    the change feed itself (a directory or moto has no stream)."""
+    return {"Records": []}
 
 
 def scheduled_event() -> dict[str, Any]:

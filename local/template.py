@@ -316,6 +316,9 @@ class Function:
     object_created: tuple[str, ...] = ()
     #: Seconds between invocations of each ``Schedule`` event (``rate(...)`` expressions).
     schedules: tuple[float, ...] = ()
+    #: Whether the function reads a table's stream (``DynamoDB`` events): the local stack
+    #: invokes it on every poll of its event source (local/events.py).
+    streams: bool = False
 
     @property
     def name(self) -> str:
@@ -590,6 +593,10 @@ def _function(  # noqa: PLR0913, PLR0917 - the function plus what it is resolved
         routes=_routes(logical_id, props, api),
         object_created=_object_created(props),
         schedules=_schedules(props, resolver),
+        streams=any(
+            isinstance(event, dict) and event.get("Type") == "DynamoDB"
+            for event in (props.get("Events") or {}).values()
+        ),
     )
 
 

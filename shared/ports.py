@@ -99,6 +99,14 @@ class ObjectStore(Protocol):
         """A file holding the object while the context lasts (None when there is none)."""
 
 
+class EventBus(Protocol):
+    """Where the change feed's events go: EventBridge (AWS) or a JSON Lines file (local)."""
+
+    def put(self, events: list[dict[str, Any]]) -> None:
+        """Put the events, in order; raise when any was not put (they are put again)."""
+        ...
+
+
 class AuditSink(Protocol):
     """Where the audit trail is written (``shared.audit``)."""
 

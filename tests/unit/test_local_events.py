@@ -26,7 +26,9 @@ class Recorder:
 
     @property
     def keys(self) -> list[str]:
-        return [e["detail"]["object"]["key"] for _, e in self.calls if "object" in e["detail"]]
+        return [
+            e["detail"]["object"]["key"] for _, e in self.calls if "object" in e.get("detail", {})
+        ]
 
 
 @pytest.fixture
@@ -140,3 +142,22 @@ def test_an_idle_stack_polls_less_and_a_request_wakes_it(store) -> None:
         assert events_._interval == events.POLL_S
     finally:
         events_.stop()
+
+
+def test_stream_readers_are_invoked_on_every_poll_of_the_thread(store) -> None:
+    """A table's stream, locally: the FeedFunction (a ``DynamoDB`` event in the template)
+    gets an empty batch on each poll and reads the change feed itself."""
+    invoke = Recorder()
+    events_ = source(store, invoke)
+    assert events_.stream_readers == ["FeedFunction"]
+    events_.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(f == "FeedFunction" for f, _ in invoke.calls):
+                break
+            time.sleep(0.05)
+    finally:
+        events_.stop()
+    assert ("FeedFunction", events.stream_event()) in invoke.calls
+    assert events.stream_event() == {"Records": []}
