@@ -401,6 +401,8 @@ class LocalStack:
                 # terminal (the audit trail is kept, in the data directory).
                 "POWERTOOLS_METRICS_DISABLED": "true",
                 "DICOMWEB_STORAGE": self.storage,
+                # Both backends: the change feed's events go to events.jsonl in it.
+                "DICOMWEB_DATA_DIR": str(self.data_dir),
             }
         )
         if self.storage == "moto":
@@ -415,9 +417,7 @@ class LocalStack:
                 }
             )
         else:
-            environment.update(
-                {"DICOMWEB_DATA_DIR": str(self.data_dir), "DICOMWEB_LOCAL_URL": self.objects_url}
-            )
+            environment.update({"DICOMWEB_LOCAL_URL": self.objects_url})
         return environment
 
     def _prepare_data_dir(self) -> None:

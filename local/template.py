@@ -600,6 +600,14 @@ def _function(  # noqa: PLR0913, PLR0917 - the function plus what it is resolved
     )
 
 
+def _table_args(props: Mapping[str, Any], resolver: _Resolver) -> dict[str, Any]:
+    """boto3 ``create_table`` arguments of a table's properties."""
+    args = {k: resolver.resolve(props[k]) for k in _CREATE_TABLE_KEYS if k in props}
+    if "StreamSpecification" in args:  # CloudFormation's form has no StreamEnabled
+        args["StreamSpecification"] = {"StreamEnabled": True, **args["StreamSpecification"]}
+    return args
+
+
 def load(
     path: Path = DEFAULT_TEMPLATE, parameter_overrides: Mapping[str, str] | None = None
 ) -> StackTemplate:
@@ -635,8 +643,9 @@ def load(
         if kind == _FUNCTION:
             functions[logical_id] = _function(logical_id, props, globals_, resolver, root, api)
         elif kind == _TABLE:
-            args = {k: resolver.resolve(props[k]) for k in _CREATE_TABLE_KEYS if k in props}
-            tables[logical_id] = Table(logical_id, local_name(logical_id), args)
+            tables[logical_id] = Table(
+                logical_id, local_name(logical_id), _table_args(props, resolver)
+            )
         elif kind == _BUCKET:
             status = (resolver.resolve(props.get("VersioningConfiguration")) or {}).get("Status")
             buckets[logical_id] = Bucket(
