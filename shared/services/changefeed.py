@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.dicom import metadata as instance_metadata
@@ -36,6 +37,14 @@ class FeedRequest:
     offset: int = 0
     limit: int = DEFAULT_LIMIT
     include_metadata: bool | None = None
+    #: Azure v2's time window: entries with ``start <= Timestamp < end``; ``offset`` then
+    #: counts entries of the window to skip.
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @property
+    def windowed(self) -> bool:
+        return self.start is not None or self.end is not None
 
 
 def parse(params: Mapping[str, str | None] | None) -> FeedRequest:
@@ -49,7 +58,11 @@ def parse(params: Mapping[str, str | None] | None) -> FeedRequest:
         raise BadRequest("offset must be 0 or more")
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    return FeedRequest(offset, limit, _boolean(params.get("includemetadata")))
+    start = _time(params.get("starttime"), "startTime")
+    end = _time(params.get("endtime"), "endTime")
+    if start is not None and end is not None and end <= start:
+        raise BadRequest("endTime must be after startTime")
+    return FeedRequest(offset, limit, _boolean(params.get("includemetadata")), start, end)
 
 
 @dataclass(frozen=True)
@@ -65,8 +78,52 @@ def read(
 ) -> Feed:
     """The entries of one page, in commit order; ``view`` None: the stored UIDs."""
     metadata = _wants_metadata(request.include_metadata, view)
-    page = index.changes(index.changes_after(request.offset), request.limit)
-    return Feed(_entries(page.changes, catalog, metadata, view), _uids(page.changes))
+    if request.windowed:
+        changes = _window(index, request)
+    else:
+        changes = index.changes(index.changes_after(request.offset), request.limit).changes
+    return Feed(_entries(changes, catalog, metadata, view), _uids(changes))
+
+
+def _window(index: InstanceIndex, request: FeedRequest) -> tuple[Change, ...]:
+    """Entries of the time window, ``offset`` of them skipped: the first at or after
+    ``start`` is found by bisecting the Sequences (Timestamps follow them: each is its
+    commit's time), then pages are read until ``end``."""
+    last = index.latest_change()
+    if last is None:
+        return ()
+    low, high = 1, last.sequence + 1  # the first Sequence whose Timestamp >= start
+    while request.start is not None and low < high:
+        middle = (low + high) // 2
+        found = index.changes(index.changes_after(middle - 1), 1).changes
+        if found and _at(found[0]) < request.start:
+            low = middle + 1
+        else:
+            high = middle
+    out: list[Change] = []
+    skip, cursor = request.offset, index.changes_after(low - 1)
+    while len(out) < request.limit:
+        page = index.changes(cursor, MAX_LIMIT)
+        for change in page.changes:
+            if request.end is not None and _at(change) >= request.end:
+                return tuple(out)
+            if skip:
+                skip -= 1
+            elif len(out) < request.limit:
+                out.append(change)
+        if not page.changes:
+            break
+        cursor = page.cursor
+    return tuple(out)
+
+
+def _at(change: Change) -> datetime:
+    """A change's Timestamp (one that cannot be read sorts first)."""
+    try:
+        when = datetime.fromisoformat(change.at.replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def latest(
@@ -111,6 +168,10 @@ def _entries(
             "StudyInstanceUID": see(change.study_uid),
             "SeriesInstanceUID": see(change.series_uid),
             "SOPInstanceUID": see(change.sop_instance_uid),
+            # Azure's own spelling, for its clients (docs/decisions/0008-change-feed.md)
+            "StudyInstanceUid": see(change.study_uid),
+            "SeriesInstanceUid": see(change.series_uid),
+            "SopInstanceUid": see(change.sop_instance_uid),
             "Action": ACTIONS[change.kind],
             "Timestamp": change.at,
             "State": state,
@@ -155,6 +216,17 @@ def _integer(value: str | None, name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise BadRequest(f"{name} must be an integer") from None
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    """An ISO 8601 date-time (UTC when it names no offset), as Azure v2 takes it."""
+    if value is None or value == "":
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO 8601 date-time") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _boolean(value: str | None) -> bool | None:

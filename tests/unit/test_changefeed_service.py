@@ -160,3 +160,59 @@ def test_the_deidentified_view_sees_its_uids_and_no_metadata(archive) -> None:
         changefeed.read(index, catalog, FeedRequest(0, 10, True), view.__getitem__)
     with pytest.raises(Forbidden):
         changefeed.latest(index, catalog, True, view.__getitem__)
+
+
+# ------------------------------------------------------------------ Azure v2's time window
+
+
+def _timed_index(minutes: list[int]) -> FakeIndex:
+    """Removals (no catalog rows needed) at 10:00 + each number of minutes."""
+    from shared.ports import Change
+
+    index = FakeIndex()
+    for n, minute in enumerate(minutes, start=1):
+        at = f"2026-12-07T10:{minute:02d}:00.000000Z"
+        sop = f"{STUDY}.9.{n}"
+        index.log.append(Change("remove", STUDY, SERIES, sop, "k", "", at, str(n), n))
+    return index
+
+
+def _window(index: FakeIndex, **params: str) -> list[int]:
+    request = changefeed.parse(params)
+    feed = changefeed.read(index, FakeSearchCatalog(index), request)
+    return [e["Sequence"] for e in feed.entries]
+
+
+def test_a_time_window_answers_the_entries_in_it() -> None:
+    index = _timed_index(list(range(0, 60, 2)))  # Sequences 1..30 at 10:00, 10:02, ...
+    window = {"startTime": "2026-12-07T10:10:00Z", "endTime": "2026-12-07T10:20:00Z"}
+    assert _window(index, **window, limit="100") == [6, 7, 8, 9, 10]
+    assert _window(index, **window, limit="2") == [6, 7]
+    assert _window(index, **window, offset="2", limit="2") == [8, 9]  # offset: skipped
+    assert _window(index, **window, offset="5") == []
+    assert _window(index, startTime="2026-12-07T10:55:00Z", limit="100") == [29, 30]
+    assert _window(index, endTime="2026-12-07T10:03:00Z", limit="100") == [1, 2]
+    assert _window(index, startTime="2026-12-07T11:00:00+01:00", limit="3") == [1, 2, 3]
+    assert _window(_timed_index([]), startTime="2026-12-07T10:00:00Z") == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"startTime": "yesterday"},
+        {"endTime": "2026-13-01T00:00:00Z"},
+        {"startTime": "2026-12-07T10:00:00Z", "endTime": "2026-12-07T10:00:00Z"},
+        {"startTime": "2026-12-07T11:00:00Z", "endTime": "2026-12-07T10:00:00Z"},
+    ],
+)
+def test_a_bad_time_window_is_400(params: dict[str, str]) -> None:
+    with pytest.raises(BadRequest):
+        changefeed.parse(params)
+
+
+def test_entries_carry_azure_s_spelling_of_the_uids_too(archive) -> None:
+    index, catalog, _ = archive
+    entry = changefeed.read(index, catalog, FeedRequest(0, 1, False)).entries[0]
+    assert entry["StudyInstanceUid"] == entry["StudyInstanceUID"]
+    assert entry["SeriesInstanceUid"] == entry["SeriesInstanceUID"]
+    assert entry["SopInstanceUid"] == entry["SOPInstanceUID"]
