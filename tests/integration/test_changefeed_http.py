@@ -107,3 +107,48 @@ def test_the_change_feed_over_http(stack) -> None:
         assert uid not in seen.text
     assert _feed(running, deid_key, includeMetadata="true").status_code == 403
     assert _feed(running, store_key).status_code == 403  # no read scope: the gateway's policy
+
+
+def test_four_clients_storing_into_one_study_each_instance_once_in_commit_order(stack) -> None:
+    """Each client's STOWs commit one after the other: the feed lists every instance once,
+    and each client's instances in the order they were acknowledged."""
+    import threading
+
+    running, _, _ = stack
+    study = pydicom.uid.generate_uid(prefix="1.2.826.0.1.3680043.8.498.", entropy_srcs=["4x8"])[:40]
+    clients = [
+        [dicom_files.with_new_uids(study=study, series=f"{study}.{c}") for _ in range(8)]
+        for c in range(4)
+    ]
+    errors: list[BaseException] = []
+
+    def send(datas: list[bytes]) -> None:
+        try:
+            for data in datas:
+                _store(running, data)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(datas,)) for datas in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    entries: list[dict] = []
+    while page := _feed(
+        running,
+        running.api_key,
+        offset=str(entries[-1]["Sequence"] if entries else 0),
+        limit="100",
+        includeMetadata="false",
+    ).json():
+        entries += page
+    mine = [e for e in entries if e["StudyInstanceUID"] == study]
+    sops = [e["SOPInstanceUID"] for e in mine]
+    assert len(sops) == len(set(sops)) == 32
+    for datas in clients:
+        sent = [pydicom.dcmread(io.BytesIO(d)).SOPInstanceUID for d in datas]
+        assert [s for s in sops if s in set(sent)] == sent
+    sequences = [e["Sequence"] for e in entries]
+    assert sequences == list(range(1, len(entries) + 1))
