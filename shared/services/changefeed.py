@@ -86,35 +86,35 @@ def read(
 
 
 def _window(index: InstanceIndex, request: FeedRequest) -> tuple[Change, ...]:
-    """Entries of the time window, ``offset`` of them skipped: the first at or after
-    ``start`` is found by bisecting the Sequences (Timestamps follow them: each is its
-    commit's time), then pages are read until ``end``."""
+    """Entries of the time window, ``offset`` of them skipped. Timestamps follow Sequences
+    (each is its commit's time), so the window is the Sequences from the first at or after
+    ``start`` to the last before ``end``, each bound found by bisection: a few single-entry
+    reads, however large the archive or the offset."""
     last = index.latest_change()
     if last is None:
         return ()
-    low, high = 1, last.sequence + 1  # the first Sequence whose Timestamp >= start
-    while request.start is not None and low < high:
+    low = _first_at_or_after(index, request.start, last.sequence) if request.start else 1
+    high = _first_at_or_after(index, request.end, last.sequence) if request.end else 0
+    high = high or last.sequence + 1  # past the window
+    first = low + request.offset
+    if first >= high:
+        return ()
+    page = index.changes(index.changes_after(first - 1), min(request.limit, high - first))
+    return page.changes
+
+
+def _first_at_or_after(index: InstanceIndex, when: datetime, last: int) -> int:
+    """The first Sequence whose Timestamp is at or after ``when`` (``last + 1`` when none
+    is)."""
+    low, high = 1, last + 1
+    while low < high:
         middle = (low + high) // 2
         found = index.changes(index.changes_after(middle - 1), 1).changes
-        if found and _at(found[0]) < request.start:
+        if found and _at(found[0]) < when:
             low = middle + 1
         else:
             high = middle
-    out: list[Change] = []
-    skip, cursor = request.offset, index.changes_after(low - 1)
-    while len(out) < request.limit:
-        page = index.changes(cursor, MAX_LIMIT)
-        for change in page.changes:
-            if request.end is not None and _at(change) >= request.end:
-                return tuple(out)
-            if skip:
-                skip -= 1
-            elif len(out) < request.limit:
-                out.append(change)
-        if not page.changes:
-            break
-        cursor = page.cursor
-    return tuple(out)
+    return low
 
 
 def _at(change: Change) -> datetime:

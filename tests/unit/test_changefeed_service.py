@@ -216,3 +216,19 @@ def test_entries_carry_azure_s_spelling_of_the_uids_too(archive) -> None:
     assert entry["StudyInstanceUid"] == entry["StudyInstanceUID"]
     assert entry["SeriesInstanceUid"] == entry["SeriesInstanceUID"]
     assert entry["SopInstanceUid"] == entry["SOPInstanceUID"]
+
+
+def test_a_window_read_is_a_few_reads_whatever_the_offset() -> None:
+    """Bounds found by bisection: no page-by-page walk to skip ``offset`` entries."""
+    index = _timed_index([m % 60 for m in range(0, 60)] * 1)  # 60 entries, 10:00..10:59
+    calls = {"n": 0}
+    changes = index.changes
+
+    def counted(after: str = "", limit: int = 100):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return changes(after, limit)
+
+    index.changes = counted  # type: ignore[method-assign]
+    window = {"startTime": "2026-12-07T10:05:00Z", "endTime": "2026-12-07T10:50:00Z"}
+    assert _window(index, **window, offset="40", limit="100") == [46, 47, 48, 49, 50]
+    assert calls["n"] <= 2 * 7 + 1
