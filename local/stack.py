@@ -263,6 +263,7 @@ class LocalStack:
                 runtime.invoke,
                 usage_plans=self._usage_plans(),
                 on_request=self._api_used,
+                on_answered=self._api_answered,
             )
             if self._objects is not None:
                 # Handlers loaded once, before the fork: no worker pays a cold start.
@@ -336,6 +337,10 @@ class LocalStack:
     def _api_used(self, function: str) -> None:
         if self._events is not None:
             self._events.wake()
+
+    def _api_answered(self, function: str) -> None:
+        if self._events is not None:
+            self._events.changed()  # it may have committed: the stream's readers run
 
     def _object_created(self, key: str) -> None:
         if self._events is not None:
