@@ -38,7 +38,7 @@ POLL_S = 0.5
 IDLE_POLL_S = 2.0
 #: The shortest time between two runs of a stream's readers: commits in between are read
 #: as one batch (DynamoDB's stream batches too).
-STREAM_COALESCE_S = 0.05
+STREAM_COALESCE_S = 0.1
 MAX_ATTEMPTS = 5
 Invoke = Callable[[str, dict[str, Any]], Any]
 
