@@ -148,7 +148,7 @@ class InstanceIndex(Protocol):
     or may not have committed): the caller must then keep every object it wrote.
     """
 
-    def add(self, record: InstanceRecord) -> AddOutcome:
+    def add(self, record: InstanceRecord, *, restored: bool = False) -> AddOutcome:
         """Add an instance atomically with its parents' counters and aggregates."""
 
     def remove(

@@ -195,7 +195,7 @@ class DynamoInstanceIndex:
 
     # ----------------------------------------------------------------- add
 
-    def add(self, record: InstanceRecord) -> AddOutcome:
+    def add(self, record: InstanceRecord, *, restored: bool = False) -> AddOutcome:
         """Add an instance; retry conflicts, throttling and lost replies with jittered backoff.
 
         A retry after a reply was lost is safe: the guard item makes a committed transaction
@@ -208,7 +208,7 @@ class DynamoInstanceIndex:
         """
         for attempt in range(MAX_ATTEMPTS):
             seen = _seen_of(self._study_item(record.study_uid))
-            plan = writes.add(record, seen, self._uid_map)
+            plan = writes.add(record, seen, self._uid_map, "restore" if restored else "add")
             if isinstance(plan, AddOutcome):
                 return plan
             try:
@@ -864,7 +864,12 @@ def _feed_number(cursor: str) -> int:
     return int(cursor) if cursor else 0
 
 
-_KINDS: dict[str, ChangeKind] = {"add": "add", "remove": "remove", "replace": "replace"}
+_KINDS: dict[str, ChangeKind] = {
+    "add": "add",
+    "remove": "remove",
+    "replace": "replace",
+    "restore": "restore",
+}
 
 
 def _change_of(item: dict[str, Any], position: str, sequence: int) -> Change:

@@ -25,6 +25,7 @@ from shared.index import writes
 from shared.index.records import (
     AddOutcome,
     Change,
+    ChangeKind,
     ChangePage,
     Entry,
     InstanceRecord,
@@ -55,11 +56,13 @@ class SqliteIndex:
         self._uid_map = uid_map
         self._clock = clock
 
-    def add(self, record: InstanceRecord) -> AddOutcome:
-        """Add an instance and update its parents, all or nothing."""
+    def add(self, record: InstanceRecord, *, restored: bool = False) -> AddOutcome:
+        """Add an instance and update its parents, all or nothing (``restored``: its
+        change log entry says ``restore``)."""
         if writes.entry_size(record) > writes.MAX_ENTRY_BYTES:
             return AddOutcome.REJECTED
-        outcome: AddOutcome = self._db.run(lambda c: _add(c, record, self._uid_map))
+        kind: ChangeKind = "restore" if restored else "add"
+        outcome: AddOutcome = self._db.run(lambda c: _add(c, record, self._uid_map, kind))
         return outcome
 
     def add_many(self, records: Iterable[InstanceRecord]) -> list[AddOutcome]:
@@ -162,12 +165,13 @@ def _add(
     c: sqlite3.Connection,
     r: InstanceRecord,
     uid_map: UidMap | None,
+    kind: ChangeKind = "add",
 ) -> AddOutcome:
     found = c.execute("SELECT sha256 FROM instances WHERE sop = ?", (r.sop_instance_uid,))
     existing = found.fetchone()
     if existing is not None:
         return writes.existing(r, existing[0])
-    plan = writes.add(r, _study_state(c, r.study_uid), uid_map)
+    plan = writes.add(r, _study_state(c, r.study_uid), uid_map, kind)
     if isinstance(plan, AddOutcome):
         return plan
     _persist(c, plan)

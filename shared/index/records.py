@@ -72,7 +72,7 @@ class Entry:
     sort_key: str
 
 
-ChangeKind = Literal["add", "remove", "replace"]
+ChangeKind = Literal["add", "remove", "replace", "restore"]
 
 
 @dataclass(frozen=True)

@@ -353,7 +353,9 @@ def _patient_gains(record: InstanceRecord, name: str, instances: int, study: boo
 # ------------------------------------------------------------------ the three changes
 
 
-def add(record: InstanceRecord, seen: StudyState, uid_map: UidMap | None) -> Writes | AddOutcome:
+def add(
+    record: InstanceRecord, seen: StudyState, uid_map: UidMap | None, kind: ChangeKind = "add"
+) -> Writes | AddOutcome:
     """What adding a new instance writes, given its study as read; an outcome instead when
     the index must refuse it (too large, or the study is another patient's). Whether the
     SOP Instance UID is new is the guard's condition (:func:`existing` when it fails). The
@@ -367,7 +369,7 @@ def add(record: InstanceRecord, seen: StudyState, uid_map: UidMap | None) -> Wri
     lookups = _lookups(uid_map, _uids(record))
     name = person_name_key(record.patient_name)
     return Writes(
-        change=_change("add", entry, record.received),
+        change=_change(kind, entry, record.received),
         put=record,
         put_sort_key=entry.sort_key,
         keyed=uid_map is not None,

@@ -21,7 +21,7 @@ from shared.errors import BadRequest, Forbidden, NotFound
 from shared.ports import Catalog, Change, InstanceIndex, InstanceRow
 
 DEFAULT_LIMIT, MAX_LIMIT = 10, 100
-ACTIONS = {"add": "create", "replace": "update", "remove": "delete"}
+ACTIONS = {"add": "create", "replace": "update", "remove": "delete", "restore": "restore"}
 CURRENT, REPLACED, DELETED = "current", "replaced", "deleted"
 
 #: A stored UID to the UID the key sees (the identity for ``read`` keys).

@@ -524,6 +524,7 @@ def _restore_one(  # noqa: PLR0913, PLR0917 - one instance and where it goes
         index=index,
         write=write,
         clock=clock,
+        restored=True,
     )
     if isinstance(outcome, Stored):
         return "already" if outcome.already_stored else "restored"

@@ -138,14 +138,16 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
     index: InstanceIndex,
     write: Callable[[str], None],
     clock: Callable[[], datetime],
+    restored: bool = False,
 ) -> Stored | Failed:
     """Store a validated instance: ``write(key)`` puts its object under its final key, then
     the index entry is added. Shared by STOW (``write`` puts the bytes) and the upload path
-    (``write`` copies the uploaded object); never half-stored."""
+    (``write`` copies the uploaded object) and restores (``restored``: the change log says
+    ``restore``); never half-stored."""
     record = _record(instance, calling_aet, clock())
     try:
         write(record.blob_key)
-        outcome = index.add(record)
+        outcome = index.add(record, restored=restored)
     except StorageUnavailable:
         # The put or the index write may have happened (a lost reply): the object is kept,
         # since an index entry may point at it (an identical earlier copy has the same key).

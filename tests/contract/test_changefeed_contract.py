@@ -155,3 +155,19 @@ def test_a_late_commit_in_another_shard_is_not_skipped_on_dynamodb(mocked_aws: N
     later = changefeed.read(ahead, catalog, FeedRequest(seen["Sequence"], 100, False)).entries
     assert [e["StudyInstanceUID"] for e in later] == [other]
     assert [e["Sequence"] for e in later] == [seen["Sequence"] + 1]
+
+
+def test_a_restored_instance_is_a_restore_entry(backend: Backend) -> None:
+    """An index add marked ``restored`` (the restore's ``store.commit``) is listed as
+    ``restore``, current; an ordinary add stays ``create``."""
+    data = dicom_files.with_new_uids(study=STUDIES[0], patient_id="P-1")
+    record = _record_of(data)
+    assert backend.index.add(record) is AddOutcome.STORED
+    backend.index.remove(STUDIES[0])
+    assert backend.index.add(record, restored=True) is AddOutcome.STORED
+    entries = changefeed.read(backend.index, backend.catalog(), FeedRequest(0, 100, False)).entries
+    assert [(e["Action"], e["State"]) for e in entries] == [
+        ("create", "replaced"),
+        ("delete", "replaced"),
+        ("restore", "current"),
+    ]

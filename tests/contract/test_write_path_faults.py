@@ -149,9 +149,9 @@ class FaultyIndex:
     def __init__(self, inner: FakeIndex, plan: FaultPlan) -> None:
         self.inner, self.plan = inner, plan
 
-    def add(self, record: Any) -> Any:
+    def add(self, record: Any, **options: Any) -> Any:
         self.plan.hit("transact", "before")
-        outcome = self.inner.add(record)
+        outcome = self.inner.add(record, **options)
         self.plan.hit("transact", "after")
         return outcome
 
@@ -650,7 +650,9 @@ class WritePath(RuleBasedStateMachine):
             if change.kind == "remove":
                 assert replayed.pop(change.sop_instance_uid) == change.blob_key
             else:
-                assert (change.kind == "add") == (change.sop_instance_uid not in replayed)
+                assert (change.kind in ("add", "restore")) == (
+                    change.sop_instance_uid not in replayed
+                )
                 assert replayed.get(change.sop_instance_uid, "") == change.previous_key
                 replayed[change.sop_instance_uid] = change.blob_key
         assert replayed == {sop: key for sop, (_, key, _) in self.backend.entries().items()}

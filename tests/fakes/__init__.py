@@ -100,7 +100,7 @@ class FakeIndex:
     max_item_bytes: int = writes.MAX_ENTRY_BYTES  # DynamoDB's item size limit
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, record: InstanceRecord) -> AddOutcome:
+    def add(self, record: InstanceRecord, *, restored: bool = False) -> AddOutcome:
         self._available()
         with self._lock:
             if writes.entry_size(record) > self.max_item_bytes:
@@ -108,7 +108,8 @@ class FakeIndex:
             existing = self.instances.get(record.sop_instance_uid)
             if existing is not None:
                 return writes.existing(record, existing.sha256)
-            plan = writes.add(record, self._state(record.study_uid), self.uid_map)
+            kind = "restore" if restored else "add"
+            plan = writes.add(record, self._state(record.study_uid), self.uid_map, kind)
             if isinstance(plan, AddOutcome):
                 return plan
             self._persist(plan)

@@ -128,6 +128,8 @@ def test_a_restore_brings_back_the_same_bytes_and_counts(archive) -> None:
     assert after == before
     assert index.studies[STUDY]["instances"] == counts["instances"]
     assert not [k for k in objects.objects if k.startswith("deleted/")]
+    restores = [c.sop_instance_uid for c in index.log if c.kind == "restore"]
+    assert sorted(restores) == sorted(sent)  # the change feed says restore
 
 
 def test_a_restore_of_one_instance_leaves_the_others_deleted(archive) -> None:
