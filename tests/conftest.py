@@ -30,11 +30,19 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 
 
 @pytest.fixture(scope="session")
-def moto_stack() -> Iterator[LocalStack]:
+def moto_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """The local stack on moto. One stack runs at a time per process: the handlers read the
-    process environment, so the moto stack runs only inside its own tests' scope."""
+    process environment, so the moto stack runs only inside its own tests' scope; and moto's
+    backend is one per process, so no test starts a second one (its tables exist). Its
+    data directory holds only the change feed's events; studies are stable after 2 s."""
     key, _ = keys.generate("pytest-moto")
-    with LocalStack(port=0, api_key=key, storage="moto") as stack:
+    with LocalStack(
+        port=0,
+        api_key=key,
+        storage="moto",
+        data_dir=tmp_path_factory.mktemp("moto-data"),
+        parameter_overrides={"StudyStableSeconds": "2"},
+    ) as stack:
         yield stack
 
 

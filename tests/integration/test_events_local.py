@@ -28,12 +28,12 @@ pytestmark = pytest.mark.integration
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStack]:
-    data_dir: Path = tmp_path_factory.mktemp(f"events-{request.param}")
+    if request.param == "moto":  # the session's (one moto backend a process), stable after 2 s
+        yield request.getfixturevalue("moto_stack")
+        return
+    data_dir: Path = tmp_path_factory.mktemp("events-local")
     with LocalStack(
-        port=0,
-        storage=request.param,
-        data_dir=data_dir,
-        parameter_overrides={"StudyStableSeconds": "2"},
+        port=0, data_dir=data_dir, parameter_overrides={"StudyStableSeconds": "2"}
     ) as running:
         yield running
 
