@@ -174,7 +174,16 @@ class EnvironmentScope:
     process (pytest workers) do not see the local endpoints and resource names. A process
     that serves nothing but the stack (``dicomweb-serve``) pins them instead: set once,
     never swapped per request.
+
+    Two stacks in one process (a test's own beside the session's) take turns: an invocation
+    of one waits until no invocation of the other runs, since both set the same variables
+    (``DICOMWEB_DATA_DIR``, endpoints) and a handler reads them while it runs. Invocations
+    of one stack run concurrently, as before.
     """
+
+    #: The scope whose invocations run now (None: no invocation runs), for every scope.
+    _turn = threading.Condition()
+    _owner: EnvironmentScope | None = None
 
     def __init__(self, variables: Mapping[str, str], on_change: Callable[[], None]) -> None:
         self._variables = dict(variables)
@@ -182,13 +191,12 @@ class EnvironmentScope:
         self._saved: dict[str, str | None] = {}
         self._depth = 0
         self._pinned = False
-        self._lock = threading.Lock()
 
     def pin(self) -> None:
         """Set the variables for the rest of the process's life."""
         import os  # noqa: PLC0415 - only the local stack touches the process environment
 
-        with self._lock:
+        with self._turn:
             os.environ.update(self._variables)
             self._on_change()
             self._pinned = True
@@ -201,7 +209,10 @@ class EnvironmentScope:
         if self._pinned:
             yield
             return
-        with self._lock:
+        with self._turn:
+            while EnvironmentScope._owner not in (None, self):
+                self._turn.wait()
+            EnvironmentScope._owner = self
             if self._depth == 0:
                 self._saved = {key: os.environ.get(key) for key in self._variables}
                 os.environ.update(self._variables)
@@ -210,7 +221,7 @@ class EnvironmentScope:
         try:
             yield
         finally:
-            with self._lock:
+            with self._turn:
                 self._depth -= 1
                 if self._depth == 0:
                     for key, value in self._saved.items():
@@ -219,6 +230,8 @@ class EnvironmentScope:
                         else:
                             os.environ[key] = value
                     self._on_change()
+                    EnvironmentScope._owner = None
+                    self._turn.notify_all()
 
 
 class LambdaRuntime:

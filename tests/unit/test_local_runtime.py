@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from local.lambda_runtime import LambdaRuntime, payload_size
+from local.lambda_runtime import EnvironmentScope, LambdaRuntime, payload_size
 from local.template import Function
 
 APP = """
@@ -86,3 +87,33 @@ def test_a_base64_body_counts_its_length_without_escaping() -> None:
     event = {"isBase64Encoded": True, "body": "QUJD" * 1000}
     assert payload_size(event) == len('{"isBase64Encoded":true,"body":""}') + 4000
     assert payload_size({"body": "\u00e9"}) == len('{"body":"\\u00e9"}')
+
+
+def test_two_stacks_in_one_process_take_turns() -> None:
+    """A background invocation of one stack (its change feed publisher) never runs while
+    another stack's request runs: both set DICOMWEB_DATA_DIR, and a handler reads it."""
+    first = EnvironmentScope({"O3_TURN_TEST": "first"}, lambda: None)
+    second = EnvironmentScope({"O3_TURN_TEST": "second"}, lambda: None)
+    seen: list[str] = []
+    entered = threading.Event()
+
+    def request_of_the_first() -> None:
+        with first.active():
+            entered.set()
+            time.sleep(0.2)
+            seen.append(os.environ["O3_TURN_TEST"])  # still its own
+
+    def background_of_the_second() -> None:
+        entered.wait()
+        with second.active():
+            seen.append(os.environ["O3_TURN_TEST"])
+
+    threads = [threading.Thread(target=f) for f in (request_of_the_first, background_of_the_second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert seen == ["first", "second"]
+    assert "O3_TURN_TEST" not in os.environ
+    with first.active(), first.active():  # one stack's invocations nest and overlap
+        assert os.environ["O3_TURN_TEST"] == "first"
