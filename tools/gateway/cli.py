@@ -1,4 +1,5 @@
-"""Command line of ``dicomweb-gateway``: listen for C-STORE and C-ECHO, spool, forward."""
+"""Command line of ``dicomweb-gateway``: listen for C-STORE and C-ECHO, spool, forward; answer
+C-FIND from the archive's QIDO-RS."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ import sys
 import threading
 from pathlib import Path
 
-from tools.gateway import aetitle, scp
+from pynetdicom import evt
+
+from tools.gateway import access, aetitle, find, scp
+from tools.gateway.archive import Archive
+from tools.gateway.audit import Trail
 from tools.gateway.forwarder import Forwarder
 from tools.gateway.guard import MAX_PDU, TIMEOUT
 from tools.gateway.spool import Spool
@@ -38,8 +43,16 @@ def parser() -> argparse.ArgumentParser:
         "--allow",
         action="append",
         default=[],
-        metavar="AE",
-        help="calling AE title allowed to associate (repeat; default: any, with a warning)",
+        metavar="AE[:SERVICES]",
+        help="calling AE title allowed to associate (repeat; default: any, with a warning); "
+        "AE:find,retrieve limits it to some of store, find, retrieve",
+    )
+    p.add_argument(
+        "--audit-dir",
+        type=Path,
+        default=Path("dicomweb-audit"),
+        help="folder of the audit trail of queries and retrievals, audit.jsonl "
+        "(default ./dicomweb-audit; read it with dicomweb-audit --data-dir)",
     )
     p.add_argument(
         "--spool",
@@ -74,14 +87,16 @@ PDU_RANGE = range(4096, (16 << 20) + 1)
 
 def refusal(args: argparse.Namespace) -> str:
     """Why the settings cannot be used ('' when they can)."""
-    titles = [("--ae-title", args.ae_title)] + [("--allow", aet) for aet in args.allow]
+    entries = [access.parse(value) for value in args.allow]
+    titles = [("--ae-title", args.ae_title)] + [("--allow", e.title) for e in entries]
     if args.forward_aet is not None:
         titles.append(("--forward-aet", args.forward_aet))
     for option, title in titles:
         why = aetitle.problem(title)
         if why:
             return f"{option} {title!r} is not an AE title: {why}"
-    in_url = [args.forward_aet] if args.forward_aet is not None else args.allow
+    storing = [e.title for e in entries if "store" in e.services]
+    in_url = [args.forward_aet] if args.forward_aet is not None else storing
     for title in in_url:
         why = aetitle.path_problem(title)
         if why:
@@ -124,14 +139,25 @@ def main(argv: list[str] | None = None, stopped: threading.Event | None = None) 
             "no --allow: any calling AE title may store instances; "
             "give --allow AE for each modality"
         )
-    allowed = [title.strip() for title in args.allow]
-    ae = scp.build_ae(args.ae_title, allowed, max_pdu=args.max_pdu, timeout=args.timeout)
+    policy = access.Access.of(args.allow)
+    ae = scp.build_ae(
+        args.ae_title,
+        policy.titles,
+        max_pdu=args.max_pdu,
+        timeout=args.timeout,
+        query_retrieve=True,
+    )
+    archive = Archive(args.url, key)
+    trail = Trail(args.audit_dir / "audit.jsonl")
+    services = [(evt.EVT_C_FIND, find.find_handler(archive, args.ae_title, policy, trail))]
     server = scp.start(
         ae,
         (args.bind, args.port),
         spool,
         forwarder.wake,
         calling_in_url=args.forward_aet is None,
+        access=policy,
+        services=services,
     )
     host, port = server.server_address[:2]
     print(
