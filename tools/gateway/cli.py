@@ -1,5 +1,5 @@
 """Command line of ``dicomweb-gateway``: listen for C-STORE and C-ECHO, spool, forward; answer
-C-FIND from the archive's QIDO-RS."""
+C-FIND, C-MOVE and C-GET from the archive's QIDO-RS and WADO-RS."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pynetdicom import evt
 
-from tools.gateway import access, aetitle, find, scp
+from tools.gateway import access, aetitle, find, plan, retrieve, scp
 from tools.gateway.archive import Archive
 from tools.gateway.audit import Trail
 from tools.gateway.forwarder import Forwarder
@@ -46,6 +46,21 @@ def parser() -> argparse.ArgumentParser:
         metavar="AE[:SERVICES]",
         help="calling AE title allowed to associate (repeat; default: any, with a warning); "
         "AE:find,retrieve limits it to some of store, find, retrieve",
+    )
+    p.add_argument(
+        "--destination",
+        action="append",
+        default=[],
+        metavar="AE=HOST:PORT",
+        help="a C-MOVE destination (repeat)",
+    )
+    p.add_argument(
+        "--destinations",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file of C-MOVE destinations, one AE=HOST:PORT per line (# comments)",
     )
     p.add_argument(
         "--audit-dir",
@@ -101,6 +116,10 @@ def refusal(args: argparse.Namespace) -> str:
         why = aetitle.path_problem(title)
         if why:
             return f"{title!r} cannot be the archive's {{CALLING_AET}}: {why}"
+    try:
+        plan.destinations(args.destination, args.destinations)
+    except (ValueError, OSError) as exc:
+        return f"--destination: {exc}"
     if args.max_pdu not in PDU_RANGE:
         return f"--max-pdu must be {PDU_RANGE.start:,} to {PDU_RANGE.stop - 1:,} bytes"
     if not 0 < args.timeout <= 3600:
@@ -149,7 +168,12 @@ def main(argv: list[str] | None = None, stopped: threading.Event | None = None) 
     )
     archive = Archive(args.url, key)
     trail = Trail(args.audit_dir / "audit.jsonl")
-    services = [(evt.EVT_C_FIND, find.find_handler(archive, args.ae_title, policy, trail))]
+    targets = plan.destinations(args.destination, args.destinations)
+    services = [
+        (evt.EVT_C_FIND, find.find_handler(archive, args.ae_title, policy, trail)),
+        (evt.EVT_C_GET, retrieve.get_handler(archive, args.ae_title, policy, trail)),
+        (evt.EVT_C_MOVE, retrieve.move_handler(archive, args.ae_title, policy, trail, targets)),
+    ]
     server = scp.start(
         ae,
         (args.bind, args.port),

@@ -32,6 +32,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import PersonName
 
+from shared.dicom import quiet  # noqa: F401 - no dataset values in the logs
 from shared.dicom.levels import (
     COMPUTED_KEYWORDS,
     INSTANCE_KEYWORDS,
