@@ -1,5 +1,5 @@
 """Command line of ``dicomweb-gateway``: listen for C-STORE and C-ECHO, spool, forward; answer
-C-FIND, C-MOVE and C-GET from the archive's QIDO-RS and WADO-RS."""
+C-FIND, C-MOVE, C-GET and Storage Commitment from the archive's QIDO-RS and WADO-RS."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pynetdicom import evt
 
-from tools.gateway import access, aetitle, find, plan, retrieve, scp
+from tools.gateway import access, aetitle, commitment, find, plan, retrieve, scp
 from tools.gateway.archive import Archive
 from tools.gateway.audit import Trail
 from tools.gateway.forwarder import Forwarder
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None, stopped: threading.Event | None = None) 
         (evt.EVT_C_FIND, find.find_handler(archive, args.ae_title, policy, trail)),
         (evt.EVT_C_GET, retrieve.get_handler(archive, args.ae_title, policy, trail)),
         (evt.EVT_C_MOVE, retrieve.move_handler(archive, args.ae_title, policy, trail, targets)),
+        (evt.EVT_N_ACTION, commitment.action_handler(archive, ae, policy, trail, targets)),
     ]
     server = scp.start(
         ae,

@@ -76,6 +76,7 @@ QUERY_RETRIEVE = (
     "1.2.840.10008.5.1.4.1.2.1.3",  # Patient Root Q/R Information Model - GET
     "1.2.840.10008.5.1.4.1.2.2.3",  # Study Root Q/R Information Model - GET
 )
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"  # Storage Commitment Push Model
 
 
 def build_ae(
@@ -89,7 +90,8 @@ def build_ae(
     """The application entity with its contexts and association policy: ``max_pdu`` is the
     Maximum Length it advertises (and the guard enforces), ``timeout`` the ACSE, DIMSE and
     network (idle) timeout in seconds. ``query_retrieve``: also the C-FIND, C-MOVE and C-GET
-    models (storage contexts then also accept the SCP role a C-GET requestor proposes)."""
+    models and Storage Commitment (storage contexts then also accept the SCP role a C-GET
+    requestor proposes)."""
     ae = AE(ae_title=ae_title)
     for context in AllStoragePresentationContexts:
         if context.abstract_syntax is not None:
@@ -101,7 +103,7 @@ def build_ae(
             )
     ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
     if query_retrieve:
-        for abstract in QUERY_RETRIEVE:
+        for abstract in (*QUERY_RETRIEVE, STORAGE_COMMITMENT):
             ae.add_supported_context(abstract, COMMAND_SYNTAXES)
     ae.require_calling_aet = allowed_calling  # empty: any calling AE
     ae.maximum_pdu_size = max_pdu
