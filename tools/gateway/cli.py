@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 from pathlib import Path
@@ -93,8 +94,33 @@ def parser() -> argparse.ArgumentParser:
         default=TIMEOUT,
         help=f"seconds a peer may keep the gateway waiting (default {TIMEOUT:g})",
     )
+    p.add_argument("--tls-cert", type=Path, help="TLS: the gateway's certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, help="TLS: the certificate's private key (PEM)")
+    p.add_argument(
+        "--tls-ca",
+        type=Path,
+        help="TLS: accept only peers with a certificate this CA (PEM) signed",
+    )
     p.add_argument("--verbose", action="store_true", help="log each association")
     return p
+
+
+def _services_problem(args: argparse.Namespace) -> str:
+    """Why the destinations or the TLS settings cannot be used ('' when they can)."""
+    try:
+        plan.destinations(args.destination, args.destinations)
+    except (ValueError, OSError) as exc:
+        return f"--destination: {exc}"
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return "--tls-cert and --tls-key go together"
+    if args.tls_ca is not None and args.tls_cert is None:
+        return "--tls-ca needs --tls-cert and --tls-key"
+    if args.tls_cert is not None:
+        try:
+            scp.tls_context(args.tls_cert, args.tls_key, args.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            return f"TLS certificate or key unusable: {exc}"
+    return ""
 
 
 PDU_RANGE = range(4096, (16 << 20) + 1)
@@ -116,10 +142,9 @@ def refusal(args: argparse.Namespace) -> str:
         why = aetitle.path_problem(title)
         if why:
             return f"{title!r} cannot be the archive's {{CALLING_AET}}: {why}"
-    try:
-        plan.destinations(args.destination, args.destinations)
-    except (ValueError, OSError) as exc:
-        return f"--destination: {exc}"
+    why = _services_problem(args)
+    if why:
+        return why
     if args.max_pdu not in PDU_RANGE:
         return f"--max-pdu must be {PDU_RANGE.start:,} to {PDU_RANGE.stop - 1:,} bytes"
     if not 0 < args.timeout <= 3600:
@@ -183,6 +208,9 @@ def main(argv: list[str] | None = None, stopped: threading.Event | None = None) 
         calling_in_url=args.forward_aet is None,
         access=policy,
         services=services,
+        ssl_context=scp.tls_context(args.tls_cert, args.tls_key, args.tls_ca)
+        if args.tls_cert is not None
+        else None,
     )
     host, port = server.server_address[:2]
     print(

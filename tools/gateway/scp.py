@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import tempfile
 import threading
 import weakref
@@ -20,7 +21,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from tools.gateway import aetitle, statemachine
 from tools.gateway.access import Access
-from tools.gateway.guard import MAX_PDU, TIMEOUT, GuardedServer, Limits
+from tools.gateway.guard import MAX_PDU, TIMEOUT, GuardedServer, Limits, see_pending
 from tools.gateway.spool import Spool
 
 SUCCESS = 0x0000
@@ -148,6 +149,7 @@ def start(  # noqa: PLR0913 - the server's settings are keyword-only
     connections: int = Limits.connections,
     access: Access | None = None,
     services: Sequence[tuple[Any, Callable[[Any], Any]]] = (),
+    ssl_context: ssl.SSLContext | None = None,
 ) -> GuardedServer:
     """Listen in a background thread; returns the server (``server_address`` has the port).
 
@@ -160,7 +162,8 @@ def start(  # noqa: PLR0913 - the server's settings are keyword-only
     association.
 
     ``access``: which calling AE may store; ``services``: more ``(event, handler)`` pairs
-    (C-FIND, C-MOVE, C-GET, N-ACTION: :mod:`tools.gateway.find` and its siblings)."""
+    (C-FIND, C-MOVE, C-GET, N-ACTION: :mod:`tools.gateway.find` and its siblings);
+    ``ssl_context``: TLS on every connection (:func:`tls_context`)."""
     _config.STORE_RECV_CHUNKED_DATASET = True  # data sets to files, not memory
     tempfile.tempdir = str(spool.receiving)  # where pynetdicom writes them
     # pynetdicom's own notification handlers only log (at debug level, data sets included),
@@ -182,6 +185,7 @@ def start(  # noqa: PLR0913 - the server's settings are keyword-only
         (evt.EVT_ACCEPTED, _accepted),
         (evt.EVT_REJECTED, _rejected),
         (evt.EVT_CONN_OPEN, statemachine.install),
+        (evt.EVT_CONN_OPEN, see_pending),
         (evt.EVT_DIMSE_RECV, _received_whole),
         (evt.EVT_CONN_CLOSE, closed),
     ]
@@ -200,6 +204,7 @@ def start(  # noqa: PLR0913 - the server's settings are keyword-only
             address,
             evt_handlers=handlers,
             server_class=GuardedServer,
+            ssl_context=ssl_context,
             limits=limits,
             calling_usable=calling_usable,
         ),
@@ -261,3 +266,16 @@ def _accepted(event: Any) -> None:
 
 def _rejected(event: Any) -> None:
     log.warning("association rejected from %s", str(event.assoc.requestor.ae_title).strip())
+
+
+def tls_context(cert: Path, key: Path, ca: Path | None = None) -> ssl.SSLContext:
+    """A TLS server context (TLS 1.2 or later) with the gateway's certificate and key;
+    with ``ca``, peers must present a certificate that CA signed (PS3.15 B.1, the Basic
+    TLS Secure Transport Connection Profile's mutual authentication)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=cert, keyfile=key)
+    if ca is not None:
+        context.load_verify_locations(cafile=ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
