@@ -2,7 +2,8 @@
 by QIDO-RS, read from the archive by WADO-RS (a series per request, read part by part, one
 instance in memory at a time; instance by instance at IMAGE level) and sent by C-STORE
 sub-operations: to the move destination on an association of their own (C-MOVE), or over
-the requesting association (C-GET).
+the requesting association (C-GET). The next instances are read while one is sent
+(:data:`AHEAD`), so memory holds at most three instances.
 
 pynetdicom runs the sub-operations and builds the responses: pending ones with the counts,
 the final one with the counts and, when any failed, the Failed SOP Instance UID List
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import io
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydicom import Dataset, dcmread
 from pynetdicom import evt
@@ -43,6 +46,8 @@ UNKNOWN_DESTINATION = 0xA801
 VERIFICATION = "1.2.840.10008.1.1"
 TOO_MANY = f"more than {plan.MAX_SUBOPERATIONS} instances: retrieve series by series"
 Contexts = Callable[[], list[tuple[str, str]]]
+AHEAD = 2  # instances read ahead of the one being sent (memory: AHEAD + 1 instances)
+T = TypeVar("T")
 
 
 @dataclass
@@ -183,7 +188,8 @@ def _suboperations(
         return
     yield len(wanted.instances)
     failed = 0
-    for instance, data in fetched(archive, wanted.instances, by_instance=wanted.by_instance):
+    arriving = fetched(archive, wanted.instances, by_instance=wanted.by_instance)
+    for instance, data in ahead(arriving, AHEAD):
         if event.is_cancelled:
             request.status = CANCELLED
             yield CANCELLED, None
@@ -197,6 +203,54 @@ def _suboperations(
         yield PENDING, ds
     total = len(wanted.instances)
     request.status = 0x0000 if not failed else 0xA702 if failed == total else 0xB000
+
+
+def ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items``, produced in a thread of their own at most ``depth`` ahead of the consumer:
+    the next instances are read from the archive while this one is sent. Leaving the loop
+    early (a cancel, a closed association) stops the producer at its next item."""
+    producer = _Producer(items, depth)
+    threading.Thread(target=producer.run, name="retrieve-ahead", daemon=True).start()
+    try:
+        while True:
+            kind, value = producer.waiting.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        producer.stop.set()
+
+
+class _Producer:
+    """The thread side of :func:`ahead`."""
+
+    def __init__(self, items: Iterator[Any], depth: int) -> None:
+        self.items = items
+        self.waiting: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+
+    def put(self, entry: tuple[str, Any]) -> bool:
+        """Queue ``entry`` unless the consumer left first."""
+        while not self.stop.is_set():
+            try:
+                self.waiting.put(entry, timeout=0.2)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def run(self) -> None:
+        """Produce every item, then "done" (or the exception that ended them)."""
+        try:
+            for item in self.items:
+                if not self.put(("item", item)):
+                    return
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self.put(("error", exc))
+            return
+        self.put(("done", None))
 
 
 def _deliverable(
