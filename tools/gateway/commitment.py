@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom import Dataset
-from pynetdicom import AE, build_context
+from pynetdicom import AE, build_context, evt
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 
 from shared.dicom import quiet  # noqa: F401 - no dataset values in the logs
@@ -32,6 +32,7 @@ from tools.gateway.access import Access
 from tools.gateway.archive import Archive, ArchiveError
 from tools.gateway.audit import Request, Trail
 from tools.gateway.find import NOT_AUTHORISED, path_aet, request_of
+from tools.gateway.guard import no_delay_on_open
 from tools.gateway.plan import Destination
 
 log = logging.getLogger("dicomweb-gateway")
@@ -222,6 +223,7 @@ class _Committer:
             contexts=[build_context(STORAGE_COMMITMENT)],
             ae_title=calling,
             ext_neg=[role],
+            evt_handlers=[(evt.EVT_CONN_OPEN, no_delay_on_open)],
             **self.association,
         )
         if not assoc.is_established:

@@ -31,6 +31,7 @@ from tools.gateway.access import Access
 from tools.gateway.archive import Archive, ArchiveError
 from tools.gateway.audit import Request, Trail
 from tools.gateway.find import NOT_AUTHORISED, OUT_OF_RESOURCES, path_aet, request_of
+from tools.gateway.guard import no_delay_on_open
 from tools.gateway.query import UNABLE_TO_PROCESS, Model, Refusal
 
 log = logging.getLogger("dicomweb-gateway")
@@ -124,7 +125,10 @@ def move_handler(  # noqa: PLR0913 - the gateway's parts, keyword-only past the 
         store: list[Any] = []
         classes = [i.sop_class for i in wanted.instances] or [VERIFICATION]
         contexts = [build_context(c, syntaxes) for c, syntaxes in plan.proposed(classes)]
-        handlers = [(evt.EVT_ESTABLISHED, lambda e: store.append(e.assoc))]
+        handlers = [
+            (evt.EVT_ESTABLISHED, lambda e: store.append(e.assoc)),
+            (evt.EVT_CONN_OPEN, no_delay_on_open),
+        ]
         yield (
             target.host,
             target.port,
@@ -187,6 +191,13 @@ def _suboperations(
         yield wanted.refusal.dataset(), None
         return
     yield len(wanted.instances)
+    yield from _sent(event, request, wanted, archive, accepted)
+
+
+def _sent(
+    event: Any, request: Request, wanted: Plan, archive: Archive, accepted: Contexts
+) -> Iterator[Any]:
+    """One (pending, data set) per instance; the status for the trail."""
     failed = 0
     arriving = fetched(archive, wanted.instances, by_instance=wanted.by_instance)
     for instance, data in ahead(arriving, AHEAD):
