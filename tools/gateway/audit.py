@@ -76,16 +76,19 @@ class Request:
 
 
 class Trail:
-    """Where the records go (``None``: nowhere)."""
+    """Where the records go (``None``: nowhere); the folder is made on the first record."""
 
     def __init__(self, path: Path | None) -> None:
-        self.sink = FileAuditSink(path) if path is not None else None
+        self.path = path
+        self.sink: FileAuditSink | None = None
 
     def write(self, request: Request) -> None:
         """Append the record; a trail that cannot be written is logged, not fatal."""
-        if self.sink is None:
+        if self.path is None:
             return
         try:
+            if self.sink is None:
+                self.sink = FileAuditSink(self.path)
             self.sink.write(request.record().as_dict())
         except OSError:
             log.exception("could not write the audit trail")
