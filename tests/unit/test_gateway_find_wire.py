@@ -23,12 +23,13 @@ from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 from pynetdicom import AE, evt
+from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
 )
 
-from tools.gateway import find, scp
+from tools.gateway import find, negotiation, scp
 from tools.gateway.access import Access
 from tools.gateway.archive import Archive
 from tools.gateway.audit import Trail
@@ -98,13 +99,22 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     with fake_qido() as fake:
         ae = scp.build_ae(GATEWAY, [], timeout=2, query_retrieve=True)
         archive = Archive(fake.base, "key", page=100)
-        handler = find.find_handler(archive, GATEWAY, Access(), Trail(tmp_path / "audit.jsonl"))
+        handler = find.find_handler(
+            archive,
+            GATEWAY,
+            Access(),
+            Trail(tmp_path / "audit.jsonl"),
+            combined_datetime=negotiation.combined_datetime,
+        )
         server = scp.start(
             ae,
             ("127.0.0.1", 0),
             Spool(tmp_path / "spool"),
             lambda: None,
-            services=[(evt.EVT_C_FIND, handler)],
+            services=[
+                (evt.EVT_C_FIND, handler),
+                (evt.EVT_SOP_EXTENDED, negotiation.sop_extended),
+            ],
         )
         crashes: list[str] = []
         previous = threading.excepthook
@@ -116,12 +126,18 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
             server.shutdown()
 
 
-def associate(port: int) -> Any:
+def associate(port: int, *, combined: bool = False) -> Any:
     requestor = AE(ae_title="WORKSTATION")
     requestor.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     requestor.add_requested_context(PatientRootQueryRetrieveInformationModelFind)
     requestor.dimse_timeout = requestor.network_timeout = 5
-    assoc = requestor.associate("127.0.0.1", port, ae_title=GATEWAY)
+    extended = []
+    if combined:  # PS3.4 C.5.1.1: relational-queries 0, combined date-time matching 1
+        item = SOPClassExtendedNegotiation()
+        item.sop_class_uid = StudyRootQueryRetrieveInformationModelFind
+        item.service_class_application_information = b"\x00\x01"
+        extended.append(item)
+    assoc = requestor.associate("127.0.0.1", port, ae_title=GATEWAY, ext_neg=extended)
     assert assoc.is_established
     return assoc
 
@@ -149,6 +165,31 @@ def test_every_match_comes_page_by_page(gateway: Gateway) -> None:
         "1.2.3.2",
     ]
     assert gateway.fake.pages == list(range(0, STUDIES, 100))
+
+
+def test_combined_date_time_matching_is_negotiated_or_refused(gateway: Gateway) -> None:
+    """StudyDate and StudyTime ranges together are answered only on an association that
+    negotiated combined date-time matching (the archive combines them); SeriesDate and
+    SeriesTime ranges together only on one that did not (the archive matches them apart)."""
+    gateway.fake.count = 2
+    study = study_query()
+    study.StudyDate, study.StudyTime = "20200101-20201231", "0800-1000"
+
+    def final(assoc: Any, ds: Dataset) -> int:
+        try:
+            found = list(assoc.send_c_find(ds, StudyRootQueryRetrieveInformationModelFind))
+        finally:
+            assoc.release()
+        return int(found[-1][0].Status)
+
+    assert final(associate(gateway.port), study) == 0xC000
+    assert final(associate(gateway.port, combined=True), study) == 0x0000
+    series = Dataset()
+    series.QueryRetrieveLevel = "SERIES"
+    series.StudyInstanceUID = "1.2.3"
+    series.SeriesDate, series.SeriesTime = "20200101-20201231", "0800-1000"
+    assert final(associate(gateway.port, combined=True), series) == 0xC000
+    assert final(associate(gateway.port), series) == 0x0000
 
 
 def test_c_cancel_stops_the_search(gateway: Gateway) -> None:

@@ -15,7 +15,7 @@ from pydicom.filebase import DicomBytesIO
 from pynetdicom.dsutils import decode, encode
 
 from shared.dicomweb.multipart import build_related
-from tools.gateway import access, parts, query
+from tools.gateway import access, negotiation, parts, query
 
 A900, C000 = query.IDENTIFIER_DOES_NOT_MATCH, query.UNABLE_TO_PROCESS
 
@@ -243,3 +243,13 @@ def test_allow_keeps_the_old_form_and_limits_services() -> None:
 
 def test_dicom_bytes_io_is_available() -> None:
     assert DicomBytesIO(b"").read() == b""
+
+
+def test_only_combined_date_time_matching_is_accepted_in_extended_negotiation() -> None:
+    study_root = "1.2.840.10008.5.1.4.1.2.2.1"
+    responses, combined = negotiation.answer({study_root: b"\x01\x01\x01\x01"})
+    assert responses == {study_root: b"\x00\x01"}
+    assert combined == {study_root}
+    responses, combined = negotiation.answer({study_root: b"\x01", "1.2.3": b"\x01\x01"})
+    assert responses == {study_root: b"\x00"}
+    assert not combined

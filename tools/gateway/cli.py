@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pynetdicom import evt
 
-from tools.gateway import access, aetitle, commitment, find, plan, retrieve, scp
+from tools.gateway import access, aetitle, commitment, find, negotiation, plan, retrieve, scp
 from tools.gateway.archive import Archive
 from tools.gateway.audit import Trail
 from tools.gateway.forwarder import Forwarder
@@ -195,7 +195,17 @@ def main(argv: list[str] | None = None, stopped: threading.Event | None = None) 
     trail = Trail(args.audit_dir / "audit.jsonl")
     targets = plan.destinations(args.destination, args.destinations)
     services = [
-        (evt.EVT_C_FIND, find.find_handler(archive, args.ae_title, policy, trail)),
+        (
+            evt.EVT_C_FIND,
+            find.find_handler(
+                archive,
+                args.ae_title,
+                policy,
+                trail,
+                combined_datetime=negotiation.combined_datetime,
+            ),
+        ),
+        (evt.EVT_SOP_EXTENDED, negotiation.sop_extended),
         (evt.EVT_C_GET, retrieve.get_handler(archive, args.ae_title, policy, trail)),
         (evt.EVT_C_MOVE, retrieve.move_handler(archive, args.ae_title, policy, trail, targets)),
         (evt.EVT_N_ACTION, commitment.action_handler(archive, ae, policy, trail, targets)),

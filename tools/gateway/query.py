@@ -189,12 +189,7 @@ def _translate(identifier: Dataset, model: Model, combined_datetime: bool) -> Se
         returned.append(int(tag))
     _check_levels(values, level, model)
     _check_lists(values)
-    if (
-        not combined_datetime
-        and _is_range(values.get("StudyDate"))
-        and _is_range(values.get("StudyTime"))
-    ):
-        raise Refused(UNABLE_TO_PROCESS, "StudyDate and StudyTime ranges need date-time matching")
+    _check_date_time(values, combined_datetime)
     unique = Tag(datadict.tag_for_keyword(UNIQUE_KEY[level]) or 0)
     if int(unique) not in returned:
         returned.append(int(unique))  # PS3.4 C.4.1.1.3.2: the level's unique key is returned
@@ -329,6 +324,30 @@ def _check_lists(values: Mapping[str, str]) -> None:
         vr = datadict.dictionary_VR(keyword)
         if vr != "UI" and keyword not in _LIST_KEYWORDS:
             raise Refused(IDENTIFIER_DOES_NOT_MATCH, f"{keyword}: value lists are for UIDs")
+
+
+#: Date and time attributes that combined date-time matching joins (PS3.4 C.2.2.2.5.1);
+#: the archive's QIDO-RS joins the first pair only.
+DATE_TIME_PAIRS = (
+    ("StudyDate", "StudyTime"),
+    ("SeriesDate", "SeriesTime"),
+    ("ContentDate", "ContentTime"),
+    ("PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime"),
+)
+
+
+def _check_date_time(values: Mapping[str, str], combined: bool) -> None:
+    """Ranges on both a date and its time are matched as the archive does only for
+    StudyDate/StudyTime with combined matching negotiated, and for the other pairs without
+    it; anything else would be answered wrongly, so it is refused."""
+    for date, time in DATE_TIME_PAIRS:
+        if not (_is_range(values.get(date)) and _is_range(values.get(time))):
+            continue
+        joined_by_archive = date == "StudyDate"
+        if joined_by_archive and not combined:
+            raise Refused(UNABLE_TO_PROCESS, f"{date} and {time} ranges need date-time matching")
+        if combined and not joined_by_archive:
+            raise Refused(UNABLE_TO_PROCESS, f"{date} and {time} ranges cannot be combined")
 
 
 def _is_range(value: str | None) -> bool:
