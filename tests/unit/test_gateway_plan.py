@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from pydicom import Dataset
 
 from tools.gateway import plan
@@ -111,3 +113,38 @@ def test_instance_of_a_qido_result() -> None:
     assert plan.instance_of(result) == plan.Instance("1.1", "1.2", "1.3", CT)
     del result["00080016"]
     assert plan.instance_of(result) is None
+
+
+_keywords = st.sampled_from(
+    [
+        "QueryRetrieveLevel", "PatientID", "StudyInstanceUID", "SeriesInstanceUID",
+        "SOPInstanceUID", "Modality", "SpecificCharacterSet", "PatientName",
+    ]
+)  # fmt: skip
+_values = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["STUDY", "SERIES", "IMAGE", "PATIENT", "1.2.3", "1.2.3\\1.2.4", "*", ""]),
+)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@settings(max_examples=300, deadline=None)
+@given(
+    keys=st.dictionaries(_keywords, _values, max_size=6),
+    model=st.sampled_from(["PATIENT", "STUDY"]),
+)
+def test_any_retrieve_identifier_is_planned_or_refused(
+    keys: dict[str, str], model: plan.Model
+) -> None:
+    ds = Dataset()
+    for keyword, value in keys.items():
+        try:
+            setattr(ds, keyword, value)
+        except (ValueError, OverflowError, TypeError):
+            assume(False)
+    found = plan.retrieval(ds, model)
+    if isinstance(found, Refusal):
+        assert found.status in (IDENTIFIER_DOES_NOT_MATCH, 0xC000)
+    else:
+        assert found.params
+        found.query_string(0, 10)
