@@ -1,5 +1,6 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
-[--only stow,imports,qido,qido-scale,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import]
+[--only stow,imports,qido,qido-scale,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import,
+gateway]
 [--import-files N] [--qido-scale-sizes 10000,100000] [--qido-scale-kinds lookups,ohif]
 [--qido-scale-keep DIR] [--qido-scale-warm] [--qido-scale-moto 10000].
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    bench_gateway,
     bench_import,
     bench_imports,
     bench_memory,
@@ -49,6 +51,7 @@ PARTS = (
     "uploads",
     "fuzz",
     "import",
+    "gateway",
 )
 
 
@@ -140,6 +143,7 @@ def main() -> None:
         "uploads": bench_uploads.run,
         "fuzz": fuzz.run,
         "import": lambda: bench_import.run(args.import_files),
+        "gateway": bench_gateway.run,  # side by side with Orthanc (installed as root if missing)
     }
     out = RESULTS / "bench.json"
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
