@@ -8,7 +8,7 @@ TOOLS_STAMP := $(TOOLS)/.installed-stamp
 PORT ?= 3000
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: serve test unit integration template lint format typecheck bench bench-peer build clean
+.PHONY: serve test unit integration template lint format typecheck bench bench-peer bench-gateway build clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ bench: $(STAMP)  ## benchmarks; JSON into bench/results/
 
 bench-peer: $(STAMP)  ## side by side with Orthanc (installs it from Debian as root)
 	$(BIN)/python -m bench.bench_peer
+
+bench-gateway: $(STAMP)  ## the DIMSE gateway's C-FIND and C-MOVE side by side with Orthanc
+	$(BIN)/python -m bench.bench_gateway
 
 build: $(TOOLS_STAMP)  ## sam build without Docker (cross-installs arm64 / py3.13 wheels)
 	$(TOOLS)/bin/sam build --template-file template.yaml

@@ -1,6 +1,6 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
 [--only stow,imports,qido,qido-scale,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import,
-feed] [--feed-entries 100000]
+feed,gateway] [--feed-entries 100000]
 [--import-files N] [--qido-scale-sizes 10000,100000] [--qido-scale-kinds lookups,ohif]
 [--qido-scale-keep DIR] [--qido-scale-warm] [--qido-scale-moto 10000].
 
@@ -21,6 +21,7 @@ from typing import Any
 
 from bench import (
     bench_feed,
+    bench_gateway,
     bench_import,
     bench_imports,
     bench_memory,
@@ -52,6 +53,7 @@ PARTS = (
     "fuzz",
     "import",
     "feed",
+    "gateway",
 )
 
 
@@ -150,6 +152,7 @@ def main() -> None:
         "fuzz": fuzz.run,
         "import": lambda: bench_import.run(args.import_files),
         "feed": lambda: bench_feed.run(args.feed_entries),
+        "gateway": bench_gateway.run,  # side by side with Orthanc (installed as root if missing)
     }
     out = RESULTS / "bench.json"
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}

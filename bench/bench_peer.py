@@ -127,16 +127,20 @@ def ensure_orthanc() -> str:
 
 @contextmanager
 def orthanc(
-    workdir: Path, dicomweb: dict[str, Any] | None = None, dicom_port: int | None = None
+    workdir: Path,
+    dicomweb: dict[str, Any] | None = None,
+    dicom_port: int | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Iterator[Target]:
     """Orthanc 1.10 + DICOMweb plugin on free ports, storage in ``workdir``; ``dicomweb``
     replaces options of the plugin's section (``{"StudiesMetadata": "Full"}``);
-    ``dicom_port`` fixes its DICOM port (AE title ORTHANC) for C-STORE."""
+    ``dicom_port`` fixes its DICOM port (AE title ORTHANC) for C-STORE; ``config`` adds
+    top-level options (``DicomModalities``)."""
     from tests.support import orthanc as peer
 
     try:
         with peer.running(
-            workdir, ensure_orthanc(), dicomweb=dicomweb, dicom_port=dicom_port
+            workdir, ensure_orthanc(), dicomweb=dicomweb, dicom_port=dicom_port, config=config
         ) as server:
             web = server.dicomweb
             yield Target(

@@ -15,13 +15,10 @@ own process.
 from __future__ import annotations
 
 import io
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
@@ -31,63 +28,10 @@ import requests
 from shared import keys
 from tests.support import dicom_files
 from tests.support.debian_tools import require_debian_tool
+from tests.support.gateway_run import GATEWAY_AE, MODALITY_AE, gateway
 from tests.support.served import Served, free_port, served
 
 pytestmark = [pytest.mark.integration, pytest.mark.tools, pytest.mark.xdist_group("gateway")]
-
-GATEWAY_AE, MODALITY_AE = "GATEWAY", "MODALITY"
-
-
-@contextmanager
-def gateway(
-    workdir: Path,
-    url: str,
-    key: str,
-    port: int,
-    spool: Path,
-    *,
-    allow: tuple[str, ...] = (MODALITY_AE, "ECHOSCU"),
-) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m tools.gateway`` on ``port``; ready once it prints its listening line."""
-    log = workdir / f"gateway-{time.monotonic_ns()}.log"
-    allowed = [argument for title in allow for argument in ("--allow", title)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tools.gateway",
-                "--url",
-                url,
-                "--ae-title",
-                GATEWAY_AE,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                *allowed,
-                "--spool",
-                str(spool),
-                "--retries",
-                "2",
-                "--verbose",
-            ],
-            env={**os.environ, "DICOMWEB_API_KEY": key},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while b"listening on" not in log.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the gateway did not start: {log.read_text()}")
-        time.sleep(0.1)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(timeout=30)
 
 
 def spooled(spool: Path) -> list[Path]:

@@ -41,6 +41,7 @@ PACKAGES: dict[str, str] = {
     "dciodvfy": "dicom3tools",
     "gdcmconv": "libgdcm-tools",
     "opj_decompress": "libopenjp2-tools",
+    "openssl": "openssl",
     "Orthanc": "orthanc",
     ORTHANC_DICOMWEB_PLUGIN: "orthanc-dicomweb",
 }

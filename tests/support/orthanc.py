@@ -48,9 +48,11 @@ def running(
     *,
     dicomweb: dict[str, Any] | None = None,
     dicom_port: int | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Iterator[Orthanc]:
     """Orthanc with the DICOMweb plugin; ``dicomweb`` adds or replaces options of the
-    plugin's section (``{"Servers": {...}}``, ``{"StudiesMetadata": "Full"}``)."""
+    plugin's section (``{"Servers": {...}}``, ``{"StudiesMetadata": "Full"}``), ``config``
+    top-level options (``{"DicomModalities": {...}}``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port, dicom = free_port(), dicom_port or free_port()
     config = {
@@ -70,6 +72,7 @@ def running(
             "StudiesMetadata": "MainDicomTags",
             **(dicomweb or {}),
         },
+        **(config or {}),
     }
     (workdir / "orthanc.json").write_text(json.dumps(config))
     log_path = workdir / "orthanc.log"

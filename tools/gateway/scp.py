@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,12 +20,14 @@ from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from tools.gateway import aetitle, statemachine
-from tools.gateway.guard import MAX_PDU, TIMEOUT, GuardedServer, Limits
+from tools.gateway.access import Access
+from tools.gateway.guard import MAX_PDU, TIMEOUT, GuardedServer, Limits, see_pending
 from tools.gateway.spool import Spool
 
 SUCCESS = 0x0000
 POLL_S = 0.1  # how often the server loop checks for shutdown
 OUT_OF_RESOURCES = 0xA700
+NOT_AUTHORISED = 0x0124  # PS3.7 C.5.x: the service is not one this calling AE may use
 log = logging.getLogger("dicomweb-gateway")
 
 LOSSLESS = (
@@ -63,28 +66,55 @@ TRANSFER_SYNTAXES = sorted(
 )
 
 
+# Query/Retrieve and Storage Commitment messages are small command-like data sets: the
+# uncompressed syntaxes, Explicit VR Little Endian first.
+COMMAND_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2")
+QUERY_RETRIEVE = (
+    "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root Q/R Information Model - FIND
+    "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Q/R Information Model - FIND
+    "1.2.840.10008.5.1.4.1.2.1.2",  # Patient Root Q/R Information Model - MOVE
+    "1.2.840.10008.5.1.4.1.2.2.2",  # Study Root Q/R Information Model - MOVE
+    "1.2.840.10008.5.1.4.1.2.1.3",  # Patient Root Q/R Information Model - GET
+    "1.2.840.10008.5.1.4.1.2.2.3",  # Study Root Q/R Information Model - GET
+)
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"  # Storage Commitment Push Model
+
+
 def build_ae(
     ae_title: str,
     allowed_calling: list[str],
     *,
     max_pdu: int = MAX_PDU,
     timeout: float = TIMEOUT,
+    query_retrieve: bool = False,
 ) -> AE:
     """The application entity with its contexts and association policy: ``max_pdu`` is the
     Maximum Length it advertises (and the guard enforces), ``timeout`` the ACSE, DIMSE and
-    network (idle) timeout in seconds."""
+    network (idle) timeout in seconds. ``query_retrieve``: also the C-FIND, C-MOVE and C-GET
+    models and Storage Commitment (storage contexts then also accept the SCP role a C-GET
+    requestor proposes)."""
     ae = AE(ae_title=ae_title)
     for context in AllStoragePresentationContexts:
         if context.abstract_syntax is not None:
-            ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+            ae.add_supported_context(
+                context.abstract_syntax,
+                TRANSFER_SYNTAXES,
+                scu_role=True if query_retrieve else None,
+                scp_role=True if query_retrieve else None,
+            )
     ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
+    if query_retrieve:
+        for abstract in (*QUERY_RETRIEVE, STORAGE_COMMITMENT):
+            ae.add_supported_context(abstract, COMMAND_SYNTAXES)
     ae.require_calling_aet = allowed_calling  # empty: any calling AE
     ae.maximum_pdu_size = max_pdu
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     return ae
 
 
-def store_handler(spool: Spool, on_spooled: Callable[[], None]) -> Callable[[Any], int]:
+def store_handler(
+    spool: Spool, on_spooled: Callable[[], None], access: Access | None = None
+) -> Callable[[Any], int]:
     """C-STORE: write the instance as received (Part 10, with file meta) to the spool, synced,
     then answer success; if it cannot be written, 0xA700 so that the modality retries.
 
@@ -93,6 +123,8 @@ def store_handler(spool: Spool, on_spooled: Callable[[], None]) -> Callable[[Any
 
     def handle(event: Any) -> int:
         calling = str(event.assoc.requestor.ae_title).strip()
+        if access is not None and not access.may(calling, "store"):
+            return NOT_AUTHORISED
         try:
             if _config.STORE_RECV_CHUNKED_DATASET:
                 spool.put_file(calling, Path(event.dataset_path))
@@ -115,6 +147,9 @@ def start(  # noqa: PLR0913 - the server's settings are keyword-only
     *,
     calling_in_url: bool = True,
     connections: int = Limits.connections,
+    access: Access | None = None,
+    services: Sequence[tuple[Any, Callable[[Any], Any]]] = (),
+    ssl_context: ssl.SSLContext | None = None,
 ) -> GuardedServer:
     """Listen in a background thread; returns the server (``server_address`` has the port).
 
@@ -124,12 +159,18 @@ def start(  # noqa: PLR0913 - the server's settings are keyword-only
 
     ``calling_in_url``: the calling AE title becomes the archive's STOW-RS path segment, so
     a title that cannot be one (:func:`tools.gateway.aetitle.path_problem`) is rejected at
-    association."""
+    association.
+
+    ``access``: which calling AE may store; ``services``: more ``(event, handler)`` pairs
+    (C-FIND, C-MOVE, C-GET, N-ACTION: :mod:`tools.gateway.find` and its siblings);
+    ``ssl_context``: TLS on every connection (:func:`tls_context`)."""
     _config.STORE_RECV_CHUNKED_DATASET = True  # data sets to files, not memory
     tempfile.tempdir = str(spool.receiving)  # where pynetdicom writes them
     # pynetdicom's own notification handlers only log (at debug level, data sets included),
     # and one that raises keeps the handlers bound after it from running
     _config.LOG_HANDLER_LEVEL = "none"
+    # pynetdicom logs C-FIND/C-MOVE/C-GET identifiers (patient names and IDs) at INFO level
+    _config.LOG_REQUEST_IDENTIFIERS = _config.LOG_RESPONSE_IDENTIFIERS = False
     server: GuardedServer | None = None
 
     def closed(event: Any) -> None:
@@ -138,11 +179,13 @@ def start(  # noqa: PLR0913 - the server's settings are keyword-only
             _sweep(spool.receiving, server.oldest_open())
 
     handlers: list[Any] = [
-        (evt.EVT_C_STORE, store_handler(spool, on_spooled)),
+        (evt.EVT_C_STORE, store_handler(spool, on_spooled, access)),
+        *services,
         (evt.EVT_C_ECHO, lambda _event: SUCCESS),
         (evt.EVT_ACCEPTED, _accepted),
         (evt.EVT_REJECTED, _rejected),
         (evt.EVT_CONN_OPEN, statemachine.install),
+        (evt.EVT_CONN_OPEN, see_pending),
         (evt.EVT_DIMSE_RECV, _received_whole),
         (evt.EVT_CONN_CLOSE, closed),
     ]
@@ -161,6 +204,7 @@ def start(  # noqa: PLR0913 - the server's settings are keyword-only
             address,
             evt_handlers=handlers,
             server_class=GuardedServer,
+            ssl_context=ssl_context,
             limits=limits,
             calling_usable=calling_usable,
         ),
@@ -222,3 +266,16 @@ def _accepted(event: Any) -> None:
 
 def _rejected(event: Any) -> None:
     log.warning("association rejected from %s", str(event.assoc.requestor.ae_title).strip())
+
+
+def tls_context(cert: Path, key: Path, ca: Path | None = None) -> ssl.SSLContext:
+    """A TLS server context (TLS 1.2 or later) with the gateway's certificate and key;
+    with ``ca``, peers must present a certificate that CA signed (PS3.15 B.1, the Basic
+    TLS Secure Transport Connection Profile's mutual authentication)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=cert, keyfile=key)
+    if ca is not None:
+        context.load_verify_locations(cafile=ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context

@@ -56,5 +56,29 @@ class SturdyStateMachine(StateMachine):
 
 def install(event: Any) -> None:
     """``EVT_CONN_OPEN`` handler: give the new association a :class:`SturdyStateMachine`
-    (the connection's thread has not started: nothing has been processed yet)."""
+    (the connection's thread has not started: nothing has been processed yet) and a
+    reactor that leaves responses to the thread waiting for them (:func:`hold_responses`)."""
     event.assoc.dul.state_machine = SturdyStateMachine(event.assoc.dul)
+    hold_responses(event.assoc)
+
+
+def hold_responses(assoc: Any) -> None:
+    """Keep the association's reactor from taking a message while another thread has paused
+    it to send a request and wait for the response.
+
+    pynetdicom's reactor marks itself paused, passes its checkpoint and only then reads the
+    next message; a sender that clears the checkpoint in between sees "paused", sends, and
+    the reactor takes the response ("Received unexpected C-STORE service message"), so the
+    sender times out: with peers that answer at once, a C-MOVE lost a sub-operation and then
+    every later one (its association ended). The reactor's reads are the non-blocking ones:
+    while the checkpoint is cleared they find nothing."""
+    dimse = assoc.dimse
+    original = dimse.get_msg
+    checkpoint = assoc._reactor_checkpoint
+
+    def get_msg(block: bool = False) -> Any:
+        if not block and not checkpoint.is_set():
+            return None, None
+        return original(block)
+
+    dimse.get_msg = get_msg
