@@ -10,9 +10,9 @@ follow a commit.
   against the same write without it (the row's ``_log`` replaced by nothing, for this
   measure only); then STOW-RS over HTTP on the local stack with a follower polling the feed
   every 0.2 s against none. Medians of rounds, ratios.
-* **commit to event** (local stack): STOW-RS one instance at a time; time from the STOW's
-  answer to its event's line in ``events.jsonl`` (the FeedFunction, on the stream's poll);
-  p50 and p95.
+* **commit to event** (``python -m local`` in its own process, as ``make serve``): STOW-RS
+  one instance at a time; time from the STOW's answer to its event's line in
+  ``events.jsonl`` (the FeedFunction, run when the index changes); p50 and p95.
 """
 
 from __future__ import annotations
@@ -241,15 +241,18 @@ def _poll_feed(base: str, key: str, stop: threading.Event) -> None:
 
 
 def event_latency(instances: int = 40) -> dict[str, Any]:
-    """Seconds from a STOW's answer to its event's line in events.jsonl."""
-    from local.stack import LocalStack
+    """Seconds from a STOW's answer to its event's line in events.jsonl, on ``python -m
+    local`` as ``make serve`` runs it (its own process, a worker per CPU)."""
+    from shared import keys
     from shared.bootstrap import EVENTS_FILE
+    from tests.support.served import served
 
     latencies: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp, LocalStack(port=0, data_dir=Path(tmp)) as stack:
+    key, _ = keys.generate("bench-feed")
+    with tempfile.TemporaryDirectory() as tmp, served(Path(tmp), key) as stack:
         events_file = stack.data_dir / EVENTS_FILE
         for n in range(1, instances + 1):
-            _stow(stack.base_url, stack.api_key, dicom_files.with_new_uids(SOURCE))
+            _stow(stack.base_url, key, dicom_files.with_new_uids(SOURCE))
             answered = time.perf_counter()
             while not _has_event(events_file, n):
                 if time.perf_counter() - answered > 30:

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from local.template import REGION, StackTemplate
@@ -60,6 +61,16 @@ class EventSource:
     bucket: str
     #: Whether objects may appear half-written (a directory): then they must settle first.
     settle: bool = True
+    #: Whether the stream's readers run in a thread of their own (and on their schedules):
+    #: only where the stack owns the process's environment (``dicomweb-serve``). Elsewhere
+    #: (tests, benchmarks) each invocation sets and restores the environment, which another
+    #: thread of the process may be reading: the readers then run at the end of each API
+    #: request, inside its invocation's environment (:meth:`run_streams_now`).
+    background_streams: bool = True
+    #: Files whose change means a commit (the SQLite index and its WAL): the stream's
+    #: thread looks at them every :data:`STREAM_COALESCE_S`, so that commits made by the
+    #: forked workers, whose requests this process does not see, are read at once too.
+    watch: tuple[Path, ...] = ()
     _seen: dict[str, _Seen] = field(default_factory=dict)
     _announced: set[str] = field(default_factory=set)
     _wake: threading.Event = field(default_factory=threading.Event)
@@ -68,6 +79,8 @@ class EventSource:
     _thread: threading.Thread | None = None
     _stream_thread: threading.Thread | None = None
     _changed: threading.Event = field(default_factory=threading.Event)
+    _streams_lock: threading.Lock = field(default_factory=threading.Lock)
+    _streams_again: bool = False
     _next_run: dict[tuple[str, float], float] = field(default_factory=dict)
     _interval: float = POLL_S
     #: The API was used since the last poll: the polls keep their pace.
@@ -94,7 +107,7 @@ class EventSource:
         for function in self.template.functions.values():
             for period in function.schedules:
                 self._next_run[(function.logical_id, period)] = now + period
-        if self.stream_readers:
+        if self.stream_readers and self.background_streams:
             self._stream_thread = threading.Thread(
                 target=self._run_stream, name="stream", daemon=True
             )
@@ -208,13 +221,44 @@ class EventSource:
         """What a table's stream does for its readers: invoke them after commits (at most
         every :data:`STREAM_COALESCE_S`: commits in between are one batch) and every
         :data:`IDLE_POLL_S` otherwise; they read what was committed since themselves."""
+        seen, idle_since = self._watched(), time.monotonic()
         while not self._stopping.is_set():
-            self._changed.wait(IDLE_POLL_S)
+            self._changed.wait(STREAM_COALESCE_S)
+            now = self._watched()
+            if not (self._changed.is_set() or now != seen) and (
+                time.monotonic() - idle_since < IDLE_POLL_S
+            ):
+                continue
             self._changed.clear()
+            seen, idle_since = now, time.monotonic()
             if self._stopping.is_set():
                 return
             self._run_streams()
             self._stopping.wait(STREAM_COALESCE_S)
+
+    def _watched(self) -> tuple[tuple[int, int], ...]:
+        found = []
+        for path in self.watch:
+            try:
+                info = path.stat()
+            except OSError:
+                found.append((0, 0))
+            else:
+                found.append((info.st_mtime_ns, info.st_size))
+        return tuple(found)
+
+    def run_streams_now(self) -> None:
+        """Run the stream's readers in this thread (an API request's, at its end); when
+        another thread runs them now, it runs them once more instead of this one waiting."""
+        self._streams_again = True
+        while self._streams_again:
+            if not self._streams_lock.acquire(blocking=False):
+                return  # the thread running them sees _streams_again and goes round again
+            try:
+                self._streams_again = False
+                self._run_streams()
+            finally:
+                self._streams_lock.release()
 
     def _run_streams(self) -> None:
         for function in self.stream_readers:
@@ -226,7 +270,7 @@ class EventSource:
     def _run_schedules(self) -> None:
         now = time.monotonic()
         for (function, period), due in list(self._next_run.items()):
-            if now < due:
+            if now < due or (function in self.stream_readers and not self.background_streams):
                 continue
             self._next_run[(function, period)] = now + period
             try:

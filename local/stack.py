@@ -178,6 +178,7 @@ class LocalStack:
         self._moto: Any = None
         self._objects: ObjectServer | None = None
         self._events: EventSource | None = None
+        self._runtime: LambdaRuntime | None = None
         self._server: ApiServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -258,9 +259,10 @@ class LocalStack:
             )
             if self.owns_process:
                 runtime.environment.pin()
+            self._runtime = runtime
             self._server.gateway = Gateway(
                 self.template,
-                runtime.invoke,
+                self._invoke_api,
                 usage_plans=self._usage_plans(),
                 on_request=self._api_used,
                 on_answered=self._api_answered,
@@ -332,6 +334,15 @@ class LocalStack:
             invoke=runtime.invoke,
             bucket=bucket.name if bucket is not None else "",
             settle=self.storage == "local",
+            background_streams=self.owns_process,
+            watch=(
+                (
+                    self.data_dir / bootstrap.INDEX_FILE,
+                    self.data_dir / f"{bootstrap.INDEX_FILE}-wal",
+                )
+                if self.storage == "local"
+                else ()
+            ),
         )
 
     def _api_used(self, function: str) -> None:
@@ -339,8 +350,22 @@ class LocalStack:
             self._events.wake()
 
     def _api_answered(self, function: str) -> None:
-        if self._events is not None:
+        if self._events is not None and self.owns_process:
             self._events.changed()  # it may have committed: the stream's readers run
+
+    def _invoke_api(self, function: str, event: dict[str, Any]) -> Any:
+        """An API request's invocation; where the stack shares the process's environment
+        (tests), the stream's readers run after it within the same environment scope: no
+        thread of this stack changes the environment between two requests."""
+        runtime = self._runtime
+        if runtime is None:
+            raise RuntimeError("the stack is not started")
+        if self.owns_process or self._events is None or not self._events.stream_readers:
+            return runtime.invoke(function, event)
+        with runtime.environment.active():
+            output = runtime.invoke(function, event)
+            self._events.run_streams_now()
+            return output
 
     def _object_created(self, key: str) -> None:
         if self._events is not None:

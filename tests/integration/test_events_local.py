@@ -65,7 +65,11 @@ def _wait_for(running: LocalStack, found: Any, timeout: float = 30) -> list[dict
         seen = _events(running)
         if found(seen) or time.monotonic() > deadline:
             return seen
-        requests.get(f"{running.base_url}/changefeed/latest", timeout=30)  # the API in use
+        requests.get(  # the API in use: in a shared process the stream's readers run after it
+            f"{running.base_url}/changefeed/latest",
+            headers={"Authorization": running.api_key},
+            timeout=30,
+        )
         time.sleep(0.2)
 
 

@@ -182,3 +182,36 @@ def test_a_change_runs_the_stream_readers_at_once_coalesced(store) -> None:
         events_.stop()
     assert took < 1.0  # not the idle 2 s
     assert 1 <= len(invoke.calls) - before <= 3
+
+
+def test_in_a_shared_process_the_stream_readers_run_only_when_asked(store) -> None:
+    """Where the stack shares the process's environment, no thread of its own invokes the
+    stream's readers or their schedule: the API request runs them at its end."""
+    invoke = Recorder()
+    events_ = events.EventSource(template.load(), store, invoke, "bucket", background_streams=False)
+    events_._next_run = {("FeedFunction", 60.0): 0.0}
+    events_._run_schedules()
+    assert invoke.calls == []
+    events_.run_streams_now()
+    assert invoke.calls == [("FeedFunction", events.stream_event())]
+
+
+def test_a_commit_seen_in_the_watched_files_runs_the_stream_readers(store, tmp_path) -> None:
+    """Forked workers commit where this process does not see the requests: the index
+    file's change is the signal."""
+    index = tmp_path / "index.sqlite3"
+    index.write_bytes(b"x")
+    invoke = Recorder()
+    events_ = events.EventSource(template.load(), store, invoke, "bucket", watch=(index,))
+    events_.start()
+    try:
+        time.sleep(0.3)
+        before = len(invoke.calls)
+        index.write_bytes(b"xy")
+        started = time.monotonic()
+        while len(invoke.calls) == before and time.monotonic() - started < 5:
+            time.sleep(0.005)
+        took = time.monotonic() - started
+    finally:
+        events_.stop()
+    assert took < 1.0
