@@ -315,7 +315,7 @@ def test_a_storage_outage_keeps_the_object_for_a_retry(store, index, monkeypatch
     upload_id = upload(store, data)
     key = f"incoming/uploads/{upload_id}"
 
-    def down(record):
+    def down(record, **options):
         raise StorageUnavailable("down")
 
     monkeypatch.setattr(index, "add", down)
