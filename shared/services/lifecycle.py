@@ -189,10 +189,7 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
             continue
         if index.references(uids[2], info.key):
             continue  # stored again meanwhile
-        if retention_days > 0:
-            objects.copy(info.key, deleted_key(info.key))
-        objects.delete(info.key)
-        swept += 1
+        swept += _sweep_one(info.key, uids[2], objects, index, retention_days)
     if done:
         objects.delete(job_key(target))
     if not removed and not swept and done and job.fresh:
@@ -391,6 +388,31 @@ def _job(objects: ObjectStore, target: Target, clock: Callable[[], float]) -> _J
     job = _Job(clock())
     objects.put(job_key(target), job.dump(target.level))
     return job
+
+
+def _sweep_one(
+    key: str, sop_instance_uid: str, objects: ObjectStore, index: InstanceIndex, days: int
+) -> int:
+    """Move one object no entry named to ``deleted/`` (1), or put it back when an identical
+    STOW named it meanwhile (0).
+
+    Checking the index and then removing the object is not atomic: a STOW of the same bytes
+    (the same key) may commit its entry in between. So the object is copied first (even
+    with a restore window of 0 days), removed, and the index asked again: an entry naming
+    it now is put back from the copy. A STOW whose entry commits after that second check
+    finds its object gone and writes it again (``store.commit``); one of the two always
+    sees the other (docs/decisions/0007-delete-and-restore.md)."""
+    kept = deleted_key(key)
+    objects.copy(key, kept)
+    objects.delete(key)
+    if index.references(sop_instance_uid, key):
+        objects.copy(kept, key)
+        objects.delete(kept)
+        logger.info("an object stored again during its sweep was put back", extra={"key": key})
+        return 0
+    if days <= 0:
+        objects.delete(kept)
+    return 1
 
 
 def _sweepable(info: ObjectInfo, named: frozenset[str], job: _Job, now: float) -> bool:

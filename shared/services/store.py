@@ -152,9 +152,15 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
         # An object no entry points at is never served; a retry is idempotent.
         logger.warning("storage unavailable", extra={"sop_instance_uid": instance.sop_instance_uid})
         return _failed(instance, failures.OUT_OF_RESOURCES, "storage unavailable")
-    if outcome is AddOutcome.ALREADY_STORED:
-        # Identical bytes, but the entry may name the object by an older form of the key.
-        _discard_unreferenced(objects, index, record)
+    try:
+        if outcome is AddOutcome.STORED:
+            _ensure_object(objects, record, write)
+        elif outcome is AddOutcome.ALREADY_STORED:
+            # Identical bytes, but the entry may name the object by an older form of the key.
+            _discard_unreferenced(objects, index, record, write)
+    except StorageUnavailable:
+        logger.warning("storage unavailable", extra={"sop_instance_uid": instance.sop_instance_uid})
+        return _failed(instance, failures.OUT_OF_RESOURCES, "storage unavailable")
     if outcome in (AddOutcome.STORED, AddOutcome.ALREADY_STORED):
         url = paths.instance_url(
             base_url, instance.study_uid, instance.series_uid, instance.sop_instance_uid
@@ -193,13 +199,32 @@ def _failed(instance: ValidInstance, reason: int, message: str) -> Failed:
     return Failed(reason, message, instance.sop_class_uid, instance.sop_instance_uid)
 
 
+def _ensure_object(
+    objects: ObjectStore, record: InstanceRecord, write: Callable[[str], None]
+) -> None:
+    """Write the object again when it is gone once its entry is committed: a DELETE's sweep
+    of an identical earlier copy (same key) may have checked the index before this entry
+    and removed the object after this write. The sweep checks the index again after its
+    removal and puts the object back when an entry names it; this check, after the entry,
+    covers the entry committed after that (docs/decisions/0007-delete-and-restore.md)."""
+    if objects.stat(record.blob_key) is None:
+        logger.warning("object gone once indexed: written again", extra={"key": record.blob_key})
+        write(record.blob_key)
+
+
 def _discard_unreferenced(
-    objects: ObjectStore, index: InstanceIndex, record: InstanceRecord
+    objects: ObjectStore,
+    index: InstanceIndex,
+    record: InstanceRecord,
+    write: Callable[[str], None] | None = None,
 ) -> None:
     """Delete an object no entry points at; keep it when in doubt (an orphan is never
-    served)."""
+    served). With ``write``, an object an entry points at is written again if it is gone
+    (:func:`_ensure_object`: an identical STOW retried after a lost answer)."""
     try:
         if index.references(record.sop_instance_uid, record.blob_key):
+            if write is not None:
+                _ensure_object(objects, record, write)
             return
         objects.delete(record.blob_key)
     except StorageUnavailable:
