@@ -48,7 +48,7 @@ from shared.dicom.validate import InstanceRejected, ValidInstance, validate_file
 from shared.dicomweb.stow_result import Failed
 from shared.errors import StorageUnavailable
 from shared.ports import InstanceIndex, ObjectStore
-from shared.services.store import commit
+from shared.services.store import DEFAULT_RETENTION_DAYS, commit
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +87,17 @@ class Outcome:
     status: str
 
 
-def ingest(
+def ingest(  # noqa: PLR0913 - keyword-only: the object, the ports and the policy
     key: str,
     *,
     store: ObjectStore,
     index: InstanceIndex,
     inflate_limit: int,
     clock: Callable[[], datetime] = utc_now,
+    retention_days: int = DEFAULT_RETENTION_DAYS,
 ) -> Outcome | None:
     """Ingest the object under ``incoming/``; None when there is nothing (any more).
+    ``retention_days``: how long instances a rejection note hides are kept (as STOW's).
 
     Raises :class:`StorageUnavailable` when storage failed: the object stays in
     ``incoming/`` for the event's retry or the sweeper.
@@ -131,6 +133,7 @@ def ingest(
             index=index,
             write=lambda final: store.copy(key, final),
             clock=clock,
+            retention_days=retention_days,
         )
     if isinstance(outcome, Failed):
         if outcome.reason == failures.OUT_OF_RESOURCES:

@@ -61,6 +61,9 @@ logger = logging.getLogger(__name__)
 STORED_PREFIX = "dicom/"
 DELETED_PREFIX = "deleted/"
 JOBS_PREFIX = "jobs/delete/"
+#: Rejection records of IOCM rejection notes (:mod:`shared.services.rejection`), one per
+#: instance a note names; a restore of the instance forgets its record.
+REJECTIONS_PREFIX = "rejections/"
 #: An object under ``dicom/`` that no entry names and that this deletion did not unindex is
 #: swept only once older than this (seconds): a STOW writes its object before its index
 #: entry, and a STOW lasts at most a Lambda's 15 minutes.
@@ -119,6 +122,11 @@ def object_uids(key: str, prefix: str = STORED_PREFIX) -> tuple[str, str, str] |
         return None
     sop, dot, _ = parts[2].removesuffix(".dcm").rpartition(".")
     return (parts[0], parts[1], sop) if dot and sop else None
+
+
+def rejection_key(study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
+    """Where the rejection record of an instance is kept."""
+    return f"{REJECTIONS_PREFIX}{study_uid}/{series_uid}/{sop_instance_uid}.json"
 
 
 def deleted_key(key: str) -> str:
@@ -480,6 +488,9 @@ def restore(  # noqa: PLR0913 - keyword-only: the target, the ports and the requ
         if until.expired():
             result.done = False
             break
+        uids = object_uids(key, DELETED_PREFIX)
+        if uids is not None:  # a restored instance is no longer rejected
+            objects.delete(rejection_key(*uids))
         outcome = _restore_one(key, objects, index, calling_aet, base_url, clock)
         getattr(result, outcome).append(sop)
         if outcome in ("restored", "already") and key.startswith(DELETED_PREFIX):
@@ -546,6 +557,7 @@ def _restore_one(  # noqa: PLR0913, PLR0917 - one instance and where it goes
         index=index,
         write=write,
         clock=clock,
+        rejections=False,
     )
     if isinstance(outcome, Stored):
         return "already" if outcome.already_stored else "restored"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from shared import budget
@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 _DICOM_PART_TYPES = {"application/dicom", ""}
 #: A part left unread when the request ran out of time: storage "out of resources", retry.
+#: Days a hidden (rejected) instance's object is kept under ``deleted/`` when the caller
+#: does not say (``DeletedRetentionDays``' default).
+DEFAULT_RETENTION_DAYS = 30
 _NOT_PROCESSED = Failed(
     failures.OUT_OF_RESOURCES, "not processed within the time this API allows: send it again"
 )
@@ -37,6 +40,8 @@ class StoreRequest:
     memory_budget: int = field(default_factory=budget.request_budget)
     #: When to stop starting another part (``shared.deadline``).
     deadline: Deadline = field(default_factory=Deadline.never)
+    #: Days the objects of instances hidden by a rejection note stay under ``deleted/``.
+    retention_days: int = DEFAULT_RETENTION_DAYS
 
 
 def blob_key(instance: ValidInstance) -> str:
@@ -126,6 +131,7 @@ def _store_one(
         index=index,
         write=lambda key: objects.put(key, instance.data),
         clock=clock,
+        retention_days=request.retention_days,
     )
 
 
@@ -138,11 +144,20 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
     index: InstanceIndex,
     write: Callable[[str], None],
     clock: Callable[[], datetime],
+    retention_days: int = DEFAULT_RETENTION_DAYS,
+    rejections: bool = True,
 ) -> Stored | Failed:
     """Store a validated instance: ``write(key)`` puts its object under its final key, then
     the index entry is added. Shared by STOW (``write`` puts the bytes) and the upload path
-    (``write`` copies the uploaded object); never half-stored."""
-    record = _record(instance, calling_aet, clock())
+    (``write`` copies the uploaded object); never half-stored.
+
+    With ``rejections`` (all but a restore), IOCM rejection notes are applied here, so on
+    every path that stores: a rejection note hides the instances it names, and a new
+    instance a kept rejection names is hidden at once (:mod:`shared.services.rejection`;
+    hidden objects are kept ``retention_days`` under ``deleted/``). The answer is still
+    "stored": the instance is in the archive, hidden."""
+    now = clock()
+    record = _record(instance, calling_aet, now)
     try:
         write(record.blob_key)
         outcome = index.add(record)
@@ -165,16 +180,56 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
         url = paths.instance_url(
             base_url, instance.study_uid, instance.series_uid, instance.sop_instance_uid
         )
-        return Stored(
+        stored = Stored(
             instance.sop_class_uid,
             instance.sop_instance_uid,
             url,
             instance.study_uid,
             already_stored=outcome is AddOutcome.ALREADY_STORED,
         )
+        if not rejections:
+            return stored
+        try:
+            return _rejections(instance, stored, objects, index, retention_days, now)
+        except StorageUnavailable:
+            # Stored, but a rejection may be half-applied: a retry applies it again.
+            logger.warning(
+                "rejection check failed", extra={"sop_instance_uid": stored.sop_instance_uid}
+            )
+            return _failed(instance, failures.OUT_OF_RESOURCES, "storage unavailable")
     # The index positively refused this object: remove it unless an entry points at its key.
     _discard_unreferenced(objects, index, record)
     return _refused(instance, outcome)
+
+
+def _rejections(  # noqa: PLR0913, PLR0917 - the stored instance and the ports
+    instance: ValidInstance,
+    stored: Stored,
+    objects: ObjectStore,
+    index: InstanceIndex,
+    retention_days: int,
+    now: datetime,
+) -> Stored:
+    """Apply a rejection note (again, when resent: a retry finishes one cut off), and hide a
+    new instance a kept rejection names."""
+    # rejection hides through lifecycle, which stores again through this module.
+    from shared.services import rejection  # noqa: PLC0415
+
+    named = rejection.rejections_of(instance.dataset, now)
+    rejected: tuple[str, ...] = ()
+    if named:
+        rejected = rejection.apply_note(
+            named, objects=objects, index=index, retention_days=retention_days
+        )
+    hidden = not stored.already_stored and rejection.hide_if_rejected(
+        (instance.study_uid, instance.series_uid, instance.sop_instance_uid),
+        objects=objects,
+        index=index,
+        retention_days=retention_days,
+    )
+    if not rejected and not hidden and not named:
+        return stored
+    return replace(stored, rejected=tuple(r.sop_instance_uid for r in named), hidden=hidden)
 
 
 def _refused(instance: ValidInstance, outcome: AddOutcome) -> Failed:

@@ -1,0 +1,232 @@
+"""IOCM rejection notes (IHE RAD TF-1 §42 Imaging Object Change Management; PS3.3 §A.35.4
+Key Object Selection Document; the document titles of CID 7011).
+
+A Key Object Selection document whose Concept Name is one of :data:`CODES` is a *rejection
+note*: it is stored and searchable like any instance, and the instances its
+CurrentRequestedProcedureEvidenceSequence references are *hidden*: removed from the index
+and their objects moved to ``deleted/``, exactly as a DELETE does
+(:func:`shared.services.lifecycle.delete`), so that no search or retrieval answers them
+and an admin can restore them within the restore window. For each referenced instance a
+*rejection record* is kept (``rejections/{study}/{series}/{sop}.json``: the code, the
+note's UID, when, whether it was applied). A STOW of a rejected instance later (the note
+came first, or the instance is sent again) stores it and hides it at once. 113039 (Data
+Retention Policy Expired) deletes as DELETE does: applied once, after which the instance
+may be stored again, as after a DELETE.
+
+Ordering, so that a note and a STOW of an instance it names never miss each other: the
+note writes the record, then removes the entry; a STOW adds the entry, then reads the
+record. Whichever comes second sees the other (both reads are consistent: S3 is
+read-after-write consistent, the index's removal reads what it removes).
+
+This module is reached from :func:`shared.services.store.commit`, the code STOW, the
+upload path and the gateway (which stores through STOW) all end in; its cost for an
+ordinary instance is one read of a record that is not there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from pydicom import Dataset
+
+from shared.dicomweb.uids import valid_uid
+from shared.errors import NotFound
+from shared.ports import InstanceIndex, ObjectStore
+from shared.services import lifecycle
+from shared.services.lifecycle import REJECTIONS_PREFIX, Target, rejection_key
+
+logger = logging.getLogger(__name__)
+
+KEY_OBJECT_SELECTION = "1.2.840.10008.5.1.4.1.1.88.59"
+#: Document titles of a rejection note (DCM codes, CID 7011), with their meanings.
+CODES = {
+    "113001": "Rejected for Quality Reasons",
+    "113037": "Rejected for Patient Safety Reasons",
+    "113038": "Incorrect Modality Worklist Entry",
+    "113039": "Data Retention Policy Expired",
+}
+#: The code that deletes (once) rather than hides for good.
+RETENTION_EXPIRED = "113039"
+#: Records listed per page by :func:`listing`.
+PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One instance a rejection note names: what, by which note, when, and whether it has
+    been hidden (``applied``; False: the instance was not stored yet)."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    code: str
+    note_uid: str
+    rejected: str
+    applied: bool = False
+
+    @property
+    def key(self) -> str:
+        """Where the record is kept."""
+        return rejection_key(self.study_uid, self.series_uid, self.sop_instance_uid)
+
+    @property
+    def target(self) -> Target:
+        """The instance, as DELETE names it."""
+        return Target(self.study_uid, self.series_uid, self.sop_instance_uid)
+
+    @property
+    def hides(self) -> bool:
+        """Whether an instance stored under this SOP Instance UID is to be hidden now: always
+        for a rejection, once for 113039 (afterwards it may be stored again)."""
+        return self.code != RETENTION_EXPIRED or not self.applied
+
+    def dump(self) -> bytes:
+        """The record's bytes."""
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def load(cls, data: bytes) -> Rejection | None:
+        """A record read back; None when unreadable."""
+        try:
+            found = json.loads(data)
+            return cls(**{name: found[name] for name in cls.__dataclass_fields__})
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def as_json(self) -> dict[str, Any]:
+        """As the admin listing answers it (no patient data: UIDs, the code, times)."""
+        return {
+            "studyInstanceUID": self.study_uid,
+            "seriesInstanceUID": self.series_uid,
+            "sopInstanceUID": self.sop_instance_uid,
+            "code": {"value": self.code, "scheme": "DCM", "meaning": CODES.get(self.code, "")},
+            "rejectionNoteUID": self.note_uid,
+            "rejected": self.rejected,
+            "state": "applied" if self.applied else "pending",
+        }
+
+
+def rejection_code(dataset: Dataset) -> str | None:
+    """The rejection code of a Key Object Selection document that is a rejection note; None
+    for any other instance."""
+    if str(dataset.get("SOPClassUID", "")) != KEY_OBJECT_SELECTION:
+        return None
+    names = dataset.get("ConceptNameCodeSequence") or []
+    if len(names) != 1:
+        return None
+    value = str(names[0].get("CodeValue", "")).strip()
+    scheme = str(names[0].get("CodingSchemeDesignator", "")).strip()
+    return value if scheme == "DCM" and value in CODES else None
+
+
+def rejections_of(dataset: Dataset, now: datetime) -> tuple[Rejection, ...]:
+    """The instances a rejection note names (none for any other instance), in the note's
+    order, each once; references that are not valid UIDs, and the note itself, are left
+    out."""
+    code = rejection_code(dataset)
+    if code is None:
+        return ()
+    note_uid = str(dataset.get("SOPInstanceUID", ""))
+    when = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    found: dict[str, Rejection] = {}
+    for study in dataset.get("CurrentRequestedProcedureEvidenceSequence") or []:
+        study_uid = str(study.get("StudyInstanceUID", ""))
+        for series in study.get("ReferencedSeriesSequence") or []:
+            series_uid = str(series.get("SeriesInstanceUID", ""))
+            for sop in series.get("ReferencedSOPSequence") or []:
+                sop_uid = str(sop.get("ReferencedSOPInstanceUID", ""))
+                uids = (study_uid, series_uid, sop_uid)
+                if not all(valid_uid(u) for u in uids) or sop_uid == note_uid:
+                    continue
+                found.setdefault(sop_uid, Rejection(*uids, code, note_uid, when))
+    return tuple(found.values())
+
+
+def apply_note(
+    rejections: tuple[Rejection, ...],
+    *,
+    objects: ObjectStore,
+    index: InstanceIndex,
+    retention_days: int,
+) -> tuple[str, ...]:
+    """Keep a record of each instance a note names, then hide those that are stored; the
+    SOP Instance UIDs hidden now (the others are hidden when they arrive)."""
+    hidden = []
+    for rejection in rejections:
+        objects.put(rejection.key, rejection.dump())
+        if _hide(rejection, objects, index, retention_days):
+            hidden.append(rejection.sop_instance_uid)
+    logger.info(
+        "rejection note applied",
+        extra={"named": len(rejections), "hidden": len(hidden), "code": rejections[0].code}
+        if rejections
+        else {"named": 0},
+    )
+    return tuple(hidden)
+
+
+def hide_if_rejected(
+    uids: tuple[str, str, str],
+    *,
+    objects: ObjectStore,
+    index: InstanceIndex,
+    retention_days: int,
+) -> bool:
+    """After the entry of the instance of these (study, series, SOP Instance) UIDs was
+    committed: hide it at once when a rejection of it is kept (one read of a record that is
+    usually not there). Whether it was hidden."""
+    kept = objects.read(rejection_key(*uids))
+    rejection = Rejection.load(kept) if kept is not None else None
+    if rejection is None or not rejection.hides:
+        return False
+    return _hide(rejection, objects, index, retention_days)
+
+
+def _hide(
+    rejection: Rejection, objects: ObjectStore, index: InstanceIndex, retention_days: int
+) -> bool:
+    """Remove the instance as DELETE does; the record says so once its entry is gone."""
+    try:
+        deletion = lifecycle.delete(
+            rejection.target, objects=objects, index=index, retention_days=retention_days
+        )
+    except NotFound:
+        return False  # not stored (yet)
+    if not deletion.removed:
+        return False
+    if not rejection.applied:
+        objects.put(rejection.key, replace(rejection, applied=True).dump())
+    logger.info(
+        "rejected instance hidden",
+        extra={"sop_instance_uid": rejection.sop_instance_uid, "code": rejection.code},
+    )
+    return True
+
+
+def listing(
+    objects: ObjectStore, study_uid: str | None = None, after: str = "", limit: int = PAGE
+) -> tuple[list[Rejection], str]:
+    """Rejection records (all, or one study's) in key order, after the cursor ``after``, at
+    most ``limit``; and the cursor to go on from ('' when there are no more)."""
+    prefix = REJECTIONS_PREFIX + (f"{study_uid}/" if study_uid else "")
+    start = f"{REJECTIONS_PREFIX}{after}" if after else ""
+    found: list[Rejection] = []
+    for info in _records(objects, prefix, start):
+        if len(found) == limit:
+            return found, found[-1].key.removeprefix(REJECTIONS_PREFIX)
+        kept = objects.read(info)
+        rejection = Rejection.load(kept) if kept is not None else None
+        if rejection is not None:
+            found.append(rejection)
+    return found, ""
+
+
+def _records(objects: ObjectStore, prefix: str, start: str) -> Iterator[str]:
+    for info in objects.listing(prefix, start_after=start):
+        if info.key.endswith(".json"):
+            yield info.key
