@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -35,7 +36,7 @@ from typing import Any
 from pydicom import Dataset
 
 from shared.dicomweb.uids import valid_uid
-from shared.errors import NotFound
+from shared.errors import BadRequest, NotFound
 from shared.ports import InstanceIndex, ObjectStore
 from shared.services import lifecycle
 from shared.services.lifecycle import REJECTIONS_PREFIX, Target, rejection_key
@@ -52,8 +53,10 @@ CODES = {
 }
 #: The code that deletes (once) rather than hides for good.
 RETENTION_EXPIRED = "113039"
-#: Records listed per page by :func:`listing`.
+#: Records listed per page by :func:`listing`, at most.
 PAGE = 1000
+#: A listing's cursor: a record's key below ``rejections/``.
+_CURSOR = re.compile(r"[0-9.]{1,64}/[0-9.]{1,64}/[0-9.]{1,64}\.json")
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,30 @@ def _hide(
         extra={"sop_instance_uid": rejection.sop_instance_uid, "code": rejection.code},
     )
     return True
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which rejection records a listing asks for."""
+
+    study_uid: str | None = None
+    after: str = ""
+    limit: int = PAGE
+
+    @classmethod
+    def parse(cls, *, study_uid: str | None, after: str, limit: str | None) -> Page:
+        """From the request's parameters; 400 when one is malformed."""
+        if study_uid is not None and not valid_uid(study_uid):
+            raise BadRequest("StudyInstanceUID is not a valid UID")
+        if after and not _CURSOR.fullmatch(after):
+            raise BadRequest("after must be the 'next' of a page before")
+        try:
+            count = int(limit) if limit is not None else PAGE
+        except ValueError as exc:
+            raise BadRequest("limit must be a whole number") from exc
+        if not 1 <= count <= PAGE:
+            raise BadRequest(f"limit must be between 1 and {PAGE}")
+        return cls(study_uid or None, after, count)
 
 
 def listing(
