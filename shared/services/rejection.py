@@ -158,9 +158,14 @@ def apply_note(
     retention_days: int,
 ) -> tuple[str, ...]:
     """Keep a record of each instance a note names, then hide those that are stored; the
-    SOP Instance UIDs hidden now (the others are hidden when they arrive)."""
+    SOP Instance UIDs hidden now (the others are hidden when they arrive). A record that
+    replaces an applied one stays applied unless the instance is stored again meanwhile
+    (a note sent twice, or a second note of a hidden instance, is no "pending" one)."""
     hidden = []
-    for rejection in rejections:
+    for named in rejections:
+        prior = objects.read(named.key)
+        kept = Rejection.load(prior) if prior is not None else None
+        rejection = replace(named, applied=kept is not None and kept.applied)
         objects.put(rejection.key, rejection.dump())
         if _hide(rejection, objects, index, retention_days):
             hidden.append(rejection.sop_instance_uid)

@@ -45,9 +45,7 @@ def _found(catalog: Any, level: str, **params: str) -> list[dict[str, Any]]:
 
 
 def _instances(catalog: Any) -> set[str]:
-    return {
-        d["00080018"]["Value"][0] for d in _found(catalog, "INSTANCE", StudyInstanceUID=STUDY)
-    }
+    return {d["00080018"]["Value"][0] for d in _found(catalog, "INSTANCE", StudyInstanceUID=STUDY)}
 
 
 def _count(catalog: Any) -> int:

@@ -89,7 +89,8 @@ class Rejections(RuleBasedStateMachine):
         stored = self._stow(note)
         self.notes.add(stored.sop_instance_uid)
         for n in named:
-            self.records[n] = _Record(code)
+            prior = self.records.get(n)
+            self.records[n] = _Record(code, applied=prior is not None and prior.applied)
             if n in self.visible:
                 self._hide(n)
 

@@ -211,3 +211,15 @@ def test_the_upload_path_applies_a_note_as_stow_does(tmp_path: Path) -> None:
     assert list(objects.listing(f"dicom/{STUDY}/{SERIES}/{_sop(rejected)}")) == []
     (record,) = rejection.listing(objects)[0]
     assert record.applied
+
+
+def test_a_note_sent_again_leaves_its_rejections_applied(archive) -> None:
+    objects, index = archive
+    (rejected,) = _instances(1)
+    _stow(objects, index, rejected)
+    note = notes.rejection_note([rejected])
+    _stow(objects, index, note)
+    again = _stow(objects, index, note)
+    assert again.stored[0].already_stored
+    (record,) = rejection.listing(objects)[0]
+    assert record.applied, "hidden, not pending"
