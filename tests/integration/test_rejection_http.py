@@ -17,6 +17,7 @@ from shared import keys
 from shared.adapters.key_store import FileKeyStore
 from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
 from tests.support import dicom_files, notes
+from tools import lifecycle as lifecycle_tool
 
 pytestmark = pytest.mark.integration
 
@@ -152,6 +153,8 @@ def test_a_rejection_waits_for_its_instance_and_an_admin_restores_it(keyed) -> N
     assert _stow(stack, early, plain).status_code == 200
     assert _sop(early) not in _visible(stack)
     assert _state(stack)[_sop(early)] == ("113038", "applied")
+    code, lines = lifecycle_tool.rejected(STUDY, url=stack.base_url, key=stack.api_key)
+    assert code == 0 and any(_sop(early) in line for line in lines)
     restore = requests.post(
         f"{stack.base_url}/rs/restore/studies/{STUDY}/series/{SERIES}/instances/{_sop(early)}",
         headers={"Authorization": stack.api_key},
