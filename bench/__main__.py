@@ -1,5 +1,6 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
-[--only stow,imports,qido,qido-scale,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import]
+[--only stow,imports,qido,qido-scale,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import,
+delete] [--delete-instances 1000]
 [--import-files N] [--qido-scale-sizes 10000,100000] [--qido-scale-kinds lookups,ohif]
 [--qido-scale-keep DIR] [--qido-scale-warm] [--qido-scale-moto 10000].
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    bench_delete,
     bench_import,
     bench_imports,
     bench_memory,
@@ -49,6 +51,7 @@ PARTS = (
     "uploads",
     "fuzz",
     "import",
+    "delete",
 )
 
 
@@ -113,6 +116,12 @@ def main() -> None:
         help="qido-scale: also load this many studies into moto's DynamoDB (0: none)",
     )
     parser.add_argument(
+        "--delete-instances",
+        type=int,
+        default=1000,
+        help="delete: instances of the study deleted on SQLite (default 1000; moto: 200)",
+    )
+    parser.add_argument(
         "--only",
         type=_parts,
         default=list(PARTS),
@@ -140,6 +149,7 @@ def main() -> None:
         "uploads": bench_uploads.run,
         "fuzz": fuzz.run,
         "import": lambda: bench_import.run(args.import_files),
+        "delete": lambda: bench_delete.run(args.delete_instances),
     }
     out = RESULTS / "bench.json"
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
