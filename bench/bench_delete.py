@@ -55,7 +55,8 @@ def _fill(objects: Any, index: Any, n: int) -> None:
         )
 
 
-def _sqlite(n: int) -> dict[str, Any]:
+def sqlite(n: int) -> dict[str, Any]:
+    """The DELETE of an n-instance study on files + SQLite, timed."""
     from shared.adapters.file_blobs import FileBlobStore
     from shared.adapters.sqlite_catalog import SqliteCatalog
     from shared.adapters.sqlite_index import SqliteIndex
@@ -147,11 +148,11 @@ def _moto(n: int) -> dict[str, Any]:
 
 def run(n: int = 1000, moto_n: int = 200) -> dict[str, Any]:
     """Both backends; prints a summary."""
-    sqlite = _sqlite(n)
+    on_sqlite = sqlite(n)
     moto = _moto(moto_n)
     print("\nDELETE of a whole study (four series), restore window on")
     print(
-        f"  files + SQLite, {n} instances: {sqlite['delete_s']:.2f} s"
+        f"  files + SQLite, {n} instances: {on_sqlite['delete_s']:.2f} s"
         f" (target <= {TARGET_SQLITE_S} s)"
     )
     print(
@@ -160,4 +161,4 @@ def run(n: int = 1000, moto_n: int = 200) -> dict[str, Any]:
         f" (target <= {TARGET_ITEMS_PER_INSTANCE})"
     )
     print(f"  AWS calls / instance {moto['calls_per_instance']}")
-    return {"sqlite": sqlite, "moto": moto}
+    return {"sqlite": on_sqlite, "moto": moto}

@@ -7,6 +7,6 @@ from bench import bench_delete
 
 
 def test_the_delete_benchmark_deletes_a_whole_study_and_reports_its_target() -> None:
-    found = bench_delete._sqlite(20)
+    found = bench_delete.sqlite(20)
     assert found["instances"] == 20
     assert found["delete_met"] is (found["delete_s"] <= bench_delete.TARGET_SQLITE_S)
