@@ -60,6 +60,7 @@ ROUTES = [
     ("rs/studies/{study}/series/{series}/instances/{sop}/thumbnail", {}),
     ("rs/studies/{study}/series/{series}/instances/{sop}/frames/1/thumbnail", {}),
     ("stowRsListener/SMOKE/uploads", {"prefix": "uploads/"}),
+    ("iocm/rejected", {"StudyInstanceUID": "{study}"}),
     ("stowRsListener/SMOKE/uploads/{upload}", {}),
     (
         "wado",
