@@ -1,5 +1,5 @@
-"""After any sequence of stores, rejection notes (any code, of instances stored or not yet)
-and admin restores, searches answer what a reference model of the visible instances
+"""After any sequence of stores, rejection notes (any code, of instances stored or not yet),
+admin DELETEs and restores, searches answer what a reference model of the visible instances
 answers: the instance search of the study and its count (Hypothesis state machine, on the
 fake and on files + SQLite)."""
 
@@ -93,6 +93,19 @@ class Rejections(RuleBasedStateMachine):
             self.records[n] = _Record(code, applied=prior is not None and prior.applied)
             if n in self.visible:
                 self._hide(n)
+
+    @rule(n=st.integers(0, len(POOL) - 1))
+    def delete(self, n: int) -> None:
+        """An admin's DELETE of the instance: rejection records stay as they are."""
+        target = Target(STUDY, SERIES[n % 2], SOPS[n])
+        try:
+            lifecycle.delete(target, objects=self.objects, index=self.index, retention_days=30)
+        except NotFound:
+            assert n not in self.visible
+            return
+        assert n in self.visible
+        self.visible.discard(n)
+        self.kept.add(n)
 
     @precondition(lambda self: bool(self.kept) or bool(self.records))
     @rule(data=st.data())
