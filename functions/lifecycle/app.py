@@ -6,7 +6,8 @@ paths, and GET /o3-dpacs-wado/iocm/rejected: what IOCM rejection notes named
 A DELETE answers 204 once the target is gone, or 202 when its time ran out first (send the
 same DELETE again: it goes on; the schedule goes on with it too); a restore answers 200
 with what it stored again (202 likewise). On its schedule (EventBridge), the function goes
-on with every deletion cut off before it was done (``lifecycle.finish_pending``)."""
+on with every deletion cut off before it was done (``lifecycle.finish_pending``), and with
+every rejection note whose request ran out of time (``rejection.finish_pending``)."""
 
 from __future__ import annotations
 
@@ -158,13 +159,21 @@ def _restore(study: str, series: str | None = None, instance: str | None = None)
 def _finish_pending(context: Any) -> dict[str, Any]:
     current = archive()
     with logs.line(logger, "lifecycle", transaction="lifecycle-schedule") as fields:
+        until = deadline.from_context(context)
         counts = lifecycle.finish_pending(
             objects=current.objects,
             index=current.index,
             retention_days=current.settings.deleted_retention_days,
-            deadline=deadline.from_context(context),
+            deadline=until,
             catalog=current.catalog,
         )
+        notes = rejection.finish_pending(
+            objects=current.objects,
+            index=current.index,
+            retention_days=current.settings.deleted_retention_days,
+            deadline=until,
+        )
+        counts |= {f"notes_{k}": v for k, v in notes.items()}
         fields.update(counts)
     return counts
 

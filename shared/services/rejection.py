@@ -35,6 +35,7 @@ from typing import Any
 
 from pydicom import Dataset
 
+from shared.deadline import Deadline
 from shared.dicomweb.uids import valid_uid
 from shared.errors import BadRequest, NotFound
 from shared.ports import InstanceIndex, ObjectStore
@@ -53,6 +54,8 @@ CODES = {
 }
 #: The code that deletes (once) rather than hides for good.
 RETENTION_EXPIRED = "113039"
+#: Job records of rejection notes being applied (:func:`apply_note`).
+JOBS_PREFIX = "jobs/reject/"
 #: Records listed per page by :func:`listing`, at most.
 PAGE = 1000
 #: A listing's cursor: a record's key below ``rejections/``.
@@ -150,32 +153,91 @@ def rejections_of(dataset: Dataset, now: datetime) -> tuple[Rejection, ...]:
     return tuple(found.values())
 
 
+@dataclass(frozen=True)
+class Application:
+    """What applying a note did now: the SOP Instance UIDs hidden, and whether every
+    instance it names was handled (False: the time ran out; its job record stays and the
+    Lifecycle function's schedule, or the note sent again, goes on)."""
+
+    hidden: tuple[str, ...]
+    done: bool
+
+
 def apply_note(
     rejections: tuple[Rejection, ...],
     *,
     objects: ObjectStore,
     index: InstanceIndex,
     retention_days: int,
-) -> tuple[str, ...]:
-    """Keep a record of each instance a note names, then hide those that are stored; the
-    SOP Instance UIDs hidden now (the others are hidden when they arrive). A record that
-    replaces an applied one stays applied unless the instance is stored again meanwhile
-    (a note sent twice, or a second note of a hidden instance, is no "pending" one)."""
-    hidden = []
-    for named in rejections:
+    deadline: Deadline | None = None,
+) -> Application:
+    """Keep a record of each instance a note names, then hide it if it is stored (the
+    others are hidden when they arrive), until the deadline: a job record
+    (``jobs/reject/{note}.json``, the whole list) is written first and removed once every
+    instance is handled, so that one cut off is finished by :func:`finish_pending`. A
+    record that replaces an applied one stays applied unless the instance was stored
+    again meanwhile (a note sent twice, or a second note of a hidden instance, is no
+    "pending" one)."""
+    if not rejections:
+        return Application((), done=True)
+    until = deadline or Deadline.never()
+    job = job_key(rejections[0].note_uid)
+    objects.put(job, json.dumps([asdict(r) for r in rejections]).encode())
+    hidden: list[str] = []
+    for number, named in enumerate(rejections):
+        if number and until.expired():
+            logger.warning("rejection note cut off", extra={"left": len(rejections) - number})
+            return Application(tuple(hidden), done=False)
         prior = objects.read(named.key)
         kept = Rejection.load(prior) if prior is not None else None
         rejection = replace(named, applied=kept is not None and kept.applied)
         objects.put(rejection.key, rejection.dump())
         if _hide(rejection, objects, index, retention_days):
             hidden.append(rejection.sop_instance_uid)
+    objects.delete(job)
     logger.info(
         "rejection note applied",
-        extra={"named": len(rejections), "hidden": len(hidden), "code": rejections[0].code}
-        if rejections
-        else {"named": 0},
+        extra={"named": len(rejections), "hidden": len(hidden), "code": rejections[0].code},
     )
-    return tuple(hidden)
+    return Application(tuple(hidden), done=True)
+
+
+def job_key(note_uid: str) -> str:
+    """The job record of a rejection note being applied."""
+    return f"{JOBS_PREFIX}{note_uid}.json"
+
+
+def finish_pending(
+    *,
+    objects: ObjectStore,
+    index: InstanceIndex,
+    retention_days: int,
+    deadline: Deadline | None = None,
+) -> dict[str, int]:
+    """Apply again every rejection note cut off before it was done (its job record), until
+    the deadline: the scheduled part of a large note. Counts of notes ``finished`` and
+    still ``pending``."""
+    until = deadline or Deadline.never()
+    counts = {"finished": 0, "pending": 0}
+    for info in list(objects.listing(JOBS_PREFIX)):
+        kept = objects.read(info.key) if not until.expired() else None
+        if kept is None:
+            counts["pending"] += 1
+            continue
+        try:
+            rejections = tuple(Rejection(**r) for r in json.loads(kept))
+        except (ValueError, TypeError):
+            objects.delete(info.key)  # unreadable: nothing can be done with it
+            continue
+        done = apply_note(
+            rejections,
+            objects=objects,
+            index=index,
+            retention_days=retention_days,
+            deadline=until,
+        ).done
+        counts["finished" if done else "pending"] += 1
+    return counts
 
 
 def hide_if_rejected(

@@ -132,6 +132,7 @@ def _store_one(
         write=lambda key: objects.put(key, instance.data),
         clock=clock,
         retention_days=request.retention_days,
+        deadline=request.deadline,
     )
 
 
@@ -146,6 +147,7 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
     clock: Callable[[], datetime],
     retention_days: int = DEFAULT_RETENTION_DAYS,
     rejections: bool = True,
+    deadline: Deadline | None = None,
 ) -> Stored | Failed:
     """Store a validated instance: ``write(key)`` puts its object under its final key, then
     the index entry is added. Shared by STOW (``write`` puts the bytes) and the upload path
@@ -154,8 +156,9 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
     With ``rejections`` (all but a restore), IOCM rejection notes are applied here, so on
     every path that stores: a rejection note hides the instances it names, and a new
     instance a kept rejection names is hidden at once (:mod:`shared.services.rejection`;
-    hidden objects are kept ``retention_days`` under ``deleted/``). The answer is still
-    "stored": the instance is in the archive, hidden."""
+    hidden objects are kept ``retention_days`` under ``deleted/``; a note naming more
+    instances than the ``deadline`` allows is finished by the Lifecycle function's
+    schedule). The answer is still "stored": the instance is in the archive, hidden."""
     now = clock()
     record = _record(instance, calling_aet, now)
     try:
@@ -190,7 +193,7 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
         if not rejections:
             return stored
         try:
-            return _rejections(instance, stored, objects, index, retention_days, now)
+            return _rejections(instance, stored, objects, index, (retention_days, now, deadline))
         except StorageUnavailable:
             # Stored, but a rejection may be half-applied: a retry applies it again.
             logger.warning(
@@ -202,16 +205,17 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
     return _refused(instance, outcome)
 
 
-def _rejections(  # noqa: PLR0913, PLR0917 - the stored instance and the ports
+def _rejections(
     instance: ValidInstance,
     stored: Stored,
     objects: ObjectStore,
     index: InstanceIndex,
-    retention_days: int,
-    now: datetime,
+    policy: tuple[int, datetime, Deadline | None],
 ) -> Stored:
     """Apply a rejection note (again, when resent: a retry finishes one cut off), and hide a
-    new instance a kept rejection names."""
+    new instance a kept rejection names. ``policy``: the restore window's days, the time
+    of the store, and the request's deadline."""
+    retention_days, now, deadline = policy
     # rejection hides through lifecycle, which stores again through this module.
     from shared.services import rejection  # noqa: PLC0415
 
@@ -219,8 +223,12 @@ def _rejections(  # noqa: PLR0913, PLR0917 - the stored instance and the ports
     rejected: tuple[str, ...] = ()
     if named:
         rejected = rejection.apply_note(
-            named, objects=objects, index=index, retention_days=retention_days
-        )
+            named,
+            objects=objects,
+            index=index,
+            retention_days=retention_days,
+            deadline=deadline,
+        ).hidden
     hidden = not stored.already_stored and rejection.hide_if_rejected(
         (instance.study_uid, instance.series_uid, instance.sop_instance_uid),
         objects=objects,

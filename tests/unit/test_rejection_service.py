@@ -223,3 +223,33 @@ def test_a_note_sent_again_leaves_its_rejections_applied(archive) -> None:
     assert again.stored[0].already_stored
     (record,) = rejection.listing(objects)[0]
     assert record.applied, "hidden, not pending"
+
+
+class _Ticks:
+    """A deadline that expires after ``n`` questions."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def expired(self) -> bool:
+        self.left -= 1
+        return self.left < 0
+
+
+def test_a_note_cut_off_by_its_deadline_is_finished_by_the_schedule(archive) -> None:
+    objects, index = archive
+    named = _instances(3)
+    _stow(objects, index, *named)
+    ds = pydicom.dcmread(io.BytesIO(notes.rejection_note(named)))
+    rejections = rejection.rejections_of(ds, datetime.now(UTC))
+    cut = rejection.apply_note(
+        rejections, objects=objects, index=index, retention_days=30, deadline=_Ticks(1)
+    )  # type: ignore[arg-type]
+    assert not cut.done and len(cut.hidden) == 2
+    assert rejection.job_key(str(ds.SOPInstanceUID)) in objects.objects
+    assert sum(_sop(d) in index.instances for d in named) == 1
+    counts = rejection.finish_pending(objects=objects, index=index, retention_days=30)
+    assert counts == {"finished": 1, "pending": 0}
+    assert not any(_sop(d) in index.instances for d in named)
+    assert not [k for k in objects.objects if k.startswith(rejection.JOBS_PREFIX)]
+    assert all(r.applied for r in rejection.listing(objects)[0])
