@@ -62,7 +62,9 @@ def _store(calling_aet: str, study_uid: str | None) -> Response[str]:
         deadline=deadline.from_context(app.lambda_context),
         retention_days=current.settings.deleted_retention_days,
     )
-    result = store.store(stow, objects=current.objects, index=current.index)
+    result = store.store(
+        stow, objects=current.objects, index=current.index, catalog=current.catalog
+    )
     touched = http.touched(app)
     touched.add("studies", [s.study_uid for s in result.stored])
     touched.add("instances", [s.sop_instance_uid for s in result.stored])

@@ -47,7 +47,7 @@ from shared.dicom import failures
 from shared.dicom.validate import InstanceRejected, ValidInstance, validate_file
 from shared.dicomweb.stow_result import Failed
 from shared.errors import StorageUnavailable
-from shared.ports import InstanceIndex, ObjectStore
+from shared.ports import Catalog, InstanceIndex, ObjectStore
 from shared.services.store import DEFAULT_RETENTION_DAYS, commit
 
 logger = logging.getLogger(__name__)
@@ -95,9 +95,11 @@ def ingest(  # noqa: PLR0913 - keyword-only: the object, the ports and the polic
     inflate_limit: int,
     clock: Callable[[], datetime] = utc_now,
     retention_days: int = DEFAULT_RETENTION_DAYS,
+    catalog: Catalog | None = None,
 ) -> Outcome | None:
     """Ingest the object under ``incoming/``; None when there is nothing (any more).
-    ``retention_days``: how long instances a rejection note hides are kept (as STOW's).
+    ``retention_days``: how long instances a rejection note hides are kept, and
+    ``catalog``: read to refresh their parents (as STOW's).
 
     Raises :class:`StorageUnavailable` when storage failed: the object stays in
     ``incoming/`` for the event's retry or the sweeper.
@@ -134,6 +136,7 @@ def ingest(  # noqa: PLR0913 - keyword-only: the object, the ports and the polic
             write=lambda final: store.copy(key, final),
             clock=clock,
             retention_days=retention_days,
+            catalog=catalog,
         )
     if isinstance(outcome, Failed):
         if outcome.reason == failures.OUT_OF_RESOURCES:

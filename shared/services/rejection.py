@@ -38,7 +38,7 @@ from pydicom import Dataset
 from shared.deadline import Deadline
 from shared.dicomweb.uids import valid_uid
 from shared.errors import BadRequest, NotFound
-from shared.ports import InstanceIndex, ObjectStore
+from shared.ports import Catalog, InstanceIndex, ObjectStore
 from shared.services import lifecycle
 from shared.services.lifecycle import REJECTIONS_PREFIX, Target, rejection_key
 
@@ -163,13 +163,14 @@ class Application:
     done: bool
 
 
-def apply_note(
+def apply_note(  # noqa: PLR0913 - keyword-only: the ports, the window and the deadline
     rejections: tuple[Rejection, ...],
     *,
     objects: ObjectStore,
     index: InstanceIndex,
     retention_days: int,
     deadline: Deadline | None = None,
+    catalog: Catalog | None = None,
 ) -> Application:
     """Keep a record of each instance a note names, then hide it if it is stored (the
     others are hidden when they arrive), until the deadline: a job record
@@ -177,7 +178,8 @@ def apply_note(
     instance is handled, so that one cut off is finished by :func:`finish_pending`. A
     record that replaces an applied one stays applied unless the instance was stored
     again meanwhile (a note sent twice, or a second note of a hidden instance, is no
-    "pending" one)."""
+    "pending" one). With ``catalog``, a study or series left with a hidden instance's
+    attributes takes those of one it still holds (as after a DELETE)."""
     if not rejections:
         return Application((), done=True)
     until = deadline or Deadline.never()
@@ -192,7 +194,7 @@ def apply_note(
         kept = Rejection.load(prior) if prior is not None else None
         rejection = replace(named, applied=kept is not None and kept.applied)
         objects.put(rejection.key, rejection.dump())
-        if _hide(rejection, objects, index, retention_days):
+        if _hide(rejection, objects, index, retention_days, catalog):
             hidden.append(rejection.sop_instance_uid)
     objects.delete(job)
     logger.info(
@@ -213,6 +215,7 @@ def finish_pending(
     index: InstanceIndex,
     retention_days: int,
     deadline: Deadline | None = None,
+    catalog: Catalog | None = None,
 ) -> dict[str, int]:
     """Apply again every rejection note cut off before it was done (its job record), until
     the deadline: the scheduled part of a large note. Counts of notes ``finished`` and
@@ -235,6 +238,7 @@ def finish_pending(
             index=index,
             retention_days=retention_days,
             deadline=until,
+            catalog=catalog,
         ).done
         counts["finished" if done else "pending"] += 1
     return counts
@@ -246,6 +250,7 @@ def hide_if_rejected(
     objects: ObjectStore,
     index: InstanceIndex,
     retention_days: int,
+    catalog: Catalog | None = None,
 ) -> bool:
     """After the entry of the instance of these (study, series, SOP Instance) UIDs was
     committed: hide it at once when a rejection of it is kept (one read of a record that is
@@ -254,16 +259,24 @@ def hide_if_rejected(
     rejection = Rejection.load(kept) if kept is not None else None
     if rejection is None or not rejection.hides:
         return False
-    return _hide(rejection, objects, index, retention_days)
+    return _hide(rejection, objects, index, retention_days, catalog)
 
 
 def _hide(
-    rejection: Rejection, objects: ObjectStore, index: InstanceIndex, retention_days: int
+    rejection: Rejection,
+    objects: ObjectStore,
+    index: InstanceIndex,
+    retention_days: int,
+    catalog: Catalog | None,
 ) -> bool:
     """Remove the instance as DELETE does; the record says so once its entry is gone."""
     try:
         deletion = lifecycle.delete(
-            rejection.target, objects=objects, index=index, retention_days=retention_days
+            rejection.target,
+            objects=objects,
+            index=index,
+            retention_days=retention_days,
+            catalog=catalog,
         )
     except NotFound:
         return False  # not stored (yet)

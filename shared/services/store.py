@@ -15,7 +15,7 @@ from shared.dicomweb import paths
 from shared.dicomweb.multipart import Part
 from shared.dicomweb.stow_result import Failed, Stored, StoreResult
 from shared.errors import OutOfTime, StorageUnavailable
-from shared.ports import AddOutcome, InstanceIndex, InstanceRecord, ObjectStore
+from shared.ports import AddOutcome, Catalog, InstanceIndex, InstanceRecord, ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,11 @@ def store(
     objects: ObjectStore,
     index: InstanceIndex,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    catalog: Catalog | None = None,
 ) -> StoreResult:
     """Store every part; per-instance failures go into the result, never half-stored.
+    ``catalog``: read when a rejection note hides instances, so that their study and
+    series keep no attribute only they had (:func:`commit`).
 
     Raises :class:`StorageUnavailable` when nothing was stored and every failure was a
     storage outage, so that the client sees a retryable 503 rather than a 409. Once the
@@ -85,7 +88,7 @@ def store(
             )
             result.failed += [_NOT_PROCESSED] * (len(request.parts) - number)
             break
-        outcome = _store_one(part, request, objects, index, clock)
+        outcome = _store_one(part, request, (objects, index, catalog), clock)
         if isinstance(outcome, Stored):
             result.stored.append(outcome)
         else:
@@ -105,10 +108,10 @@ def _all_outages(failed: Iterable[Failed]) -> bool:
 def _store_one(
     part: Part,
     request: StoreRequest,
-    objects: ObjectStore,
-    index: InstanceIndex,
+    ports: tuple[ObjectStore, InstanceIndex, Catalog | None],
     clock: Callable[[], datetime],
 ) -> Stored | Failed:
+    objects, index, catalog = ports
     media = (part.content_type or "").split(";", 1)[0].strip().lower()
     if media not in _DICOM_PART_TYPES:
         return Failed(failures.CANNOT_UNDERSTAND, "body part is not application/dicom")
@@ -133,6 +136,7 @@ def _store_one(
         clock=clock,
         retention_days=request.retention_days,
         deadline=request.deadline,
+        catalog=catalog,
     )
 
 
@@ -148,6 +152,7 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
     retention_days: int = DEFAULT_RETENTION_DAYS,
     rejections: bool = True,
     deadline: Deadline | None = None,
+    catalog: Catalog | None = None,
 ) -> Stored | Failed:
     """Store a validated instance: ``write(key)`` puts its object under its final key, then
     the index entry is added. Shared by STOW (``write`` puts the bytes) and the upload path
@@ -158,7 +163,9 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
     instance a kept rejection names is hidden at once (:mod:`shared.services.rejection`;
     hidden objects are kept ``retention_days`` under ``deleted/``; a note naming more
     instances than the ``deadline`` allows is finished by the Lifecycle function's
-    schedule). The answer is still "stored": the instance is in the archive, hidden."""
+    schedule; with ``catalog``, their study and series keep no attribute only they had,
+    as after a DELETE). The answer is still "stored": the instance is in the archive,
+    hidden."""
     now = clock()
     record = _record(instance, calling_aet, now)
     try:
@@ -193,7 +200,9 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
         if not rejections:
             return stored
         try:
-            return _rejections(instance, stored, objects, index, (retention_days, now, deadline))
+            return _rejections(
+                instance, stored, (objects, index, catalog), (retention_days, now, deadline)
+            )
         except StorageUnavailable:
             # Stored, but a rejection may be half-applied: a retry applies it again.
             logger.warning(
@@ -208,13 +217,13 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
 def _rejections(
     instance: ValidInstance,
     stored: Stored,
-    objects: ObjectStore,
-    index: InstanceIndex,
+    ports: tuple[ObjectStore, InstanceIndex, Catalog | None],
     policy: tuple[int, datetime, Deadline | None],
 ) -> Stored:
     """Apply a rejection note (again, when resent: a retry finishes one cut off), and hide a
     new instance a kept rejection names. ``policy``: the restore window's days, the time
     of the store, and the request's deadline."""
+    objects, index, catalog = ports
     retention_days, now, deadline = policy
     # rejection hides through lifecycle, which stores again through this module.
     from shared.services import rejection  # noqa: PLC0415
@@ -228,12 +237,14 @@ def _rejections(
             index=index,
             retention_days=retention_days,
             deadline=deadline,
+            catalog=catalog,
         ).hidden
     hidden = not stored.already_stored and rejection.hide_if_rejected(
         (instance.study_uid, instance.series_uid, instance.sop_instance_uid),
         objects=objects,
         index=index,
         retention_days=retention_days,
+        catalog=catalog,
     )
     if not rejected and not hidden and not named:
         return stored

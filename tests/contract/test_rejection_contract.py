@@ -28,11 +28,11 @@ def archive(request: pytest.FixtureRequest, mocked_aws: None, tmp_path: Path) ->
     return backends.empty(request.param, tmp_path)
 
 
-def _stow(objects: Any, index: Any, *datas: bytes) -> Any:
+def _stow(objects: Any, index: Any, *datas: bytes, catalog: Any = None) -> Any:
     request = StoreRequest(
         [Part(d, {"content-type": "application/dicom"}) for d in datas], "AE", "https://h"
     )
-    return store(request, objects=objects, index=index)
+    return store(request, objects=objects, index=index, catalog=catalog)
 
 
 def _sop(data: bytes) -> str:
@@ -100,3 +100,24 @@ def test_a_restore_brings_a_rejected_instance_back_into_searches(archive) -> Non
     assert _sop(data) in _instances(catalog)
     assert _count(catalog) == 2
     assert rejection.listing(objects)[0] == []
+
+
+def test_no_attribute_of_a_rejected_instance_stays_on_its_study_or_series(archive) -> None:
+    """The study and series carry the attributes of the instance stored last; when a note
+    hides that one, they take those of an instance that remains, as after a DELETE."""
+    objects, index, catalog = archive
+    kept = dicom_files.with_new_uids(
+        study=STUDY, series=SERIES, patient_id="IOCM-C4", StudyDescription="CT HEAD"
+    )
+    wrong = dicom_files.with_new_uids(
+        study=STUDY,
+        series=SERIES,
+        patient_id="IOCM-C4",
+        StudyDescription="WRONG KNEE",
+        SeriesDescription="WRONG SERIES",
+    )
+    _stow(objects, index, kept, wrong)
+    assert _found(catalog, "STUDY", StudyDescription="*KNEE*") != []
+    _stow(objects, index, notes.rejection_note([wrong]), catalog=catalog())
+    assert _found(catalog, "STUDY", StudyDescription="*KNEE*") == []
+    assert _found(catalog, "SERIES", SeriesInstanceUID=SERIES, SeriesDescription="*WRONG*") == []

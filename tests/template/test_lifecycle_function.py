@@ -88,11 +88,13 @@ def test_each_store_path_may_hide_what_a_rejection_note_names(lid: str) -> None:
     assert {"dynamodb:DeleteItem", "dynamodb:Query"} <= set(index["Action"])
 
 
-def test_the_lifecycle_function_reads_the_catalog_as_qido_does() -> None:
-    """A DELETE reads the catalog (``DynamoSearch``: batched gets, the search indexes) to
-    find the study's patient and refresh its parents; without these, every DELETE on AWS
-    would fail with AccessDenied (moto and the local stack do not check IAM)."""
-    statements = FUNCTIONS["LifecycleFunction"]["Properties"]["Policies"][0]["Statement"]
+@pytest.mark.parametrize("lid", ["LifecycleFunction", "StowFunction", "IngestFunction"])
+def test_each_function_that_deletes_reads_the_catalog_as_qido_does(lid: str) -> None:
+    """A DELETE, and a rejection note's hiding, reads the catalog (``DynamoSearch``:
+    batched gets, the search indexes) to find the study's patient and refresh its parents;
+    without these, every DELETE on AWS would fail with AccessDenied (moto and the local
+    stack do not check IAM)."""
+    statements = FUNCTIONS[lid]["Properties"]["Policies"][0]["Statement"]
     reads = [s for s in statements if "dynamodb:BatchGetItem" in s["Action"]]
     assert reads, "no BatchGetItem"
     resources = [r.get("Fn::Sub", "") for s in reads for r in s["Resource"] if isinstance(r, dict)]
