@@ -172,7 +172,7 @@ def _finish_pending(context: Any) -> dict[str, Any]:
             index=current.index,
             retention_days=current.settings.deleted_retention_days,
             deadline=until,
-            catalog=current.catalog,
+            catalog=lambda: current.catalog,
         )
         counts |= {f"notes_{k}": v for k, v in notes.items()}
         fields.update(counts)

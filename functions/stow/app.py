@@ -63,7 +63,7 @@ def _store(calling_aet: str, study_uid: str | None) -> Response[str]:
         retention_days=current.settings.deleted_retention_days,
     )
     result = store.store(
-        stow, objects=current.objects, index=current.index, catalog=current.catalog
+        stow, objects=current.objects, index=current.index, catalog=lambda: current.catalog
     )
     touched = http.touched(app)
     touched.add("studies", [s.study_uid for s in result.stored])

@@ -95,7 +95,7 @@ def ingest(  # noqa: PLR0913 - keyword-only: the object, the ports and the polic
     inflate_limit: int,
     clock: Callable[[], datetime] = utc_now,
     retention_days: int = DEFAULT_RETENTION_DAYS,
-    catalog: Catalog | None = None,
+    catalog: Callable[[], Catalog] | None = None,
 ) -> Outcome | None:
     """Ingest the object under ``incoming/``; None when there is nothing (any more).
     ``retention_days``: how long instances a rejection note hides are kept, and

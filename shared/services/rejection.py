@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -170,7 +170,7 @@ def apply_note(  # noqa: PLR0913 - keyword-only: the ports, the window and the d
     index: InstanceIndex,
     retention_days: int,
     deadline: Deadline | None = None,
-    catalog: Catalog | None = None,
+    catalog: Callable[[], Catalog] | None = None,
 ) -> Application:
     """Keep a record of each instance a note names, then hide it if it is stored (the
     others are hidden when they arrive), until the deadline: a job record
@@ -178,8 +178,8 @@ def apply_note(  # noqa: PLR0913 - keyword-only: the ports, the window and the d
     instance is handled, so that one cut off is finished by :func:`finish_pending`. A
     record that replaces an applied one stays applied unless the instance was stored
     again meanwhile (a note sent twice, or a second note of a hidden instance, is no
-    "pending" one). With ``catalog``, a study or series left with a hidden instance's
-    attributes takes those of one it still holds (as after a DELETE)."""
+    "pending" one). With ``catalog`` (built when first needed), a study or series left with
+    a hidden instance's attributes takes those of one it still holds (as after a DELETE)."""
     if not rejections:
         return Application((), done=True)
     until = deadline or Deadline.never()
@@ -215,7 +215,7 @@ def finish_pending(
     index: InstanceIndex,
     retention_days: int,
     deadline: Deadline | None = None,
-    catalog: Catalog | None = None,
+    catalog: Callable[[], Catalog] | None = None,
 ) -> dict[str, int]:
     """Apply again every rejection note cut off before it was done (its job record), until
     the deadline: the scheduled part of a large note. Counts of notes ``finished`` and
@@ -250,7 +250,7 @@ def hide_if_rejected(
     objects: ObjectStore,
     index: InstanceIndex,
     retention_days: int,
-    catalog: Catalog | None = None,
+    catalog: Callable[[], Catalog] | None = None,
 ) -> bool:
     """After the entry of the instance of these (study, series, SOP Instance) UIDs was
     committed: hide it at once when a rejection of it is kept (one read of a record that is
@@ -267,7 +267,7 @@ def _hide(
     objects: ObjectStore,
     index: InstanceIndex,
     retention_days: int,
-    catalog: Catalog | None,
+    catalog: Callable[[], Catalog] | None,
 ) -> bool:
     """Remove the instance as DELETE does; the record says so once its entry is gone."""
     try:
@@ -276,7 +276,7 @@ def _hide(
             objects=objects,
             index=index,
             retention_days=retention_days,
-            catalog=catalog,
+            catalog=catalog() if catalog is not None else None,
         )
     except NotFound:
         return False  # not stored (yet)

@@ -64,11 +64,11 @@ def store(
     objects: ObjectStore,
     index: InstanceIndex,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    catalog: Catalog | None = None,
+    catalog: Callable[[], Catalog] | None = None,
 ) -> StoreResult:
     """Store every part; per-instance failures go into the result, never half-stored.
-    ``catalog``: read when a rejection note hides instances, so that their study and
-    series keep no attribute only they had (:func:`commit`).
+    ``catalog``: builds the catalog, read when a rejection note hides instances, so that
+    their study and series keep no attribute only they had (:func:`commit`).
 
     Raises :class:`StorageUnavailable` when nothing was stored and every failure was a
     storage outage, so that the client sees a retryable 503 rather than a 409. Once the
@@ -108,7 +108,7 @@ def _all_outages(failed: Iterable[Failed]) -> bool:
 def _store_one(
     part: Part,
     request: StoreRequest,
-    ports: tuple[ObjectStore, InstanceIndex, Catalog | None],
+    ports: tuple[ObjectStore, InstanceIndex, Callable[[], Catalog] | None],
     clock: Callable[[], datetime],
 ) -> Stored | Failed:
     objects, index, catalog = ports
@@ -152,7 +152,7 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
     retention_days: int = DEFAULT_RETENTION_DAYS,
     rejections: bool = True,
     deadline: Deadline | None = None,
-    catalog: Catalog | None = None,
+    catalog: Callable[[], Catalog] | None = None,
 ) -> Stored | Failed:
     """Store a validated instance: ``write(key)`` puts its object under its final key, then
     the index entry is added. Shared by STOW (``write`` puts the bytes) and the upload path
@@ -217,7 +217,7 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
 def _rejections(
     instance: ValidInstance,
     stored: Stored,
-    ports: tuple[ObjectStore, InstanceIndex, Catalog | None],
+    ports: tuple[ObjectStore, InstanceIndex, Callable[[], Catalog] | None],
     policy: tuple[int, datetime, Deadline | None],
 ) -> Stored:
     """Apply a rejection note (again, when resent: a retry finishes one cut off), and hide a

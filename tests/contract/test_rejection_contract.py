@@ -118,6 +118,6 @@ def test_no_attribute_of_a_rejected_instance_stays_on_its_study_or_series(archiv
     )
     _stow(objects, index, kept, wrong)
     assert _found(catalog, "STUDY", StudyDescription="*KNEE*") != []
-    _stow(objects, index, notes.rejection_note([wrong]), catalog=catalog())
+    _stow(objects, index, notes.rejection_note([wrong]), catalog=catalog)
     assert _found(catalog, "STUDY", StudyDescription="*KNEE*") == []
     assert _found(catalog, "SERIES", SeriesInstanceUID=SERIES, SeriesDescription="*WRONG*") == []
