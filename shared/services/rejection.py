@@ -174,8 +174,9 @@ def apply_note(  # noqa: PLR0913 - keyword-only: the ports, the window and the d
 ) -> Application:
     """Keep a record of each instance a note names, then hide it if it is stored (the
     others are hidden when they arrive), until the deadline: a job record
-    (``jobs/reject/{note}.json``, the whole list) is written first and removed once every
-    instance is handled, so that one cut off is finished by :func:`finish_pending`. A
+    (``jobs/reject/{note}.json``, the whole list) is written first, cut down to what is
+    left when the time runs out, and removed once every instance is handled, so that one
+    cut off is finished by :func:`finish_pending`. A
     record that replaces an applied one stays applied unless the instance was stored
     again meanwhile (a note sent twice, or a second note of a hidden instance, is no
     "pending" one). With ``catalog`` (built when first needed), a study or series left with
@@ -187,8 +188,10 @@ def apply_note(  # noqa: PLR0913 - keyword-only: the ports, the window and the d
     objects.put(job, json.dumps([asdict(r) for r in rejections]).encode())
     hidden: list[str] = []
     for number, named in enumerate(rejections):
-        if number and until.expired():
-            logger.warning("rejection note cut off", extra={"left": len(rejections) - number})
+        if number and until.expired():  # the job goes on with what is left
+            left = rejections[number:]
+            objects.put(job, json.dumps([asdict(r) for r in left]).encode())
+            logger.warning("rejection note cut off", extra={"left": len(left)})
             return Application(tuple(hidden), done=False)
         prior = objects.read(named.key)
         kept = Rejection.load(prior) if prior is not None else None

@@ -5,6 +5,7 @@ admin lists and restores; notes built by highdicom and checked by dciodvfy."""
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -246,7 +247,8 @@ def test_a_note_cut_off_by_its_deadline_is_finished_by_the_schedule(archive) -> 
         rejections, objects=objects, index=index, retention_days=30, deadline=_Ticks(1)
     )  # type: ignore[arg-type]
     assert not cut.done and len(cut.hidden) == 2
-    assert rejection.job_key(str(ds.SOPInstanceUID)) in objects.objects
+    left = json.loads(objects.objects[rejection.job_key(str(ds.SOPInstanceUID))])
+    assert [r["sop_instance_uid"] for r in left] == [rejections[2].sop_instance_uid]
     assert sum(_sop(d) in index.instances for d in named) == 1
     counts = rejection.finish_pending(objects=objects, index=index, retention_days=30)
     assert counts == {"finished": 1, "pending": 0}
