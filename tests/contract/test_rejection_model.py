@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,9 @@ class Rejections(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.objects, self.index, self.catalog = backends.empty(self.kind, Path(tempfile.mkdtemp()))
+        self.objects, self.index, self.catalog = backends.empty(
+            self.kind, Path(tempfile.mkdtemp()), name=f"model-{uuid.uuid4().hex[:12]}"
+        )
         self.visible: set[int] = set()
         self.kept: set[int] = set()
         self.records: dict[int, _Record] = {}
@@ -165,3 +168,8 @@ def _case(kind: str, examples: int) -> Callable[[], Any]:
 
 TestRejectionsOnFakes = _case("fake", 60)
 TestRejectionsOnSqlite = _case("sqlite", 20)
+
+
+def test_rejections_on_moto(mocked_aws: None) -> None:
+    """The same machine on S3 + DynamoDB (moto), fewer examples: moto is slow."""
+    _case("dynamodb", 6)().runTest()

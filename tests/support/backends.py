@@ -19,11 +19,12 @@ from shared.adapters.sqlite_index import SqliteIndex
 from tests.fakes import FakeIndex, FakeObjectStore, FakeSearchCatalog
 
 KINDS = ("fake", "sqlite", "dynamodb")
-TABLE = BUCKET = "archive-contract"
+TABLE = "archive-contract"
 
 
-def empty(kind: str, tmp_path: Path) -> tuple[Any, Any, Callable[[], Any]]:
-    """An empty archive of one backend; for ``dynamodb``, moto must be active."""
+def empty(kind: str, tmp_path: Path, name: str = TABLE) -> tuple[Any, Any, Callable[[], Any]]:
+    """An empty archive of one backend; for ``dynamodb``, moto must be active, and ``name``
+    (the table's and the bucket's) new to it."""
     if kind == "fake":
         index: Any = FakeIndex()
         return FakeObjectStore(), index, lambda: FakeSearchCatalog(index)
@@ -31,7 +32,7 @@ def empty(kind: str, tmp_path: Path) -> tuple[Any, Any, Callable[[], Any]]:
         path = tmp_path / "index.sqlite3"
         return FileBlobStore(tmp_path / "objects"), SqliteIndex(path), lambda: SqliteCatalog(path)
     dynamodb, s3 = boto3.client("dynamodb"), boto3.client("s3")
-    dynamodb.create_table(TableName=TABLE, **local_template.load().tables["IndexTable"].create_args)
-    s3.create_bucket(Bucket=BUCKET)
-    index = DynamoInstanceIndex(dynamodb, TABLE, sleep=lambda _: None)
-    return S3BlobStore(s3, BUCKET), index, lambda: DynamoSearch(dynamodb, TABLE)
+    dynamodb.create_table(TableName=name, **local_template.load().tables["IndexTable"].create_args)
+    s3.create_bucket(Bucket=name)
+    index = DynamoInstanceIndex(dynamodb, name, sleep=lambda _: None)
+    return S3BlobStore(s3, name), index, lambda: DynamoSearch(dynamodb, name)
