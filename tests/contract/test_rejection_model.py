@@ -1,7 +1,7 @@
 """After any sequence of stores, rejection notes (any code, of instances stored or not yet),
 admin DELETEs and restores, searches answer what a reference model of the visible instances
 answers: the instance search of the study and its count (Hypothesis state machine, on the
-fake and on files + SQLite)."""
+fake, files + SQLite, and S3 + DynamoDB on moto)."""
 
 from __future__ import annotations
 
