@@ -1,6 +1,6 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
 [--only stow,imports,qido,qido-scale,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import,
-delete] [--delete-instances 1000]
+feed,delete] [--feed-entries 100000] [--delete-instances 1000]
 [--import-files N] [--qido-scale-sizes 10000,100000] [--qido-scale-kinds lookups,ohif]
 [--qido-scale-keep DIR] [--qido-scale-warm] [--qido-scale-moto 10000].
 
@@ -21,6 +21,7 @@ from typing import Any
 
 from bench import (
     bench_delete,
+    bench_feed,
     bench_import,
     bench_imports,
     bench_memory,
@@ -51,6 +52,7 @@ PARTS = (
     "uploads",
     "fuzz",
     "import",
+    "feed",
     "delete",
 )
 
@@ -116,6 +118,12 @@ def main() -> None:
         help="qido-scale: also load this many studies into moto's DynamoDB (0: none)",
     )
     parser.add_argument(
+        "--feed-entries",
+        type=int,
+        default=bench_feed.ENTRIES,
+        help=f"feed: entries written then read (default {bench_feed.ENTRIES})",
+    )
+    parser.add_argument(
         "--delete-instances",
         type=int,
         default=1000,
@@ -149,6 +157,7 @@ def main() -> None:
         "uploads": bench_uploads.run,
         "fuzz": fuzz.run,
         "import": lambda: bench_import.run(args.import_files),
+        "feed": lambda: bench_feed.run(args.feed_entries),
         "delete": lambda: bench_delete.run(args.delete_instances),
     }
     out = RESULTS / "bench.json"

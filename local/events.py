@@ -2,7 +2,8 @@
 
 moto delivers no S3 events and a directory has none, so the local stack raises them itself
 for the functions whose template events ask for them (``EventBridgeRule`` on ``aws.s3``
-"Object Created" with a key prefix; ``Schedule`` with ``rate(...)``), running the very same
+"Object Created" with a key prefix; ``Schedule`` with ``rate(...)``; ``DynamoDB`` streams,
+as an empty batch after each API request or ingestion and every 2 s), running the very same
 handlers:
 
 * an object written through the local object server (a presigned PUT, a completed multipart
@@ -35,6 +36,9 @@ logger = logging.getLogger("local.events")
 POLL_S = 0.5
 #: The longest wait between polls of an idle stack (doubling from POLL_S).
 IDLE_POLL_S = 2.0
+#: The shortest time between two runs of a stream's readers: commits in between are read
+#: as one batch (DynamoDB's stream batches too).
+STREAM_COALESCE_S = 0.1
 MAX_ATTEMPTS = 5
 Invoke = Callable[[str, dict[str, Any]], Any]
 
@@ -62,6 +66,8 @@ class EventSource:
     _stopping: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
+    _stream_thread: threading.Thread | None = None
+    _changed: threading.Event = field(default_factory=threading.Event)
     _next_run: dict[tuple[str, float], float] = field(default_factory=dict)
     _interval: float = POLL_S
     #: The API was used since the last poll: the polls keep their pace.
@@ -76,12 +82,23 @@ class EventSource:
             for prefix in function.object_created
         ]
 
+    @property
+    def stream_readers(self) -> list[str]:
+        """Functions that read the index table's stream (``DynamoDB`` events)."""
+        return [f.logical_id for f in self.template.functions.values() if f.streams]
+
     def start(self) -> None:
-        """Poll and run schedules in a daemon thread (nothing to do: no thread)."""
+        """Poll and run schedules in a daemon thread, and the stream's readers in another
+        (nothing to do: no thread)."""
         now = time.monotonic()
         for function in self.template.functions.values():
             for period in function.schedules:
                 self._next_run[(function.logical_id, period)] = now + period
+        if self.stream_readers:
+            self._stream_thread = threading.Thread(
+                target=self._run_stream, name="stream", daemon=True
+            )
+            self._stream_thread.start()
         if not self.targets and not self._next_run:
             return
         self._thread = threading.Thread(target=self._run, name="events", daemon=True)
@@ -91,8 +108,15 @@ class EventSource:
         """Stop after the invocation in progress."""
         self._stopping.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self._changed.set()
+        for thread in (self._thread, self._stream_thread):
+            if thread is not None:
+                thread.join(timeout=30)
+
+    def changed(self) -> None:
+        """Something may have been committed (an API request, an ingestion): the stream's
+        readers run within :data:`STREAM_COALESCE_S`."""
+        self._changed.set()
 
     def created(self, key: str) -> None:
         """An object was written whole (the object server's PUT): announce it now."""
@@ -167,6 +191,7 @@ class EventSource:
             logger.warning("%s failed on an object (attempt %d)", function, seen.attempts)
             return 0
         seen.delivered = True
+        self._changed.set()  # the ingestion committed: the stream has news
         return 1
 
     def object_created(self, key: str, size: int) -> dict[str, Any]:
@@ -179,6 +204,25 @@ class EventSource:
         }
         return _event("Object Created", "aws.s3", [f"arn:aws:s3:::{self.bucket}"], detail)
 
+    def _run_stream(self) -> None:
+        """What a table's stream does for its readers: invoke them after commits (at most
+        every :data:`STREAM_COALESCE_S`: commits in between are one batch) and every
+        :data:`IDLE_POLL_S` otherwise; they read what was committed since themselves."""
+        while not self._stopping.is_set():
+            self._changed.wait(IDLE_POLL_S)
+            self._changed.clear()
+            if self._stopping.is_set():
+                return
+            self._run_streams()
+            self._stopping.wait(STREAM_COALESCE_S)
+
+    def _run_streams(self) -> None:
+        for function in self.stream_readers:
+            try:
+                self.invoke(function, stream_event())
+            except Exception:
+                logger.exception("%s failed on the stream; retrying on the next poll", function)
+
     def _run_schedules(self) -> None:
         now = time.monotonic()
         for (function, period), due in list(self._next_run.items()):
@@ -189,6 +233,12 @@ class EventSource:
                 self.invoke(function, scheduled_event())
             except Exception:
                 logger.exception("scheduled %s failed", function)
+
+
+def stream_event() -> dict[str, Any]:
+    """A DynamoDB stream batch, without records: a reader of the local stack's stream reads
+    the change feed itself (a directory or moto has no stream)."""
+    return {"Records": []}
 
 
 def scheduled_event() -> dict[str, Any]:

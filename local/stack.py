@@ -263,6 +263,7 @@ class LocalStack:
                 runtime.invoke,
                 usage_plans=self._usage_plans(),
                 on_request=self._api_used,
+                on_answered=self._api_answered,
             )
             if self._objects is not None:
                 # Handlers loaded once, before the fork: no worker pays a cold start.
@@ -337,6 +338,10 @@ class LocalStack:
         if self._events is not None:
             self._events.wake()
 
+    def _api_answered(self, function: str) -> None:
+        if self._events is not None:
+            self._events.changed()  # it may have committed: the stream's readers run
+
     def _object_created(self, key: str) -> None:
         if self._events is not None:
             self._events.created(key)
@@ -401,6 +406,8 @@ class LocalStack:
                 # terminal (the audit trail is kept, in the data directory).
                 "POWERTOOLS_METRICS_DISABLED": "true",
                 "DICOMWEB_STORAGE": self.storage,
+                # Both backends: the change feed's events go to events.jsonl in it.
+                "DICOMWEB_DATA_DIR": str(self.data_dir),
             }
         )
         if self.storage == "moto":
@@ -415,9 +422,7 @@ class LocalStack:
                 }
             )
         else:
-            environment.update(
-                {"DICOMWEB_DATA_DIR": str(self.data_dir), "DICOMWEB_LOCAL_URL": self.objects_url}
-            )
+            environment.update({"DICOMWEB_LOCAL_URL": self.objects_url})
         return environment
 
     def _prepare_data_dir(self) -> None:

@@ -316,6 +316,9 @@ class Function:
     object_created: tuple[str, ...] = ()
     #: Seconds between invocations of each ``Schedule`` event (``rate(...)`` expressions).
     schedules: tuple[float, ...] = ()
+    #: Whether the function reads a table's stream (``DynamoDB`` events): the local stack
+    #: invokes it on every poll of its event source (local/events.py).
+    streams: bool = False
 
     @property
     def name(self) -> str:
@@ -590,7 +593,19 @@ def _function(  # noqa: PLR0913, PLR0917 - the function plus what it is resolved
         routes=_routes(logical_id, props, api),
         object_created=_object_created(props),
         schedules=_schedules(props, resolver),
+        streams=any(
+            isinstance(event, dict) and event.get("Type") == "DynamoDB"
+            for event in (props.get("Events") or {}).values()
+        ),
     )
+
+
+def _table_args(props: Mapping[str, Any], resolver: _Resolver) -> dict[str, Any]:
+    """boto3 ``create_table`` arguments of a table's properties."""
+    args = {k: resolver.resolve(props[k]) for k in _CREATE_TABLE_KEYS if k in props}
+    if "StreamSpecification" in args:  # CloudFormation's form has no StreamEnabled
+        args["StreamSpecification"] = {"StreamEnabled": True, **args["StreamSpecification"]}
+    return args
 
 
 def load(
@@ -628,8 +643,9 @@ def load(
         if kind == _FUNCTION:
             functions[logical_id] = _function(logical_id, props, globals_, resolver, root, api)
         elif kind == _TABLE:
-            args = {k: resolver.resolve(props[k]) for k in _CREATE_TABLE_KEYS if k in props}
-            tables[logical_id] = Table(logical_id, local_name(logical_id), args)
+            tables[logical_id] = Table(
+                logical_id, local_name(logical_id), _table_args(props, resolver)
+            )
         elif kind == _BUCKET:
             status = (resolver.resolve(props.get("VersioningConfiguration")) or {}).get("Status")
             buckets[logical_id] = Bucket(

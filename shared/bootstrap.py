@@ -32,6 +32,7 @@ from shared.ports import (
     AuditSink,
     Catalog,
     DeidentifiedLookup,
+    EventBus,
     InstanceIndex,
     KeyStore,
     ObjectStore,
@@ -48,6 +49,7 @@ OBJECTS_DIR = "objects"
 SECRETS_DIR = "secrets"
 API_KEYS_FILE = "api-keys.json"
 AUDIT_FILE = "audit.jsonl"
+EVENTS_FILE = "events.jsonl"
 ANONYMIZATION_KEY_FILE = "anonymization.key"
 URL_SIGNING_KEY_FILE = "url-signing.key"
 
@@ -112,6 +114,12 @@ class Archive:
         return self._part("deidentified", lambda: cast(DeidentifiedLookup, self.catalog))
 
     @property
+    def events(self) -> EventBus:
+        """Where the change feed's events go: EventBridge (AWS) or ``events.jsonl`` (the
+        local stack, on either of its backends)."""
+        return self._part("events", self._make_events)
+
+    @property
     def audit(self) -> AuditSink:
         """The audit trail: the function's log stream (AWS) or a JSON-lines file (local)."""
         return self._part("audit", self._make_audit)
@@ -170,6 +178,15 @@ class Archive:
         from shared.adapters.dynamo_search import DynamoSearch  # noqa: PLC0415
 
         return DynamoSearch(self._dynamodb(), self.settings.table)
+
+    def _make_events(self) -> EventBus:
+        if self.settings.storage != "aws":
+            from shared.adapters.file_bus import JsonLinesBus  # noqa: PLC0415
+
+            return JsonLinesBus(self._data(EVENTS_FILE))
+        from shared.adapters.eventbridge_bus import EventBridgeBus  # noqa: PLC0415
+
+        return EventBridgeBus(self.clients("events", BOTO_CONFIG), self.settings.event_bus_name)
 
     def _make_audit(self) -> AuditSink:
         from shared.adapters.audit_log import FileAuditSink, LogAuditSink  # noqa: PLC0415

@@ -45,6 +45,10 @@ class Settings:
     #: Days a deleted instance is kept under ``deleted/`` for a restore (0: purged at once;
     #: the bucket's lifecycle rule purges the rest, ``DeletedRetentionDays``).
     deleted_retention_days: int = 30
+    #: The EventBridge bus the change feed's events go to (``default``: the account's).
+    event_bus_name: str = "default"
+    #: Seconds without a change after which a study is announced stable (``StudyStable``).
+    study_stable_seconds: float = 300.0
 
     @property
     def embedded(self) -> bool:
@@ -59,15 +63,16 @@ class Settings:
             limit = int(env.get("INLINE_PAYLOAD_LIMIT", str(DEFAULT_INLINE_LIMIT)))
             presign_ttl = int(env.get("PRESIGN_TTL", "300"))
             retention = int(env.get("DELETED_RETENTION_DAYS", "30") or "30")
+            stable = float(env.get("STUDY_STABLE_SECONDS", "300") or "300")
         except ValueError as exc:
             raise ValueError(
-                "KEY_CACHE_TTL, INLINE_PAYLOAD_LIMIT, PRESIGN_TTL and DELETED_RETENTION_DAYS"
-                " must be numbers"
+                "KEY_CACHE_TTL, INLINE_PAYLOAD_LIMIT, PRESIGN_TTL, DELETED_RETENTION_DAYS and"
+                " STUDY_STABLE_SECONDS must be numbers"
             ) from exc
-        if ttl < 0 or limit <= 0 or not 1 <= presign_ttl <= 3600 or retention < 0:
+        if ttl < 0 or limit <= 0 or not 1 <= presign_ttl <= 3600 or retention < 0 or stable < 0:
             raise ValueError(
                 "KEY_CACHE_TTL must be >= 0, INLINE_PAYLOAD_LIMIT > 0, PRESIGN_TTL 1..3600,"
-                " DELETED_RETENTION_DAYS >= 0"
+                " DELETED_RETENTION_DAYS >= 0, STUDY_STABLE_SECONDS >= 0"
             )
         storage = env.get("DICOMWEB_STORAGE", "aws") or "aws"
         if storage not in STORAGES:
@@ -89,6 +94,8 @@ class Settings:
             legacy_usage_key=env.get("LEGACY_USAGE_KEY", ""),
             default_calling_aet=env.get("DEFAULT_CALLING_AET", "") or "DICOMWEB",
             deleted_retention_days=retention,
+            event_bus_name=env.get("EVENT_BUS_NAME", "") or "default",
+            study_stable_seconds=stable,
         )
 
 

@@ -99,6 +99,14 @@ class ObjectStore(Protocol):
         """A file holding the object while the context lasts (None when there is none)."""
 
 
+class EventBus(Protocol):
+    """Where the change feed's events go: EventBridge (AWS) or a JSON Lines file (local)."""
+
+    def put(self, events: list[dict[str, Any]]) -> None:
+        """Put the events, in order; raise when any was not put (they are put again)."""
+        ...
+
+
 class AuditSink(Protocol):
     """Where the audit trail is written (``shared.audit``)."""
 
@@ -167,6 +175,13 @@ class InstanceIndex(Protocol):
     def changes(self, after: str = "", limit: int = 100) -> ChangePage:
         """Up to ``limit`` committed changes after the cursor ``after`` ('' : from the
         first), in commit order, and the cursor to go on from (opaque)."""
+
+    def changes_after(self, sequence: int) -> str:
+        """The cursor of ``changes`` that reads the changes numbered above ``sequence``
+        (``Change.sequence``; 0: from the first)."""
+
+    def latest_change(self) -> Change | None:
+        """The last committed change (the highest ``sequence``), None when there is none."""
 
     def references(self, sop_instance_uid: str, blob_key: str) -> bool:
         """Whether the index entry of this SOP Instance UID points at ``blob_key``.

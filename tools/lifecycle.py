@@ -14,7 +14,7 @@ archive answers 202 (its time ran out; docs/conformance-statement.md section 12)
 again until it is done; a 503 is retried after its ``Retry-After``. Goes through the API, so
 each call leaves its audit record. Prints one line; exits 0 when done, 1 when nothing of the
 target was found (404), 2 on any other refusal. ``rejected`` lists, one JSON line each, the
-instances IOCM rejection notes named (of one study, or all; section 13), every page of
+instances IOCM rejection notes named (of one study, or all; section 14), every page of
 ``GET iocm/rejected``. Standard library only.
 """
 

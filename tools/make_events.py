@@ -190,6 +190,9 @@ QIDO_ROUTES = {
     ),
     "qido-root-study-instances": (f"{BASE}/rs/studies/{{STUDY}}/instances", {}),
     "qido-root-series-instances": (f"{BASE}/rs/studies/{{STUDY}}/series/{{SERIES}}/instances", {}),
+    # The change feed (Azure v1 shape), on the QIDO function.
+    "changefeed": (f"{BASE}/changefeed", {"offset": ["0"], "limit": ["10"]}),
+    "changefeed-latest": (f"{BASE}/changefeed/latest", {"includeMetadata": ["false"]}),
 }
 
 

@@ -440,6 +440,43 @@ def _json_fields(*names: str) -> Expect:
     return check
 
 
+def _json_entries(reply: Reply) -> str | None:
+    """A JSON array of change feed entries, each with its Sequence and Action."""
+    try:
+        document = json.loads(reply.body)
+    except ValueError:
+        return "the answer is not JSON"
+    if not isinstance(document, list):
+        return "the answer is not a JSON array"
+    bad = [
+        e for e in document if not isinstance(e, dict) or "Sequence" not in e or "Action" not in e
+    ]
+    return "an entry has no Sequence or Action" if bad else None
+
+
+def _changefeed_checks() -> list[Check]:
+    """The change feed: a page, its bound (400 beyond 100) and its latest entry (the store
+    before it made one, unless the instance was there already)."""
+    feed = "/o3-dpacs-wado/changefeed"
+    return [
+        Check(
+            "change feed",
+            "GET",
+            feed,
+            "changefeed?offset=0&limit=5&includeMetadata=false",
+            _all(_status(200), _json_entries),
+        ),
+        Check("change feed limit", "GET", feed, "changefeed?limit=101", _status(400)),
+        Check(
+            "change feed latest",
+            "GET",
+            f"{feed}/latest",
+            "changefeed/latest?includeMetadata=false",
+            _all(_status(200), _json_fields("Sequence", "Action", "State")),
+        ),
+    ]
+
+
 def _pending_upload(base: str, key: str) -> str:
     """Ask for an upload (sending nothing to it) and return its status path."""
     reply = send(
@@ -615,6 +652,7 @@ def checks(data: bytes | None = None) -> list[Check]:
         *_wado_checks(),
         *_upload_checks(),
         *_lifecycle_checks(),
+        *_changefeed_checks(),
         *_auth_checks(),
     ]
 

@@ -12,7 +12,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from shared import bootstrap, http, keys, logs
 from shared.dicom.levels import Level
 from shared.dicomweb import qido_response, query, uids
-from shared.services import search
+from shared.services import changefeed, search
 
 logger = logs.get_logger()
 archive = bootstrap.Provider()
@@ -94,6 +94,46 @@ def _search(level: Level, *, study: str | None = None, series: str | None = None
         budget_exhausted=result.exhausted,
     )
     return http.search_response(result, media_type)
+
+
+# ------------------------------------------------------------------ change feed
+_FEED = "/o3-dpacs-wado/changefeed"
+
+
+@app.get(_FEED)
+def read_change_feed() -> Response[str]:
+    """The change feed: entries numbered above ``offset``, in commit order (Azure v1)."""
+    request = app.current_event
+    asked = changefeed.parse(request.query_string_parameters)
+    current = archive()
+    feed = changefeed.read(current.index, current.catalog, asked, _uid_view(current))
+    _touch(feed)
+    http.log_fields(app, resource="changefeed", offset=asked.offset, results=len(feed.entries))
+    return http.json_response(200, feed.entries, "application/json")
+
+
+@app.get(f"{_FEED}/latest")
+def read_latest_change() -> Response[str]:
+    """The change feed's last entry."""
+    asked = changefeed.parse(app.current_event.query_string_parameters)
+    current = archive()
+    feed = changefeed.latest(
+        current.index, current.catalog, asked.include_metadata, _uid_view(current)
+    )
+    _touch(feed)
+    http.log_fields(app, resource="changefeed-latest", results=1)
+    return http.json_response(200, feed.entries[0], "application/json")
+
+
+def _uid_view(current: bootstrap.Archive) -> changefeed.UidView | None:
+    """The de-identified UIDs for a read-deidentified key, the stored ones otherwise."""
+    return current.anonymizer.uid if http.deidentified(app.current_event) else None
+
+
+def _touch(feed: changefeed.Feed) -> None:
+    touched = http.touched(app)
+    for level, values in feed.stored_uids.items():
+        touched.add(level, values)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

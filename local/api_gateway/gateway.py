@@ -106,7 +106,7 @@ class Gateway:
     401
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only hooks and options
         self,
         template: StackTemplate,
         invoke: Invoke,
@@ -114,6 +114,7 @@ class Gateway:
         authorizer_ttl: int | None = None,
         usage_plans: usage.UsagePlans | None = None,
         on_request: Callable[[str], None] = lambda function: None,
+        on_answered: Callable[[str], None] = lambda function: None,
     ) -> None:
         if template.api is None:
             raise ValueError("the template has no AWS::Serverless::Api to emulate")
@@ -124,6 +125,9 @@ class Gateway:
         self.authorizers = TokenAuthorizers(self.api.authorizers, invoke, ttl=authorizer_ttl)
         #: Told the function of every request integrated (the local event source wakes up).
         self.on_request = on_request
+        #: Told the function once it answered (what it committed is committed: the local
+        #: event source runs the table stream's readers).
+        self.on_answered = on_answered
         # Without the stack's key entries: only the template's own API keys are on a plan.
         self.usage_plans = usage_plans or usage.UsagePlans(
             plans=template.usage_plans,
@@ -218,6 +222,8 @@ class Gateway:
         except Exception as exc:
             logger.exception("function %s failed", route.function)
             raise GatewayError("INTEGRATION_FAILURE", "Internal server error") from exc
+        finally:
+            self.on_answered(route.function)
         if output_size is not None:
             logger.error(
                 "Lambda response of %d bytes exceeds %d", output_size, LAMBDA_RESPONSE_LIMIT

@@ -14,6 +14,8 @@ SCOPE_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
     "read": (
         ("GET", "o3-dpacs-wado/qido/*"),
         ("GET", "o3-dpacs-wado/rs/*"),
+        ("GET", "o3-dpacs-wado/changefeed"),
+        ("GET", "o3-dpacs-wado/changefeed/*"),
         ("GET", "o3-dpacs-wado/wado"),
         ("GET", "o3-dpacs-wado/wado/*"),
     ),
@@ -27,6 +29,8 @@ SCOPE_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
     "read-deidentified": (
         ("GET", "o3-dpacs-wado/qido/*"),
         ("GET", "o3-dpacs-wado/rs/*"),
+        ("GET", "o3-dpacs-wado/changefeed"),
+        ("GET", "o3-dpacs-wado/changefeed/*"),
         ("GET", "o3-dpacs-wado/wado"),
         ("GET", "o3-dpacs-wado/wado/*"),
     ),

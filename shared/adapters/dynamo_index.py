@@ -29,10 +29,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from shared.adapters.dynamo_feed import DynamoFeed
 from shared.adapters.dynamo_keys import (
     CHANGE_COUNTER_SK,
     CHANGE_ID_DIGITS,
-    CHANGE_SHARDS,
     GRAM_COUNT_SK,
     INSTANCE_PREFIX,
     LIST_PATIENTS,
@@ -191,6 +191,7 @@ class DynamoInstanceIndex:
         self._uid_map = uid_map
         self._clock = clock
         self._last_id = 0  # the last change log id this writer used or saw
+        self._feed = DynamoFeed(client, table)
 
     # ----------------------------------------------------------------- add
 
@@ -302,34 +303,31 @@ class DynamoInstanceIndex:
     # ----------------------------------------------------------------- change log
 
     def changes(self, after: str = "", limit: int = 100) -> ChangePage:
-        """Committed changes after the cursor, in commit order within each shard (so each
-        study's changes in their order) and by id across shards. The cursor holds the last
-        id read of each shard; each page reads every shard (consistent Query)."""
-        positions = _positions(after)
-        found: list[tuple[str, int, dict[str, Any]]] = []
-        for shard in range(CHANGE_SHARDS):
-            for item in self._shard_entries(shard, positions[shard], limit):
-                found.append((item["SK"]["S"], shard, item))
-        found.sort(key=lambda f: (f[0], f[1]))
-        changes = []
-        for entry_id, shard, item in found[: max(0, limit)]:
-            positions[shard] = entry_id
-            changes.append(_change_of(item, _cursor(positions)))
+        """Committed changes numbered above the cursor (a feed number, '' : from the
+        first), in the feed's order (:mod:`shared.adapters.dynamo_feed`): each study's
+        changes in their commit order. Entries not yet numbered are numbered first, as far
+        as this page needs."""
+        start = _feed_number(after)
+        last = self._feed.sequence(until=start + max(0, limit))
+        changes = [_change_of(item, str(n), n) for n, item in self._feed.read(start, limit, last)]
         return ChangePage(tuple(changes), changes[-1].position if changes else after)
 
-    def _shard_entries(self, shard: int, after: str, limit: int) -> list[dict[str, Any]]:
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "PK = :pk AND SK > :after",
-            "ExpressionAttributeValues": {":pk": _s(change_pk(shard)), ":after": _s(after)},
-            "ConsistentRead": True,
-            "Limit": max(1, limit),
-        }
-        try:
-            items: list[dict[str, Any]] = self._client.query(**request).get("Items", [])
-        except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable("the index is unavailable, retry later") from exc
-        return items
+    def changes_after(self, sequence: int) -> str:
+        """The cursor after the feed's entry numbered ``sequence``."""
+        return str(sequence) if sequence > 0 else ""
+
+    def latest_change(self) -> Change | None:
+        """The last committed change: every entry is numbered first (within a budget)."""
+        last = self._feed.sequence()
+        if last == 0:
+            return None
+        found = self._feed.read(last - 1, 1, last)
+        return _change_of(found[0][1], str(last), last) if found else None
+
+    def sequence_changes(self, budget_s: float) -> int:
+        """Number every committed change not yet in the feed, within ``budget_s``; the
+        feed's last number (the FeedFunction's work)."""
+        return self._feed.sequence(budget_s=budget_s)
 
     def _next_id(self) -> str:
         """An id for the next change log entry: time-ordered (microseconds), above every
@@ -859,22 +857,17 @@ def _study_update(s: writes.StudyWrite, values: dict[str, Any]) -> _Update:
     return update
 
 
-def _positions(cursor: str) -> list[str]:
-    """The last id read of each change log shard ('0': none)."""
-    parts = cursor.split(".") if cursor else ["0"] * CHANGE_SHARDS
-    if len(parts) != CHANGE_SHARDS or not all(p.isdigit() for p in parts):
+def _feed_number(cursor: str) -> int:
+    """The feed number a cursor of ``changes`` holds ('' : 0)."""
+    if cursor and not cursor.isdigit():
         raise ValueError("not a change log cursor of this index")
-    return [p.zfill(CHANGE_ID_DIGITS) for p in parts]
-
-
-def _cursor(positions: list[str]) -> str:
-    return ".".join(p.lstrip("0") or "0" for p in positions)
+    return int(cursor) if cursor else 0
 
 
 _KINDS: dict[str, ChangeKind] = {"add": "add", "remove": "remove", "replace": "replace"}
 
 
-def _change_of(item: dict[str, Any], position: str) -> Change:
+def _change_of(item: dict[str, Any], position: str, sequence: int) -> Change:
     def text(name: str) -> str:
         return str(item.get(name, {}).get("S", ""))
 
@@ -887,4 +880,5 @@ def _change_of(item: dict[str, Any], position: str) -> Change:
         text("previous_key"),
         text("at"),
         position,
+        sequence,
     )

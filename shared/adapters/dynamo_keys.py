@@ -13,6 +13,10 @@ Items (PK / SK):
 * ``GRAM#<column>#<trigram>`` / ``#``: how many studies hold it (``n``, for planning).
 * ``CHANGES#<shard>`` / ``<id>``: an entry of the change log, in its shard's commit order.
 * ``CHANGES#<shard>`` / ``#``: the shard's last id (``last``), conditioning each change.
+* ``FEED#<n // 1000>`` / ``<n>``: the change feed's entry numbered ``n`` (a copy of a log
+  entry, ``log``: its shard and id), put by the sequencer (``dynamo_feed``).
+* ``FEED`` / ``#``: the sequencer's state: the last number (``last``) and the id of the
+  last entry numbered in each shard (``positions``, dotted).
 """
 
 from __future__ import annotations
@@ -94,3 +98,15 @@ def change_shard(study_uid: str) -> int:
 def change_pk(shard: int) -> str:
     """Partition key of a change log shard (its entries and its counter)."""
     return f"CHANGES#{shard}"
+
+
+#: Entries of the change feed per partition (a partition takes 1 000 writes a second).
+FEED_PARTITION = 1000
+FEED_SEQUENCE_DIGITS = 12
+FEED_STATE_PK = "FEED"
+FEED_STATE_SK = "#"
+
+
+def feed_pk(sequence: int) -> str:
+    """Partition key of the change feed's entry numbered ``sequence``."""
+    return f"FEED#{sequence // FEED_PARTITION}"

@@ -131,10 +131,23 @@ class SqliteIndex:
         )
         changes = tuple(
             Change(r["kind"], r["study"], r["series"], r["sop"], r["key"], r["previous_key"],
-                   r["at"], str(r["seq"]))
+                   r["at"], str(r["seq"]), r["seq"])
             for r in rows
         )  # fmt: skip
         return ChangePage(changes, changes[-1].position if changes else after)
+
+    def changes_after(self, sequence: int) -> str:
+        """The cursor after the change numbered ``sequence`` (its row number)."""
+        return str(sequence) if sequence > 0 else ""
+
+    def latest_change(self) -> Change | None:
+        """The last committed change, None when there is none."""
+        rows = self._db.query("SELECT MAX(seq) AS seq FROM changes", ())
+        last = rows[0]["seq"] if rows else None
+        if last is None:
+            return None
+        found = self.changes(str(last - 1), 1).changes
+        return found[0] if found else None
 
     def references(self, sop_instance_uid: str, blob_key: str) -> bool:
         """Whether the instance's entry points at ``blob_key``."""

@@ -81,7 +81,10 @@ class Change:
 
     ``blob_key``: the object the entry names after an add or a replacement, or named before
     a removal; ``previous_key``: a replacement's object before (the one to sweep when no
-    entry names it any more). ``position``: the cursor just after this change."""
+    entry names it any more). ``position``: the cursor just after this change;
+    ``sequence``: the change's number in the feed, 1, 2, 3... without gaps (SQLite: its
+    row number; DynamoDB: the number the sequencer gave its log entry; see
+    docs/decisions/0008-change-feed.md)."""
 
     kind: ChangeKind
     study_uid: str
@@ -91,6 +94,7 @@ class Change:
     previous_key: str = ""
     at: str = ""
     position: str = ""
+    sequence: int = 0
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,13 @@ class FakeIndex:
         found = tuple(self.log[start : start + max(0, limit)])
         return ChangePage(found, found[-1].position if found else after)
 
+    def changes_after(self, sequence: int) -> str:
+        return str(sequence) if sequence > 0 else ""
+
+    def latest_change(self) -> Change | None:
+        self._available()
+        return self.log[-1] if self.log else None
+
     def references(self, sop_instance_uid: str, blob_key: str) -> bool:
         self._available()
         existing = self.instances.get(sop_instance_uid)
@@ -209,7 +216,8 @@ class FakeIndex:
             self.lookups.pop((lookup.level, lookup.deidentified), None)
         for lookup in w.lookups_added:
             self.lookups[(lookup.level, lookup.deidentified)] = lookup.uid
-        self.log.append(copy(w.change, position=str(len(self.log) + 1)))
+        n = len(self.log) + 1
+        self.log.append(copy(w.change, position=str(n), sequence=n))
 
     def _persist_study(self, s: writes.StudyWrite) -> None:
         if s.gone:

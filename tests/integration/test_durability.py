@@ -87,6 +87,23 @@ def _instances_listed(stack: Served, study: str) -> list[str]:
     return [d["00080018"]["Value"][0] for d in response.json()]
 
 
+def _feed(stack: Served) -> list[dict[str, object]]:
+    """The whole change feed, page by page."""
+    entries: list[dict[str, object]] = []
+    while True:
+        offset = int(str(entries[-1]["Sequence"])) if entries else 0
+        page = requests.get(
+            f"{stack.base_url}/changefeed",
+            params={"offset": offset, "limit": 100, "includeMetadata": "false"},
+            headers={"Authorization": stack.api_key},
+            timeout=60,
+        )
+        assert page.status_code == 200, page.text
+        if not page.json():
+            return entries
+        entries += page.json()
+
+
 def _children(pid: int) -> list[int]:
     """The processes ``pid`` forked (its API workers)."""
     found = []
@@ -178,6 +195,12 @@ def test_kill_9_during_four_concurrent_stow_streams_loses_nothing_acknowledged(
         every = {_uids(d)[2]: d for s in streams for d in s}
         for sop in listed:  # entries of instances whose reply was lost: whole too
             assert _instance(stack, every[sop]) == every[sop]
+        # The change feed equals the index: one create per listed instance, none for an
+        # instance not committed, numbered 1, 2, 3... without a gap.
+        feed = _feed(stack)
+        assert [e["Sequence"] for e in feed] == list(range(1, len(feed) + 1))
+        assert {e["Action"] for e in feed} == {"create"}
+        assert sorted(e["SOPInstanceUID"] for e in feed) == sorted(listed)
 
 
 def _delete(stack: Served, study: str) -> int:

@@ -59,6 +59,8 @@ ROUTES = [
     ("rs/studies/{study}/series/{series}/thumbnail", {}),
     ("rs/studies/{study}/series/{series}/instances/{sop}/thumbnail", {}),
     ("rs/studies/{study}/series/{series}/instances/{sop}/frames/1/thumbnail", {}),
+    ("changefeed", {"offset": "0", "limit": "100"}),
+    ("changefeed/latest", {}),
     ("stowRsListener/SMOKE/uploads", {"prefix": "uploads/"}),
     ("iocm/rejected", {"StudyInstanceUID": "{study}"}),
     ("stowRsListener/SMOKE/uploads/{upload}", {}),
@@ -118,6 +120,25 @@ def test_every_get_route_of_the_template_is_smoked() -> None:
         if route.method.upper() == "GET":
             pattern = re.sub(r"\{[^}]*\}", "[^/]+", route.path.removeprefix("/o3-dpacs-wado/"))
             assert any(re.fullmatch(pattern, p) for p in smoked), route.path
+
+
+def test_the_change_feed_on_dynamodb_lists_the_stored_instance(
+    moto_stack: LocalStack, stored: tuple[str, str, str]
+) -> None:
+    study, series, sop = stored
+    response = requests.get(
+        f"{moto_stack.base_url}/changefeed",
+        params={"limit": "100"},
+        headers={"Authorization": moto_stack.api_key},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    entries = [e for e in response.json() if e["SOPInstanceUID"] == sop]
+    assert [(e["Action"], e["StudyInstanceUID"], e["SeriesInstanceUID"]) for e in entries] == [
+        ("create", study, series)
+    ]
+    assert isinstance(entries[0]["Sequence"], int)
+    assert entries[0]["Metadata"]["00080018"]["Value"] == [sop]
 
 
 def test_metadata_on_dynamodb_is_read_from_the_index(

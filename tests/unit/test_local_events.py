@@ -26,7 +26,9 @@ class Recorder:
 
     @property
     def keys(self) -> list[str]:
-        return [e["detail"]["object"]["key"] for _, e in self.calls if "object" in e["detail"]]
+        return [
+            e["detail"]["object"]["key"] for _, e in self.calls if "object" in e.get("detail", {})
+        ]
 
 
 @pytest.fixture
@@ -140,3 +142,43 @@ def test_an_idle_stack_polls_less_and_a_request_wakes_it(store) -> None:
         assert events_._interval == events.POLL_S
     finally:
         events_.stop()
+
+
+def test_stream_readers_are_invoked_after_a_change_and_when_idle(store) -> None:
+    """A table's stream, locally: the FeedFunction (a ``DynamoDB`` event in the template)
+    gets an empty batch soon after ``changed()`` (an API request) and every 2 s otherwise,
+    and reads the change feed itself."""
+    invoke = Recorder()
+    events_ = source(store, invoke)
+    assert events_.stream_readers == ["FeedFunction"]
+    events_.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(f == "FeedFunction" for f, _ in invoke.calls):
+                break
+            time.sleep(0.05)
+    finally:
+        events_.stop()
+    assert ("FeedFunction", events.stream_event()) in invoke.calls
+    assert events.stream_event() == {"Records": []}
+
+
+def test_a_change_runs_the_stream_readers_at_once_coalesced(store) -> None:
+    invoke = Recorder()
+    events_ = source(store, invoke)
+    events_.start()
+    try:
+        time.sleep(0.2)
+        before = len(invoke.calls)
+        started = time.monotonic()
+        for _ in range(20):
+            events_.changed()  # twenty requests in a burst: one or two runs
+        while len(invoke.calls) == before and time.monotonic() - started < 5:
+            time.sleep(0.005)
+        took = time.monotonic() - started
+        time.sleep(0.3)
+    finally:
+        events_.stop()
+    assert took < 1.0  # not the idle 2 s
+    assert 1 <= len(invoke.calls) - before <= 3

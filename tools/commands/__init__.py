@@ -31,6 +31,7 @@ COMMANDS = {
     "dicomweb-deid-backfill": "tools.deid_backfill",
     "dicomweb-substring-backfill": "tools.substring_backfill",
     "dicomweb-lifecycle": "tools.lifecycle",
+    "dicomweb-follow": "tools.follow",
 }
 
 
@@ -67,3 +68,4 @@ cost = _command("dicomweb-cost")
 deid_backfill = _command("dicomweb-deid-backfill")
 substring_backfill = _command("dicomweb-substring-backfill")
 lifecycle = _command("dicomweb-lifecycle")
+follow = _command("dicomweb-follow")
