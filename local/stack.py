@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import threading
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -371,6 +372,7 @@ class LocalStack:
             self._thread.join(timeout=5)
             self._thread = None
         if self._moto is not None:
+            self._reset_moto()
             self._moto.stop()
             self._moto = None
         if self._objects is not None:
@@ -378,6 +380,15 @@ class LocalStack:
             self._objects = None
         if self.state_file is not None:
             self.state_file.unlink(missing_ok=True)
+
+    def _reset_moto(self) -> None:
+        """Forget what this stack created in moto: moto's backends live as long as the
+        process, so a moto stack started after this one (a test module's own, after a
+        session's) would otherwise find its table and bucket there already."""
+        url = f"{self.moto_endpoint}/moto-api/reset"  # moto's own endpoint, on loopback
+        request = urllib.request.Request(url, method="POST")  # noqa: S310
+        with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=10):  # noqa: S310
+            pass
 
     def __enter__(self) -> LocalStack:
         return self.start()
