@@ -12,11 +12,11 @@ import pydicom
 import pytest
 import requests
 
-from local.stack import LocalStack
 from shared import keys
 from shared.adapters.key_store import FileKeyStore
 from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
 from tests.support import dicom_files, notes
+from tests.support.served import Served, served
 from tools import lifecycle as lifecycle_tool
 
 pytestmark = pytest.mark.integration
@@ -27,16 +27,17 @@ PATIENT = "IOCM-HTTP"
 
 
 @pytest.fixture(scope="module")
-def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, str, str]]:
-    """A stack whose own key has every scope, a ``read``+``store`` key and a
-    ``read-deidentified`` key."""
-    data_dir: Path = tmp_path_factory.mktemp("iocm")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str, str]]:
+    """A stack of its own (``python -m local``, a process apart: no other stack of this
+    worker shares its environment) whose own key has every scope, a ``read``+``store`` key
+    and a ``read-deidentified`` key."""
+    workdir: Path = tmp_path_factory.mktemp("iocm")
     plain, plain_entry = keys.generate("modality", (keys.READ, keys.STORE))
     deid, deid_entry = keys.generate("research", (keys.READ_DEIDENTIFIED,))
     for entry in (plain_entry, deid_entry):
-        FileKeyStore(data_dir / SECRETS_DIR / API_KEYS_FILE).add(entry)
+        FileKeyStore(workdir / "data" / SECRETS_DIR / API_KEYS_FILE).add(entry)
     admin, _ = keys.generate("pytest", keys.LEGACY_SCOPES)
-    with LocalStack(port=0, api_key=admin, data_dir=data_dir) as running:
+    with served(workdir, admin) as running:
         yield running, plain, deid
 
 
@@ -48,7 +49,7 @@ def _sop(data: bytes) -> str:
     return str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
 
 
-def _stow(stack: LocalStack, data: bytes, key: str) -> requests.Response:
+def _stow(stack: Served, data: bytes, key: str) -> requests.Response:
     return requests.post(
         f"{stack.base_url}/stowRsListener/IOCM/studies",
         data=data,
@@ -57,7 +58,7 @@ def _stow(stack: LocalStack, data: bytes, key: str) -> requests.Response:
     )
 
 
-def _visible(stack: LocalStack, key: str | None = None, *, everywhere: bool = False) -> set[str]:
+def _visible(stack: Served, key: str | None = None, *, everywhere: bool = False) -> set[str]:
     """SOP Instance UIDs an instance search finds (of STUDY, or of every study: a
     de-identified key sees other UIDs, and searches without the study's)."""
     response = requests.get(
@@ -71,7 +72,7 @@ def _visible(stack: LocalStack, key: str | None = None, *, everywhere: bool = Fa
     return {d["00080018"]["Value"][0] for d in found}
 
 
-def _rejected(stack: LocalStack, key: str | None = None) -> requests.Response:
+def _rejected(stack: Served, key: str | None = None) -> requests.Response:
     return requests.get(
         f"{stack.base_url}/iocm/rejected",
         params={"StudyInstanceUID": STUDY},
@@ -80,7 +81,7 @@ def _rejected(stack: LocalStack, key: str | None = None) -> requests.Response:
     )
 
 
-def _state(stack: LocalStack) -> dict[str, tuple[str, str]]:
+def _state(stack: Served) -> dict[str, tuple[str, str]]:
     response = _rejected(stack)
     assert response.status_code == 200, response.text
     return {
@@ -88,7 +89,7 @@ def _state(stack: LocalStack) -> dict[str, tuple[str, str]]:
     }
 
 
-def _answered(stack: LocalStack, data: bytes) -> list[int]:
+def _answered(stack: Served, data: bytes) -> list[int]:
     """Status of each way to read the instance: WADO-RS instance, metadata, frames,
     rendered, and WADO-URI."""
     base = f"{stack.base_url}/rs/studies/{STUDY}/series/{SERIES}/instances/{_sop(data)}"
