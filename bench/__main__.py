@@ -1,6 +1,6 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
 [--only stow,imports,qido,qido-scale,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import,
-feed,gateway] [--feed-entries 100000]
+feed,gateway,delete] [--feed-entries 100000] [--delete-instances 1000]
 [--import-files N] [--qido-scale-sizes 10000,100000] [--qido-scale-kinds lookups,ohif]
 [--qido-scale-keep DIR] [--qido-scale-warm] [--qido-scale-moto 10000].
 
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    bench_delete,
     bench_feed,
     bench_gateway,
     bench_import,
@@ -54,6 +55,7 @@ PARTS = (
     "import",
     "feed",
     "gateway",
+    "delete",
 )
 
 
@@ -124,6 +126,12 @@ def main() -> None:
         help=f"feed: entries written then read (default {bench_feed.ENTRIES})",
     )
     parser.add_argument(
+        "--delete-instances",
+        type=int,
+        default=1000,
+        help="delete: instances of the study deleted on SQLite (default 1000; moto: 200)",
+    )
+    parser.add_argument(
         "--only",
         type=_parts,
         default=list(PARTS),
@@ -153,6 +161,7 @@ def main() -> None:
         "import": lambda: bench_import.run(args.import_files),
         "feed": lambda: bench_feed.run(args.feed_entries),
         "gateway": bench_gateway.run,  # side by side with Orthanc (installed as root if missing)
+        "delete": lambda: bench_delete.run(args.delete_instances),
     }
     out = RESULTS / "bench.json"
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}

@@ -26,10 +26,11 @@ import logging
 import os
 import signal
 import threading
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 from botocore.config import Config
@@ -138,6 +139,9 @@ def _clear_settings_cache() -> None:
 class LocalStack:
     """Moto server, resources and the API emulator, running in threads of this process."""
 
+    #: Moto stacks running in this process (they share moto's backends).
+    _moto_stacks: ClassVar[int] = 0
+
     def __init__(  # noqa: PLR0913 - keyword-only options
         self,
         *,
@@ -245,6 +249,7 @@ class LocalStack:
                 self.api_key = self.api_key or keys.generate(DEV_KEY_LABEL)[0]
                 self._moto = _moto_server()
                 self._moto.start()
+                LocalStack._moto_stacks += 1
                 moto_host, moto_port = self._moto.get_host_and_port()
                 self.moto_endpoint = f"http://{moto_host}:{moto_port}"
                 self._create_resources()
@@ -396,6 +401,9 @@ class LocalStack:
             self._thread.join(timeout=5)
             self._thread = None
         if self._moto is not None:
+            LocalStack._moto_stacks -= 1
+            if not LocalStack._moto_stacks:  # another may still use moto's backends
+                self._reset_moto()
             self._moto.stop()
             self._moto = None
         if self._objects is not None:
@@ -403,6 +411,17 @@ class LocalStack:
             self._objects = None
         if self.state_file is not None:
             self.state_file.unlink(missing_ok=True)
+
+    def _reset_moto(self) -> None:
+        """Forget what moto holds once the process's last moto stack stops: moto's backends
+        live as long as the process, so a moto stack started after this one (a test
+        module's own, then a session's) would otherwise find its table and bucket there
+        already. Two moto stacks alive at once in one process still share (and collide on)
+        their resource names."""
+        url = f"{self.moto_endpoint}/moto-api/reset"  # moto's own endpoint, on loopback
+        request = urllib.request.Request(url, method="POST")  # noqa: S310
+        with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=10):  # noqa: S310
+            pass
 
     def __enter__(self) -> LocalStack:
         return self.start()

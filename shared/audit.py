@@ -109,7 +109,7 @@ _RECORD_FIELDS = tuple(f.name for f in fields(AuditRecord))
 
 
 def _event_of(transaction: str, method: str, route: str) -> tuple[tuple[str, str], str]:
-    if transaction == "QIDO-RS":
+    if transaction == "QIDO-RS" or route.endswith("/rejected"):  # the rejected: a listing
         return QUERY, "E"
     if method == "DELETE":
         return DELETED, "D"

@@ -59,6 +59,10 @@ SUBSTRING_TRIGRAMS_PER_STUDY = 52
 SUBSTRING_BYTES_PER_STUDY = 52 * 208
 SUBSTRING_WRITE_UNITS_PER_STUDY = SUBSTRING_TRIGRAMS_PER_STUDY * (2 + 1)
 STOW_READ_UNITS = 1
+#: GET-class S3 requests per new instance: a HeadObject of its object once indexed (a
+#: DELETE's sweep may have removed an identical copy, decision 0007) and a GetObject of its
+#: rejection record, usually absent (IOCM, decision 0009).
+STOW_S3_READS = 2
 #: Index bytes kept per instance (the items above plus GSI keys, amortised).
 INDEX_BYTES_PER_INSTANCE = 5 * KB
 #: The largest STOW body (shared/config.py): several small instances share a request.
@@ -268,6 +272,7 @@ def _stow(w: Workload, u: _Usage) -> None:
     u.requests("POST stowRsListener/studies", math.ceil(instances / per_request))
     u.gb_seconds += STOW.gb_seconds(instances)
     u.s3_puts += instances
+    u.s3_gets += instances * STOW_S3_READS
     u.write_units += instances * (STOW_WRITE_UNITS + GSI_WRITES_PER_INSTANCE)
     u.write_units += w.studies_per_month * (
         GSI_WRITES_PER_STUDY

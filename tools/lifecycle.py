@@ -7,12 +7,15 @@
     dicomweb-lifecycle --url ... --key ... restore 1.2.3.4 --series 1.2.3.4.5 \\
         --instance 1.2.3.4.5.6
     dicomweb-lifecycle --url http://127.0.0.1:3000/o3-dpacs-wado --key ... delete 1.2.3.4
+    dicomweb-lifecycle --url ... --key ... rejected [1.2.3.4]
 
 The key may come from ``DICOMWEB_API_KEY`` instead of ``--key``. A DELETE or restore the
 archive answers 202 (its time ran out; docs/conformance-statement.md section 12) is sent
 again until it is done; a 503 is retried after its ``Retry-After``. Goes through the API, so
 each call leaves its audit record. Prints one line; exits 0 when done, 1 when nothing of the
-target was found (404), 2 on any other refusal. Standard library only.
+target was found (404), 2 on any other refusal. ``rejected`` lists, one JSON line each, the
+instances IOCM rejection notes named (of one study, or all; section 14), every page of
+``GET iocm/rejected``. Standard library only.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,13 +104,40 @@ def run(  # noqa: PLR0913 - keyword-only: where, with which key, and test seams
     return 2, f"{action} {target.path()}: {status} {body.get('message', body)}"
 
 
+def rejected(
+    study: str | None,
+    *,
+    url: str,
+    key: str,
+    send: Callable[[str, str, str], Answer] = _send,
+) -> tuple[int, list[str]]:
+    """Every rejection record (of a study, or all), page after page; (exit code, lines)."""
+    lines: list[str] = []
+    after = ""
+    for _ in range(MAX_ROUNDS * 100):
+        query = {k: v for k, v in (("StudyInstanceUID", study), ("after", after)) if v}
+        address = f"{url.rstrip('/')}/iocm/rejected"
+        if query:
+            address += "?" + urllib.parse.urlencode(query)
+        status, body, _ = send("GET", address, key)
+        if status != 200:
+            return 2, [*lines, f"rejected: {status} {body.get('message', body)}"]
+        found = body.get("rejected")
+        if isinstance(found, list):
+            lines += [json.dumps(r, sort_keys=True) for r in found]
+        after = str(body.get("next") or "")
+        if not after:
+            break
+    return 0, lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line."""
     parser = argparse.ArgumentParser(prog="dicomweb-lifecycle", description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="the API's base URL, .../o3-dpacs-wado")
     parser.add_argument("--key", default=os.environ.get("DICOMWEB_API_KEY", ""))
-    parser.add_argument("action", choices=("delete", "restore"))
-    parser.add_argument("study", help="StudyInstanceUID")
+    parser.add_argument("action", choices=("delete", "restore", "rejected"))
+    parser.add_argument("study", nargs="?", help="StudyInstanceUID (optional for rejected)")
     parser.add_argument("--series", help="SeriesInstanceUID (a series of the study)")
     parser.add_argument("--instance", help="SOPInstanceUID (an instance of the series)")
     args = parser.parse_args(argv)
@@ -114,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("an admin API key is needed: --key or DICOMWEB_API_KEY")
     if args.instance and not args.series:
         parser.error("--instance needs --series")
+    if args.action == "rejected":
+        code, lines = rejected(args.study, url=args.url, key=args.key)
+        print("\n".join(lines))
+        return code
+    if not args.study:
+        parser.error(f"{args.action} needs a StudyInstanceUID")
     code, line = run(
         args.action, Target(args.study, args.series, args.instance), url=args.url, key=args.key
     )

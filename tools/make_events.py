@@ -425,21 +425,26 @@ def upload_events() -> dict[str, dict[str, Any]]:
 
 
 LIFECYCLE_ROUTES = {
-    "delete-study": ("DELETE", "/studies/{STUDY}"),
-    "delete-series": ("DELETE", "/studies/{STUDY}/series/{SERIES}"),
-    "delete-instance": ("DELETE", "/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}"),
-    "restore-study": ("POST", "/restore/studies/{STUDY}"),
-    "restore-series": ("POST", "/restore/studies/{STUDY}/series/{SERIES}"),
-    "restore-instance": ("POST", "/restore/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}"),
+    "delete-study": ("DELETE", "/rs/studies/{STUDY}"),
+    "delete-series": ("DELETE", "/rs/studies/{STUDY}/series/{SERIES}"),
+    "delete-instance": ("DELETE", "/rs/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}"),
+    "restore-study": ("POST", "/rs/restore/studies/{STUDY}"),
+    "restore-series": ("POST", "/rs/restore/studies/{STUDY}/series/{SERIES}"),
+    "restore-instance": (
+        "POST",
+        "/rs/restore/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}",
+    ),
+    "list-rejected": ("GET", "/iocm/rejected"),
 }
 
 
 def lifecycle_events(uids: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """An admin key's DELETE and restore of a study, a series and an instance."""
+    """An admin key's DELETE and restore of a study, a series and an instance, and its
+    listing of what rejection notes named."""
     headers = {"Accept": "application/json", "Authorization": EXAMPLE_KEY}
     events = {}
     for number, (name, (method, tail)) in enumerate(LIFECYCLE_ROUTES.items(), start=1):
-        resource = f"{BASE}/rs{tail}"
+        resource = f"{BASE}{tail}"
         params = {k: v for k, v in uids.items() if "{" + k + "}" in resource}
         event = rest_event(
             Request(method, resource, params, headers),

@@ -537,7 +537,8 @@ UNKNOWN_UID = "2.25.238271178713418356386409545102347658600"
 
 def _lifecycle_checks() -> list[Check]:
     """DELETE and restore, on UIDs nothing holds (the smoke study stays): 404 with an
-    ``admin`` key, 403 with any other (the route and the authorizer answered either way)."""
+    ``admin`` key, 403 with any other (the route and the authorizer answered either way);
+    the listing of rejected instances likewise, of a study nothing holds."""
     study = f"studies/{UNKNOWN_UID}"
     series = f"{study}/series/{UNKNOWN_UID}.1"
     instance = f"{series}/instances/{UNKNOWN_UID}.1.1"
@@ -556,7 +557,19 @@ def _lifecycle_checks() -> list[Check]:
                   route.replace("/o3-dpacs-wado/rs/", restore), f"rs/restore/{path}", answered)
             for level, route, path in levels
         ),
+        Check("List what rejection notes named in an unknown study (200; 403 without admin)",
+              "GET", "/o3-dpacs-wado/iocm/rejected",
+              f"iocm/rejected?StudyInstanceUID={UNKNOWN_UID}", _listed_or_refused),
     ]  # fmt: skip
+
+
+def _listed_or_refused(reply: Reply) -> str | None:
+    """An admin key's listing (``rejected``, empty for a study nothing holds), or 403."""
+    if reply.status == 403:
+        return _json_fields("message")(reply)
+    if reply.status != 200:
+        return f"status {reply.status}, expected 200 or 403"
+    return _json_fields("rejected", "next")(reply)
 
 
 def _auth_checks() -> list[Check]:

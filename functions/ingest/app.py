@@ -39,6 +39,8 @@ def _ingest(key: str, context: Any) -> str:
             store=current.objects,
             index=current.index,
             inflate_limit=budget.from_context(context) // PEAK_PER_INFLATED_BYTE,
+            retention_days=current.settings.deleted_retention_days,
+            catalog=lambda: current.catalog,
         )
         if outcome is not None:
             break

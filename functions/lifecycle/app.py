@@ -1,11 +1,13 @@
 """Delete and restore (``admin`` keys): DELETE /o3-dpacs-wado/rs/studies/{STUDY}[/series/
-{SERIES}[/instances/{INSTANCE}]] and POST /o3-dpacs-wado/rs/restore/studies/... of the same
-paths (docs/conformance-statement.md, section 12).
+{SERIES}[/instances/{INSTANCE}]], POST /o3-dpacs-wado/rs/restore/studies/... of the same
+paths, and GET /o3-dpacs-wado/iocm/rejected: what IOCM rejection notes named
+(docs/conformance-statement.md, section 12).
 
 A DELETE answers 204 once the target is gone, or 202 when its time ran out first (send the
 same DELETE again: it goes on; the schedule goes on with it too); a restore answers 200
 with what it stored again (202 likewise). On its schedule (EventBridge), the function goes
-on with every deletion cut off before it was done (``lifecycle.finish_pending``)."""
+on with every deletion cut off before it was done (``lifecycle.finish_pending``), and with
+every rejection note whose request ran out of time (``rejection.finish_pending``)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from shared import bootstrap, deadline, http, keys, logs
 from shared.dicomweb import uids
-from shared.services import lifecycle
+from shared.services import lifecycle, rejection
 
 logger = logs.get_logger()
 archive = bootstrap.Provider()
@@ -27,6 +29,9 @@ _INSTANCE = f"{_SERIES}/instances/<instance>"
 #: Restores mirror the DELETEs under rs/restore/: a POST under rs/studies/ is STOW's, and
 #: the authorizer's policy for ``store`` keys opens every POST below it.
 _RESTORE = "/o3-dpacs-wado/rs/restore"
+#: Admins list what IOCM rejection notes named (shared.services.rejection); not under rs/,
+#: whose GETs are the read scope's (one policy pattern for them all).
+_REJECTED = "/o3-dpacs-wado/iocm/rejected"
 
 
 @app.delete(_STUDY)
@@ -63,6 +68,26 @@ def restore_series(study: str, series: str) -> Response[str]:
 def restore_instance(study: str, series: str, instance: str) -> Response[str]:
     """Restore a deleted instance."""
     return _restore(study, series, instance)
+
+
+@app.get(f"{_REJECTED}")
+def list_rejected() -> Response[str]:
+    """Instances named by IOCM rejection notes (hidden, or to be hidden on arrival), a page
+    at a time: ``?StudyInstanceUID=``, ``?limit=`` (1-1000), ``?after=`` (the ``next`` of
+    the page before)."""
+    query = app.current_event.query_string_parameters or {}
+    page = rejection.Page.parse(
+        study_uid=query.get("StudyInstanceUID"),
+        after=query.get("after", ""),
+        limit=query.get("limit"),
+    )
+    found, after = rejection.listing(
+        archive().objects, page.study_uid, after=page.after, limit=page.limit
+    )
+    http.touched(app).add("instances", [r.sop_instance_uid for r in found])
+    http.log_fields(app, listed=len(found))
+    body = {"rejected": [r.as_json() for r in found], "next": after or None}
+    return http.json_response(200, body, content_type="application/json")
 
 
 def _target(study: str, series: str | None, instance: str | None) -> lifecycle.Target:
@@ -134,13 +159,22 @@ def _restore(study: str, series: str | None = None, instance: str | None = None)
 def _finish_pending(context: Any) -> dict[str, Any]:
     current = archive()
     with logs.line(logger, "lifecycle", transaction="lifecycle-schedule") as fields:
+        until = deadline.from_context(context)
         counts = lifecycle.finish_pending(
             objects=current.objects,
             index=current.index,
             retention_days=current.settings.deleted_retention_days,
-            deadline=deadline.from_context(context),
+            deadline=until,
             catalog=current.catalog,
         )
+        notes = rejection.finish_pending(
+            objects=current.objects,
+            index=current.index,
+            retention_days=current.settings.deleted_retention_days,
+            deadline=until,
+            catalog=lambda: current.catalog,
+        )
+        counts |= {f"notes_{k}": v for k, v in notes.items()}
         fields.update(counts)
     return counts
 

@@ -60,11 +60,17 @@ def _store(calling_aet: str, study_uid: str | None) -> Response[str]:
         study_uid=study_uid,
         memory_budget=budget.from_context(app.lambda_context),
         deadline=deadline.from_context(app.lambda_context),
+        retention_days=current.settings.deleted_retention_days,
     )
-    result = store.store(stow, objects=current.objects, index=current.index)
+    result = store.store(
+        stow, objects=current.objects, index=current.index, catalog=lambda: current.catalog
+    )
     touched = http.touched(app)
     touched.add("studies", [s.study_uid for s in result.stored])
     touched.add("instances", [s.sop_instance_uid for s in result.stored])
+    rejected = [uid for s in result.stored for uid in s.rejected]
+    touched.add("instances", rejected)  # named by rejection notes: hidden now or on arrival
+    http.count(app, "InstancesRejected", len(rejected))
     http.count(app, "InstancesStored", len(result.stored))
     http.count(app, "InstancesFailed", len(result.failed))
     http.log_fields(
@@ -73,6 +79,8 @@ def _store(calling_aet: str, study_uid: str | None) -> Response[str]:
         stored=len(result.stored),
         failed=len(result.failed),
         failure_reasons=sorted({hex(f.reason) for f in result.failed}),
+        rejected=len(rejected),
+        hidden=sum(s.hidden for s in result.stored),
         bytes=sum(len(p.content) for p in parts),
     )
     return http.json_response(result.status, result.to_json())

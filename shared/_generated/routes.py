@@ -22,6 +22,8 @@ SCOPE_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
     "admin": (
         ("DELETE", "o3-dpacs-wado/rs/studies/*"),
         ("POST", "o3-dpacs-wado/rs/restore/studies/*"),
+        ("GET", "o3-dpacs-wado/iocm/rejected"),
+        ("GET", "o3-dpacs-wado/iocm/rejected/*"),
         ("GET", "o3-dpacs-wado/stowRsListener/*/uploads"),
     ),
     "read-deidentified": (

@@ -50,6 +50,10 @@ class Stored:
     study_uid: str
     #: The archive held identical bytes under this SOP Instance UID already.
     already_stored: bool = False
+    #: A rejection note: the SOP Instance UIDs it names (IOCM).
+    rejected: tuple[str, ...] = ()
+    #: Stored, and hidden at once: a rejection note named it before it came.
+    hidden: bool = False
 
 
 @dataclass(frozen=True)

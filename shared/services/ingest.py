@@ -47,8 +47,8 @@ from shared.dicom import failures
 from shared.dicom.validate import InstanceRejected, ValidInstance, validate_file
 from shared.dicomweb.stow_result import Failed
 from shared.errors import StorageUnavailable
-from shared.ports import InstanceIndex, ObjectStore
-from shared.services.store import commit
+from shared.ports import Catalog, InstanceIndex, ObjectStore
+from shared.services.store import DEFAULT_RETENTION_DAYS, commit
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +87,19 @@ class Outcome:
     status: str
 
 
-def ingest(
+def ingest(  # noqa: PLR0913 - keyword-only: the object, the ports and the policy
     key: str,
     *,
     store: ObjectStore,
     index: InstanceIndex,
     inflate_limit: int,
     clock: Callable[[], datetime] = utc_now,
+    retention_days: int = DEFAULT_RETENTION_DAYS,
+    catalog: Callable[[], Catalog] | None = None,
 ) -> Outcome | None:
     """Ingest the object under ``incoming/``; None when there is nothing (any more).
+    ``retention_days``: how long instances a rejection note hides are kept, and
+    ``catalog``: read to refresh their parents (as STOW's).
 
     Raises :class:`StorageUnavailable` when storage failed: the object stays in
     ``incoming/`` for the event's retry or the sweeper.
@@ -131,6 +135,8 @@ def ingest(
             index=index,
             write=lambda final: store.copy(key, final),
             clock=clock,
+            retention_days=retention_days,
+            catalog=catalog,
         )
     if isinstance(outcome, Failed):
         if outcome.reason == failures.OUT_OF_RESOURCES:

@@ -61,6 +61,9 @@ logger = logging.getLogger(__name__)
 STORED_PREFIX = "dicom/"
 DELETED_PREFIX = "deleted/"
 JOBS_PREFIX = "jobs/delete/"
+#: Rejection records of IOCM rejection notes (:mod:`shared.services.rejection`), one per
+#: instance a note names; a restore of the instance forgets its record.
+REJECTIONS_PREFIX = "rejections/"
 #: An object under ``dicom/`` that no entry names and that this deletion did not unindex is
 #: swept only once older than this (seconds): a STOW writes its object before its index
 #: entry, and a STOW lasts at most a Lambda's 15 minutes.
@@ -119,6 +122,11 @@ def object_uids(key: str, prefix: str = STORED_PREFIX) -> tuple[str, str, str] |
         return None
     sop, dot, _ = parts[2].removesuffix(".dcm").rpartition(".")
     return (parts[0], parts[1], sop) if dot and sop else None
+
+
+def rejection_key(study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
+    """Where the rejection record of an instance is kept."""
+    return f"{REJECTIONS_PREFIX}{study_uid}/{series_uid}/{sop_instance_uid}.json"
 
 
 def deleted_key(key: str) -> str:
@@ -189,10 +197,7 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
             continue
         if index.references(uids[2], info.key):
             continue  # stored again meanwhile
-        if retention_days > 0:
-            objects.copy(info.key, deleted_key(info.key))
-        objects.delete(info.key)
-        swept += 1
+        swept += _sweep_one(info.key, uids[2], objects, index, retention_days)
     if done:
         objects.delete(job_key(target))
     if not removed and not swept and done and job.fresh:
@@ -393,6 +398,31 @@ def _job(objects: ObjectStore, target: Target, clock: Callable[[], float]) -> _J
     return job
 
 
+def _sweep_one(
+    key: str, sop_instance_uid: str, objects: ObjectStore, index: InstanceIndex, days: int
+) -> int:
+    """Move one object no entry named to ``deleted/`` (1), or put it back when an identical
+    STOW named it meanwhile (0).
+
+    Checking the index and then removing the object is not atomic: a STOW of the same bytes
+    (the same key) may commit its entry in between. So the object is copied first (even
+    with a restore window of 0 days), removed, and the index asked again: an entry naming
+    it now is put back from the copy. A STOW whose entry commits after that second check
+    finds its object gone and writes it again (``store.commit``); one of the two always
+    sees the other (docs/decisions/0007-delete-and-restore.md)."""
+    kept = deleted_key(key)
+    objects.copy(key, kept)
+    objects.delete(key)
+    if index.references(sop_instance_uid, key):
+        objects.copy(kept, key)
+        objects.delete(kept)
+        logger.info("an object stored again during its sweep was put back", extra={"key": key})
+        return 0
+    if days <= 0:
+        objects.delete(kept)
+    return 1
+
+
 def _sweepable(info: ObjectInfo, named: frozenset[str], job: _Job, now: float) -> bool:
     """Whether an object of the target no entry may name any more can be swept: an entry
     this deletion removed named it, or it is older than a STOW lasts, or it was there when a
@@ -458,6 +488,9 @@ def restore(  # noqa: PLR0913 - keyword-only: the target, the ports and the requ
         if until.expired():
             result.done = False
             break
+        uids = object_uids(key, DELETED_PREFIX)
+        if uids is not None:  # a restored instance is no longer rejected
+            objects.delete(rejection_key(*uids))
         outcome = _restore_one(key, objects, index, calling_aet, base_url, clock)
         getattr(result, outcome).append(sop)
         if outcome in ("restored", "already") and key.startswith(DELETED_PREFIX):
@@ -525,6 +558,7 @@ def _restore_one(  # noqa: PLR0913, PLR0917 - one instance and where it goes
         write=write,
         clock=clock,
         restored=True,
+        rejections=False,
     )
     if isinstance(outcome, Stored):
         return "already" if outcome.already_stored else "restored"

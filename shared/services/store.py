@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from shared import budget
@@ -15,12 +15,15 @@ from shared.dicomweb import paths
 from shared.dicomweb.multipart import Part
 from shared.dicomweb.stow_result import Failed, Stored, StoreResult
 from shared.errors import OutOfTime, StorageUnavailable
-from shared.ports import AddOutcome, InstanceIndex, InstanceRecord, ObjectStore
+from shared.ports import AddOutcome, Catalog, InstanceIndex, InstanceRecord, ObjectStore
 
 logger = logging.getLogger(__name__)
 
 _DICOM_PART_TYPES = {"application/dicom", ""}
 #: A part left unread when the request ran out of time: storage "out of resources", retry.
+#: Days a hidden (rejected) instance's object is kept under ``deleted/`` when the caller
+#: does not say (``DeletedRetentionDays``' default).
+DEFAULT_RETENTION_DAYS = 30
 _NOT_PROCESSED = Failed(
     failures.OUT_OF_RESOURCES, "not processed within the time this API allows: send it again"
 )
@@ -37,6 +40,8 @@ class StoreRequest:
     memory_budget: int = field(default_factory=budget.request_budget)
     #: When to stop starting another part (``shared.deadline``).
     deadline: Deadline = field(default_factory=Deadline.never)
+    #: Days the objects of instances hidden by a rejection note stay under ``deleted/``.
+    retention_days: int = DEFAULT_RETENTION_DAYS
 
 
 def blob_key(instance: ValidInstance) -> str:
@@ -59,8 +64,11 @@ def store(
     objects: ObjectStore,
     index: InstanceIndex,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    catalog: Callable[[], Catalog] | None = None,
 ) -> StoreResult:
     """Store every part; per-instance failures go into the result, never half-stored.
+    ``catalog``: builds the catalog, read when a rejection note hides instances, so that
+    their study and series keep no attribute only they had (:func:`commit`).
 
     Raises :class:`StorageUnavailable` when nothing was stored and every failure was a
     storage outage, so that the client sees a retryable 503 rather than a 409. Once the
@@ -80,7 +88,7 @@ def store(
             )
             result.failed += [_NOT_PROCESSED] * (len(request.parts) - number)
             break
-        outcome = _store_one(part, request, objects, index, clock)
+        outcome = _store_one(part, request, (objects, index, catalog), clock)
         if isinstance(outcome, Stored):
             result.stored.append(outcome)
         else:
@@ -100,10 +108,10 @@ def _all_outages(failed: Iterable[Failed]) -> bool:
 def _store_one(
     part: Part,
     request: StoreRequest,
-    objects: ObjectStore,
-    index: InstanceIndex,
+    ports: tuple[ObjectStore, InstanceIndex, Callable[[], Catalog] | None],
     clock: Callable[[], datetime],
 ) -> Stored | Failed:
+    objects, index, catalog = ports
     media = (part.content_type or "").split(";", 1)[0].strip().lower()
     if media not in _DICOM_PART_TYPES:
         return Failed(failures.CANNOT_UNDERSTAND, "body part is not application/dicom")
@@ -126,6 +134,9 @@ def _store_one(
         index=index,
         write=lambda key: objects.put(key, instance.data),
         clock=clock,
+        retention_days=request.retention_days,
+        deadline=request.deadline,
+        catalog=catalog,
     )
 
 
@@ -138,13 +149,27 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
     index: InstanceIndex,
     write: Callable[[str], None],
     clock: Callable[[], datetime],
+    retention_days: int = DEFAULT_RETENTION_DAYS,
+    rejections: bool = True,
+    deadline: Deadline | None = None,
+    catalog: Callable[[], Catalog] | None = None,
     restored: bool = False,
 ) -> Stored | Failed:
     """Store a validated instance: ``write(key)`` puts its object under its final key, then
     the index entry is added. Shared by STOW (``write`` puts the bytes) and the upload path
     (``write`` copies the uploaded object) and restores (``restored``: the change log says
-    ``restore``); never half-stored."""
-    record = _record(instance, calling_aet, clock())
+    ``restore``); never half-stored.
+
+    With ``rejections`` (all but a restore), IOCM rejection notes are applied here, so on
+    every path that stores: a rejection note hides the instances it names, and a new
+    instance a kept rejection names is hidden at once (:mod:`shared.services.rejection`;
+    hidden objects are kept ``retention_days`` under ``deleted/``; a note naming more
+    instances than the ``deadline`` allows is finished by the Lifecycle function's
+    schedule; with ``catalog``, their study and series keep no attribute only they had,
+    as after a DELETE). The answer is still "stored": the instance is in the archive,
+    hidden."""
+    now = clock()
+    record = _record(instance, calling_aet, now)
     try:
         write(record.blob_key)
         outcome = index.add(record, restored=restored)
@@ -154,23 +179,78 @@ def commit(  # noqa: PLR0913 - keyword-only: the instance and where it goes
         # An object no entry points at is never served; a retry is idempotent.
         logger.warning("storage unavailable", extra={"sop_instance_uid": instance.sop_instance_uid})
         return _failed(instance, failures.OUT_OF_RESOURCES, "storage unavailable")
-    if outcome is AddOutcome.ALREADY_STORED:
-        # Identical bytes, but the entry may name the object by an older form of the key.
-        _discard_unreferenced(objects, index, record)
+    try:
+        if outcome is AddOutcome.STORED:
+            _ensure_object(objects, record, write)
+        elif outcome is AddOutcome.ALREADY_STORED:
+            # Identical bytes, but the entry may name the object by an older form of the key.
+            _discard_unreferenced(objects, index, record, write)
+    except StorageUnavailable:
+        logger.warning("storage unavailable", extra={"sop_instance_uid": instance.sop_instance_uid})
+        return _failed(instance, failures.OUT_OF_RESOURCES, "storage unavailable")
     if outcome in (AddOutcome.STORED, AddOutcome.ALREADY_STORED):
         url = paths.instance_url(
             base_url, instance.study_uid, instance.series_uid, instance.sop_instance_uid
         )
-        return Stored(
+        stored = Stored(
             instance.sop_class_uid,
             instance.sop_instance_uid,
             url,
             instance.study_uid,
             already_stored=outcome is AddOutcome.ALREADY_STORED,
         )
+        if not rejections:
+            return stored
+        try:
+            return _rejections(
+                instance, stored, (objects, index, catalog), (retention_days, now, deadline)
+            )
+        except StorageUnavailable:
+            # Stored, but a rejection may be half-applied: a retry applies it again.
+            logger.warning(
+                "rejection check failed", extra={"sop_instance_uid": stored.sop_instance_uid}
+            )
+            return _failed(instance, failures.OUT_OF_RESOURCES, "storage unavailable")
     # The index positively refused this object: remove it unless an entry points at its key.
     _discard_unreferenced(objects, index, record)
     return _refused(instance, outcome)
+
+
+def _rejections(
+    instance: ValidInstance,
+    stored: Stored,
+    ports: tuple[ObjectStore, InstanceIndex, Callable[[], Catalog] | None],
+    policy: tuple[int, datetime, Deadline | None],
+) -> Stored:
+    """Apply a rejection note (again, when resent: a retry finishes one cut off), and hide a
+    new instance a kept rejection names. ``policy``: the restore window's days, the time
+    of the store, and the request's deadline."""
+    objects, index, catalog = ports
+    retention_days, now, deadline = policy
+    # rejection hides through lifecycle, which stores again through this module.
+    from shared.services import rejection  # noqa: PLC0415
+
+    named = rejection.rejections_of(instance.dataset, now)
+    rejected: tuple[str, ...] = ()
+    if named:
+        rejected = rejection.apply_note(
+            named,
+            objects=objects,
+            index=index,
+            retention_days=retention_days,
+            deadline=deadline,
+            catalog=catalog,
+        ).hidden
+    hidden = not stored.already_stored and rejection.hide_if_rejected(
+        (instance.study_uid, instance.series_uid, instance.sop_instance_uid),
+        objects=objects,
+        index=index,
+        retention_days=retention_days,
+        catalog=catalog,
+    )
+    if not rejected and not hidden and not named:
+        return stored
+    return replace(stored, rejected=tuple(r.sop_instance_uid for r in named), hidden=hidden)
 
 
 def _refused(instance: ValidInstance, outcome: AddOutcome) -> Failed:
@@ -195,13 +275,32 @@ def _failed(instance: ValidInstance, reason: int, message: str) -> Failed:
     return Failed(reason, message, instance.sop_class_uid, instance.sop_instance_uid)
 
 
+def _ensure_object(
+    objects: ObjectStore, record: InstanceRecord, write: Callable[[str], None]
+) -> None:
+    """Write the object again when it is gone once its entry is committed: a DELETE's sweep
+    of an identical earlier copy (same key) may have checked the index before this entry
+    and removed the object after this write. The sweep checks the index again after its
+    removal and puts the object back when an entry names it; this check, after the entry,
+    covers the entry committed after that (docs/decisions/0007-delete-and-restore.md)."""
+    if objects.stat(record.blob_key) is None:
+        logger.warning("object gone once indexed: written again", extra={"key": record.blob_key})
+        write(record.blob_key)
+
+
 def _discard_unreferenced(
-    objects: ObjectStore, index: InstanceIndex, record: InstanceRecord
+    objects: ObjectStore,
+    index: InstanceIndex,
+    record: InstanceRecord,
+    write: Callable[[str], None] | None = None,
 ) -> None:
     """Delete an object no entry points at; keep it when in doubt (an orphan is never
-    served)."""
+    served). With ``write``, an object an entry points at is written again if it is gone
+    (:func:`_ensure_object`: an identical STOW retried after a lost answer)."""
     try:
         if index.references(record.sop_instance_uid, record.blob_key):
+            if write is not None:
+                _ensure_object(objects, record, write)
             return
         objects.delete(record.blob_key)
     except StorageUnavailable:

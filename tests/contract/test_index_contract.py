@@ -155,9 +155,11 @@ def test_persistent_conflict_is_storage_unavailable(aws: dict[str, Any]) -> None
         index.add(record(dicom_files.with_new_uids()))
 
 
-def test_one_put_one_read_and_one_transaction_per_new_instance(aws: dict[str, Any]) -> None:
+def test_one_put_one_transaction_and_three_reads_per_new_instance(aws: dict[str, Any]) -> None:
     """The read learns what the study's substring index holds; a new study's trigrams
-    are then counted, one ADD each, outside the transaction."""
+    are then counted, one ADD each, outside the transaction. S3 is read twice, GET-class:
+    the object once indexed (a DELETE's sweep may have removed an identical copy: decision
+    0007) and its rejection record, absent (IOCM: decision 0009)."""
     calls: Counter[str] = Counter()
 
     def count(event_name: str, **_: Any) -> None:
@@ -176,7 +178,15 @@ def test_one_put_one_read_and_one_transaction_per_new_instance(aws: dict[str, An
     )
     assert result.status == 200
     grams = calls.pop("UpdateItem")
-    assert calls == Counter({"PutObject": n, "TransactWriteItems": n, "GetItem": n})
+    assert calls == Counter(
+        {
+            "PutObject": n,
+            "TransactWriteItems": n,
+            "GetItem": n,
+            "HeadObject": n,
+            "GetObject": n,
+        }
+    )
     counts = aws["dynamodb"].query(
         TableName=TABLE,
         IndexName="ByList",

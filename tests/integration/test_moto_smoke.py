@@ -62,6 +62,7 @@ ROUTES = [
     ("changefeed", {"offset": "0", "limit": "100"}),
     ("changefeed/latest", {}),
     ("stowRsListener/SMOKE/uploads", {"prefix": "uploads/"}),
+    ("iocm/rejected", {"StudyInstanceUID": "{study}"}),
     ("stowRsListener/SMOKE/uploads/{upload}", {}),
     (
         "wado",

@@ -49,8 +49,12 @@ def served(
     file (a pipe nobody reads would fill up and stall the server)."""
     port = free_port()
     state_file, log, data_dir = workdir / "state.json", workdir / "local.log", workdir / "data"
+    # Not what an in-process stack of this worker pinned in the environment (a moto stack's
+    # DICOMWEB_STORAGE and endpoints would make this one keep its data in memory).
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     env = {
-        **os.environ,
+        **inherited,
+        "DICOMWEB_STORAGE": "local",
         "DICOMWEB_DATA_DIR": str(data_dir),
         "PORT": str(port),
         "DICOMWEB_API_KEY": api_key,

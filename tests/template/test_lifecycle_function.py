@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from local import template as local_template
 from shared.services import lifecycle
 from tests.template.test_template import BUCKETS, FUNCTIONS, TPL
@@ -30,8 +32,8 @@ def test_deleted_objects_are_purged_after_the_restore_window() -> None:
     assert rule["Prefix"] == lifecycle.DELETED_PREFIX
     assert rule["ExpirationInDays"] == {"Ref": "DeletedRetentionDays"}
     assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}  # versioned bucket
-    function = FUNCTIONS["LifecycleFunction"]["Properties"]
-    assert function["Environment"]["Variables"]["DELETED_RETENTION_DAYS"] == {
+    # Every function reads it: DELETE, and rejection notes on each store path.
+    assert TPL["Globals"]["Function"]["Environment"]["Variables"]["DELETED_RETENTION_DAYS"] == {
         "Ref": "DeletedRetentionDays"
     }
 
@@ -49,8 +51,52 @@ def test_the_lifecycle_function_reaches_only_its_prefixes() -> None:
     statements = FUNCTIONS["LifecycleFunction"]["Properties"]["Policies"][0]["Statement"]
     objects = next(s for s in statements if "s3:DeleteObject" in s["Action"])
     reached = sorted(r["Fn::Sub"].split("/", 1)[1] for r in objects["Resource"])
-    assert reached == ["deleted/*", "dicom/*", "jobs/*"]
+    assert reached == ["deleted/*", "dicom/*", "jobs/*", "rejections/*"]
     listing = next(s for s in statements if s["Action"] == ["s3:ListBucket"])
-    assert listing["Condition"]["StringLike"]["s3:prefix"] == ["dicom/*", "deleted/*", "jobs/*"]
-    for prefix in (lifecycle.STORED_PREFIX, lifecycle.DELETED_PREFIX, lifecycle.JOBS_PREFIX):
+    assert listing["Condition"]["StringLike"]["s3:prefix"] == [
+        "dicom/*",
+        "deleted/*",
+        "jobs/*",
+        "rejections/*",
+    ]
+    for prefix in (
+        lifecycle.STORED_PREFIX,
+        lifecycle.DELETED_PREFIX,
+        lifecycle.JOBS_PREFIX,
+        lifecycle.REJECTIONS_PREFIX,
+    ):
         assert f"{prefix.split('/', 1)[0]}/*" in reached
+
+
+@pytest.mark.parametrize("lid", ["StowFunction", "IngestFunction"])
+def test_each_store_path_may_hide_what_a_rejection_note_names(lid: str) -> None:
+    """STOW and the upload path's ingestion apply rejection notes as DELETE does: they read
+    back, move to deleted/, keep job and rejection records, and remove index entries."""
+    statements = FUNCTIONS[lid]["Properties"]["Policies"][0]["Statement"]
+    objects = next(
+        s for s in statements if isinstance(s["Resource"], list) and "s3:GetObject" in s["Action"]
+        and any("dicom/" in r["Fn::Sub"] for r in s["Resource"])
+    )  # fmt: skip
+    assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= set(objects["Action"])
+    reached = {r["Fn::Sub"].split("/", 1)[1] for r in objects["Resource"]}
+    assert reached == {"deleted/*", "dicom/*", "jobs/*", "rejections/*"}
+    listing = next(s for s in statements if s["Action"] == ["s3:ListBucket"])
+    assert {"dicom/*", "jobs/*", "rejections/*"} <= set(
+        listing["Condition"]["StringLike"]["s3:prefix"]
+    )
+    index = next(s for s in statements if "dynamodb:GetItem" in s["Action"])
+    assert {"dynamodb:DeleteItem", "dynamodb:Query"} <= set(index["Action"])
+
+
+@pytest.mark.parametrize("lid", ["LifecycleFunction", "StowFunction", "IngestFunction"])
+def test_each_function_that_deletes_reads_the_catalog_as_qido_does(lid: str) -> None:
+    """A DELETE, and a rejection note's hiding, reads the catalog (``DynamoSearch``:
+    batched gets, the search indexes) to find the study's patient and refresh its parents;
+    without these, every DELETE on AWS would fail with AccessDenied (moto and the local
+    stack do not check IAM)."""
+    statements = FUNCTIONS[lid]["Properties"]["Policies"][0]["Statement"]
+    reads = [s for s in statements if "dynamodb:BatchGetItem" in s["Action"]]
+    assert reads, "no BatchGetItem"
+    resources = [r.get("Fn::Sub", "") for s in reads for r in s["Resource"] if isinstance(r, dict)]
+    assert "${IndexTable.Arn}/index/*" in resources
+    assert any("dynamodb:Query" in s["Action"] for s in reads)

@@ -31,8 +31,15 @@ LISTED = {
         f"{ingest.INCOMING}site1/a.dcm",
         f"{ingest.UPLOAD_RECORDS}0123abcd.json",
         f"{ingest.RESULTS}site1/a.dcm.json",
+        # As STOW: an object read back once indexed, a rejection record, a hidden
+        # instance's objects and job record (shared.services.rejection).
+        "dicom/1/2/3.4.dcm",
+        "rejections/1/2/3.json",
+        "jobs/delete/1/2/3.json",
     ],
 }
+#: Functions that never list the stored objects.
+NOT_LISTING_STORED = ("UploadsFunction",)
 
 
 def _rules() -> list[Any]:
@@ -86,4 +93,5 @@ def test_the_upload_functions_list_only_their_prefixes(lid: str) -> None:
         assert all(p.endswith("/*") and p != "/*" for p in patterns), patterns
         for needed in LISTED[lid]:
             assert any(fnmatch.fnmatchcase(needed, p) for p in patterns), (lid, needed)
-        assert not any(fnmatch.fnmatchcase("dicom/1/2/3.dcm", p) for p in patterns)
+        if lid in NOT_LISTING_STORED:
+            assert not any(fnmatch.fnmatchcase("dicom/1/2/3.dcm", p) for p in patterns)

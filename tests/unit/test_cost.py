@@ -110,7 +110,10 @@ def test_objects_below_128_kb_are_never_tiered() -> None:
 def test_a_stow_instance_is_one_put_one_read_one_transaction_plus_a_new_studys_postings() -> None:
     w = cost.Workload(1, 1, 1.0, 0, 0)
     bill = cost.serverless(w)
-    assert bill.lines["S3 requests"] == pytest.approx(p.S3_PUT.usd)
+    # and two GET-class reads: the object once indexed, its (absent) rejection record
+    assert bill.lines["S3 requests"] == pytest.approx(
+        p.S3_PUT.usd + cost.STOW_S3_READS * p.S3_GET.usd
+    )
     writes = cost.STOW_WRITE_UNITS + cost.GSI_WRITES_PER_INSTANCE + cost.GSI_WRITES_PER_STUDY
     writes += cost.GSI_WRITES_PER_SERIES * cost.SERIES_PER_STUDY
     writes += cost.SUBSTRING_WRITE_UNITS_PER_STUDY

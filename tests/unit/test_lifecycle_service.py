@@ -283,7 +283,12 @@ def test_the_lifecycle_function_runs_the_schedule(archive) -> None:
         config.Settings(), objects=objects, index=index, catalog=FakeSearchCatalog(index)
     )
     with module.archive.using(fakes):
-        assert module.lambda_handler(event, handlers.Context()) == {"finished": 1, "pending": 0}
+        assert module.lambda_handler(event, handlers.Context()) == {
+            "finished": 1,
+            "pending": 0,
+            "notes_finished": 0,  # rejection notes cut off (shared.services.rejection)
+            "notes_pending": 0,
+        }
     assert index.instances == {}
 
 

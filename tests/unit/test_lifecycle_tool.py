@@ -53,3 +53,26 @@ def test_refusals_end_with_their_own_exit_code(status: int, code: int) -> None:
 def test_an_instance_needs_its_series() -> None:
     with pytest.raises(SystemExit):
         lifecycle.main(["--url", URL, "--key", "k", "delete", "1.2.3", "--instance", "1.2.3.4.5"])
+
+
+def test_rejected_lists_every_page_of_a_study_one_json_line_each() -> None:
+    record = {"sopInstanceUID": "1.2.3.4.5", "state": "applied"}
+    send, sent = _scripted(
+        (200, {"rejected": [record], "next": "1.2.3/1.2.3.4/1.2.3.4.5.json"}, 0.0),
+        (200, {"rejected": [record], "next": None}, 0.0),
+    )
+    code, lines = lifecycle.rejected("1.2.3", url=URL, key="o3k_admin", send=send)
+    assert code == 0 and len(lines) == 2 and '"state": "applied"' in lines[0]
+    assert sent[0] == ("GET", f"{URL}/iocm/rejected?StudyInstanceUID=1.2.3")
+    assert sent[1][1].endswith("after=1.2.3%2F1.2.3.4%2F1.2.3.4.5.json")
+
+
+def test_rejected_refused_ends_with_2() -> None:
+    send, _ = _scripted((403, {"message": "admin only"}, 0.0))
+    code, lines = lifecycle.rejected(None, url=URL, key="o3k_admin", send=send)
+    assert code == 2 and "admin only" in lines[-1]
+
+
+def test_delete_needs_a_study() -> None:
+    with pytest.raises(SystemExit):
+        lifecycle.main(["--url", URL, "--key", "k", "delete"])
