@@ -158,6 +158,7 @@ class InstanceIndex(Protocol):
         sop_instance_uid: str | None = None,
         *,
         until: Callable[[], bool] | None = None,
+        rejected: bool = False,
     ) -> tuple[Entry, ...]:
         """Remove a study, a series of it, or an instance of it from the index, one change
         per instance (a series or study goes with its last instance); the entries removed,

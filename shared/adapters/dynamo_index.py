@@ -237,6 +237,7 @@ class DynamoInstanceIndex:
         sop_instance_uid: str | None = None,
         *,
         until: Callable[[], bool] | None = None,
+        rejected: bool = False,
     ) -> tuple[Entry, ...]:
         """Remove a study, a series or an instance: one transaction per instance, each
         with its change log entry. The study's members are read once (one Query of its
@@ -869,6 +870,7 @@ _KINDS: dict[str, ChangeKind] = {
     "remove": "remove",
     "replace": "replace",
     "restore": "restore",
+    "reject": "reject",
 }
 
 

@@ -87,10 +87,13 @@ class SqliteIndex:
         sop_instance_uid: str | None = None,
         *,
         until: Callable[[], bool] | None = None,
+        rejected: bool = False,
     ) -> tuple[Entry, ...]:
         """Remove a study, a series or an instance, one change per instance, in one
         transaction (whole or not at all, so ``until`` is not asked); the entries removed
         (none when there was nothing)."""
+
+        kind: ChangeKind = "reject" if rejected else "remove"
 
         def work(c: sqlite3.Connection) -> tuple[Entry, ...]:
             entries = _entries(c, study_uid, series_uid, sop_instance_uid)
@@ -98,7 +101,8 @@ class SqliteIndex:
                 return ()
             holding = _holding(c, study_uid)
             for entry in entries:
-                _persist(c, writes.remove(entry, holding, self._uid_map, self._clock()))
+                plan = writes.remove(entry, holding, self._uid_map, self._clock(), kind)
+                _persist(c, plan)
                 holding = holding.without(entry)
             return entries
 

@@ -72,7 +72,7 @@ class Entry:
     sort_key: str
 
 
-ChangeKind = Literal["add", "remove", "replace", "restore"]
+ChangeKind = Literal["add", "remove", "replace", "restore", "reject"]
 
 
 @dataclass(frozen=True)

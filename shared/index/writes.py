@@ -415,7 +415,13 @@ def _deidentified(lookups: tuple[Lookup, ...], level: str) -> str:
     return next((lk.deidentified for lk in lookups if lk.level == level), "")
 
 
-def remove(entry: Entry, holding: Holding, uid_map: UidMap | None, at: str) -> Writes:
+def remove(
+    entry: Entry,
+    holding: Holding,
+    uid_map: UidMap | None,
+    at: str,
+    kind: ChangeKind = "remove",
+) -> Writes:
     """What removing a stored instance writes: the inverse of its add. Its series, study
     and patient lose it from their counts and go with their last instance; a Modality or
     SOP Class the study no longer holds leaves its aggregates; a study that goes takes its
@@ -454,7 +460,7 @@ def remove(entry: Entry, holding: Holding, uid_map: UidMap | None, at: str) -> W
     if not study_left:
         gone["STUDY"] = entry.study_uid
     return Writes(
-        change=_change("remove", entry, at),
+        change=_change(kind, entry, at),
         study=study,
         series=(
             SeriesWrite(entry.study_uid, entry.series_uid, instances=-1, gone=not series_left),

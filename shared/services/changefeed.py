@@ -21,7 +21,13 @@ from shared.errors import BadRequest, Forbidden, NotFound
 from shared.ports import Catalog, Change, InstanceIndex, InstanceRow
 
 DEFAULT_LIMIT, MAX_LIMIT = 10, 100
-ACTIONS = {"add": "create", "replace": "update", "remove": "delete", "restore": "restore"}
+ACTIONS = {
+    "add": "create",
+    "replace": "update",
+    "remove": "delete",
+    "restore": "restore",
+    "reject": "reject",
+}
 CURRENT, REPLACED, DELETED = "current", "replaced", "deleted"
 
 #: A stored UID to the UID the key sees (the identity for ``read`` keys).
@@ -188,7 +194,7 @@ def _state(change: Change, row: InstanceRow | None, last_in_page: int) -> str:
     ``replaced`` otherwise."""
     if row is None:
         return DELETED
-    if change.kind == "remove" or change.sequence != last_in_page:
+    if change.kind in ("remove", "reject") or change.sequence != last_in_page:
         return REPLACED
     return CURRENT if row.blob_key == change.blob_key else REPLACED
 

@@ -168,6 +168,7 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
     deadline: Deadline | None = None,
     clock: Callable[[], float] = time.time,
     catalog: Catalog | None = None,
+    rejected: bool = False,
 ) -> Deletion:
     """Delete the target: its index entries, then its objects (kept under ``deleted/`` for
     ``retention_days``; 0: removed). 404 when the index holds nothing of it and no object
@@ -180,7 +181,11 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
     job = _job(objects, target, clock)
     patient = _patient_of(catalog, target.study_uid) if catalog is not None else ""
     removed = index.remove(
-        target.study_uid, target.series_uid, target.sop_instance_uid, until=until.expired
+        target.study_uid,
+        target.series_uid,
+        target.sop_instance_uid,
+        until=until.expired,
+        rejected=rejected,  # the change feed says reject
     )
     named = job.keys | {e.blob_key for e in removed}
     if removed:  # a copy made by the sweep may date the original anew: name it

@@ -280,6 +280,7 @@ def _hide(
             index=index,
             retention_days=retention_days,
             catalog=catalog() if catalog is not None else None,
+            rejected=rejection.code != RETENTION_EXPIRED,  # 113039 deletes, as DELETE does
         )
     except NotFound:
         return False  # not stored (yet)

@@ -16,6 +16,7 @@ from shared.dicomweb.query import Query
 from shared.errors import StorageUnavailable
 from shared.index import writes
 from shared.index.order import instance_sort_key, study_sort_key
+from shared.index.records import ChangeKind
 from shared.ports import (
     AddOutcome,
     Candidates,
@@ -122,6 +123,7 @@ class FakeIndex:
         sop_instance_uid: str | None = None,
         *,
         until: Callable[[], bool] | None = None,
+        rejected: bool = False,
     ) -> tuple[Entry, ...]:
         """As DynamoDB removes: one change per instance, asking ``until`` after each."""
         self._available()
@@ -140,7 +142,9 @@ class FakeIndex:
             for entry in entries:
                 if removed and until is not None and until():
                     break
-                self._persist(writes.remove(entry, self._holding(study_uid), self.uid_map, _now()))
+                kind: ChangeKind = "reject" if rejected else "remove"
+                holding = self._holding(study_uid)
+                self._persist(writes.remove(entry, holding, self.uid_map, _now(), kind))
                 removed.append(entry)
             return tuple(removed)
 

@@ -100,6 +100,11 @@ def test_a_note_hides_what_it_names_and_is_itself_stored(archive) -> None:
     assert [v for k, v in objects.objects.items() if k.startswith("deleted/")] == [rejected]
     (record,) = rejection.listing(objects)[0]
     assert (record.code, record.note_uid, record.applied) == ("113001", _sop(note), True)
+    # the change feed says reject for the hidden instance
+    assert [(c.kind, c.sop_instance_uid) for c in index.log][-2:] == [
+        ("add", _sop(note)),
+        ("reject", _sop(rejected)),
+    ]
 
 
 def test_a_rejected_instance_sent_again_is_stored_and_hidden_at_once(archive) -> None:
@@ -142,6 +147,7 @@ def test_retention_expired_deletes_once_and_the_instance_may_come_back(archive) 
     _stow(objects, index, expired)
     _stow(objects, index, notes.rejection_note([expired], "113039"), days=0)
     assert _sop(expired) not in index.instances
+    assert index.log[-1].kind == "remove"  # 113039 deletes, as DELETE does: the feed says delete
     assert not [k for k in objects.objects if k.startswith("deleted/")], "purged: 0 days"
     again = _stow(objects, index, expired)
     assert not again.stored[0].hidden
