@@ -16,6 +16,7 @@ must equal the stored frame exactly, or the frame is a lossless failure.
   so 32-bit frames are *unsupported* and count as stored raw in its total ratio;
   ``jpegls-flip`` flips the top bit of signed pixels first (-1 and 0 become neighbours
   instead of 65535 and 0), which is not DICOM's JPEG-LS but is exactly reversible;
+- ``htj2k-or-zstd-3`` keeps, frame by frame, the smaller of the two (a one-byte tag says which);
 - byte codecs (zstd, blosc2 with byte shuffle or bit shuffle of the sample size) get the
   stored bytes.
 
@@ -202,6 +203,19 @@ def _htj2k_encode(frame: Frame) -> bytes:
     return bytes(imagecodecs.htj2k_encode(_array(frame, signed=frame.signed), reversible=True))
 
 
+def _htj2k_or_zstd_encode(frame: Frame) -> bytes:
+    """The smaller of HTJ2K and zstd-3, behind a one-byte tag (the pack would keep the tag in
+    its frame table): zstd wins on tiny and synthetic frames."""
+    j2k, zstd = _htj2k_encode(frame), bytes(imagecodecs.zstd_encode(frame.raw, level=3))
+    return b"J" + j2k if len(j2k) <= len(zstd) else b"Z" + zstd
+
+
+def _htj2k_or_zstd_decode(frame: Frame, stream: bytes) -> bytes:
+    if stream[:1] == b"J":
+        return _raw(frame, imagecodecs.htj2k_decode(stream[1:]))
+    return bytes(imagecodecs.zstd_decode(stream[1:]))
+
+
 def _image_decode(decode: Callable[[bytes], np.ndarray]) -> Callable[[Frame, bytes], bytes]:
     def run(frame: Frame, stream: bytes) -> bytes:
         return _raw(frame, decode(stream))
@@ -243,6 +257,7 @@ def codecs() -> list[Codec]:
         Codec("jpegls", _jpegls_encode, _image_decode(imagecodecs.jpegls_decode)),
         Codec("jpegls-flip", _jpegls_flip_encode, _jpegls_flip_decode),
         Codec("htj2k", _htj2k_encode, _image_decode(imagecodecs.htj2k_decode)),
+        Codec("htj2k-or-zstd-3", _htj2k_or_zstd_encode, _htj2k_or_zstd_decode),
         Codec(
             "zstd-3",
             lambda f: bytes(imagecodecs.zstd_encode(f.raw, level=3)),
