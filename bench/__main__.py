@@ -1,6 +1,6 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
 [--only stow,imports,qido,qido-scale,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import,
-feed,gateway,delete] [--feed-entries 100000] [--delete-instances 1000]
+feed,gateway,delete,pack-codecs] [--feed-entries 100000] [--delete-instances 1000]
 [--import-files N] [--qido-scale-sizes 10000,100000] [--qido-scale-kinds lookups,ohif]
 [--qido-scale-keep DIR] [--qido-scale-warm] [--qido-scale-moto 10000].
 
@@ -28,6 +28,7 @@ from bench import (
     bench_memory,
     bench_multipart,
     bench_ohif,
+    bench_pack_codecs,
     bench_qido,
     bench_qido_scale,
     bench_render,
@@ -56,6 +57,7 @@ PARTS = (
     "feed",
     "gateway",
     "delete",
+    "pack-codecs",
 )
 
 
@@ -162,6 +164,7 @@ def main() -> None:
         "feed": lambda: bench_feed.run(args.feed_entries),
         "gateway": bench_gateway.run,  # side by side with Orthanc (installed as root if missing)
         "delete": lambda: bench_delete.run(args.delete_instances),
+        "pack-codecs": bench_pack_codecs.run,  # lossless codecs for native pixels in packs
     }
     out = RESULTS / "bench.json"
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
