@@ -4,16 +4,13 @@ commit order, with increasing Sequences a client pages by; what was refused writ
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
-import pydicom
 import pytest
 
 from local import template as local_template
@@ -21,11 +18,9 @@ from shared.adapters.dynamo_index import DynamoInstanceIndex
 from shared.adapters.dynamo_search import DynamoSearch
 from shared.adapters.sqlite_catalog import SqliteCatalog
 from shared.adapters.sqlite_index import SqliteIndex
-from shared.dicom.validate import validate
-from shared.ports import AddOutcome, InstanceRecord, ReplaceOutcome
+from shared.ports import AddOutcome, ReplaceOutcome
 from shared.services import changefeed
 from shared.services.changefeed import FeedRequest
-from shared.services.store import _record
 from tests.fakes import FakeIndex, FakeSearchCatalog
 from tests.support import dicom_files
 
@@ -53,32 +48,19 @@ def backend(request: pytest.FixtureRequest, mocked_aws: None, tmp_path: Path) ->
     return Backend(index, lambda: DynamoSearch(dynamodb, TABLE))
 
 
-def _record_of(data: bytes) -> InstanceRecord:
-    return _record(validate(data), "AE1", datetime.now(UTC))
-
-
-def _changed(data: bytes, **values: object) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(data))
-    for keyword, value in values.items():
-        setattr(ds, keyword, value)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
 def _history(backend: Backend) -> list[tuple[str, str, str]]:
     """Stores, refusals, a replacement and removals over two studies (two shards on
     DynamoDB, as their hashes fall); the (Action, SOP, State) the feed must answer."""
     a = [dicom_files.with_new_uids(study=STUDIES[0], patient_id="P-1") for _ in range(2)]
     b = [dicom_files.with_new_uids(study=STUDIES[1], patient_id="P-2") for _ in range(2)]
-    a0, a1, b0, b1 = (_record_of(d).sop_instance_uid for d in (*a, *b))
+    a0, a1, b0, b1 = (dicom_files.record_of(d).sop_instance_uid for d in (*a, *b))
     for data in (a[0], b[0], a[1], b[1]):
-        assert backend.index.add(_record_of(data)) is AddOutcome.STORED
-    assert backend.index.add(_record_of(a[0])) is AddOutcome.ALREADY_STORED
-    assert backend.index.add(_record_of(_changed(b[0], SeriesDescription="x"))) is (
-        AddOutcome.DIFFERENT_CONTENT
-    )
-    update = _record_of(_changed(a[1], StudyDescription="UPDATED"))
+        assert backend.index.add(dicom_files.record_of(data)) is AddOutcome.STORED
+    assert backend.index.add(dicom_files.record_of(a[0])) is AddOutcome.ALREADY_STORED
+    assert backend.index.add(
+        dicom_files.record_of(dicom_files.changed(b[0], SeriesDescription="x"))
+    ) is (AddOutcome.DIFFERENT_CONTENT)
+    update = dicom_files.record_of(dicom_files.changed(a[1], StudyDescription="UPDATED"))
     assert backend.index.replace(update).outcome is ReplaceOutcome.REPLACED
     backend.index.remove(STUDIES[1])
     return [
@@ -148,10 +130,10 @@ def test_a_late_commit_in_another_shard_is_not_skipped_on_dynamodb(mocked_aws: N
         if change_shard(f"{STUDIES[1]}.{n}") != change_shard(STUDIES[0])
     )
     late = dicom_files.with_new_uids(study=other, patient_id="P-2")
-    assert ahead.add(_record_of(first)) is AddOutcome.STORED
+    assert ahead.add(dicom_files.record_of(first)) is AddOutcome.STORED
     catalog = DynamoSearch(dynamodb, TABLE)
     (seen,) = changefeed.read(ahead, catalog, FeedRequest(0, 100, False)).entries
-    assert behind.add(_record_of(late)) is AddOutcome.STORED  # commits after, id below
+    assert behind.add(dicom_files.record_of(late)) is AddOutcome.STORED  # commits after, id below
     later = changefeed.read(ahead, catalog, FeedRequest(seen["Sequence"], 100, False)).entries
     assert [e["StudyInstanceUID"] for e in later] == [other]
     assert [e["Sequence"] for e in later] == [seen["Sequence"] + 1]
@@ -161,7 +143,7 @@ def test_a_restored_instance_is_a_restore_entry(backend: Backend) -> None:
     """An index add marked ``restored`` (the restore's ``store.commit``) is listed as
     ``restore``, current; an ordinary add stays ``create``."""
     data = dicom_files.with_new_uids(study=STUDIES[0], patient_id="P-1")
-    record = _record_of(data)
+    record = dicom_files.record_of(data)
     assert backend.index.add(record) is AddOutcome.STORED
     backend.index.remove(STUDIES[0])
     assert backend.index.add(record, restored=True) is AddOutcome.STORED

@@ -5,15 +5,12 @@ QIDO, retrieval lookups and the read-deidentified view answer."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
-import pydicom
 import pytest
 
 from local import template as local_template
@@ -22,11 +19,9 @@ from shared.adapters.dynamo_search import DynamoSearch
 from shared.adapters.sqlite_catalog import SqliteCatalog
 from shared.adapters.sqlite_index import SqliteIndex
 from shared.dicom.uid_map import UidMap, map_uid
-from shared.dicom.validate import validate
 from shared.dicomweb.query import parse
-from shared.ports import AddOutcome, InstanceRecord, ReplaceOutcome
+from shared.ports import AddOutcome, ReplaceOutcome
 from shared.services import search as search_service
-from shared.services.store import _record
 from tests.fakes import FakeIndex, FakeSearchCatalog
 from tests.support import dicom_files
 
@@ -70,19 +65,6 @@ def backend(request: pytest.FixtureRequest, mocked_aws: None, tmp_path: Path) ->
     return Backend(index, search, search, lambda: DynamoSearch(dynamodb, TABLE))
 
 
-def _record_of(data: bytes) -> InstanceRecord:
-    return _record(validate(data), "AE1", datetime.now(UTC))
-
-
-def _changed(data: bytes, **values: object) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(data))
-    for keyword, value in values.items():
-        setattr(ds, keyword, value)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
 def _study(backend: Backend, **values: object) -> list[bytes]:
     """Two CT instances and one MR instance of STUDY, patient P-610."""
     values = {"PatientName": "Kowalski^Jan", "StudyDescription": "CT HEAD", **values}
@@ -98,7 +80,7 @@ def _study(backend: Backend, **values: object) -> list[bytes]:
         for number, (series, modality) in enumerate(((CT, "CT"), (CT, "CT"), (MR, "MR")), 1)
     ]
     for data in datas:
-        assert backend.index.add(_record_of(data)) is AddOutcome.STORED
+        assert backend.index.add(dicom_files.record_of(data)) is AddOutcome.STORED
     return datas
 
 
@@ -126,7 +108,7 @@ def _sops(backend: Backend, **params: str) -> list[str]:
 
 def test_a_removed_instance_is_no_longer_found_and_every_count_drops(backend: Backend) -> None:
     datas = _study(backend)
-    first, second = (_record_of(d) for d in datas[:2])
+    first, second = (dicom_files.record_of(d) for d in datas[:2])
     assert _counts(backend) == (2, 3, ["CT", "MR"], 1, 2, 3)
     (removed,) = backend.index.remove(STUDY, CT, first.sop_instance_uid)
     assert (removed.sop_instance_uid, removed.blob_key) == (first.sop_instance_uid, first.blob_key)
@@ -146,7 +128,7 @@ def test_a_removed_instance_is_no_longer_found_and_every_count_drops(backend: Ba
 
 def test_removing_a_series_last_instance_removes_the_series(backend: Backend) -> None:
     datas = _study(backend)
-    mr = _record_of(datas[2])
+    mr = dicom_files.record_of(datas[2])
     (removed,) = backend.index.remove(STUDY, MR)
     assert removed.sop_instance_uid == mr.sop_instance_uid
     assert [s.series_uid for s in backend.catalog.series_of_study(STUDY)] == [CT]
@@ -163,8 +145,8 @@ def test_removing_a_study_removes_every_level_its_text_and_its_lookups(
 ) -> None:
     datas = _study(backend)
     other = dicom_files.with_new_uids(patient_id="P-610", PatientName="Kowalski^Jan")
-    assert backend.index.add(_record_of(other)) is AddOutcome.STORED
-    records = [_record_of(d) for d in datas]
+    assert backend.index.add(dicom_files.record_of(other)) is AddOutcome.STORED
+    records = [dicom_files.record_of(d) for d in datas]
     removed = backend.index.remove(STUDY)
     assert sorted((e.sop_instance_uid, e.blob_key) for e in removed) == sorted(
         (r.sop_instance_uid, r.blob_key) for r in records
@@ -173,13 +155,15 @@ def test_removing_a_study_removes_every_level_its_text_and_its_lookups(
     assert backend.catalog.series_of_study(STUDY) == []
     assert list(backend.catalog.instances(STUDY)) == []
     found = [d["0020000D"]["Value"][0] for d in backend.search("STUDY", PatientName="*owals*")]
-    assert found == [_record_of(other).study_uid]  # the substring index answers without it
+    assert found == [
+        dicom_files.record_of(other).study_uid
+    ]  # the substring index answers without it
     assert backend.search("STUDY", StudyDescription="*HEA*") == []
     (patient,) = backend.search("PATIENT", PatientID="P-610")
     assert (_value(patient, PATIENT_STUDIES), _value(patient, PATIENT_INSTANCES)) == (1, 1)
     for level, uid in (("STUDY", STUDY), ("SERIES", CT), ("INSTANCE", records[0].sop_instance_uid)):
         assert backend.lookup.original_uids(level, [map_uid(uid, KEY)]) == {}, level
-    backend.index.remove(_record_of(other).study_uid)
+    backend.index.remove(dicom_files.record_of(other).study_uid)
     assert backend.search("PATIENT", PatientID="P-610") == []  # with its last study
     assert backend.index.remove(STUDY) == ()
 
@@ -203,7 +187,7 @@ def test_a_removal_told_to_stop_leaves_whole_instances_and_goes_on(backend: Back
 def test_a_removed_study_can_be_stored_again(backend: Backend) -> None:
     datas = _study(backend)
     backend.index.remove(STUDY)
-    assert backend.index.add(_record_of(datas[0])) is AddOutcome.STORED
+    assert backend.index.add(dicom_files.record_of(datas[0])) is AddOutcome.STORED
     assert _counts(backend) == (1, 1, ["CT"], 1, 1, 1)
     found = [d["0020000D"]["Value"][0] for d in backend.search("STUDY", PatientName="*owals*")]
     assert found == [STUDY]
@@ -214,9 +198,11 @@ def test_a_replacement_changes_what_qido_matches_and_returns(backend: Backend) -
         study=STUDY, series=CT, patient_id="P-610", PatientName="Kowalski^Jan",
         StudyDescription="CT HEAD", Modality="CT",
     )  # fmt: skip
-    before = _record_of(data)
+    before = dicom_files.record_of(data)
     assert backend.index.add(before) is AddOutcome.STORED
-    after = _record_of(_changed(data, PatientName="Nowak^Ewa", StudyDescription="MR KNEE"))
+    after = dicom_files.record_of(
+        dicom_files.changed(data, PatientName="Nowak^Ewa", StudyDescription="MR KNEE")
+    )
     assert after.blob_key != before.blob_key
     replaced = backend.index.replace(after)
     assert replaced.outcome is ReplaceOutcome.REPLACED
@@ -240,8 +226,8 @@ def test_a_replacement_changes_what_qido_matches_and_returns(backend: Backend) -
 
 def test_a_replacement_follows_modality_and_patient_changes(backend: Backend) -> None:
     data = dicom_files.with_new_uids(study=STUDY, series=MR, patient_id="P-610", Modality="MR")
-    assert backend.index.add(_record_of(data)) is AddOutcome.STORED
-    moved = _record_of(_changed(data, Modality="OT", PatientID="P-611"))
+    assert backend.index.add(dicom_files.record_of(data)) is AddOutcome.STORED
+    moved = dicom_files.record_of(dicom_files.changed(data, Modality="OT", PatientID="P-611"))
     assert backend.index.replace(moved).outcome is ReplaceOutcome.REPLACED
     (study,) = backend.search("STUDY", StudyInstanceUID=STUDY)
     assert _value(study, MODALITIES) == ["OT"]
@@ -255,11 +241,13 @@ def test_a_replacement_follows_modality_and_patient_changes(backend: Backend) ->
 
 def test_a_replacement_is_refused_when_it_cannot_be_made_in_place(backend: Backend) -> None:
     datas = _study(backend)
-    unknown = _record_of(dicom_files.with_new_uids(study=STUDY, series=CT, patient_id="P-610"))
+    unknown = dicom_files.record_of(
+        dicom_files.with_new_uids(study=STUDY, series=CT, patient_id="P-610")
+    )
     assert backend.index.replace(unknown).outcome is ReplaceOutcome.NOT_FOUND
-    elsewhere = _record_of(_changed(datas[0], SeriesInstanceUID=MR))
+    elsewhere = dicom_files.record_of(dicom_files.changed(datas[0], SeriesInstanceUID=MR))
     assert backend.index.replace(elsewhere).outcome is ReplaceOutcome.MOVED
-    other_patient = _record_of(_changed(datas[0], PatientID="P-999"))
+    other_patient = dicom_files.record_of(dicom_files.changed(datas[0], PatientID="P-999"))
     assert backend.index.replace(other_patient).outcome is ReplaceOutcome.PATIENT_MISMATCH
     assert _counts(backend) == (2, 3, ["CT", "MR"], 1, 2, 3)
     assert [c.kind for c in backend.index.changes().changes] == ["add", "add", "add"]
@@ -267,14 +255,16 @@ def test_a_replacement_is_refused_when_it_cannot_be_made_in_place(backend: Backe
 
 def test_the_change_log_lists_exactly_the_committed_changes_in_order(backend: Backend) -> None:
     datas = _study(backend)
-    first, second, third = (_record_of(d) for d in datas)
-    assert backend.index.add(_record_of(datas[0])) is AddOutcome.ALREADY_STORED
-    assert backend.index.add(_record_of(_changed(datas[0], SeriesDescription="x"))) is (
-        AddOutcome.DIFFERENT_CONTENT
-    )
+    first, second, third = (dicom_files.record_of(d) for d in datas)
+    assert backend.index.add(dicom_files.record_of(datas[0])) is AddOutcome.ALREADY_STORED
+    assert backend.index.add(
+        dicom_files.record_of(dicom_files.changed(datas[0], SeriesDescription="x"))
+    ) is (AddOutcome.DIFFERENT_CONTENT)
     intruder = dicom_files.with_new_uids(study=STUDY, patient_id="P-999")
-    assert backend.index.add(_record_of(intruder)) is AddOutcome.PATIENT_MISMATCH
-    update = _record_of(_changed(datas[1], StudyDescription="CT HEAD AND NECK"))
+    assert backend.index.add(dicom_files.record_of(intruder)) is AddOutcome.PATIENT_MISMATCH
+    update = dicom_files.record_of(
+        dicom_files.changed(datas[1], StudyDescription="CT HEAD AND NECK")
+    )
     assert backend.index.replace(update).outcome is ReplaceOutcome.REPLACED
     backend.index.remove(STUDY, MR)
     expected = [

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
 import pydicom
 from pydicom.uid import generate_uid
+
+from shared.ports import InstanceRecord
 
 CANNOT_UNDERSTAND = 0xC000
 
@@ -138,6 +141,24 @@ def with_new_uids(
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+def changed(data: bytes, **values: object) -> bytes:
+    """The same instance (same UIDs) with attributes set anew: a replacement's bytes."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def record_of(data: bytes, calling_aet: str = "AE1") -> InstanceRecord:
+    """The index record STOW would write for these bytes (validated, received now)."""
+    from shared.dicom.validate import validate
+    from shared.services.store import _record
+
+    return _record(validate(data), calling_aet, datetime.now(UTC))
 
 
 def available() -> bool:

@@ -4,36 +4,17 @@ view."""
 
 from __future__ import annotations
 
-import io
-from datetime import UTC, datetime
-
-import pydicom
 import pytest
 
-from shared.dicom.validate import validate
 from shared.errors import BadRequest, Forbidden, NotFound
-from shared.ports import AddOutcome, InstanceRecord, ReplaceOutcome
+from shared.ports import AddOutcome, ReplaceOutcome
 from shared.services import changefeed
 from shared.services.changefeed import FeedRequest
-from shared.services.store import _record
 from tests.fakes import FakeIndex, FakeSearchCatalog
 from tests.support import dicom_files
 
 STUDY = "1.2.826.0.1.3680043.8.498.2301"
 SERIES = f"{STUDY}.1"
-
-
-def _record_of(data: bytes) -> InstanceRecord:
-    return _record(validate(data), "AE1", datetime.now(UTC))
-
-
-def _changed(data: bytes, **values: object) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(data))
-    for keyword, value in values.items():
-        setattr(ds, keyword, value)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -44,15 +25,15 @@ def archive() -> tuple[FakeIndex, FakeSearchCatalog, list[bytes]]:
         dicom_files.with_new_uids(study=STUDY, series=SERIES, patient_id="P-23") for _ in range(3)
     ]
     for data in datas:
-        assert index.add(_record_of(data)) is AddOutcome.STORED
-    update = _record_of(_changed(datas[1], StudyDescription="UPDATED"))
+        assert index.add(dicom_files.record_of(data)) is AddOutcome.STORED
+    update = dicom_files.record_of(dicom_files.changed(datas[1], StudyDescription="UPDATED"))
     assert index.replace(update).outcome is ReplaceOutcome.REPLACED
-    index.remove(STUDY, SERIES, _record_of(datas[2]).sop_instance_uid)
+    index.remove(STUDY, SERIES, dicom_files.record_of(datas[2]).sop_instance_uid)
     return index, FakeSearchCatalog(index), datas
 
 
 def _sops(datas: list[bytes]) -> list[str]:
-    return [_record_of(d).sop_instance_uid for d in datas]
+    return [dicom_files.record_of(d).sop_instance_uid for d in datas]
 
 
 @pytest.mark.parametrize(
