@@ -78,6 +78,8 @@ class EventSource:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
     _stream_thread: threading.Thread | None = None
+    #: The last poll failed: the next failure is logged without its traceback.
+    _failing: bool = False
     _changed: threading.Event = field(default_factory=threading.Event)
     _streams_lock: threading.Lock = field(default_factory=threading.Lock)
     _streams_again: bool = False
@@ -160,9 +162,17 @@ class EventSource:
             try:
                 delivered = self.poll()
                 self._run_schedules()
-            except Exception:  # a bad poll must not end event delivery
-                logger.exception("event delivery failed; retrying on the next poll")
-                delivered = 0
+            except Exception as exc:  # a bad poll must not end event delivery
+                # The storage failing (moto reset under a test, a directory gone): say so
+                # once with its cause, then a line per retry, at the idle pace.
+                if self._failing:
+                    logger.warning("event delivery still failing: %s", type(exc).__name__)
+                else:
+                    logger.exception("event delivery failed; retrying on the next poll")
+                self._failing = True
+                self._interval = IDLE_POLL_S
+                continue
+            self._failing = False
             pending = any(
                 not s.delivered and s.attempts < MAX_ATTEMPTS for s in self._seen.values()
             )
