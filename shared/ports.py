@@ -168,10 +168,12 @@ class InstanceIndex(Protocol):
         answers True, the removal stops there (a backend that removes everything in one
         transaction may ignore it)."""
 
-    def replace(self, record: InstanceRecord) -> Replacement:
+    def replace(self, record: InstanceRecord, *, moves_study: bool = False) -> Replacement:
         """Replace the record of the stored instance with the record's SOP Instance UID
         (its attributes, and its object when the bytes changed), in place: same study and
-        series. The previous entry names the object to sweep when it changed."""
+        series. The previous entry names the object to sweep when it changed. A record of
+        another patient moves the whole study to that patient; with other instances in
+        the study only when ``moves_study`` (a patient merge), else PATIENT_MISMATCH."""
 
     def changes(self, after: str = "", limit: int = 100) -> ChangePage:
         """Up to ``limit`` committed changes after the cursor ``after`` ('' : from the

@@ -278,7 +278,7 @@ class DynamoInstanceIndex:
 
     # ----------------------------------------------------------------- replace
 
-    def replace(self, record: InstanceRecord) -> Replacement:
+    def replace(self, record: InstanceRecord, *, moves_study: bool = False) -> Replacement:
         """Replace the record of the stored instance with this SOP Instance UID: its guard
         names the study, whose members are read; the transaction is conditioned on the
         guard's content and the study's count."""
@@ -289,7 +289,9 @@ class DynamoInstanceIndex:
             holding, entries = self._holding(guard["study"]["S"])
             entry = entries.get(record.sop_instance_uid)
             if entry is not None and holding.consistent():
-                plan = writes.replace(entry, record, holding, self._uid_map, self._clock())
+                plan = writes.replace(
+                    entry, record, holding, self._uid_map, self._clock(), moves_study=moves_study
+                )
                 if isinstance(plan, ReplaceOutcome):
                     return Replacement(plan)
                 try:

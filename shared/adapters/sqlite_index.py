@@ -109,7 +109,7 @@ class SqliteIndex:
         removed: tuple[Entry, ...] = self._db.run(work)
         return removed
 
-    def replace(self, record: InstanceRecord) -> Replacement:
+    def replace(self, record: InstanceRecord, *, moves_study: bool = False) -> Replacement:
         """Replace the record of the stored instance with this SOP Instance UID."""
 
         def work(c: sqlite3.Connection) -> Replacement:
@@ -118,7 +118,12 @@ class SqliteIndex:
                 return Replacement(ReplaceOutcome.NOT_FOUND)
             (entry,) = found
             plan = writes.replace(
-                entry, record, _holding(c, entry.study_uid), self._uid_map, self._clock()
+                entry,
+                record,
+                _holding(c, entry.study_uid),
+                self._uid_map,
+                self._clock(),
+                moves_study=moves_study,
             )
             if isinstance(plan, ReplaceOutcome):
                 return Replacement(plan)

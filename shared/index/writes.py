@@ -336,7 +336,15 @@ def _change(kind: ChangeKind, entry: Entry, at: str, previous: str = "") -> Chan
     )  # fmt: skip
 
 
-def _patient_gains(record: InstanceRecord, name: str, instances: int, study: bool) -> PatientWrite:
+def _patient_gains(
+    record: InstanceRecord,
+    name: str,
+    instances: int,
+    study: bool,
+    series: tuple[str, ...] | None = None,
+) -> PatientWrite:
+    """The patient's part when it gains ``instances`` of the record's study (``study``: the
+    study and ``series``, by default the record's, join its members)."""
     list_key = patient_list_key(name, record.patient_id, record.issuer_of_patient_id)
     return PatientWrite(
         record.patient_id,
@@ -346,7 +354,7 @@ def _patient_gains(record: InstanceRecord, name: str, instances: int, study: boo
         list_key=list_key,
         name_key=list_key if name else "",
         studies_added=(record.study_uid,) if study else (),
-        series_added=(record.series_uid,) if study else (),
+        series_added=(series or (record.series_uid,)) if study else (),
     )
 
 
@@ -489,6 +497,20 @@ def _modalities(
     return tuple(sorted({m for m in held.values() if m}))
 
 
+def _patient_leaves(holding: Holding, study_uid: str, series: tuple[str, ...]) -> PatientWrite:
+    """The study's patient as the whole study (its instances and ``series``) leaves it."""
+    count, moving = holding.patient_instances, len(holding.members)
+    return PatientWrite(
+        holding.study.patient_id,
+        holding.study.issuer,
+        instances=-moving,
+        gone=count <= moving,
+        expect=count if count > 0 else None,
+        studies_removed=(study_uid,),
+        series_removed=series,
+    )
+
+
 def _patient_loses(
     holding: Holding, entry: Entry, *, series_gone: bool, study_gone: bool
 ) -> PatientWrite:
@@ -504,24 +526,37 @@ def _patient_loses(
     )
 
 
-def replace(
-    entry: Entry, record: InstanceRecord, holding: Holding, uid_map: UidMap | None, at: str
+def replace(  # noqa: PLR0913 - the change, what was read, and how a patient may change
+    entry: Entry,
+    record: InstanceRecord,
+    holding: Holding,
+    uid_map: UidMap | None,
+    at: str,
+    *,
+    moves_study: bool = False,
 ) -> Writes | ReplaceOutcome:
     """What replacing a stored instance's record writes (its attributes, and the object
     when the bytes changed): the entry is rewritten in place; its series, study and patient
     take the record's attributes as an add would, with their counts unchanged; a Modality
-    or SOP Class no instance holds any more leaves the study's aggregates. When the record
-    names another patient, the study (its only instance) moves to that patient.
+    or SOP Class no instance holds any more leaves the study's aggregates.
+
+    When the record names another patient (PatientID or its issuer) than the study's, the
+    whole study moves to that patient: the one it held loses the study's instances, series
+    and the study (and goes with its last), the other gains them. With other instances in
+    the study and another PatientID this is a patient merge, made only when asked
+    (``moves_study``: a metadata update, whose next replacements give the study's other
+    instances the same patient); otherwise it is refused.
 
     Refused: a record of another study or series (a move: a removal and an add), one of
-    another patient than the study's other instances, one the index cannot hold."""
+    another PatientID than the study's other instances unless ``moves_study``, one the
+    index cannot hold."""
     if (record.study_uid, record.series_uid) != (entry.study_uid, entry.series_uid):
         return ReplaceOutcome.MOVED
     if entry_size(record) > MAX_ENTRY_BYTES:
         return ReplaceOutcome.REJECTED
     state = holding.study
     others = {k: v for k, v in holding.members.items() if k != entry.sop_instance_uid}
-    if others and record.patient_id != state.patient_id:
+    if others and record.patient_id != state.patient_id and not moves_study:
         return ReplaceOutcome.PATIENT_MISMATCH
     sort_key = study_sort_key(record.study_date, record.study_time, record.study_uid)
     modalities = _modalities(holding, holding.members, entry.series_uid, record.modality)
@@ -554,11 +589,14 @@ def replace(
     if same_patient:
         if record.patient_id:
             patients.append(_patient_gains(record, name, 0, study=False))
-    else:
+    else:  # the whole study moves to the record's patient
+        series = tuple(sorted({m.series_uid for m in holding.members.values()}))
         if state.patient_id:
-            patients.append(_patient_loses(holding, entry, series_gone=True, study_gone=True))
+            patients.append(_patient_leaves(holding, entry.study_uid, series))
         if record.patient_id:
-            patients.append(_patient_gains(record, name, 1, study=True))
+            patients.append(
+                _patient_gains(record, name, len(holding.members), study=True, series=series)
+            )
     new_entry = entry_of(record)
     return Writes(
         change=_change("replace", new_entry, at, previous=entry.blob_key),

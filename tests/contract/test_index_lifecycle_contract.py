@@ -296,3 +296,36 @@ def test_the_change_log_lists_exactly_the_committed_changes_in_order(backend: Ba
         ("remove", second.sop_instance_uid),
     ]
     assert later[-1] == last
+
+
+def test_a_patient_merge_moves_the_whole_study_one_replacement_at_a_time(
+    backend: Backend,
+) -> None:
+    datas = _study(backend)  # P-610: three instances in two series
+    elsewhere = dicom_files.with_new_uids(patient_id="P-777", Modality="US")
+    assert backend.index.add(dicom_files.record_of(elsewhere)) is AddOutcome.STORED
+    merged = [dicom_files.changed(d, PatientID="P-777") for d in datas]
+    first = dicom_files.record_of(merged[0])
+    assert backend.index.replace(first).outcome is ReplaceOutcome.PATIENT_MISMATCH
+    assert backend.index.replace(first, moves_study=True).outcome is ReplaceOutcome.REPLACED
+    # From the first replacement on, the study is the other patient's: a STOW of the old
+    # patient into it is refused.
+    stray = dicom_files.with_new_uids(study=STUDY, series=CT, patient_id="P-610")
+    assert backend.index.add(dicom_files.record_of(stray)) is AddOutcome.PATIENT_MISMATCH
+    for data in merged[1:]:  # the others now match the study's patient: no move needed
+        assert backend.index.replace(dicom_files.record_of(data)).outcome is (
+            ReplaceOutcome.REPLACED
+        )
+    assert backend.search("PATIENT", PatientID="P-610") == []
+    (patient,) = backend.search("PATIENT", PatientID="P-777")
+    assert (
+        _value(patient, PATIENT_STUDIES),
+        _value(patient, PATIENT_SERIES),
+        _value(patient, PATIENT_INSTANCES),
+    ) == (2, 3, 4)
+    assert sorted(
+        d["0020000D"]["Value"][0] for d in backend.search("STUDY", PatientID="P-777")
+    ) == sorted([STUDY, dicom_files.record_of(elsewhere).study_uid])
+    assert backend.search("INSTANCE", PatientID="P-610") == []
+    assert len(backend.search("INSTANCE", PatientID="P-777")) == 4
+    assert [c.kind for c in backend.index.changes().changes][-3:] == ["replace"] * 3

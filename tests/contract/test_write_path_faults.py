@@ -167,9 +167,9 @@ class FaultyIndex:
         self.plan.hit("transact", "after")
         return removed
 
-    def replace(self, record: Any) -> Any:
+    def replace(self, record: Any, **options: Any) -> Any:
         self.plan.hit("transact", "before")
-        replaced = self.inner.replace(record)
+        replaced = self.inner.replace(record, **options)
         self.plan.hit("transact", "after")
         return replaced
 

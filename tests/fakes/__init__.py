@@ -148,7 +148,7 @@ class FakeIndex:
                 removed.append(entry)
             return tuple(removed)
 
-    def replace(self, record: InstanceRecord) -> Replacement:
+    def replace(self, record: InstanceRecord, *, moves_study: bool = False) -> Replacement:
         self._available()
         with self._lock:
             stored = self.instances.get(record.sop_instance_uid)
@@ -156,7 +156,9 @@ class FakeIndex:
                 return Replacement(ReplaceOutcome.NOT_FOUND)
             entry = writes.entry_of(stored)
             holding = self._holding(stored.study_uid)
-            plan = writes.replace(entry, record, holding, self.uid_map, _now())
+            plan = writes.replace(
+                entry, record, holding, self.uid_map, _now(), moves_study=moves_study
+            )
             if isinstance(plan, ReplaceOutcome):
                 return Replacement(plan)
             self._persist(plan)

@@ -136,6 +136,26 @@ def test_a_replacement_keeps_the_counts_and_refuses_another_place() -> None:
     )
 
 
+def test_a_patient_merge_moves_the_whole_study_with_its_counts() -> None:
+    a, b = _record_of(series=f"{STUDY}.1"), _record_of(series=f"{STUDY}.2")
+    c = _record_of(series=f"{STUDY}.2")
+    holding = _holding(a, b, c, patient=5)  # the patient has 2 instances elsewhere
+    merged = dataclasses.replace(a, patient_id="P-999", sha256="new", blob_key="new-key")
+    w = writes.replace(writes.entry_of(a), merged, holding, None, AT, moves_study=True)
+    assert isinstance(w, writes.Writes)
+    old, new = w.patients
+    assert (old.patient_id, old.instances, old.gone, old.expect) == ("P-620", -3, False, 5)
+    assert old.studies_removed == (STUDY,)
+    assert sorted(old.series_removed) == [f"{STUDY}.1", f"{STUDY}.2"]
+    assert (new.patient_id, new.instances, new.studies_added) == ("P-999", 3, (STUDY,))
+    assert sorted(new.series_added) == [f"{STUDY}.1", f"{STUDY}.2"]
+    assert w.study.patient_id == "P-999"
+    assert (w.study.instances, w.series[0].instances) == (0, 0)
+    alone = _holding(a, b, c, patient=3)  # the study was all the patient had: it goes
+    w = writes.replace(writes.entry_of(a), merged, alone, None, AT, moves_study=True)
+    assert isinstance(w, writes.Writes) and w.patients[0].gone
+
+
 def test_the_holding_follows_a_removal() -> None:
     a, b = _record_of(series=f"{STUDY}.1"), _record_of(series=f"{STUDY}.2")
     after = _holding(a, b).without(writes.entry_of(a))
