@@ -225,7 +225,9 @@ class _Store:
     ) -> str:
         return f"https://bench.invalid/{key}?expires={expires}"
 
-    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> None:
+    def put_stream(
+        self, key: str, chunks: Iterable[bytes], content_type: str, *, durable: bool = False
+    ) -> None:
         self.objects[key] = b"".join(chunks)
 
     def put(self, key: str, data: bytes) -> None:

@@ -94,6 +94,9 @@ class AuditRecord:
     instances: list[str]
     moreUids: int
     queryKeys: list[str]
+    #: An update's versions: {"instance", "before", "after"} (version ids: sha256 of the
+    #: bytes); absent from other records.
+    versions: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data, with a marker that finds it among other logs (what
@@ -101,6 +104,8 @@ class AuditRecord:
         found: dict[str, Any] = {"audit": True}
         for name in _RECORD_FIELDS:
             value = getattr(self, name)
+            if name == "versions" and not value:
+                continue
             found[name] = list(value) if isinstance(value, list) else value
         return found
 
@@ -111,6 +116,8 @@ _RECORD_FIELDS = tuple(f.name for f in fields(AuditRecord))
 def _event_of(transaction: str, method: str, route: str) -> tuple[tuple[str, str], str]:
     if transaction == "QIDO-RS" or route.endswith("/rejected"):  # the rejected: a listing
         return QUERY, "E"
+    if route.endswith("$bulkUpdate"):  # asks for an update: the worker records each study
+        return ACCESSED, "U"
     if method == "DELETE":
         return DELETED, "D"
     if method == "POST":
@@ -204,3 +211,49 @@ def _is_attribute(part: str) -> bool:
     from pydicom.datadict import tag_for_keyword  # noqa: PLC0415 - loaded by every caller
 
     return part.isidentifier() and tag_for_keyword(part) is not None
+
+
+def update_record(  # noqa: PLR0913 - one study's update and who asked for it
+    *,
+    operation_id: str,
+    key_id: str,
+    key_label: str,
+    source_ip: str,
+    study_uid: str,
+    versions: list[tuple[str, str, str]],
+    keywords: tuple[str, ...],
+    failed: bool,
+    started: float,
+) -> AuditRecord:
+    """The audit record of one study's metadata update (DICOM Instances Accessed, action U):
+    who asked (the operation's key), the study, each instance's version before and after
+    (sha256 ids), and the *names* of the attributes changed (never their values)."""
+    found = Touched()
+    found.add("studies", [study_uid])
+    found.add("instances", [sop for sop, _, _ in versions])
+    return AuditRecord(
+        time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        requestId=operation_id,
+        event=ACCESSED[0],
+        eventId=ACCESSED[1],
+        action="U",
+        outcome=4 if failed else 0,
+        status=409 if failed else 200,
+        keyId=key_id,
+        keyLabel=key_label,
+        sourceIp=source_ip,
+        method="POST",
+        route="/o3-dpacs-wado/rs/studies/$bulkUpdate",
+        transaction="UPDATE",
+        bytes=0,
+        durationMs=round((time.perf_counter() - started) * 1000, 1),
+        studies=found.studies,
+        series=found.series,
+        instances=found.instances,
+        moreUids=found.more,
+        queryKeys=sorted(keywords),
+        versions=[
+            {"instance": sop, "before": before, "after": after}
+            for sop, before, after in versions[:MAX_UIDS]
+        ],
+    )

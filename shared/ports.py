@@ -57,8 +57,12 @@ class ObjectStore(Protocol):
     ) -> str:
         """A short-lived URL to GET the object."""
 
-    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> None:
-        """Write a body of any size from chunks."""
+    def put_stream(
+        self, key: str, chunks: Iterable[bytes], content_type: str, *, durable: bool = False
+    ) -> None:
+        """Write a body of any size from chunks; ``durable``: on stable storage once this
+        returns, as ``put`` is (S3 always is; a file backend may otherwise skip the fsync
+        for derived bodies a crash may lose)."""
 
     def presign_put(self, key: str, *, expires: int, content_type: str, size: int) -> str:
         """A short-lived URL to PUT one object of exactly ``size`` bytes under key (a PUT of

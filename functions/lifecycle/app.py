@@ -1,7 +1,10 @@
-"""Delete and restore (``admin`` keys): DELETE /o3-dpacs-wado/rs/studies/{STUDY}[/series/
-{SERIES}[/instances/{INSTANCE}]], POST /o3-dpacs-wado/rs/restore/studies/... of the same
-paths, and GET /o3-dpacs-wado/iocm/rejected: what IOCM rejection notes named
-(docs/conformance-statement.md, section 12).
+"""Delete, restore and update (``admin`` keys): DELETE /o3-dpacs-wado/rs/studies/{STUDY}[/
+series/{SERIES}[/instances/{INSTANCE}]], POST /o3-dpacs-wado/rs/restore/studies/... of the
+same paths, GET /o3-dpacs-wado/iocm/rejected: what IOCM rejection notes named, POST
+/o3-dpacs-wado/rs/studies/$bulkUpdate and GET /o3-dpacs-wado/operations/{id}: metadata
+updates and patient merges (run by the Operations function), and GET
+/o3-dpacs-wado/versions/studies/.../instances/{INSTANCE}[/{VERSION}]: the versions an update
+kept (docs/conformance-statement.md, sections 12, 14 and 15).
 
 A DELETE answers 204 once the target is gone, or 202 when its time ran out first (send the
 same DELETE again: it goes on; the schedule goes on with it too); a restore answers 200
@@ -18,7 +21,7 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from shared import bootstrap, deadline, http, keys, logs
 from shared.dicomweb import uids
-from shared.services import lifecycle, rejection
+from shared.services import lifecycle, operations, rejection
 
 logger = logs.get_logger()
 archive = bootstrap.Provider()
@@ -32,6 +35,13 @@ _RESTORE = "/o3-dpacs-wado/rs/restore"
 #: Admins list what IOCM rejection notes named (shared.services.rejection); not under rs/,
 #: whose GETs are the read scope's (one policy pattern for them all).
 _REJECTED = "/o3-dpacs-wado/iocm/rejected"
+#: Azure's update route; ``$`` is escaped for the resolver, whose routes are patterns.
+_BULK_UPDATE = "/o3-dpacs-wado/rs/studies/\\$bulkUpdate"
+_OPERATION = "/o3-dpacs-wado/operations/<operation>"
+#: The versions updates kept: not under rs/ (whose GETs the read scope opens).
+_VERSIONS = "/o3-dpacs-wado/versions/studies/<study>/series/<series>/instances/<instance>"
+#: A kept version larger than this is answered by a redirect to a short-lived URL.
+_INLINE_VERSION_BYTES = 4 << 20
 
 
 @app.delete(_STUDY)
@@ -88,6 +98,89 @@ def list_rejected() -> Response[str]:
     http.log_fields(app, listed=len(found))
     body = {"rejected": [r.as_json() for r in found], "next": after or None}
     return http.json_response(200, body, content_type="application/json")
+
+
+@app.post(_BULK_UPDATE)
+def bulk_update() -> Response[str]:
+    """Ask for a metadata update of studies (Azure's ``$bulkUpdate``): 202 with the
+    operation's id and the URL of its status."""
+    current = archive()
+    request = app.current_event
+    context = request.request_context
+    authorizer = context.authorizer.raw_event if context.authorizer else {}
+    operation = operations.submit(
+        http.body_bytes(request),
+        objects=current.objects,
+        caller=operations.Caller(
+            key_id=http.key_id(request),
+            key_label=str(authorizer.get("keyLabel") or ""),
+            source_ip=str(context.identity.source_ip or ""),
+        ),
+    )
+    http.touched(app).add("studies", operation.studies)
+    http.log_fields(app, studies=len(operation.studies), operation=operation.id)
+    root = http.base_url(request, current.settings.base_path)
+    href = f"{root}/operations/{operation.id}"
+    answer = http.json_response(
+        202, {"id": operation.id, "href": href}, content_type="application/json"
+    )
+    answer.headers["Location"] = href
+    return answer
+
+
+@app.get(_OPERATION)
+def operation_status(operation: str) -> Response[str]:
+    """An update operation's status: running, succeeded or failed, with its errors."""
+    found = operations.status(operation, archive().objects)
+    http.touched(app).add("studies", found.studies)
+    return http.json_response(200, found.status_json(), content_type="application/json")
+
+
+@app.get(_VERSIONS)
+def list_versions(study: str, series: str, instance: str) -> Response[str]:
+    """The versions of an instance: the current one, then those updates replaced."""
+    current = archive()
+    target = _target(study, series, instance)
+    assert target.series_uid is not None and target.sop_instance_uid is not None
+    found = operations.versions(
+        target.study_uid,
+        target.series_uid,
+        target.sop_instance_uid,
+        objects=current.objects,
+        catalog=current.catalog,
+    )
+    http.touched(app).add("instances", [target.sop_instance_uid])
+    return http.json_response(
+        200, {"versions": [v.as_json() for v in found]}, content_type="application/json"
+    )
+
+
+@app.get(f"{_VERSIONS}/<version>")
+def read_version(study: str, series: str, instance: str, version: str) -> Response[Any]:
+    """A kept version's Part 10 bytes, as received or as the update before wrote them."""
+    current = archive()
+    target = _target(study, series, instance)
+    assert target.series_uid is not None and target.sop_instance_uid is not None
+    key = operations.version_object(
+        target.study_uid,
+        target.series_uid,
+        target.sop_instance_uid,
+        version,
+        objects=current.objects,
+    )
+    http.touched(app).add("instances", [target.sop_instance_uid])
+    info = current.objects.stat(key)
+    name = f"{target.sop_instance_uid}.{version[:12]}.dcm"
+    if info is not None and info.size > _INLINE_VERSION_BYTES:
+        url = current.objects.presign_get(
+            key, expires=300, content_type="application/dicom", filename=name
+        )
+        return Response(status_code=303, body="", headers={"Location": url})
+    return http.binary_response(
+        current.objects.get(key),
+        "application/dicom",
+        {"Content-Disposition": f'attachment; filename="{name}"', "ETag": f'"{version}"'},
+    )
 
 
 def _target(study: str, series: str | None, instance: str | None) -> lifecycle.Target:

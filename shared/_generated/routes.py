@@ -22,8 +22,13 @@ SCOPE_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
     "admin": (
         ("DELETE", "o3-dpacs-wado/rs/studies/*"),
         ("POST", "o3-dpacs-wado/rs/restore/studies/*"),
+        ("POST", "o3-dpacs-wado/rs/restore/studies/*/series/*"),
+        ("POST", "o3-dpacs-wado/rs/restore/studies/*/series/*/instances/*"),
+        ("POST", "o3-dpacs-wado/rs/studies/$bulkUpdate"),
         ("GET", "o3-dpacs-wado/iocm/rejected"),
         ("GET", "o3-dpacs-wado/iocm/rejected/*"),
+        ("GET", "o3-dpacs-wado/operations/*"),
+        ("GET", "o3-dpacs-wado/versions/studies/*"),
         ("GET", "o3-dpacs-wado/stowRsListener/*/uploads"),
     ),
     "read-deidentified": (

@@ -63,13 +63,16 @@ class FileBlobStore:
         """Store bytes under key, atomically and durably."""
         self._write(key, [data], durable=True)
 
-    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> None:
-        """Write a derived body of any size from chunks (one chunk in memory at a time).
+    def put_stream(
+        self, key: str, chunks: Iterable[bytes], content_type: str, *, durable: bool = False
+    ) -> None:
+        """Write a body of any size from chunks (one chunk in memory at a time).
 
-        Atomic but not fsynced: these are responses assembled under fresh keys (WADO's
-        303 targets), which a crash may lose since nothing refers to them afterwards.
+        Atomic; fsynced only when ``durable`` (a new version of an instance): otherwise
+        these are responses assembled under fresh keys (WADO's 303 targets), which a crash
+        may lose since nothing refers to them afterwards.
         """
-        self._write(key, chunks, durable=False)
+        self._write(key, chunks, durable=durable)
 
     def _write(self, key: str, chunks: Iterable[bytes], *, durable: bool) -> None:
         target = self.path(key)

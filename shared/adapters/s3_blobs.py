@@ -94,8 +94,11 @@ class S3BlobStore:
         )
         return url
 
-    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> None:
-        """Write a body of any size from chunks with a multipart upload (parts of 8 MiB)."""
+    def put_stream(
+        self, key: str, chunks: Iterable[bytes], content_type: str, *, durable: bool = False
+    ) -> None:
+        """Write a body of any size from chunks with a multipart upload (parts of 8 MiB);
+        S3 is durable once it answers, ``durable`` or not."""
         part_size = 8 * 1024 * 1024
         try:
             upload = self._client.create_multipart_upload(

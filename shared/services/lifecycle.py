@@ -61,6 +61,10 @@ logger = logging.getLogger(__name__)
 STORED_PREFIX = "dicom/"
 DELETED_PREFIX = "deleted/"
 JOBS_PREFIX = "jobs/delete/"
+#: The bytes metadata updates replaced (:mod:`shared.services.operations`); a deletion
+#: moves a target's under ``deleted/versions/`` with it, a restore brings them back.
+VERSIONS_PREFIX = "versions/"
+DELETED_VERSIONS_PREFIX = DELETED_PREFIX + VERSIONS_PREFIX
 #: Rejection records of IOCM rejection notes (:mod:`shared.services.rejection`), one per
 #: instance a note names; a restore of the instance forgets its record.
 REJECTIONS_PREFIX = "rejections/"
@@ -204,6 +208,9 @@ def delete(  # noqa: PLR0913 - keyword-only: the target, the ports and the reque
             continue  # stored again meanwhile
         swept += _sweep_one(info.key, uids[2], objects, index, retention_days)
     if done:
+        swept += _move_all(
+            objects, target, VERSIONS_PREFIX, DELETED_VERSIONS_PREFIX, retention_days
+        )
         objects.delete(job_key(target))
     if not removed and not swept and done and job.fresh:
         raise NotFound(f"no {target.level.lower()} with this UID is stored")
@@ -428,6 +435,19 @@ def _sweep_one(
     return 1
 
 
+def _move_all(objects: ObjectStore, target: Target, source: str, goal: str, days: int) -> int:
+    """Move the target's objects under ``source`` to the same keys under ``goal`` (only
+    remove them when ``days`` is 0): an instance's replaced versions follow it into the
+    restore window and back. How many were moved."""
+    moved = 0
+    for info in list(_objects_of(objects, target, source)):
+        if days > 0:
+            objects.copy(info.key, goal + info.key.removeprefix(source))
+        objects.delete(info.key)
+        moved += 1
+    return moved
+
+
 def _sweepable(info: ObjectInfo, named: frozenset[str], job: _Job, now: float) -> bool:
     """Whether an object of the target no entry may name any more can be swept: an entry
     this deletion removed named it, or it is older than a STOW lasts, or it was there when a
@@ -488,6 +508,7 @@ def restore(  # noqa: PLR0913 - keyword-only: the target, the ports and the requ
     found = _kept(objects, index, target)
     if not found:
         raise NotFound(f"no deleted {target.level.lower()} with this UID is kept")
+    _move_all(objects, target, DELETED_VERSIONS_PREFIX, VERSIONS_PREFIX, days=1)
     result = Restoration()
     for sop, key in sorted(found.items()):
         if until.expired():

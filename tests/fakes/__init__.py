@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from dataclasses import replace as copy
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from shared.dicom.normalize import person_name_key
@@ -310,8 +313,23 @@ class FakeObjectStore(FakeBlobStore):
     ) -> str:
         return f"https://objects.invalid/{key}?expires={expires}"
 
-    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> None:
+    def put_stream(
+        self, key: str, chunks: Iterable[bytes], content_type: str, *, durable: bool = False
+    ) -> None:
         self.put(key, b"".join(chunks))
+
+    @contextmanager
+    def local_file(self, key: str) -> Iterator[Path | None]:
+        if self.fail:
+            raise StorageUnavailable("object storage is unavailable, retry later")
+        data = self.objects.get(key)
+        if data is None:
+            yield None
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "object.dcm"
+            path.write_bytes(data)
+            yield path
 
 
 @dataclass
@@ -446,3 +464,13 @@ def instance_row(r: InstanceRecord) -> InstanceRow:
         calling_aet=r.calling_aet,
         metadata=r.metadata,
     )
+
+
+@dataclass
+class FakeAuditSink:
+    """An audit sink that keeps the records it is given (port ``AuditSink``)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
