@@ -1,6 +1,7 @@
 """Run the benchmarks: ``python -m bench [--instances N] [--qido-sizes 1000,10000]``
 [--only stow,imports,qido,qido-scale,wado,render,viewer,ohif,multipart,memory,uploads,fuzz,import,
-feed,gateway,delete,pack-codecs] [--feed-entries 100000] [--delete-instances 1000]
+feed,gateway,delete,update,pack-codecs] [--feed-entries 100000] [--delete-instances 1000]
+[--update-instances 500]
 [--import-files N] [--qido-scale-sizes 10000,100000] [--qido-scale-kinds lookups,ohif]
 [--qido-scale-keep DIR] [--qido-scale-warm] [--qido-scale-moto 10000].
 
@@ -33,6 +34,7 @@ from bench import (
     bench_qido_scale,
     bench_render,
     bench_stow,
+    bench_update,
     bench_uploads,
     bench_viewer,
     bench_wado,
@@ -57,6 +59,7 @@ PARTS = (
     "feed",
     "gateway",
     "delete",
+    "update",
     "pack-codecs",
 )
 
@@ -134,6 +137,12 @@ def main() -> None:
         help="delete: instances of the study deleted on SQLite (default 1000; moto: 200)",
     )
     parser.add_argument(
+        "--update-instances",
+        type=int,
+        default=500,
+        help="update: instances of the study updated on SQLite (default 500; moto: 100)",
+    )
+    parser.add_argument(
         "--only",
         type=_parts,
         default=list(PARTS),
@@ -164,6 +173,7 @@ def main() -> None:
         "feed": lambda: bench_feed.run(args.feed_entries),
         "gateway": bench_gateway.run,  # side by side with Orthanc (installed as root if missing)
         "delete": lambda: bench_delete.run(args.delete_instances),
+        "update": lambda: bench_update.run(args.update_instances),
         "pack-codecs": bench_pack_codecs.run,  # lossless codecs for native pixels in packs
     }
     out = RESULTS / "bench.json"

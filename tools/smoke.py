@@ -560,7 +560,24 @@ def _lifecycle_checks() -> list[Check]:
         Check("List what rejection notes named in an unknown study (200; 403 without admin)",
               "GET", "/o3-dpacs-wado/iocm/rejected",
               f"iocm/rejected?StudyInstanceUID={UNKNOWN_UID}", _listed_or_refused),
+        Check("Update with no change (400; 403 without admin)", "POST",
+              "/o3-dpacs-wado/rs/studies/$bulkUpdate", "rs/studies/$bulkUpdate",
+              _all(_status(400, 403), _json_fields("message")),
+              {"Content-Type": "application/json"},
+              f'{{"studyInstanceUids": ["{UNKNOWN_UID}"], "changeDataset": {{}}}}'.encode()),
+        Check("Status of an unknown update operation (404; 403 without admin)", "GET",
+              "/o3-dpacs-wado/operations/{OPERATION}",
+              f"operations/{UNKNOWN_OPERATION}", answered),
+        Check("Versions of an unknown instance (404; 403 without admin)", "GET",
+              _VERSIONS, f"versions/{instance}", answered),
+        Check("A version of an unknown instance (404; 403 without admin)", "GET",
+              _VERSIONS + "/{VERSION}", f"versions/{instance}/{'0' * 64}", answered),
     ]  # fmt: skip
+
+
+#: An operation id no archive holds.
+UNKNOWN_OPERATION = "00000000-0000-7000-8000-000000000000"
+_VERSIONS = "/o3-dpacs-wado/versions/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}"
 
 
 def _listed_or_refused(reply: Reply) -> str | None:

@@ -141,15 +141,14 @@ def list_versions(study: str, series: str, instance: str) -> Response[str]:
     """The versions of an instance: the current one, then those updates replaced."""
     current = archive()
     target = _target(study, series, instance)
-    assert target.series_uid is not None and target.sop_instance_uid is not None
     found = operations.versions(
         target.study_uid,
-        target.series_uid,
-        target.sop_instance_uid,
+        str(target.series_uid),
+        str(target.sop_instance_uid),
         objects=current.objects,
         catalog=current.catalog,
     )
-    http.touched(app).add("instances", [target.sop_instance_uid])
+    http.touched(app).add("instances", [str(target.sop_instance_uid)])
     return http.json_response(
         200, {"versions": [v.as_json() for v in found]}, content_type="application/json"
     )
@@ -160,15 +159,14 @@ def read_version(study: str, series: str, instance: str, version: str) -> Respon
     """A kept version's Part 10 bytes, as received or as the update before wrote them."""
     current = archive()
     target = _target(study, series, instance)
-    assert target.series_uid is not None and target.sop_instance_uid is not None
     key = operations.version_object(
         target.study_uid,
-        target.series_uid,
-        target.sop_instance_uid,
+        str(target.series_uid),
+        str(target.sop_instance_uid),
         version,
         objects=current.objects,
     )
-    http.touched(app).add("instances", [target.sop_instance_uid])
+    http.touched(app).add("instances", [str(target.sop_instance_uid)])
     info = current.objects.stat(key)
     name = f"{target.sop_instance_uid}.{version[:12]}.dcm"
     if info is not None and info.size > _INLINE_VERSION_BYTES:

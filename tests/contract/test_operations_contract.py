@@ -25,7 +25,7 @@ from shared.errors import BadRequest, NotFound
 from shared.services import lifecycle, operations, store
 from shared.services import search as search_service
 from shared.services.lifecycle import Target
-from tests.fakes import FakeAuditSink
+from tests.fakes import FakeAuditSink, FakeObjectStore
 from tests.support import backends, dicom_files
 
 STUDY = "1.2.826.0.1.3680043.8.498.7700"
@@ -103,7 +103,7 @@ def _tail(data: bytes) -> bytes:
 
 
 def test_a_patient_merge_moves_the_study_and_keeps_the_originals(archive: Any) -> None:
-    objects, index, catalog = archive
+    objects, _, catalog = archive
     sent = _two_patients(archive)
     sink = FakeAuditSink()
     operation = _ask(objects, [STUDY], MERGE)
@@ -225,8 +225,6 @@ def test_a_deleted_study_takes_its_versions_along_and_a_restore_brings_them_back
     ],
 )
 def test_a_malformed_request_is_refused_before_anything_is_recorded(body: bytes, why: str) -> None:
-    from tests.fakes import FakeObjectStore  # noqa: PLC0415
-
     objects = FakeObjectStore()
     with pytest.raises(BadRequest, match=why):
         operations.submit(body, objects=objects, caller=operations.Caller())
@@ -234,8 +232,6 @@ def test_a_malformed_request_is_refused_before_anything_is_recorded(body: bytes,
 
 
 def test_an_unknown_operation_is_404() -> None:
-    from tests.fakes import FakeObjectStore  # noqa: PLC0415
-
     for name in ("nope", "0190b0b0-0000-7000-8000-000000000000", "../x"):
         with pytest.raises(NotFound):
             operations.status(name, FakeObjectStore())

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pydicom
 import pytest
 from botocore.exceptions import ConnectionClosedError
 from hypothesis import HealthCheck, settings
@@ -39,18 +40,21 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 from local import template as local_template
 from shared.adapters.dynamo_index import DynamoInstanceIndex
 from shared.adapters.dynamo_keys import study_pk
+from shared.adapters.dynamo_search import DynamoSearch
 from shared.adapters.file_blobs import FileBlobStore
 from shared.adapters.s3_blobs import S3BlobStore
+from shared.adapters.sqlite_catalog import SqliteCatalog
 from shared.adapters.sqlite_index import SqliteIndex
+from shared.dicom import edit
 from shared.dicom.validate import validate
 from shared.dicomweb import stow_result
 from shared.dicomweb.multipart import Part
 from shared.errors import NotFound, StorageUnavailable
 from shared.ports import ReplaceOutcome
-from shared.services import lifecycle
+from shared.services import lifecycle, operations
 from shared.services.lifecycle import Target
 from shared.services.store import StoreRequest, _record, store
-from tests.fakes import FakeBlobStore, FakeIndex
+from tests.fakes import FakeBlobStore, FakeIndex, FakeObjectStore, FakeSearchCatalog
 
 TABLE, BUCKET = "faults-table", "faults-bucket"
 STUDY = "1.2.826.0.1.3680043.8.498.900"
@@ -141,6 +145,11 @@ class FaultyBlobs:
         self.inner.copy(source, target)
         self.plan.hit("put", "after")
 
+    def put_stream(self, key: str, chunks: Any, content_type: str, **options: Any) -> None:
+        self.plan.hit("put", "before")
+        self.inner.put_stream(key, chunks, content_type, **options)
+        self.plan.hit("put", "after")
+
     def __getattr__(self, name: str) -> Any:  # reads: get, read, stat, listing
         return getattr(self.inner, name)
 
@@ -216,6 +225,10 @@ class Backend:
         left), read when it has no entry: none may be left."""
         raise NotImplementedError
 
+    def catalog(self) -> Any:
+        """The read side of the index (what an update lists a study's instances with)."""
+        raise NotImplementedError
+
     def changes(self) -> list[Any]:
         """Every entry of the change log, read page by page."""
         found, cursor = [], ""
@@ -230,9 +243,12 @@ class Backend:
 class FakeBackend(Backend):
     def __init__(self) -> None:
         self.plan = FaultPlan(raise_fault=_storage_fault)
-        self.raw_blobs, self.raw_index = FakeBlobStore(), FakeIndex()
+        self.raw_blobs, self.raw_index = FakeObjectStore(), FakeIndex()
         self.blobs = FaultyBlobs(self.raw_blobs, self.plan)
         self.index = FaultyIndex(self.raw_index, self.plan)
+
+    def catalog(self) -> Any:
+        return FakeSearchCatalog(self.raw_index)
 
     def entries(self) -> dict[str, tuple[str, str, str]]:
         return {
@@ -262,6 +278,10 @@ class LocalBackend(Backend):
         self.blobs = FaultyBlobs(self.raw_blobs, self.plan)  # type: ignore[arg-type]
         self.index = FaultyIndex(self.raw_index, self.plan)  # type: ignore[arg-type]
         self._db = sqlite3.connect(root / "index.sqlite3")
+        self._path = root / "index.sqlite3"
+
+    def catalog(self) -> Any:
+        return SqliteCatalog(self._path)
 
     def entries(self) -> dict[str, tuple[str, str, str]]:
         rows = self._db.execute("SELECT sop, sha256, key, study FROM instances")
@@ -306,6 +326,9 @@ class MotoBackend(Backend):
                 client.meta.events.register(
                     f"{phase}-call.{service}.{operation}", self._hook(op, phase)
                 )
+
+    def catalog(self) -> Any:
+        return DynamoSearch(self.dynamodb, TABLE)
 
     def _hook(self, op: str, phase: str) -> Callable[..., None]:
         def hook(**_: Any) -> None:
@@ -600,6 +623,45 @@ class WritePath(RuleBasedStateMachine):
             self.acknowledged[s] = after[s][0]
             if s in self.deleted and s not in self.stray and self.backend.precise_times:
                 assert after[s][0] == self.deleted[s], "a restore brought back other bytes"
+
+    @rule(name=st.sampled_from(["Update^One", "Update^Two"]), fault=ONE_FAULT)
+    def update_with_fault(self, name: str, fault: tuple[str, str, str] | None) -> None:
+        """A metadata update of the study (PatientName): each instance keeps its entry,
+        pointing at bytes that hash to it: the new version (holding the change) or, after a
+        fault, the one it had; a replaced version's bytes are kept under versions/."""
+        before = self.backend.entries()
+        if fault is not None:
+            self.backend.plan.armed[(fault[0], fault[1])] = fault[2]
+        change = edit.parse_change({"00100010": {"vr": "PN", "Value": [{"Alphabetic": name}]}})
+        operation = operations.Operation(
+            id=operations.new_id(), studies=[STUDY], change=change.as_json(), created=""
+        )
+        ports = operations.Ports(
+            objects=self.backend.blobs, index=self.backend.index, catalog=self.backend.catalog
+        )
+        try:
+            result = operations.update_study(STUDY, change, ports, operation)
+        except StorageUnavailable:
+            result = None
+        self.backend.plan.armed.clear()
+        after = self.backend.entries()
+        assert set(after) == set(before), "an update added or removed an instance"
+        if fault is not None:
+            self.stray |= set(before)  # a new version may be left unnamed under dicom/
+        for sop, (sha, key, _) in after.items():
+            if sha == before[sop][0]:
+                continue
+            stored = self.backend.object(key) or b""
+            assert str(pydicom.dcmread(io.BytesIO(stored)).PatientName) == name
+            kept = self.backend.object(operations.version_key(before[sop][1]))
+            assert kept is not None and _sha(kept) == before[sop][0], "the replaced bytes"
+            if sop in self.acknowledged:
+                self.acknowledged[sop] = sha
+        if fault is None and result is not None:
+            assert result.errors == [], result.errors
+            for _, key, _ in after.values():
+                stored = self.backend.object(key) or b""
+                assert str(pydicom.dcmread(io.BytesIO(stored)).PatientName) == name
 
     @rule()
     def purge(self) -> None:
