@@ -35,6 +35,7 @@ from shared.ports import (
     EventBus,
     InstanceIndex,
     KeyStore,
+    Lease,
     ObjectStore,
     Secret,
 )
@@ -49,6 +50,7 @@ OBJECTS_DIR = "objects"
 SECRETS_DIR = "secrets"
 API_KEYS_FILE = "api-keys.json"
 AUDIT_FILE = "audit.jsonl"
+LEASES_FILE = "leases.sqlite3"
 EVENTS_FILE = "events.jsonl"
 ANONYMIZATION_KEY_FILE = "anonymization.key"
 URL_SIGNING_KEY_FILE = "url-signing.key"
@@ -112,6 +114,11 @@ class Archive:
     def deidentified(self) -> DeidentifiedLookup:
         """The index's de-identified UIDs: the catalog adapter answers them."""
         return self._part("deidentified", lambda: cast(DeidentifiedLookup, self.catalog))
+
+    @property
+    def lease(self) -> Lease:
+        """Leases of background jobs: items of the index table, or rows of a SQLite file."""
+        return self._part("lease", self._make_lease)
 
     @property
     def events(self) -> EventBus:
@@ -178,6 +185,15 @@ class Archive:
         from shared.adapters.dynamo_search import DynamoSearch  # noqa: PLC0415
 
         return DynamoSearch(self._dynamodb(), self.settings.table)
+
+    def _make_lease(self) -> Lease:
+        if self.settings.embedded:
+            from shared.adapters.sqlite_lease import SqliteLease  # noqa: PLC0415
+
+            return SqliteLease(self._data(LEASES_FILE))
+        from shared.adapters.dynamo_lease import DynamoLease  # noqa: PLC0415
+
+        return DynamoLease(self._dynamodb(), self.settings.table)
 
     def _make_events(self) -> EventBus:
         if self.settings.storage != "aws":

@@ -111,6 +111,20 @@ class EventBus(Protocol):
         ...
 
 
+class Lease(Protocol):
+    """A named lease held by one holder at a time, until released or its time ends: what
+    keeps a background job (the metadata updates' worker) from running twice at once."""
+
+    def acquire(self, name: str, holder: str, seconds: float) -> bool:
+        """Take the lease for ``seconds`` (or extend it, when ``holder`` has it); False when
+        another holder has it and its time has not ended."""
+        ...
+
+    def release(self, name: str, holder: str) -> None:
+        """Give the lease up (nothing when ``holder`` no longer has it)."""
+        ...
+
+
 class AuditSink(Protocol):
     """Where the audit trail is written (``shared.audit``)."""
 

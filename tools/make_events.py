@@ -435,19 +435,45 @@ LIFECYCLE_ROUTES = {
         "/rs/restore/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}",
     ),
     "list-rejected": ("GET", "/iocm/rejected"),
+    "bulk-update": ("POST", "/rs/studies/$bulkUpdate"),
+    "operation-status": ("GET", "/operations/{OPERATION}"),
+    "list-versions": (
+        "GET",
+        "/versions/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}",
+    ),
+    "read-version": (
+        "GET",
+        "/versions/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}/{VERSION}",
+    ),
 }
+#: A made-up operation id and version id for the sample events.
+EXAMPLE_OPERATION = "01930000-0000-7000-8000-000000000001"
+EXAMPLE_VERSION = "0" * 63 + "1"
 
 
 def lifecycle_events(uids: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """An admin key's DELETE and restore of a study, a series and an instance, and its
-    listing of what rejection notes named."""
+    """An admin key's DELETE and restore of a study, a series and an instance, its listing
+    of what rejection notes named, and its update (a patient merge), operation status and
+    versions."""
     headers = {"Accept": "application/json", "Authorization": EXAMPLE_KEY}
+    uids = {**uids, "OPERATION": EXAMPLE_OPERATION, "VERSION": EXAMPLE_VERSION}
+    update = json.dumps(
+        {
+            "studyInstanceUids": [uids["STUDY"]],
+            "changeDataset": {
+                "00100020": {"vr": "LO", "Value": ["PATIENT-0002"]},
+                "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Example^Patient"}]},
+            },
+        }
+    ).encode()
     events = {}
     for number, (name, (method, tail)) in enumerate(LIFECYCLE_ROUTES.items(), start=1):
         resource = f"{BASE}{tail}"
         params = {k: v for k, v in uids.items() if "{" + k + "}" in resource}
+        body = update if name == "bulk-update" else None
+        sent = {**headers, "Content-Type": "application/json"} if body else headers
         event = rest_event(
-            Request(method, resource, params, headers),
+            Request(method, resource, params or None, sent, body),
             authorized=True,
             request_id=f"c0ffee00-0000-4000-8000-0000000008{number:02d}",
         )

@@ -1,9 +1,9 @@
 """Runs metadata updates and patient merges (``POST rs/studies/$bulkUpdate``,
 shared/services/operations.py): woken when an operation's marker is written under
 ``jobs/operations/`` (S3 "Object Created" through EventBridge) and every 5 minutes (the
-schedule finishes one cut off). Its reserved concurrency is 1: one execution at a time
-takes the operations in the order they were asked for, so operations on one study run in
-order and never concurrently."""
+schedule finishes one cut off). A worker runs while it holds the ``operations`` lease (an
+item of the index table): one at a time takes the operations in the order they were asked
+for, so operations on one study run in order and never concurrently."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 index=current.index,
                 catalog=lambda: current.catalog,
                 audit=current.audit,
+                lease=current.lease,
             ),
             deadline=deadline.from_context(context),
         )

@@ -4,11 +4,13 @@ answers 202 with the operation's id and the URL of its status (``rs/operations/{
 
 An operation is a record under ``operations/`` and a marker under ``jobs/operations/``
 (what is still to do); the marker's creation is the event that wakes the Operations
-function, whose one execution at a time (reserved concurrency 1) takes the markers in the
-order of their ids (time-ordered): operations run one after another, so that those on
-one study run in order and never concurrently. One cut off (the function's time, a crash)
-goes on from its last saved study on the next event or the schedule; every step is
-idempotent (an instance that already holds the change is left as it is).
+function. A worker runs only while it holds the ``operations`` lease (port ``Lease``), and
+takes the markers in the order of their ids (time-ordered): operations run one after
+another, so that those on one study run in order and never concurrently; a worker woken
+while another holds the lease leaves at once, and the holder looks for new markers again
+after giving the lease up. One cut off (the function's time, a crash) goes on from its
+last saved study on the next event or the schedule, once its lease has ended; every step
+is idempotent (an instance that already holds the change is left as it is).
 
 Each instance of a study is given a **new version**: its Part 10 bytes with the change
 applied (:mod:`shared.dicom.edit`: the header re-encoded, pixel data copied byte for byte),
@@ -42,7 +44,15 @@ from shared.dicom import edit
 from shared.dicom.validate import InstanceRejected, validate_file
 from shared.dicomweb.uids import valid_uid
 from shared.errors import BadRequest, NotFound, StorageUnavailable
-from shared.ports import AuditSink, Catalog, InstanceIndex, InstanceRow, ObjectStore, ReplaceOutcome
+from shared.ports import (
+    AuditSink,
+    Catalog,
+    InstanceIndex,
+    InstanceRow,
+    Lease,
+    ObjectStore,
+    ReplaceOutcome,
+)
 from shared.services import lifecycle, store
 
 logger = logging.getLogger(__name__)
@@ -53,6 +63,10 @@ VERSIONS_PREFIX = lifecycle.VERSIONS_PREFIX
 #: The progress of a running operation is saved at most this often (seconds), and after
 #: its last study: a study done again after a cut-off is a no-op.
 SAVE_EVERY_S = 2.0
+#: The worker's lease: longer than a Lambda function may run (15 minutes), so that it
+#: ends only when its holder died.
+LEASE = "operations"
+LEASE_S = 960.0
 #: The request names at most this many studies (the body's 10 MB would hold ~150,000).
 MAX_STUDIES = 100_000
 #: Errors kept per operation (the count goes on).
@@ -236,12 +250,14 @@ def status(operation_id: str, objects: ObjectStore) -> Operation:
 
 @dataclass(frozen=True)
 class Ports:
-    """What the worker writes to and reads from."""
+    """What the worker writes to and reads from (``lease``: None only where one worker runs
+    alone, as in tests)."""
 
     objects: ObjectStore
     index: InstanceIndex
     catalog: Callable[[], Catalog]
     audit: AuditSink | None = None
+    lease: Lease | None = None
 
 
 def pending(objects: ObjectStore) -> Iterator[str]:
@@ -253,9 +269,31 @@ def pending(objects: ObjectStore) -> Iterator[str]:
 
 
 def run_pending(ports: Ports, *, deadline: Deadline | None = None) -> dict[str, int]:
-    """Run every operation still to run, oldest first, until the deadline (the worker's
-    body: one at a time). Counts of operations ``finished`` and still ``pending``."""
+    """Run every operation still to run, oldest first, until the deadline, while holding
+    the lease (the worker's body). Counts of operations ``finished`` and still ``pending``,
+    and ``busy`` 1 when another worker held the lease."""
     until = deadline or Deadline.never()
+    if ports.lease is None:
+        return _run_all(ports, until)
+    holder = uuid.uuid4().hex
+    counts = {"finished": 0, "pending": 0, "busy": 0}
+    while True:
+        if not ports.lease.acquire(LEASE, holder, LEASE_S):
+            counts["busy"] = 1
+            return counts
+        try:
+            done = _run_all(ports, until)
+        finally:
+            ports.lease.release(LEASE, holder)
+        counts["finished"] += done["finished"]
+        counts["pending"] = done["pending"]
+        # A marker written while the lease was held woke a worker that left at once: look
+        # again now that it is given up.
+        if done["pending"] or until.expired() or next(pending(ports.objects), None) is None:
+            return counts
+
+
+def _run_all(ports: Ports, until: Deadline) -> dict[str, int]:
     counts = {"finished": 0, "pending": 0}
     for operation_id in list(pending(ports.objects)):
         if until.expired():

@@ -241,3 +241,39 @@ def test_ids_sort_in_the_order_operations_were_asked_for() -> None:
     times = iter(float(t) for t in range(1_700_000_000, 1_700_000_050))
     ids = [operations.new_id(lambda: next(times)) for _ in range(50)]
     assert ids == sorted(ids) and len(set(ids)) == 50
+
+
+def test_a_worker_leaves_while_another_holds_the_lease_and_the_holder_takes_new_markers(
+    archive: Any, tmp_path: Path
+) -> None:
+    from shared.adapters.sqlite_lease import SqliteLease
+
+    objects, _, catalog = archive
+    _two_patients(archive)
+    lease = SqliteLease(tmp_path / "leases.sqlite3")
+    ports = operations.Ports(objects=objects, index=archive[1], catalog=catalog, lease=lease)
+    first = _ask(objects, [STUDY], {"00081030": {"vr": "LO", "Value": ["ONE"]}})
+    assert lease.acquire(operations.LEASE, "someone else", 60)
+    assert operations.run_pending(ports) == {"finished": 0, "pending": 0, "busy": 1}
+    assert operations.status(first.id, objects).status == "running"
+    lease.release(operations.LEASE, "someone else")
+    second: list[operations.Operation] = []
+    real_run_all = operations._run_all
+
+    def run_all_then_ask(*args: Any) -> dict[str, int]:
+        done = real_run_all(*args)
+        if not second:  # asked while the lease is held: its own worker would leave
+            second.append(_ask(objects, [STUDY], {"00081030": {"vr": "LO", "Value": ["TWO"]}}))
+        return done
+
+    operations._run_all = run_all_then_ask  # type: ignore[assignment]
+    try:
+        counts = operations.run_pending(ports)
+    finally:
+        operations._run_all = real_run_all  # type: ignore[assignment]
+    assert counts == {"finished": 2, "pending": 0, "busy": 0}
+    assert operations.status(second[0].id, objects).status == "succeeded"
+    assert {_dataset(objects, r.blob_key).StudyDescription for r in catalog().instances(STUDY)} == {
+        "TWO"
+    }
+    assert lease.acquire(operations.LEASE, "anyone", 60)  # given up at the end

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from local import template as local_template
-from shared.services import lifecycle
+from shared.services import lifecycle, operations
 from tests.template.test_template import BUCKETS, FUNCTIONS, TPL
 
 
@@ -51,19 +51,29 @@ def test_the_lifecycle_function_reaches_only_its_prefixes() -> None:
     statements = FUNCTIONS["LifecycleFunction"]["Properties"]["Policies"][0]["Statement"]
     objects = next(s for s in statements if "s3:DeleteObject" in s["Action"])
     reached = sorted(r["Fn::Sub"].split("/", 1)[1] for r in objects["Resource"])
-    assert reached == ["deleted/*", "dicom/*", "jobs/*", "rejections/*"]
+    assert reached == [
+        "deleted/*",
+        "dicom/*",
+        "jobs/*",
+        "operations/*",
+        "rejections/*",
+        "versions/*",
+    ]
     listing = next(s for s in statements if s["Action"] == ["s3:ListBucket"])
     assert listing["Condition"]["StringLike"]["s3:prefix"] == [
         "dicom/*",
         "deleted/*",
         "jobs/*",
         "rejections/*",
+        "versions/*",
+        "operations/*",
     ]
     for prefix in (
         lifecycle.STORED_PREFIX,
         lifecycle.DELETED_PREFIX,
         lifecycle.JOBS_PREFIX,
         lifecycle.REJECTIONS_PREFIX,
+        lifecycle.VERSIONS_PREFIX,
     ):
         assert f"{prefix.split('/', 1)[0]}/*" in reached
 
@@ -79,9 +89,10 @@ def test_each_store_path_may_hide_what_a_rejection_note_names(lid: str) -> None:
     )  # fmt: skip
     assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= set(objects["Action"])
     reached = {r["Fn::Sub"].split("/", 1)[1] for r in objects["Resource"]}
-    assert reached == {"deleted/*", "dicom/*", "jobs/*", "rejections/*"}
+    # versions/: a hidden instance's versions (metadata updates) follow it into deleted/.
+    assert reached == {"deleted/*", "dicom/*", "jobs/*", "rejections/*", "versions/*"}
     listing = next(s for s in statements if s["Action"] == ["s3:ListBucket"])
-    assert {"dicom/*", "jobs/*", "rejections/*"} <= set(
+    assert {"dicom/*", "jobs/*", "rejections/*", "versions/*"} <= set(
         listing["Condition"]["StringLike"]["s3:prefix"]
     )
     index = next(s for s in statements if "dynamodb:GetItem" in s["Action"])
@@ -100,3 +111,25 @@ def test_each_function_that_deletes_reads_the_catalog_as_qido_does(lid: str) -> 
     resources = [r.get("Fn::Sub", "") for s in reads for r in s["Resource"] if isinstance(r, dict)]
     assert "${IndexTable.Arn}/index/*" in resources
     assert any("dynamodb:Query" in s["Action"] for s in reads)
+
+
+def test_updates_run_one_at_a_time_woken_by_their_marker() -> None:
+    """The Operations function: woken by the marker's S3 event and a schedule, one worker at
+    a time by a lease (an item of the index table: PutItem and DeleteItem, no reserved
+    concurrency, which a new account cannot give), reaching only the prefixes an update
+    writes."""
+    props = FUNCTIONS["OperationsFunction"]["Properties"]
+    assert props["Timeout"] == 900 and props["Timeout"] < operations.LEASE_S
+    events = props["Events"]
+    pattern = events["OperationAsked"]["Properties"]["Pattern"]
+    assert pattern["detail"]["object"]["key"] == [{"prefix": operations.PENDING_PREFIX}]
+    assert events["FinishOperations"]["Type"] == "Schedule"
+    statements = props["Policies"][0]["Statement"]
+    objects = next(s for s in statements if "s3:DeleteObject" in s["Action"])
+    reached = sorted(r["Fn::Sub"].split("/", 1)[1] for r in objects["Resource"])
+    assert reached == ["dicom/*", "jobs/operations/*", "operations/*", "versions/*"]
+    assert local_template.load().functions["OperationsFunction"].object_created == (
+        operations.PENDING_PREFIX,
+    )
+    table = next(s for s in statements if "dynamodb:PutItem" in s["Action"])
+    assert {"dynamodb:PutItem", "dynamodb:DeleteItem"} <= set(table["Action"])
