@@ -88,6 +88,18 @@ def key_id(request: APIGatewayProxyEvent) -> str:
     return str(_authorizer(request).get("keyId") or "")
 
 
+def key_label(request: APIGatewayProxyEvent) -> str:
+    """The label of the request's key (empty when the authorizer named none)."""
+    return str(_authorizer(request).get("keyLabel") or "")
+
+
+def source_ip(request: APIGatewayProxyEvent) -> str:
+    """The client's address as API Gateway saw it (empty when unknown)."""
+    if not request.get("requestContext"):
+        return ""
+    return str(request.request_context.identity.source_ip or "")
+
+
 def require_scope(request: APIGatewayProxyEvent, scope: str | tuple[str, ...]) -> None:
     """403 unless the request's key has ``scope`` (a tuple: any one of them)."""
     wanted = (scope,) if isinstance(scope, str) else scope

@@ -106,15 +106,11 @@ def bulk_update() -> Response[str]:
     operation's id and the URL of its status."""
     current = archive()
     request = app.current_event
-    context = request.request_context
-    authorizer = context.authorizer.raw_event if context.authorizer else {}
     operation = operations.submit(
         http.body_bytes(request),
         objects=current.objects,
         caller=operations.Caller(
-            key_id=http.key_id(request),
-            key_label=str(authorizer.get("keyLabel") or ""),
-            source_ip=str(context.identity.source_ip or ""),
+            http.key_id(request), http.key_label(request), http.source_ip(request)
         ),
     )
     http.touched(app).add("studies", operation.studies)

@@ -48,6 +48,7 @@ from shared.ports import (
     AuditSink,
     Catalog,
     InstanceIndex,
+    InstanceRecord,
     InstanceRow,
     Lease,
     ObjectStore,
@@ -117,6 +118,17 @@ class Operation:
         self.error_count += 1
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(message)
+
+    def count(self, outcome: StudyUpdate) -> None:
+        """Count one study done."""
+        self.done += 1
+        self.instances += len(outcome.versions)
+        if outcome.errors:
+            self.studies_failed += 1
+            for message in outcome.errors:
+                self.fail(message)
+        elif outcome.versions or outcome.unchanged:
+            self.studies_updated += 1
 
     def status_json(self) -> dict[str, Any]:
         """The answer of ``GET rs/operations/{id}``: the issue's fields and Azure's."""
@@ -307,15 +319,11 @@ def _run_all(ports: Ports, until: Deadline) -> dict[str, int]:
 def run(operation_id: str, ports: Ports, *, deadline: Deadline | None = None) -> bool:
     """Go on with one operation until it is done (True) or the deadline passes."""
     until = deadline or Deadline.never()
-    kept = ports.objects.read(record_key(operation_id))
-    try:
-        operation = Operation.load(kept) if kept is not None else None
-    except ValueError:
-        operation = None
-    if operation is None or operation.status != "running":
+    begun = _running(operation_id, ports.objects)
+    if begun is None:
         ports.objects.delete(marker_key(operation_id))
         return True
-    change = edit.parse_change(operation.change)
+    operation, change = begun
     saved = time.monotonic()
     while operation.done < len(operation.studies):
         if until.expired():
@@ -326,20 +334,37 @@ def run(operation_id: str, ports: Ports, *, deadline: Deadline | None = None) ->
         if not outcome.done:
             _save(ports.objects, operation)
             return False
-        operation.done += 1
-        operation.instances += len(outcome.versions)
-        if outcome.errors:
-            operation.studies_failed += 1
-            for message in outcome.errors:
-                operation.fail(message)
-        elif outcome.versions or outcome.unchanged:
-            operation.studies_updated += 1
+        operation.count(outcome)
         if time.monotonic() - saved >= SAVE_EVERY_S:
             _save(ports.objects, operation)
             saved = time.monotonic()
+    _end(operation, ports.objects)
+    return True
+
+
+def _running(operation_id: str, objects: ObjectStore) -> tuple[Operation, edit.Change] | None:
+    """The operation and its change, when it is still to run; None when it is not (done,
+    or its record is gone or unreadable). One whose change no longer parses (a record
+    written by another version) is ended as failed, saying why."""
+    kept = objects.read(record_key(operation_id))
+    try:
+        operation = Operation.load(kept) if kept is not None else None
+    except ValueError:
+        return None
+    if operation is None or operation.status != "running":
+        return None
+    try:
+        return operation, edit.parse_change(operation.change)
+    except edit.ChangeRefused:
+        operation.fail("the operation's change can no longer be read")
+        _end(operation, objects)
+        return None
+
+
+def _end(operation: Operation, objects: ObjectStore) -> None:
     operation.status = "failed" if operation.error_count else "succeeded"
-    _save(ports.objects, operation)
-    ports.objects.delete(marker_key(operation_id))
+    _save(objects, operation)
+    objects.delete(marker_key(operation.id))
     logger.info(
         "update finished",
         extra={
@@ -349,7 +374,6 @@ def run(operation_id: str, ports: Ports, *, deadline: Deadline | None = None) ->
             "errors": operation.error_count,
         },
     )
-    return True
 
 
 def _save(objects: ObjectStore, operation: Operation) -> None:
@@ -429,15 +453,32 @@ def _update_one(row: InstanceRow, change: edit.Change, ports: Ports, result: Stu
     except StorageUnavailable:
         result.errors.append(f"instance {sop}: storage unavailable, not updated")
         return
-    if replaced.outcome is ReplaceOutcome.REPLACED:
-        if record.blob_key != row.blob_key and not index.references(sop, row.blob_key):
+    _settle(row, record, replaced.outcome, objects, index, result)
+
+
+def _settle(  # noqa: PLR0913, PLR0917 - one instance's replacement and where it lies
+    row: InstanceRow,
+    record: InstanceRecord,
+    outcome: ReplaceOutcome,
+    objects: ObjectStore,
+    index: InstanceIndex,
+    result: StudyUpdate,
+) -> None:
+    """After the replacement: the replaced object leaves ``dicom/`` (its copy is kept under
+    ``versions/``); when the entry was not replaced, the new object and the copy go."""
+    sop, moved = row.sop_instance_uid, record.blob_key != row.blob_key
+    if outcome is ReplaceOutcome.REPLACED:
+        if moved and not index.references(sop, row.blob_key):
             objects.delete(row.blob_key)
         result.versions.append((sop, _version_id(row.blob_key), record.sha256))
         return
-    # Deleted meanwhile (NOT_FOUND), or refused: the new object is no one's.
+    # Deleted meanwhile (NOT_FOUND), or refused: the new object and the copy are no one's
+    # (a deleted instance's versions went to deleted/ with it).
     if not index.references(sop, record.blob_key):
         objects.delete(record.blob_key)
-    if replaced.outcome is not ReplaceOutcome.NOT_FOUND:
+    if moved:
+        objects.delete(version_key(row.blob_key))
+    if outcome is not ReplaceOutcome.NOT_FOUND:
         result.errors.append(f"instance {sop}: the index refused the update")
 
 
@@ -451,15 +492,24 @@ def _new_version(
     with objects.local_file(row.blob_key) as source_path:
         if source_path is None:
             raise StorageUnavailable("the instance's object is missing")
-        header = pydicom.dcmread(str(source_path), stop_before_pixels=True, force=False)
-        if edit.already_applied(header, change):
+        try:
+            header = pydicom.dcmread(str(source_path), stop_before_pixels=True, force=False)
+            applied = edit.already_applied(header, change)
+        except Exception as exc:  # any parser failure: this instance's error
+            raise edit.ChangeRefused("the stored instance cannot be read to be rewritten") from exc
+        if applied:
             yield None
             return
         descriptor, name = tempfile.mkstemp(prefix="update-", suffix=".dcm")
         target = Path(name)
         try:
             with source_path.open("rb") as source, os.fdopen(descriptor, "wb") as output:
-                edit.apply(source, change, output)
+                try:
+                    edit.apply(source, change, output)
+                except edit.ChangeRefused:
+                    raise
+                except Exception as exc:  # as above
+                    raise edit.ChangeRefused("the stored instance cannot be rewritten") from exc
             instance = validate_file(target)
             uids = (instance.study_uid, instance.series_uid, instance.sop_instance_uid)
             if uids != (row.study_uid, row.series_uid, row.sop_instance_uid):
