@@ -18,6 +18,7 @@ outside the scope lies under it; otherwise each route opens alone, its parameter
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import re
 import sys
 from collections.abc import Sequence
@@ -141,6 +142,26 @@ def scope_routes(template: StackTemplate) -> dict[str, tuple[tuple[str, str], ..
     return table
 
 
+def scope_denies(
+    template: StackTemplate, table: dict[str, tuple[tuple[str, str], ...]]
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Routes without parameters that a scope's patterns open but that are not the scope's
+    (``POST rs/studies/$bulkUpdate``, an ``admin`` route, under ``store``'s ``POST
+    rs/studies/*``): the authorizer denies them to a key that has no scope owning them."""
+    routes = [route for route in template.routes if route.authorizer is not None]
+    denies: dict[str, tuple[tuple[str, str], ...]] = {}
+    for scope, opened in table.items():
+        found: list[tuple[str, str]] = []
+        for route in routes:
+            path = route.path.strip("/")
+            if scope in _scopes(route) or "{" in path:
+                continue
+            if any(m == route.method and fnmatch.fnmatchcase(path, p) for m, p in opened):
+                found.append((route.method, path))
+        denies[scope] = tuple(dict.fromkeys(found))
+    return denies
+
+
 def render(template: StackTemplate) -> str:
     """The text of shared/_generated/routes.py."""
     lines = [
@@ -152,9 +173,24 @@ def render(template: StackTemplate) -> str:
         "",
         "SCOPE_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {",
     ]
-    for scope, routes in scope_routes(template).items():
+    table = scope_routes(template)
+    for scope, routes in table.items():
         lines.append(f'    "{scope}": (')
         lines += [f'        ("{method}", "{pattern}"),' for method, pattern in routes]
+        lines.append("    ),")
+    lines.append("}")
+    lines += [
+        "",
+        "#: Routes a scope's patterns open that are another scope's: denied unless the key has",
+        "#: a scope that owns them.",
+        "SCOPE_DENIES: dict[str, tuple[tuple[str, str], ...]] = {",
+    ]
+    for scope, routes in scope_denies(template, table).items():
+        if not routes:
+            lines.append(f'    "{scope}": (),')
+            continue
+        lines.append(f'    "{scope}": (')
+        lines += [f'        ("{method}", "{path}"),' for method, path in routes]
         lines.append("    ),")
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ import logging
 from typing import Any
 
 from shared import bootstrap, config, keys
-from shared._generated.routes import SCOPE_ROUTES
+from shared._generated.routes import SCOPE_DENIES, SCOPE_ROUTES
 
 logger = logging.getLogger("authorizer")
 logger.setLevel(logging.INFO)
@@ -47,6 +47,18 @@ def _resource_arns(method_arn: str, scopes: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(routes))
 
 
+def _denied_arns(method_arn: str, scopes: tuple[str, ...]) -> list[str]:
+    """Routes the key's patterns open that none of its scopes owns (an explicit Deny wins
+    over the Allow of a pattern)."""
+    parts = method_arn.split("/", 2)
+    if len(parts) < 2:
+        return []
+    stage = f"{parts[0]}/{parts[1]}"
+    owned = {route for s in scopes for route in _ROUTES.get(s, ())}
+    denied = (d for s in scopes for d in SCOPE_DENIES.get(s, ()) if d not in owned)
+    return list(dict.fromkeys(f"{stage}/{method}/{path}" for method, path in denied))
+
+
 def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     """Return an Allow policy for a valid key; raise Unauthorized otherwise."""
     token = keys.token_from_header(event.get("authorizationToken"))
@@ -55,18 +67,19 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
         logger.info("authorization refused: %s", "missing key" if not token else "unknown key")
         raise Exception("Unauthorized")
     resources = _resource_arns(str(event.get("methodArn", "")), entry.scopes)
+    statements: list[dict[str, Any]] = [
+        {
+            "Action": "execute-api:Invoke",
+            "Effect": "Allow" if resources else "Deny",
+            "Resource": resources or [str(event.get("methodArn", ""))],
+        }
+    ]
+    denied = _denied_arns(str(event.get("methodArn", "")), entry.scopes) if resources else []
+    if denied:
+        statements.append({"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": denied})
     answer: dict[str, Any] = {
         "principalId": f"apikey:{entry.id}",
-        "policyDocument": {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Action": "execute-api:Invoke",
-                    "Effect": "Allow" if resources else "Deny",
-                    "Resource": resources or [str(event.get("methodArn", ""))],
-                }
-            ],
-        },
+        "policyDocument": {"Version": "2012-10-17", "Statement": statements},
         "context": {
             "keyId": entry.id,
             "keyLabel": entry.label,

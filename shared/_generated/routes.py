@@ -40,3 +40,14 @@ SCOPE_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
         ("GET", "o3-dpacs-wado/wado/*"),
     ),
 }
+
+#: Routes a scope's patterns open that are another scope's: denied unless the key has
+#: a scope that owns them.
+SCOPE_DENIES: dict[str, tuple[tuple[str, str], ...]] = {
+    "store": (
+        ("POST", "o3-dpacs-wado/rs/studies/$bulkUpdate"),
+    ),
+    "read": (),
+    "admin": (),
+    "read-deidentified": (),
+}

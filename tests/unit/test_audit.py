@@ -99,7 +99,30 @@ def test_query_values_never_reach_the_record(names, values) -> None:
         assert value not in derived
     allowed = {"PatientName", "PatientID", "00100010", "limit", "<other>"}
     assert set(record["queryKeys"]) <= allowed
-    assert set(record) == set(audit.AuditRecord.__dataclass_fields__) | {"audit"}
+    # Every field, but an update's versions, which only its records carry.
+    assert set(record) == set(audit.AuditRecord.__dataclass_fields__) - {"versions"} | {"audit"}
+
+
+def test_an_update_record_names_versions_and_attributes_never_values() -> None:
+    record = audit.update_record(
+        operation_id="op-1",
+        key_id="k1",
+        key_label="records office",
+        source_ip="10.0.0.1",
+        study_uid="1.2.3",
+        versions=[("1.2.3.4", "a" * 64, "b" * 64)],
+        keywords=("PatientName", "PatientID"),
+        failed=False,
+        started=0.0,
+    ).as_dict()
+    assert (record["action"], record["eventId"], record["requestId"]) == ("U", "110103", "op-1")
+    assert record["queryKeys"] == ["PatientID", "PatientName"]
+    assert record["versions"] == [{"instance": "1.2.3.4", "before": "a" * 64, "after": "b" * 64}]
+    assert (record["studies"], record["instances"], record["outcome"]) == (
+        ["1.2.3"],
+        ["1.2.3.4"],
+        0,
+    )
 
 
 def test_uids_are_kept_and_anything_else_dropped_with_a_cap() -> None:
