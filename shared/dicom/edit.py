@@ -38,7 +38,7 @@ from typing import Any, BinaryIO, Literal
 from pydicom import Dataset, config, dcmread, dcmwrite
 from pydicom.charset import convert_encodings, decode_bytes, encode_string, python_encoding
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import TEXT_VR_DELIMS, PersonName, validate_value
@@ -68,6 +68,7 @@ MAX_TAGS = 64
 UTF8 = "ISO_IR 192"
 
 _UPDATABLE_TAGS = frozenset(int(tag_for_keyword(keyword) or 0) for keyword in UPDATABLE)
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _DEFAULT_REPERTOIRE = python_encoding["ISO_IR 6"]
 _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
@@ -112,30 +113,47 @@ def parse_change(document: object) -> Change:
         raise ChangeRefused("the change dataset is empty")
     if len(document) > MAX_TAGS:
         raise ChangeRefused(f"the change dataset has more than {MAX_TAGS} attributes")
+    dataset = Dataset()
     for key, attribute in document.items():
-        _check_attribute(key, attribute)
+        tag = _updatable_tag(key)
+        _check_attribute(tag, attribute)
+        element = _element(key, attribute)
+        _check_value(element)
+        if element.tag in dataset:
+            raise ChangeRefused(f"{_tag_name(int(element.tag))} is given twice")
+        dataset.add(element)
+    return Change(dataset=dataset, tags=tuple(int(element.tag) for element in dataset))
+
+
+def _element(key: str, attribute: dict[str, Any]) -> DataElement:
+    """One attribute made a pydicom element (one at a time: a refusal names its tag)."""
+    tag = int(key, 16)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dataset = Dataset.from_json(document)
-            elements = [dataset[tag] for tag in sorted(dataset.keys())]
+            element: DataElement = Dataset.from_json({key: attribute})[tag]
     except Exception as exc:
-        raise ChangeRefused("the change dataset is not valid DICOM JSON") from exc
-    for element in elements:
-        _check_value(element)
-    return Change(dataset=dataset, tags=tuple(int(element.tag) for element in elements))
+        raise ChangeRefused(
+            f"{_tag_name(tag)} has a value not valid for VR {attribute['vr']}"
+        ) from exc
+    return element
 
 
-def _check_attribute(key: object, attribute: object) -> None:
-    """The JSON shape of one attribute: its tag, VR and the kind of value it has."""
+def _updatable_tag(key: object) -> int:
+    """The tag a key of the change names, when an update may change it."""
     if not (
         isinstance(key, str) and len(key) == 8 and all(c in "0123456789abcdefABCDEF" for c in key)
     ):
         raise ChangeRefused("a key of the change dataset is not a tag of 8 hex digits")
     tag = int(key, 16)
-    name = _tag_name(tag)
     if tag not in _UPDATABLE_TAGS:
-        raise ChangeRefused(f"{name} may not be updated")
+        raise ChangeRefused(f"{_tag_name(tag)} may not be updated")
+    return tag
+
+
+def _check_attribute(tag: int, attribute: object) -> None:
+    """The JSON shape of one attribute: its VR and the kind of value it has."""
+    name = _tag_name(tag)
     if not isinstance(attribute, dict):
         raise ChangeRefused(f"{name} is not a DICOM JSON attribute")
     vr = attribute.get("vr")
@@ -152,6 +170,18 @@ def _check_attribute(key: object, attribute: object) -> None:
         raise ChangeRefused(f"{name}: Value must be an array")
     if len(values) > 1 and dictionary_VM(tag) == "1":
         raise ChangeRefused(f"{name} takes one value")
+    if vr not in _BACKSLASH_ALLOWED and any("\\" in text for text in _strings(values)):
+        # pydicom would split the value in two where it is written
+        raise ChangeRefused(f"{name}: a value holds a backslash")
+
+
+def _strings(values: list[object]) -> Iterator[str]:
+    """The strings in a JSON Value array (a person name's are its component groups)."""
+    for value in values:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            yield from (text for text in value.values() if isinstance(text, str))
 
 
 def _check_value(element: DataElement) -> None:
@@ -165,8 +195,6 @@ def _check_value(element: DataElement) -> None:
             continue
         # validators take names and decimal/integer strings as text, not pydicom's types
         text = str(value) if isinstance(value, PersonName) or vr in {"DS", "IS"} else value
-        if isinstance(text, str) and "\\" in text and vr not in _BACKSLASH_ALLOWED:
-            raise ChangeRefused(f"{name}: a value holds a backslash")
         try:
             validate_value(vr, text, config.RAISE)
         except (ValueError, TypeError) as exc:
@@ -231,10 +259,10 @@ def apply(source: BinaryIO, change: Change, target: BinaryIO, *, chunk: int = 1 
     if deflated:
         source.seek(0)
         dataset = _read(source, stop_before_pixels=False)
-    else:
-        tail = _pixel_offset(source, little_endian=bool(dataset.original_encoding[1]))
+    implicit_vr, little_endian = _encoding(dataset)
+    if not deflated:
+        tail = _pixel_offset(source, little_endian=little_endian)
     _set(dataset, change)
-    implicit_vr, little_endian = dataset.original_encoding
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -255,12 +283,42 @@ def apply(source: BinaryIO, change: Change, target: BinaryIO, *, chunk: int = 1 
 
 
 def _read(source: BinaryIO, *, stop_before_pixels: bool) -> Dataset:
+    """The data set in ``source``, refused when pydicom cannot parse it or when it ends
+    early: pydicom keeps what it read of a cut file without complaint."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return dcmread(source, stop_before_pixels=stop_before_pixels, force=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dataset = dcmread(source, stop_before_pixels=stop_before_pixels, force=False)
     except Exception as exc:
         raise ChangeRefused("the DICOM file cannot be parsed") from exc
+    if (
+        not len(dataset)
+        or any("End of file" in str(warning.message) for warning in caught)
+        or any(_cut_short(element) for element in dataset._dict.values())
+    ):
+        raise ChangeRefused("the DICOM file is truncated")
+    return dataset
+
+
+def _cut_short(element: object) -> bool:
+    """Whether a raw element holds fewer bytes than its length says."""
+    return (
+        isinstance(element, RawDataElement)
+        and element.value is not None
+        and element.length != _UNDEFINED_LENGTH
+        and len(element.value) != element.length
+    )
+
+
+def _encoding(dataset: Dataset) -> tuple[bool, bool]:
+    """(implicit VR, little endian) as the data set was actually read: pydicom reads a data
+    set in implicit VR whose transfer syntax says explicit, and the pixel data that follows
+    is encoded the same way, so the header is written back that way too."""
+    for element in dataset._dict.values():
+        if isinstance(element, RawDataElement):
+            return bool(element.is_implicit_VR), bool(element.is_little_endian)
+    implicit_vr, little_endian = dataset.original_encoding
+    return bool(implicit_vr), bool(little_endian)
 
 
 def _pixel_offset(source: BinaryIO, *, little_endian: bool) -> int:
@@ -305,7 +363,8 @@ def _fits(dataset: Dataset, change: Change) -> bool:
     encodings = convert_encodings(dataset._character_set)
     # pydicom reads the default repertoire (ISO_IR 6) as Latin-1; only ASCII belongs to it
     strict = ["ascii" if name == _DEFAULT_REPERTOIRE else name for name in encodings]
-    with _raising_on_unencodable():
+    with _raising_on_unencodable(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         for tag in change.tags:
             element = change.dataset[tag]
             if element.VR not in _TEXT_VRS:
