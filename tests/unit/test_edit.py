@@ -344,6 +344,7 @@ def test_random_values_read_back_equal(name: str, document: dict[str, Any]) -> N
         assert str(after[int(key, 16)].value) == expected
     assert already_applied(after, change)
     assert text_values(after, set(change.tags)) == text_values(before, set(change.tags))
+    assert edited(output, change) == output
     charset = before.get("SpecificCharacterSet")
     new_text = [str(after[tag].value) for tag in change.tags]
     if all(value.isascii() for value in new_text):
@@ -365,6 +366,22 @@ def test_hypothesis_files_are_what_they_claim() -> None:
 
 
 # --- empty values, already_applied, refusals of apply ---------------------------------------
+
+
+def test_the_chunk_size_changes_nothing_but_the_pace() -> None:
+    source = dicom_files.data("emri_small.dcm")
+    change = parse_change(NEW)
+    out = io.BytesIO()
+    apply(io.BytesIO(source), change, out, chunk=7)
+    assert out.getvalue() == edited(source, change)
+
+
+def test_the_source_is_read_from_its_start() -> None:
+    source = io.BytesIO(dicom_files.data("CT_small.dcm"))
+    source.seek(1000)
+    out = io.BytesIO()
+    apply(source, parse_change(NEW), out)
+    assert out.getvalue() == edited(dicom_files.data("CT_small.dcm"), parse_change(NEW))
 
 
 def test_an_element_without_value_is_written_empty_and_added_when_absent() -> None:
