@@ -501,3 +501,14 @@ def test_apply_to_a_200_mb_file_in_bounded_memory(tmp_path: Path) -> None:
     assert str(edited_ds.PatientName) == "Edited^Patient"
     assert source.stat().st_size - source_tail == target.stat().st_size - edited_tail
     assert sha256(target, edited_tail) == sha256(source, source_tail)
+
+
+def test_the_conformance_statement_lists_exactly_the_updatable_attributes() -> None:
+    """Section 15.2 says which attributes an update may change: the same list as the code."""
+    text = (Path(__file__).parents[2] / "docs" / "conformance-statement.md").read_text()
+    section = text.split("### 15.2", 1)[1].split("A value sets the attribute", 1)[0]
+    for level in ("PATIENT", "STUDY"):
+        label = "Patient:" if level == "PATIENT" else "Study:"
+        listed = section.split(label, 1)[1].split(".", 1)[0]
+        names = {n.strip() for n in listed.replace("\n", " ").split(",")}
+        assert names == {k for k, v in UPDATABLE.items() if v == level}, level

@@ -41,7 +41,11 @@ def source(store: FileBlobStore, invoke: Recorder, settle: bool = True) -> event
 
 
 def test_the_template_routes_incoming_objects_to_the_ingest_function(store) -> None:
-    assert source(store, Recorder()).targets == [("IngestFunction", "incoming/")]
+    """And an update's marker to the Operations function."""
+    assert sorted(source(store, Recorder()).targets) == [
+        ("IngestFunction", "incoming/"),
+        ("OperationsFunction", "jobs/operations/"),
+    ]
 
 
 def test_an_announced_object_is_delivered_at_once_as_eventbridge_shapes_it(store) -> None:
