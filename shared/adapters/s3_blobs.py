@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import itertools
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -97,9 +98,19 @@ class S3BlobStore:
     def put_stream(
         self, key: str, chunks: Iterable[bytes], content_type: str, *, durable: bool = False
     ) -> None:
-        """Write a body of any size from chunks with a multipart upload (parts of 8 MiB);
-        S3 is durable once it answers, ``durable`` or not."""
+        """Write a body of any size from chunks: one PutObject when it is smaller than a
+        part, else a multipart upload (parts of 8 MiB); S3 is durable once it answers,
+        ``durable`` or not."""
         part_size = 8 * 1024 * 1024
+        stream = iter(chunks)
+        buffer = bytearray()
+        for chunk in stream:
+            buffer += chunk
+            if len(buffer) >= part_size:
+                break
+        else:  # the whole body is smaller than a part
+            self._put_small(key, bytes(buffer), content_type)
+            return
         try:
             upload = self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=key, ContentType=content_type
@@ -108,9 +119,8 @@ class S3BlobStore:
             raise StorageUnavailable("object storage is unavailable, retry later") from exc
         upload_id = upload["UploadId"]
         parts: list[dict[str, Any]] = []
-        buffer = bytearray()
         try:
-            for chunk in chunks:
+            for chunk in itertools.chain([b""], stream):
                 buffer += chunk
                 while len(buffer) >= part_size:
                     self._upload_part(key, upload_id, parts, bytes(buffer[:part_size]))
@@ -129,6 +139,14 @@ class S3BlobStore:
         except BaseException:
             self._abort(key, upload_id)
             raise
+
+    def _put_small(self, key: str, data: bytes, content_type: str) -> None:
+        try:
+            self._client.put_object(
+                Bucket=self._bucket, Key=key, Body=data, ContentType=content_type
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable("object storage is unavailable, retry later") from exc
 
     def _upload_part(
         self, key: str, upload_id: str, parts: list[dict[str, Any]], data: bytes

@@ -4,6 +4,7 @@ boto3 sees them); the whole HTTP suite runs on the embedded backend."""
 from __future__ import annotations
 
 import io
+import time
 
 import pydicom
 import pytest
@@ -64,6 +65,9 @@ ROUTES = [
     ("stowRsListener/SMOKE/uploads", {"prefix": "uploads/"}),
     ("iocm/rejected", {"StudyInstanceUID": "{study}"}),
     ("stowRsListener/SMOKE/uploads/{upload}", {}),
+    ("operations/{operation}", {}),
+    ("versions/studies/{study}/series/{series}/instances/{sop}", {}),
+    ("versions/studies/{study}/series/{series}/instances/{sop}/{version}", {}),
     (
         "wado",
         {
@@ -89,16 +93,47 @@ def upload(moto_stack: LocalStack) -> str:
     return str(response.json()["uploadId"])
 
 
+@pytest.fixture(scope="module")
+def updated(moto_stack: LocalStack, stored: tuple[str, str, str]) -> tuple[str, str]:
+    """A metadata update of the stored study, run to its end by the Operations function on
+    S3 + DynamoDB: its operation id and the id of the version it replaced."""
+    study, series, sop = stored
+    headers = {"Authorization": moto_stack.api_key}
+    change = {"00081030": {"vr": "LO", "Value": ["SMOKE_UPDATED"]}}
+    response = requests.post(
+        f"{moto_stack.base_url}/rs/studies/$bulkUpdate",
+        json={"studyInstanceUids": [study], "changeDataset": change},
+        headers=headers,
+        timeout=60,
+    )
+    assert response.status_code == 202, response.text
+    href = response.json()["href"]
+    deadline = time.monotonic() + 120
+    while (status := requests.get(href, headers=headers, timeout=60).json())["status"] == "running":
+        assert time.monotonic() < deadline, "the update did not finish"
+        time.sleep(0.3)
+    assert status["status"] == "succeeded", status
+    listed = requests.get(
+        f"{moto_stack.base_url}/versions/studies/{study}/series/{series}/instances/{sop}",
+        headers=headers,
+        timeout=60,
+    ).json()["versions"]
+    assert [v["current"] for v in listed] == [True, False]
+    return str(status["id"]), str(listed[1]["versionId"])
+
+
 @pytest.mark.parametrize(("path", "params"), ROUTES, ids=[r[0] for r in ROUTES])
-def test_route_answers_on_moto(
+def test_route_answers_on_moto(  # noqa: PLR0917 - the route and every fixture it names
     moto_stack: LocalStack,
     stored: tuple[str, str, str],
     upload: str,
+    updated: tuple[str, str],
     path: str,
     params: dict[str, str],
 ) -> None:
     study, series, sop = stored
     names = {"study": study, "series": series, "sop": sop, "pid": "SMOKE1", "upload": upload}
+    names |= {"operation": updated[0], "version": updated[1]}
     response = requests.get(
         f"{moto_stack.base_url}/{path.format(**names)}",
         params={k: v.format(**names) for k, v in params.items()}
@@ -134,11 +169,13 @@ def test_the_change_feed_on_dynamodb_lists_the_stored_instance(
     )
     assert response.status_code == 200, response.text
     entries = [e for e in response.json() if e["SOPInstanceUID"] == sop]
-    assert [(e["Action"], e["StudyInstanceUID"], e["SeriesInstanceUID"]) for e in entries] == [
+    # Created, then updated when the module's update (fixture ``updated``) ran first.
+    assert [(e["Action"], e["StudyInstanceUID"], e["SeriesInstanceUID"]) for e in entries][:1] == [
         ("create", study, series)
     ]
+    assert {e["Action"] for e in entries[1:]} <= {"update"}
     assert isinstance(entries[0]["Sequence"], int)
-    assert entries[0]["Metadata"]["00080018"]["Value"] == [sop]
+    assert entries[-1]["Metadata"]["00080018"]["Value"] == [sop]  # the current version's
 
 
 def test_metadata_on_dynamodb_is_read_from_the_index(
