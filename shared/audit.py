@@ -55,6 +55,14 @@ class Touched:
     series: list[str] = field(default_factory=list)
     instances: list[str] = field(default_factory=list)
     more: int = 0
+    #: Versions the request ended or began: {"instance", "before", "after"} (sha256 ids;
+    #: "" for none), the first :data:`MAX_UIDS`.
+    versions: list[dict[str, str]] = field(default_factory=list)
+
+    def version(self, sop_instance_uid: str, before: str, after: str) -> None:
+        """Record that an instance's version changed (a DELETE: ``after`` empty)."""
+        if valid_uid(sop_instance_uid) and len(self.versions) < MAX_UIDS:
+            self.versions.append({"instance": sop_instance_uid, "before": before, "after": after})
 
     def add(self, level: str, values: Iterable[str]) -> None:
         """Add UIDs of a level ("studies", "series", "instances"); anything else is dropped."""
@@ -178,6 +186,7 @@ def build(  # noqa: PLR0913 - the request, the answer and what the handler saw
         instances=found.instances,
         moreUids=found.more,
         queryKeys=sorted({_key_name(str(k)) for k in query}),
+        versions=list(found.versions),
     )
 
 

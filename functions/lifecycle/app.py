@@ -197,6 +197,8 @@ def _delete(study: str, series: str | None = None, instance: str | None = None) 
     touched = http.touched(app)
     touched.add("series", sorted({e.series_uid for e in deletion.removed}))
     touched.add("instances", deletion.instances)
+    for entry in deletion.removed:  # the version each deleted instance ends
+        touched.version(entry.sop_instance_uid, entry.sha256, "")
     http.count(app, "InstancesDeleted", len(deletion.removed))
     http.log_fields(app, level=target.level, removed=len(deletion.removed), swept=deletion.swept)
     if deletion.done:

@@ -51,7 +51,7 @@ from shared.dicomweb import stow_result
 from shared.dicomweb.multipart import Part
 from shared.errors import NotFound, StorageUnavailable
 from shared.ports import ReplaceOutcome
-from shared.services import lifecycle, operations
+from shared.services import lifecycle, operations, rejection
 from shared.services.lifecycle import Target
 from shared.services.store import StoreRequest, _record, store
 from tests.fakes import FakeBlobStore, FakeIndex, FakeObjectStore, FakeSearchCatalog
@@ -402,6 +402,7 @@ class WritePath(RuleBasedStateMachine):
         self.acknowledged: dict[str, str] = {}  # SOP Instance UID -> sha256 answered with 200
         self.deleted: dict[str, str] = {}  # SOP Instance UID -> sha256 of its entry deleted
         self.updated: dict[str, str] = {}  # sha256 of an updated version -> its variant
+        self.rejected: set[str] = set()  # SOP Instance UIDs a rejection note may have named
         self.stray: set[str] = set()  # SOP Instance UIDs whose store or update may have
         # left other bytes under dicom/ (a refusal or a fault), which a restore may take
 
@@ -416,6 +417,8 @@ class WritePath(RuleBasedStateMachine):
     def _acknowledge(self, sop: str, data: bytes, status: int, faulty: bool = True) -> None:
         if status != 200 and (faulty or status == 503):  # a refusal alone leaves no object
             self.stray.add(sop)
+        if status == 200 and sop in self.rejected and sop not in self.backend.entries():
+            return  # stored, and hidden at once: a rejection note named it before it came
         if status == 200:
             self.acknowledged.setdefault(sop, _sha(data))
             assert self.acknowledged[sop] == _sha(data), "200 for content other than the stored"
@@ -472,7 +475,7 @@ class WritePath(RuleBasedStateMachine):
             key = f"dicom/{STUDY}/{SERIES}/{sop}.{_sha(data)}.dcm"
             if after.get(sop, ("", "", ""))[1] != key:
                 assert self.backend.object(key) is None, "a refused object was left behind"
-        else:
+        elif sop not in self.rejected or sop in after:
             assert after[sop][0] == _sha(data)
 
     def _variant_of(self, sop: str, sha: str) -> str:
@@ -623,6 +626,7 @@ class WritePath(RuleBasedStateMachine):
         after = self.backend.entries()
         assert {s: after.get(s) for s in before} == before, "a restore changed a stored entry"
         restored = result.restored if result is not None else []
+        self.rejected -= set(restored)  # a restore ends the rejection of what it restores
         for s in restored:
             assert s in after, "a restored instance is not indexed"
             self.acknowledged[s] = after[s][0]
@@ -669,6 +673,38 @@ class WritePath(RuleBasedStateMachine):
                 stored = self.backend.object(key) or b""
                 assert str(pydicom.dcmread(io.BytesIO(stored)).PatientName) == name
 
+    @rule(sop=st.sampled_from(SOPS), fault=ONE_FAULT)
+    def reject_with_fault(self, sop: str, fault: tuple[str, str, str] | None) -> None:
+        """An IOCM rejection note naming one instance: it leaves every answer as a DELETE
+        takes it (its bytes kept under deleted/), and stays hidden if stored again; a fault
+        changes no other instance and keeps every object."""
+        before = self.backend.entries()
+        named = rejection.Rejection(
+            STUDY, SERIES, sop, "113001", f"{SOPS[0]}.99", "2026-12-08T00:00:00Z"
+        )
+        if fault is not None:
+            self.backend.plan.armed[(fault[0], fault[1])] = fault[2]
+        try:
+            rejection.apply_note(
+                (named,), objects=self.backend.blobs, index=self.backend.index, retention_days=30
+            )
+            failed = False
+        except StorageUnavailable:
+            failed = True
+        self.backend.plan.armed.clear()
+        self.rejected.add(sop)
+        self.stray.add(sop)  # what a restore brings back may be any copy kept of it
+        after = self.backend.entries()
+        if not failed:
+            assert sop not in after, "a rejected instance is still answered"
+        assert {s: e for s, e in after.items() if s != sop} == {
+            s: e for s, e in before.items() if s != sop
+        }, "a rejection changed another instance"
+        if sop not in after:
+            self.acknowledged.pop(sop, None)
+            if sop in before:
+                self.deleted[sop] = before[sop][0]
+
     @rule()
     def purge(self) -> None:
         """Cut-off deletes finished (their job records, then a late sweep), then the
@@ -676,6 +712,9 @@ class WritePath(RuleBasedStateMachine):
         purged instance: no object, index entry, posting or lookup."""
         self.backend.plan.quiet = True
         try:
+            rejection.finish_pending(
+                objects=self.backend.blobs, index=self.backend.index, retention_days=30
+            )
             for target in list(lifecycle.pending(self.backend.blobs)):
                 self._finish(target, time.time)  # the client sends its DELETE again
             entries = self.backend.entries()
@@ -689,7 +728,9 @@ class WritePath(RuleBasedStateMachine):
         entries = self.backend.entries()
         for sop in [s for s in self.acknowledged if s not in entries]:
             del self.acknowledged[sop]  # deleted by a DELETE sent again
-        left = self.backend.keys("")
+        # A rejection's record stays (it hides the instance if it comes again) until a
+        # restore: not a residue of the purged bytes.
+        left = [k for k in self.backend.keys("") if not k.startswith(lifecycle.REJECTIONS_PREFIX)]
         for sop in SOPS:
             if sop not in entries:
                 assert not [k for k in left if f"/{sop}." in k or f"/{sop}/" in k], left

@@ -6,7 +6,9 @@ the originals byte for byte. ``dicomweb-lifecycle merge`` does the same in one c
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,3 +180,30 @@ def test_a_wrong_patient_study_is_merged_in_one_command_and_the_originals_are_ke
     audit = (stack.data_dir / "audit.jsonl").read_text()
     assert '"action": "U"' in audit or '"action":"U"' in audit
     assert "Right^Http" not in audit and RIGHT not in audit
+
+
+def test_a_delete_is_audited_with_the_version_it_ends(
+    keyed: tuple[LocalStack, str], sent: dict[str, bytes]
+) -> None:
+    stack, _ = keyed
+    (sop, data) = next(
+        (s, d)
+        for s, d in sent.items()
+        if pydicom.dcmread(io.BytesIO(d)).StudyInstanceUID == RIGHT_STUDY
+    )
+    series = str(pydicom.dcmread(io.BytesIO(data)).SeriesInstanceUID)
+    reply = requests.delete(
+        f"{stack.base_url}/rs/studies/{RIGHT_STUDY}/series/{series}/instances/{sop}",
+        headers=_h(stack.api_key),
+        timeout=30,
+    )
+    assert reply.status_code == 204, reply.text
+    records = [
+        json.loads(line)
+        for line in (stack.data_dir / "audit.jsonl").read_text().split("\n")
+        if line
+    ]
+    (deleted,) = [r for r in records if r["action"] == "D"]
+    assert deleted["versions"] == [
+        {"instance": sop, "before": hashlib.sha256(data).hexdigest(), "after": ""}
+    ]
