@@ -232,6 +232,8 @@ def _restore(study: str, series: str | None = None, instance: str | None = None)
     )
     touched = http.touched(app)
     touched.add("instances", result.restored)
+    for sop, version in result.versions.items():  # the version each restore begins again
+        touched.version(sop, "", version)
     http.count(app, "InstancesRestored", len(result.restored))
     http.log_fields(
         app, level=target.level, restored=len(result.restored), conflicts=len(result.conflicts)

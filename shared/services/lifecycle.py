@@ -480,6 +480,8 @@ class Restoration:
     conflicts: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     done: bool = True
+    #: SOP Instance UID -> the version restored (the sha256 its kept key names).
+    versions: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, object]:
         """The answer's body."""
@@ -519,6 +521,8 @@ def restore(  # noqa: PLR0913 - keyword-only: the target, the ports and the requ
             objects.delete(rejection_key(*uids))
         outcome = _restore_one(key, objects, index, calling_aet, base_url, clock)
         getattr(result, outcome).append(sop)
+        if outcome == "restored":
+            result.versions[sop] = key.removesuffix(".dcm").rsplit(".", 1)[-1].rsplit("/", 1)[-1]
         if outcome in ("restored", "already") and key.startswith(DELETED_PREFIX):
             objects.delete(key)
     logger.info(

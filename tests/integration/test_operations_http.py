@@ -207,3 +207,19 @@ def test_a_delete_is_audited_with_the_version_it_ends(
     assert deleted["versions"] == [
         {"instance": sop, "before": hashlib.sha256(data).hexdigest(), "after": ""}
     ]
+
+    reply = requests.post(
+        f"{stack.base_url}/rs/restore/studies/{RIGHT_STUDY}/series/{series}/instances/{sop}",
+        headers=_h(stack.api_key),
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.text
+    records = [
+        json.loads(line)
+        for line in (stack.data_dir / "audit.jsonl").read_text().split("\n")
+        if line
+    ]
+    (restored,) = [r for r in records if "/rs/restore/" in r["route"]]
+    assert restored["versions"] == [
+        {"instance": sop, "before": "", "after": hashlib.sha256(data).hexdigest()}
+    ]
