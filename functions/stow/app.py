@@ -70,6 +70,8 @@ def _store(calling_aet: str, study_uid: str | None) -> Response[str]:
     touched.add("instances", [s.sop_instance_uid for s in result.stored])
     rejected = [uid for s in result.stored for uid in s.rejected]
     touched.add("instances", rejected)  # named by rejection notes: hidden now or on arrival
+    for sop, version in (h for s in result.stored for h in s.hid):  # the versions hidden
+        touched.version(sop, version, "")
     http.count(app, "InstancesRejected", len(rejected))
     http.count(app, "InstancesStored", len(result.stored))
     http.count(app, "InstancesFailed", len(result.failed))

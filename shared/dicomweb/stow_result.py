@@ -54,6 +54,8 @@ class Stored:
     rejected: tuple[str, ...] = ()
     #: Stored, and hidden at once: a rejection note named it before it came.
     hidden: bool = False
+    #: A rejection note: (SOP Instance UID, sha256 of the version) of each it hid now.
+    hid: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

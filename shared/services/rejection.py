@@ -161,6 +161,8 @@ class Application:
 
     hidden: tuple[str, ...]
     done: bool
+    #: (SOP Instance UID, the version hidden: sha256 of its bytes), for the audit trail.
+    versions: tuple[tuple[str, str], ...] = ()
 
 
 def apply_note(  # noqa: PLR0913 - keyword-only: the ports, the window and the deadline
@@ -187,24 +189,27 @@ def apply_note(  # noqa: PLR0913 - keyword-only: the ports, the window and the d
     job = job_key(rejections[0].note_uid)
     objects.put(job, json.dumps([asdict(r) for r in rejections]).encode())
     hidden: list[str] = []
+    versions: list[tuple[str, str]] = []
     for number, named in enumerate(rejections):
         if number and until.expired():  # the job goes on with what is left
             left = rejections[number:]
             objects.put(job, json.dumps([asdict(r) for r in left]).encode())
             logger.warning("rejection note cut off", extra={"left": len(left)})
-            return Application(tuple(hidden), done=False)
+            return Application(tuple(hidden), done=False, versions=tuple(versions))
         prior = objects.read(named.key)
         kept = Rejection.load(prior) if prior is not None else None
         rejection = replace(named, applied=kept is not None and kept.applied)
         objects.put(rejection.key, rejection.dump())
-        if _hide(rejection, objects, index, retention_days, catalog):
+        version = _hide(rejection, objects, index, retention_days, catalog)
+        if version:
             hidden.append(rejection.sop_instance_uid)
+            versions.append((rejection.sop_instance_uid, version))
     objects.delete(job)
     logger.info(
         "rejection note applied",
         extra={"named": len(rejections), "hidden": len(hidden), "code": rejections[0].code},
     )
-    return Application(tuple(hidden), done=True)
+    return Application(tuple(hidden), done=True, versions=tuple(versions))
 
 
 def job_key(note_uid: str) -> str:
@@ -262,7 +267,7 @@ def hide_if_rejected(
     rejection = Rejection.load(kept) if kept is not None else None
     if rejection is None or not rejection.hides:
         return False
-    return _hide(rejection, objects, index, retention_days, catalog)
+    return bool(_hide(rejection, objects, index, retention_days, catalog))
 
 
 def _hide(
@@ -271,8 +276,9 @@ def _hide(
     index: InstanceIndex,
     retention_days: int,
     catalog: Callable[[], Catalog] | None,
-) -> bool:
-    """Remove the instance as DELETE does; the record says so once its entry is gone."""
+) -> str:
+    """Remove the instance as DELETE does; the record says so once its entry is gone. The
+    version hidden (the sha256 of its bytes), '' when none was."""
     try:
         deletion = lifecycle.delete(
             rejection.target,
@@ -283,16 +289,16 @@ def _hide(
             rejected=rejection.code != RETENTION_EXPIRED,  # 113039 deletes, as DELETE does
         )
     except NotFound:
-        return False  # not stored (yet)
+        return ""  # not stored (yet)
     if not deletion.removed:
-        return False
+        return ""
     if not rejection.applied:
         objects.put(rejection.key, replace(rejection, applied=True).dump())
     logger.info(
         "rejected instance hidden",
         extra={"sop_instance_uid": rejection.sop_instance_uid, "code": rejection.code},
     )
-    return True
+    return deletion.removed[0].sha256
 
 
 @dataclass(frozen=True)

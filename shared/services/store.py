@@ -232,15 +232,17 @@ def _rejections(
 
     named = rejection.rejections_of(instance.dataset, now)
     rejected: tuple[str, ...] = ()
+    hid: tuple[tuple[str, str], ...] = ()
     if named:
-        rejected = rejection.apply_note(
+        applied = rejection.apply_note(
             named,
             objects=objects,
             index=index,
             retention_days=retention_days,
             deadline=deadline,
             catalog=catalog,
-        ).hidden
+        )
+        rejected, hid = applied.hidden, applied.versions
     hidden = not stored.already_stored and rejection.hide_if_rejected(
         (instance.study_uid, instance.series_uid, instance.sop_instance_uid),
         objects=objects,
@@ -250,7 +252,9 @@ def _rejections(
     )
     if not rejected and not hidden and not named:
         return stored
-    return replace(stored, rejected=tuple(r.sop_instance_uid for r in named), hidden=hidden)
+    return replace(
+        stored, rejected=tuple(r.sop_instance_uid for r in named), hidden=hidden, hid=hid
+    )
 
 
 def _refused(instance: ValidInstance, outcome: AddOutcome) -> Failed:

@@ -4,7 +4,9 @@ for it; admins list rejections and restore; 113039 deletes once."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,6 +131,16 @@ def test_a_note_from_a_store_key_hides_what_it_names_from_every_answer(keyed) ->
     assert _sop(rejected) not in everything
     assert len(_visible(stack, deid, everywhere=True)) == len(everything), "de-identified too"
     assert _state(stack)[_sop(rejected)] == ("113001", "applied")
+    # The note's STOW is audited with the version it hid (no names, no IDs).
+    trail = [
+        json.loads(line)
+        for line in (stack.data_dir / "audit.jsonl").read_text().split("\n")
+        if line
+    ]
+    (stored,) = [r for r in trail if r["transaction"] == "STOW-RS" and r.get("versions")]
+    assert stored["versions"] == [
+        {"instance": _sop(rejected), "before": hashlib.sha256(rejected).hexdigest(), "after": ""}
+    ]
     assert _stow(stack, rejected, plain).status_code == 200, "sent again: stored, hidden"
     assert _answered(stack, rejected) == [404] * 5
 
