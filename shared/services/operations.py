@@ -1,6 +1,6 @@
 """Metadata update and patient merge (``admin`` keys), Azure-shaped: ``POST
 rs/studies/$bulkUpdate`` with ``{"studyInstanceUids": [...], "changeDataset": {DICOM JSON}}``
-answers 202 with the operation's id and the URL of its status (``rs/operations/{id}``).
+answers 202 with the operation's id and the URL of its status (``operations/{id}``).
 
 An operation is a record under ``operations/`` and a marker under ``jobs/operations/``
 (what is still to do); the marker's creation is the event that wakes the Operations
@@ -131,7 +131,7 @@ class Operation:
             self.studies_updated += 1
 
     def status_json(self) -> dict[str, Any]:
-        """The answer of ``GET rs/operations/{id}``: the issue's fields and Azure's."""
+        """The answer of ``GET operations/{id}``: the issue's fields and Azure's."""
         percent = 100 if self.status != "running" else (100 * self.done) // len(self.studies)
         return {
             "id": self.id,
