@@ -423,6 +423,8 @@ def _sweep_one(
     finds its object gone and writes it again (``store.commit``); one of the two always
     sees the other (docs/decisions/0007-delete-and-restore.md)."""
     kept = deleted_key(key)
+    if objects.stat(key) is None:
+        return 0  # another sweep of the same object took it (a rejection hid it twice)
     objects.copy(key, kept)
     objects.delete(key)
     if index.references(sop_instance_uid, key):

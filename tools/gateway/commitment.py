@@ -36,6 +36,9 @@ from tools.gateway.guard import no_delay_on_open
 from tools.gateway.plan import Destination
 
 log = logging.getLogger("dicomweb-gateway")
+#: Seconds a report sent on the requester's own association waits for its answer before it
+#: goes on a new association (the requester may have been releasing).
+SAME_ASSOCIATION_S = 5.0
 
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"  # the well-known SOP instance
@@ -186,10 +189,7 @@ class _Committer:
         request.touched.add("instances", [i for _, i in commitment.references])
         request.status = SUCCESS if event_type == ALL_COMMITTED else 0xB000
         try:
-            if assoc.is_established:
-                delivered = self._send(assoc, event_type, info)
-            else:
-                delivered = self._send_anew(request.calling, event_type, info)
+            delivered = self._deliver(assoc, request.calling, event_type, info)
         except Exception:
             log.exception("storage commitment report to %s failed", request.calling)
             delivered = False
@@ -197,6 +197,24 @@ class _Committer:
             request.status = PROCESSING_FAILURE
             log.warning("storage commitment report not delivered to %s", request.calling)
         self.trail.write(request)
+
+    def _deliver(self, assoc: Any, calling: str, event_type: int, info: Dataset) -> bool:
+        """On the requester's association while it is open, else on a new one. A requester
+        that releases right after its N-ACTION may do so while the report is on its way:
+        it ignores a report received during its release (pynetdicom does), so the report
+        waits :data:`SAME_ASSOCIATION_S` at most for its answer there, then goes on a new
+        association once the first has ended."""
+        if assoc.is_established:
+            timeout = assoc.dimse_timeout
+            assoc.dimse_timeout = min(timeout or SAME_ASSOCIATION_S, SAME_ASSOCIATION_S)
+            try:
+                if self._send(assoc, event_type, info):
+                    return True
+            finally:
+                assoc.dimse_timeout = timeout
+            if assoc.is_established:
+                return False  # open, and no answer
+        return self._send_anew(calling, event_type, info)
 
     @staticmethod
     def _send(assoc: Any, event_type: int, info: Dataset) -> bool:
