@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 from local.api_gateway import responses, usage
 from local.api_gateway.authorizer import Invoke, TokenAuthorizers
@@ -85,13 +85,16 @@ def _with_forwarded(request: Request) -> list[tuple[str, str]]:
 
 
 def query_pairs(query: str) -> list[tuple[str, str]]:
-    """The parameters of a query string, percent-decoded, in order (``?flag`` gives ``""``)."""
+    """The parameters of a query string, decoded as API Gateway decodes them for
+    ``queryStringParameters``: percent escapes, and ``+`` as a space (what ``requests``
+    and HTML forms send for one; a plus sign itself comes as ``%2B``), in order (``?flag``
+    gives ``""``)."""
     pairs = []
     for item in query.split("&") if query else []:
         if not item:
             continue
         key, _, value = item.partition("=")
-        pairs.append((unquote(key), unquote(value)))
+        pairs.append((unquote_plus(key), unquote_plus(value)))
     return pairs
 
 

@@ -121,7 +121,7 @@ def test_an_update_answers_202_and_its_href_follows_it_to_success(
     stack, _ = keyed
     body = {
         "studyInstanceUids": [STUDY],
-        "changeDataset": {"00081030": {"vr": "LO", "Value": ["UPDATED_OVER_HTTP"]}},
+        "changeDataset": {"00081030": {"vr": "LO", "Value": ["UPDATED OVER HTTP"]}},
     }
     reply = requests.post(
         f"{stack.base_url}/rs/studies/$bulkUpdate",
@@ -135,12 +135,12 @@ def test_an_update_answers_202_and_its_href_follows_it_to_success(
     assert answer["href"] == f"{stack.base_url}/operations/{answer['id']}"
     status = _wait(stack, answer["href"])
     assert (status["status"], status["percentComplete"], status["errors"]) == ("succeeded", 100, [])
-    (study,) = _qido(stack, "studies", StudyDescription="*OVER_HTTP*")
+    (study,) = _qido(stack, "studies", StudyDescription="*OVER HTTP*")
     assert study["0020000D"]["Value"] == [STUDY]
     reply = requests.get(
         f"{stack.base_url}/rs/studies/{STUDY}/metadata", headers=_h(stack.api_key), timeout=30
     )
-    assert {d["00081030"]["Value"][0] for d in reply.json()} == {"UPDATED_OVER_HTTP"}
+    assert {d["00081030"]["Value"][0] for d in reply.json()} == {"UPDATED OVER HTTP"}
 
 
 def test_a_wrong_patient_study_is_merged_in_one_command_and_the_originals_are_kept(

@@ -234,3 +234,16 @@ def test_a_base64_answer_is_decoded_only_for_binary_types() -> None:
     )
     with pytest.raises(GatewayError):
         read_response({**output, "body": "not base64!"}, None, ("image/*",), "r")
+
+
+def test_query_strings_are_decoded_as_api_gateway_decodes_them() -> None:
+    """A ``+`` is a space (requests sends one so: ``StudyDescription=CT+HEAD``), ``%2B`` a
+    plus sign, percent escapes are decoded, and order and empty values are kept."""
+    from local.api_gateway.gateway import query_pairs
+
+    assert query_pairs("StudyDescription=*CT+HEAD*&x=1%2B1&flag&PatientName=Doe%5EJ") == [
+        ("StudyDescription", "*CT HEAD*"),
+        ("x", "1+1"),
+        ("flag", ""),
+        ("PatientName", "Doe^J"),
+    ]
