@@ -14,15 +14,14 @@ never reads them back.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
-from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.moto_archive import moto_archive
 from shared.dicom.validate import validate
 from shared.services import lifecycle
 from shared.services.lifecycle import Target
@@ -85,64 +84,29 @@ def sqlite(n: int) -> dict[str, Any]:
 
 
 def _moto(n: int) -> dict[str, Any]:
-    import boto3
-    from moto import mock_aws
-
-    from local import template as local_template
-    from shared.adapters.dynamo_index import DynamoInstanceIndex
-    from shared.adapters.dynamo_search import DynamoSearch
-    from shared.adapters.s3_blobs import S3BlobStore
-
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"):
-        os.environ.pop(name, None)
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        dynamodb, s3 = boto3.client("dynamodb"), boto3.client("s3")
-        dynamodb.create_table(
-            TableName="bench-delete", **local_template.load().tables["IndexTable"].create_args
-        )
-        s3.create_bucket(Bucket="bench-delete")
-        objects = S3BlobStore(s3, "bench-delete")
-        index = DynamoInstanceIndex(dynamodb, "bench-delete", sleep=lambda _: None)
-        _fill(objects, index, n)
-        calls: Counter[str] = Counter()
-        items: Counter[str] = Counter()
-
-        def count(event_name: str, params: dict[str, Any], **_: Any) -> None:
-            operation = event_name.rsplit(".", maxsplit=1)[-1]
-            calls[operation] += 1
-            if operation == "TransactWriteItems":
-                for item in params.get("TransactItems", []):
-                    items[next(iter(item))] += 1
-            elif operation in ("PutItem", "UpdateItem", "DeleteItem"):
-                items[operation] += 1
-            elif operation == "BatchWriteItem":
-                items["BatchWrite"] += sum(len(v) for v in params["RequestItems"].values())
-
-        for client in (dynamodb, s3):
-            client.meta.events.register("provide-client-params.*.*", count)
+    with moto_archive("bench-delete") as archive:
+        _fill(archive.objects, archive.index, n)
+        counted = archive.count()
         started = time.perf_counter()
         deletion = lifecycle.delete(
             Target(STUDY),
-            objects=objects,
-            index=index,
+            objects=archive.objects,
+            index=archive.index,
             retention_days=30,
-            catalog=DynamoSearch(dynamodb, "bench-delete"),
+            catalog=archive.catalog(),
         )
         deleted_s = time.perf_counter() - started
         if not deletion.done or len(deletion.removed) != n:
             raise RuntimeError(f"the DELETE did not finish: {deletion}")
-    written = sum(v for k, v in items.items() if k != "ConditionCheck")
+    written = counted.written()
     return {
         "instances": n,
         "delete_s_moto": round(deleted_s, 3),
         "items_written_per_instance": round(written / n, 3),
         "items_target_per_instance": TARGET_ITEMS_PER_INSTANCE,
         "items_met": written / n <= TARGET_ITEMS_PER_INSTANCE,
-        "items_by_kind": dict(sorted(items.items())),
-        "calls_per_instance": {op: round(c / n, 3) for op, c in sorted(calls.items())},
+        "items_by_kind": dict(sorted(counted.items.items())),
+        "calls_per_instance": counted.per(n),
     }
 
 

@@ -14,15 +14,14 @@ reads, rewrites and validates every one.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import tempfile
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.moto_archive import moto_archive
 from shared.dicom.validate import validate
 from shared.services import operations, store
 from tests.support import dicom_files
@@ -100,52 +99,18 @@ def sqlite(n: int = 500, rounds: int = 3) -> dict[str, Any]:
 
 
 def _moto(n: int) -> dict[str, Any]:
-    import boto3
-    from moto import mock_aws
-
-    from local import template as local_template
-    from shared.adapters.dynamo_index import DynamoInstanceIndex
-    from shared.adapters.dynamo_search import DynamoSearch
-    from shared.adapters.s3_blobs import S3BlobStore
-
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"):
-        os.environ.pop(name, None)
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        dynamodb, s3 = boto3.client("dynamodb"), boto3.client("s3")
-        dynamodb.create_table(
-            TableName="bench-update", **local_template.load().tables["IndexTable"].create_args
-        )
-        s3.create_bucket(Bucket="bench-update")
-        objects = S3BlobStore(s3, "bench-update")
-        index = DynamoInstanceIndex(dynamodb, "bench-update", sleep=lambda _: None)
-        _fill(objects, index, n)
+    with moto_archive("bench-update") as archive:
+        _fill(archive.objects, archive.index, n)
         ports = operations.Ports(
-            objects=objects, index=index, catalog=lambda: DynamoSearch(dynamodb, "bench-update")
+            objects=archive.objects, index=archive.index, catalog=archive.catalog
         )
-        calls: Counter[str] = Counter()
-        items: Counter[str] = Counter()
-
-        def count(event_name: str, params: dict[str, Any], **_: Any) -> None:
-            operation = event_name.rsplit(".", maxsplit=1)[-1]
-            calls[operation] += 1
-            if operation == "TransactWriteItems":
-                for item in params.get("TransactItems", []):
-                    items[next(iter(item))] += 1
-            elif operation in ("PutItem", "UpdateItem", "DeleteItem"):
-                items[operation] += 1
-
-        for client in (dynamodb, s3):
-            client.meta.events.register("provide-client-params.*.*", count)
-        elapsed = _update(objects, ports, 0)
-    written = sum(v for k, v in items.items() if k != "ConditionCheck")
+        counted = archive.count()
+        elapsed = _update(archive.objects, ports, 0)
     return {
         "instances": n,
         "update_s_moto": round(elapsed, 3),
-        "items_written_per_instance": round(written / n, 2),
-        "calls_per_instance": {op: round(c / n, 2) for op, c in sorted(calls.items())},
+        "items_written_per_instance": round(counted.written() / n, 2),
+        "calls_per_instance": counted.per(n, 2),
     }
 
 

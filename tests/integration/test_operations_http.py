@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from shared import keys
 from shared.adapters.key_store import FileKeyStore
 from shared.bootstrap import API_KEYS_FILE, SECRETS_DIR
 from tests.support import dicom_files
+from tools import audit as audit_tool
 from tools import lifecycle as lifecycle_tool
 
 pytestmark = pytest.mark.integration
@@ -201,11 +201,7 @@ def test_a_delete_is_audited_with_the_version_it_ends(
         timeout=30,
     )
     assert reply.status_code == 204, reply.text
-    records = [
-        json.loads(line)
-        for line in (stack.data_dir / "audit.jsonl").read_text().split("\n")
-        if line
-    ]
+    records = list(audit_tool.records(stack.data_dir / "audit.jsonl", RIGHT_STUDY))
     (deleted,) = [r for r in records if r["action"] == "D"]
     assert deleted["versions"] == [
         {"instance": sop, "before": hashlib.sha256(data).hexdigest(), "after": ""}
@@ -217,11 +213,7 @@ def test_a_delete_is_audited_with_the_version_it_ends(
         timeout=30,
     )
     assert reply.status_code == 200, reply.text
-    records = [
-        json.loads(line)
-        for line in (stack.data_dir / "audit.jsonl").read_text().split("\n")
-        if line
-    ]
+    records = list(audit_tool.records(stack.data_dir / "audit.jsonl", RIGHT_STUDY))
     (restored,) = [r for r in records if "/rs/restore/" in r["route"]]
     assert restored["versions"] == [
         {"instance": sop, "before": "", "after": hashlib.sha256(data).hexdigest()}
